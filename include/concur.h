@@ -1,0 +1,20 @@
+/*
+ * concur.h - concurrent processing for C.
+ *
+ * Include this one header. Modules:
+ *   concur/common.h  conventions: return codes, time, ownership
+ *   concur/error.h   error codes and their messages
+ *   concur/future.h  the task-function type, futures, sets of futures
+ *   concur/pool.h    pools of workers (threads)
+ *   concur/map.h     the map family and chunk helpers
+ */
+#ifndef CONCUR_H
+#define CONCUR_H
+
+#include "concur/common.h"
+#include "concur/error.h"
+#include "concur/future.h"
+#include "concur/pool.h"
+#include "concur/map.h"
+
+#endif

@@ -1,0 +1,334 @@
+/*
+ * concur/future.h - the task-function type and the one future type of every engine.
+ *
+ * A task is a function that takes an input as bytes and ends with a result as bytes or an
+ * error (a code and a message). The same function runs unchanged on every engine: the
+ * thread pool passes the input by pointer, engines that cross a process boundary copy it.
+ * Inputs and results of up to CONCUR_INLINE_BYTES are stored inside the task record, so a
+ * tiny task costs no allocation besides the record itself.
+ *
+ * A future is the completion object of one task:
+ *
+ *     PENDING --start--> RUNNING --return--> DONE
+ *        |                  |----error-----> FAILED   (task error, task timeout, worker death)
+ *        +-----cancel-----> CANCELLED
+ *
+ * DONE, FAILED and CANCELLED are terminal: a future reaches exactly one of them, once.
+ * Futures are reference counted. The engine keeps its own reference until the task is
+ * over, so releasing a pending future never cancels it and never frees it under the worker.
+ * Every function here is thread-safe unless stated otherwise.
+ */
+#ifndef CONCUR_FUTURE_H
+#define CONCUR_FUTURE_H
+
+#include <stdarg.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Inputs and results up to this many bytes are stored inline in the task record. */
+#define CONCUR_INLINE_BYTES 16
+
+/**
+ * The context of one running task (or of a worker initializer/finalizer), handed to the task
+ * function. It is valid only during that call and only in the thread that received it.
+ */
+typedef struct concur_task concur_task;
+
+/**
+ * The task-function type, the same for every engine.
+ *
+ * @p in / @p len are the task's input bytes (in is never NULL when len > 0; it may be NULL
+ * when len == 0). They are valid for the duration of the call, read-only.
+ *
+ * Return 0 for success; the result is what concur_task_return() or concur_task_result_alloc()
+ * set (empty when neither was called). Return a negative code for failure: the future fails
+ * with that code and the message given to concur_task_fail(), if any. A positive return value
+ * is treated as CONCUR_ETASK.
+ */
+typedef int (*concur_fn)(concur_task *t, const void *in, size_t len);
+
+/** One input of a batch submit. */
+typedef struct concur_input {
+    const void *data; /**< bytes, copied at submit; may be NULL when len == 0 */
+    size_t len;
+} concur_input;
+
+/**
+ * Sets the task's result to a copy of @p len bytes at @p data (replacing any earlier result).
+ * Returns 0 or CONCUR_ENOMEM / CONCUR_EINVAL (data NULL with len > 0).
+ */
+CONCUR_API int concur_task_return(concur_task *t, const void *data, size_t len);
+
+/**
+ * Makes the result a buffer of @p len bytes, owned by the future, that the task writes in
+ * place (no copy). Returns NULL on allocation failure. The contents are undefined until
+ * written. A later call replaces the buffer.
+ */
+CONCUR_API void *concur_task_result_alloc(concur_task *t, size_t len);
+
+/**
+ * Records an error message (printf-style) for the task and returns @p code, so a task can
+ * end with `return concur_task_fail(t, -EIO, "read %s: %s", path, strerror(errno));`.
+ * A non-negative @p code is replaced by CONCUR_ETASK. The message is truncated to 1 KiB.
+ */
+CONCUR_API int concur_task_fail(concur_task *t, int code, const char *fmt, ...)
+    CONCUR_PRINTF(3, 4);
+
+/** va_list form of concur_task_fail(). */
+CONCUR_API int concur_task_vfail(concur_task *t, int code, const char *fmt, va_list ap);
+
+/** The message last recorded by concur_task_fail() during this call, or NULL. */
+CONCUR_API const char *concur_task_message(const concur_task *t);
+
+/**
+ * True once the task should stop early: its future was cancelled while running
+ * (concur_future_cancel), its task timeout expired, or its pool is shutting down with
+ * cancellation. Tasks that run long should poll it; a result returned after that is dropped.
+ * Cheap (one atomic load).
+ */
+CONCUR_API bool concur_task_should_stop(const concur_task *t);
+
+/** The task's id: 1, 2, 3... in submission order per pool (0 in initializers/finalizers). */
+CONCUR_API uint64_t concur_task_id(const concur_task *t);
+
+/**
+ * The name of the worker running the task, "concur-<pool name>-thread-worker-<n>" with n
+ * counted from 1 per pool (the pool name defaults to "pool"). Valid during the call. The
+ * kernel's thread name (15 bytes at most) is "<pool name>-<n>", truncated.
+ */
+CONCUR_API const char *concur_task_worker_name(const concur_task *t);
+
+/** The pool user data given in concur_pool_opts.user (NULL if none). */
+CONCUR_API void *concur_task_user(const concur_task *t);
+
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct concur_future concur_future;
+
+typedef enum concur_state {
+    CONCUR_PENDING = 0, /**< queued, not started */
+    CONCUR_RUNNING,     /**< a worker runs it */
+    CONCUR_DONE,        /**< ended with a result */
+    CONCUR_FAILED,      /**< ended with an error */
+    CONCUR_CANCELLED,   /**< cancelled before it started; never ran */
+} concur_state;
+
+/** Name of a state ("pending", "running", "done", "failed", "cancelled"). */
+CONCUR_API const char *concur_state_name(concur_state s);
+
+/**
+ * Creates a standalone future in state PENDING with one reference owned by the caller,
+ * completed by concur_future_set_result() / concur_future_set_error() (a promise). Engines
+ * create their futures themselves. Returns 0 or CONCUR_ENOMEM / CONCUR_EINVAL.
+ */
+CONCUR_API int concur_future_create(concur_future **out);
+
+/**
+ * Completes a standalone (or any still unfinished) future with a copy of the result bytes.
+ * Returns 0, or CONCUR_ESTATE when the future is already terminal (nothing changes).
+ */
+CONCUR_API int concur_future_set_result(concur_future *f, const void *data, size_t len);
+
+/**
+ * Fails a future with @p code (negative; a non-negative code becomes CONCUR_ETASK) and an
+ * optional message (may be NULL; copied). Returns 0 or CONCUR_ESTATE when already terminal.
+ */
+CONCUR_API int concur_future_set_error(concur_future *f, int code, const char *msg);
+
+/** Adds a reference. Returns @p f. */
+CONCUR_API concur_future *concur_future_retain(concur_future *f);
+
+/**
+ * Drops a reference; the last one frees the future (and its result). Accepts NULL. Never
+ * cancels the task. Safe inside a callback of the same future.
+ */
+CONCUR_API void concur_future_release(concur_future *f);
+
+/** The current state (a snapshot). */
+CONCUR_API concur_state concur_future_state(const concur_future *f);
+
+/** True in DONE, FAILED or CANCELLED. */
+CONCUR_API bool concur_future_is_done(const concur_future *f);
+
+/** The task id given by the pool (1, 2, 3...; 0 for standalone futures). */
+CONCUR_API uint64_t concur_future_id(const concur_future *f);
+
+/**
+ * Waits until the future is terminal. @p timeout: seconds; 0 does not block; negative waits
+ * forever. Returns 0 when terminal (whatever the outcome), CONCUR_ETIMEDOUT on expiry. Does
+ * not spin for long: after a short spin the thread sleeps in the kernel.
+ */
+CONCUR_API int concur_future_wait(concur_future *f, double timeout);
+
+/**
+ * Waits like concur_future_wait() and returns the outcome: 0 with the result in
+ * *data / *len (either may be NULL); the task's negative error code when FAILED (details with
+ * concur_future_error_message()); CONCUR_ECANCELED when CANCELLED; CONCUR_ETIMEDOUT when the
+ * wait expired (the future goes on; *data and *len untouched). The result memory belongs to
+ * the future and stays valid while the caller holds a reference.
+ */
+CONCUR_API int concur_future_collect(concur_future *f, double timeout, const void **data,
+                                     size_t *len);
+
+/**
+ * Non-blocking read of the outcome: like collect with timeout 0, except that an unfinished
+ * future gives CONCUR_EAGAIN.
+ */
+CONCUR_API int concur_future_result(concur_future *f, const void **data, size_t *len);
+
+/** The error code of a FAILED future (CONCUR_ECANCELED if CANCELLED, 0 otherwise). */
+CONCUR_API int concur_future_error(const concur_future *f);
+
+/**
+ * The error message of a FAILED future: the task's own message when it gave one, else the
+ * code's text. NULL when the future is not FAILED. Valid while the caller holds a reference.
+ */
+CONCUR_API const char *concur_future_error_message(const concur_future *f);
+
+/**
+ * Cancels the task. A PENDING task becomes CANCELLED at once and never runs (callbacks run,
+ * waiters wake): returns true. A RUNNING task is only flagged (concur_task_should_stop()
+ * becomes true for it; it completes normally) and false is returned, as for a terminal one.
+ */
+CONCUR_API bool concur_future_cancel(concur_future *f);
+
+/** True once concur_future_cancel() has been called on the future. */
+CONCUR_API bool concur_future_cancel_requested(const concur_future *f);
+
+/**
+ * Durations in seconds: *pending = submit to start (for a cancelled task, submit to
+ * cancellation), *running = start to end (0 for a cancelled task). Both are 0 until the
+ * future is terminal. Either pointer may be NULL.
+ */
+CONCUR_API void concur_future_durations(const concur_future *f, double *pending,
+                                        double *running);
+
+/**
+ * A completion callback. It runs exactly once per registration, when the future becomes
+ * terminal, in the thread that completed it (a worker, or the thread that cancelled it), or
+ * at once in the registering thread when the future is already terminal. No concur lock is
+ * held while it runs: it may submit work (even to the same pool), wait on other futures,
+ * register callbacks and release the future (the completing thread holds its own reference
+ * for the duration of the call). It must not block for long, since it delays that worker.
+ */
+typedef void (*concur_callback_fn)(concur_future *f, void *arg);
+
+/**
+ * Registers @p cb(@p f, @p arg). Callbacks of one future run in insertion order. Returns 0 or
+ * CONCUR_ENOMEM / CONCUR_EINVAL; if it fails, the callback never runs.
+ */
+CONCUR_API int concur_future_add_callback(concur_future *f, concur_callback_fn cb, void *arg);
+
+/**
+ * Removes every registration equal to (@p cb, @p arg) that has not started to run and
+ * returns how many were removed (0 when none, e.g. because the future completed and the
+ * callback ran or is running).
+ */
+CONCUR_API int concur_future_remove_callback(concur_future *f, concur_callback_fn cb,
+                                             void *arg);
+
+/* ------------------------------------------------------------------------------------ */
+/* Sets of futures. The arrays are the caller's and are not modified; NULL entries are
+ * invalid (CONCUR_EINVAL). Timeouts are for the whole call. */
+
+/**
+ * Waits until every future is terminal. Returns 0, or CONCUR_ETIMEDOUT. An empty set (n == 0)
+ * returns 0 at once.
+ */
+CONCUR_API int concur_wait_all(concur_future *const *fs, size_t n, double timeout);
+
+/**
+ * Waits until at least one future is terminal and stores its index (the lowest index among
+ * those already terminal) in *index. Returns 0, CONCUR_ETIMEDOUT, or CONCUR_EINVAL for an
+ * empty set. Blocks in the kernel, no polling.
+ */
+CONCUR_API int concur_wait_any(concur_future *const *fs, size_t n, double timeout,
+                               size_t *index);
+
+/**
+ * Waits for every future and returns 0 when all are DONE; otherwise the error of the first
+ * future, in input order, that is not DONE (its index in *failed_index when not NULL):
+ * its error code, or CONCUR_ECANCELED. CONCUR_ETIMEDOUT on expiry. Results are then read
+ * with concur_future_result().
+ */
+CONCUR_API int concur_collect_all(concur_future *const *fs, size_t n, double timeout,
+                                  size_t *failed_index);
+
+/**
+ * A queue that hands out futures as they finish (completion order): put futures in, get
+ * finished ones out. It holds a reference on each future it contains until handed out; the
+ * getter then owns that reference.
+ */
+typedef struct concur_fqueue concur_fqueue;
+
+/** Creates an empty queue. Returns 0 or CONCUR_ENOMEM. */
+CONCUR_API int concur_fqueue_create(concur_fqueue **out);
+
+/**
+ * Destroys the queue; futures still inside are released (not cancelled). Waits for
+ * callbacks of this queue that are running in other threads to return. Accepts NULL. Must
+ * not be called concurrently with other calls on the same queue.
+ */
+CONCUR_API void concur_fqueue_destroy(concur_fqueue *q);
+
+/** Adds @p f (the queue takes its own reference). Returns 0 or CONCUR_ENOMEM. */
+CONCUR_API int concur_fqueue_put(concur_fqueue *q, concur_future *f);
+
+/**
+ * Takes the next finished future, in completion order, into *out (the caller now owns that
+ * reference). @p timeout as for waits (0: do not block). Returns 0; CONCUR_EAGAIN when the
+ * queue holds no futures at all (at once, even when blocking) or, with timeout 0, when none
+ * has finished; CONCUR_ETIMEDOUT on expiry.
+ */
+CONCUR_API int concur_fqueue_get(concur_fqueue *q, double timeout, concur_future **out);
+
+/** Number of futures in the queue, finished or not. */
+CONCUR_API size_t concur_fqueue_size(concur_fqueue *q);
+
+/**
+ * Iterates futures as they finish: completion order by default, input order with
+ * keep_order. The array is the caller's and must outlive the iterator.
+ */
+typedef struct concur_as_done concur_as_done;
+
+/**
+ * Starts an iteration over @p n futures; @p timeout is the total for the whole iteration
+ * (negative or 0 in the sense of waits: 0 never blocks). Returns 0 or CONCUR_ENOMEM /
+ * CONCUR_EINVAL.
+ */
+CONCUR_API int concur_as_done_create(concur_as_done **out, concur_future *const *fs, size_t n,
+                                     bool keep_order, double timeout);
+
+/**
+ * The next finished future (borrowed from the caller's array) and its index. Returns 1 when
+ * one was produced, 0 at the end, CONCUR_ETIMEDOUT when the total timeout expired (calling
+ * again keeps returning it).
+ */
+CONCUR_API int concur_as_done_next(concur_as_done *it, concur_future **f, size_t *index);
+
+/** Ends the iteration. Accepts NULL. */
+CONCUR_API void concur_as_done_destroy(concur_as_done *it);
+
+/* ------------------------------------------------------------------------------------ */
+/* Deadlines (asyncpal's Countdown). */
+
+/** Seconds on a monotonic clock. */
+CONCUR_API double concur_now(void);
+
+/**
+ * The seconds left until @p deadline (a concur_now() value), clamped at 0. A negative
+ * deadline means "none" and gives CONCUR_FOREVER.
+ */
+CONCUR_API double concur_remaining(double deadline);
+
+/** A deadline @p timeout seconds from now, or -1 (none) for a negative timeout. */
+CONCUR_API double concur_deadline(double timeout);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

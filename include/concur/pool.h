@@ -1,0 +1,201 @@
+/*
+ * concur/pool.h - pools of workers that run tasks and complete futures.
+ *
+ * One pool type for every engine: the engine is a field of the options, so switching from
+ * threads to processes is a one-line change for the caller; the task function, the futures
+ * and every call here stay the same.
+ *
+ * Lifecycle: a pool is OPEN after concur_pool_create(). It becomes BROKEN when a worker
+ * initializer or finalizer fails (pending tasks are cancelled and listed, every later
+ * submit-like call returns the stored error), and CLOSED after concur_pool_shutdown(); a
+ * closed pool refuses work with CONCUR_ECLOSED ("closed" wins over "broken").
+ * concur_pool_destroy() shuts down (draining the queue) and frees.
+ *
+ * Workers are started lazily, when work is submitted and no worker is free, up to
+ * max_workers. Pools still open when the program exits are shut down by an exit handler:
+ * pending tasks are cancelled (their callbacks run), running tasks are asked to stop
+ * (concur_task_should_stop) and awaited, so exit neither hangs on idle workers nor tears
+ * memory from under running tasks.
+ *
+ * Every function is thread-safe; any thread, including a pool's own workers and callbacks,
+ * may submit to any pool. Calls that wait for the pool's workers to finish (join, shutdown
+ * with a wait, destroy) return CONCUR_EDEADLK when made from a worker of that same pool,
+ * where they would wait for themselves.
+ */
+#ifndef CONCUR_POOL_H
+#define CONCUR_POOL_H
+
+#include "future.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct concur_pool concur_pool;
+
+/** The engine that runs a pool's tasks. */
+typedef enum concur_engine {
+    CONCUR_ENGINE_THREADS = 0, /**< worker threads in this process */
+} concur_engine;
+
+/**
+ * A worker initializer or finalizer. It runs in the worker (the thread, later the process),
+ * before its first task or after its last one. Return 0, or a negative code (with
+ * concur_task_fail() for a message): the pool then becomes BROKEN with CONCUR_EINITIALIZER or
+ * CONCUR_EFINALIZER. @p t is a context valid during the call (concur_task_fail,
+ * concur_task_worker_name and concur_task_user work on it).
+ */
+typedef int (*concur_worker_fn)(concur_task *t, void *arg);
+
+/** Pool options. A zeroed struct (or NULL) gives the defaults. */
+typedef struct concur_pool_opts {
+    concur_engine engine; /**< default CONCUR_ENGINE_THREADS */
+    int max_workers;      /**< 0: concur_cpu_count(); negative: CONCUR_EINVAL */
+    const char *name;     /**< shown in worker names; default "pool"; copied (<= 64 bytes) */
+    /** Seconds an idle worker waits for work before it exits: 0 (default) never exits,
+     *  negative exits as soon as the queue is empty. */
+    double idle_timeout;
+    unsigned max_tasks_per_worker; /**< a worker exits after this many tasks; 0: no limit */
+    concur_worker_fn initializer;  /**< run at each worker start; NULL for none */
+    void *init_arg;
+    concur_worker_fn finalizer; /**< run at each worker exit; NULL for none */
+    void *final_arg;
+    /** At most this many pending (queued, not started) tasks; a submit beyond it fails
+     *  with CONCUR_EFULL. 0: unbounded. */
+    size_t queue_limit;
+    /** Seconds a task may run. Past it, the task's future fails with CONCUR_ETASKTIMEOUT at
+     *  once and concur_task_should_stop() becomes true for it; a thread cannot be killed, so
+     *  the worker stays busy until the task returns and its late result is dropped.
+     *  0: no timeout. */
+    double task_timeout;
+    void *user; /**< returned by concur_task_user() in tasks and hooks */
+} concur_pool_opts;
+
+/**
+ * Creates a pool. @p opts may be NULL (defaults); it is copied. No worker starts until work
+ * arrives. Returns 0 and the pool in *out, or CONCUR_EINVAL (bad option, NULL out) or
+ * CONCUR_ENOMEM.
+ */
+CONCUR_API int concur_pool_create(concur_pool **out, const concur_pool_opts *opts);
+
+/**
+ * Shuts the pool down if still open, draining queued tasks (as concur_pool_shutdown(p, 0,
+ * CONCUR_FOREVER)), waits for the workers and frees the pool, including the list of cancelled
+ * tasks. Futures handed out stay valid (they are reference counted). Accepts NULL. Must not
+ * be called from one of the pool's own workers (nothing happens then; the pool leaks).
+ */
+CONCUR_API void concur_pool_destroy(concur_pool *p);
+
+/**
+ * Submits @p fn with a copy of @p len input bytes. On success returns 0 and, when @p out is
+ * not NULL, the task's future in *out with one reference for the caller. Errors:
+ * CONCUR_EINVAL (NULL fn, NULL in with len > 0), CONCUR_ENOMEM, CONCUR_EFULL (queue_limit
+ * reached), CONCUR_EBUSY (a join is in progress), CONCUR_ECLOSED, or the stored broken error
+ * (CONCUR_EINITIALIZER / CONCUR_EFINALIZER). On error nothing was queued.
+ */
+CONCUR_API int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
+                                  concur_future **out);
+
+/**
+ * Submits @p n tasks of @p fn at once, the i-th with a copy of ins[i], with one queue
+ * operation for the whole batch. When @p out is not NULL, out[i] receives the i-th future
+ * (one reference each). All or nothing: on error nothing was queued and out is untouched.
+ * Errors as concur_pool_submit(); with queue_limit, CONCUR_EFULL when the batch does not fit.
+ */
+CONCUR_API int concur_pool_submit_batch(concur_pool *p, concur_fn fn, const concur_input *ins,
+                                        size_t n, concur_future **out);
+
+/**
+ * Submit and collect: runs @p fn on the pool and waits up to @p timeout. Returns what
+ * concur_future_collect() returns (or a submit error), and the future in *out (when not NULL)
+ * so the caller can read the result and must release it. No pool lock is held while waiting:
+ * a task may call run on its own pool, where another worker takes the new task; with
+ * max_workers 1 that would wait forever, so it returns CONCUR_EDEADLK there.
+ */
+CONCUR_API int concur_pool_run(concur_pool *p, concur_fn fn, const void *in, size_t len,
+                               double timeout, concur_future **out);
+
+/**
+ * 0 when the pool accepts work; otherwise CONCUR_ECLOSED, or the broken error
+ * (CONCUR_EINITIALIZER, CONCUR_EFINALIZER), the same code every time.
+ */
+CONCUR_API int concur_pool_check(const concur_pool *p);
+
+/**
+ * The message stored with the broken state ("initializer failed in worker
+ * 'concur-x-thread-worker-1': <task message>"), or NULL when the pool is not broken.
+ * Valid until the pool is destroyed.
+ */
+CONCUR_API const char *concur_pool_error_message(const concur_pool *p);
+
+/**
+ * Builds a one-worker copy of this pool (same engine, initializer, finalizer and hooks'
+ * arguments), runs a task on it and a chunked map of range(10), and destroys it. Returns 0,
+ * the initializer/finalizer error the copy hit (CONCUR_EINITIALIZER / CONCUR_EFINALIZER),
+ * CONCUR_EBROKEN when this pool is already broken, or CONCUR_ECLOSED when it is closed.
+ * Blocks until done.
+ */
+CONCUR_API int concur_pool_test(concur_pool *p);
+
+/** Counters (snapshots). */
+typedef struct concur_pool_counts {
+    size_t workers; /**< live workers */
+    size_t busy;    /**< workers running a task */
+    size_t free;    /**< workers - busy */
+    size_t pending; /**< queued tasks not yet started */
+} concur_pool_counts;
+
+/** Fills @p c. All zero after shutdown. */
+CONCUR_API void concur_pool_counts_get(const concur_pool *p, concur_pool_counts *c);
+
+/**
+ * Starts up to @p n more workers now, never beyond max_workers. Returns the number started
+ * (>= 0), or a negative error (closed, broken, out of resources when none could start).
+ */
+CONCUR_API int concur_pool_spawn_workers(concur_pool *p, size_t n);
+
+/**
+ * Waits until every queued task has finished, then stops the workers (running finalizers).
+ * Submissions are refused with CONCUR_EBUSY meanwhile. Returns 0, CONCUR_ETIMEDOUT (the work
+ * goes on; the pool is usable), CONCUR_ECLOSED, or CONCUR_EDEADLK from a worker of this pool.
+ * The pool stays usable afterwards: a later submit starts workers again.
+ */
+CONCUR_API int concur_pool_join(concur_pool *p, double timeout);
+
+/** Flags for concur_pool_shutdown(). */
+enum {
+    /** Cancel the queued tasks instead of running them; they are listed with
+     *  concur_pool_cancelled(). Running tasks see concur_task_should_stop(). */
+    CONCUR_SHUTDOWN_CANCEL = 1,
+};
+
+/**
+ * Closes the pool: every later submit-like call fails with CONCUR_ECLOSED. Queued tasks run
+ * (default) or are cancelled (CONCUR_SHUTDOWN_CANCEL); then the workers exit. Waits up to
+ * @p timeout for that. Returns 0 when the workers are gone, CONCUR_ETIMEDOUT when they were
+ * still busy at the deadline (they go on and exit when done; destroy waits for them),
+ * CONCUR_ECLOSED when the pool was already shut down, CONCUR_EDEADLK (nothing waited) when
+ * called with a wait from one of the pool's workers.
+ */
+CONCUR_API int concur_pool_shutdown(concur_pool *p, int flags, double timeout);
+
+/**
+ * The futures of tasks cancelled by the pool (shutdown with CONCUR_SHUTDOWN_CANCEL, a broken
+ * pool), in queue order. Returns how many there are; when @p i < that, *out receives the i-th
+ * future, borrowed (retain it to keep it past concur_pool_destroy()).
+ */
+CONCUR_API size_t concur_pool_cancelled(const concur_pool *p, size_t i, concur_future **out);
+
+/** True when the pool is broken. */
+CONCUR_API bool concur_pool_is_broken(const concur_pool *p);
+
+/** True once concur_pool_shutdown() has been called. */
+CONCUR_API bool concur_pool_is_closed(const concur_pool *p);
+
+/** The pool's max_workers after defaults were applied. */
+CONCUR_API int concur_pool_max_workers(const concur_pool *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

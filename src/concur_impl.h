@@ -1,0 +1,186 @@
+/*
+ * concur_impl.h - the one internal header: base helpers (clock, futex, locks, byte buffers),
+ * the future record and the engine interface. Nothing here is exported: internal non-static
+ * names carry the prefix concur__.
+ */
+#ifndef CONCUR_IMPL_H
+#define CONCUR_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "concur.h"
+
+#define CONCUR_CACHELINE 64
+#define ALIGNED_LINE _Alignas(CONCUR_CACHELINE)
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* A failed pthread_mutex_* call is a bug in concur, not a runtime condition: say so and stop.
+ * These checks stay on with NDEBUG. */
+#define CHECK_PTHREAD(call)                                                                \
+    do {                                                                                   \
+        int check_rc_ = (call);                                                            \
+        if (unlikely(check_rc_ != 0))                                                      \
+            concur__panic(__FILE__, __LINE__, #call, check_rc_);                           \
+    } while (0)
+
+_Noreturn void concur__panic(const char *file, int line, const char *what, int err);
+
+static inline void mu_lock(pthread_mutex_t *m) { CHECK_PTHREAD(pthread_mutex_lock(m)); }
+static inline void mu_unlock(pthread_mutex_t *m) { CHECK_PTHREAD(pthread_mutex_unlock(m)); }
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- clock: nanoseconds on CLOCK_MONOTONIC ---- */
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Absolute deadline in ns for a wait timeout in seconds: UINT64_MAX for "forever" (negative),
+ * now for 0. */
+uint64_t concur__deadline_ns(double timeout);
+
+/* ---- futex (private to the process) ---- */
+/* Sleeps while *addr == val, until woken or the absolute CLOCK_MONOTONIC deadline (UINT64_MAX:
+ * none). Returns 0 when woken (or spuriously, or *addr != val), -ETIMEDOUT at the deadline. */
+int concur__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_ns);
+void concur__futex_wake(_Atomic uint32_t *addr, int n);
+
+/* ---- byte buffers, inline when small ---- */
+typedef struct concur__buf {
+    size_t len;
+    union {
+        void *ptr;
+        unsigned char inl[CONCUR_INLINE_BYTES];
+    } u;
+} concur__buf;
+
+static inline const void *buf_data(const concur__buf *b)
+{
+    return b->len <= CONCUR_INLINE_BYTES ? (const void *)b->u.inl : b->u.ptr;
+}
+static inline void *buf_wdata(concur__buf *b)
+{
+    return b->len <= CONCUR_INLINE_BYTES ? (void *)b->u.inl : b->u.ptr;
+}
+/* Makes @b a buffer of len bytes (contents undefined). Frees an earlier heap buffer. Returns
+ * the writable data or NULL (b is then empty). */
+void *concur__buf_alloc(concur__buf *b, size_t len);
+int concur__buf_set(concur__buf *b, const void *data, size_t len);
+static inline void buf_free(concur__buf *b)
+{
+    if (b->len > CONCUR_INLINE_BYTES)
+        free(b->u.ptr);
+    b->len = 0;
+}
+
+/* ---- the future record ----
+ *
+ * state word: bits 0-2 the state (concur_state, or ST_COMPLETING while one completer writes
+ * the outcome), then flags. Completion is a claim: exactly one thread moves the state from
+ * PENDING/RUNNING to ST_COMPLETING (CAS), writes the outcome fields, then publishes the
+ * terminal state with one atomic RMW that keeps the flags. The outcome fields are written
+ * only by the claimer and read only after a terminal state was observed (acquire).
+ */
+enum {
+    ST_MASK = 7u,
+    ST_COMPLETING = 5u,
+    F_CANCEL_REQ = 1u << 3, /* concur_future_cancel() was called */
+    F_HAS_CBS = 1u << 4,    /* a callback was registered while not terminal */
+    F_WAITERS = 1u << 5,    /* a thread sleeps on the state word */
+    F_STOP = 1u << 6,       /* the task should stop (timeout, pool cancel) */
+};
+
+static inline bool st_terminal(uint32_t v)
+{
+    uint32_t s = v & ST_MASK;
+    return s == CONCUR_DONE || s == CONCUR_FAILED || s == CONCUR_CANCELLED;
+}
+
+struct concur__cb;
+struct concur__engine;
+
+struct concur_future {
+    _Atomic uint32_t state;
+    _Atomic uint32_t refs;
+    struct concur_future *_Atomic next; /* engine queue link */
+    concur_fn fn;
+    struct concur__engine *engine; /* NULL for standalone futures */
+    uint64_t id;
+    int32_t err;
+    char *errmsg;            /* NULL: the code's text */
+    struct concur__cb *cbs;  /* under the stripe lock of the future */
+    uint64_t t_submit, t_start, t_end;
+    concur__buf in;
+    concur__buf out;
+};
+
+/* The engine interface: what a future needs from the engine that runs it. */
+typedef struct concur__engine_ops {
+    /* A PENDING future of this engine was cancelled by its owner (called between the claim
+     * and the publication of CANCELLED). */
+    void (*on_cancel)(struct concur__engine *e, concur_future *f);
+} concur__engine_ops;
+
+struct concur__engine {
+    const concur__engine_ops *ops;
+};
+
+/* Record allocator (per-thread caches over shared slabs). Records come zeroed. */
+concur_future *concur__future_alloc(void);
+/* Sets up a new engine future: refs = 2 (caller + engine), state PENDING. */
+static inline void future_init_engine(concur_future *f, struct concur__engine *e, concur_fn fn,
+                                      uint64_t id, uint64_t t_submit)
+{
+    atomic_store_explicit(&f->state, CONCUR_PENDING, memory_order_relaxed);
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    f->fn = fn;
+    f->engine = e;
+    f->id = id;
+    f->t_submit = t_submit;
+}
+
+/* Claims a future whose state is one of @from_mask (bit per state): true when this thread
+ * now owns its completion. */
+bool concur__future_claim(concur_future *f, uint32_t from_mask);
+/* Publishes the outcome of a claimed future: final state, t_end; wakes waiters and runs the
+ * callbacks in this thread. */
+void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end);
+/* Claim + fail with code/message (message copied, may be NULL). True if this call did it. */
+bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const char *msg);
+
+#define STATE_BIT(s) (1u << (s))
+
+/* ---- the task context handed to task functions and worker hooks ---- */
+struct concur_task {
+    concur_future *f;          /* NULL in initializers/finalizers */
+    const char *worker_name;
+    void *user;
+    const _Atomic int *pool_stop; /* non-zero: the pool asks running tasks to stop */
+    char *msg;                 /* from concur_task_fail, malloc'd */
+    concur__buf out;           /* the result, moved into the future on success */
+};
+
+void concur__task_reset(concur_task *t);
+/* Completes the RUNNING future of @t with the function's return code (result or error).
+ * Returns false when someone else completed it first (timeout, shutdown): the result is
+ * dropped. Frees the context's buffers either way. */
+bool concur__task_complete(concur_task *t, int rc, uint64_t t_end);
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * testutil.h - shared helpers of concur's Criterion tests.
+ *
+ * Synchronisation without sleeps: a tu_gate is a mutex + condvar that tasks (or any thread)
+ * block on until the test opens it; it also counts arrivals, so the test can wait until N
+ * tasks are really running (tu_gate_await) before it looks at states or counters.
+ * TU_POLL_UNTIL waits for a condition that has no event to block on (e.g. a worker count
+ * after an idle timeout), with a deadline; it is not a sleep that hides a race.
+ *
+ * Sanitizer builds are 5-20x slower: TU_SLOW scales loose upper bounds and TU_SCALE scales
+ * workload sizes down. Lower bounds of timing checks are never scaled.
+ *
+ * Never call cr_assert* from a task, a callback or a helper thread: record what happened
+ * in atomics and assert in the test's own thread.
+ */
+#ifndef CONCUR_TESTUTIL_H
+#define CONCUR_TESTUTIL_H
+
+#include <concur.h>
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#else
+#define TU_TSAN 0
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
+#else
+#define TU_ASAN 0
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#undef TU_TSAN
+#define TU_TSAN 1
+#endif
+#if __has_feature(address_sanitizer)
+#undef TU_ASAN
+#define TU_ASAN 1
+#endif
+#endif
+
+#define TU_SANITIZED (TU_TSAN || TU_ASAN)
+
+/** Factor for loose upper bounds of timing checks. */
+#if TU_TSAN
+#define TU_SLOW 20.0
+#elif TU_ASAN
+#define TU_SLOW 5.0
+#else
+#define TU_SLOW 1.0
+#endif
+
+/** A loose upper bound for something that should take about @p x seconds. */
+#define TU_LOOSE(x) ((x) * TU_SLOW + 2.0)
+
+/** Per-test Criterion timeout (seconds) for suites. */
+#if TU_SANITIZED
+#define TU_TIMEOUT 120.0
+#else
+#define TU_TIMEOUT 30.0
+#endif
+
+/** Safety cap for waits that should never expire in a passing test. */
+#define TU_SAFETY (10.0 * TU_SLOW)
+
+/** Lower-bound slack for timing checks: clocks and double rounding, nothing more. */
+#define TU_EPS 0.002
+
+/** Seconds on CLOCK_MONOTONIC (independent of the library's clock). */
+double tu_now(void);
+
+/** Sleeps @p s seconds. Only as the workload of a task whose timing is the point. */
+void tu_sleep(double s);
+
+/** A short nap (1 ms) for polling loops with a deadline. */
+void tu_nap(void);
+
+/* ---- gates ------------------------------------------------------------------------ */
+
+typedef struct tu_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    int arrived;
+} tu_gate;
+
+void tu_gate_init(tu_gate *g);
+void tu_gate_destroy(tu_gate *g);
+/** Opens the gate: every blocked and later tu_gate_pass() returns. */
+void tu_gate_open(tu_gate *g);
+/** Counts an arrival without blocking. */
+void tu_gate_arrive(tu_gate *g);
+/** Counts an arrival, then blocks until the gate is open (or TU_SAFETY expires). */
+void tu_gate_pass(tu_gate *g);
+/** Blocks until the gate is open; returns false if @p timeout expired first. */
+bool tu_gate_wait_open(tu_gate *g, double timeout);
+/** Blocks until at least @p n arrivals; returns false if @p timeout expired first. */
+bool tu_gate_await(tu_gate *g, int n, double timeout);
+bool tu_gate_is_open(tu_gate *g);
+int tu_gate_arrivals(tu_gate *g);
+
+/* ---- passing pointers as task input -------------------------------------------------- */
+
+/** Input bytes carrying the pointer @p p (for concur_pool_submit's in/len). */
+#define TU_PTR_IN(p) (const void *)&(void *){(void *)(p)}, sizeof(void *)
+
+/** Decodes a pointer passed with TU_PTR_IN (NULL if the size is wrong). */
+void *tu_in_ptr(const void *in, size_t len);
+
+/* ---- common tasks ------------------------------------------------------------------- */
+
+/** Input: tu_gate *. Arrives at the gate and waits for it to open. Returns 0, no result. */
+int tu_task_gate(concur_task *t, const void *in, size_t len);
+/** Returns its input bytes as the result. */
+int tu_task_echo(concur_task *t, const void *in, size_t len);
+/** Does nothing, returns 0. */
+int tu_task_noop(concur_task *t, const void *in, size_t len);
+/** Input: atomic_int *. Increments it, returns 0. */
+int tu_task_count(concur_task *t, const void *in, size_t len);
+/** Input: a double (seconds). Sleeps that long (timing workload), returns 0. */
+int tu_task_sleep(concur_task *t, const void *in, size_t len);
+
+/* ---- pools --------------------------------------------------------------------------- */
+
+/** A pool with @p max_workers and default options (asserts success). */
+concur_pool *tu_pool(int max_workers);
+/** A pool from @p opts (asserts success). */
+concur_pool *tu_pool_opts(const concur_pool_opts *opts);
+/** Submits and asserts success; returns the future (caller releases). */
+concur_future *tu_submit(concur_pool *p, concur_fn fn, const void *in, size_t len);
+/** Submits tu_task_gate on @p g. */
+concur_future *tu_submit_gate(concur_pool *p, tu_gate *g);
+/** A snapshot of the pool's counters. */
+concur_pool_counts tu_counts(concur_pool *p);
+
+/**
+ * Polls @p expr every millisecond until it is true or @p timeout_s passed; stores the last
+ * value of the expression in the bool @p ok.
+ */
+#define TU_POLL_UNTIL(ok, expr, timeout_s)                                                   \
+    do {                                                                                     \
+        double tu_dl_ = tu_now() + (timeout_s);                                              \
+        while (!((ok) = (expr)) && tu_now() < tu_dl_)                                        \
+            tu_nap();                                                                        \
+    } while (0)
+
+#endif

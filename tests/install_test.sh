@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Install smoke test (CTest: install_pkgconfig).
+# Usage: tests/install_test.sh <source dir> <build dir>
+# Installs the build into a temporary prefix, then checks that an outside program can use
+# it through pkg-config (shared libconcur.so) and through find_package(concur) (both the
+# concur::concur and concur::static targets). Exits non-zero on any failure.
+set -euo pipefail
+
+src=${1:?usage: install_test.sh <source dir> <build dir>}
+build=${2:?usage: install_test.sh <source dir> <build dir>}
+src=$(cd "$src" && pwd)
+build=$(cd "$build" && pwd)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/concur-install.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+
+step() { printf 'install_test: %s\n' "$*"; }
+fail() { printf 'install_test: FAIL: %s\n' "$*" >&2; exit 1; }
+
+example=$src/examples/pool_primes.c
+if [[ ! -f $example ]]; then
+  example=$(find "$src/examples" -maxdepth 1 -name '*.c' 2>/dev/null | LC_ALL=C sort | head -n1)
+  [[ -n $example ]] || fail "no examples/*.c to build against the installed library"
+fi
+step "using example $example"
+
+step "cmake --install $build --prefix $prefix"
+cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 \
+  || { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
+
+pcdir=$(dirname "$(find "$prefix" -name concur.pc -print -quit)")
+[[ -f $pcdir/concur.pc ]] || fail "concur.pc was not installed"
+libdir=$(PKG_CONFIG_PATH=$pcdir pkg-config --variable=libdir concur)
+libdir=$(cd "$libdir" && pwd -P) || fail "pkg-config libdir does not exist"
+[[ -e $libdir/libconcur.so && -e $libdir/libconcur.a ]] || fail "libconcur.{so,a} not in $libdir"
+[[ -f $prefix/include/concur.h ]] || fail "include/concur.h was not installed"
+
+# 1. pkg-config consumer, linked against the shared library.
+step "pkg-config: $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs concur)"
+# shellcheck disable=SC2046 # word splitting of the pkg-config output is intended
+cc -o "$tmp/pc_example" "$example" $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs concur) \
+  || fail "compiling $example with pkg-config flags"
+ldd_out=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/pc_example") || fail "ldd pc_example failed"
+[[ $ldd_out == *"$libdir/libconcur.so.0"* ]] \
+  || { printf '%s\n' "$ldd_out" >&2; fail "pc_example does not load libconcur.so.0 from the install prefix"; }
+LD_LIBRARY_PATH=$libdir "$tmp/pc_example" >"$tmp/pc_example.out" 2>&1 \
+  || { cat "$tmp/pc_example.out" >&2; fail "pkg-config-built example exited non-zero"; }
+step "pkg-config example ran OK"
+
+# 2. CMake consumer: find_package(concur) with both exported targets.
+mkdir -p "$tmp/consumer"
+cp "$example" "$tmp/consumer/main.c"
+cat >"$tmp/consumer/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.16)
+project(concur_consumer LANGUAGES C)
+find_package(concur 0.1 REQUIRED)
+add_executable(shared_app main.c)
+target_link_libraries(shared_app PRIVATE concur::concur)
+add_executable(static_app main.c)
+target_link_libraries(static_app PRIVATE concur::static)
+CMAKE
+step "configuring a find_package(concur) consumer"
+{
+  cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
+  cmake --build "$tmp/consumer/build"
+} >"$tmp/consumer.log" 2>&1 || { cat "$tmp/consumer.log" >&2; fail "CMake consumer did not build"; }
+LD_LIBRARY_PATH=$libdir "$tmp/consumer/build/shared_app" >"$tmp/shared_app.out" 2>&1 \
+  || { cat "$tmp/shared_app.out" >&2; fail "concur::concur consumer exited non-zero"; }
+"$tmp/consumer/build/static_app" >"$tmp/static_app.out" 2>&1 \
+  || { cat "$tmp/static_app.out" >&2; fail "concur::static consumer exited non-zero"; }
+step "find_package consumers (concur::concur, concur::static) ran OK"
+step "PASS"

@@ -1,0 +1,847 @@
+/*
+ * test_map.c - concur/map.h: ordered, unordered, chunked, lazy (bounded look-ahead) and eager
+ * maps, zip (starmap) and generator sources, errors at an item, timeouts, closed pools, the
+ * chunk helpers (get_chunks / split_map_task) and the eager map into an array.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+TestSuite(map, .timeout = TU_TIMEOUT);
+
+/* ---- item functions ---------------------------------------------------------------- */
+
+/* int -> int: 2x + 1. */
+static int fn_lin(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    int x;
+    memcpy(&x, in, sizeof x);
+    x = x * 2 + 1;
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+/* int -> int: 2x + 1, but item value 5 (and only it) fails with a message. */
+static int fn_fail5(concur_task *t, const void *in, void *out)
+{
+    int x;
+    memcpy(&x, in, sizeof x);
+    if (x == 5)
+        return concur_task_fail(t, -EIO, "bad item %d", x);
+    x = x * 2 + 1;
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+/* int -> uint64: the id of the chunk task that ran the item. */
+static int fn_task_id(concur_task *t, const void *in, void *out)
+{
+    (void)in;
+    uint64_t id = concur_task_id(t);
+    memcpy(out, &id, sizeof id);
+    return 0;
+}
+
+typedef struct sleep_item {
+    double secs;
+    int value;
+} sleep_item;
+
+/* sleep_item -> int: sleeps (the workload), returns value squared. */
+static int fn_sleep_square(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    sleep_item it;
+    memcpy(&it, in, sizeof it);
+    tu_sleep(it.secs);
+    int sq = it.value * it.value;
+    memcpy(out, &sq, sizeof sq);
+    return 0;
+}
+
+static int *ints(size_t n)
+{
+    int *a = malloc(n * sizeof *a);
+    cr_assert_not_null(a);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (int)i;
+    return a;
+}
+
+static concur_map_opts int_opts(size_t chunk, size_t buffer)
+{
+    concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+    o.in_size = sizeof(int);
+    o.out_size = sizeof(int);
+    o.chunk_size = chunk;
+    o.buffer_size = buffer;
+    return o;
+}
+
+/* Drains a map of fn_lin over 0..n-1 and checks every output against the serial map. In
+ * order: indexes must be 0, 1, 2...; unordered: each index exactly once. */
+static void check_lin(struct concur_map_iter *m, size_t n, bool ordered)
+{
+    bool *seen = calloc(n ? n : 1, 1);
+    cr_assert_not_null(seen);
+    size_t got = 0;
+    for (;;) {
+        const void *out = NULL;
+        size_t idx = SIZE_MAX;
+        int rc = concur_map_next(m, &out, &idx);
+        if (rc == 0)
+            break;
+        cr_assert_eq(rc, 1, "next: %s", concur_err_name(rc));
+        cr_assert_lt(idx, n);
+        if (ordered)
+            cr_assert_eq(idx, got, "ordered map gave index %zu at position %zu", idx, got);
+        cr_assert_not(seen[idx], "index %zu delivered twice", idx);
+        seen[idx] = true;
+        int v;
+        memcpy(&v, out, sizeof v);
+        cr_assert_eq(v, (int)idx * 2 + 1, "item %zu: got %d", idx, v);
+        got++;
+    }
+    cr_assert_eq(got, n);
+    cr_assert_eq(concur_map_next(m, NULL, NULL), 0, "the end is sticky");
+    free(seen);
+}
+
+/* ---- results equal a serial map -------------------------------------------------------- */
+
+Test(map, ordered_lazy_equals_serial)
+{
+    concur_pool *p = tu_pool(4);
+    size_t n = 1003;
+    int *a = ints(n);
+    size_t chunks[] = {1, 7, 1000, 5000};
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+        concur_map_opts o = int_opts(chunks[c], 4);
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), 0);
+        check_lin(m, n, true);
+        concur_map_destroy(m);
+    }
+    free(a);
+    concur_pool_destroy(p);
+}
+
+Test(map, eager_and_unordered_equal_serial)
+{
+    concur_pool *p = tu_pool(4);
+    size_t n = 2000;
+    int *a = ints(n);
+    for (int mode = 0; mode < 4; mode++) {
+        concur_map_opts o = int_opts(13, 3);
+        o.eager = mode & 1;
+        o.unordered = mode & 2;
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), 0, "mode %d", mode);
+        check_lin(m, n, !o.unordered);
+        concur_map_destroy(m);
+    }
+    free(a);
+    concur_pool_destroy(p);
+}
+
+Test(map, empty_input_ends_at_once)
+{
+    concur_pool *p = tu_pool(2);
+    concur_map_opts o = int_opts(3, 1);
+    for (int mode = 0; mode < 4; mode++) {
+        o.eager = mode & 1;
+        o.unordered = mode & 2;
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, NULL, 0), 0);
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+        cr_assert_null(concur_map_error_message(m));
+        concur_map_destroy(m);
+    }
+    concur_pool_destroy(p);
+}
+
+Test(map, invalid_arguments)
+{
+    concur_pool *p = tu_pool(1);
+    int a[3] = {0, 1, 2};
+    int out[3];
+    struct concur_map_iter *m = NULL;
+    concur_map_opts o = int_opts(0, 1); /* chunk_size 0 */
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, 3), CONCUR_EINVAL);
+    cr_assert_null(m);
+    cr_assert_eq(concur_map(p, fn_lin, &o, a, 3, out, NULL), CONCUR_EINVAL);
+    concur_future *fs[3];
+    cr_assert_eq(concur_map_submit_chunks(p, fn_lin, &o, a, 3, fs), CONCUR_EINVAL);
+    o = int_opts(1, 1);
+    cr_assert_eq(concur_map_start(&m, p, NULL, &o, a, 3), CONCUR_EINVAL);
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, NULL, a, 3), CONCUR_EINVAL);
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, NULL, 3), CONCUR_EINVAL);
+    cr_assert_eq(concur_map_start(NULL, p, fn_lin, &o, a, 3), CONCUR_EINVAL);
+    o.eager = true;
+    cr_assert_eq(concur_map_start_gen(&m, p, fn_lin, &o, NULL, NULL), CONCUR_EINVAL);
+    concur_map_destroy(NULL);
+    cr_assert_null(concur_map_error_message(NULL));
+    concur_pool_destroy(p);
+}
+
+Test(map, buffer_size_zero_acts_as_one)
+{
+    concur_pool *p = tu_pool(2);
+    size_t n = 50;
+    int *a = ints(n);
+    concur_map_opts o = int_opts(4, 0);
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), 0);
+    check_lin(m, n, true);
+    concur_map_destroy(m);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* ---- unordered delivery ---------------------------------------------------------------- */
+
+/* SPEC D.86: sleeps 0.1 / 0.06 / 0.02 -> squares of items 2, 1, 0. */
+Test(map, unordered_yields_completion_order)
+{
+    concur_pool *p = tu_pool(3);
+    sleep_item items[3] = {{0.1, 0}, {0.06, 1}, {0.02, 2}};
+    for (int eager = 0; eager < 2; eager++) {
+        concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+        o.in_size = sizeof(sleep_item);
+        o.out_size = sizeof(int);
+        o.buffer_size = 3;
+        o.unordered = true;
+        o.eager = eager;
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start(&m, p, fn_sleep_square, &o, items, 3), 0);
+        size_t want[3] = {2, 1, 0};
+        for (int k = 0; k < 3; k++) {
+            const void *out;
+            size_t idx;
+            cr_assert_eq(concur_map_next(m, &out, &idx), 1);
+            cr_assert_eq(idx, want[k], "eager %d position %d: item %zu", eager, k, idx);
+            int v;
+            memcpy(&v, out, sizeof v);
+            cr_assert_eq(v, (int)(want[k] * want[k]));
+        }
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+        concur_map_destroy(m);
+    }
+    concur_pool_destroy(p);
+}
+
+/* The same without timing: item i waits until the consumer has received item i + 1, so the
+ * only possible completion order is 3, 2, 1, 0. */
+typedef struct relay {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int released; /* items >= released may finish */
+} relay;
+
+static relay g_relay;
+
+static int fn_relay(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    int x;
+    memcpy(&x, in, sizeof x);
+    pthread_mutex_lock(&g_relay.mu);
+    while (x < g_relay.released)
+        pthread_cond_wait(&g_relay.cv, &g_relay.mu);
+    pthread_mutex_unlock(&g_relay.mu);
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+Test(map, unordered_follows_completion_not_input)
+{
+    pthread_mutex_init(&g_relay.mu, NULL);
+    pthread_cond_init(&g_relay.cv, NULL);
+    g_relay.released = 3;
+    concur_pool *p = tu_pool(4);
+    int a[4] = {0, 1, 2, 3};
+    concur_map_opts o = int_opts(1, 4);
+    o.unordered = true;
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_relay, &o, a, 4), 0);
+    for (int want = 3; want >= 0; want--) {
+        const void *out;
+        size_t idx;
+        cr_assert_eq(concur_map_next(m, &out, &idx), 1);
+        cr_assert_eq(idx, (size_t)want);
+        pthread_mutex_lock(&g_relay.mu);
+        g_relay.released = want - 1;
+        pthread_cond_broadcast(&g_relay.cv);
+        pthread_mutex_unlock(&g_relay.mu);
+    }
+    cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+    concur_map_destroy(m);
+    concur_pool_destroy(p);
+    pthread_cond_destroy(&g_relay.cv);
+    pthread_mutex_destroy(&g_relay.mu);
+}
+
+/* ---- chunking ------------------------------------------------------------------------ */
+
+/* chunk_size k: k items per task. The task id of every item shows which task ran it. */
+Test(map, chunk_size_groups_items_per_task)
+{
+    concur_pool *p = tu_pool(2);
+    size_t n = 10;
+    int *a = ints(n);
+    size_t ks[] = {1, 2, 3, 5, 10, 11};
+    for (size_t c = 0; c < sizeof ks / sizeof *ks; c++) {
+        size_t k = ks[c];
+        concur_map_opts o = int_opts(k, 2);
+        o.out_size = sizeof(uint64_t);
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start(&m, p, fn_task_id, &o, a, n), 0);
+        uint64_t ids[10];
+        for (size_t i = 0; i < n; i++) {
+            const void *out;
+            cr_assert_eq(concur_map_next(m, &out, NULL), 1);
+            memcpy(&ids[i], out, sizeof ids[i]);
+        }
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+        concur_map_destroy(m);
+        size_t tasks = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool first = i % k == 0;
+            if (first) {
+                tasks++;
+                if (i)
+                    cr_assert_neq(ids[i], ids[i - 1], "k=%zu: item %zu opens a task", k, i);
+            } else {
+                cr_assert_eq(ids[i], ids[i - 1], "k=%zu: item %zu shares its task", k, i);
+            }
+        }
+        cr_assert_eq(tasks, concur_chunk_count(n, k));
+    }
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* ---- zip (starmap) --------------------------------------------------------------------- */
+
+/* Item = int followed by double (packed: read with memcpy). Output: a + b as double. */
+static int fn_add_zip(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    int a;
+    double b;
+    memcpy(&a, in, sizeof a);
+    memcpy(&b, (const char *)in + sizeof a, sizeof b);
+    double r = a + b;
+    memcpy(out, &r, sizeof r);
+    return 0;
+}
+
+Test(map, zip_stops_at_the_shortest)
+{
+    concur_pool *p = tu_pool(2);
+    int xs[5] = {1, 2, 3, 4, 5};
+    double ys[3] = {0.5, 0.25, 0.125};
+    const void *arrays[2] = {xs, ys};
+    size_t sizes[2] = {sizeof(int), sizeof(double)};
+    size_t n = 5 < 3 ? 5 : 3;
+    for (int eager = 0; eager < 2; eager++) {
+        concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+        o.in_size = 999; /* ignored: the sum of sizes */
+        o.out_size = sizeof(double);
+        o.chunk_size = 2;
+        o.eager = eager;
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start_zip(&m, p, fn_add_zip, &o, arrays, sizes, 2, n), 0);
+        for (size_t i = 0; i < n; i++) {
+            const void *out;
+            size_t idx;
+            cr_assert_eq(concur_map_next(m, &out, &idx), 1);
+            cr_assert_eq(idx, i);
+            double r;
+            memcpy(&r, out, sizeof r);
+            cr_assert_float_eq(r, xs[i] + ys[i], 1e-12);
+        }
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 0, "stops after the shortest array");
+        concur_map_destroy(m);
+    }
+    concur_pool_destroy(p);
+}
+
+/* ---- generators ---------------------------------------------------------------------------- */
+
+typedef struct counter_gen {
+    size_t pulled; /* items handed out so far */
+    size_t limit;  /* SIZE_MAX: endless */
+    size_t fail_at;
+} counter_gen;
+
+static int gen_count(void *arg, void *item)
+{
+    counter_gen *g = arg;
+    if (g->pulled == g->fail_at)
+        return -EIO;
+    if (g->pulled == g->limit)
+        return 0;
+    int v = (int)g->pulled++;
+    memcpy(item, &v, sizeof v);
+    return 1;
+}
+
+/* buffer_size 2, chunk 4: the generator is never more than 2 chunks + 1 chunk being built
+ * ahead of the consumer, even though it never ends. */
+Test(map, generator_look_ahead_is_bounded)
+{
+    concur_pool *p = tu_pool(4);
+    const size_t k = 4, buffer = 2, take = 300;
+    for (int unordered = 0; unordered < 2; unordered++) {
+        counter_gen g = {.pulled = 0, .limit = SIZE_MAX, .fail_at = SIZE_MAX};
+        concur_map_opts o = int_opts(k, buffer);
+        o.unordered = unordered;
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start_gen(&m, p, fn_lin, &o, gen_count, &g), 0);
+        cr_assert_leq(g.pulled, (buffer + 1) * k, "after start: pulled %zu", g.pulled);
+        size_t max_ahead = 0;
+        for (size_t consumed = 0; consumed < take; consumed++) {
+            const void *out;
+            size_t idx;
+            cr_assert_eq(concur_map_next(m, &out, &idx), 1);
+            if (!unordered)
+                cr_assert_eq(idx, consumed);
+            int v;
+            memcpy(&v, out, sizeof v);
+            cr_assert_eq(v, (int)idx * 2 + 1);
+            size_t ahead = g.pulled - (consumed + 1);
+            if (ahead > max_ahead)
+                max_ahead = ahead;
+            cr_assert_leq(ahead, (buffer + 1) * k, "consumed %zu, pulled %zu", consumed + 1,
+                          g.pulled);
+        }
+        cr_assert_geq(g.pulled, take);
+        concur_map_destroy(m); /* cancels the chunks in flight of the endless map */
+    }
+    concur_pool_destroy(p);
+}
+
+Test(map, finite_generator_equals_serial)
+{
+    concur_pool *p = tu_pool(3);
+    for (size_t n = 0; n < 30; n += 7) {
+        counter_gen g = {.pulled = 0, .limit = n, .fail_at = SIZE_MAX};
+        concur_map_opts o = int_opts(3, 2);
+        struct concur_map_iter *m = NULL;
+        cr_assert_eq(concur_map_start_gen(&m, p, fn_lin, &o, gen_count, &g), 0);
+        check_lin(m, n, true);
+        concur_map_destroy(m);
+    }
+    concur_pool_destroy(p);
+}
+
+Test(map, generator_error_surfaces_at_its_position)
+{
+    concur_pool *p = tu_pool(2);
+    counter_gen g = {.pulled = 0, .limit = SIZE_MAX, .fail_at = 7};
+    concur_map_opts o = int_opts(3, 2);
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start_gen(&m, p, fn_lin, &o, gen_count, &g), 0);
+    for (size_t i = 0; i < 7; i++) {
+        const void *out;
+        size_t idx;
+        cr_assert_eq(concur_map_next(m, &out, &idx), 1, "item %zu", i);
+        cr_assert_eq(idx, i);
+    }
+    size_t idx = 0;
+    cr_assert_eq(concur_map_next(m, NULL, &idx), -EIO);
+    cr_assert_eq(idx, 7);
+    cr_assert_not_null(concur_map_error_message(m));
+    cr_assert_eq(concur_map_next(m, NULL, NULL), -EIO, "the error is sticky");
+    concur_map_destroy(m);
+    concur_pool_destroy(p);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/* SPEC D.89: the error of item 5 comes after items 0..4, with its message. */
+Test(map, item_error_after_earlier_results)
+{
+    concur_pool *p = tu_pool(3);
+    size_t n = 12;
+    int *a = ints(n);
+    size_t ks[] = {1, 3, 4, 12};
+    for (int mode = 0; mode < 2; mode++) {
+        for (size_t c = 0; c < sizeof ks / sizeof *ks; c++) {
+            concur_map_opts o = int_opts(ks[c], 2);
+            o.eager = mode;
+            struct concur_map_iter *m = NULL;
+            cr_assert_eq(concur_map_start(&m, p, fn_fail5, &o, a, n), 0);
+            for (size_t i = 0; i < 5; i++) {
+                const void *out;
+                size_t idx;
+                cr_assert_eq(concur_map_next(m, &out, &idx), 1, "k=%zu item %zu", ks[c], i);
+                cr_assert_eq(idx, i);
+                int v;
+                memcpy(&v, out, sizeof v);
+                cr_assert_eq(v, (int)i * 2 + 1);
+            }
+            size_t idx = 0;
+            cr_assert_eq(concur_map_next(m, NULL, &idx), -EIO, "k=%zu", ks[c]);
+            cr_assert_eq(idx, 5);
+            cr_assert_str_eq(concur_map_error_message(m), "bad item 5");
+            idx = 0;
+            cr_assert_eq(concur_map_next(m, NULL, &idx), -EIO, "the error is sticky");
+            cr_assert_eq(idx, 5);
+            concur_map_destroy(m);
+        }
+    }
+    free(a);
+    concur_pool_destroy(p);
+}
+
+Test(map, unordered_item_error_after_its_chunk_prefix)
+{
+    concur_pool *p = tu_pool(2);
+    size_t n = 8;
+    int *a = ints(n);
+    concur_map_opts o = int_opts(8, 1); /* one chunk: completion order is input order */
+    o.unordered = true;
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_fail5, &o, a, n), 0);
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 1);
+    size_t idx = 0;
+    cr_assert_eq(concur_map_next(m, NULL, &idx), -EIO);
+    cr_assert_eq(idx, 5);
+    cr_assert_str_eq(concur_map_error_message(m), "bad item 5");
+    concur_map_destroy(m);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* SPEC D.88: five 0.02 s tasks with a 0.01 s timeout for the whole iteration. */
+Test(map, timeout_covers_the_iteration)
+{
+    concur_pool *p = tu_pool(2);
+    sleep_item items[5];
+    for (int i = 0; i < 5; i++)
+        items[i] = (sleep_item){0.02, i};
+    concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+    o.in_size = sizeof(sleep_item);
+    o.out_size = sizeof(int);
+    o.timeout = 0.01;
+    struct concur_map_iter *m = NULL;
+    double t0 = tu_now();
+    cr_assert_eq(concur_map_start(&m, p, fn_sleep_square, &o, items, 5), 0);
+    int rc;
+    while ((rc = concur_map_next(m, NULL, NULL)) == 1)
+        ;
+    double dt = tu_now() - t0;
+    cr_assert_eq(rc, CONCUR_ETIMEDOUT, "got %s", concur_err_name(rc));
+    cr_assert_geq(dt, 0.01 - TU_EPS);
+    cr_assert_lt(dt, TU_LOOSE(0.01));
+    cr_assert_eq(concur_map_next(m, NULL, NULL), CONCUR_ETIMEDOUT, "sticky");
+    concur_map_destroy(m);
+    concur_pool_destroy(p);
+}
+
+/* SPEC D.91: a lazy map whose pool was shut down fails; it never restarts workers. */
+Test(map, closed_pool_fails_lazy_map)
+{
+    concur_pool *p = tu_pool(2);
+    size_t n = 6;
+    int *a = ints(n);
+    concur_map_opts o = int_opts(1, 1);
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), 0);
+    const void *out;
+    size_t idx;
+    cr_assert_eq(concur_map_next(m, &out, &idx), 1);
+    cr_assert_eq(idx, 0);
+    cr_assert_eq(concur_pool_shutdown(p, 0, CONCUR_FOREVER), 0);
+    idx = 0;
+    cr_assert_eq(concur_map_next(m, &out, &idx), CONCUR_ECLOSED);
+    cr_assert_eq(idx, 1);
+    cr_assert_eq(concur_map_next(m, &out, &idx), CONCUR_ECLOSED);
+    cr_assert_eq(tu_counts(p).workers, 0, "the pool was not resurrected");
+    concur_map_destroy(m);
+
+    /* Starting a map, or the eager map, on a closed pool is refused at once. */
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), CONCUR_ECLOSED);
+    cr_assert_null(m);
+    o.eager = true;
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), CONCUR_ECLOSED);
+    counter_gen g = {.pulled = 0, .limit = SIZE_MAX, .fail_at = SIZE_MAX};
+    o.eager = false;
+    cr_assert_eq(concur_map_start_gen(&m, p, fn_lin, &o, gen_count, &g), CONCUR_ECLOSED);
+    int out_arr[6];
+    size_t ei = 99;
+    cr_assert_eq(concur_map(p, fn_lin, &o, a, n, out_arr, &ei), CONCUR_ECLOSED);
+    cr_assert_eq(ei, 0);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* ---- eager maps and destroy ------------------------------------------------------------ */
+
+static tu_gate g_gate;
+
+static int fn_gate(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    tu_gate_pass(&g_gate);
+    memcpy(out, in, sizeof(int));
+    return 0;
+}
+
+/* SPEC D.90: map_all submits every task during the call, so all workers are busy before
+ * the first result is asked for. */
+Test(map, eager_map_makes_all_workers_busy)
+{
+    tu_gate_init(&g_gate);
+    concur_pool *p = tu_pool(4);
+    int a[4] = {0, 1, 2, 3};
+    concur_map_opts o = int_opts(1, 1);
+    o.eager = true;
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_gate, &o, a, 4), 0);
+    cr_assert(tu_gate_await(&g_gate, 4, TU_SAFETY), "all four chunks run at once");
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.busy, 4);
+    cr_assert_eq(c.workers, 4);
+    tu_gate_open(&g_gate);
+    for (size_t i = 0; i < 4; i++) {
+        size_t idx;
+        cr_assert_eq(concur_map_next(m, NULL, &idx), 1);
+        cr_assert_eq(idx, i);
+    }
+    cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+    concur_map_destroy(m);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g_gate);
+}
+
+/* A lazy map keeps buffer_size chunks in flight: with 3, exactly 3 items start. */
+Test(map, lazy_map_keeps_buffer_size_in_flight)
+{
+    tu_gate_init(&g_gate);
+    concur_pool *p = tu_pool(4);
+    int a[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    concur_map_opts o = int_opts(1, 3);
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_gate, &o, a, 8), 0);
+    cr_assert(tu_gate_await(&g_gate, 3, TU_SAFETY));
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.busy + c.pending, 3, "busy %zu pending %zu", c.busy, c.pending);
+    tu_gate_open(&g_gate);
+    for (size_t i = 0; i < 8; i++)
+        cr_assert_eq(concur_map_next(m, NULL, NULL), 1);
+    cr_assert_eq(concur_map_next(m, NULL, NULL), 0);
+    concur_map_destroy(m);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g_gate);
+}
+
+static atomic_int g_ran;
+
+/* Arrives at the gate, then runs until the map asks its task to stop. */
+static int fn_until_stopped(concur_task *t, const void *in, void *out)
+{
+    atomic_fetch_add(&g_ran, 1);
+    tu_gate_arrive(&g_gate);
+    double dl = tu_now() + TU_SAFETY;
+    while (!concur_task_should_stop(t) && tu_now() < dl)
+        tu_nap();
+    memcpy(out, in, sizeof(int));
+    return 0;
+}
+
+/* Destroy cancels the chunks not started and waits for the running one. */
+Test(map, destroy_cancels_pending_and_waits_running)
+{
+    tu_gate_init(&g_gate);
+    atomic_store(&g_ran, 0);
+    concur_pool *p = tu_pool(1);
+    int a[5] = {0, 1, 2, 3, 4};
+    concur_map_opts o = int_opts(1, 1);
+    o.eager = true;
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_until_stopped, &o, a, 5), 0);
+    cr_assert(tu_gate_await(&g_gate, 1, TU_SAFETY));
+    double t0 = tu_now();
+    concur_map_destroy(m);
+    cr_assert_lt(tu_now() - t0, TU_SAFETY / 2, "the running chunk was asked to stop");
+    cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&g_ran), 1, "the pending chunks never ran");
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g_gate);
+}
+
+/* ---- chunk helpers (get_chunks / split_map_task) --------------------------------------- */
+
+Test(map, chunk_count_and_bounds)
+{
+    cr_assert_eq(concur_chunk_count(3, 2), 2);
+    size_t b = 99, e = 99;
+    cr_assert_eq(concur_chunk_bounds(3, 2, 0, &b, &e), 0);
+    cr_assert_eq(b, 0);
+    cr_assert_eq(e, 2);
+    cr_assert_eq(concur_chunk_bounds(3, 2, 1, &b, &e), 0);
+    cr_assert_eq(b, 2);
+    cr_assert_eq(e, 3);
+    cr_assert_eq(concur_chunk_bounds(3, 2, 2, &b, &e), CONCUR_EINVAL);
+    cr_assert_eq(concur_chunk_count(0, 2), 0);
+    cr_assert_eq(concur_chunk_bounds(0, 2, 0, &b, &e), CONCUR_EINVAL);
+    cr_assert_eq(concur_chunk_count(5, 0), 0);
+    cr_assert_eq(concur_chunk_bounds(5, 0, 0, &b, &e), CONCUR_EINVAL);
+    cr_assert_eq(concur_chunk_count(10, 1), 10);
+    cr_assert_eq(concur_chunk_count(10, 5), 2);
+    cr_assert_eq(concur_chunk_count(10, 100), 1);
+    cr_assert_eq(concur_chunk_count(SIZE_MAX, SIZE_MAX / 2), 3);
+}
+
+/* SPEC D.97: 10 items -> 10 chunk tasks with k=1, 5 with k=2; concatenating their results
+ * equals the plain map. */
+Test(map, submit_chunks_concatenate_to_the_map)
+{
+    concur_pool *p = tu_pool(3);
+    int *a = ints(10);
+    size_t ks[] = {1, 2, 3};
+    int want_n[] = {10, 5, 4};
+    for (size_t c = 0; c < 3; c++) {
+        concur_map_opts o = int_opts(ks[c], 1);
+        concur_future *fs[10] = {0};
+        int nf = concur_map_submit_chunks(p, fn_lin, &o, a, 10, fs);
+        cr_assert_eq(nf, want_n[c]);
+        int cat[10];
+        size_t filled = 0;
+        for (int i = 0; i < nf; i++) {
+            cr_assert_eq(concur_future_wait(fs[i], TU_SAFETY), 0);
+            const void *outs;
+            size_t count;
+            const char *msg = "x";
+            cr_assert_eq(concur_map_chunk_result(fs[i], &outs, &count, &msg), 0);
+            cr_assert_null(msg);
+            memcpy(cat + filled, outs, count * sizeof(int));
+            filled += count;
+            concur_future_release(fs[i]);
+        }
+        cr_assert_eq(filled, 10);
+        for (int i = 0; i < 10; i++)
+            cr_assert_eq(cat[i], 2 * i + 1);
+    }
+    concur_map_opts o = int_opts(4, 1);
+    cr_assert_eq(concur_map_submit_chunks(p, fn_lin, &o, a, 0, NULL), 0);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+Test(map, chunk_result_reports_the_failed_item)
+{
+    concur_pool *p = tu_pool(2);
+    int *a = ints(10);
+    concur_map_opts o = int_opts(4, 1);
+    concur_future *fs[3] = {0};
+    cr_assert_eq(concur_map_submit_chunks(p, fn_fail5, &o, a, 10, fs), 3);
+    cr_assert_eq(concur_future_wait(fs[1], TU_SAFETY), 0);
+    const void *outs;
+    size_t count = 99;
+    const char *msg = NULL;
+    cr_assert_eq(concur_map_chunk_result(fs[1], &outs, &count, &msg), -EIO);
+    cr_assert_eq(count, 1, "item 4 succeeded, item 5 failed");
+    int v;
+    memcpy(&v, outs, sizeof v);
+    cr_assert_eq(v, 9);
+    cr_assert_str_eq(msg, "bad item 5");
+    for (int i = 0; i < 3; i++)
+        concur_future_release(fs[i]);
+
+    /* A future that is not finished, and one that is not a chunk's. */
+    tu_gate_init(&g_gate);
+    concur_future *f = tu_submit_gate(p, &g_gate);
+    cr_assert_eq(concur_map_chunk_result(f, &outs, &count, &msg), CONCUR_EAGAIN);
+    tu_gate_open(&g_gate);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    cr_assert_eq(concur_map_chunk_result(f, &outs, &count, &msg), CONCUR_EINVAL);
+    concur_future_release(f);
+    tu_gate_destroy(&g_gate);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* ---- concur_map(): eager into an array ------------------------------------------------ */
+
+Test(map, map_into_array_equals_serial)
+{
+    concur_pool *p = tu_pool(4);
+    size_t n = TU_SANITIZED ? 100003 : 1000003;
+    int *a = ints(n);
+    int *out = calloc(n, sizeof *out);
+    cr_assert_not_null(out);
+    size_t ks[] = {1000, 65536, n, 2 * n};
+    for (size_t c = 0; c < sizeof ks / sizeof *ks; c++) {
+        concur_map_opts o = int_opts(ks[c], 1);
+        memset(out, 0, n * sizeof *out);
+        cr_assert_eq(concur_map(p, fn_lin, &o, a, n, out, NULL), 0);
+        for (size_t i = 0; i < n; i++)
+            if (out[i] != (int)i * 2 + 1)
+                cr_assert_fail("k=%zu: out[%zu] = %d", ks[c], i, out[i]);
+    }
+    /* Small chunks: many tasks. */
+    concur_map_opts o = int_opts(1, 1);
+    cr_assert_eq(concur_map(p, fn_lin, &o, a, 5000, out, NULL), 0);
+    for (size_t i = 0; i < 5000; i++)
+        cr_assert_eq(out[i], (int)i * 2 + 1);
+    free(a);
+    free(out);
+    concur_pool_destroy(p);
+}
+
+Test(map, map_into_array_reports_the_failed_index)
+{
+    concur_pool *p = tu_pool(3);
+    size_t n = 20;
+    int *a = ints(n);
+    size_t ks[] = {1, 3, 5, 20};
+    for (size_t c = 0; c < sizeof ks / sizeof *ks; c++) {
+        int out[20];
+        memset(out, 0, sizeof out);
+        concur_map_opts o = int_opts(ks[c], 1);
+        size_t ei = 99;
+        cr_assert_eq(concur_map(p, fn_fail5, &o, a, n, out, &ei), -EIO);
+        cr_assert_eq(ei, 5, "k=%zu", ks[c]);
+        for (int i = 0; i < 5; i++)
+            cr_assert_eq(out[i], 2 * i + 1, "k=%zu: out[%d] written before the failure", ks[c], i);
+    }
+    int out[1];
+    concur_map_opts o = int_opts(3, 1);
+    cr_assert_eq(concur_map(p, fn_lin, &o, a, 0, out, NULL), 0);
+    free(a);
+    concur_pool_destroy(p);
+}
+
+/* A pool with a queue_limit: concur_map submits what fits and collects to make room. */
+Test(map, map_into_array_with_queue_limit)
+{
+    concur_pool_opts po = {0};
+    po.max_workers = 2;
+    po.queue_limit = 3;
+    concur_pool *p = tu_pool_opts(&po);
+    size_t n = 1000;
+    int *a = ints(n);
+    int *out = calloc(n, sizeof *out);
+    cr_assert_not_null(out);
+    concur_map_opts o = int_opts(7, 1);
+    cr_assert_eq(concur_map(p, fn_lin, &o, a, n, out, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], (int)i * 2 + 1);
+    /* The lazy map too: a full queue only delays the refill. */
+    o.buffer_size = 8;
+    struct concur_map_iter *m = NULL;
+    cr_assert_eq(concur_map_start(&m, p, fn_lin, &o, a, n), 0);
+    check_lin(m, n, true);
+    concur_map_destroy(m);
+    free(a);
+    free(out);
+    concur_pool_destroy(p);
+}

@@ -1,0 +1,864 @@
+/*
+ * test_pool.c - concur/pool.h: options, lazy workers, counters, spawn_workers, idle timeout,
+ * max_tasks_per_worker, initializer/finalizer hooks, queue_limit, submit_batch, run and
+ * task_timeout. Broken/closed states, shutdown, join and exit are in test_pool_lifecycle.c.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+TestSuite(pool, .timeout = TU_TIMEOUT);
+
+/* ---- options ------------------------------------------------------------------------- */
+
+Test(pool, default_max_workers_is_cpu_count)
+{
+    cr_assert_geq(concur_cpu_count(), 1);
+    concur_pool *p = NULL;
+    cr_assert_eq(concur_pool_create(&p, NULL), 0);
+    cr_assert_eq(concur_pool_max_workers(p), concur_cpu_count());
+    concur_pool_destroy(p);
+    concur_pool_opts o = {0};
+    p = tu_pool_opts(&o);
+    cr_assert_eq(concur_pool_max_workers(p), concur_cpu_count());
+    concur_pool_destroy(p);
+}
+
+Test(pool, explicit_max_workers)
+{
+    concur_pool *p = tu_pool(3);
+    cr_assert_eq(concur_pool_max_workers(p), 3);
+    concur_pool_destroy(p);
+}
+
+Test(pool, negative_max_workers_is_einval)
+{
+    concur_pool_opts o = {.max_workers = -1};
+    concur_pool *p = NULL;
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    cr_assert_null(p);
+    o.max_workers = -100;
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+}
+
+Test(pool, fresh_pool_is_open_and_healthy)
+{
+    concur_pool *p = tu_pool(2);
+    cr_assert_eq(concur_pool_check(p), 0);
+    cr_assert_not(concur_pool_is_broken(p));
+    cr_assert_not(concur_pool_is_closed(p));
+    cr_assert_null(concur_pool_error_message(p));
+    concur_future *f = NULL;
+    cr_assert_eq(concur_pool_cancelled(p, 0, &f), 0);
+    concur_pool_destroy(p);
+}
+
+/* ---- lazy workers and counters -------------------------------------------------------- */
+
+Test(pool, new_pool_has_no_workers)
+{
+    concur_pool *p = tu_pool(4);
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 0);
+    cr_assert_eq(c.busy, 0);
+    cr_assert_eq(c.free, 0);
+    cr_assert_eq(c.pending, 0);
+    concur_pool_destroy(p);
+}
+
+Test(pool, one_submit_starts_one_worker)
+{
+    concur_pool *p = tu_pool(4);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *f = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 1);
+    cr_assert_eq(c.busy, 1);
+    cr_assert_eq(c.free, 0);
+    cr_assert_eq(c.pending, 0);
+    tu_gate_open(&g);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}
+
+Test(pool, counters_track_busy_free_pending)
+{
+    concur_pool *p = tu_pool(4);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *fs[6];
+    for (int i = 0; i < 4; i++)
+        fs[i] = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 4, TU_SAFETY), "4 tasks must run at once on a 4-worker pool");
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 4);
+    cr_assert_eq(c.busy, 4);
+    cr_assert_eq(c.free, 0);
+    cr_assert_eq(c.pending, 0);
+    fs[4] = tu_submit_gate(p, &g);
+    fs[5] = tu_submit_gate(p, &g);
+    c = tu_counts(p);
+    cr_assert_eq(c.workers, 4, "never beyond max_workers");
+    cr_assert_eq(c.busy, 4);
+    cr_assert_eq(c.pending, 2);
+    tu_gate_open(&g);
+    cr_assert_eq(concur_wait_all(fs, 6, TU_SAFETY), 0);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).busy == 0, TU_SAFETY);
+    c = tu_counts(p);
+    cr_assert_eq(c.busy, 0);
+    cr_assert_eq(c.pending, 0);
+    cr_assert_eq(c.workers, 4, "idle_timeout 0: idle workers stay");
+    cr_assert_eq(c.free, 4);
+    for (int i = 0; i < 6; i++)
+        concur_future_release(fs[i]);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}
+
+Test(pool, free_worker_is_reused_not_spawned)
+{
+    concur_pool *p = tu_pool(4);
+    tu_gate g1, g2;
+    tu_gate_init(&g1);
+    tu_gate_init(&g2);
+    concur_future *a = tu_submit_gate(p, &g1);
+    concur_future *b = tu_submit_gate(p, &g1);
+    cr_assert(tu_gate_await(&g1, 2, TU_SAFETY));
+    tu_gate_open(&g1);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).free == 2, TU_SAFETY);
+    cr_assert(ok, "two idle workers expected");
+    concur_future *c1 = tu_submit_gate(p, &g2);
+    cr_assert(tu_gate_await(&g2, 1, TU_SAFETY));
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 2, "a free worker was there: no new one");
+    cr_assert_eq(c.busy, 1);
+    cr_assert_eq(c.free, 1);
+    tu_gate_open(&g2);
+    concur_future_release(a);
+    concur_future_release(b);
+    concur_future_release(c1);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g1);
+    tu_gate_destroy(&g2);
+}
+
+Test(pool, spawn_workers_capped_at_max)
+{
+    concur_pool *p = tu_pool(2);
+    cr_assert_eq(concur_pool_spawn_workers(p, 5), 2);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 2, TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_eq(concur_pool_spawn_workers(p, 1), 0, "already at max_workers");
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 2);
+    cr_assert_eq(c.busy, 0);
+    cr_assert_eq(c.free, 2);
+    concur_pool_destroy(p);
+}
+
+Test(pool, spawn_workers_exact_and_zero)
+{
+    concur_pool *p = tu_pool(4);
+    cr_assert_eq(concur_pool_spawn_workers(p, 0), 0);
+    cr_assert_eq(concur_pool_spawn_workers(p, 1), 1);
+    cr_assert_eq(concur_pool_spawn_workers(p, 2), 2);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 3, TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_eq(concur_pool_spawn_workers(p, 9), 1);
+    concur_pool_destroy(p);
+}
+
+static int task_name_out(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    const char *n = concur_task_worker_name(t);
+    return concur_task_return(t, n, strlen(n) + 1);
+}
+
+Test(pool, spawned_workers_take_tasks)
+{
+    concur_pool *p = tu_pool(2);
+    cr_assert_eq(concur_pool_spawn_workers(p, 2), 2);
+    concur_future *f = tu_submit(p, tu_task_echo, "x", 1);
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
+    cr_assert_eq(tu_counts(p).workers, 2);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+/* ---- idle timeout -------------------------------------------------------------------- */
+
+Test(pool, idle_timeout_zero_keeps_workers)
+{
+    concur_pool *p = tu_pool(2);
+    concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    tu_sleep(0.3); /* the absence of an exit over time is the point */
+    cr_assert_eq(tu_counts(p).workers, 1);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+Test(pool, idle_timeout_shrinks_to_zero)
+{
+    concur_pool_opts o = {.max_workers = 4, .idle_timeout = 0.2};
+    concur_pool *p = tu_pool_opts(&o);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *fs[4];
+    for (int i = 0; i < 4; i++)
+        fs[i] = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 4, TU_SAFETY));
+    cr_assert_eq(tu_counts(p).workers, 4);
+    double t0 = tu_now();
+    tu_gate_open(&g);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 0, TU_LOOSE(0.6));
+    double el = tu_now() - t0;
+    cr_assert(ok, "workers left: %zu after %.2f s", tu_counts(p).workers, el);
+    cr_assert_geq(el, 0.2 - TU_EPS, "workers exited before idle_timeout (%.3f s)", el);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(concur_future_state(fs[i]), CONCUR_DONE);
+        concur_future_release(fs[i]);
+    }
+    /* the pool stays usable: a new submit starts a worker again */
+    concur_future *f = tu_submit(p, tu_task_echo, "again", 5);
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}
+
+Test(pool, negative_idle_timeout_exits_when_queue_empty)
+{
+    concur_pool_opts o = {.max_workers = 2, .idle_timeout = -1.0};
+    concur_pool *p = tu_pool_opts(&o);
+    atomic_int n = 0;
+    concur_future *fs[4];
+    for (int i = 0; i < 4; i++)
+        fs[i] = tu_submit(p, tu_task_count, TU_PTR_IN(&n));
+    cr_assert_eq(concur_wait_all(fs, 4, TU_SAFETY), 0);
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 0, TU_LOOSE(0.0));
+    cr_assert(ok, "workers left: %zu", tu_counts(p).workers);
+    cr_assert_eq(atomic_load(&n), 4);
+    for (int i = 0; i < 4; i++)
+        concur_future_release(fs[i]);
+    concur_pool_destroy(p);
+}
+
+/* ---- max_tasks_per_worker ------------------------------------------------------------- */
+
+static void collect_names(concur_future **fs, int n, char names[][64])
+{
+    for (int i = 0; i < n; i++) {
+        const void *data = NULL;
+        size_t len = 0;
+        cr_assert_eq(concur_future_collect(fs[i], TU_SAFETY, &data, &len), 0);
+        cr_assert_gt(len, 0);
+        cr_assert_lt(len, 64);
+        memcpy(names[i], data, len);
+    }
+}
+
+Test(pool, max_tasks_three_runs_then_worker_exits)
+{
+    concur_pool_opts o = {.max_workers = 1, .max_tasks_per_worker = 3, .name = "mt"};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *fs[3];
+    for (int i = 0; i < 3; i++)
+        fs[i] = tu_submit(p, task_name_out, NULL, 0);
+    char names[3][64];
+    collect_names(fs, 3, names);
+    for (int i = 0; i < 3; i++)
+        cr_assert_str_eq(names[i], "concur-mt-thread-worker-1");
+    bool ok;
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 0, TU_LOOSE(0.0));
+    cr_assert(ok, "the worker must exit after 3 tasks with nothing pending (workers=%zu)",
+              tu_counts(p).workers);
+    /* a replacement only when work arrives */
+    concur_future *f = tu_submit(p, task_name_out, NULL, 0);
+    collect_names(&f, 1, names);
+    cr_assert_str_eq(names[0], "concur-mt-thread-worker-2");
+    concur_future_release(f);
+    for (int i = 0; i < 3; i++)
+        concur_future_release(fs[i]);
+    concur_pool_destroy(p);
+}
+
+Test(pool, max_tasks_two_over_five_runs_uses_three_workers)
+{
+    concur_pool_opts o = {.max_workers = 1, .max_tasks_per_worker = 2, .name = "m2"};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *fs[5];
+    for (int i = 0; i < 5; i++)
+        fs[i] = tu_submit(p, task_name_out, NULL, 0);
+    char names[5][64];
+    collect_names(fs, 5, names);
+    int distinct = 0;
+    for (int i = 0; i < 5; i++) {
+        bool seen = false;
+        for (int j = 0; j < i; j++)
+            seen = seen || !strcmp(names[i], names[j]);
+        distinct += !seen;
+    }
+    cr_assert_eq(distinct, 3, "names: %s %s %s %s %s", names[0], names[1], names[2], names[3],
+                 names[4]);
+    /* one worker at a time, FIFO: pairs share a worker */
+    cr_assert_str_eq(names[0], names[1]);
+    cr_assert_str_eq(names[2], names[3]);
+    cr_assert_str_neq(names[1], names[2]);
+    cr_assert_str_neq(names[3], names[4]);
+    for (int i = 0; i < 5; i++)
+        concur_future_release(fs[i]);
+    concur_pool_destroy(p);
+}
+
+/* ---- initializer and finalizer ---------------------------------------------------------- */
+
+typedef struct hook_ctx {
+    atomic_int inits;
+    atomic_int finals;
+    atomic_int final_same_thread;
+    atomic_int bad_id;
+    atomic_int bad_user;
+    pthread_mutex_t mu;
+    char name[64];
+} hook_ctx;
+
+static _Thread_local void *tl_init_arg;
+
+static int init_hook(concur_task *t, void *arg)
+{
+    hook_ctx *c = arg;
+    tl_init_arg = arg;
+    atomic_fetch_add(&c->inits, 1);
+    if (concur_task_id(t) != 0)
+        atomic_fetch_add(&c->bad_id, 1);
+    if (concur_task_user(t) != (void *)c)
+        atomic_fetch_add(&c->bad_user, 1);
+    pthread_mutex_lock(&c->mu);
+    const char *n = concur_task_worker_name(t);
+    snprintf(c->name, sizeof c->name, "%s", n ? n : "(null)");
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static int final_hook(concur_task *t, void *arg)
+{
+    (void)t;
+    hook_ctx *c = arg;
+    if (tl_init_arg == arg)
+        atomic_fetch_add(&c->final_same_thread, 1);
+    atomic_fetch_add(&c->finals, 1);
+    return 0;
+}
+
+static int task_saw_init(concur_task *t, const void *in, size_t len)
+{
+    tu_gate *g = tu_in_ptr(in, len);
+    void *seen = tl_init_arg;
+    if (g)
+        tu_gate_pass(g);
+    return concur_task_return(t, &seen, sizeof seen);
+}
+
+static void hook_ctx_init(hook_ctx *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+}
+
+Test(pool, initializer_runs_in_each_worker_with_its_arg)
+{
+    hook_ctx c;
+    hook_ctx_init(&c);
+    concur_pool_opts o = {.max_workers = 3, .initializer = init_hook, .init_arg = &c,
+                          .user = &c};
+    concur_pool *p = tu_pool_opts(&o);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *fs[3];
+    for (int i = 0; i < 3; i++)
+        fs[i] = tu_submit(p, task_saw_init, TU_PTR_IN(&g));
+    cr_assert(tu_gate_await(&g, 3, TU_SAFETY));
+    cr_assert_eq(atomic_load(&c.inits), 3);
+    tu_gate_open(&g);
+    for (int i = 0; i < 3; i++) {
+        const void *data = NULL;
+        size_t len = 0;
+        cr_assert_eq(concur_future_collect(fs[i], TU_SAFETY, &data, &len), 0);
+        cr_assert_eq(len, sizeof(void *));
+        void *seen;
+        memcpy(&seen, data, sizeof seen);
+        cr_assert_eq(seen, (void *)&c, "task %d ran in a thread whose initializer did not run",
+                     i);
+        concur_future_release(fs[i]);
+    }
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&c.inits), 3);
+    tu_gate_destroy(&g);
+    pthread_mutex_destroy(&c.mu);
+}
+
+Test(pool, initializer_context)
+{
+    hook_ctx c;
+    hook_ctx_init(&c);
+    concur_pool_opts o = {.max_workers = 1, .name = "ctx", .initializer = init_hook,
+                          .init_arg = &c, .user = &c};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
+    cr_assert_eq(atomic_load(&c.inits), 1);
+    cr_assert_eq(atomic_load(&c.bad_id), 0, "concur_task_id in an initializer must be 0");
+    cr_assert_eq(atomic_load(&c.bad_user), 0, "concur_task_user in an initializer");
+    pthread_mutex_lock(&c.mu);
+    cr_assert_str_eq(c.name, "concur-ctx-thread-worker-1");
+    pthread_mutex_unlock(&c.mu);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    pthread_mutex_destroy(&c.mu);
+}
+
+Test(pool, finalizer_runs_at_each_worker_exit)
+{
+    hook_ctx c;
+    hook_ctx_init(&c);
+    concur_pool_opts o = {.max_workers = 2, .initializer = init_hook, .init_arg = &c,
+                          .finalizer = final_hook, .final_arg = &c, .user = &c};
+    concur_pool *p = tu_pool_opts(&o);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *a = tu_submit_gate(p, &g);
+    concur_future *b = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 2, TU_SAFETY));
+    cr_assert_eq(atomic_load(&c.finals), 0);
+    tu_gate_open(&g);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&c.inits), 2);
+    cr_assert_eq(atomic_load(&c.finals), 2);
+    cr_assert_eq(atomic_load(&c.final_same_thread), 2, "finalizer must run in the worker");
+    concur_future_release(a);
+    concur_future_release(b);
+    tu_gate_destroy(&g);
+    pthread_mutex_destroy(&c.mu);
+}
+
+Test(pool, finalizer_runs_when_idle_worker_exits)
+{
+    hook_ctx c;
+    hook_ctx_init(&c);
+    concur_pool_opts o = {.max_workers = 1, .idle_timeout = -1.0, .finalizer = final_hook,
+                          .final_arg = &c};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&c.finals) == 1, TU_LOOSE(0.0));
+    cr_assert(ok, "finalizer did not run when the idle worker exited");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&c.finals), 1);
+    pthread_mutex_destroy(&c.mu);
+}
+
+/* ---- queue_limit ---------------------------------------------------------------------- */
+
+Test(pool, queue_limit_efull_then_accepted_once_drained)
+{
+    concur_pool_opts o = {.max_workers = 1, .queue_limit = 2};
+    concur_pool *p = tu_pool_opts(&o);
+    tu_gate g;
+    tu_gate_init(&g);
+    atomic_int ran = 0;
+    concur_future *a = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 1, TU_SAFETY)); /* running, not pending */
+    concur_future *b = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+    concur_future *c = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+    cr_assert_eq(tu_counts(p).pending, 2);
+    concur_future *d = (concur_future *)0x1;
+    cr_assert_eq(concur_pool_submit(p, tu_task_count, TU_PTR_IN(&ran), &d), CONCUR_EFULL);
+    cr_assert_eq(d, (concur_future *)0x1, "*out must be untouched on error");
+    cr_assert_eq(concur_pool_submit(p, tu_task_count, TU_PTR_IN(&ran), NULL), CONCUR_EFULL);
+    cr_assert_eq(tu_counts(p).pending, 2);
+    tu_gate_open(&g);
+    concur_future *bc[2] = {b, c};
+    cr_assert_eq(concur_wait_all(bc, 2, TU_SAFETY), 0);
+    d = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+    cr_assert_eq(concur_future_wait(d, TU_SAFETY), 0);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&ran), 3, "refused submits must not run");
+    concur_future_release(a);
+    concur_future_release(b);
+    concur_future_release(c);
+    concur_future_release(d);
+    tu_gate_destroy(&g);
+}
+
+/* ---- submit and submit_batch ------------------------------------------------------------ */
+
+Test(pool, submit_without_out_still_runs)
+{
+    concur_pool *p = tu_pool(2);
+    atomic_int ran = 0;
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(concur_pool_submit(p, tu_task_count, TU_PTR_IN(&ran), NULL), 0);
+    cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&ran), 5);
+    concur_pool_destroy(p);
+}
+
+Test(pool, destroy_drains_queued_tasks)
+{
+    concur_pool *p = tu_pool(1);
+    tu_gate g;
+    tu_gate_init(&g);
+    atomic_int ran = 0;
+    concur_future *a = tu_submit_gate(p, &g);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(concur_pool_submit(p, tu_task_count, TU_PTR_IN(&ran), NULL), 0);
+    tu_gate_open(&g);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&ran), 5);
+    cr_assert_eq(concur_future_state(a), CONCUR_DONE);
+    concur_future_release(a);
+    tu_gate_destroy(&g);
+}
+
+Test(pool, submit_batch_futures_and_ids_in_order)
+{
+    concur_pool *p = tu_pool(2);
+    concur_future *first = tu_submit(p, tu_task_noop, NULL, 0);
+    char bytes[5][20];
+    concur_input ins[5];
+    for (int i = 0; i < 5; i++) {
+        memset(bytes[i], 'a' + i, sizeof bytes[i]);
+        ins[i].data = bytes[i];
+        ins[i].len = (size_t)(i * 4 + 1); /* inline and out-of-line sizes */
+    }
+    concur_future *out[5] = {0};
+    cr_assert_eq(concur_pool_submit_batch(p, tu_task_echo, ins, 5, out), 0);
+    memset(bytes, 0, sizeof bytes); /* copied at submit */
+    cr_assert_eq(concur_future_id(first), 1);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_not_null(out[i]);
+        cr_assert_eq(concur_future_id(out[i]), (uint64_t)i + 2);
+        const void *data = NULL;
+        size_t len = 0;
+        cr_assert_eq(concur_future_collect(out[i], TU_SAFETY, &data, &len), 0);
+        cr_assert_eq(len, (size_t)(i * 4 + 1));
+        for (size_t k = 0; k < len; k++)
+            cr_assert_eq(((const char *)data)[k], 'a' + i);
+        concur_future_release(out[i]);
+    }
+    concur_future_release(first);
+    concur_pool_destroy(p);
+}
+
+Test(pool, submit_batch_without_out)
+{
+    concur_pool *p = tu_pool(2);
+    atomic_int ran = 0;
+    void *ranp = &ran;
+    concur_input ins[4];
+    for (int i = 0; i < 4; i++)
+        ins[i] = (concur_input){&ranp, sizeof ranp};
+    cr_assert_eq(concur_pool_submit_batch(p, tu_task_count, ins, 4, NULL), 0);
+    cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&ran), 4);
+    concur_pool_destroy(p);
+}
+
+Test(pool, submit_batch_all_or_nothing_with_queue_limit)
+{
+    concur_pool_opts o = {.max_workers = 1, .queue_limit = 3};
+    concur_pool *p = tu_pool_opts(&o);
+    tu_gate g;
+    tu_gate_init(&g);
+    atomic_int ran = 0;
+    concur_future *a = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    void *ranp = &ran;
+    concur_input ins[4];
+    for (int i = 0; i < 4; i++)
+        ins[i] = (concur_input){&ranp, sizeof ranp};
+    concur_future *sentinel = (concur_future *)0x1;
+    concur_future *out[4] = {sentinel, sentinel, sentinel, sentinel};
+    cr_assert_eq(concur_pool_submit_batch(p, tu_task_count, ins, 4, out), CONCUR_EFULL);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(out[i], sentinel, "out[%d] touched on error", i);
+    cr_assert_eq(tu_counts(p).pending, 0, "nothing may be queued on error");
+    cr_assert_eq(concur_pool_submit_batch(p, tu_task_count, ins, 3, out), 0);
+    cr_assert_eq(tu_counts(p).pending, 3);
+    cr_assert_eq(concur_pool_submit(p, tu_task_count, TU_PTR_IN(&ran), NULL), CONCUR_EFULL);
+    tu_gate_open(&g);
+    cr_assert_eq(concur_wait_all(out, 3, TU_SAFETY), 0);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&ran), 3);
+    for (int i = 0; i < 3; i++)
+        concur_future_release(out[i]);
+    concur_future_release(a);
+    tu_gate_destroy(&g);
+}
+
+/* ---- run ------------------------------------------------------------------------------- */
+
+Test(pool, run_returns_result_and_future)
+{
+    concur_pool *p = tu_pool(2);
+    concur_future *f = NULL;
+    cr_assert_eq(concur_pool_run(p, tu_task_echo, "abc", 3, TU_SAFETY, &f), 0);
+    cr_assert_not_null(f);
+    cr_assert_eq(concur_future_state(f), CONCUR_DONE);
+    const void *data = NULL;
+    size_t len = 0;
+    cr_assert_eq(concur_future_result(f, &data, &len), 0);
+    cr_assert_eq(len, 3);
+    cr_assert_arr_eq(data, "abc", 3);
+    concur_future_release(f);
+    cr_assert_eq(concur_pool_run(p, tu_task_echo, "abc", 3, TU_SAFETY, NULL), 0);
+    concur_pool_destroy(p);
+}
+
+static int task_fail_eio(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    return concur_task_fail(t, -EIO, "run failed");
+}
+
+Test(pool, run_returns_task_error)
+{
+    concur_pool *p = tu_pool(1);
+    concur_future *f = NULL;
+    cr_assert_eq(concur_pool_run(p, task_fail_eio, NULL, 0, TU_SAFETY, &f), -EIO);
+    cr_assert_str_eq(concur_future_error_message(f), "run failed");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+Test(pool, run_times_out_and_task_goes_on)
+{
+    concur_pool *p = tu_pool(1);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *f = NULL;
+    double t0 = tu_now();
+    cr_assert_eq(concur_pool_run(p, tu_task_gate, TU_PTR_IN(&g), 0.1, &f), CONCUR_ETIMEDOUT);
+    cr_assert_geq(tu_now() - t0, 0.1 - TU_EPS);
+    cr_assert_not_null(f);
+    cr_assert_not(concur_future_is_done(f));
+    tu_gate_open(&g);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_state(f), CONCUR_DONE);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}
+
+static int task_run_nested(concur_task *t, const void *in, size_t len)
+{
+    concur_pool *p = tu_in_ptr(in, len);
+    concur_future *inner = NULL;
+    int rc = concur_pool_run(p, tu_task_echo, "inner", 5, TU_SAFETY, &inner);
+    if (rc == 0) {
+        const void *data = NULL;
+        size_t n = 0;
+        rc = concur_future_result(inner, &data, &n);
+        if (rc == 0)
+            rc = concur_task_return(t, data, n);
+    }
+    concur_future_release(inner);
+    return rc < 0 ? concur_task_fail(t, rc, "nested run: %s", concur_err_name(rc)) : 0;
+}
+
+Test(pool, run_from_task_on_same_pool)
+{
+    concur_pool *p = tu_pool(2);
+    concur_future *f = tu_submit(p, task_run_nested, TU_PTR_IN(p));
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = concur_future_collect(f, TU_SAFETY, &data, &len);
+    cr_assert_eq(rc, 0, "%s: %s", concur_err_name(rc),
+                 rc ? concur_future_error_message(f) : "");
+    cr_assert_eq(len, 5);
+    cr_assert_arr_eq(data, "inner", 5);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+typedef struct lock_probe {
+    concur_pool *p;
+    tu_gate in_run;
+    atomic_int other_rc;
+} lock_probe;
+
+static void *probe_counts(void *arg)
+{
+    /* while another thread waits in run(), pool calls from here must not block */
+    lock_probe *lp = arg;
+    concur_pool_counts c;
+    concur_pool_counts_get(lp->p, &c);
+    int rc = concur_pool_submit(lp->p, tu_task_noop, NULL, 0, NULL);
+    atomic_store(&lp->other_rc, rc == 0 ? 1 : rc);
+    tu_gate_open(&lp->in_run);
+    return NULL;
+}
+
+static int task_wait_gate_ptr(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    lock_probe *lp = tu_in_ptr(in, len);
+    tu_gate_pass(&lp->in_run);
+    return 0;
+}
+
+Test(pool, run_holds_no_pool_lock_while_waiting)
+{
+    concur_pool *p = tu_pool(2);
+    lock_probe lp = {.p = p, .other_rc = 0};
+    tu_gate_init(&lp.in_run);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, probe_counts, &lp), 0);
+    /* the task only finishes once the other thread's submit went through */
+    concur_future *f = NULL;
+    cr_assert_eq(concur_pool_run(p, task_wait_gate_ptr, TU_PTR_IN(&lp), TU_SAFETY, &f), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&lp.other_rc), 1);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&lp.in_run);
+}
+
+/* ---- task_timeout ---------------------------------------------------------------------- */
+
+typedef struct tt_ctx {
+    tu_gate release;
+    atomic_int saw_stop;
+    atomic_int returned;
+} tt_ctx;
+
+static int task_overrun(concur_task *t, const void *in, size_t len)
+{
+    tt_ctx *c = tu_in_ptr(in, len);
+    double dl = tu_now() + TU_SAFETY;
+    while (!tu_gate_is_open(&c->release) && tu_now() < dl) {
+        if (concur_task_should_stop(t))
+            atomic_store(&c->saw_stop, 1);
+        tu_nap();
+    }
+    int rc = concur_task_return(t, "late", 4);
+    atomic_store(&c->returned, 1);
+    return rc;
+}
+
+Test(pool, task_timeout_fails_future_before_task_returns)
+{
+    concur_pool_opts o = {.max_workers = 1, .task_timeout = 0.2};
+    concur_pool *p = tu_pool_opts(&o);
+    tt_ctx c = {.saw_stop = 0, .returned = 0};
+    tu_gate_init(&c.release);
+    double t0 = tu_now();
+    concur_future *f = tu_submit(p, task_overrun, TU_PTR_IN(&c));
+    const void *data = (const void *)0x1;
+    size_t len = 99;
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, &data, &len), CONCUR_ETASKTIMEOUT);
+    double el = tu_now() - t0;
+    cr_assert_geq(el, 0.2 - TU_EPS);
+    cr_assert_lt(el, TU_LOOSE(0.2));
+    cr_assert_eq(atomic_load(&c.returned), 0, "the future failed only after the task returned");
+    cr_assert_eq(concur_future_state(f), CONCUR_FAILED);
+    cr_assert_eq(concur_future_error(f), CONCUR_ETASKTIMEOUT);
+    cr_assert_not_null(concur_future_error_message(f));
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&c.saw_stop) == 1, TU_SAFETY);
+    cr_assert(ok, "the task never saw should_stop after its timeout");
+    concur_pool_counts cnt = tu_counts(p);
+    cr_assert_eq(cnt.busy, 1, "the worker stays busy until the task returns");
+    cr_assert_eq(concur_pool_check(p), 0);
+    tu_gate_open(&c.release);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&c.returned), 1);
+    cr_assert_eq(concur_future_state(f), CONCUR_FAILED, "the late result must be dropped");
+    cr_assert_eq(concur_future_result(f, &data, &len), CONCUR_ETASKTIMEOUT);
+    concur_future_release(f);
+    tu_gate_destroy(&c.release);
+}
+
+typedef struct tt_cb {
+    tt_ctx *ctx;
+    atomic_int calls;
+    atomic_int returned_at_call;
+    atomic_int state_at_call;
+} tt_cb;
+
+static void cb_timeout(concur_future *f, void *arg)
+{
+    tt_cb *r = arg;
+    atomic_store(&r->returned_at_call, atomic_load(&r->ctx->returned));
+    atomic_store(&r->state_at_call, (int)concur_future_state(f));
+    atomic_fetch_add(&r->calls, 1);
+}
+
+Test(pool, task_timeout_callback_runs_once_at_timeout)
+{
+    concur_pool_opts o = {.max_workers = 1, .task_timeout = 0.1};
+    concur_pool *p = tu_pool_opts(&o);
+    tt_ctx c = {.saw_stop = 0, .returned = 0};
+    tu_gate_init(&c.release);
+    tt_cb r = {.ctx = &c, .calls = 0, .returned_at_call = -1, .state_at_call = -1};
+    concur_future *f = tu_submit(p, task_overrun, TU_PTR_IN(&c));
+    cr_assert_eq(concur_future_add_callback(f, cb_timeout, &r), 0);
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&r.calls) == 1, TU_SAFETY);
+    cr_assert(ok, "the callback must run when the task times out");
+    cr_assert_eq(atomic_load(&r.returned_at_call), 0);
+    cr_assert_eq(atomic_load(&r.state_at_call), CONCUR_FAILED);
+    tu_gate_open(&c.release);
+    concur_pool_destroy(p);
+    cr_assert_eq(atomic_load(&r.calls), 1, "the late return must not run callbacks again");
+    concur_future_release(f);
+    tu_gate_destroy(&c.release);
+}
+
+Test(pool, task_within_timeout_is_done)
+{
+    concur_pool_opts o = {.max_workers = 1, .task_timeout = 5.0 * TU_SLOW};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *f = tu_submit(p, tu_task_echo, "fast", 4);
+    const void *data = NULL;
+    size_t len = 0;
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, &data, &len), 0);
+    cr_assert_eq(len, 4);
+    cr_assert_arr_eq(data, "fast", 4);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+Test(pool, worker_after_task_timeout_takes_next_task)
+{
+    concur_pool_opts o = {.max_workers = 1, .task_timeout = 0.1};
+    concur_pool *p = tu_pool_opts(&o);
+    tt_ctx c = {.saw_stop = 0, .returned = 0};
+    tu_gate_init(&c.release);
+    concur_future *f = tu_submit(p, task_overrun, TU_PTR_IN(&c));
+    concur_future *g = tu_submit(p, tu_task_echo, "next", 4);
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), CONCUR_ETASKTIMEOUT);
+    cr_assert_not(concur_future_is_done(g), "one worker: still busy with the overrunning task");
+    tu_gate_open(&c.release);
+    cr_assert_eq(concur_future_collect(g, TU_SAFETY, NULL, NULL), 0);
+    concur_future_release(f);
+    concur_future_release(g);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&c.release);
+}
