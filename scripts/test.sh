@@ -10,7 +10,7 @@
 # failed). Configure/build output goes to build/<config>.log (its tail is shown on failure).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
 configs=(release asan tsan)
@@ -40,9 +40,12 @@ status=0
 summary=()
 
 # TSan's runtime needs the address-space layout it was built for. With a large
-# vm.mmap_rnd_bits (Linux 6.x defaults, older libtsan such as gcc 12's) a TSan binary can
-# die at start-up with "FATAL: ThreadSanitizer: unexpected memory mapping". Running the
-# test processes with ASLR disabled (setarch -R, inherited by children) avoids it.
+# vm.mmap_rnd_bits (some Linux 6.x configurations; older libtsan such as gcc 12's) a TSan
+# binary can die at start-up with "FATAL: ThreadSanitizer: unexpected memory mapping".
+# Running the TSan tests with ASLR disabled (setarch -R, inherited by child processes)
+# avoids that, and also keeps the test executables' layout identical in Criterion's
+# runner and its worker processes (see the rand_r note in CMakeLists.txt). Used whenever
+# setarch works here (it needs the personality syscall, which some sandboxes block).
 tsan_wrap=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then
   tsan_wrap=(setarch "$(uname -m)" -R)

@@ -372,6 +372,8 @@ int concur_future_error(const concur_future *f)
 const char *concur_future_error_message(const concur_future *f)
 {
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    if (s == CONCUR_CANCELLED)
+        return concur_strerror(CONCUR_ECANCELED);
     if (s != CONCUR_FAILED)
         return NULL;
     return f->errmsg ? f->errmsg : concur_strerror(f->err);

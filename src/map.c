@@ -25,6 +25,12 @@
  * keeps returning the same code. Errors of the source or of a submit are deferred until every
  * chunk already submitted has been delivered, so they surface at their position in the input.
  *
+ * concur_map() (the eager map into an array) is the fast path: it submits chunks in batches
+ * of about 1 MiB of input, keeps a window of about 8 MiB (at least two chunks per worker) in
+ * flight and copies each chunk's outputs once into the caller's array as it collects them in
+ * input order. The window is what keeps the cost per item low on big inputs: the memory of
+ * collected chunks is reused by the next ones instead of being faulted in afresh.
+ *
  * Threads. A map is used by one thread at a time; nothing here is shared with the workers
  * except through futures (the chunk task only sees its input and its result), so the map
  * itself needs no lock.
@@ -68,14 +74,17 @@ typedef struct result_hdr {
  * on the first chunks while the caller stages the next ones. */
 #define STAGE_GROUP_BYTES ((size_t)1 << 20)
 
-/*
- * The message the per-item function recorded with concur_task_fail(), or the code's text.
- * The public API has no getter for it, so this reads the task context (concur_impl.h), which
- * is the same for every engine: only this function knows its layout.
- */
+/* concur_map() keeps about this many input bytes of chunks in flight (at least two chunks per
+ * worker): the memory of collected chunks is then reused by the next ones instead of the
+ * heap growing to the whole input and being trimmed afterwards, which costs a page fault per
+ * 4 KiB on every call. */
+#define WINDOW_BYTES ((size_t)8 << 20)
+
+/* The message the per-item function gave with concur_task_fail(), or the code's text. */
 static const char *item_message(const concur_task *t, int code)
 {
-    return t->msg ? t->msg : concur_strerror(code);
+    const char *m = concur_task_message(t);
+    return m ? m : concur_strerror(code);
 }
 
 static bool is_aligned(const void *p)
@@ -240,7 +249,8 @@ static int decode(concur_future *f, size_t out_size, result_hdr *r, const unsign
     if (r->nok > r->count || (r->err == 0) != (r->nok == r->count) || r->err > 0 ||
         r->err < INT_MIN || (r->err && (r->msg_len >= room || p[len - 1] != '\0')))
         return CONCUR_EINVAL;
-    if (out_size != SIZE_MAX && out_size && r->nok > room / out_size)
+    if (out_size != SIZE_MAX && out_size &&
+        (r->nok > room / out_size || r->nok * out_size > room - (r->err ? r->msg_len + 1 : 0)))
         return CONCUR_EINVAL;
     *outs = p + sizeof *r;
     *msg = r->err ? (const char *)p + len - r->msg_len - 1 : NULL;
@@ -474,14 +484,22 @@ CONCUR_API int concur_map(concur_pool *p, concur_map_fn fn, const concur_map_opt
     size_t per_group = chunk_in >= STAGE_GROUP_BYTES ? 1 : STAGE_GROUP_BYTES / (chunk_in + 1);
     if (per_group < 1)
         per_group = 1;
+    int workers = concur_pool_max_workers(p);
+    size_t window = chunk_in >= WINDOW_BYTES / 2 ? 2 : WINDOW_BYTES / (chunk_in + 1);
+    if (workers > 0 && window < 2 * (size_t)workers)
+        window = 2 * (size_t)workers;
+    if (window < per_group)
+        window = per_group;
     unsigned char *o = out;
     stager st = {0};
     size_t sub = 0, col = 0, fail_at = 0;
     int sub_rc = 0; /* a refused submit: the failure at item sub * k, unless one comes first */
     rc = 0;
     while (col < nch) {
-        while (sub < nch && !sub_rc) {
+        while (sub < nch && !sub_rc && sub - col < window) {
             size_t g = nch - sub < per_group ? nch - sub : per_group;
+            if (sub - col + g > window && sub > col)
+                break;
             int sr = submit_group(p, fn, opts, &s, n, sub, g, futs + sub, &st);
             if (sr == 0) {
                 sub += g;
@@ -575,7 +593,7 @@ struct concur_map_iter {
     char *err_msg;
 };
 
-static int set_msg(struct concur_map_iter *m, const char *msg)
+static int set_msg(concur_map_iter *m, const char *msg)
 {
     free(m->err_msg);
     m->err_msg = NULL;
@@ -589,7 +607,7 @@ static int set_msg(struct concur_map_iter *m, const char *msg)
     return 0;
 }
 
-static int finish(struct concur_map_iter *m, int err, size_t index, const char *msg)
+static int finish(concur_map_iter *m, int err, size_t index, const char *msg)
 {
     m->over = true;
     m->err = err;
@@ -600,7 +618,7 @@ static int finish(struct concur_map_iter *m, int err, size_t index, const char *
 }
 
 /* Takes the slot for a new chunk, or NULL if the window is full. */
-static slot *take_slot(struct concur_map_iter *m, size_t chunk, size_t *tag)
+static slot *take_slot(concur_map_iter *m, size_t chunk, size_t *tag)
 {
     if (m->inflight >= m->cap)
         return NULL;
@@ -609,7 +627,7 @@ static slot *take_slot(struct concur_map_iter *m, size_t chunk, size_t *tag)
     return &m->slots[i];
 }
 
-static void free_slot(struct concur_map_iter *m, slot *s)
+static void free_slot(concur_map_iter *m, slot *s)
 {
     if (s->f)
         concur_future_release(s->f);
@@ -620,7 +638,7 @@ static void free_slot(struct concur_map_iter *m, slot *s)
 }
 
 /* Grows the stage to hold @p items items. */
-static int stage_reserve(struct concur_map_iter *m, size_t items)
+static int stage_reserve(concur_map_iter *m, size_t items)
 {
     size_t need = chunk_bytes(items, m->src.in_size);
     if (!need)
@@ -643,7 +661,7 @@ static int stage_reserve(struct concur_map_iter *m, size_t items)
  * when the source is exhausted; a source error is recorded in src_err (the items pulled
  * before it are still staged).
  */
-static void build_chunk(struct concur_map_iter *m)
+static void build_chunk(concur_map_iter *m)
 {
     if (m->staged || m->src_done || m->src_err)
         return;
@@ -690,7 +708,7 @@ static void build_chunk(struct concur_map_iter *m)
  * momentarily full and chunks are in flight: retried at the next refill) or the error
  * that ends the input side.
  */
-static int submit_staged(struct concur_map_iter *m)
+static int submit_staged(concur_map_iter *m)
 {
     size_t tag;
     slot *s = take_slot(m, m->next_chunk, &tag);
@@ -723,7 +741,7 @@ static int submit_staged(struct concur_map_iter *m)
 }
 
 /* Lazy maps: fills the window up to buffer_size chunks. */
-static void refill(struct concur_map_iter *m)
+static void refill(concur_map_iter *m)
 {
     if (m->o.eager)
         return;
@@ -750,7 +768,7 @@ static void refill(struct concur_map_iter *m)
 }
 
 /* Makes the chunk future @p s->f the one being delivered. */
-static void start_delivery(struct concur_map_iter *m, slot *s)
+static void start_delivery(concur_map_iter *m, slot *s)
 {
     const void *outs = NULL;
     size_t nok = 0;
@@ -765,7 +783,7 @@ static void start_delivery(struct concur_map_iter *m, slot *s)
 }
 
 /* Unordered: the slot of a finished future taken from the fqueue. */
-static slot *find_slot(struct concur_map_iter *m, concur_future *f)
+static slot *find_slot(concur_map_iter *m, concur_future *f)
 {
     result_hdr r;
     const unsigned char *o;
@@ -778,7 +796,7 @@ static slot *find_slot(struct concur_map_iter *m, concur_future *f)
     return NULL;
 }
 
-CONCUR_API int concur_map_next(struct concur_map_iter *m, const void **out, size_t *index)
+CONCUR_API int concur_map_next(concur_map_iter *m, const void **out, size_t *index)
 {
     if (!m)
         return CONCUR_EINVAL;
@@ -842,12 +860,12 @@ CONCUR_API int concur_map_next(struct concur_map_iter *m, const void **out, size
     }
 }
 
-CONCUR_API const char *concur_map_error_message(const struct concur_map_iter *m)
+CONCUR_API const char *concur_map_error_message(const concur_map_iter *m)
 {
     return m && m->over && m->err ? m->err_msg : NULL;
 }
 
-CONCUR_API void concur_map_destroy(struct concur_map_iter *m)
+CONCUR_API void concur_map_destroy(concur_map_iter *m)
 {
     if (!m)
         return;
@@ -873,7 +891,7 @@ CONCUR_API void concur_map_destroy(struct concur_map_iter *m)
 }
 
 /* Eager start: every chunk in one batch submit (array and zip sources). */
-static int start_eager(struct concur_map_iter *m)
+static int start_eager(concur_map_iter *m)
 {
     size_t nch = m->cap;
     if (!nch)
@@ -903,7 +921,7 @@ static int start_eager(struct concur_map_iter *m)
     return rc; /* on error the caller destroys the map, which cancels everything */
 }
 
-static int start(struct concur_map_iter **out, concur_pool *p, concur_map_fn fn,
+static int start(concur_map_iter **out, concur_pool *p, concur_map_fn fn,
                  const concur_map_opts *opts, source *src, size_t n)
 {
     if (!out)
@@ -912,7 +930,7 @@ static int start(struct concur_map_iter **out, concur_pool *p, concur_map_fn fn,
     int rc = check_opts(p, fn, opts);
     if (rc)
         return rc;
-    struct concur_map_iter *m = calloc(1, sizeof *m);
+    concur_map_iter *m = calloc(1, sizeof *m);
     if (!m)
         return CONCUR_ENOMEM;
     m->pool = p;
@@ -975,7 +993,7 @@ fail:
     return rc;
 }
 
-CONCUR_API int concur_map_start(struct concur_map_iter **out, concur_pool *p, concur_map_fn fn,
+CONCUR_API int concur_map_start(concur_map_iter **out, concur_pool *p, concur_map_fn fn,
                                 const concur_map_opts *opts, const void *items, size_t n)
 {
     if (opts && !items && n && opts->in_size)
@@ -984,7 +1002,7 @@ CONCUR_API int concur_map_start(struct concur_map_iter **out, concur_pool *p, co
     return start(out, p, fn, opts, &s, n);
 }
 
-CONCUR_API int concur_map_start_zip(struct concur_map_iter **out, concur_pool *p, concur_map_fn fn,
+CONCUR_API int concur_map_start_zip(concur_map_iter **out, concur_pool *p, concur_map_fn fn,
                                     const concur_map_opts *opts, const void *const *arrays,
                                     const size_t *sizes, size_t narrays, size_t n)
 {
@@ -1020,7 +1038,7 @@ CONCUR_API int concur_map_start_zip(struct concur_map_iter **out, concur_pool *p
     return rc;
 }
 
-CONCUR_API int concur_map_start_gen(struct concur_map_iter **out, concur_pool *p, concur_map_fn fn,
+CONCUR_API int concur_map_start_gen(concur_map_iter **out, concur_pool *p, concur_map_fn fn,
                                     const concur_map_opts *opts, concur_gen_fn gen, void *arg)
 {
     if (!gen || (opts && opts->eager))

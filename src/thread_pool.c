@@ -187,14 +187,22 @@ static void cancelled_append(concur_pool *p, concur_future *f)
 
 /* Pops one record. Returns it claimed RUNNING, or NULL when the queue is empty (*popped_any
  * tells whether something was taken and dealt with: cancelled or dropped). With @cancel_all
- * (or the pool's stop flag) a pending record is cancelled and listed instead of returned. */
-static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any)
+ * (or the pool's stop flag) a pending record is cancelled and listed instead of returned.
+ * A worker passes its in_idle flag: it stops counting as idle in the same critical section
+ * that takes the record, so the spawn decision (which reads both under qmu) never sees the
+ * task gone and the worker still idle. */
+static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any,
+                               bool *in_idle)
 {
     concur_future *f, *cancel = NULL;
     *popped_any = false;
     mu_lock(&p->qmu);
     f = q_pop(p);
     if (f) {
+        if (in_idle && *in_idle) {
+            atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
+            *in_idle = false;
+        }
         atomic_store_explicit(&p->popped, atomic_load_explicit(&p->popped, memory_order_relaxed) + 1,
                               memory_order_seq_cst);
         *popped_any = true;
@@ -274,6 +282,9 @@ static int spawn_one_locked(concur_pool *p)
         p->live->prev = w;
     p->live = w;
     atomic_fetch_add_explicit(&p->nworkers, 1, memory_order_seq_cst);
+    /* A worker counts as idle (available) from its creation until it takes a task, so
+     * submits made before it runs do not start more workers than there is work. */
+    atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
 
     /* The worker inherits a mask blocking every signal. */
     sigset_t all, old;
@@ -286,6 +297,7 @@ static int spawn_one_locked(concur_pool *p)
         if (p->live)
             p->live->prev = NULL;
         atomic_fetch_sub_explicit(&p->nworkers, 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
         pthread_mutex_destroy(&w->cur_mu);
         free(w);
         p->next_index--;
@@ -302,14 +314,17 @@ static bool accepting(concur_pool *p)
 static void pool_break(concur_pool *p, int code, const char *kind, const struct worker *w,
                        const char *msg, int rc);
 
-/* Starts workers for pending work: min(max - alive, pending - idle). Under mu. */
+/* Starts workers for pending work: min(max - alive, pending - idle). Under mu. Pending and
+ * idle are read together under qmu, where workers change them together. */
 static void spawn_for_work_locked(concur_pool *p)
 {
     reap_dead_locked(p);
     if (!accepting(p) && !has_work(p))
         return;
     int alive = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
+    mu_lock(&p->qmu);
     int64_t want = (int64_t)pending_of(p) - atomic_load_explicit(&p->nidle, memory_order_relaxed);
+    mu_unlock(&p->qmu);
     if (want > p->max_workers - alive)
         want = p->max_workers - alive;
     int last = 0;
@@ -325,8 +340,10 @@ static void spawn_for_work_locked(concur_pool *p)
 
 static void after_push(concur_pool *p, size_t n)
 {
-    if (unlikely(atomic_load_explicit(&p->nworkers, memory_order_seq_cst) < p->max_workers) &&
-        (int64_t)pending_of(p) > atomic_load_explicit(&p->nidle, memory_order_relaxed)) {
+    /* Below max_workers, the decision is made under the locks (spawn_for_work_locked): an
+     * unlocked look at pending and idle could see a task taken by a worker still counted idle
+     * and start nobody. At max_workers this costs one load. */
+    if (unlikely(atomic_load_explicit(&p->nworkers, memory_order_seq_cst) < p->max_workers)) {
         mu_lock(&p->mu);
         spawn_for_work_locked(p);
         mu_unlock(&p->mu);
@@ -352,9 +369,6 @@ static bool idle(struct worker *w)
 {
     concur_pool *p = w->pool;
     bool keep = true;
-    /* Counted idle before it shows as free, so a submit that sees a free worker also sees
-     * an idle one and starts no extra worker. */
-    atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
     atomic_store_explicit(&w->busy, 0, memory_order_seq_cst);
     notify_waiters(p);
     uint64_t idle_deadline = p->idle_ns ? now_ns() + p->idle_ns : UINT64_MAX;
@@ -402,7 +416,6 @@ static bool idle(struct worker *w)
             break;
         }
     }
-    atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
     return keep;
 }
 
@@ -481,10 +494,13 @@ static void *worker_main(void *arg)
     }
     unsigned ran = 0, limit = p->o.max_tasks_per_worker;
     uint64_t last_end = 0;
+    /* nidle counts this worker while in_idle: it changes only when the worker goes from
+     * idle to running tasks and back, not per task. */
+    bool in_idle = true;
     while (ok) {
         bool popped;
         atomic_store_explicit(&w->busy, 1, memory_order_seq_cst);
-        concur_future *f = pop_task(p, false, &popped);
+        concur_future *f = pop_task(p, false, &popped, &in_idle);
         if (f) {
             last_end = run_task(w, &t, f, last_end);
             notify_waiters(p);
@@ -495,9 +511,17 @@ static void *worker_main(void *arg)
         if (popped)
             continue;
         last_end = 0;
+        if (!in_idle) {
+            /* Counted idle before it shows as free (idle() clears busy), so a submit that
+             * sees a free worker also sees an idle one and starts no extra worker. */
+            atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
+            in_idle = true;
+        }
         if (!idle(w))
             break;
     }
+    if (in_idle)
+        atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
     atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
     if (ok && p->o.finalizer) {
         int rc = p->o.finalizer(&t, p->o.final_arg);
@@ -730,7 +754,7 @@ int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
             return CONCUR_ENOMEM;
         }
     }
-    uint64_t id;
+    uint64_t id = 0;
     int rc = admit(p, 1, &id);
     if (unlikely(rc)) {
         record_drop(f);
@@ -894,7 +918,7 @@ static void cancel_queued(concur_pool *p, uint64_t target)
     while (atomic_load_explicit(&p->popped, memory_order_seq_cst) < target) {
         bool popped;
         /* With cancel_all nothing is returned: each record is cancelled or dropped. */
-        (void)pop_task(p, true, &popped);
+        (void)pop_task(p, true, &popped, NULL);
         if (!popped)
             cpu_relax(); /* a producer admitted before the flag is still linking */
     }

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-TestSuite(errors, .timeout = TU_TIMEOUT);
+TestSuite(errors, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
 typedef struct code_row {
     int code;
@@ -43,9 +43,9 @@ Test(errors, errno_codes_are_negated_errno)
 
 Test(errors, concur_codes_below_errno_max)
 {
-    int own[] = {CONCUR_ECLOSED,  CONCUR_EBROKEN, CONCUR_EINITIALIZER, CONCUR_EFINALIZER,
-                 CONCUR_EFULL,    CONCUR_ETASKTIMEOUT, CONCUR_ESTATE, CONCUR_ETASK,
-                 CONCUR_ECRASHED};
+    int own[] = {CONCUR_ECLOSED,    CONCUR_EBROKEN, CONCUR_EINITIALIZER,
+                 CONCUR_EFINALIZER, CONCUR_EFULL,   CONCUR_ETASKTIMEOUT,
+                 CONCUR_ESTATE,     CONCUR_ETASK,   CONCUR_ECRASHED};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         cr_assert_lt(own[i], CONCUR_ERRNO_MAX, "code %d", own[i]);
 }

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-TestSuite(future, .timeout = TU_TIMEOUT);
+TestSuite(future, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
 static concur_future *new_future(void)
 {
@@ -654,7 +654,8 @@ Test(future, callback_runs_exactly_once_on_pool_future)
     concur_pool_destroy(p); /* joins the worker: its callbacks are over */
     cr_assert_eq(atomic_load(&r.calls), 1);
     cr_assert_eq(atomic_load(&r.state_seen), CONCUR_DONE);
-    cr_assert_not(pthread_equal(r.thread, pthread_self()), "ran in the test thread, not the worker");
+    cr_assert_not(pthread_equal(r.thread, pthread_self()),
+                  "ran in the test thread, not the worker");
     concur_future_release(f);
     tu_gate_destroy(&g);
 }
@@ -1048,7 +1049,7 @@ Test(future, worker_name_default_pool_name)
 {
     concur_pool *p = tu_pool(1);
     concur_future *f = tu_submit(p, task_worker_name, NULL, 0);
-    assert_result_str(f, "concur-concur-thread-worker-1");
+    assert_result_str(f, "concur-pool-thread-worker-1");
     concur_future_release(f);
     concur_pool_destroy(p);
 }

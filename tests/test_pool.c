@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-TestSuite(pool, .timeout = TU_TIMEOUT);
+TestSuite(pool, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
 /* ---- options ------------------------------------------------------------------------- */
 
@@ -120,32 +120,50 @@ Test(pool, counters_track_busy_free_pending)
     tu_gate_destroy(&g);
 }
 
+Test(pool, two_submits_start_two_workers)
+{
+    concur_pool *p = tu_pool(4);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *a = tu_submit_gate(p, &g);
+    concur_future *b = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 2, TU_SAFETY));
+    concur_pool_counts c = tu_counts(p);
+    cr_assert_eq(c.workers, 2, "2 tasks need 2 workers, not more (max 4)");
+    cr_assert_eq(c.busy, 2);
+    cr_assert_eq(c.free, 0);
+    tu_gate_open(&g);
+    concur_future_release(a);
+    concur_future_release(b);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}
+
 Test(pool, free_worker_is_reused_not_spawned)
 {
     concur_pool *p = tu_pool(4);
-    tu_gate g1, g2;
-    tu_gate_init(&g1);
-    tu_gate_init(&g2);
-    concur_future *a = tu_submit_gate(p, &g1);
-    concur_future *b = tu_submit_gate(p, &g1);
-    cr_assert(tu_gate_await(&g1, 2, TU_SAFETY));
-    tu_gate_open(&g1);
+    cr_assert_eq(concur_pool_spawn_workers(p, 2), 2);
     bool ok;
     TU_POLL_UNTIL(ok, tu_counts(p).free == 2, TU_SAFETY);
     cr_assert(ok, "two idle workers expected");
-    concur_future *c1 = tu_submit_gate(p, &g2);
-    cr_assert(tu_gate_await(&g2, 1, TU_SAFETY));
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *a = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
     concur_pool_counts c = tu_counts(p);
     cr_assert_eq(c.workers, 2, "a free worker was there: no new one");
     cr_assert_eq(c.busy, 1);
     cr_assert_eq(c.free, 1);
-    tu_gate_open(&g2);
+    concur_future *b = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 2, TU_SAFETY));
+    c = tu_counts(p);
+    cr_assert_eq(c.workers, 2, "the second free worker takes it");
+    cr_assert_eq(c.busy, 2);
+    tu_gate_open(&g);
     concur_future_release(a);
     concur_future_release(b);
-    concur_future_release(c1);
     concur_pool_destroy(p);
-    tu_gate_destroy(&g1);
-    tu_gate_destroy(&g2);
+    tu_gate_destroy(&g);
 }
 
 Test(pool, spawn_workers_capped_at_max)
@@ -382,8 +400,7 @@ Test(pool, initializer_runs_in_each_worker_with_its_arg)
 {
     hook_ctx c;
     hook_ctx_init(&c);
-    concur_pool_opts o = {.max_workers = 3, .initializer = init_hook, .init_arg = &c,
-                          .user = &c};
+    concur_pool_opts o = {.max_workers = 3, .initializer = init_hook, .init_arg = &c, .user = &c};
     concur_pool *p = tu_pool_opts(&o);
     tu_gate g;
     tu_gate_init(&g);
@@ -400,8 +417,7 @@ Test(pool, initializer_runs_in_each_worker_with_its_arg)
         cr_assert_eq(len, sizeof(void *));
         void *seen;
         memcpy(&seen, data, sizeof seen);
-        cr_assert_eq(seen, (void *)&c, "task %d ran in a thread whose initializer did not run",
-                     i);
+        cr_assert_eq(seen, (void *)&c, "task %d ran in a thread whose initializer did not run", i);
         concur_future_release(fs[i]);
     }
     concur_pool_destroy(p);
@@ -414,8 +430,8 @@ Test(pool, initializer_context)
 {
     hook_ctx c;
     hook_ctx_init(&c);
-    concur_pool_opts o = {.max_workers = 1, .name = "ctx", .initializer = init_hook,
-                          .init_arg = &c, .user = &c};
+    concur_pool_opts o = {
+        .max_workers = 1, .name = "ctx", .initializer = init_hook, .init_arg = &c, .user = &c};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
     cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
@@ -434,8 +450,12 @@ Test(pool, finalizer_runs_at_each_worker_exit)
 {
     hook_ctx c;
     hook_ctx_init(&c);
-    concur_pool_opts o = {.max_workers = 2, .initializer = init_hook, .init_arg = &c,
-                          .finalizer = final_hook, .final_arg = &c, .user = &c};
+    concur_pool_opts o = {.max_workers = 2,
+                          .initializer = init_hook,
+                          .init_arg = &c,
+                          .finalizer = final_hook,
+                          .final_arg = &c,
+                          .user = &c};
     concur_pool *p = tu_pool_opts(&o);
     tu_gate g;
     tu_gate_init(&g);
@@ -458,8 +478,8 @@ Test(pool, finalizer_runs_when_idle_worker_exits)
 {
     hook_ctx c;
     hook_ctx_init(&c);
-    concur_pool_opts o = {.max_workers = 1, .idle_timeout = -1.0, .finalizer = final_hook,
-                          .final_arg = &c};
+    concur_pool_opts o = {
+        .max_workers = 1, .idle_timeout = -1.0, .finalizer = final_hook, .final_arg = &c};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
     cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
@@ -689,8 +709,7 @@ Test(pool, run_from_task_on_same_pool)
     const void *data = NULL;
     size_t len = 0;
     int rc = concur_future_collect(f, TU_SAFETY, &data, &len);
-    cr_assert_eq(rc, 0, "%s: %s", concur_err_name(rc),
-                 rc ? concur_future_error_message(f) : "");
+    cr_assert_eq(rc, 0, "%s: %s", concur_err_name(rc), rc ? concur_future_error_message(f) : "");
     cr_assert_eq(len, 5);
     cr_assert_arr_eq(data, "inner", 5);
     concur_future_release(f);

