@@ -161,7 +161,7 @@ for bench in "${selected[@]}"; do
     out=$(timeout "$RUN_TIMEOUT" "${CMD[@]}" 2>>"$RUN_LOG")
     rc=$?
     printf '%s\n' "$out" >>"$RUN_LOG"
-    lines=$(grep -E "^RESULT $bench " <<<"$out")
+    lines=$(grep -E "^RESULT $bench(_[a-z]+)* " <<<"$out")  # with sub-results (tp_latency_idle)
     if [[ $rc -ne 0 || -z $lines ]]; then
       why="exit status $rc"
       [[ $rc -eq 124 ]] && why="timed out after ${RUN_TIMEOUT}s"
