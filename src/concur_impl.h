@@ -126,7 +126,8 @@ struct concur_future {
     int32_t err;
     char *errmsg;            /* NULL: the code's text */
     struct concur__cb *cbs;  /* under the stripe lock of the future */
-    uint64_t t_submit, t_start, t_end;
+    uint64_t t_submit, t_start;
+    _Atomic uint64_t t_end; /* first completer's time wins (see concur__task_complete) */
     concur__buf in;
     concur__buf out;
 };

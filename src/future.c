@@ -275,15 +275,18 @@ bool concur__future_claim(concur_future *f, uint32_t from_mask)
     }
 }
 
-void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
+/* Records the end time unless an earlier completer attempt already did. */
+static void set_end(concur_future *f, uint64_t t_end)
 {
-    f->t_end = t_end;
-    if (f->t_start == 0 && final != CONCUR_CANCELLED && final != CONCUR_FAILED)
-        f->t_start = t_end;
-    /* The state bits are ST_COMPLETING and nobody else changes them now: xor swaps them for
-     * the final state and keeps whatever flags other threads set meanwhile. */
-    uint32_t old = atomic_fetch_xor_explicit(&f->state, ST_COMPLETING ^ (uint32_t)final,
-                                             memory_order_acq_rel);
+    uint64_t zero = 0;
+    atomic_compare_exchange_strong_explicit(&f->t_end, &zero, t_end, memory_order_relaxed,
+                                            memory_order_relaxed);
+}
+
+/* After the terminal state was published (@old: the state word before): wake waiters and run
+ * the callbacks. */
+static void after_publish(concur_future *f, uint32_t old)
+{
     if (old & F_WAITERS)
         concur__futex_wake(&f->state, INT_MAX);
     if (old & F_HAS_CBS) {
@@ -303,6 +306,18 @@ void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
     }
 }
 
+void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
+{
+    set_end(f, t_end);
+    if (f->t_start == 0 && final == CONCUR_DONE)
+        f->t_start = t_end;
+    /* The state bits are ST_COMPLETING and nobody else changes them now: xor swaps them for
+     * the final state and keeps whatever flags other threads set meanwhile. */
+    uint32_t old = atomic_fetch_xor_explicit(&f->state, ST_COMPLETING ^ (uint32_t)final,
+                                             memory_order_acq_rel);
+    after_publish(f, old);
+}
+
 bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const char *msg)
 {
     if (!concur__future_claim(f, from_mask))
@@ -315,7 +330,7 @@ bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const c
 
 int concur_future_set_result(concur_future *f, const void *data, size_t len)
 {
-    if (!f || (!data && len))
+    if (!f || (!data && len) || f->engine)
         return CONCUR_EINVAL;
     /* Copy first, so a failed allocation leaves the future untouched. */
     concur__buf tmp = {0};
@@ -333,7 +348,7 @@ int concur_future_set_result(concur_future *f, const void *data, size_t len)
 
 int concur_future_set_error(concur_future *f, int code, const char *msg)
 {
-    if (!f)
+    if (!f || f->engine)
         return CONCUR_EINVAL;
     return concur__future_fail(f, STATE_BIT(CONCUR_PENDING) | STATE_BIT(CONCUR_RUNNING), code,
                                msg)
@@ -384,9 +399,10 @@ void concur_future_durations(const concur_future *f, double *pending, double *ru
     double p = 0, r = 0;
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
     if (st_terminal(s)) {
-        uint64_t start = f->t_start ? f->t_start : f->t_end;
+        uint64_t end = atomic_load_explicit(&f->t_end, memory_order_relaxed);
+        uint64_t start = f->t_start ? f->t_start : end;
         p = start > f->t_submit ? (double)(start - f->t_submit) / 1e9 : 0;
-        r = f->t_start && f->t_end > f->t_start ? (double)(f->t_end - f->t_start) / 1e9 : 0;
+        r = f->t_start && end > f->t_start ? (double)(end - f->t_start) / 1e9 : 0;
     }
     if (pending)
         *pending = p;
@@ -549,17 +565,35 @@ void concur__task_reset(concur_task *t)
 bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
 {
     concur_future *f = t->f;
+    if (rc == 0) {
+        /* Success takes one CAS: only the running worker writes f->out (engine futures
+         * cannot be completed by hand), so it writes the outcome first and publishes DONE
+         * directly, without the COMPLETING step. A waiter spinning on the state word thus
+         * pulls its line from this core once fewer per task. */
+        free(t->msg);
+        t->msg = NULL;
+        f->out = t->out;
+        t->out.len = 0;
+        set_end(f, t_end);
+        uint32_t v = atomic_load_explicit(&f->state, memory_order_relaxed);
+        for (;;) {
+            if ((v & ST_MASK) != CONCUR_RUNNING) {
+                buf_free(&f->out); /* timed out or failed by the pool: drop the result */
+                return false;
+            }
+            if (atomic_compare_exchange_weak_explicit(&f->state, &v,
+                                                      (v & ~ST_MASK) | CONCUR_DONE,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+                break;
+        }
+        after_publish(f, v);
+        return true;
+    }
     if (!concur__future_claim(f, STATE_BIT(CONCUR_RUNNING))) {
         concur__task_reset(t); /* timed out or failed by the pool: drop the late result */
         return false;
     }
-    if (rc == 0) {
-        f->out = t->out;
-        t->out.len = 0;
-        free(t->msg);
-        t->msg = NULL;
-        concur__future_finish(f, CONCUR_DONE, t_end);
-    } else {
+    {
         f->err = rc < 0 ? rc : CONCUR_ETASK;
         f->errmsg = t->msg;
         t->msg = NULL;

@@ -520,7 +520,9 @@ static void *worker_main(void *arg)
     bool in_idle = true;
     while (ok) {
         bool popped;
-        atomic_store_explicit(&w->busy, 1, memory_order_seq_cst);
+        /* Relaxed: the seq_cst store of `popped` that follows (under qmu) publishes it to a
+         * joiner that reads popped first, then the busy flags. */
+        atomic_store_explicit(&w->busy, 1, memory_order_relaxed);
         concur_future *f = pop_task(p, false, &popped, &in_idle);
         if (f) {
             last_end = run_task(w, &t, f, last_end);

@@ -1135,3 +1135,27 @@ Test(future, empty_input_has_zero_len)
     concur_future_release(f);
     concur_pool_destroy(p);
 }
+
+/* Only a pool completes its own futures: completing one by hand is refused and changes
+ * nothing, whether the task is queued or running. */
+Test(future, set_on_pool_future_is_einval)
+{
+    concur_pool *p = tu_pool(1);
+    tu_gate g;
+    tu_gate_init(&g);
+    concur_future *running = tu_submit_gate(p, &g);
+    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    concur_future *queued = tu_submit(p, task_worker_name, NULL, 0);
+    cr_assert_eq(concur_future_set_result(running, "x", 1), CONCUR_EINVAL);
+    cr_assert_eq(concur_future_set_error(running, -EIO, NULL), CONCUR_EINVAL);
+    cr_assert_eq(concur_future_set_result(queued, "x", 1), CONCUR_EINVAL);
+    cr_assert_eq(concur_future_state(running), CONCUR_RUNNING);
+    cr_assert_eq(concur_future_state(queued), CONCUR_PENDING);
+    tu_gate_open(&g);
+    cr_assert_eq(concur_future_collect(running, TU_SAFETY, NULL, NULL), 0);
+    assert_result_str(queued, "concur-pool-thread-worker-1");
+    concur_future_release(running);
+    concur_future_release(queued);
+    concur_pool_destroy(p);
+    tu_gate_destroy(&g);
+}

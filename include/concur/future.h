@@ -128,14 +128,16 @@ CONCUR_API const char *concur_state_name(concur_state s);
 CONCUR_API int concur_future_create(concur_future **out);
 
 /**
- * Completes a standalone (or any still unfinished) future with a copy of the result bytes.
- * Returns 0, or CONCUR_ESTATE when the future is already terminal (nothing changes).
+ * Completes a standalone future (from concur_future_create) with a copy of the result bytes.
+ * Returns 0, CONCUR_ESTATE when the future is already terminal (nothing changes), or
+ * CONCUR_EINVAL for a future of a pool: only its engine completes it (cancel it instead).
  */
 CONCUR_API int concur_future_set_result(concur_future *f, const void *data, size_t len);
 
 /**
- * Fails a future with @p code (negative; a non-negative code becomes CONCUR_ETASK) and an
- * optional message (may be NULL; copied). Returns 0 or CONCUR_ESTATE when already terminal.
+ * Fails a standalone future with @p code (negative; a non-negative code becomes CONCUR_ETASK)
+ * and an optional message (may be NULL; copied). Returns 0, CONCUR_ESTATE when already
+ * terminal, or CONCUR_EINVAL for a future of a pool.
  */
 CONCUR_API int concur_future_set_error(concur_future *f, int code, const char *msg);
 
