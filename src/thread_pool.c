@@ -17,6 +17,15 @@
  * then reads `nsleeping` and bumps `seq` before waking. Both sides use sequentially
  * consistent operations, so either the worker sees the task or the producer sees the worker.
  *
+ * Hand-off. When a worker spins, a single submit puts its record in `mailbox` instead of
+ * the queue: the two threads then trade one cache line rather than the queue's tail, link
+ * and stub. The producer deposits and then checks that a spinner is still there; the
+ * spinner clears `nspinning` and then checks the mailbox (both sequentially consistent), so
+ * a record is never stranded: either the spinner sees it or the producer takes it back and
+ * queues it. Every pop looks at the mailbox first; counters treat it as part of the queue.
+ * A spinner that sees a stream of tasks lets a short backlog form before taking any
+ * (gather), so it does not fight the producer for the lines of the record just linked.
+ *
  * pending = admitted - popped - ncancel_q, where ncancel_q counts records cancelled by their
  * owner while still queued (they are popped and dropped later).
  *
@@ -66,6 +75,7 @@ struct concur_pool {
     ALIGNED_LINE pthread_mutex_t qmu;
     concur_future *head; /* under qmu */
     _Atomic uint64_t popped;
+    ALIGNED_LINE concur_future *_Atomic mailbox; /* hand-off to the spinning worker */
     ALIGNED_LINE _Atomic uint32_t seq;
     _Atomic int nsleeping, nspinning, nidle;
     ALIGNED_LINE _Atomic int nworkers;
@@ -197,7 +207,11 @@ static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any
     concur_future *f, *cancel = NULL;
     *popped_any = false;
     mu_lock(&p->qmu);
-    f = q_pop(p);
+    f = NULL;
+    if (atomic_load_explicit(&p->mailbox, memory_order_relaxed))
+        f = atomic_exchange_explicit(&p->mailbox, NULL, memory_order_acq_rel);
+    if (!f)
+        f = q_pop(p);
     if (f) {
         if (in_idle && *in_idle) {
             atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
@@ -338,6 +352,30 @@ static void spawn_for_work_locked(concur_pool *p)
     }
 }
 
+/* A spinning worker polls the mailbox: handing a task to it directly costs the two threads
+ * one cache line instead of the queue's several (tail, link, counters). True when the task
+ * was handed over; false when it must go through the queue. */
+static void after_push(concur_pool *p, size_t n);
+
+static bool handoff(concur_pool *p, concur_future *f)
+{
+    concur_future *expect = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&p->mailbox, &expect, f, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return false;
+    if (atomic_load_explicit(&p->nspinning, memory_order_seq_cst))
+        return true; /* the spinner, or a worker that pops, takes it */
+    /* The spinner left before it could see the task: take it back unless someone took it. */
+    concur_future *x = atomic_exchange_explicit(&p->mailbox, NULL, memory_order_seq_cst);
+    if (x == f)
+        return false;
+    if (x) { /* another producer's task, deposited after ours was taken: queue it for them */
+        q_push_chain(p, x, x);
+        after_push(p, 1);
+    }
+    return true;
+}
+
 static void after_push(concur_pool *p, size_t n)
 {
     /* Below max_workers, the decision is made under the locks (spawn_for_work_locked): an
@@ -412,11 +450,16 @@ static bool idle(struct worker *w)
             for (int i = 0; i < IDLE_SPIN && !found; i++) {
                 cpu_relax();
                 if (i % SPIN_POLL == 0)
-                    found = has_work(p);
+                    found = atomic_load_explicit(&p->mailbox, memory_order_relaxed) ||
+                            (i % (8 * SPIN_POLL) == 0 && has_work(p));
             }
-            if (found)
+            if (found && !atomic_load_explicit(&p->mailbox, memory_order_relaxed))
                 gather(p);
             atomic_store_explicit(&p->nspinning, 0, memory_order_seq_cst);
+            /* Pairs with the producer's deposit-then-check in handoff(): after this store
+             * either the producer sees no spinner and takes its task back, or we see it. */
+            if (atomic_load_explicit(&p->mailbox, memory_order_seq_cst))
+                found = true;
             if (found) {
                 /* More queued than this worker takes while others park: pass it on. */
                 if (pending_of(p) > 1 && atomic_load_explicit(&p->nsleeping, memory_order_seq_cst))
@@ -789,12 +832,14 @@ int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
         return rc;
     }
     future_init_engine(f, &p->engine, fn, id, now_ns());
-    q_push_chain(p, f, f);
-    after_push(p, 1);
     if (out)
         *out = f;
     else
-        concur_future_release(f);
+        atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
+    if (!(atomic_load_explicit(&p->nspinning, memory_order_relaxed) && handoff(p, f))) {
+        q_push_chain(p, f, f);
+        after_push(p, 1);
+    }
     return 0;
 }
 
