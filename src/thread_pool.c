@@ -42,7 +42,7 @@
 #include <limits.h>
 #include <signal.h>
 
-enum { IDLE_SPIN = 4000, SPIN_POLL = 4, GATHER_POLLS = 64, GATHER_MIN = 32, NAME_MAX_ = 64 };
+enum { IDLE_SPIN = 4000, SPIN_POLL = 4, GATHER_PAUSES = 96, NAME_MAX_ = 64 };
 
 #define ADM_CLOSED (1ull << 62)
 #define ADM_JOINING (1ull << 61)
@@ -408,17 +408,14 @@ static bool should_exit(struct worker *w)
  * producer several times its own work. A lone task is taken after one extra poll. */
 static void gather(concur_pool *p)
 {
-    uint64_t last = pending_of(p);
-    for (int i = 0; i < GATHER_POLLS && last < GATHER_MIN; i++) {
-        /* The first look comes soon (a lone task waits for it); later ones are spaced out,
-         * since every look takes the producer's line away from it. */
-        for (int k = 0; k < (i ? 8 * SPIN_POLL : SPIN_POLL); k++)
-            cpu_relax();
-        uint64_t now = pending_of(p);
-        if (now <= last)
-            return; /* not a stream */
-        last = now;
-    }
+    uint64_t first = pending_of(p);
+    for (int k = 0; k < SPIN_POLL; k++)
+        cpu_relax();
+    if (pending_of(p) <= first)
+        return; /* not a stream */
+    /* A stream: wait without looking (every look takes the producer's line away from it). */
+    for (int k = 0; k < GATHER_PAUSES; k++)
+        cpu_relax();
 }
 
 /* Waits for work. Returns false when the worker should exit. */
