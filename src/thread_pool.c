@@ -386,9 +386,13 @@ static void after_push(concur_pool *p, size_t n)
         spawn_for_work_locked(p);
         mu_unlock(&p->mu);
     }
+    /* A spinning worker takes one task by itself; parked ones are woken for the rest. */
     int sleeping = atomic_load_explicit(&p->nsleeping, memory_order_seq_cst);
-    if (sleeping > 0 && atomic_load_explicit(&p->nspinning, memory_order_relaxed) == 0)
-        wake(p, n < (size_t)sleeping ? (int)n : sleeping);
+    if (sleeping > 0) {
+        size_t want = n - (atomic_load_explicit(&p->nspinning, memory_order_relaxed) ? 1 : 0);
+        if (want > 0)
+            wake(p, want < (size_t)sleeping ? (int)want : sleeping);
+    }
 }
 
 static bool should_exit(struct worker *w)
@@ -431,8 +435,13 @@ static bool idle(struct worker *w)
             keep = false;
             break;
         }
-        if (has_work(p))
+        if (has_work(p)) {
+            /* More queued than this worker takes while others park: pass a wake on, so a
+             * burst reaches every worker (each woken one does the same). */
+            if (pending_of(p) > 1 && atomic_load_explicit(&p->nsleeping, memory_order_seq_cst))
+                wake(p, 1);
             break;
+        }
         if (p->o.idle_timeout < 0) {
             keep = false;
             break;
@@ -457,12 +466,8 @@ static bool idle(struct worker *w)
              * either the producer sees no spinner and takes its task back, or we see it. */
             if (atomic_load_explicit(&p->mailbox, memory_order_seq_cst))
                 found = true;
-            if (found) {
-                /* More queued than this worker takes while others park: pass it on. */
-                if (pending_of(p) > 1 && atomic_load_explicit(&p->nsleeping, memory_order_seq_cst))
-                    wake(p, 1);
-                break;
-            }
+            if (found)
+                continue; /* the top of the loop takes it (and passes a wake on) */
         }
         atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
         uint32_t s = atomic_load_explicit(&p->seq, memory_order_seq_cst);
