@@ -68,6 +68,7 @@ struct concur_pool {
     concur_pool_opts o;
     char name[NAME_MAX_ + 1];
     int max_workers;
+    int ncpu;         /* online CPUs at creation */
     uint64_t idle_ns; /* 0: never */
 
     ALIGNED_LINE _Atomic uint64_t admitted;
@@ -447,7 +448,13 @@ static bool idle(struct worker *w)
             break;
         }
         int zero = 0;
-        if (atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1,
+        /* Spin only where it takes no CPU from others: the busy workers, the spinner and one
+         * submitting thread must fit in the online CPUs. Otherwise a spinner time-slices
+         * with the very thread it waits for. */
+        int busy = atomic_load_explicit(&p->nworkers, memory_order_relaxed) -
+                   atomic_load_explicit(&p->nidle, memory_order_relaxed);
+        if (busy + 2 <= p->ncpu &&
+            atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1,
                                                     memory_order_seq_cst,
                                                     memory_order_relaxed)) {
             bool found = false;
@@ -729,7 +736,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     p->o = o;
     snprintf(p->name, sizeof(p->name), "%s", o.name ? o.name : "pool");
     p->o.name = p->name;
-    p->max_workers = o.max_workers ? o.max_workers : concur_cpu_count();
+    p->ncpu = concur_cpu_count();
+    p->max_workers = o.max_workers ? o.max_workers : p->ncpu;
     p->idle_ns = o.idle_timeout > 0 ? (uint64_t)(o.idle_timeout * 1e9) : 0;
     if (p->idle_ns == 0 && o.idle_timeout > 0)
         p->idle_ns = 1;
