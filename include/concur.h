@@ -7,6 +7,7 @@
  *   concur/future.h  the task-function type, futures, sets of futures
  *   concur/pool.h    pools of workers (threads)
  *   concur/map.h     the map family and chunk helpers
+ *   concur/runner.h  running commands concurrently, results per command
  */
 #ifndef CONCUR_H
 #define CONCUR_H
@@ -16,5 +17,6 @@
 #include "concur/future.h"
 #include "concur/pool.h"
 #include "concur/map.h"
+#include "concur/runner.h"
 
 #endif

@@ -1,0 +1,226 @@
+/*
+ * concur/runner.h - running many commands concurrently, with a result record per command.
+ *
+ * A runner executes commands (programs, no shell) with a limit on how many run at once and
+ * a per-command timeout, and reports one result record per command: exit status or signal,
+ * stdout and stderr as exact bytes, start time, run time and queue wait.
+ *
+ * Engine: the calling thread runs one epoll loop over each child's pidfd, its output pipes
+ * and the timers. Children are started with posix_spawn (no shell) into a process group of
+ * their own, get only fds 0, 1 and 2 (stdin is /dev/null unless the command supplies input),
+ * and inherit the environment unless the command replaces or extends it. No signal handler
+ * is installed and SIGCHLD is not used; every child is reaped. A timeout sends the term
+ * signal (SIGTERM by default) to the whole process group, then SIGKILL after a grace period.
+ *
+ * Two ways to use it:
+ *  - concur_run_batch(): an array of commands in, an array of results out, in input order;
+ *  - concur_runner_run(): commands pulled from a source as slots free up, each result handed
+ *    to a callback in completion order (and, with CONCUR_RUN_KEEP_RESULTS, kept). Memory then
+ *    does not grow with the number of commands.
+ *
+ * Captured output: each stream of each command keeps at most output_cap bytes in memory;
+ * past it, the bytes go to an unlinked temporary file (O_TMPFILE in $TMPDIR or /tmp), so
+ * nothing is lost and nothing is left behind. CONCUR_RUN_TRUNCATE keeps the first output_cap
+ * bytes and drops the rest instead (the result says it was truncated).
+ */
+#ifndef CONCUR_RUNNER_H
+#define CONCUR_RUNNER_H
+
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** One command. Every pointer is borrowed: it must stay valid until the command's result
+ *  was delivered (for concur_run_batch: until it returns). */
+typedef struct concur_cmd {
+    /** The whole argv, NULL-terminated. When NULL, the command is the runner's prefix
+     *  followed by @ref arg (pyconcurrent's (key, arg) form). */
+    const char *const *argv;
+    const char *arg;        /**< appended to the prefix when argv is NULL (may be NULL) */
+    const char *key;        /**< the caller's name for the task, echoed in the result */
+    const void *input;      /**< bytes written to the child's stdin, then closed; NULL:
+                                 stdin is /dev/null (unless CONCUR_RUN_INHERIT_STDIN) */
+    size_t input_len;
+    const char *const *env; /**< NULL-terminated "K=V" list replacing the environment, or NULL */
+    const char *const *env_add; /**< "K=V" entries added to (overriding) the environment */
+    const char *cwd;        /**< working directory, or NULL */
+    double timeout;         /**< seconds; 0: the runner's timeout; negative: none */
+    void *user;             /**< echoed in the result */
+} concur_cmd;
+
+/** The record of one command. */
+typedef struct concur_result {
+    size_t index;          /**< position of the command in input order (0-based) */
+    const char *key;       /**< as given (borrowed) */
+    const char *arg;       /**< as given (borrowed) */
+    void *user;
+    bool success;          /**< exited with status 0 */
+    bool timeout;          /**< killed because it ran past its timeout */
+    bool spawned;          /**< the program was started */
+    int exit_code;         /**< exit status when it exited, else -1 */
+    int signal;            /**< the signal that ended it, else 0 */
+    int returncode;        /**< exit status, or -signal, or -1 when not started */
+    int error;             /**< 0, or a negative code: why it could not start (e.g. -ENOENT) */
+    const char *error_message; /**< "execvp: No such file or directory: 'nosuch'"-like text */
+    pid_t pid;             /**< the child's pid (0 if not started) */
+    double time_start;     /**< wall-clock time of the start, seconds since the epoch */
+    double time_run;       /**< seconds from start to exit (or to the failed start) */
+    double time_wait;      /**< seconds from the start of the run (for a retry: from its
+                                re-queue) to the command's start: the wait for a slot */
+    const unsigned char *out; /**< captured stdout (exact bytes, not NUL-terminated) */
+    size_t out_len;
+    const unsigned char *err; /**< captured stderr */
+    size_t err_len;
+    bool out_truncated, err_truncated; /**< with CONCUR_RUN_TRUNCATE, bytes were dropped */
+    unsigned attempts;     /**< how many times it was run (retries) */
+} concur_result;
+
+/** Flags for concur_runner_opts.flags. */
+enum {
+    CONCUR_RUN_KEEP_RESULTS = 1 << 0, /**< concur_runner_run keeps every result */
+    CONCUR_RUN_NO_CAPTURE = 1 << 1,   /**< children write to the parent's stdout/stderr */
+    CONCUR_RUN_TRUNCATE = 1 << 2,     /**< cap captured output instead of spilling to a file */
+    CONCUR_RUN_INHERIT_STDIN = 1 << 3, /**< children without input inherit stdin */
+    CONCUR_RUN_MERGE_STDERR = 1 << 4, /**< stderr goes to the stdout capture */
+};
+
+/** Which stream an output callback receives. */
+enum { CONCUR_STDOUT = 1, CONCUR_STDERR = 2 };
+
+typedef struct concur_runner concur_runner;
+
+/** Called in the runner's thread when a command has started (pid > 0) or failed to. */
+typedef void (*concur_start_fn)(concur_runner *r, size_t index, const concur_cmd *cmd,
+                                pid_t pid, void *arg);
+/**
+ * Called in the runner's thread with output as it arrives, in order per stream. When set,
+ * output is handed to it instead of being captured (result out/err stay empty).
+ */
+typedef void (*concur_output_fn)(concur_runner *r, size_t index, int stream, const void *data,
+                                 size_t len, void *arg);
+/**
+ * Called in the runner's thread when a command is over, in completion order. The result and
+ * its buffers are valid during the call (and until the runner is destroyed with
+ * CONCUR_RUN_KEEP_RESULTS or concur_run_batch). It may call concur_runner_stop(). Return 0,
+ * or non-zero to have the command run again (only while res->attempts <= retries; otherwise
+ * the return value is ignored).
+ */
+typedef int (*concur_done_fn)(concur_runner *r, const concur_result *res, void *arg);
+
+/** Runner options. A zeroed struct gives the defaults. */
+typedef struct concur_runner_opts {
+    int max_workers;           /**< commands at once; 0: no limit; negative: CONCUR_EINVAL */
+    double timeout;            /**< seconds per command; 0 (or less): none */
+    double kill_grace;         /**< seconds from the term signal to SIGKILL; 0: 2 s */
+    int term_signal;           /**< signal sent first on timeout or stop; 0: SIGTERM */
+    const char *const *prefix; /**< prefix argv for concur_cmd.arg tasks (NULL-terminated) */
+    size_t output_cap;         /**< bytes kept in memory per stream; 0: 16 MiB */
+    unsigned retries;          /**< extra runs a command may get (see concur_done_fn) */
+    double start_delay;        /**< at least this many seconds between two starts */
+    unsigned flags;            /**< CONCUR_RUN_* */
+    concur_start_fn on_start;  /**< may be NULL */
+    concur_output_fn on_output; /**< may be NULL */
+    concur_done_fn on_done;    /**< may be NULL */
+    void *cb_arg;              /**< passed to the callbacks */
+    /** A descriptor the loop watches (it never reads it): once readable, the runner stops
+     *  as concur_runner_stop(r, CONCUR_STOP_TERM). For example a signalfd for SIGINT and
+     *  SIGTERM, so Ctrl-C stops a run without any signal handler. 0 or negative: none. */
+    int stop_fd;
+} concur_runner_opts;
+
+/** Creates a runner. Returns 0, CONCUR_EINVAL or CONCUR_ENOMEM. The options are copied. */
+CONCUR_API int concur_runner_create(concur_runner **out, const concur_runner_opts *opts);
+
+/** Frees the runner and the results it kept. Accepts NULL. Not during a run. */
+CONCUR_API void concur_runner_destroy(concur_runner *r);
+
+/**
+ * A source of commands: fills *cmd with command number @p index (0, 1, 2...) and returns 1,
+ * returns 0 when there are no more, or a negative code to end the run with that error (the
+ * commands already started still finish). Called in the runner's thread when a slot is free.
+ * *cmd starts zeroed.
+ */
+typedef int (*concur_source_fn)(void *arg, size_t index, concur_cmd *cmd);
+
+/**
+ * Runs commands from @p src until it ends and every started command is over, calling the
+ * callbacks. Blocks; the loop runs in this thread. Returns 0; the source's error;
+ * CONCUR_ECANCELED when stopped (concur_runner_stop or stop_fd); CONCUR_ENOMEM or another
+ * system error (the run is then stopped as by CONCUR_STOP_TERM: no child is left behind).
+ * A command that cannot start (missing program, bad cwd) is not an error of the run: its
+ * result says why. A runner runs one run at a time; it can run again afterwards.
+ */
+CONCUR_API int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg);
+
+/** How concur_runner_stop() stops. */
+enum {
+    CONCUR_STOP_START = 1, /**< start nothing more; running commands finish */
+    CONCUR_STOP_TERM = 2,  /**< also send the term signal (then SIGKILL) to running ones */
+};
+
+/**
+ * Asks the run to stop. Safe from any thread and from a signal handler (it writes to an
+ * eventfd). Returns 0, or CONCUR_EINVAL.
+ */
+CONCUR_API int concur_runner_stop(concur_runner *r, int how);
+
+/** Number of results kept (CONCUR_RUN_KEEP_RESULTS or concur_run_batch). */
+CONCUR_API size_t concur_runner_count(const concur_runner *r);
+
+/** The kept result of command @p index (input order), or NULL. Valid until destroy. */
+CONCUR_API const concur_result *concur_runner_result(const concur_runner *r, size_t index);
+
+/** Wall-clock start and end of the last run (seconds since the epoch); either may be NULL. */
+CONCUR_API void concur_runner_times(const concur_runner *r, double *start, double *end);
+
+/**
+ * Runs @p n commands (each started as a slot frees up) and keeps their results, in input
+ * order, in a new runner returned in *out (results read with concur_runner_result(), freed
+ * with concur_runner_destroy()). @p opts may be NULL. Returns what concur_runner_run()
+ * returns; *out is set whenever the runner was created, even on error.
+ */
+CONCUR_API int concur_run_batch(const concur_cmd *cmds, size_t n, const concur_runner_opts *opts,
+                                concur_runner **out);
+
+/**
+ * Prints the kept results as pyconcurrent's print_results does: a line of 10 '*', "Test start
+ * time : YYYY-mm-dd HH:MM:SS" (local time), " Total run time : X.X", a blank line, then per
+ * result a line of 40 '=' and the key, time_start, time_run, success, timeout, exception,
+ * arg and returncode lines, with stdout and stderr lines only when not empty. Output bytes
+ * are written as they are. Returns 0 or a negative errno from writing.
+ */
+CONCUR_API int concur_print_results(FILE *f, const concur_runner *r);
+
+/** The outcome of concur_run_prog(). Buffers are malloc'd, NUL-terminated for convenience
+ *  (the length excludes the NUL), and freed with concur_prog_output_free(). */
+typedef struct concur_prog_output {
+    int returncode;  /**< exit status, -signal, or 1 when it could not start */
+    unsigned char *out;
+    size_t out_len;
+    unsigned char *err; /**< on a failed start, the error text */
+    size_t err_len;
+    bool timeout;
+} concur_prog_output;
+
+/**
+ * Runs one program (pyconcurrent's run_prog): writes all of @p input to its stdin and closes
+ * it, drains stdout and stderr completely (even on a non-zero exit), blocks without spinning.
+ * @p env replaces the environment when not NULL. @p timeout as in concur_cmd (0 or negative:
+ * none). An empty argv gives returncode 0 and empty outputs. Returns 0 (the program's status
+ * is in out->returncode) or CONCUR_EINVAL / CONCUR_ENOMEM.
+ */
+CONCUR_API int concur_run_prog(const char *const *argv, const void *input, size_t input_len,
+                               const char *const *env, double timeout, concur_prog_output *out);
+
+/** Frees the buffers of @p o (not @p o itself). Accepts NULL. */
+CONCUR_API void concur_prog_output_free(concur_prog_output *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

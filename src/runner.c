@@ -1,0 +1,1015 @@
+/*
+ * runner.c - the command runner: many children, one thread, one epoll loop.
+ *
+ * Flow of one command: the source fills a concur_cmd when a slot is free -> the runner builds
+ * argv/envp and posix_spawns the program into a new process group with stdout/stderr pipes
+ * (and a socket for input, so a child that closes its stdin never raises SIGPIPE here) ->
+ * the pidfd, the pipes and the input socket join the epoll set -> output is appended to the
+ * job's captures (or handed to on_output) -> the pidfd becomes readable at exit and the child
+ * is reaped with waitid(P_PIDFD) -> once exited and both pipes are at EOF, the result is
+ * built and handed to on_done -> the slot is free for the next command.
+ *
+ * Invariants: every child started is reaped before run() returns, whatever happens (errors
+ * stop the run as CONCUR_STOP_TERM and keep looping until the last child is gone); every fd
+ * is O_CLOEXEC and the child keeps only 0, 1 and 2 (closefrom in the spawn actions); no
+ * signal disposition of the process is touched. A timeout, or a stop, sends the term signal to
+ * the child's process group and SIGKILL after the grace period.
+ *
+ * Captures: up to output_cap bytes in memory; past that the bytes go to an unlinked O_TMPFILE
+ * and the whole stream is mapped read-only at the end, so the result still points at one
+ * contiguous, exact copy without holding it in anonymous memory.
+ */
+#include "concur_impl.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+extern char **environ;
+
+enum { TAG_PID = 0, TAG_OUT = 1, TAG_ERR = 2, TAG_IN = 3, TAG_BITS = 2 };
+enum { READ_CHUNK = 65536, DEFAULT_CAP = 16u << 20 };
+
+struct capture {
+    unsigned char *buf; /* heap, or the mapping once spilled and finished */
+    size_t len, cap;
+    int spill_fd;     /* -1 until the cap is passed */
+    bool mapped;      /* buf is a mapping of spill_fd's file */
+    bool truncated;
+};
+
+struct job {
+    size_t index;
+    concur_cmd cmd;
+    unsigned attempts;
+    pid_t pid;
+    int pidfd, out_fd, err_fd, in_fd;
+    size_t in_off;
+    bool exited, timed_out;
+    int status_code; /* si_code of waitid: CLD_EXITED, CLD_KILLED, CLD_DUMPED */
+    int status;
+    int kill_stage; /* 0 none, 1 term sent, 2 kill sent */
+    uint64_t t_ready, t_start, deadline, kill_at;
+    double wall_start;
+    struct capture out, err;
+    concur_result res; /* filled at the end */
+    char *errmsg;
+    struct job *next; /* retry queue */
+};
+
+struct concur_runner {
+    concur_runner_opts o;
+    int ep;
+    int stop_efd;
+    uint64_t term_grace_ns;
+    struct job **slots; /* running jobs; NULL entries are free */
+    size_t nslots, running;
+    struct job *retry_head, *retry_tail;
+    int stop_level;
+    bool stop_fd_armed; /* the caller's stop_fd is in the epoll set */
+    uint64_t next_start_ok;
+    uint64_t run_start; /* monotonic: queue waits count from here */
+    double wall_start, wall_end;
+    concur_result *kept;
+    size_t nkept, capkept;
+    struct job **keptjobs; /* owners of kept results' buffers */
+    const char *tmpdir;
+};
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* ---------------------------------------------------------------- captures */
+
+static void cap_init(struct capture *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->spill_fd = -1;
+}
+
+static void cap_free(struct capture *c)
+{
+    if (c->mapped)
+        munmap(c->buf, c->len);
+    else
+        free(c->buf);
+    close_fd(&c->spill_fd);
+    cap_init(c);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int cap_append(concur_runner *r, struct capture *c, const void *data, size_t n)
+{
+    size_t limit = r->o.output_cap;
+    if (c->spill_fd >= 0) {
+        int rc = write_all(c->spill_fd, data, n);
+        if (!rc)
+            c->len += n;
+        return rc;
+    }
+    if (c->len + n > limit) {
+        if (r->o.flags & CONCUR_RUN_TRUNCATE) {
+            size_t keep = limit - c->len;
+            c->truncated = true;
+            n = keep;
+            if (!n)
+                return 0;
+        } else {
+            /* Spill: everything so far and from now on goes to an unlinked file. */
+            int fd = open(r->tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
+            if (fd < 0)
+                return -errno;
+            int rc = write_all(fd, c->buf, c->len);
+            if (!rc)
+                rc = write_all(fd, data, n);
+            if (rc) {
+                close(fd);
+                return rc;
+            }
+            free(c->buf);
+            c->buf = NULL;
+            c->cap = 0;
+            c->spill_fd = fd;
+            c->len += n;
+            return 0;
+        }
+    }
+    if (c->len + n > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + n)
+            cap *= 2;
+        if (cap > limit && limit >= c->len + n)
+            cap = limit;
+        unsigned char *b = realloc(c->buf, cap);
+        if (!b)
+            return CONCUR_ENOMEM;
+        c->buf = b;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, data, n);
+    c->len += n;
+    return 0;
+}
+
+/* At the end of a job: a spilled stream becomes one read-only mapping. */
+static int cap_finish(struct capture *c)
+{
+    if (c->spill_fd < 0 || c->len == 0)
+        return 0;
+    void *m = mmap(NULL, c->len, PROT_READ, MAP_PRIVATE, c->spill_fd, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    close_fd(&c->spill_fd);
+    c->buf = m;
+    c->mapped = true;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- spawning */
+
+/* argv of a job: the command's own, or prefix + arg. Returned array is malloc'd (the strings
+ * are borrowed). */
+static char **job_argv(concur_runner *r, const concur_cmd *cmd)
+{
+    if (cmd->argv) {
+        size_t n = 0;
+        while (cmd->argv[n])
+            n++;
+        char **v = malloc((n + 1) * sizeof(*v));
+        if (!v)
+            return NULL;
+        memcpy(v, cmd->argv, (n + 1) * sizeof(*v));
+        return v;
+    }
+    size_t n = 0;
+    if (r->o.prefix)
+        while (r->o.prefix[n])
+            n++;
+    char **v = malloc((n + 2) * sizeof(*v));
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (char *)r->o.prefix[i];
+    v[n] = (char *)cmd->arg;
+    v[n + (cmd->arg ? 1 : 0)] = NULL;
+    return v;
+}
+
+static size_t key_len(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq ? (size_t)(eq - kv) : strlen(kv);
+}
+
+/* envp: the command's replacement, or environ (or the replacement) with additions. */
+static char **job_envp(const concur_cmd *cmd, bool *owned)
+{
+    char **base = cmd->env ? (char **)cmd->env : environ;
+    *owned = false;
+    if (!cmd->env_add || !cmd->env_add[0])
+        return base;
+    size_t nb = 0, na = 0;
+    while (base && base[nb])
+        nb++;
+    while (cmd->env_add[na])
+        na++;
+    char **v = malloc((nb + na + 1) * sizeof(*v));
+    if (!v)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < nb; i++) {
+        bool overridden = false;
+        for (size_t j = 0; j < na && !overridden; j++)
+            overridden = key_len(base[i]) == key_len(cmd->env_add[j]) &&
+                         !strncmp(base[i], cmd->env_add[j], key_len(base[i]));
+        if (!overridden)
+            v[k++] = base[i];
+    }
+    for (size_t j = 0; j < na; j++)
+        v[k++] = (char *)cmd->env_add[j];
+    v[k] = NULL;
+    *owned = true;
+    return v;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+static int ep_add(concur_runner *r, int fd, uint32_t events, size_t slot, int tag)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = ((uint64_t)slot << TAG_BITS) | tag};
+    return epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Starts job @j in slot @slot. A failed start is not an error of the run: the job is then
+ * marked exited with j->res.error set. Returns a negative code only for failures of the
+ * runner itself (out of memory, epoll). */
+static int job_spawn(concur_runner *r, struct job *j, size_t slot)
+{
+    int rc = 0, outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
+    bool capture = !(r->o.flags & CONCUR_RUN_NO_CAPTURE);
+    bool envp_owned = false;
+    char **argv = job_argv(r, &j->cmd);
+    char **envp = argv ? job_envp(&j->cmd, &envp_owned) : NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    bool fa_ok = false, at_ok = false;
+    if (!argv || !envp) {
+        rc = CONCUR_ENOMEM;
+        goto out;
+    }
+    if (!argv[0]) {
+        j->res.error = CONCUR_EINVAL;
+        j->errmsg = strdup("empty command");
+        goto failed_start;
+    }
+    if (capture && (pipe2(outp, O_CLOEXEC) < 0 ||
+                    (!(r->o.flags & CONCUR_RUN_MERGE_STDERR) && pipe2(errp, O_CLOEXEC) < 0))) {
+        rc = -errno;
+        goto out;
+    }
+    if (j->cmd.input && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, inp) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0) {
+        rc = -rc;
+        goto out;
+    }
+    fa_ok = true;
+    if ((rc = posix_spawnattr_init(&at)) != 0) {
+        rc = -rc;
+        goto out;
+    }
+    at_ok = true;
+    if (j->cmd.input)
+        rc = posix_spawn_file_actions_adddup2(&fa, inp[1], 0);
+    else if (!(r->o.flags & CONCUR_RUN_INHERIT_STDIN))
+        rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (!rc && capture)
+        rc = posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
+    if (!rc && capture)
+        rc = posix_spawn_file_actions_adddup2(&fa, errp[1] >= 0 ? errp[1] : outp[1], 2);
+    if (!rc)
+        rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (!rc && j->cmd.cwd)
+        rc = posix_spawn_file_actions_addchdir_np(&fa, j->cmd.cwd);
+    /* A new process group (so a timeout reaches the whole tree), default signal
+     * dispositions and an empty mask, whatever this process blocks or ignores. */
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    if (!rc)
+        rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                               POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = posix_spawnattr_setpgroup(&at, 0);
+    if (!rc)
+        rc = posix_spawnattr_setsigmask(&at, &none);
+    if (!rc)
+        rc = posix_spawnattr_setsigdefault(&at, &all);
+    if (rc) {
+        rc = -rc;
+        goto out;
+    }
+    j->t_start = now_ns();
+    j->wall_start = wall_now();
+    pid_t pid;
+    int src = posix_spawnp(&pid, argv[0], &fa, &at, argv, envp);
+    if (src) {
+        j->res.error = -src;
+        if (asprintf(&j->errmsg, "%s: %s", argv[0], strerror(src)) < 0)
+            j->errmsg = NULL;
+        goto failed_start;
+    }
+    j->pid = pid;
+    r->next_start_ok = r->o.start_delay > 0 ? now_ns() + (uint64_t)(r->o.start_delay * 1e9) : 0;
+    j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (j->pidfd < 0) {
+        rc = -errno;
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        j->pid = 0;
+        goto out;
+    }
+    /* pidfds are created close-on-exec. */
+    if (capture) {
+        j->out_fd = outp[0];
+        outp[0] = -1;
+        if (errp[0] >= 0) {
+            j->err_fd = errp[0];
+            errp[0] = -1;
+        }
+    }
+    if (j->cmd.input) {
+        j->in_fd = inp[0];
+        inp[0] = -1;
+    }
+    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout
+                                        : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
+    j->deadline = timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
+    if ((rc = ep_add(r, j->pidfd, EPOLLIN, slot, TAG_PID)) != 0)
+        goto out;
+    if (j->out_fd >= 0 && ((rc = set_nonblock(j->out_fd)) || (rc = ep_add(r, j->out_fd, EPOLLIN, slot, TAG_OUT))))
+        goto out;
+    if (j->err_fd >= 0 && ((rc = set_nonblock(j->err_fd)) || (rc = ep_add(r, j->err_fd, EPOLLIN, slot, TAG_ERR))))
+        goto out;
+    if (j->in_fd >= 0) {
+        if (j->cmd.input_len == 0) {
+            close_fd(&j->in_fd); /* empty input: EOF at once */
+        } else if ((rc = set_nonblock(j->in_fd)) || (rc = ep_add(r, j->in_fd, EPOLLOUT, slot, TAG_IN))) {
+            goto out;
+        }
+    }
+    goto out;
+
+failed_start:
+    j->t_start = j->t_start ? j->t_start : now_ns();
+    if (j->wall_start == 0)
+        j->wall_start = wall_now();
+    j->exited = true;
+out:
+    close_fd(&outp[0]);
+    close_fd(&outp[1]);
+    close_fd(&errp[0]);
+    close_fd(&errp[1]);
+    close_fd(&inp[0]);
+    close_fd(&inp[1]);
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (at_ok)
+        posix_spawnattr_destroy(&at);
+    free(argv);
+    if (envp_owned)
+        free(envp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    close_fd(&j->pidfd);
+    close_fd(&j->out_fd);
+    close_fd(&j->err_fd);
+    close_fd(&j->in_fd);
+    cap_free(&j->out);
+    cap_free(&j->err);
+    free(j->errmsg);
+    free(j);
+}
+
+static struct job *job_new(size_t index, const concur_cmd *cmd)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->index = index;
+    j->cmd = *cmd;
+    j->pidfd = j->out_fd = j->err_fd = j->in_fd = -1;
+    cap_init(&j->out);
+    cap_init(&j->err);
+    j->t_ready = 0; /* the run's start: set by start_job */
+    return j;
+}
+
+static void job_reset_for_retry(struct job *j)
+{
+    close_fd(&j->pidfd);
+    close_fd(&j->out_fd);
+    close_fd(&j->err_fd);
+    close_fd(&j->in_fd);
+    cap_free(&j->out);
+    cap_free(&j->err);
+    free(j->errmsg);
+    j->errmsg = NULL;
+    j->pid = 0;
+    j->in_off = 0;
+    j->exited = j->timed_out = false;
+    j->kill_stage = 0;
+    j->deadline = j->kill_at = 0;
+    j->t_start = 0;
+    j->wall_start = 0;
+    memset(&j->res, 0, sizeof(j->res));
+    j->t_ready = now_ns();
+}
+
+static void signal_job(concur_runner *r, struct job *j, int stage)
+{
+    if (!j->pid || j->kill_stage >= stage)
+        return;
+    j->kill_stage = stage;
+    /* The group outlives its leader while members remain, and its id cannot be reused
+     * while it exists, so this reaches exactly the job's tree. */
+    kill(-j->pid, stage == 1 ? r->o.term_signal : SIGKILL);
+    if (stage == 1)
+        j->kill_at = now_ns() + r->term_grace_ns;
+}
+
+static void apply_stop(concur_runner *r, int level)
+{
+    if (level <= r->stop_level)
+        return;
+    r->stop_level = level;
+    if (level >= CONCUR_STOP_TERM)
+        for (size_t i = 0; i < r->nslots; i++)
+            if (r->slots[i] && !r->slots[i]->exited)
+                signal_job(r, r->slots[i], 1);
+}
+
+static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
+{
+    unsigned char buf[READ_CHUNK];
+    /* Read at most a few chunks per wake-up, so one chatty job cannot starve the others. */
+    for (int round = 0; round < 4; round++) {
+        ssize_t n = read(*fd, buf, sizeof(buf));
+        if (n > 0) {
+            if (r->o.on_output) {
+                r->o.on_output(r, j->index, stream, buf, (size_t)n, r->o.cb_arg);
+            } else {
+                int rc = cap_append(r, c, buf, (size_t)n);
+                if (rc)
+                    return rc;
+            }
+            if ((size_t)n < sizeof(buf))
+                return 0;
+            continue;
+        }
+        if (n == 0) {
+            close_fd(fd); /* closing removes it from the epoll set */
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN)
+            return 0;
+        int e = -errno;
+        close_fd(fd);
+        return e;
+    }
+    return 0;
+}
+
+static void write_input(struct job *j)
+{
+    while (j->in_off < j->cmd.input_len) {
+        ssize_t n = send(j->in_fd, (const char *)j->cmd.input + j->in_off,
+                         j->cmd.input_len - j->in_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            j->in_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        break; /* EPIPE and the like: the child does not read any more */
+    }
+    close_fd(&j->in_fd);
+}
+
+static void reap(struct job *j)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    int rc;
+    do
+        rc = waitid((idtype_t)P_PIDFD, (id_t)j->pidfd, &si, WEXITED | WNOHANG);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0 || si.si_pid == 0)
+        return; /* not yet (spurious wake) */
+    j->exited = true;
+    j->status_code = si.si_code;
+    j->status = si.si_status;
+    close_fd(&j->pidfd);
+}
+
+static void build_result(concur_runner *r, struct job *j)
+{
+    (void)r;
+    concur_result *res = &j->res;
+    uint64_t end = now_ns();
+    res->index = j->index;
+    res->key = j->cmd.key;
+    res->arg = j->cmd.arg;
+    res->user = j->cmd.user;
+    res->attempts = j->attempts;
+    res->pid = j->pid;
+    res->spawned = j->pid > 0;
+    res->time_start = j->wall_start;
+    res->time_run = j->t_start && end > j->t_start ? (double)(end - j->t_start) / 1e9 : 0;
+    res->time_wait = j->t_start > j->t_ready ? (double)(j->t_start - j->t_ready) / 1e9 : 0;
+    res->timeout = j->timed_out;
+    res->exit_code = -1;
+    res->returncode = -1;
+    if (res->spawned) {
+        if (j->status_code == CLD_EXITED) {
+            res->exit_code = j->status;
+            res->returncode = j->status;
+        } else {
+            res->signal = j->status;
+            res->returncode = -j->status;
+        }
+    }
+    res->success = res->spawned && res->exit_code == 0 && !res->timeout;
+    res->error_message = j->errmsg;
+    int rc = cap_finish(&j->out);
+    if (!rc)
+        rc = cap_finish(&j->err);
+    if (rc && !res->error) {
+        res->error = rc;
+        res->success = false;
+    }
+    res->out = j->out.buf;
+    res->out_len = j->out.len;
+    res->err = j->err.buf;
+    res->err_len = j->err.len;
+    res->out_truncated = j->out.truncated;
+    res->err_truncated = j->err.truncated;
+}
+
+static int keep_result(concur_runner *r, struct job *j)
+{
+    if (j->index >= r->capkept) {
+        size_t cap = r->capkept ? r->capkept : 64;
+        while (cap <= j->index)
+            cap *= 2;
+        struct job **a = realloc(r->keptjobs, cap * sizeof(*a));
+        if (!a)
+            return CONCUR_ENOMEM;
+        memset(a + r->capkept, 0, (cap - r->capkept) * sizeof(*a));
+        r->keptjobs = a;
+        r->capkept = cap;
+    }
+    job_free(r->keptjobs[j->index]);
+    r->keptjobs[j->index] = j;
+    if (j->index >= r->nkept)
+        r->nkept = j->index + 1;
+    return 0;
+}
+
+/* A job whose child exited and whose pipes are at EOF is over: deliver it. Returns a negative
+ * code for failures of the runner itself. */
+static int finish_job(concur_runner *r, size_t slot)
+{
+    struct job *j = r->slots[slot];
+    r->slots[slot] = NULL;
+    r->running--;
+    build_result(r, j);
+    int again = r->o.on_done ? r->o.on_done(r, &j->res, r->o.cb_arg) : 0;
+    if (again && j->attempts <= r->o.retries && r->stop_level == 0) {
+        job_reset_for_retry(j);
+        j->next = NULL;
+        if (r->retry_tail)
+            r->retry_tail->next = j;
+        else
+            r->retry_head = j;
+        r->retry_tail = j;
+        return 0;
+    }
+    if (r->o.flags & CONCUR_RUN_KEEP_RESULTS)
+        return keep_result(r, j);
+    job_free(j);
+    return 0;
+}
+
+static bool job_over(const struct job *j)
+{
+    return j->exited && j->out_fd < 0 && j->err_fd < 0;
+}
+
+static int free_slot(concur_runner *r, size_t *slot)
+{
+    for (size_t i = 0; i < r->nslots; i++)
+        if (!r->slots[i]) {
+            *slot = i;
+            return 0;
+        }
+    size_t n = r->nslots ? r->nslots * 2 : 16;
+    struct job **s = realloc(r->slots, n * sizeof(*s));
+    if (!s)
+        return CONCUR_ENOMEM;
+    memset(s + r->nslots, 0, (n - r->nslots) * sizeof(*s));
+    *slot = r->nslots;
+    r->slots = s;
+    r->nslots = n;
+    return 0;
+}
+
+/* Starts @j; on a start failure the job is delivered at once. */
+static int start_job(concur_runner *r, struct job *j)
+{
+    size_t slot;
+    int rc = free_slot(r, &slot);
+    if (rc) {
+        job_free(j);
+        return rc;
+    }
+    r->slots[slot] = j;
+    r->running++;
+    j->attempts++;
+    if (!j->t_ready)
+        j->t_ready = r->run_start;
+    rc = job_spawn(r, j, slot);
+    if (j->pid && r->o.on_start)
+        r->o.on_start(r, j->index, &j->cmd, j->pid, r->o.cb_arg);
+    if (!j->pid && r->o.on_start)
+        r->o.on_start(r, j->index, &j->cmd, 0, r->o.cb_arg);
+    if (rc) {
+        /* The runner failed (not the program): stop, but keep the child for reaping. */
+        if (!j->pid) {
+            r->slots[slot] = NULL;
+            r->running--;
+            job_free(j);
+        }
+        return rc;
+    }
+    if (job_over(j))
+        return finish_job(r, slot);
+    return 0;
+}
+
+static int next_timeout_ms(concur_runner *r, bool can_start_later)
+{
+    uint64_t now = now_ns(), next = UINT64_MAX;
+    for (size_t i = 0; i < r->nslots; i++) {
+        struct job *j = r->slots[i];
+        if (!j || job_over(j))
+            continue;
+        if (j->kill_stage == 0 && j->deadline && j->deadline < next)
+            next = j->deadline;
+        if (j->kill_stage == 1 && j->kill_at < next)
+            next = j->kill_at;
+    }
+    if (can_start_later && r->next_start_ok && r->next_start_ok < next)
+        next = r->next_start_ok;
+    if (next == UINT64_MAX)
+        return -1;
+    if (next <= now)
+        return 0;
+    uint64_t ms = (next - now + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static void check_timers(concur_runner *r)
+{
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < r->nslots; i++) {
+        struct job *j = r->slots[i];
+        if (!j || !j->pid)
+            continue;
+        /* Past the deadline while the job is not over: its child runs, or members of its
+         * group still hold the output pipes. */
+        if (!job_over(j) && j->kill_stage == 0 && j->deadline && now >= j->deadline) {
+            j->timed_out = true;
+            signal_job(r, j, 1);
+        }
+        /* SIGKILL after the grace, also for a group whose leader is gone but whose members
+         * still hold the output pipes. */
+        if (j->kill_stage == 1 && now >= j->kill_at && !job_over(j))
+            signal_job(r, j, 2);
+    }
+}
+
+int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
+{
+    if (!r || !src)
+        return CONCUR_EINVAL;
+    int result = 0;
+    r->stop_level = 0;
+    r->wall_start = wall_now();
+    r->run_start = now_ns();
+    r->next_start_ok = 0;
+    bool source_done = false;
+    size_t index = 0;
+    int limit = r->o.max_workers;
+    struct epoll_event evs[64];
+    uint64_t drain;
+    /* Consume stop requests made before this run. */
+    while (read(r->stop_efd, &drain, sizeof(drain)) > 0)
+        ;
+    for (;;) {
+        /* Start what may start. */
+        while (r->stop_level == 0 && (limit == 0 || r->running < (size_t)limit) &&
+               (r->retry_head || !source_done)) {
+            if (r->next_start_ok && now_ns() < r->next_start_ok)
+                break;
+            struct job *j;
+            if (r->retry_head) {
+                j = r->retry_head;
+                r->retry_head = j->next;
+                if (!r->retry_head)
+                    r->retry_tail = NULL;
+            } else {
+                concur_cmd cmd;
+                memset(&cmd, 0, sizeof(cmd));
+                int rc = src(arg, index, &cmd);
+                if (rc <= 0) {
+                    source_done = true;
+                    if (rc < 0) {
+                        result = rc;
+                        apply_stop(r, CONCUR_STOP_START);
+                    }
+                    break;
+                }
+                j = job_new(index++, &cmd);
+                if (!j) {
+                    result = CONCUR_ENOMEM;
+                    apply_stop(r, CONCUR_STOP_TERM);
+                    break;
+                }
+            }
+            int rc = start_job(r, j);
+            if (rc) {
+                result = rc;
+                apply_stop(r, CONCUR_STOP_TERM);
+            }
+        }
+        if (r->running == 0 && (r->stop_level || (source_done && !r->retry_head)))
+            break;
+        bool can_start = r->stop_level == 0 && (r->retry_head || !source_done);
+        int n = epoll_wait(r->ep, evs, 64, next_timeout_ms(r, can_start));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            result = -errno;
+            apply_stop(r, CONCUR_STOP_TERM);
+            n = 0;
+        }
+        for (int k = 0; k < n; k++) {
+            uint64_t d = evs[k].data.u64;
+            if (d == UINT64_MAX) { /* the stop eventfd */
+                uint64_t v = 0;
+                while (read(r->stop_efd, &v, sizeof(v)) > 0)
+                    apply_stop(r, (int)(v >= CONCUR_STOP_TERM ? CONCUR_STOP_TERM : v));
+                if (!result)
+                    result = CONCUR_ECANCELED;
+                continue;
+            }
+            if (d == UINT64_MAX - 1) { /* the caller's stop fd: watched once per run */
+                epoll_ctl(r->ep, EPOLL_CTL_DEL, r->o.stop_fd, NULL);
+                r->stop_fd_armed = false;
+                apply_stop(r, CONCUR_STOP_TERM);
+                if (!result)
+                    result = CONCUR_ECANCELED;
+                continue;
+            }
+            size_t slot = (size_t)(d >> TAG_BITS);
+            int tag = (int)(d & ((1u << TAG_BITS) - 1));
+            struct job *j = slot < r->nslots ? r->slots[slot] : NULL;
+            if (!j)
+                continue; /* an event for a job already finished in this batch */
+            int rc = 0;
+            if (tag == TAG_OUT && j->out_fd >= 0)
+                rc = read_stream(r, j, &j->out_fd, &j->out, CONCUR_STDOUT);
+            else if (tag == TAG_ERR && j->err_fd >= 0)
+                rc = read_stream(r, j, &j->err_fd, &j->err, CONCUR_STDERR);
+            else if (tag == TAG_IN && j->in_fd >= 0)
+                write_input(j);
+            else if (tag == TAG_PID && j->pidfd >= 0)
+                reap(j);
+            if (rc) {
+                result = rc; /* e.g. a full disk while spilling: stop, keep reaping */
+                apply_stop(r, CONCUR_STOP_TERM);
+            }
+            if (job_over(j)) {
+                close_fd(&j->in_fd);
+                rc = finish_job(r, slot);
+                if (rc) {
+                    result = rc;
+                    apply_stop(r, CONCUR_STOP_TERM);
+                }
+            }
+        }
+        check_timers(r);
+    }
+    /* Retries left queued by a stop are dropped. */
+    while (r->retry_head) {
+        struct job *j = r->retry_head;
+        r->retry_head = j->next;
+        job_free(j);
+    }
+    r->retry_tail = NULL;
+    if (r->o.stop_fd > 0 && !r->stop_fd_armed) { /* watched again by the next run */
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX - 1};
+        if (epoll_ctl(r->ep, EPOLL_CTL_ADD, r->o.stop_fd, &ev) == 0)
+            r->stop_fd_armed = true;
+    }
+    r->wall_end = wall_now();
+    return result;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
+{
+    if (!out)
+        return CONCUR_EINVAL;
+    concur_runner_opts o;
+    memset(&o, 0, sizeof(o));
+    if (opts)
+        o = *opts;
+    if (o.max_workers < 0 || o.timeout != o.timeout || o.kill_grace < 0 || o.term_signal < 0 ||
+        o.term_signal >= NSIG || o.start_delay < 0)
+        return CONCUR_EINVAL;
+    concur_runner *r = calloc(1, sizeof(*r));
+    if (!r)
+        return CONCUR_ENOMEM;
+    r->o = o;
+    if (!r->o.term_signal)
+        r->o.term_signal = SIGTERM;
+    r->term_grace_ns = (uint64_t)((o.kill_grace > 0 ? o.kill_grace : 2.0) * 1e9);
+    if (!r->o.output_cap)
+        r->o.output_cap = DEFAULT_CAP;
+    const char *t = getenv("TMPDIR");
+    r->tmpdir = t && *t ? t : "/tmp";
+    r->ep = epoll_create1(EPOLL_CLOEXEC);
+    r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = 0;
+    if (r->ep < 0 || r->stop_efd < 0)
+        rc = -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    if (!rc && epoll_ctl(r->ep, EPOLL_CTL_ADD, r->stop_efd, &ev) < 0)
+        rc = -errno;
+    if (!rc && o.stop_fd > 0) {
+        struct epoll_event sev = {.events = EPOLLIN, .data.u64 = UINT64_MAX - 1};
+        if (epoll_ctl(r->ep, EPOLL_CTL_ADD, o.stop_fd, &sev) < 0)
+            rc = -errno;
+        else
+            r->stop_fd_armed = true;
+    }
+    if (rc) {
+        concur_runner_destroy(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void concur_runner_destroy(concur_runner *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nslots; i++)
+        job_free(r->slots[i]);
+    free(r->slots);
+    for (size_t i = 0; i < r->capkept; i++)
+        job_free(r->keptjobs ? r->keptjobs[i] : NULL);
+    free(r->keptjobs);
+    if (r->ep >= 0)
+        close(r->ep);
+    if (r->stop_efd >= 0)
+        close(r->stop_efd);
+    free(r);
+}
+
+int concur_runner_stop(concur_runner *r, int how)
+{
+    if (!r || (how != CONCUR_STOP_START && how != CONCUR_STOP_TERM))
+        return CONCUR_EINVAL;
+    uint64_t v = (uint64_t)how;
+    /* write(2) on an eventfd is async-signal-safe. A full counter (EAGAIN) means a stop is
+     * already pending. */
+    if (write(r->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+size_t concur_runner_count(const concur_runner *r) { return r ? r->nkept : 0; }
+
+const concur_result *concur_runner_result(const concur_runner *r, size_t index)
+{
+    if (!r || index >= r->nkept || !r->keptjobs[index])
+        return NULL;
+    return &r->keptjobs[index]->res;
+}
+
+void concur_runner_times(const concur_runner *r, double *start, double *end)
+{
+    if (start)
+        *start = r ? r->wall_start : 0;
+    if (end)
+        *end = r ? r->wall_end : 0;
+}
+
+/* ---------------------------------------------------------------- batch */
+
+struct batch_src {
+    const concur_cmd *cmds;
+    size_t n;
+};
+
+static int batch_next(void *arg, size_t index, concur_cmd *cmd)
+{
+    struct batch_src *b = arg;
+    if (index >= b->n)
+        return 0;
+    *cmd = b->cmds[index];
+    return 1;
+}
+
+int concur_run_batch(const concur_cmd *cmds, size_t n, const concur_runner_opts *opts,
+                     concur_runner **out)
+{
+    if (!out || (!cmds && n))
+        return CONCUR_EINVAL;
+    concur_runner_opts o;
+    memset(&o, 0, sizeof(o));
+    if (opts)
+        o = *opts;
+    o.flags |= CONCUR_RUN_KEEP_RESULTS;
+    int rc = concur_runner_create(out, &o);
+    if (rc)
+        return rc;
+    struct batch_src b = {cmds, n};
+    return concur_runner_run(*out, batch_next, &b);
+}

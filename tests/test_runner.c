@@ -1,0 +1,565 @@
+/*
+ * test_runner.c - the command runner (SPEC section A): one result per command in input
+ * order, exit codes and signals, exact output, spawn errors, timeouts that reach the whole
+ * process group, worker limits, streaming, stop, retries, output caps, run_prog.
+ * Child programs are /bin/sh one-liners; sleeps appear only as the workload of a command.
+ */
+#include <concur.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SH(script) ((const char *const[]){"/bin/sh", "-c", (script), NULL})
+
+static concur_runner *batch(const concur_cmd *cmds, size_t n, const concur_runner_opts *o)
+{
+    concur_runner *r = NULL;
+    cr_assert_eq(concur_run_batch(cmds, n, o, &r), 0);
+    cr_assert_eq(concur_runner_count(r), n);
+    return r;
+}
+
+static const concur_result *one(const char *script, double timeout, concur_runner **r)
+{
+    concur_cmd c = {.argv = SH(script), .timeout = timeout};
+    *r = batch(&c, 1, NULL);
+    return concur_runner_result(*r, 0);
+}
+
+/* No child of this test process is left: every one was reaped. */
+static void assert_no_children(void)
+{
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1);
+    cr_assert_eq(errno, ECHILD);
+}
+
+Test(runner, exit_status_and_both_streams)
+{
+    concur_runner *r;
+    const concur_result *x = one("echo out; echo err >&2; exit 3", 0, &r);
+    cr_assert(!x->success);
+    cr_assert(!x->timeout);
+    cr_assert_eq(x->exit_code, 3);
+    cr_assert_eq(x->returncode, 3);
+    cr_assert_eq(x->out_len, 4);
+    cr_assert_eq(memcmp(x->out, "out\n", 4), 0);
+    cr_assert_eq(x->err_len, 4);
+    cr_assert_eq(memcmp(x->err, "err\n", 4), 0);
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
+Test(runner, success_and_empty_output)
+{
+    concur_runner *r;
+    const concur_result *x = one("true", 0, &r);
+    cr_assert(x->success);
+    cr_assert_eq(x->returncode, 0);
+    cr_assert_eq(x->out_len, 0);
+    cr_assert_eq(x->err_len, 0);
+    cr_assert(x->spawned);
+    cr_assert_gt(x->pid, 0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, killed_by_signal_is_negative_returncode)
+{
+    concur_runner *r;
+    const concur_result *x = one("kill -TERM $$", 0, &r);
+    cr_assert(!x->success);
+    cr_assert_eq(x->signal, SIGTERM);
+    cr_assert_eq(x->returncode, -SIGTERM);
+    cr_assert_eq(x->exit_code, -1);
+    concur_runner_destroy(r);
+}
+
+Test(runner, large_outputs_on_both_streams_do_not_deadlock)
+{
+    concur_runner *r;
+    const concur_result *x =
+        one("head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2; echo end", 0, &r);
+    cr_assert(x->success);
+    cr_assert_eq(x->out_len, 3000004);
+    cr_assert_eq(x->err_len, 2000000);
+    cr_assert_eq(memcmp(x->out + 3000000, "end\n", 4), 0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, binary_output_is_exact)
+{
+    concur_runner *r;
+    const concur_result *x = one("printf 'a\\000b\\377\\000'", 0, &r);
+    cr_assert_eq(x->out_len, 5);
+    cr_assert_eq(memcmp(x->out, "a\0b\377\0", 5), 0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, missing_program_fails_only_its_task)
+{
+    const char *missing[] = {"no-such-program-concur", NULL};
+    concur_cmd cmds[] = {{.argv = SH("echo a")}, {.argv = missing, .key = "m"},
+                         {.argv = SH("echo c")}};
+    concur_runner *r = batch(cmds, 3, NULL);
+    const concur_result *m = concur_runner_result(r, 1);
+    cr_assert(!m->spawned);
+    cr_assert(!m->success);
+    cr_assert(!m->timeout);
+    cr_assert_eq(m->error, CONCUR_ENOENT);
+    cr_assert_eq(m->returncode, -1);
+    cr_assert_not_null(m->error_message);
+    cr_assert_not_null(strstr(m->error_message, "no-such-program-concur"));
+    cr_assert(concur_runner_result(r, 0)->success);
+    cr_assert(concur_runner_result(r, 2)->success);
+    concur_runner_destroy(r);
+}
+
+Test(runner, non_executable_is_permission_error)
+{
+    char path[] = "/tmp/concur-noexec-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    const char *argv[] = {path, NULL};
+    concur_cmd c = {.argv = argv};
+    concur_runner *r = batch(&c, 1, NULL);
+    cr_assert_eq(concur_runner_result(r, 0)->error, CONCUR_EACCES);
+    concur_runner_destroy(r);
+    unlink(path);
+}
+
+Test(runner, timeout_kills_the_whole_group_and_keeps_partial_output)
+{
+    char pidfile[] = "/tmp/concur-gc-XXXXXX";
+    int fd = mkstemp(pidfile);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char script[256];
+    snprintf(script, sizeof(script), "sleep 30 & echo $! > %s; echo partial; sleep 31", pidfile);
+    concur_runner_opts o = {.kill_grace = 0.5};
+    concur_cmd c = {.argv = SH(script), .timeout = 0.3};
+    double t0 = concur_now();
+    concur_runner *r = batch(&c, 1, &o);
+    double dt = concur_now() - t0;
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->timeout);
+    cr_assert(!x->success);
+    cr_assert_eq(x->signal, SIGTERM);
+    cr_assert_geq(dt, 0.3);
+    cr_assert_lt(dt, 3.0);
+    cr_assert_eq(x->out_len, 8, "partial output kept: %zu bytes", x->out_len);
+    cr_assert_eq(memcmp(x->out, "partial\n", 8), 0);
+    FILE *f = fopen(pidfile, "r");
+    cr_assert_not_null(f);
+    int gc = 0;
+    cr_assert_eq(fscanf(f, "%d", &gc), 1);
+    fclose(f);
+    unlink(pidfile);
+    /* The grandchild was in the job's group: killed too (it may linger as init's zombie for
+     * a moment, so look at its state rather than at kill(gc, 0)). */
+    char stat[64], buf[256] = "";
+    snprintf(stat, sizeof(stat), "/proc/%d/stat", gc);
+    FILE *s = fopen(stat, "r");
+    if (s) {
+        cr_assert_not_null(fgets(buf, sizeof(buf), s));
+        fclose(s);
+        char *p = strrchr(buf, ')');
+        cr_assert(p && (p[2] == 'Z' || p[2] == 'X'), "grandchild %d still running: %s", gc, buf);
+    }
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
+Test(runner, term_ignored_then_killed_after_grace)
+{
+    concur_runner_opts o = {.kill_grace = 0.2};
+    concur_cmd c = {.argv = SH("trap '' TERM; sleep 20"), .timeout = 0.2};
+    double t0 = concur_now();
+    concur_runner *r = batch(&c, 1, &o);
+    double dt = concur_now() - t0;
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->timeout);
+    cr_assert_eq(x->signal, SIGKILL);
+    cr_assert_geq(dt, 0.4);
+    cr_assert_lt(dt, 3.0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, zero_or_negative_timeout_means_none)
+{
+    concur_runner_opts o = {.timeout = 0};
+    concur_cmd cmds[] = {{.argv = SH("sleep 0.2")}, {.argv = SH("sleep 0.2"), .timeout = -1}};
+    concur_runner *r = batch(cmds, 2, &o);
+    cr_assert(concur_runner_result(r, 0)->success);
+    cr_assert(concur_runner_result(r, 1)->success);
+    concur_runner_destroy(r);
+}
+
+Test(runner, results_in_input_order_and_fractional_timeouts)
+{
+    concur_runner_opts o = {.timeout = 0.5};
+    concur_cmd cmds[] = {{.argv = SH("sleep 0.3"), .key = "a"},
+                         {.argv = SH("sleep 5"), .key = "b"},
+                         {.argv = SH("sleep 0.1"), .key = "c"}};
+    double t0 = concur_now();
+    concur_runner *r = batch(cmds, 3, &o);
+    cr_assert_lt(concur_now() - t0, 3.0);
+    const char *keys[] = {"a", "b", "c"};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_str_eq(concur_runner_result(r, i)->key, keys[i]);
+        cr_assert_eq(concur_runner_result(r, i)->index, i);
+    }
+    cr_assert(concur_runner_result(r, 0)->success);
+    cr_assert(concur_runner_result(r, 1)->timeout);
+    cr_assert(concur_runner_result(r, 2)->success);
+    concur_runner_destroy(r);
+}
+
+static const char *const sleep02[] = {"/bin/sh", "-c", "sleep 0.2", NULL};
+
+static double run_sleeps(int workers, int n)
+{
+    concur_cmd cmds[8];
+    for (int i = 0; i < n; i++)
+        cmds[i] = (concur_cmd){.argv = sleep02};
+    concur_runner_opts o = {.max_workers = workers};
+    double t0 = concur_now();
+    concur_runner *r = batch(cmds, (size_t)n, &o);
+    double dt = concur_now() - t0;
+    concur_runner_destroy(r);
+    return dt;
+}
+
+Test(runner, worker_limit_bounds_concurrency)
+{
+    double two = run_sleeps(2, 4), all = run_sleeps(0, 4), one_at = run_sleeps(1, 4);
+    cr_assert_geq(two, 0.4, "2 workers: %f", two);
+    cr_assert_lt(two, 0.75, "2 workers: %f", two);
+    cr_assert_geq(all, 0.2, "no limit: %f", all);
+    cr_assert_lt(all, 0.45, "no limit: %f", all);
+    cr_assert_geq(one_at, 0.8, "1 worker: %f", one_at);
+}
+
+Test(runner, negative_worker_limit_is_einval)
+{
+    concur_runner *r = NULL;
+    concur_runner_opts o = {.max_workers = -1};
+    cr_assert_eq(concur_runner_create(&r, &o), CONCUR_EINVAL);
+    cr_assert_null(r);
+}
+
+Test(runner, duplicate_keys_and_empty_batch)
+{
+    concur_cmd cmds[] = {{.argv = SH("echo 1"), .key = "k"}, {.argv = SH("echo 2"), .key = "k"}};
+    concur_runner *r = batch(cmds, 2, NULL);
+    cr_assert_eq(memcmp(concur_runner_result(r, 1)->out, "2\n", 2), 0);
+    concur_runner_destroy(r);
+    r = NULL;
+    cr_assert_eq(concur_run_batch(NULL, 0, NULL, &r), 0);
+    cr_assert_eq(concur_runner_count(r), 0);
+    double start, end;
+    concur_runner_times(r, &start, &end);
+    cr_assert_gt(start, 0);
+    cr_assert_geq(end, start);
+    concur_runner_destroy(r);
+}
+
+Test(runner, queue_wait_is_recorded_apart_from_run_time)
+{
+    concur_runner_opts o = {.max_workers = 1};
+    concur_cmd cmds[] = {{.argv = SH("sleep 0.2")}, {.argv = SH("sleep 0.1")}};
+    concur_runner *r = batch(cmds, 2, &o);
+    const concur_result *second = concur_runner_result(r, 1);
+    cr_assert_geq(second->time_wait, 0.19, "wait %f", second->time_wait);
+    cr_assert_geq(second->time_run, 0.1);
+    cr_assert_lt(second->time_run, 0.19, "run %f", second->time_run);
+    concur_runner_destroy(r);
+}
+
+Test(runner, prefix_plus_arg_form)
+{
+    const char *prefix[] = {"/bin/echo", "x", NULL};
+    concur_runner_opts o = {.prefix = prefix};
+    concur_cmd cmds[] = {{.arg = "1", .key = "one"}, {.arg = "two words"}};
+    concur_runner *r = batch(cmds, 2, &o);
+    cr_assert_eq(concur_runner_result(r, 0)->out_len, 4);
+    cr_assert_eq(memcmp(concur_runner_result(r, 0)->out, "x 1\n", 4), 0);
+    cr_assert_eq(memcmp(concur_runner_result(r, 1)->out, "x two words\n", 12), 0);
+    cr_assert_str_eq(concur_runner_result(r, 1)->arg, "two words");
+    concur_runner_destroy(r);
+}
+
+Test(runner, stdin_is_dev_null_unless_input_given)
+{
+    concur_cmd cmds[] = {{.argv = SH("cat; echo done")},
+                         {.argv = SH("cat"), .input = "hello\n", .input_len = 6}};
+    concur_runner *r = batch(cmds, 2, NULL);
+    cr_assert_eq(concur_runner_result(r, 0)->out_len, 5);
+    cr_assert_eq(memcmp(concur_runner_result(r, 1)->out, "hello\n", 6), 0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, environment_cwd_and_fds)
+{
+    const char *add[] = {"CONCUR_T=added", NULL};
+    const char *env[] = {"ONLY=this", "PATH=/usr/bin:/bin", NULL};
+    /* An fd this process leaves open without O_CLOEXEC must not reach the child. */
+    int leak = open("/dev/null", O_RDONLY);
+    cr_assert_geq(leak, 3);
+    char probe[128];
+    snprintf(probe, sizeof(probe), "[ -e /proc/$$/fd/%d ] && echo leaked || echo clean", leak);
+    concur_cmd cmds[] = {{.argv = SH("echo $CONCUR_T"), .env_add = add},
+                         {.argv = SH("echo ${HOME:-none} $ONLY"), .env = env},
+                         {.argv = SH("pwd"), .cwd = "/usr"},
+                         {.argv = SH(probe)}};
+    concur_runner *r = batch(cmds, 4, NULL);
+    close(leak);
+    cr_assert_eq(memcmp(concur_runner_result(r, 0)->out, "added\n", 6), 0);
+    cr_assert_eq(memcmp(concur_runner_result(r, 1)->out, "none this\n", 10), 0);
+    cr_assert_eq(memcmp(concur_runner_result(r, 2)->out, "/usr\n", 5), 0);
+    const concur_result *fds = concur_runner_result(r, 3);
+    cr_assert_eq(fds->out_len, 6, "fd %d in the child: %.*s", leak, (int)fds->out_len, fds->out);
+    cr_assert_eq(memcmp(fds->out, "clean\n", 6), 0);
+    concur_runner_destroy(r);
+}
+
+struct stream_state {
+    size_t done[8];
+    size_t ndone;
+    size_t out_bytes;
+};
+
+static int on_done_record(concur_runner *r, const concur_result *res, void *arg)
+{
+    (void)r;
+    struct stream_state *s = arg;
+    s->done[s->ndone++] = res->index;
+    s->out_bytes += res->out_len;
+    return 0;
+}
+
+/* Sources hand out argv arrays that outlive the call (static storage). */
+static const char *const sleeper_argv[3][4] = {
+    {"/bin/sh", "-c", "sleep 0.3; echo a", NULL},
+    {"/bin/sh", "-c", "sleep 0.1; echo b", NULL},
+    {"/bin/sh", "-c", "sleep 0.2; echo c", NULL},
+};
+
+static int sleeps_source(void *arg, size_t index, concur_cmd *cmd)
+{
+    (void)arg;
+    if (index >= 3)
+        return 0;
+    cmd->argv = sleeper_argv[index];
+    return 1;
+}
+
+Test(runner, streaming_delivers_in_completion_order_and_keeps_nothing)
+{
+    struct stream_state s = {0};
+    concur_runner_opts o = {.on_done = on_done_record, .cb_arg = &s};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, sleeps_source, NULL), 0);
+    cr_assert_eq(s.ndone, 3);
+    cr_assert_eq(s.done[0], 1);
+    cr_assert_eq(s.done[1], 2);
+    cr_assert_eq(s.done[2], 0);
+    cr_assert_eq(s.out_bytes, 6);
+    cr_assert_eq(concur_runner_count(r), 0);
+    concur_runner_destroy(r);
+}
+
+static int stop_on_first(concur_runner *r, const concur_result *res, void *arg)
+{
+    (void)res;
+    (void)arg;
+    concur_runner_stop(r, CONCUR_STOP_TERM);
+    return 0;
+}
+
+static const char *const fail_argv[] = {"/bin/sh", "-c", "exit 1", NULL};
+static const char *const long_argv[] = {"/bin/sh", "-c", "sleep 30", NULL};
+
+static int endless_source(void *arg, size_t index, concur_cmd *cmd)
+{
+    (void)arg;
+    cmd->argv = index == 0 ? fail_argv : long_argv;
+    return 1;
+}
+
+Test(runner, stop_from_callback_terminates_running_commands)
+{
+    concur_runner_opts o = {.max_workers = 3, .on_done = stop_on_first, .kill_grace = 0.3};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    double t0 = concur_now();
+    cr_assert_eq(concur_runner_run(r, endless_source, NULL), CONCUR_ECANCELED);
+    cr_assert_lt(concur_now() - t0, 3.0);
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
+Test(runner, stop_fd_stops_the_run)
+{
+    int efd = eventfd(1, EFD_CLOEXEC); /* already readable: stop at the first look */
+    cr_assert_geq(efd, 0);
+    concur_runner_opts o = {.max_workers = 2, .stop_fd = efd, .kill_grace = 0.3};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    double t0 = concur_now();
+    cr_assert_eq(concur_runner_run(r, endless_source, NULL), CONCUR_ECANCELED);
+    cr_assert_lt(concur_now() - t0, 3.0);
+    concur_runner_destroy(r);
+    close(efd);
+    assert_no_children();
+}
+
+static int retry_failures(concur_runner *r, const concur_result *res, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return !res->success;
+}
+
+Test(runner, retries_rerun_a_failed_command)
+{
+    char path[] = "/tmp/concur-retry-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char script[256];
+    /* Fails twice, then succeeds: counts its runs in a file. */
+    snprintf(script, sizeof(script), "echo x >> %s; test $(wc -l < %s) -ge 3", path, path);
+    int calls = 0;
+    concur_runner_opts o = {.retries = 3, .on_done = retry_failures, .cb_arg = &calls,
+                            .flags = CONCUR_RUN_KEEP_RESULTS};
+    concur_cmd c = {.argv = SH(script)};
+    concur_runner *r = batch(&c, 1, &o);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->success);
+    cr_assert_eq(x->attempts, 3);
+    cr_assert_eq(calls, 3);
+    concur_runner_destroy(r);
+    unlink(path);
+}
+
+Test(runner, output_past_the_cap_spills_and_stays_exact)
+{
+    concur_runner_opts o = {.output_cap = 1000};
+    concur_cmd c = {.argv = SH("i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done")};
+    concur_runner *r = batch(&c, 1, &o);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->success);
+    cr_assert(!x->out_truncated);
+    cr_assert_gt(x->out_len, 1000);
+    cr_assert_eq(memcmp(x->out, "line0\nline1\n", 12), 0);
+    cr_assert_eq(memcmp(x->out + x->out_len - 9, "line1999\n", 9), 0);
+    concur_runner_destroy(r);
+}
+
+Test(runner, truncate_policy_keeps_the_first_bytes)
+{
+    concur_runner_opts o = {.output_cap = 100, .flags = CONCUR_RUN_TRUNCATE};
+    concur_cmd c = {.argv = SH("head -c 5000 /dev/zero")};
+    concur_runner *r = batch(&c, 1, &o);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->out_truncated);
+    cr_assert_eq(x->out_len, 100);
+    concur_runner_destroy(r);
+}
+
+Test(runner, print_results_format)
+{
+    concur_cmd cmds[] = {{.argv = SH("echo hi"), .key = "k1", .arg = "a1"},
+                         {.argv = SH("exit 2"), .key = "k2"}};
+    concur_runner *r = batch(cmds, 2, NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(concur_print_results(f, r), 0);
+    fclose(f);
+    cr_assert_eq(strncmp(buf, "**********\nTest start time : ", 29), 0);
+    cr_assert_not_null(strstr(buf, "\n Total run time : "));
+    cr_assert_not_null(strstr(buf, "\n========================================\n"));
+    cr_assert_not_null(strstr(buf, "            key : k1\n"));
+    cr_assert_not_null(strstr(buf, "         stdout : hi\n"));
+    cr_assert_not_null(strstr(buf, "        success : False\n"));
+    cr_assert_not_null(strstr(buf, "     returncode : 2\n"));
+    /* No stdout line for the command that printed nothing. */
+    cr_assert_null(strstr(strstr(buf, "key : k2"), "stdout"));
+    free(buf);
+    concur_runner_destroy(r);
+}
+
+Test(run_prog, delivers_large_input_and_drains_after_failure)
+{
+    static char big[1 << 20];
+    memset(big, 'y', sizeof(big));
+    const char *cat[] = {"cat", NULL};
+    concur_prog_output o;
+    cr_assert_eq(concur_run_prog(cat, big, sizeof(big), NULL, 0, &o), 0);
+    cr_assert_eq(o.returncode, 0);
+    cr_assert_eq(o.out_len, sizeof(big));
+    concur_prog_output_free(&o);
+    const char *fail[] = {"/bin/sh", "-c", "head -c 300000 /dev/zero; exit 1", NULL};
+    cr_assert_eq(concur_run_prog(fail, NULL, 0, NULL, 0, &o), 0);
+    cr_assert_eq(o.returncode, 1);
+    cr_assert_eq(o.out_len, 300000);
+    concur_prog_output_free(&o);
+}
+
+Test(run_prog, empty_argv_missing_program_and_false)
+{
+    concur_prog_output o;
+    const char *none[] = {NULL};
+    cr_assert_eq(concur_run_prog(none, NULL, 0, NULL, 0, &o), 0);
+    cr_assert_eq(o.returncode, 0);
+    cr_assert_eq(o.out_len, 0);
+    concur_prog_output_free(&o);
+    const char *missing[] = {"no-such-program-concur", NULL};
+    cr_assert_eq(concur_run_prog(missing, NULL, 0, NULL, 0, &o), 0);
+    cr_assert_eq(o.returncode, 1);
+    cr_assert_gt(o.err_len, 0);
+    concur_prog_output_free(&o);
+    const char *f[] = {"/usr/bin/false", NULL};
+    cr_assert_eq(concur_run_prog(f, NULL, 0, NULL, 0, &o), 0);
+    cr_assert_neq(o.returncode, 0);
+    concur_prog_output_free(&o);
+    const char *envp[] = {"A=1", NULL};
+    const char *show[] = {"/bin/sh", "-c", "echo $A", NULL};
+    cr_assert_eq(concur_run_prog(show, NULL, 0, envp, 0, &o), 0);
+    cr_assert_str_eq((const char *)o.out, "1\n");
+    concur_prog_output_free(&o);
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* SPEC A.31: a child that closes its outputs and keeps running is waited for without
+ * spinning. */
+Test(run_prog, waits_without_spinning)
+{
+    const char *argv[] = {"/bin/sh", "-c", "exec >&- 2>&-; sleep 0.5", NULL};
+    concur_prog_output o;
+    double c0 = cpu_seconds(), t0 = concur_now();
+    cr_assert_eq(concur_run_prog(argv, NULL, 0, NULL, 0, &o), 0);
+    double wall = concur_now() - t0, cpu = cpu_seconds() - c0;
+    cr_assert_geq(wall, 0.5);
+    cr_assert_lt(cpu, 0.1, "burned %f s of CPU over %f s", cpu, wall);
+    cr_assert_eq(o.returncode, 0);
+    concur_prog_output_free(&o);
+}
