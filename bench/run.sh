@@ -4,7 +4,7 @@
 #
 # usage: bench/run.sh [NAME...]     NAME: a bench name or a glob ('tp_*');
 #                                   default: the DEFAULT_SELECTION below.
-# Output: RESULT / SKIPPED / FAILED lines, then the ratio table.
+# Output: RESULT / NOTE / SKIPPED / FAILED lines, then the ratio table.
 # Exit status: 0 when everything that exists ran; 1 when a build or a run
 # failed; 2 for a usage error. A missing peer or concur program is "skipped".
 # Logs: build/bench/configure.log, build.log, run.log.
@@ -16,7 +16,12 @@ set -uo pipefail
 #   program = concur   -> bench/concur_<bench>.c, else bench/concur_<family>.c
 #                         (family = bench name up to its first "_", e.g. tp)
 #   program = x.py     -> the script bench/x.py, run with python3
+#   program = x.sh     -> the script bench/x.sh, run with bash as
+#                         "x.sh bench system" (one script serves every system)
 #   program = other    -> that program, built from bench/ by CMake
+# A program that prints "SKIPPED reason" and no RESULT line (exit 0) is
+# reported as skipped (e.g. launch.sh when a system is not installed); its
+# "NOTE ..." lines are shown too.
 # To add a bench: add its rows here (and to DEFAULT_SELECTION if it should run
 # by default). Order of rows = order of output.
 ROWS='
@@ -41,8 +46,29 @@ tp_memory      concur  concur
 tp_memory      tbb     peer_tbb
 tp_memory      libuv   peer_uv
 tp_memory      python  peer_python.py
+
+launch_true    concur         launch.sh
+launch_true    xargs          launch.sh
+launch_true    parallel       launch.sh
+launch_true    floor          launch.sh
+
+launch_sleep   concur         launch.sh
+launch_sleep   xargs          launch.sh
+launch_sleep   parallel       launch.sh
+launch_sleep   floor          launch.sh
+
+launch_output  concur         launch.sh
+launch_output  xargs          launch.sh
+launch_output  parallel       launch.sh
+launch_output  floor          launch.sh
+launch_output  floor_grouped  launch.sh
+
+launch_memory  concur         launch.sh
+launch_memory  xargs          launch.sh
+launch_memory  parallel       launch.sh
+launch_memory  floor          launch.sh
 '
-DEFAULT_SELECTION=('tp_*')
+DEFAULT_SELECTION=('tp_*' 'launch_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
@@ -61,6 +87,8 @@ BUILD=$ROOT/build/bench
 BIN=$BUILD/bench            # bench/CMakeLists.txt puts every program here
 mkdir -p "$BUILD"
 RUN_LOG=$BUILD/run.log
+# For launch.sh: the concur CLI (the top level builds it from cli/) and our programs.
+export CONCUR_CLI=$BUILD/cli/concur BENCH_BIN=$BIN
 : >"$RUN_LOG"
 status=0
 
@@ -97,7 +125,8 @@ if ! cmake --build "$BUILD" -j "$jobs" >"$BUILD/build.log" 2>&1; then
   # stale one from an earlier build is never run.
   status=1
   echo "run.sh: build failed; see $BUILD/build.log" >&2
-  progs=$(awk 'NF && $3 != "concur" && $3 !~ /\.py$/ && !seen[$3]++ {print $3}' <<<"$ROWS")
+  progs=$(awk 'NF && $3 != "concur" && $3 !~ /\.(py|sh)$/ && !seen[$3]++ {print $3}' <<<"$ROWS")
+  progs+=" floor_spawn"  # run by launch.sh
   for src in "$HERE"/concur_*.c; do [[ -e $src ]] && progs+=" $(basename "$src" .c)"; done
   for p in $progs; do
     if [[ ! -d $BIN/CMakeFiles/$p.dir ]]; then  # not a target (dependency missing)
@@ -112,15 +141,31 @@ if ! cmake --build "$BUILD" -j "$jobs" >"$BUILD/build.log" 2>&1; then
       rm -f "$BIN/.$p.build-failed"
     fi
   done
+  # The concur CLI (cli/, whatever its target is called): build that directory
+  # alone; on failure drop the binary so a stale one is never measured
+  # (launch.sh then reports the concur rows as FAILED).
+  if [[ -d $BUILD/cli ]]; then
+    if cmake --build "$BUILD/cli" >>"$BUILD/build.log" 2>&1; then
+      rm -f "$BUILD/cli/.concur.build-failed"
+    else
+      echo "run.sh: the concur CLI did not build" >&2
+      rm -f "$CONCUR_CLI"
+      touch "$BUILD/cli/.concur.build-failed"
+    fi
+  fi
 else
-  rm -f "$BIN"/.*.build-failed 2>/dev/null
+  rm -f "$BIN"/.*.build-failed "$BUILD/cli/.concur.build-failed" 2>/dev/null
 fi
 
 # Sets CMD (array) for a row, or SKIP (reason) and KIND (SKIPPED when the
 # program does not exist, FAILED when it did not build) when it cannot run.
-resolve() {  # bench program
-  local bench=$1 prog=$2 p candidates
+resolve() {  # bench program system
+  local bench=$1 prog=$2 system=$3 p candidates
   CMD=() SKIP="" KIND=SKIPPED
+  if [[ $prog == *.sh ]]; then
+    CMD=(bash "$HERE/$prog" "$bench" "$system")
+    return
+  fi
   if [[ $prog == *.py ]]; then
     if command -v python3 >/dev/null; then CMD=(python3 "$HERE/$prog" "$bench")
     else SKIP="python3 not found"; fi
@@ -151,7 +196,7 @@ RESULTS=""
 for bench in "${selected[@]}"; do
   while read -r b system prog; do
     [[ $b == "$bench" ]] || continue
-    resolve "$bench" "$prog"
+    resolve "$bench" "$prog" "$system"
     if [[ -n $SKIP ]]; then
       echo "$KIND $bench $system $SKIP"
       RESULTS+="$bench $system - $KIND $SKIP"$'\n'
@@ -161,7 +206,16 @@ for bench in "${selected[@]}"; do
     out=$(timeout "$RUN_TIMEOUT" "${CMD[@]}" 2>>"$RUN_LOG")
     rc=$?
     printf '%s\n' "$out" >>"$RUN_LOG"
-    lines=$(grep -E "^RESULT $bench(_[a-z]+)* " <<<"$out")  # with sub-results (tp_latency_idle)
+    lines=$(grep -E "^RESULT $bench(_[a-z0-9]+)* " <<<"$out")  # with sub-results (tp_latency_idle)
+    notes=$(grep -E "^NOTE " <<<"$out")
+    [[ -n $notes ]] && echo "$notes"
+    skipped=$(grep -m1 -E "^SKIPPED " <<<"$out")
+    if [[ $rc -eq 0 && -z $lines && -n $skipped ]]; then  # the program says it cannot run
+      why=${skipped#SKIPPED }
+      echo "SKIPPED $bench $system $why"
+      RESULTS+="$bench $system - SKIPPED $why"$'\n'
+      continue
+    fi
     if [[ $rc -ne 0 || -z $lines ]]; then
       why="exit status $rc"
       [[ $rc -eq 124 ]] && why="timed out after ${RUN_TIMEOUT}s"
@@ -197,12 +251,12 @@ for bench in "${selected[@]}"; do
     { line[NR] = $0 }
     $2 == "concur" && $3 != "-" { base[$3] = $4 }
     END {
-      printf "  %-8s %-20s %14s %-6s %9s  %s\n", "system", "metric", "value", "unit", "ratio", "verdict"
+      printf "  %-13s %-20s %14s %-6s %9s  %s\n", "system", "metric", "value", "unit", "ratio", "verdict"
       for (i = 1; i <= NR; i++) {
         split(line[i], f, " ")
         if (f[3] == "-") {                      # skipped / failed
           rest = line[i]; sub(/^[^ ]+ [^ ]+ - [^ ]+ /, "", rest)
-          printf "  %-8s %s: %s\n", f[2], (f[4] == "SKIPPED" ? "skipped" : "FAILED"), rest
+          printf "  %-13s %s: %s\n", f[2], (f[4] == "SKIPPED" ? "skipped" : "FAILED"), rest
           continue
         }
         m = f[3]; v = f[4] + 0
@@ -220,7 +274,7 @@ for bench in "${selected[@]}"; do
             else verdict = sprintf("concur better by %.2fx", x)
           }
         }
-        printf "  %-8s %-20s %14s %-6s %9s  %s\n", f[2], m, f[4], f[5], ratio, verdict
+        printf "  %-13s %-20s %14s %-6s %9s  %s\n", f[2], m, f[4], f[5], ratio, verdict
       }
     }' <<<"$rows"
 done

@@ -5,9 +5,9 @@
 #        scripts/setup.sh --bench    (also the peers the benchmarks compare against)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libcriterion-dev python3 bats)
+pkgs=(build-essential cmake pkg-config libcriterion-dev python3 bats parallel)
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(libtbb-dev libuv1-dev parallel)
+  pkgs+=(libtbb-dev libuv1-dev)
 fi
 
 missing=()

@@ -42,6 +42,9 @@ extern char **environ;
 
 enum { TAG_PID = 0, TAG_OUT = 1, TAG_ERR = 2, TAG_IN = 3, TAG_BITS = 2 };
 enum { READ_CHUNK = 65536, DEFAULT_CAP = 16u << 20 };
+/* Capture buffers of finished jobs are kept for the next ones (a run of many jobs with
+ * large output would otherwise map, fault in and unmap fresh memory for every job). */
+enum { POOL_BUFS = 16, POOL_MIN = 64u << 10, POOL_MAX = 4u << 20 };
 
 struct capture {
     unsigned char *buf; /* heap, or the mapping once spilled and finished */
@@ -59,6 +62,7 @@ struct job {
     int pidfd, out_fd, err_fd, in_fd;
     size_t in_off;
     bool exited, timed_out;
+    bool stopped; /* signalled by a stop of the run, not by its own timeout */
     int status_code; /* si_code of waitid: CLD_EXITED, CLD_KILLED, CLD_DUMPED */
     int status;
     int kill_stage; /* 0 none, 1 term sent, 2 kill sent */
@@ -79,6 +83,7 @@ struct concur_runner {
     size_t nslots, running;
     struct job *retry_head, *retry_tail;
     int stop_level;
+    _Atomic int stop_req; /* set by concur_runner_stop (also from handlers), applied in the loop */
     bool stop_fd_armed; /* the caller's stop_fd is in the epoll set */
     uint64_t next_start_ok;
     uint64_t run_start; /* monotonic: queue waits count from here */
@@ -87,6 +92,9 @@ struct concur_runner {
     size_t nkept, capkept;
     struct job **keptjobs; /* owners of kept results' buffers */
     const char *tmpdir;
+    unsigned char *pool[POOL_BUFS];
+    size_t pool_cap[POOL_BUFS];
+    size_t npool;
 };
 
 static double wall_now(void)
@@ -112,11 +120,14 @@ static void cap_init(struct capture *c)
     c->spill_fd = -1;
 }
 
-static void cap_free(struct capture *c)
+static void cap_free(concur_runner *r, struct capture *c)
 {
     if (c->mapped)
         munmap(c->buf, c->len);
-    else
+    else if (r && c->buf && c->cap >= POOL_MIN && c->cap <= POOL_MAX && r->npool < POOL_BUFS) {
+        r->pool[r->npool] = c->buf;
+        r->pool_cap[r->npool++] = c->cap;
+    } else
         free(c->buf);
     close_fd(&c->spill_fd);
     cap_init(c);
@@ -173,6 +184,10 @@ static int cap_append(concur_runner *r, struct capture *c, const void *data, siz
             c->len += n;
             return 0;
         }
+    }
+    if (!c->buf && r->npool) { /* a buffer left by an earlier job */
+        c->buf = r->pool[--r->npool];
+        c->cap = r->pool_cap[r->npool];
     }
     if (c->len + n > c->cap) {
         size_t cap = c->cap ? c->cap : 4096;
@@ -434,7 +449,7 @@ out:
 
 /* ---------------------------------------------------------------- the loop */
 
-static void job_free(struct job *j)
+static void job_free(concur_runner *r, struct job *j)
 {
     if (!j)
         return;
@@ -442,8 +457,8 @@ static void job_free(struct job *j)
     close_fd(&j->out_fd);
     close_fd(&j->err_fd);
     close_fd(&j->in_fd);
-    cap_free(&j->out);
-    cap_free(&j->err);
+    cap_free(r, &j->out);
+    cap_free(r, &j->err);
     free(j->errmsg);
     free(j);
 }
@@ -462,19 +477,19 @@ static struct job *job_new(size_t index, const concur_cmd *cmd)
     return j;
 }
 
-static void job_reset_for_retry(struct job *j)
+static void job_reset_for_retry(concur_runner *r, struct job *j)
 {
     close_fd(&j->pidfd);
     close_fd(&j->out_fd);
     close_fd(&j->err_fd);
     close_fd(&j->in_fd);
-    cap_free(&j->out);
-    cap_free(&j->err);
+    cap_free(r, &j->out);
+    cap_free(r, &j->err);
     free(j->errmsg);
     j->errmsg = NULL;
     j->pid = 0;
     j->in_off = 0;
-    j->exited = j->timed_out = false;
+    j->exited = j->timed_out = j->stopped = false;
     j->kill_stage = 0;
     j->deadline = j->kill_at = 0;
     j->t_start = 0;
@@ -495,6 +510,11 @@ static void signal_job(concur_runner *r, struct job *j, int stage)
         j->kill_at = now_ns() + r->term_grace_ns;
 }
 
+static bool job_over(const struct job *j)
+{
+    return j->exited && j->out_fd < 0 && j->err_fd < 0;
+}
+
 static void apply_stop(concur_runner *r, int level)
 {
     if (level <= r->stop_level)
@@ -502,8 +522,10 @@ static void apply_stop(concur_runner *r, int level)
     r->stop_level = level;
     if (level >= CONCUR_STOP_TERM)
         for (size_t i = 0; i < r->nslots; i++)
-            if (r->slots[i] && !r->slots[i]->exited)
+            if (r->slots[i] && !job_over(r->slots[i])) {
+                r->slots[i]->stopped = true;
                 signal_job(r, r->slots[i], 1);
+            }
 }
 
 static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
@@ -589,6 +611,7 @@ static void build_result(concur_runner *r, struct job *j)
     res->time_run = j->t_start && end > j->t_start ? (double)(end - j->t_start) / 1e9 : 0;
     res->time_wait = j->t_start > j->t_ready ? (double)(j->t_start - j->t_ready) / 1e9 : 0;
     res->timeout = j->timed_out;
+    res->stopped = j->stopped;
     res->exit_code = -1;
     res->returncode = -1;
     if (res->spawned) {
@@ -630,7 +653,7 @@ static int keep_result(concur_runner *r, struct job *j)
         r->keptjobs = a;
         r->capkept = cap;
     }
-    job_free(r->keptjobs[j->index]);
+    job_free(r, r->keptjobs[j->index]);
     r->keptjobs[j->index] = j;
     if (j->index >= r->nkept)
         r->nkept = j->index + 1;
@@ -647,7 +670,7 @@ static int finish_job(concur_runner *r, size_t slot)
     build_result(r, j);
     int again = r->o.on_done ? r->o.on_done(r, &j->res, r->o.cb_arg) : 0;
     if (again && j->attempts <= r->o.retries && r->stop_level == 0) {
-        job_reset_for_retry(j);
+        job_reset_for_retry(r, j);
         j->next = NULL;
         if (r->retry_tail)
             r->retry_tail->next = j;
@@ -658,14 +681,10 @@ static int finish_job(concur_runner *r, size_t slot)
     }
     if (r->o.flags & CONCUR_RUN_KEEP_RESULTS)
         return keep_result(r, j);
-    job_free(j);
+    job_free(r, j);
     return 0;
 }
 
-static bool job_over(const struct job *j)
-{
-    return j->exited && j->out_fd < 0 && j->err_fd < 0;
-}
 
 static int free_slot(concur_runner *r, size_t *slot)
 {
@@ -691,7 +710,7 @@ static int start_job(concur_runner *r, struct job *j)
     size_t slot;
     int rc = free_slot(r, &slot);
     if (rc) {
-        job_free(j);
+        job_free(r, j);
         return rc;
     }
     r->slots[slot] = j;
@@ -709,7 +728,7 @@ static int start_job(concur_runner *r, struct job *j)
         if (!j->pid) {
             r->slots[slot] = NULL;
             r->running--;
-            job_free(j);
+            job_free(r, j);
         }
         return rc;
     }
@@ -774,10 +793,18 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
     int limit = r->o.max_workers;
     struct epoll_event evs[64];
     uint64_t drain;
-    /* Consume stop requests made before this run. */
+    /* Forget stop requests made before this run. */
     while (read(r->stop_efd, &drain, sizeof(drain)) > 0)
         ;
+    atomic_store_explicit(&r->stop_req, 0, memory_order_relaxed);
     for (;;) {
+        /* A stop asked for meanwhile (e.g. by on_done) applies before anything starts. */
+        int req = atomic_exchange_explicit(&r->stop_req, 0, memory_order_acq_rel);
+        if (req) {
+            apply_stop(r, req);
+            if (!result)
+                result = CONCUR_ECANCELED;
+        }
         /* Start what may start. */
         while (r->stop_level == 0 && (limit == 0 || r->running < (size_t)limit) &&
                (r->retry_head || !source_done)) {
@@ -827,12 +854,16 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
         }
         for (int k = 0; k < n; k++) {
             uint64_t d = evs[k].data.u64;
-            if (d == UINT64_MAX) { /* the stop eventfd */
+            if (d == UINT64_MAX) { /* the stop eventfd: only a wake-up; stop_req says how */
                 uint64_t v = 0;
                 while (read(r->stop_efd, &v, sizeof(v)) > 0)
-                    apply_stop(r, (int)(v >= CONCUR_STOP_TERM ? CONCUR_STOP_TERM : v));
-                if (!result)
-                    result = CONCUR_ECANCELED;
+                    ;
+                int lvl = atomic_exchange_explicit(&r->stop_req, 0, memory_order_acq_rel);
+                if (lvl) {
+                    apply_stop(r, lvl);
+                    if (!result)
+                        result = CONCUR_ECANCELED;
+                }
                 continue;
             }
             if (d == UINT64_MAX - 1) { /* the caller's stop fd: watched once per run */
@@ -876,7 +907,7 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
     while (r->retry_head) {
         struct job *j = r->retry_head;
         r->retry_head = j->next;
-        job_free(j);
+        job_free(r, j);
     }
     r->retry_tail = NULL;
     if (r->o.stop_fd > 0 && !r->stop_fd_armed) { /* watched again by the next run */
@@ -940,11 +971,13 @@ void concur_runner_destroy(concur_runner *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->nslots; i++)
-        job_free(r->slots[i]);
+        job_free(r, r->slots[i]);
     free(r->slots);
     for (size_t i = 0; i < r->capkept; i++)
-        job_free(r->keptjobs ? r->keptjobs[i] : NULL);
+        job_free(r, r->keptjobs ? r->keptjobs[i] : NULL);
     free(r->keptjobs);
+    while (r->npool)
+        free(r->pool[--r->npool]);
     if (r->ep >= 0)
         close(r->ep);
     if (r->stop_efd >= 0)
@@ -957,8 +990,14 @@ int concur_runner_stop(concur_runner *r, int how)
     if (!r || (how != CONCUR_STOP_START && how != CONCUR_STOP_TERM))
         return CONCUR_EINVAL;
     uint64_t v = (uint64_t)how;
-    /* write(2) on an eventfd is async-signal-safe. A full counter (EAGAIN) means a stop is
+    /* Raise the pending level (a lock-free atomic, fine in a handler), then wake the loop:
+     * write(2) on an eventfd is async-signal-safe. A full counter (EAGAIN) means a wake-up is
      * already pending. */
+    int cur = atomic_load_explicit(&r->stop_req, memory_order_relaxed);
+    while (cur < how && !atomic_compare_exchange_weak_explicit(&r->stop_req, &cur, how,
+                                                               memory_order_acq_rel,
+                                                               memory_order_relaxed))
+        ;
     if (write(r->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         return -errno;
     return 0;

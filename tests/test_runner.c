@@ -563,3 +563,101 @@ Test(run_prog, waits_without_spinning)
     cr_assert_eq(o.returncode, 0);
     concur_prog_output_free(&o);
 }
+
+struct stop_count {
+    int done, started;
+    bool saw_stopped;
+};
+
+static int stop_start_on_failure(concur_runner *r, const concur_result *res, void *arg)
+{
+    struct stop_count *c = arg;
+    c->done++;
+    if (!res->success)
+        concur_runner_stop(r, CONCUR_STOP_START);
+    return 0;
+}
+
+static void count_start(concur_runner *r, size_t index, const concur_cmd *cmd, pid_t pid,
+                        void *arg)
+{
+    (void)r;
+    (void)index;
+    (void)cmd;
+    (void)pid;
+    ((struct stop_count *)arg)->started++;
+}
+
+/* A stop asked for in on_done applies before the next start: with one slot, nothing
+ * starts after the failing command. */
+Test(runner, stop_in_on_done_starts_nothing_more)
+{
+    struct stop_count c = {0};
+    concur_runner_opts o = {.max_workers = 1, .on_done = stop_start_on_failure,
+                            .on_start = count_start, .cb_arg = &c};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, endless_source, NULL), CONCUR_ECANCELED);
+    cr_assert_eq(c.started, 1);
+    cr_assert_eq(c.done, 1);
+    concur_runner_destroy(r);
+}
+
+static int note_stopped(concur_runner *r, const concur_result *res, void *arg)
+{
+    struct stop_count *c = arg;
+    if (!res->success && !res->stopped && res->exit_code == 1)
+        concur_runner_stop(r, CONCUR_STOP_TERM); /* the failing command: stop the rest */
+    if (res->stopped) {
+        c->saw_stopped = true;
+        cr_assert(!res->timeout, "stopped by the run, not by its timeout");
+    }
+    c->done++;
+    return 0;
+}
+
+Test(runner, commands_ended_by_a_stop_say_so)
+{
+    struct stop_count c = {0};
+    concur_runner_opts o = {.max_workers = 2, .on_done = note_stopped, .cb_arg = &c,
+                            .kill_grace = 0.3};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, endless_source, NULL), CONCUR_ECANCELED);
+    cr_assert(c.saw_stopped);
+    cr_assert_eq(c.done, 2);
+    concur_runner_destroy(r);
+}
+
+/* Many jobs with large output reuse capture buffers and stay exact. */
+static const char *const mb_argv[] = {"/bin/sh", "-c", "head -c 300000 /dev/zero; echo z", NULL};
+
+static int mb_source(void *arg, size_t index, concur_cmd *cmd)
+{
+    (void)arg;
+    if (index >= 20)
+        return 0;
+    cmd->argv = mb_argv;
+    return 1;
+}
+
+static int check_mb(concur_runner *r, const concur_result *res, void *arg)
+{
+    (void)r;
+    cr_assert_eq(res->out_len, 300002);
+    cr_assert_eq(res->out[0], 0);
+    cr_assert_eq(memcmp(res->out + 300000, "z\n", 2), 0);
+    (*(int *)arg)++;
+    return 0;
+}
+
+Test(runner, capture_buffers_are_reused_across_jobs)
+{
+    int n = 0;
+    concur_runner_opts o = {.max_workers = 2, .on_done = check_mb, .cb_arg = &n};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, mb_source, NULL), 0);
+    cr_assert_eq(n, 20);
+    concur_runner_destroy(r);
+}

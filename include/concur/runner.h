@@ -61,6 +61,8 @@ typedef struct concur_result {
     void *user;
     bool success;          /**< exited with status 0 */
     bool timeout;          /**< killed because it ran past its timeout */
+    bool stopped;          /**< signalled because the run was stopped (concur_runner_stop,
+                                stop_fd, or an error of the runner) */
     bool spawned;          /**< the program was started */
     int exit_code;         /**< exit status when it exited, else -1 */
     int signal;            /**< the signal that ended it, else 0 */

@@ -1,0 +1,338 @@
+/*
+ * cli.h - the pieces of the concur command-line tool and how they fit.
+ *
+ * concur runs a command once per input argument, several at a time, with the common syntax
+ * of GNU parallel. It is built on the public API only (include/concur.h), the way curl's
+ * tool is built on libcurl; nothing here reaches into src/.
+ *
+ * The flow of one job:
+ *   input.c     pulls the next record (one element of every input group, split on --colsep)
+ *   main.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
+ *               and hands it to the runner from the runner's source callback
+ *   template.c  turns the job into an argv: the command words with the placeholders
+ *               replaced, exec'd directly when the line is simple, else /bin/sh -c LINE
+ *   (runner)    spawns, captures, times out, retries: concur_runner_run()
+ *   output.c    writes the job's output (grouped, line-buffered or ungrouped, tagged,
+ *               in input order with -k, or as JSON)
+ *   joblog.c    appends the job's line to --joblog; reads it back for --resume
+ *   results.c   stores the job's output under --results
+ *   progress.c  keeps --bar / --eta / --progress up to date on stderr
+ *
+ * Everything runs in one thread: the runner calls the source and the callbacks from its
+ * loop, so no state here needs a lock. Memory is flat in the number of input lines: inputs
+ * are read lazily and job records are recycled through a free list.
+ *
+ * Errors: functions return 0 or a negative errno-style code; growable buffers have a sticky
+ * failure flag (see struct buf) checked once where a piece of work ends.
+ */
+#ifndef CONCUR_CLI_H
+#define CONCUR_CLI_H
+
+#include <concur.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------ exit statuses */
+
+enum {
+    EXIT_USAGE = 2,     /* bad option or value */
+    EXIT_FAILMAX = 101, /* "more than 100 jobs failed" */
+    EXIT_OTHER = 255,   /* an error of concur itself: I/O, memory, unreadable input */
+};
+
+/* ------------------------------------------------------------------ util.c */
+
+/* A growable byte buffer. Appends never fail loudly: on a failed allocation the buffer
+ * keeps what it had and sets `failed`; callers check it once (buf_ok) when a piece of work
+ * is done. The content is kept NUL-terminated when len < cap. */
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+bool buf_reserve(struct buf *b, size_t extra);
+void buf_add(struct buf *b, const void *data, size_t n);
+void buf_addc(struct buf *b, char c);
+void buf_adds(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) CONCUR_PRINTF(2, 3);
+void buf_addnul(struct buf *b); /* appends a '\0' that counts in len */
+static inline void buf_reset(struct buf *b)
+{
+    b->len = 0;
+    b->failed = false;
+}
+static inline bool buf_ok(const struct buf *b)
+{
+    return !b->failed;
+}
+void buf_free(struct buf *b);
+
+/* A buffered writer on a file descriptor (stdout, stderr, a results file). Small writes
+ * are gathered; large ones go straight through. Errors are sticky in `err` (a positive
+ * errno value): after the first failed write, nothing more is written. */
+struct writer {
+    int fd;
+    const char *name; /* for messages: "standard output", a file name */
+    char *buf;
+    size_t len, cap;
+    int err;
+    bool closed; /* the descriptor was closed when concur started: writing is an error */
+};
+
+void wr_init(struct writer *w, int fd, const char *name);
+void wr_add(struct writer *w, const void *data, size_t n);
+void wr_adds(struct writer *w, const char *s);
+int wr_flush(struct writer *w); /* 0 or -errno */
+void wr_free(struct writer *w);
+
+/* Writes all of data to fd (retrying on EINTR and short writes). 0 or -errno. */
+int write_all(int fd, const void *data, size_t n);
+
+/* "concur: " + message on stderr (unbuffered, best effort). */
+void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
+void cli_warn(const char *fmt, ...) CONCUR_PRINTF(1, 2);
+
+/* Time: wall clock in seconds since the epoch, monotonic seconds. */
+double wall_now(void);
+double mono_now(void);
+
+/* Parses a duration: "1.5", "2s", "3m", "1h", "1d". Returns false if malformed. */
+bool parse_duration(const char *s, double *out);
+
+/* GNU parallel's shell quoting of one word ('...' when needed, '' for empty). */
+void shell_quote(struct buf *b, const char *s, size_t n);
+
+/* ------------------------------------------------------------------ opts.c */
+
+enum out_mode { OUT_GROUP, OUT_LINE, OUT_UNGROUP };
+enum halt_when { HALT_NEVER, HALT_SOON, HALT_NOW };
+enum halt_on { HALT_FAIL, HALT_SUCCESS, HALT_DONE };
+
+/* One input group: the arguments after a ::: (or each file after ::::, or each -a). */
+struct group_spec {
+    bool is_file;
+    bool linked;  /* :::+ / ::::+ : element-wise with the previous group */
+    char **items; /* ::: the arguments; :::: one file name (items[0]) */
+    size_t n;
+};
+
+struct cli_opts {
+    /* the command and its inputs */
+    char **cmd; /* command words (borrowed from argv); may be empty */
+    int ncmd;
+    struct group_spec *groups;
+    size_t ngroups;
+    char **argfiles; /* the -a file names (owned array of borrowed strings) */
+    /* input splitting */
+    char *delim; /* decoded -d / -0 delimiter (default "\n") */
+    size_t delim_len;
+    const char *colsep; /* --colsep regexp, or NULL */
+    /* building commands */
+    size_t max_args;  /* -n N (0: not given) */
+    bool ctx_replace; /* -X */
+    bool multi;       /* -m */
+    bool quote;       /* -q */
+    bool shell;       /* --shell: always /bin/sh -c */
+    /* scheduling */
+    int jobs;           /* resolved -j (0: no limit) */
+    double timeout;     /* seconds, 0: none */
+    double timeout_pct; /* --timeout N%: percent of the median run time, 0: not used */
+    int term_signal;    /* from --termseq, 0: the runner's default */
+    double kill_grace;  /* from --termseq, 0: the runner's default */
+    unsigned tries;     /* --retries N: total runs per job (0 and 1: no retry) */
+    enum halt_when halt_when;
+    enum halt_on halt_on;
+    double halt_value; /* count, or percent when halt_pct */
+    bool halt_pct;
+    double delay; /* --delay seconds */
+    /* output */
+    enum out_mode out;
+    bool keep_order;
+    bool tag;
+    const char *tagstring;
+    const char *results;
+    bool json;
+    const char *joblog;
+    bool resume, resume_failed;
+    bool bar, eta, progress;
+    bool dry_run, report;
+};
+
+/* Parses argv into *o. Returns 0 to run, 1 when --help or --version was printed (exit 0),
+ * EXIT_USAGE after printing a message naming the bad option, or EXIT_OTHER when out of
+ * memory. */
+int opts_parse(int argc, char **argv, struct cli_opts *o);
+void opts_free(struct cli_opts *o);
+
+/* ------------------------------------------------------------------ input.c */
+
+/* One argument of a record: bytes (not NUL-terminated: a --colsep column ends where the next
+ * begins) and its column number within its record (1-based: the input group, or the
+ * --colsep column). */
+struct field {
+    const char *p;
+    size_t len;
+    unsigned col;
+};
+
+/* One element of the product of the input groups. */
+struct record {
+    struct field *f;
+    size_t n, cap;
+};
+
+struct input;
+
+/* Opens the input sources of *o (stdin when there is none). Groups after the first are read
+ * in full (a cartesian product needs them again and again); the first one is streamed.
+ * Reads wait on intr_fd too (a signalfd; -1: none): once it is readable they fail with
+ * CONCUR_EINTR, without a message. Returns 0 or a negative code (after printing a message
+ * unless CONCUR_EINTR). */
+int input_open(struct input **out, const struct cli_opts *o, int intr_fd);
+/* Fills *rec with the next record. Its fields stay valid until the next call. Returns 1, 0
+ * at the end, or a negative code after printing a message. */
+int input_next(struct input *in, struct record *rec);
+/* Number of records in all (for --bar, --eta and --halt N%). May read the first group in
+ * full when it cannot be counted otherwise (a pipe). Call before input_next(). */
+int input_count(struct input *in, size_t *total);
+void input_close(struct input *in);
+
+/* ------------------------------------------------------------------ template.c */
+
+/* What a template is expanded with: one job. */
+struct jobview {
+    const struct field *args;
+    size_t nargs;
+    size_t seq;    /* {#} */
+    unsigned slot; /* {%} */
+};
+
+struct tpl;
+
+/* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
+int tpl_compile(struct tpl **out, const struct cli_opts *o);
+/* Compiles a --tagstring (placeholders expanded without quoting). */
+int tpl_compile_plain(struct tpl **out, const char *s);
+void tpl_free(struct tpl *t);
+
+/* Builds what the runner executes for job *j: an argv either of the program and its
+ * arguments (simple lines, or -q), or of /bin/sh -c LINE. Strings go to `strs` (and
+ * `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until these
+ * buffers are reset. `line` receives the command line as GNU parallel shows it (joblog,
+ * --dry-run) when `want_line`; otherwise it is used only when the line must be run by a
+ * shell. Returns 0 or CONCUR_ENOMEM. */
+int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
+              char ***argv, struct buf *line, bool want_line);
+/* Only the command line (for --dry-run, the joblog). */
+int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line);
+/* A --tagstring: placeholders replaced by the plain values. */
+void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out);
+/* About how many bytes one argument of `len` bytes adds to the command line (-X, -m). */
+size_t tpl_arg_cost(const struct tpl *t, size_t len);
+/* Whether the command is exec'd without a shell (for tests and messages). */
+bool tpl_is_direct(const struct tpl *t);
+
+/* Splits a line into words if it is "simple" (plain words and quoted strings, no shell
+ * syntax): appends the words, NUL-terminated, to `strs` and returns their count; returns
+ * -1 when the line needs a shell. */
+int split_simple(const char *s, size_t n, struct buf *strs);
+
+/* ------------------------------------------------------------------ json (util.c) */
+
+/* Appends bytes as the inside of a JSON string: valid UTF-8 is kept, control characters
+ * and quotes are escaped, and each byte of an invalid sequence becomes \u00XX. */
+void json_string(struct buf *b, const void *data, size_t n);
+
+/* ------------------------------------------------------------------ joblog.c */
+
+struct joblog;
+
+/* Opens --joblog FILE: truncated, or appended to with --resume / --resume-failed after
+ * reading which jobs are done. With `readonly` (--dry-run) the file is only read. Returns 0
+ * or a negative code after printing a message. */
+int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
+                bool readonly);
+/* Whether job seq (with this command line) is done according to the joblog read at open. */
+bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
+/* Whether joblog_done needs the command line (only --resume-failed compares it). */
+bool joblog_needs_line(const struct joblog *jl);
+/* Appends one line for a finished job and flushes it. Returns 0 or -errno. */
+int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                 int exitval, int sig, const char *cmd, size_t cmd_len);
+void joblog_close(struct joblog *jl);
+
+/* ------------------------------------------------------------------ results.c */
+
+/* A finished job, as results.c and output.c (--json) see it. */
+struct jobdone {
+    size_t seq;
+    const struct field *args;
+    size_t nargs;
+    const char *cmd;
+    size_t cmd_len;
+    int exitval;  /* as the joblog shows it: the exit status, 0 when killed, -1 for a timeout */
+    int exitcode; /* for --json: the exit status, -1 when killed, 127/126 when not started */
+    int sig;
+    bool timeout;
+    double start, runtime;
+    const void *out, *err;
+    size_t out_len, err_len;
+};
+
+struct results;
+
+/* --results PATH: a .json file, a .csv/.tsv file, or a directory. 0 or negative. */
+int results_open(struct results **out, const char *path);
+int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
+int results_close(struct results *r);                          /* 0 or -errno */
+/* The JSON object of --json and --results FILE.json, with a trailing newline. */
+void json_job(struct buf *b, const struct jobdone *d);
+
+/* ------------------------------------------------------------------ output.c */
+
+/* Where job output goes: stdout and stderr through writers, with the progress line (if
+ * any) taken away while job output is written to a terminal. */
+struct output {
+    struct writer out, err;
+    struct progress *prog;
+};
+
+void output_init(struct output *o, struct progress *prog);
+/* Grouped: a job's whole stdout, then its whole stderr; each line prefixed with `tag` and a
+ * TAB when tag is not NULL. */
+void output_group(struct output *o, const void *out, size_t out_len, const void *err,
+                  size_t err_len, const char *tag, size_t tag_len);
+/* --line-buffer: writes the complete lines at the start of *pending (all of it when
+ * `final`) to `stream` (CONCUR_STDOUT or CONCUR_STDERR), keeping a last partial line. */
+void output_lines(struct output *o, int stream, struct buf *pending, const char *tag,
+                  size_t tag_len, bool final);
+/* -u: bytes as they come. */
+void output_raw(struct output *o, int stream, const void *data, size_t n);
+/* Ends a burst of writes: flushes both writers and redraws the progress line. Returns 0,
+ * or -errno of the first failed write (stdout closed, disk full). */
+int output_flush(struct output *o);
+/* The first write error: 0, or -errno; *name tells which stream. */
+int output_error(const struct output *o, const char **name);
+void output_free(struct output *o);
+
+/* ------------------------------------------------------------------ progress.c */
+
+struct progress;
+
+/* Creates the status line for --bar / --eta / --progress (flags as given). total is the
+ * number of jobs, or 0 when unknown. */
+int progress_create(struct progress **out, bool bar, bool eta, bool progress, size_t total);
+void progress_started(struct progress *p);
+void progress_done(struct progress *p, bool failed);
+void progress_skipped(struct progress *p);
+/* Around writes of job output to a terminal: take the live line away, then put it back. */
+void progress_clear(struct progress *p);
+void progress_redraw(struct progress *p);
+void progress_finish(struct progress *p); /* the final state, then a newline */
+void progress_free(struct progress *p);
+
+#endif

@@ -1,0 +1,590 @@
+/*
+ * input.c - input sources: ::: groups, :::: / -a files, standard input; --colsep.
+ *
+ * A record is one element of the cartesian product of the input groups, the last group
+ * varying fastest (GNU parallel's order). Groups joined by :::+ / ::::+ form a "unit" that
+ * advances element-wise and ends with its shortest member. The first unit is streamed: a
+ * file there is read block by block and each element is handed out once, so memory does
+ * not grow with the number of input lines. The other units are read in full when the input
+ * is opened, because the product walks through them again for every element of the first
+ * one (they are small in practice).
+ *
+ * Elements end with the delimiter (newline, NUL with -0, any string with -d); the last one
+ * may lack it. With --colsep each element is split further into columns on a regular
+ * expression (POSIX ERE after translating the common Perl escapes \t \n \s \d \w), with
+ * Perl's split rules as GNU parallel uses them: empty trailing columns are kept, and a
+ * pattern matching the empty string splits between characters. A pattern without regex
+ * syntax is matched as a plain string.
+ *
+ * Invariant: the fields of the record returned last point into the current block of the
+ * stream, into the in-memory groups, or into argv, and stay valid until the next call.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { BLOCK = 64 * 1024 };
+
+/* A delimited stream read in blocks. Data lives in buf[start, end); buf[end] is always
+ * writable so the last element can be NUL-terminated. */
+struct reader {
+    int fd;
+    bool own_fd;
+    const char *name;
+    char *buf;
+    size_t cap, start, end, scan;
+    bool eof;
+    const char *delim;
+    size_t dlen;
+    int intr_fd; /* readable: stop reading (a signalfd), or -1 */
+};
+
+struct item {
+    const char *p;
+    size_t len;
+};
+
+struct igroup {
+    bool linked;
+    bool stream; /* read lazily (first unit only) */
+    struct reader rd;
+    struct item *items; /* in memory: argv items, or the elements of a file read in full */
+    size_t n;
+    char *data;      /* storage of a file read in full */
+    size_t next;     /* next item to hand out (first unit, in memory) */
+    struct item cur; /* the current element (first unit) */
+};
+
+struct unit {
+    size_t first, count; /* groups [first, first + count) */
+    size_t len, pos;     /* units after the first: shortest member, position */
+};
+
+struct input {
+    struct igroup *g;
+    size_t ng;
+    struct unit *u;
+    size_t nu;
+    bool started, done;
+    const char *delim;
+    size_t dlen;
+    /* --colsep */
+    int intr_fd;
+    bool colsep, use_re;
+    regex_t re;
+    const char *lit;
+    size_t litlen;
+};
+
+/* ------------------------------------------------------------------ reading */
+
+static const char *find_delim(const char *p, size_t n, const char *d, size_t dlen)
+{
+    if (dlen == 1)
+        return memchr(p, d[0], n);
+    return memmem(p, n, d, dlen);
+}
+
+static int open_file(const char *name, int *fd, bool *own)
+{
+    if (!strcmp(name, "-")) {
+        *fd = 0;
+        *own = false;
+        return 0;
+    }
+    int f = open(name, O_RDONLY | O_CLOEXEC);
+    if (f < 0) {
+        int e = errno;
+        cli_error("cannot open '%s': %s", name, strerror(e));
+        return -e;
+    }
+    *fd = f;
+    *own = true;
+    return 0;
+}
+
+static int reader_fill(struct reader *r)
+{
+    if (r->start > 0) { /* move the partial element to the front */
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+    }
+    if (r->cap - r->end < BLOCK / 2 + 1) {
+        size_t cap = r->cap ? r->cap * 2 : BLOCK;
+        char *b = realloc(r->buf, cap);
+        if (!b) {
+            cli_error("out of memory reading '%s'", r->name);
+            return CONCUR_ENOMEM;
+        }
+        r->buf = b;
+        r->cap = cap;
+    }
+    for (;;) {
+        /* Input may be a terminal or a slow pipe: wait for it and for a signal together,
+         * so that Ctrl-C is not held up by a read that blocks. */
+        if (r->intr_fd >= 0) {
+            struct pollfd pf[2] = {{.fd = r->fd, .events = POLLIN},
+                                   {.fd = r->intr_fd, .events = POLLIN}};
+            if (poll(pf, 2, -1) < 0 && errno != EINTR) {
+                int e = errno;
+                cli_error("error reading '%s': %s", r->name, strerror(e));
+                return -e;
+            }
+            if (pf[1].revents & POLLIN)
+                return CONCUR_EINTR;
+        }
+        ssize_t n = read(r->fd, r->buf + r->end, r->cap - 1 - r->end);
+        if (n > 0) {
+            r->end += (size_t)n;
+            return 0;
+        }
+        if (n == 0) {
+            r->eof = true;
+            return 0;
+        }
+        if (errno != EINTR) {
+            int e = errno;
+            cli_error("error reading '%s': %s", r->name, strerror(e));
+            return -e;
+        }
+    }
+}
+
+/* Next element: 1, 0 at the end, or a negative code. */
+static int reader_next(struct reader *r, struct item *it)
+{
+    for (;;) {
+        size_t avail = r->end - r->start;
+        if (avail > r->scan) {
+            const char *d =
+                find_delim(r->buf + r->start + r->scan, avail - r->scan, r->delim, r->dlen);
+            if (d) {
+                it->p = r->buf + r->start;
+                it->len = (size_t)(d - it->p);
+                r->buf[r->start + it->len] = '\0';
+                r->start += it->len + r->dlen;
+                r->scan = 0;
+                return 1;
+            }
+            /* A delimiter may straddle the end of what we have. */
+            r->scan = avail >= r->dlen ? avail - (r->dlen - 1) : 0;
+        }
+        if (r->eof) {
+            if (r->end == r->start)
+                return 0;
+            it->p = r->buf + r->start;
+            it->len = r->end - r->start;
+            r->buf[r->end] = '\0';
+            r->start = r->end;
+            return 1;
+        }
+        int rc = reader_fill(r);
+        if (rc)
+            return rc;
+    }
+}
+
+/* Reads a whole group file into memory and splits it into items. */
+static int load_group(struct igroup *g, struct reader *r)
+{
+    size_t cap = 0;
+    struct item it;
+    int rc;
+    /* Read everything first (the items point into one block that must not move). */
+    while (!r->eof)
+        if ((rc = reader_fill(r)) != 0)
+            return rc;
+    while ((rc = reader_next(r, &it)) > 0) {
+        if (g->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct item *a = realloc(g->items, cap * sizeof(*a));
+            if (!a) {
+                cli_error("out of memory reading '%s'", r->name);
+                return CONCUR_ENOMEM;
+            }
+            g->items = a;
+        }
+        g->items[g->n++] = it;
+    }
+    if (rc < 0)
+        return rc;
+    g->data = r->buf; /* the items point into it */
+    r->buf = NULL;
+    if (r->own_fd)
+        close(r->fd);
+    r->own_fd = false;
+    r->fd = -1;
+    return 0;
+}
+
+/* Counts the elements of a regular file from its current offset, without consuming it. */
+static int count_file(struct reader *r, size_t *count)
+{
+    off_t off = lseek(r->fd, 0, SEEK_CUR);
+    if (off < 0)
+        return -errno;
+    char *blk = malloc(BLOCK + 16);
+    if (!blk)
+        return CONCUR_ENOMEM;
+    size_t n = 0, keep = 0;
+    bool pending = false; /* bytes after the last delimiter */
+    for (;;) {
+        ssize_t got = pread(r->fd, blk + keep, BLOCK, off);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            free(blk);
+            return -e;
+        }
+        if (got == 0)
+            break;
+        off += got;
+        size_t len = keep + (size_t)got, pos = 0;
+        const char *d;
+        while ((d = find_delim(blk + pos, len - pos, r->delim, r->dlen)) != NULL) {
+            n++;
+            pos = (size_t)(d - blk) + r->dlen;
+        }
+        pending = len > pos;
+        /* Keep a tail that may start a delimiter cut by the block end. */
+        keep = r->dlen > 1 && len - pos >= r->dlen - 1 ? r->dlen - 1 : 0;
+        if (keep)
+            memmove(blk, blk + len - keep, keep);
+    }
+    free(blk);
+    *count = n + (pending ? 1 : 0);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ --colsep */
+
+/* Perl-style escapes to POSIX ERE. */
+static int compile_colsep(struct input *in, const char *pat)
+{
+    if (!strpbrk(pat, ".[]()*+?{}|^$\\")) {
+        in->lit = pat;
+        in->litlen = strlen(pat);
+        return 0;
+    }
+    struct buf b = {0};
+    for (const char *p = pat; *p; p++) {
+        if (*p != '\\' || !p[1]) {
+            buf_addc(&b, *p);
+            continue;
+        }
+        switch (*++p) {
+        case 't':
+            buf_addc(&b, '\t');
+            break;
+        case 'n':
+            buf_addc(&b, '\n');
+            break;
+        case 'r':
+            buf_addc(&b, '\r');
+            break;
+        case 's':
+            buf_adds(&b, "[[:space:]]");
+            break;
+        case 'S':
+            buf_adds(&b, "[^[:space:]]");
+            break;
+        case 'd':
+            buf_adds(&b, "[0-9]");
+            break;
+        case 'D':
+            buf_adds(&b, "[^0-9]");
+            break;
+        case 'w':
+            buf_adds(&b, "[[:alnum:]_]");
+            break;
+        case 'W':
+            buf_adds(&b, "[^[:alnum:]_]");
+            break;
+        default:
+            buf_addc(&b, '\\');
+            buf_addc(&b, *p);
+        }
+    }
+    if (!buf_ok(&b)) {
+        buf_free(&b);
+        return CONCUR_ENOMEM;
+    }
+    int rc = regcomp(&in->re, b.p, REG_EXTENDED);
+    buf_free(&b);
+    if (rc) {
+        char msg[256];
+        regerror(rc, &in->re, msg, sizeof(msg));
+        cli_error("bad --colsep '%s': %s", pat, msg);
+        return CONCUR_EINVAL;
+    }
+    in->use_re = true;
+    return 0;
+}
+
+static int add_field(struct record *rec, const char *p, size_t len, unsigned col)
+{
+    if (rec->n == rec->cap) {
+        size_t cap = rec->cap ? rec->cap * 2 : 8;
+        struct field *f = realloc(rec->f, cap * sizeof(*f));
+        if (!f)
+            return CONCUR_ENOMEM;
+        rec->f = f;
+        rec->cap = cap;
+    }
+    rec->f[rec->n++] = (struct field){p, len, col};
+    return 0;
+}
+
+/* Next separator match in s[from, n): sets *ms, *me; false if none. */
+static bool colsep_match(struct input *in, const char *s, size_t n, size_t from, size_t *ms,
+                         size_t *me)
+{
+    if (from > n)
+        return false;
+    if (!in->use_re) {
+        const char *d = memmem(s + from, n - from, in->lit, in->litlen);
+        if (!d)
+            return false;
+        *ms = (size_t)(d - s);
+        *me = *ms + in->litlen;
+        return true;
+    }
+    regmatch_t m = {.rm_so = (regoff_t)from, .rm_eo = (regoff_t)n};
+    if (regexec(&in->re, s, 1, &m, REG_STARTEND | (from ? REG_NOTBOL : 0)) != 0)
+        return false;
+    *ms = (size_t)m.rm_so;
+    *me = (size_t)m.rm_eo;
+    return true;
+}
+
+static int split_columns(struct input *in, struct record *rec, const char *s, size_t n,
+                         unsigned *col)
+{
+    size_t start = 0, from = 0, ms, me;
+    int rc;
+    while (from <= n && colsep_match(in, s, n, from, &ms, &me)) {
+        if (me == ms) {
+            /* An empty match: never at the start of a field, nor at the very end. */
+            if (ms == start || ms >= n) {
+                from = ms + 1;
+                continue;
+            }
+        }
+        if ((rc = add_field(rec, s + start, ms - start, ++*col)) != 0)
+            return rc;
+        start = me;
+        from = me > ms ? me : me + 1;
+    }
+    return add_field(rec, s + start, n - start, ++*col);
+}
+
+/* ------------------------------------------------------------------ groups */
+
+static int open_group(struct input *in, struct igroup *g, const struct group_spec *spec,
+                      bool stream)
+{
+    g->linked = spec->linked;
+    if (!spec->is_file) {
+        g->n = spec->n;
+        if (g->n) {
+            g->items = malloc(g->n * sizeof(*g->items));
+            if (!g->items)
+                return CONCUR_ENOMEM;
+        }
+        for (size_t i = 0; i < g->n; i++)
+            g->items[i] = (struct item){spec->items[i], strlen(spec->items[i])};
+        return 0;
+    }
+    struct reader *r = &g->rd;
+    r->name = strcmp(spec->items[0], "-") ? spec->items[0] : "standard input";
+    r->delim = in->delim;
+    r->dlen = in->dlen;
+    r->intr_fd = in->intr_fd;
+    r->fd = -1;
+    int rc = open_file(spec->items[0], &r->fd, &r->own_fd);
+    if (rc)
+        return rc;
+    if (stream) {
+        g->stream = true;
+        return 0;
+    }
+    return load_group(g, r);
+}
+
+int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
+{
+    struct input *in = calloc(1, sizeof(*in));
+    struct group_spec stdin_spec;
+    char *dash[] = {"-"};
+    const struct group_spec *specs = o->groups;
+    size_t nspecs = o->ngroups;
+    int rc = 0;
+    *out = NULL;
+    if (!in)
+        return CONCUR_ENOMEM;
+    in->delim = o->delim;
+    in->dlen = o->delim_len;
+    in->intr_fd = intr_fd;
+    if (nspecs == 0) { /* no input source: standard input */
+        stdin_spec = (struct group_spec){true, false, dash, 1};
+        specs = &stdin_spec;
+        nspecs = 1;
+    }
+    in->g = calloc(nspecs, sizeof(*in->g));
+    in->u = calloc(nspecs, sizeof(*in->u));
+    if (!in->g || !in->u) {
+        rc = CONCUR_ENOMEM;
+        goto fail;
+    }
+    in->ng = nspecs;
+    for (size_t i = 0; i < nspecs; i++) {
+        if (i == 0 || !specs[i].linked)
+            in->u[in->nu++].first = i;
+        in->u[in->nu - 1].count++;
+    }
+    for (size_t i = 0; i < nspecs; i++) {
+        bool first_unit = i < in->u[0].count;
+        if ((rc = open_group(in, &in->g[i], &specs[i], first_unit)) != 0)
+            goto fail;
+    }
+    for (size_t k = 1; k < in->nu; k++) {
+        struct unit *u = &in->u[k];
+        u->len = SIZE_MAX;
+        for (size_t i = u->first; i < u->first + u->count; i++)
+            if (in->g[i].n < u->len)
+                u->len = in->g[i].n;
+    }
+    if (o->colsep) {
+        in->colsep = true;
+        if ((rc = compile_colsep(in, o->colsep)) != 0)
+            goto fail;
+    }
+    *out = in;
+    return 0;
+fail:
+    if (rc == CONCUR_ENOMEM)
+        cli_error("out of memory");
+    input_close(in);
+    return rc;
+}
+
+int input_count(struct input *in, size_t *total)
+{
+    size_t t = 1, first = SIZE_MAX;
+    for (size_t k = 1; k < in->nu; k++)
+        t = in->u[k].len && t > SIZE_MAX / in->u[k].len ? SIZE_MAX : t * in->u[k].len;
+    for (size_t i = 0; i < in->u[0].count; i++) {
+        struct igroup *g = &in->g[i];
+        size_t n = g->n;
+        if (g->stream) {
+            struct stat st;
+            int rc;
+            if (fstat(g->rd.fd, &st) == 0 && S_ISREG(st.st_mode) && count_file(&g->rd, &n) == 0) {
+                /* counted in place; it stays streamed */
+            } else {
+                /* A pipe or a terminal: read it in full now (GNU parallel does too). */
+                if ((rc = load_group(g, &g->rd)) != 0)
+                    return rc;
+                g->stream = false;
+                n = g->n;
+            }
+        }
+        if (n < first)
+            first = n;
+    }
+    *total = first && t > SIZE_MAX / first ? SIZE_MAX : t * first;
+    return 0;
+}
+
+/* Moves the first unit to its next element: 1, 0 at its end, or a negative code. */
+static int advance_first(struct input *in)
+{
+    for (size_t i = 0; i < in->u[0].count; i++) {
+        struct igroup *g = &in->g[i];
+        if (g->stream) {
+            int rc = reader_next(&g->rd, &g->cur);
+            if (rc <= 0)
+                return rc;
+        } else {
+            if (g->next >= g->n)
+                return 0;
+            g->cur = g->items[g->next++];
+        }
+    }
+    return 1;
+}
+
+int input_next(struct input *in, struct record *rec)
+{
+    int rc;
+    if (in->done)
+        return 0;
+    if (!in->started) {
+        in->started = true;
+        for (size_t k = 1; k < in->nu; k++)
+            if (in->u[k].len == 0) {
+                in->done = true;
+                return 0;
+            }
+        rc = advance_first(in);
+    } else {
+        /* The odometer: the last unit turns fastest; a full turn carries to the left. */
+        size_t k = in->nu - 1;
+        while (k >= 1) {
+            if (++in->u[k].pos < in->u[k].len)
+                break;
+            in->u[k].pos = 0;
+            k--;
+        }
+        rc = k == 0 ? advance_first(in) : 1;
+    }
+    if (rc <= 0) {
+        in->done = true;
+        return rc;
+    }
+    rec->n = 0;
+    unsigned col = 0;
+    for (size_t k = 0; k < in->nu; k++) {
+        const struct unit *u = &in->u[k];
+        for (size_t i = u->first; i < u->first + u->count; i++) {
+            const struct igroup *g = &in->g[i];
+            struct item it = k == 0 ? g->cur : g->items[u->pos];
+            rc = in->colsep ? split_columns(in, rec, it.p, it.len, &col)
+                            : add_field(rec, it.p, it.len, ++col);
+            if (rc) {
+                cli_error("out of memory");
+                in->done = true;
+                return rc;
+            }
+        }
+    }
+    return 1;
+}
+
+void input_close(struct input *in)
+{
+    if (!in)
+        return;
+    for (size_t i = 0; i < in->ng; i++) {
+        struct igroup *g = &in->g[i];
+        if (g->rd.own_fd && g->rd.fd >= 0)
+            close(g->rd.fd);
+        free(g->rd.buf);
+        free(g->items);
+        free(g->data);
+    }
+    if (in->use_re)
+        regfree(&in->re);
+    free(in->g);
+    free(in->u);
+    free(in);
+}

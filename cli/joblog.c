@@ -1,0 +1,249 @@
+/*
+ * joblog.c - --joblog FILE in GNU parallel's format, and --resume / --resume-failed.
+ *
+ * The file starts with the header
+ *   Seq  Host  Starttime  JobRuntime  Send  Receive  Exitval  Signal  Command
+ * (TAB-separated) and gets one line per finished job, in completion order, written with a
+ * single write(2) as soon as the job is over, so that after a crash or an interrupt the
+ * file lists exactly the jobs that were done. Host is ":" (this machine), Starttime is
+ * seconds since the epoch with 3 decimals, JobRuntime is "%10.3f", Send is 0 (no stdin is
+ * sent), Receive counts the bytes of output, Exitval is the exit status (-1 for a job
+ * killed by its timeout, as GNU parallel logs it) and Signal the signal that ended it.
+ * Jobs killed because concur itself was interrupted are not logged: they are not done.
+ *
+ * Resuming reads the file back first. A job is identified by its sequence number:
+ * --resume skips every job the file lists; --resume-failed skips only those that
+ * succeeded (Exitval 0, Signal 0) with the same command line, so failed and changed jobs
+ * run again. A later line for the same Seq overrides an earlier one. The file is then
+ * appended to rather than truncated. Memory: one 24-byte entry per logged job.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct entry {
+    uint64_t seq; /* 0: empty slot */
+    uint64_t hash;
+    bool ok;
+};
+
+struct joblog {
+    int fd;
+    char *path;
+    bool resume_failed;
+    struct entry *tab; /* open addressing, power-of-two size */
+    size_t cap, n;
+    struct buf line;
+};
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static struct entry *lookup(const struct joblog *jl, uint64_t seq)
+{
+    if (!jl->cap)
+        return NULL;
+    size_t mask = jl->cap - 1, i = (size_t)(seq * 0x9E3779B97F4A7C15ull) & mask;
+    while (jl->tab[i].seq && jl->tab[i].seq != seq)
+        i = (i + 1) & mask;
+    return &jl->tab[i];
+}
+
+static int remember(struct joblog *jl, uint64_t seq, uint64_t hash, bool ok)
+{
+    if ((jl->n + 1) * 2 > jl->cap) {
+        size_t cap = jl->cap ? jl->cap * 2 : 1024;
+        struct entry *old = jl->tab;
+        size_t oldcap = jl->cap;
+        jl->tab = calloc(cap, sizeof(*jl->tab));
+        if (!jl->tab) {
+            jl->tab = old;
+            return CONCUR_ENOMEM;
+        }
+        jl->cap = cap;
+        jl->n = 0;
+        for (size_t i = 0; i < oldcap; i++)
+            if (old[i].seq) {
+                *lookup(jl, old[i].seq) = old[i];
+                jl->n++;
+            }
+        free(old);
+    }
+    struct entry *e = lookup(jl, seq);
+    if (!e->seq)
+        jl->n++;
+    *e = (struct entry){seq, hash, ok};
+    return 0;
+}
+
+/* One line of a joblog: remembers its job. Lines that do not parse are ignored. */
+static int parse_line(struct joblog *jl, char *s, size_t n)
+{
+    char *f[9];
+    size_t k = 0;
+    char *p = s, *end = s + n;
+    while (k < 8) {
+        char *tab = memchr(p, '\t', (size_t)(end - p));
+        if (!tab)
+            return 0;
+        *tab = '\0';
+        f[k++] = p;
+        p = tab + 1;
+    }
+    f[8] = p; /* the command: the rest of the line */
+    char *e1, *e2, *e3;
+    errno = 0;
+    unsigned long long seq = strtoull(f[0], &e1, 10);
+    long ev = strtol(f[6], &e2, 10);
+    long sg = strtol(f[7], &e3, 10);
+    if (errno || *e1 || *e2 || *e3 || seq == 0 || e1 == f[0])
+        return 0;
+    return remember(jl, seq, fnv1a(f[8], (size_t)(end - f[8])), ev == 0 && sg == 0);
+}
+
+static int read_log(struct joblog *jl, int fd)
+{
+    struct buf b = {0};
+    char blk[65536];
+    int rc = 0;
+    for (;;) {
+        ssize_t got = read(fd, blk, sizeof(blk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = -errno;
+            break;
+        }
+        if (got == 0)
+            break;
+        buf_add(&b, blk, (size_t)got);
+        if (!buf_ok(&b)) {
+            rc = CONCUR_ENOMEM;
+            break;
+        }
+        /* Parse the complete lines; keep a partial one. */
+        char *nl, *start = b.p;
+        while ((nl = memchr(start, '\n', b.len - (size_t)(start - b.p))) != NULL) {
+            if ((rc = parse_line(jl, start, (size_t)(nl - start))) != 0)
+                break;
+            start = nl + 1;
+        }
+        size_t rest = b.len - (size_t)(start - b.p);
+        memmove(b.p, start, rest);
+        b.len = rest;
+        if (rc)
+            break;
+    }
+    if (!rc && b.len)
+        rc = parse_line(jl, b.p, b.len); /* a last line without newline */
+    buf_free(&b);
+    return rc;
+}
+
+int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
+                bool readonly)
+{
+    struct joblog *jl = calloc(1, sizeof(*jl));
+    int rc = 0;
+    *out = NULL;
+    if (!jl || !(jl->path = strdup(path))) {
+        free(jl);
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    jl->fd = -1;
+    jl->resume_failed = resume_failed;
+    bool append = resume || resume_failed;
+    if (append) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            rc = read_log(jl, fd);
+            close(fd);
+            if (rc) {
+                cli_error("cannot read the joblog '%s': %s", path, concur_strerror(rc));
+                joblog_close(jl);
+                return rc;
+            }
+        } else if (errno != ENOENT) {
+            rc = -errno;
+            cli_error("cannot open the joblog '%s': %s", path, strerror(errno));
+            joblog_close(jl);
+            return rc;
+        }
+    }
+    if (readonly) {
+        *out = jl;
+        return 0;
+    }
+    jl->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0666);
+    struct stat st;
+    if (jl->fd < 0 || fstat(jl->fd, &st) < 0) {
+        rc = -errno;
+        cli_error("cannot open the joblog '%s': %s", path, strerror(errno));
+        joblog_close(jl);
+        return rc;
+    }
+    if (st.st_size == 0) {
+        static const char header[] =
+            "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+        if ((rc = write_all(jl->fd, header, sizeof(header) - 1)) != 0) {
+            cli_error("cannot write the joblog '%s': %s", path, strerror(-rc));
+            joblog_close(jl);
+            return rc;
+        }
+    }
+    *out = jl;
+    return 0;
+}
+
+bool joblog_needs_line(const struct joblog *jl)
+{
+    return jl->resume_failed && jl->n > 0;
+}
+
+bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len)
+{
+    const struct entry *e = lookup(jl, seq);
+    if (!e || !e->seq)
+        return false;
+    if (!jl->resume_failed)
+        return true;
+    return e->ok && e->hash == fnv1a(line, len);
+}
+
+int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                 int exitval, int sig, const char *cmd, size_t cmd_len)
+{
+    buf_reset(&jl->line);
+    buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start, runtime, received,
+               exitval, sig);
+    buf_add(&jl->line, cmd, cmd_len);
+    buf_addc(&jl->line, '\n');
+    if (!buf_ok(&jl->line))
+        return CONCUR_ENOMEM;
+    return write_all(jl->fd, jl->line.p, jl->line.len);
+}
+
+void joblog_close(struct joblog *jl)
+{
+    if (!jl)
+        return;
+    if (jl->fd >= 0)
+        close(jl->fd);
+    free(jl->tab);
+    free(jl->path);
+    buf_free(&jl->line);
+    free(jl);
+}

@@ -1,0 +1,740 @@
+/*
+ * opts.c - the command line: options, the command words, and the input groups.
+ *
+ *   concur [OPTION]... [COMMAND [WORD]...] [::: ARG... | :::+ ARG... | :::: FILE... ]...
+ *
+ * As with GNU parallel (Getopt::Long with bundling and require_order), options come first;
+ * the first word that is not an option starts the command, and everything up to the first
+ * ::: / :::+ / :::: / ::::+ separator is a command word, even when it starts with '-'.
+ * Short options may be bundled (-kj4), take their value glued or as the next word (-j4,
+ * -j 4); long ones take it after '=' or as the next word, and may be abbreviated to any
+ * unambiguous prefix (--keep for --keep-order).
+ *
+ * The option table below is the single source of --help; docs/concur.1 has one entry per
+ * row with the same text.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum optid {
+    O_ARGFILE,
+    O_NULL,
+    O_DELIM,
+    O_COLSEP,
+    O_MAXARGS,
+    O_X,
+    O_M,
+    O_QUOTE,
+    O_SHELL,
+    O_JOBS,
+    O_TIMEOUT,
+    O_TERMSEQ,
+    O_RETRIES,
+    O_HALT,
+    O_DELAY,
+    O_GROUP,
+    O_LINEBUF,
+    O_LB,
+    O_UNGROUP,
+    O_KEEP,
+    O_TAG,
+    O_TAGSTRING,
+    O_RESULTS,
+    O_JSON,
+    O_JOBLOG,
+    O_RESUME,
+    O_RESUMEF,
+    O_BAR,
+    O_ETA,
+    O_PROGRESS,
+    O_DRYRUN,
+    O_REPORT,
+    O_WILLCITE,
+    O_HELP,
+    O_VERSION,
+};
+
+struct optdef {
+    enum optid id;
+    char shortname;       /* 0: none */
+    const char *longname; /* NULL: none */
+    const char *arg;      /* value name, NULL for flags */
+    const char *help;     /* NULL: an alias listed with the previous entry */
+    const char *section;  /* printed before this entry when not NULL */
+};
+
+static const struct optdef optdefs[] = {
+    {O_ARGFILE, 'a', "arg-file", "FILE", "read arguments from FILE, one per line", "Input"},
+    {O_NULL, '0', "null", NULL, "arguments end with a NUL byte, not a newline", NULL},
+    {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
+     NULL},
+    {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
+    {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
+    {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
+    {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
+    {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
+    {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
+    {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
+    {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
+    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
+    {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
+    {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
+    {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output"},
+    {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL},
+    {O_LB, 0, "lb", NULL, NULL, NULL},
+    {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL},
+    {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL},
+    {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL},
+    {O_TAGSTRING, 0, "tagstring", "STR", "prefix output lines with STR and a TAB", NULL},
+    {O_RESULTS, 0, "results", "PATH", "save output in PATH (.json, .csv, .tsv or a dir)", NULL},
+    {O_JSON, 0, "json", NULL, "print a JSON object per job instead of its output", NULL},
+    {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (GNU parallel's format)", NULL},
+    {O_RESUME, 0, "resume", NULL, "skip the jobs the joblog lists", NULL},
+    {O_RESUMEF, 0, "resume-failed", NULL, "skip the jobs the joblog lists as succeeded", NULL},
+    {O_BAR, 0, "bar", NULL, "show a progress bar on stderr", NULL},
+    {O_ETA, 0, "eta", NULL, "show the estimated time left on stderr", NULL},
+    {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL},
+    {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
+    {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
+    {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
+    {O_HELP, 'h', "help", NULL, "print this help and exit", NULL},
+    {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL},
+};
+enum { NOPTS = sizeof(optdefs) / sizeof(optdefs[0]) };
+
+static void print_help(void)
+{
+    struct buf b = {0};
+    buf_adds(&b, "Usage: concur [OPTION]... [COMMAND [WORD]...] [::: ARG... | :::: FILE...]...\n"
+                 "\n"
+                 "Runs COMMAND once per input argument, several at a time, as GNU parallel does.\n"
+                 "Arguments come from ::: groups (all their combinations; :::+ pairs a group with\n"
+                 "the previous one), from :::: or -a files, or from standard input, one per line.\n"
+                 "{} in COMMAND is replaced by the argument, quoted; without a placeholder the\n"
+                 "arguments are appended. Also: {.} {/} {//} {/.} {#} {%} {1} {2.}...\n");
+    for (int i = 0; i < NOPTS; i++) {
+        const struct optdef *d = &optdefs[i];
+        if (!d->help)
+            continue;
+        if (d->section)
+            buf_printf(&b, "\n%s:\n", d->section);
+        char head[64];
+        int n;
+        if (d->shortname && d->longname)
+            n = snprintf(head, sizeof(head), "  -%c, --%s", d->shortname, d->longname);
+        else if (d->shortname)
+            n = snprintf(head, sizeof(head), "  -%c", d->shortname);
+        else
+            n = snprintf(head, sizeof(head), "      --%s", d->longname);
+        if (i + 1 < NOPTS && !optdefs[i + 1].help) /* an alias */
+            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", optdefs[i + 1].longname);
+        if (d->arg)
+            snprintf(head + n, sizeof(head) - (size_t)n, " %s", d->arg);
+        buf_printf(&b, "%-26s%s%s\n", head,
+                   strlen(head) >= 25 ? "\n                          " : "", d->help);
+    }
+    buf_adds(&b, "\n"
+                 "Exit status: 0 if every job succeeded; else the number of failed jobs (101 for\n"
+                 "more than 100); 2 for a usage error; 130 or 143 after SIGINT or SIGTERM; 255\n"
+                 "for other errors. See concur(1).\n");
+    if (!buf_ok(&b) || write_all(1, b.p, b.len) < 0)
+        cli_error("cannot print the help");
+    buf_free(&b);
+}
+
+static int usage_error(const char *fmt, const char *a, const char *b)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), fmt, a, b);
+    cli_error("%s", msg);
+    (void)write_all(2, "Try 'concur --help' for more information.\n", 42);
+    return EXIT_USAGE;
+}
+
+static int oom(void)
+{
+    cli_error("out of memory");
+    return EXIT_OTHER;
+}
+
+/* ------------------------------------------------------------------ values */
+
+static bool parse_uint(const char *s, unsigned long *out)
+{
+    char *end;
+    if (!*s || *s == '-' || *s == '+')
+        return false;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* -j: N, N% of the CPUs (rounded up), +N / -N relative to the CPUs; 0: no limit. */
+static bool parse_jobs(const char *s, int *out)
+{
+    int ncpu = concur_cpu_count();
+    unsigned long v;
+    size_t len = strlen(s);
+    if (len > 1 && s[len - 1] == '%') {
+        char tmp[32];
+        if (len - 1 >= sizeof(tmp))
+            return false;
+        memcpy(tmp, s, len - 1);
+        tmp[len - 1] = '\0';
+        if (!parse_uint(tmp, &v) || v > 100000)
+            return false;
+        long n = (long)ceil((double)ncpu * (double)v / 100.0);
+        *out = n < 1 ? 1 : (int)n;
+        return true;
+    }
+    if (*s == '+' || *s == '-') {
+        if (!parse_uint(s + 1, &v) || v > INT_MAX / 2)
+            return false;
+        long n = *s == '+' ? (long)ncpu + (long)v : (long)ncpu - (long)v;
+        *out = n < 1 ? 1 : (int)n;
+        return true;
+    }
+    if (!parse_uint(s, &v) || v > INT_MAX)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static int signal_number(const char *s)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+                {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},
+                {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"ABRT", SIGABRT}};
+    unsigned long v;
+    if (parse_uint(s, &v))
+        return v > 0 && v < (unsigned long)NSIG ? (int)v : -1;
+    if (!strncasecmp(s, "SIG", 3))
+        s += 3;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (!strcasecmp(s, sigs[i].name))
+            return sigs[i].sig;
+    return -1;
+}
+
+/* --termseq SIG,MS,SIG,MS,...: the first signal is sent, and SIGKILL follows once the
+ * delays up to the KILL entry (or all of them) have passed. Signals in between are not
+ * sent (the runner has two stages). */
+static bool parse_termseq(const char *s, int *sig, double *grace)
+{
+    char *copy = strdup(s), *save = NULL;
+    if (!copy)
+        return false;
+    bool ok = true, first = true, killed = false;
+    double total = 0;
+    int n = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save)) {
+        if (n % 2 == 0) {
+            int sg = signal_number(tok);
+            if (sg < 0)
+                ok = false;
+            else if (first)
+                *sig = sg;
+            else if (sg == SIGKILL)
+                killed = true;
+            first = false;
+        } else if (!killed) {
+            char *end;
+            double ms = strtod(tok, &end);
+            if (*end || !(ms >= 0))
+                ok = false;
+            else
+                total += ms;
+        }
+        n++;
+    }
+    free(copy);
+    if (!ok || n == 0)
+        return false;
+    *grace = total > 0 ? total / 1000.0 : 0.001;
+    return true;
+}
+
+/* --halt: never | 0/1/2/-1/-2 | N% | now|soon,fail|success|done=N|N% (GNU parallel's forms) */
+static bool parse_halt(const char *s, struct cli_opts *o)
+{
+    static const char *const expand[][2] = {{"0", "never"},
+                                            {"1", "soon,fail=1"},
+                                            {"2", "now,fail=1"},
+                                            {"-1", "soon,success=1"},
+                                            {"-2", "now,success=1"}};
+    char buf[128];
+    for (size_t i = 0; i < sizeof(expand) / sizeof(expand[0]); i++)
+        if (!strcmp(s, expand[i][0]))
+            s = expand[i][1];
+    size_t len = strlen(s);
+    if (len && s[len - 1] == '%' && strspn(s, "0123456789") == len - 1) {
+        snprintf(buf, sizeof(buf), "soon,fail=%s", s);
+        s = buf;
+    }
+    if (!strcmp(s, "never")) {
+        o->halt_when = HALT_NEVER;
+        return true;
+    }
+    const char *comma = strchr(s, ',');
+    const char *eq = comma ? strchr(comma, '=') : NULL;
+    if (!comma || !eq)
+        return false;
+    size_t wl = (size_t)(comma - s), hl = (size_t)(eq - comma - 1);
+    if (wl == 3 && !strncmp(s, "now", 3))
+        o->halt_when = HALT_NOW;
+    else if (wl == 4 && !strncmp(s, "soon", 4))
+        o->halt_when = HALT_SOON;
+    else
+        return false;
+    if (hl == 4 && !strncmp(comma + 1, "fail", 4))
+        o->halt_on = HALT_FAIL;
+    else if (hl == 7 && !strncmp(comma + 1, "success", 7))
+        o->halt_on = HALT_SUCCESS;
+    else if (hl == 4 && !strncmp(comma + 1, "done", 4))
+        o->halt_on = HALT_DONE;
+    else
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(eq + 1, &end);
+    o->halt_pct = *end == '%' && end[1] == '\0';
+    if (errno || end == eq + 1 || (*end && !o->halt_pct) || !(v > 0) || (o->halt_pct && v > 100))
+        return false;
+    o->halt_value = v;
+    return true;
+}
+
+/* Decodes a -d delimiter: \n \t \r \a \b \f \v \e \\ \0NN (octal) \NNN \xHH. */
+static bool decode_delim(const char *s, char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    char *d = malloc(n + 1), *p = d;
+    if (!d)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\\' || i + 1 == n) {
+            *p++ = s[i];
+            continue;
+        }
+        char c = s[++i];
+        switch (c) {
+        case 'n':
+            *p++ = '\n';
+            break;
+        case 't':
+            *p++ = '\t';
+            break;
+        case 'r':
+            *p++ = '\r';
+            break;
+        case 'a':
+            *p++ = '\a';
+            break;
+        case 'b':
+            *p++ = '\b';
+            break;
+        case 'f':
+            *p++ = '\f';
+            break;
+        case 'v':
+            *p++ = '\v';
+            break;
+        case 'e':
+            *p++ = '\033';
+            break;
+        case 'x': {
+            unsigned v = 0, k = 0;
+            while (k < 2 && i + 1 < n && strchr("0123456789abcdefABCDEF", s[i + 1]) && s[i + 1]) {
+                char h = s[++i];
+                v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                k++;
+            }
+            *p++ = k ? (char)v : 'x';
+            break;
+        }
+        default:
+            if (c >= '0' && c <= '7') {
+                unsigned v = (unsigned)(c - '0'), k = 1;
+                while (k < 3 && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '7') {
+                    v = v * 8 + (unsigned)(s[++i] - '0');
+                    k++;
+                }
+                *p++ = (char)v;
+            } else {
+                *p++ = c; /* \\ and any other escaped character */
+            }
+        }
+    }
+    *len = (size_t)(p - d);
+    *p = '\0';
+    *out = d;
+    return *len > 0;
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+static int separator(const char *s)
+{
+    if (!strcmp(s, ":::"))
+        return 1;
+    if (!strcmp(s, ":::+"))
+        return 2;
+    if (!strcmp(s, "::::"))
+        return 3;
+    if (!strcmp(s, "::::+"))
+        return 4;
+    return 0;
+}
+
+static bool add_group(struct cli_opts *o, bool is_file, bool linked, char **items, size_t n)
+{
+    struct group_spec *g = realloc(o->groups, (o->ngroups + 1) * sizeof(*g));
+    if (!g)
+        return false;
+    o->groups = g;
+    g[o->ngroups++] = (struct group_spec){is_file, linked, items, n};
+    return true;
+}
+
+/* Applies one option. `val` is its value (NULL for flags). Returns 0, 1 (help/version
+ * printed) or EXIT_USAGE. `shown` names the option as the user wrote it. */
+static int apply(struct cli_opts *o, const struct optdef *d, const char *val, const char *shown,
+                 char ***argfiles, size_t *nargfiles)
+{
+    unsigned long v;
+    switch (d->id) {
+    case O_ARGFILE: {
+        char **a = realloc(*argfiles, (*nargfiles + 1) * sizeof(*a));
+        if (!a)
+            return oom();
+        a[(*nargfiles)++] = (char *)val;
+        *argfiles = a;
+        break;
+    }
+    case O_NULL:
+        free(o->delim);
+        o->delim = NULL;
+        if (!decode_delim("\\0", &o->delim, &o->delim_len))
+            return oom();
+        break;
+    case O_DELIM:
+        free(o->delim);
+        o->delim = NULL;
+        if (!decode_delim(val, &o->delim, &o->delim_len))
+            return usage_error("bad value for %s: '%s' (empty delimiter)", shown, val);
+        break;
+    case O_COLSEP:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->colsep = val;
+        break;
+    case O_MAXARGS:
+        if (!parse_uint(val, &v) || v == 0 || v > 1000000)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_args = v;
+        break;
+    case O_X:
+        o->ctx_replace = true;
+        o->multi = false;
+        break;
+    case O_M:
+        o->multi = true;
+        o->ctx_replace = false;
+        break;
+    case O_QUOTE:
+        o->quote = true;
+        break;
+    case O_SHELL:
+        o->shell = true;
+        break;
+    case O_JOBS:
+        if (!parse_jobs(val, &o->jobs))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
+    case O_TIMEOUT: {
+        size_t len = strlen(val);
+        if (len > 1 && val[len - 1] == '%') {
+            char *end;
+            double p = strtod(val, &end);
+            if (end != val + len - 1 || !(p > 0) || !isfinite(p))
+                return usage_error("bad value for %s: '%s'", shown, val);
+            o->timeout_pct = p;
+            o->timeout = 0;
+        } else if (!parse_duration(val, &o->timeout)) {
+            return usage_error("bad value for %s: '%s'", shown, val);
+        } else {
+            o->timeout_pct = 0;
+        }
+        break;
+    }
+    case O_TERMSEQ:
+        if (!parse_termseq(val, &o->term_signal, &o->kill_grace))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
+    case O_RETRIES:
+        if (!parse_uint(val, &v) || v > 1000000)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->tries = (unsigned)v;
+        break;
+    case O_HALT:
+        if (!parse_halt(val, o))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
+    case O_DELAY:
+        if (!parse_duration(val, &o->delay))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
+    case O_GROUP:
+        o->out = OUT_GROUP;
+        break;
+    case O_LINEBUF:
+    case O_LB:
+        o->out = OUT_LINE;
+        break;
+    case O_UNGROUP:
+        o->out = OUT_UNGROUP;
+        break;
+    case O_KEEP:
+        o->keep_order = true;
+        break;
+    case O_TAG:
+        o->tag = true;
+        break;
+    case O_TAGSTRING:
+        o->tagstring = val;
+        break;
+    case O_RESULTS:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->results = val;
+        break;
+    case O_JSON:
+        o->json = true;
+        break;
+    case O_JOBLOG:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->joblog = val;
+        break;
+    case O_RESUME:
+        o->resume = true;
+        break;
+    case O_RESUMEF:
+        o->resume_failed = true;
+        break;
+    case O_BAR:
+        o->bar = true;
+        break;
+    case O_ETA:
+        o->eta = true;
+        break;
+    case O_PROGRESS:
+        o->progress = true;
+        break;
+    case O_DRYRUN:
+        o->dry_run = true;
+        break;
+    case O_REPORT:
+        o->report = true;
+        break;
+    case O_WILLCITE:
+        break;
+    case O_HELP:
+        print_help();
+        return 1;
+    case O_VERSION: {
+        char line[128];
+        int n = snprintf(line, sizeof(line), "concur %s\n", concur_version());
+        if (n < 0 || write_all(1, line, (size_t)n) < 0)
+            cli_error("cannot print the version");
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static const struct optdef *find_long(const char *name, size_t len, bool *ambiguous)
+{
+    const struct optdef *hit = NULL;
+    *ambiguous = false;
+    for (int i = 0; i < NOPTS; i++) {
+        const char *ln = optdefs[i].longname;
+        if (!ln || strncmp(ln, name, len))
+            continue;
+        if (ln[len] == '\0')
+            return &optdefs[i]; /* exact */
+        if (hit)
+            *ambiguous = true;
+        hit = &optdefs[i];
+    }
+    return *ambiguous ? NULL : hit;
+}
+
+static const struct optdef *find_short(char c)
+{
+    for (int i = 0; i < NOPTS; i++)
+        if (optdefs[i].shortname == c)
+            return &optdefs[i];
+    return NULL;
+}
+
+int opts_parse(int argc, char **argv, struct cli_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->jobs = concur_cpu_count();
+    o->tries = 1;
+    char **argfiles = NULL;
+    size_t nargfiles = 0;
+    int i = 1, rc = 0;
+
+    /* Options. */
+    while (i < argc && !rc) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (a[0] != '-' || a[1] == '\0' || separator(a))
+            break;
+        if (a[1] == '-') { /* --name[=value] */
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            bool amb;
+            const struct optdef *d = find_long(name, len, &amb);
+            char shown[128];
+            snprintf(shown, sizeof(shown), "--%.*s", (int)(len < 100 ? len : 100), name);
+            if (!d) {
+                rc = usage_error(amb ? "ambiguous option '%s'%s" : "unknown option '%s'%s", shown,
+                                 "");
+                break;
+            }
+            snprintf(shown, sizeof(shown), "--%s", d->longname);
+            const char *val = NULL;
+            if (d->arg) {
+                if (eq) {
+                    val = eq + 1;
+                } else if (i + 1 < argc) {
+                    val = argv[++i];
+                } else {
+                    rc = usage_error("option '%s' needs a value%s", shown, "");
+                    break;
+                }
+            } else if (eq) {
+                rc = usage_error("option '%s' takes no value%s", shown, "");
+                break;
+            }
+            rc = apply(o, d, val, shown, &argfiles, &nargfiles);
+            i++;
+            continue;
+        }
+        /* -abc: bundled short options; one taking a value takes the rest or the next word */
+        for (const char *p = a + 1; *p && !rc; p++) {
+            const struct optdef *d = find_short(*p);
+            char shown[8] = {'-', *p, '\0'};
+            if (!d) {
+                rc = usage_error("unknown option '%s'%s", shown, "");
+                break;
+            }
+            if (!d->arg) {
+                rc = apply(o, d, NULL, shown, &argfiles, &nargfiles);
+                continue;
+            }
+            const char *val;
+            if (p[1]) {
+                val = p + 1;
+            } else if (i + 1 < argc) {
+                val = argv[++i];
+            } else {
+                rc = usage_error("option '%s' needs a value%s", shown, "");
+                break;
+            }
+            rc = apply(o, d, val, shown, &argfiles, &nargfiles);
+            break;
+        }
+        i++;
+    }
+    if (rc)
+        goto out;
+
+    /* The command: words up to the first separator. */
+    o->cmd = argv + i;
+    while (i < argc && !separator(argv[i]))
+        i++;
+    o->ncmd = (int)(argv + i - o->cmd);
+
+    /* -a files come first, then the groups in the order given. */
+    for (size_t k = 0; k < nargfiles; k++)
+        if (!add_group(o, true, false, &argfiles[k], 1)) {
+            rc = oom();
+            goto out;
+        }
+    while (i < argc) {
+        int sep = separator(argv[i++]);
+        int start = i;
+        while (i < argc && !separator(argv[i]))
+            i++;
+        if (sep <= 2) {
+            if (sep == 2 && o->ngroups == 0) {
+                rc = usage_error("'%s' needs a group before it%s", ":::+", "");
+                goto out;
+            }
+            if (!add_group(o, false, sep == 2, argv + start, (size_t)(i - start))) {
+                rc = oom();
+                goto out;
+            }
+        } else {
+            if (i == start) {
+                rc = usage_error("'%s' needs a file name%s", argv[start - 1], "");
+                goto out;
+            }
+            if (sep == 4 && o->ngroups == 0) {
+                rc = usage_error("'%s' needs a group before it%s", "::::+", "");
+                goto out;
+            }
+            for (int k = start; k < i; k++)
+                if (!add_group(o, true, sep == 4 && k == start, argv + k, 1)) {
+                    rc = oom();
+                    goto out;
+                }
+        }
+    }
+
+    if (!o->delim && !decode_delim("\\n", &o->delim, &o->delim_len)) {
+        rc = oom();
+        goto out;
+    }
+    if ((o->resume || o->resume_failed) && !o->joblog) {
+        rc =
+            usage_error("%s needs --joblog FILE%s", o->resume ? "--resume" : "--resume-failed", "");
+        goto out;
+    }
+out:
+    o->argfiles = argfiles; /* the -a groups point into it; opts_free releases it */
+    if (rc)
+        opts_free(o);
+    return rc;
+}
+
+void opts_free(struct cli_opts *o)
+{
+    free(o->groups);
+    free(o->argfiles);
+    free(o->delim);
+    o->groups = NULL;
+    o->argfiles = NULL;
+    o->delim = NULL;
+}

@@ -1,0 +1,176 @@
+/*
+ * progress.c - --bar, --eta and --progress: one status line on stderr.
+ *
+ * On a terminal the line is live: redrawn in place ("\r", then the line, then "erase to
+ * the end of the line") at most ten times a second, taken away while job output is
+ * written (progress_clear / progress_redraw) and left as a final line at the end. On
+ * anything else (a file, a pipe) a plain line is printed at most once a second, and a last
+ * one at the end, so logs stay readable.
+ *
+ * The line is updated when jobs start and end; it is driven by the runner's callbacks,
+ * so it needs no thread and no timer. The ETA is the time left at the average rate so
+ * far: elapsed * (total - done) / done. Without a known total (the input could not be
+ * counted) the bar shows counts only.
+ *
+ *   [##########..........]  50% 500/1000  ETA 12s  running 4  failed 2
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+struct progress {
+    bool bar, eta, counts;
+    bool tty, shown;
+    size_t total, done, failed, running;
+    double t0, last;
+    struct buf line;
+};
+
+int progress_create(struct progress **out, bool bar, bool eta, bool counts, size_t total)
+{
+    struct progress *p = calloc(1, sizeof(*p));
+    if (!p)
+        return CONCUR_ENOMEM;
+    p->bar = bar;
+    p->eta = eta;
+    p->counts = counts;
+    p->tty = isatty(2);
+    p->total = total;
+    p->t0 = mono_now();
+    p->last = -1;
+    *out = p;
+    return 0;
+}
+
+static void fmt_secs(struct buf *b, double s)
+{
+    long t = (long)(s + 0.5);
+    if (t < 60)
+        buf_printf(b, "%lds", t);
+    else if (t < 3600)
+        buf_printf(b, "%ldm%02lds", t / 60, t % 60);
+    else
+        buf_printf(b, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+}
+
+static void compose(struct progress *p, struct buf *b)
+{
+    size_t base = b->len; /* what precedes the status (a prefix, "\r") */
+    double elapsed = mono_now() - p->t0;
+    bool known = p->total > 0 && p->total != SIZE_MAX;
+    if (p->bar) {
+        enum { W = 20 };
+        if (known) {
+            double f = p->total ? (double)p->done / (double)p->total : 1;
+            if (f > 1)
+                f = 1;
+            size_t fill = (size_t)(f * W);
+            buf_addc(b, '[');
+            for (size_t i = 0; i < W; i++)
+                buf_addc(b, i < fill ? '#' : '.');
+            buf_printf(b, "] %3d%% %zu/%zu", (int)(f * 100), p->done, p->total);
+            if (!p->eta && p->done > 0 && p->done < p->total) {
+                buf_adds(b, "  ETA ");
+                fmt_secs(b, elapsed * (double)(p->total - p->done) / (double)p->done);
+            }
+        } else {
+            buf_printf(b, "%zu done", p->done);
+        }
+    }
+    if (p->eta) {
+        if (b->len > base)
+            buf_adds(b, "  ");
+        if (known && p->done > 0) {
+            size_t left = p->total > p->done ? p->total - p->done : 0;
+            buf_adds(b, "ETA ");
+            fmt_secs(b, elapsed * (double)left / (double)p->done);
+            buf_printf(b, "  left %zu  avg ", left);
+            fmt_secs(b, elapsed / (double)p->done);
+        } else if (known) {
+            buf_printf(b, "ETA ?  left %zu", p->total);
+        } else {
+            buf_printf(b, "elapsed ");
+            fmt_secs(b, elapsed);
+        }
+    }
+    if (p->counts || (!p->bar && !p->eta)) {
+        if (b->len > base)
+            buf_adds(b, "  ");
+        buf_printf(b, "running %zu  done %zu", p->running, p->done);
+    }
+    if (p->failed)
+        buf_printf(b, "  failed %zu", p->failed);
+}
+
+/* Draws the line now if `force` or if enough time passed since the last one. */
+static void draw(struct progress *p, bool force)
+{
+    double now = mono_now();
+    if (!force && p->last >= 0 && now - p->last < (p->tty ? 0.1 : 1.0))
+        return;
+    p->last = now;
+    buf_reset(&p->line);
+    if (p->tty)
+        buf_addc(&p->line, '\r');
+    else
+        buf_adds(&p->line, "concur: ");
+    compose(p, &p->line);
+    buf_adds(&p->line, p->tty ? "\033[K" : "\n");
+    if (buf_ok(&p->line) && write_all(2, p->line.p, p->line.len) == 0 && p->tty)
+        p->shown = true;
+}
+
+void progress_started(struct progress *p)
+{
+    p->running++;
+    draw(p, false);
+}
+
+void progress_done(struct progress *p, bool failed)
+{
+    if (p->running)
+        p->running--;
+    p->done++;
+    if (failed)
+        p->failed++;
+    draw(p, false);
+}
+
+void progress_skipped(struct progress *p)
+{
+    if (p->total && p->total != SIZE_MAX)
+        p->total--;
+}
+
+void progress_clear(struct progress *p)
+{
+    if (p->shown) {
+        (void)write_all(2, "\r\033[K", 4);
+        p->shown = false;
+    }
+}
+
+void progress_redraw(struct progress *p)
+{
+    if (p->tty && !p->shown)
+        draw(p, true);
+}
+
+void progress_finish(struct progress *p)
+{
+    draw(p, true);
+    if (p->tty && p->shown)
+        (void)write_all(2, "\n", 1);
+    p->shown = false;
+}
+
+void progress_free(struct progress *p)
+{
+    if (!p)
+        return;
+    buf_free(&p->line);
+    free(p);
+}

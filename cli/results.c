@@ -1,0 +1,265 @@
+/*
+ * results.c - --results PATH: keeping every job's output, and the JSON form of a job.
+ *
+ * PATH decides the form:
+ *   *.json  one JSON object per line per job, GNU parallel's: Seq, Host, Starttime,
+ *           JobRuntime, Send, Receive, Exitval, Signal, Command, V (the arguments),
+ *           Stdout, Stderr;
+ *   *.csv   a header, then one row per job (GNU parallel's columns: Seq, Host,
+ *           Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command, V1..Vn,
+ *           Stdout, Stderr), fields quoted when they hold a quote, a blank or a comma;
+ *   *.tsv   the same with TABs;
+ *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
+ *           the files stdout, stderr and seq of the job with these arguments (in an
+ *           argument, \ becomes \\, TAB \t, and / becomes \_ ).
+ * Jobs are written when they end, in completion order. Files are written with write(2)
+ * and every write and close is checked.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum rkind { R_JSON, R_CSV, R_DIR };
+
+struct results {
+    enum rkind kind;
+    char sep;
+    int fd;
+    char *path;
+    bool header_done;
+    struct buf b;
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && !strcasecmp(s + n - m, suffix);
+}
+
+/* mkdir -p for the first n bytes of path (n = strlen when the whole path). */
+static int mkdir_p(char *path)
+{
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        int rc = mkdir(path, 0777) < 0 && errno != EEXIST ? -errno : 0;
+        *p = c;
+        if (rc)
+            return rc;
+        if (!c)
+            return 0;
+    }
+}
+
+int results_open(struct results **out, const char *path)
+{
+    struct results *r = calloc(1, sizeof(*r));
+    int rc = 0;
+    *out = NULL;
+    if (!r || !(r->path = strdup(path))) {
+        free(r);
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    r->fd = -1;
+    if (ends_with(path, ".json") || ends_with(path, ".csv") || ends_with(path, ".tsv")) {
+        r->kind = ends_with(path, ".json") ? R_JSON : R_CSV;
+        r->sep = ends_with(path, ".tsv") ? '\t' : ',';
+        r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (r->fd < 0)
+            rc = -errno;
+    } else {
+        r->kind = R_DIR;
+        rc = mkdir_p(r->path);
+    }
+    if (rc) {
+        cli_error("cannot create the results '%s': %s", path, strerror(-rc));
+        results_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+void json_job(struct buf *b, const struct jobdone *d)
+{
+    buf_printf(b, "{\"seq\":%zu,\"args\":[", d->seq);
+    for (size_t i = 0; i < d->nargs; i++) {
+        buf_add(b, i ? ",\"" : "\"", i ? 2 : 1);
+        json_string(b, d->args[i].p, d->args[i].len);
+        buf_addc(b, '"');
+    }
+    buf_adds(b, "],\"command\":\"");
+    json_string(b, d->cmd, d->cmd_len);
+    buf_printf(b,
+               "\",\"exitcode\":%d,\"signal\":%d,\"timeout\":%s,\"start\":%.3f,"
+               "\"runtime\":%.3f,\"stdout\":\"",
+               d->exitcode, d->sig, d->timeout ? "true" : "false", d->start, d->runtime);
+    json_string(b, d->out, d->out_len);
+    buf_adds(b, "\",\"stderr\":\"");
+    json_string(b, d->err, d->err_len);
+    buf_adds(b, "\"}\n");
+}
+
+/* GNU parallel's object for --results FILE.json. */
+static void json_gnu(struct buf *b, const struct jobdone *d)
+{
+    buf_printf(b,
+               "{ \"Seq\": %zu, \"Host\": \":\", \"Starttime\": %.3f, \"JobRuntime\": %.3f, "
+               "\"Send\": 0, \"Receive\": %zu, \"Exitval\": %d, \"Signal\": %d, \"Command\": \"",
+               d->seq, d->start, d->runtime, d->out_len + d->err_len, d->exitval, d->sig);
+    json_string(b, d->cmd, d->cmd_len);
+    buf_adds(b, "\", \"V\": [ ");
+    for (size_t i = 0; i < d->nargs; i++) {
+        buf_add(b, i ? ",\"" : "\"", i ? 2 : 1);
+        json_string(b, d->args[i].p, d->args[i].len);
+        buf_addc(b, '"');
+    }
+    buf_adds(b, " ], \"Stdout\": \"");
+    json_string(b, d->out, d->out_len);
+    buf_adds(b, "\", \"Stderr\": \"");
+    json_string(b, d->err, d->err_len);
+    buf_adds(b, "\" }\n");
+}
+
+/* ------------------------------------------------------------------ CSV */
+
+/* GNU parallel's combine_ref: quotes doubled; quoted when holding a quote, a blank or the
+ * separator. */
+static void csv_field(struct buf *b, const void *data, size_t n, char sep)
+{
+    const char *s = data;
+    bool quote = false;
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = s[i] == '"' || s[i] == sep || s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r');
+    if (!quote) {
+        buf_add(b, s, n);
+        return;
+    }
+    buf_addc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            buf_addc(b, '"');
+        buf_addc(b, s[i]);
+    }
+    buf_addc(b, '"');
+}
+
+static void csv_row(struct results *r, const struct jobdone *d)
+{
+    struct buf *b = &r->b;
+    char sep = r->sep;
+    if (!r->header_done) {
+        buf_printf(b, "Seq%cHost%cStarttime%cJobRuntime%cSend%cReceive%cExitval%cSignal%cCommand",
+                   sep, sep, sep, sep, sep, sep, sep, sep);
+        for (size_t i = 0; i < d->nargs; i++)
+            buf_printf(b, "%cV%zu", sep, i + 1);
+        buf_printf(b, "%cStdout%cStderr\n", sep, sep);
+        r->header_done = true;
+    }
+    buf_printf(b, "%zu%c:%c%.3f%c%.3f%c0%c%zu%c%d%c%d%c", d->seq, sep, sep, d->start, sep,
+               d->runtime, sep, sep, d->out_len + d->err_len, sep, d->exitval, sep, d->sig, sep);
+    csv_field(b, d->cmd, d->cmd_len, sep);
+    for (size_t i = 0; i < d->nargs; i++) {
+        buf_addc(b, sep);
+        csv_field(b, d->args[i].p, d->args[i].len, sep);
+    }
+    buf_addc(b, sep);
+    csv_field(b, d->out, d->out_len, sep);
+    buf_addc(b, sep);
+    csv_field(b, d->err, d->err_len, sep);
+    buf_addc(b, '\n');
+}
+
+/* ------------------------------------------------------------------ directory */
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return -errno;
+    int rc = write_all(fd, data, n);
+    if (close(fd) < 0 && !rc)
+        rc = -errno;
+    return rc;
+}
+
+static int dir_job(struct results *r, const struct jobdone *d)
+{
+    struct buf *b = &r->b;
+    buf_adds(b, r->path);
+    for (size_t i = 0; i < d->nargs; i++) {
+        buf_printf(b, "/%u/", d->args[i].col);
+        for (size_t k = 0; k < d->args[i].len; k++) {
+            char c = d->args[i].p[k];
+            if (c == '\\')
+                buf_add(b, "\\\\", 2);
+            else if (c == '\t')
+                buf_add(b, "\\t", 2);
+            else if (c == '/')
+                buf_add(b, "\\_", 2);
+            else
+                buf_addc(b, c);
+        }
+    }
+    if (!buf_ok(b))
+        return CONCUR_ENOMEM;
+    int rc = mkdir_p(b->p);
+    if (rc)
+        return rc;
+    size_t dirlen = b->len;
+    char seq[32];
+    int sn = snprintf(seq, sizeof(seq), "%zu", d->seq);
+    static const char *const names[] = {"/stdout", "/stderr", "/seq"};
+    const void *data[] = {d->out, d->err, seq};
+    size_t len[] = {d->out_len, d->err_len, (size_t)sn};
+    for (int i = 0; i < 3 && !rc; i++) {
+        b->len = dirlen;
+        buf_adds(b, names[i]);
+        rc = buf_ok(b) ? write_file(b->p, data[i], len[i]) : CONCUR_ENOMEM;
+    }
+    return rc;
+}
+
+int results_write(struct results *r, const struct jobdone *d)
+{
+    int rc;
+    buf_reset(&r->b);
+    if (r->kind == R_DIR) {
+        rc = dir_job(r, d);
+    } else {
+        if (r->kind == R_JSON)
+            json_gnu(&r->b, d);
+        else
+            csv_row(r, d);
+        rc = buf_ok(&r->b) ? write_all(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
+    }
+    if (rc)
+        cli_error("cannot write the results '%s': %s", r->path, concur_strerror(rc));
+    return rc;
+}
+
+int results_close(struct results *r)
+{
+    int rc = 0;
+    if (!r)
+        return 0;
+    if (r->fd >= 0 && close(r->fd) < 0) {
+        rc = -errno;
+        cli_error("cannot write the results '%s': %s", r->path, strerror(errno));
+    }
+    buf_free(&r->b);
+    free(r->path);
+    free(r);
+    return rc;
+}

@@ -1,0 +1,749 @@
+/*
+ * template.c - from the command words and a job's arguments to what is executed.
+ *
+ * GNU parallel's rule, which concur follows: the command words are joined with spaces into
+ * ONE shell command line (so `concur 'echo {} | wc -c'` has a pipe), and each argument is
+ * put in the line quoted as a single shell word (so an argument with spaces, quotes or `$`
+ * stays literal). -q quotes the command words too. Without any placeholder, " {}" is
+ * appended. Without command words, the arguments themselves are the command line.
+ *
+ * Running a shell for every job would cost a fork and an exec of /bin/sh each time, so the
+ * template is compiled once into two forms:
+ *   - the line: literal pieces and placeholders, expanded with shell quoting. This is what
+ *     the joblog and --dry-run show, and what /bin/sh -c runs when a shell is needed;
+ *   - the words: when the line is "simple" (plain words and '...' / "..." strings, no shell
+ *     syntax outside quotes, no placeholder inside quotes, no leading VAR=, not a shell
+ *     builtin), the argv the shell would build from it, with the quotes removed. Each job
+ *     then execs the program directly with the placeholders' values as they are.
+ * Both forms mean the same thing: a placeholder's quoted value is one shell word, and the
+ * words form splits exactly where the shell would (a placeholder with several values, with
+ * -n or -m, gives several words).
+ *
+ * Placeholders: {} {.} {/} {//} {/.} (the argument, without extension, basename, dirname,
+ * basename without extension), {n} {n.} {n/} {n//} {n/.} (the n-th argument of the job),
+ * {#} (the job's sequence number) and {%} (its slot). -X repeats the whole word around a
+ * {} once per argument (context replace).
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT };
+enum mod { M_NONE, M_NOEXT, M_BASE, M_DIR, M_BASENOEXT };
+
+struct seg {
+    enum seg_kind kind;
+    enum mod mod;
+    unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} */
+    size_t off, len; /* S_LIT: bytes in tpl->text */
+};
+
+/* A run of segments: one argv word (words form), or one token or gap (line form). */
+struct piece {
+    size_t first, nsegs;
+    bool ctx; /* -X: expanded once per argument */
+};
+
+struct tpl {
+    bool raw;    /* no command words: the arguments are the command line */
+    bool direct; /* the words form is valid: exec without a shell */
+    bool plain;  /* a --tagstring: values unquoted */
+    struct buf text;
+    struct buf segs;  /* struct seg[] */
+    struct buf line;  /* struct piece[] */
+    struct buf words; /* struct piece[] */
+    size_t piece_seg; /* first segment of the piece being built */
+};
+
+#define SEGS(t) ((struct seg *)(t)->segs.p)
+#define NSEGS(t) ((t)->segs.len / sizeof(struct seg))
+#define PIECES(b) ((struct piece *)(b).p)
+#define NPIECES(b) ((b).len / sizeof(struct piece))
+
+/* ------------------------------------------------------------------ placeholders */
+
+/* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
+static size_t parse_ph(const char *s, size_t n, struct seg *out)
+{
+    if (n < 2 || s[0] != '{')
+        return 0;
+    const char *close = memchr(s, '}', n < 16 ? n : 16);
+    if (!close)
+        return 0;
+    size_t len = (size_t)(close - s) + 1;
+    const char *p = s + 1, *e = close;
+    memset(out, 0, sizeof(*out));
+    if (e - p == 1 && *p == '#') {
+        out->kind = S_SEQ;
+        return len;
+    }
+    if (e - p == 1 && *p == '%') {
+        out->kind = S_SLOT;
+        return len;
+    }
+    unsigned pos = 0;
+    while (p < e && *p >= '0' && *p <= '9' && pos < 100000)
+        pos = pos * 10 + (unsigned)(*p++ - '0');
+    if (p != s + 1 && pos == 0)
+        return 0; /* {0} */
+    size_t m = (size_t)(e - p);
+    enum mod mod;
+    if (m == 0)
+        mod = M_NONE;
+    else if (m == 1 && *p == '.')
+        mod = M_NOEXT;
+    else if (m == 1 && *p == '/')
+        mod = M_BASE;
+    else if (m == 2 && p[0] == '/' && p[1] == '/')
+        mod = M_DIR;
+    else if (m == 2 && p[0] == '/' && p[1] == '.')
+        mod = M_BASENOEXT;
+    else
+        return 0;
+    out->kind = S_ARG;
+    out->mod = mod;
+    out->pos = pos;
+    return len;
+}
+
+/* GNU parallel's {.}: s:\.[^/.]*$:: */
+static size_t noext_len(const char *s, size_t n)
+{
+    size_t i = n;
+    while (i > 0 && s[i - 1] != '/' && s[i - 1] != '.')
+        i--;
+    return i > 0 && s[i - 1] == '.' ? i - 1 : n;
+}
+
+/* {/}: what follows the last slash (GNU parallel strips "anything, then /"). */
+static void base_of(const char **s, size_t *n)
+{
+    const char *slash = memrchr(*s, '/', *n);
+    if (slash) {
+        *n -= (size_t)(slash + 1 - *s);
+        *s = slash + 1;
+    }
+}
+
+/* {//}: Perl's File::Basename::dirname. */
+static void dir_of(const char *s, size_t n, const char **d, size_t *dn)
+{
+    for (int round = 0; round < 2; round++) {
+        const char *slash = memrchr(s, '/', n);
+        size_t baselen = slash ? n - (size_t)(slash + 1 - s) : n;
+        if (!slash) {
+            *d = ".";
+            *dn = 1;
+        } else {
+            *d = s;
+            *dn = (size_t)(slash + 1 - s);
+            while (*dn > 1 && (*d)[*dn - 1] == '/')
+                (*dn)--;
+        }
+        if (baselen || round == 1)
+            return;
+        s = *d; /* "dir/": the parent of "dir" */
+        n = *dn;
+    }
+}
+
+static void apply_mod(enum mod m, const char **p, size_t *n)
+{
+    switch (m) {
+    case M_NONE:
+        break;
+    case M_NOEXT:
+        *n = noext_len(*p, *n);
+        break;
+    case M_BASE:
+        base_of(p, n);
+        break;
+    case M_DIR:
+        dir_of(*p, *n, p, n);
+        break;
+    case M_BASENOEXT:
+        base_of(p, n);
+        *n = noext_len(*p, *n);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ compiling */
+
+static void add_seg(struct tpl *t, const struct seg *s)
+{
+    buf_add(&t->segs, s, sizeof(*s));
+}
+
+static void add_lit(struct tpl *t, const char *p, size_t n)
+{
+    if (!n)
+        return;
+    struct seg *last = NSEGS(t) > t->piece_seg ? &SEGS(t)[NSEGS(t) - 1] : NULL;
+    if (last && last->kind == S_LIT && last->off + last->len == t->text.len) {
+        last->len += n; /* extend the literal being built */
+    } else {
+        struct seg s = {.kind = S_LIT, .off = t->text.len, .len = n};
+        add_seg(t, &s);
+    }
+    buf_add(&t->text, p, n);
+}
+
+/* Starts a new piece in `pieces` at the current end of the segments. */
+static void begin_piece(struct tpl *t, struct buf *pieces)
+{
+    struct piece p = {.first = NSEGS(t)};
+    buf_add(pieces, &p, sizeof(p));
+    t->piece_seg = p.first;
+}
+
+/* Ends the last piece of `pieces`: counts its segments and, with -X, marks it as a context
+ * word when it holds a {} or {.}-like placeholder. */
+static void end_piece(struct tpl *t, struct buf *pieces, bool ctx_replace)
+{
+    if (!buf_ok(pieces) || !buf_ok(&t->segs))
+        return;
+    struct piece *p = &PIECES(*pieces)[NPIECES(*pieces) - 1];
+    p->nsegs = NSEGS(t) - p->first;
+    if (ctx_replace)
+        for (size_t i = p->first; i < p->first + p->nsegs; i++)
+            if (SEGS(t)[i].kind == S_ARG && SEGS(t)[i].pos == 0)
+                p->ctx = true;
+}
+
+static bool is_meta(char c)
+{
+    return strchr("|&;<>()$`\\*?[]~{}#!\n", c) != NULL;
+}
+
+/* Words only a shell can run (builtins, keywords). */
+static bool shell_word(const char *w, size_t n)
+{
+    static const char *const words[] = {
+        ".",      ":",       "[[",      "]]",     "!",       "{",        "}",        "alias",
+        "bg",     "break",   "builtin", "case",   "cd",      "command",  "continue", "declare",
+        "do",     "done",    "elif",    "else",   "esac",    "eval",     "exec",     "exit",
+        "export", "fc",      "fg",      "fi",     "for",     "function", "getopts",  "hash",
+        "if",     "in",      "jobs",    "let",    "local",   "read",     "readonly", "return",
+        "select", "set",     "shift",   "source", "then",    "time",     "times",    "trap",
+        "type",   "typeset", "ulimit",  "umask",  "unalias", "unset",    "until",    "wait",
+        "while",
+    };
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i]) == n && !memcmp(words[i], w, n))
+            return true;
+    return false;
+}
+
+/* NAME= at the start of a word: a variable assignment. */
+static bool assignment(const char *w, size_t n)
+{
+    size_t i = 0;
+    if (n == 0 || !((w[0] >= 'A' && w[0] <= 'Z') || (w[0] >= 'a' && w[0] <= 'z') || w[0] == '_'))
+        return false;
+    while (i < n && ((w[i] >= 'A' && w[i] <= 'Z') || (w[i] >= 'a' && w[i] <= 'z') ||
+                     (w[i] >= '0' && w[i] <= '9') || w[i] == '_'))
+        i++;
+    return i < n && w[i] == '=';
+}
+
+/* Scans the line text (with placeholders) into the line pieces and, while it stays simple,
+ * into the words. Sets t->direct. */
+static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
+{
+    enum { OUT, SQ, DQ } st = OUT;
+    bool in_token = false, direct = true;
+
+    /* Pass 1, the line form: the raw bytes, cut into tokens (context words for -X) and
+     * the blank gaps between them. It also decides whether the line is simple. */
+    for (size_t i = 0; i < n;) {
+        struct seg ph;
+        size_t plen = parse_ph(s + i, n - i, &ph);
+        char c = s[i];
+        if (st == OUT && (c == ' ' || c == '\t')) {
+            if (in_token)
+                end_piece(t, &t->line, ctx_replace);
+            in_token = false;
+            size_t j = i;
+            while (j < n && (s[j] == ' ' || s[j] == '\t'))
+                j++;
+            begin_piece(t, &t->line);
+            add_lit(t, s + i, j - i);
+            end_piece(t, &t->line, false);
+            i = j;
+            continue;
+        }
+        if (!in_token) {
+            begin_piece(t, &t->line);
+            in_token = true;
+        }
+        if (plen) {
+            add_seg(t, &ph);
+            if (st != OUT)
+                direct = false; /* a placeholder inside quotes: textual, as the shell sees it */
+            i += plen;
+            continue;
+        }
+        add_lit(t, s + i, 1);
+        if (c == '\n')
+            direct = false;
+        else if (st == OUT && c == '\'')
+            st = SQ;
+        else if (st == OUT && c == '"')
+            st = DQ;
+        else if ((st == SQ && c == '\'') || (st == DQ && c == '"'))
+            st = OUT;
+        else if (st == OUT && is_meta(c))
+            direct = false;
+        else if (st == DQ && (c == '$' || c == '`' || c == '\\'))
+            direct = false;
+        i++;
+    }
+    if (in_token)
+        end_piece(t, &t->line, ctx_replace);
+    if (st != OUT)
+        direct = false; /* unbalanced quotes: let the shell say so */
+    if (!direct) {
+        t->direct = false;
+        return;
+    }
+
+    /* Pass 2, the words form: quotes removed, blanks end words. */
+    struct buf first = {0}; /* the first word's literal text, for the builtin check */
+    bool in_word = false;
+    size_t nwords = 0;
+    st = OUT;
+    for (size_t i = 0; i < n;) {
+        struct seg ph;
+        size_t plen = parse_ph(s + i, n - i, &ph);
+        char c = s[i];
+        if (st == OUT && (c == ' ' || c == '\t')) {
+            if (in_word)
+                end_piece(t, &t->words, ctx_replace);
+            in_word = false;
+            i++;
+            continue;
+        }
+        if (!in_word) {
+            begin_piece(t, &t->words);
+            in_word = true;
+            nwords++;
+        }
+        if (plen) {
+            add_seg(t, &ph);
+            i += plen;
+            continue;
+        }
+        if (st == OUT && c == '\'') {
+            st = SQ;
+        } else if (st == OUT && c == '"') {
+            st = DQ;
+        } else if ((st == SQ && c == '\'') || (st == DQ && c == '"')) {
+            st = OUT;
+        } else {
+            add_lit(t, s + i, 1);
+            if (nwords == 1)
+                buf_addc(&first, c);
+        }
+        i++;
+    }
+    if (in_word)
+        end_piece(t, &t->words, ctx_replace);
+    const char *w = first.p ? first.p : "";
+    t->direct = nwords > 0 && !shell_word(w, first.len) && !assignment(w, first.len);
+    t->text.failed |= first.failed;
+    buf_free(&first);
+}
+
+static bool has_placeholder(const char *s, size_t n)
+{
+    struct seg ph;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '{' && parse_ph(s + i, n - i, &ph))
+            return true;
+    return false;
+}
+
+/* -q: each command word becomes one argv word as it is (placeholders still work); the line
+ * shows the literal runs around the placeholders quoted. */
+static void compile_quoted(struct tpl *t, const struct cli_opts *o)
+{
+    for (int w = 0; w < o->ncmd; w++) {
+        const char *s = o->cmd[w];
+        size_t n = strlen(s);
+        if (w > 0) {
+            begin_piece(t, &t->line);
+            add_lit(t, " ", 1);
+            end_piece(t, &t->line, false);
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            struct buf *pieces = pass == 0 ? &t->line : &t->words;
+            struct buf q = {0};
+            size_t run = 0, i = 0;
+            begin_piece(t, pieces);
+            for (;;) {
+                struct seg ph;
+                size_t plen = i < n ? parse_ph(s + i, n - i, &ph) : 0;
+                if (i < n && !plen) {
+                    i++;
+                    continue;
+                }
+                /* the literal run [run, i) */
+                if (pass == 1) {
+                    add_lit(t, s + run, i - run);
+                } else if (i > run || n == 0) {
+                    buf_reset(&q);
+                    shell_quote(&q, s + run, i - run);
+                    add_lit(t, q.p, q.len);
+                    t->text.failed |= q.failed;
+                }
+                if (i == n)
+                    break;
+                add_seg(t, &ph);
+                i += plen;
+                run = i;
+            }
+            buf_free(&q);
+            end_piece(t, pieces, o->ctx_replace);
+        }
+    }
+    t->direct = true;
+}
+
+int tpl_compile(struct tpl **out, const struct cli_opts *o)
+{
+    struct tpl *t = calloc(1, sizeof(*t));
+    struct buf line = {0};
+    if (!t)
+        return CONCUR_ENOMEM;
+    if (o->ncmd == 0) {
+        t->raw = true;
+    } else if (o->quote) {
+        compile_quoted(t, o);
+        if (o->shell)
+            t->direct = false;
+    } else {
+        for (int w = 0; w < o->ncmd; w++) {
+            if (w)
+                buf_addc(&line, ' ');
+            buf_adds(&line, o->cmd[w]);
+        }
+        scan_line(t, line.p ? line.p : "", line.len, o->ctx_replace);
+        if (o->shell)
+            t->direct = false;
+    }
+    bool any = false;
+    for (int w = 0; w < o->ncmd && !any; w++)
+        any = has_placeholder(o->cmd[w], strlen(o->cmd[w]));
+    if (!t->raw && !any) {
+        /* No placeholder: the arguments are appended, as " {}". */
+        struct seg all = {.kind = S_ARG};
+        begin_piece(t, &t->line);
+        add_lit(t, " ", 1);
+        end_piece(t, &t->line, false);
+        begin_piece(t, &t->line);
+        add_seg(t, &all);
+        end_piece(t, &t->line, o->ctx_replace);
+        begin_piece(t, &t->words);
+        add_seg(t, &all);
+        end_piece(t, &t->words, o->ctx_replace);
+    }
+    bool ok = buf_ok(&line) && buf_ok(&t->text) && buf_ok(&t->segs) && buf_ok(&t->line) &&
+              buf_ok(&t->words);
+    buf_free(&line);
+    if (!ok) {
+        tpl_free(t);
+        return CONCUR_ENOMEM;
+    }
+    *out = t;
+    return 0;
+}
+
+int tpl_compile_plain(struct tpl **out, const char *s)
+{
+    struct tpl *t = calloc(1, sizeof(*t));
+    if (!t)
+        return CONCUR_ENOMEM;
+    t->plain = true;
+    size_t n = strlen(s);
+    begin_piece(t, &t->line);
+    for (size_t i = 0; i < n;) {
+        struct seg ph;
+        size_t plen = parse_ph(s + i, n - i, &ph);
+        if (plen) {
+            add_seg(t, &ph);
+            i += plen;
+        } else {
+            add_lit(t, s + i, 1);
+            i++;
+        }
+    }
+    end_piece(t, &t->line, false);
+    if (!buf_ok(&t->text) || !buf_ok(&t->segs) || !buf_ok(&t->line)) {
+        tpl_free(t);
+        return CONCUR_ENOMEM;
+    }
+    *out = t;
+    return 0;
+}
+
+void tpl_free(struct tpl *t)
+{
+    if (!t)
+        return;
+    buf_free(&t->text);
+    buf_free(&t->segs);
+    buf_free(&t->line);
+    buf_free(&t->words);
+    free(t);
+}
+
+bool tpl_is_direct(const struct tpl *t)
+{
+    return t->direct;
+}
+
+/* ------------------------------------------------------------------ expanding */
+
+enum how { QUOTED, WORDS, PLAIN };
+
+/* One value of a placeholder, modified, quoted for the line when `how` is QUOTED. */
+static void put_value(struct buf *b, const struct field *f, enum mod m, enum how how)
+{
+    const char *p = f->p;
+    size_t n = f->len;
+    apply_mod(m, &p, &n);
+    if (how == QUOTED)
+        shell_quote(b, p, n);
+    else
+        buf_add(b, p, n);
+}
+
+/* Expands one piece into b. `only` >= 0 binds {} to that argument alone (-X). In WORDS
+ * form, several values end the word being built: each word ends with a NUL, counted in
+ * *nwords. A {n} past the job's arguments is empty and unquoted, as in GNU parallel, so a
+ * word made only of such placeholders disappears: returns false for such a word. */
+static bool expand_piece(const struct tpl *t, const struct piece *pc, const struct jobview *j,
+                         long only, enum how how, struct buf *b, size_t *nwords)
+{
+    const struct seg *segs = (const struct seg *)t->segs.p;
+    bool content = false, missing = false;
+    for (size_t i = pc->first; i < pc->first + pc->nsegs; i++) {
+        const struct seg *s = &segs[i];
+        content = content || s->kind != S_ARG || s->pos == 0 || s->pos <= j->nargs;
+        switch (s->kind) {
+        case S_LIT:
+            buf_add(b, t->text.p + s->off, s->len);
+            break;
+        case S_SEQ:
+            buf_printf(b, "%zu", j->seq);
+            break;
+        case S_SLOT:
+            buf_printf(b, "%u", j->slot);
+            break;
+        case S_ARG:
+            if (s->pos > 0) {
+                if (s->pos <= j->nargs)
+                    put_value(b, &j->args[s->pos - 1], s->mod, how);
+                else
+                    missing = true;
+            } else if (only >= 0) {
+                put_value(b, &j->args[only], s->mod, how);
+            } else {
+                for (size_t a = 0; a < j->nargs; a++) {
+                    if (a > 0) {
+                        if (how == WORDS) {
+                            buf_addnul(b);
+                            (*nwords)++;
+                        } else {
+                            buf_addc(b, ' ');
+                        }
+                    }
+                    put_value(b, &j->args[a], s->mod, how);
+                }
+            }
+            break;
+        }
+    }
+    return content || !missing;
+}
+
+/* The raw form: the arguments, space-separated, are the line. */
+static void raw_line(const struct jobview *j, struct buf *b)
+{
+    for (size_t a = 0; a < j->nargs; a++) {
+        if (a)
+            buf_addc(b, ' ');
+        buf_add(b, j->args[a].p, j->args[a].len);
+    }
+}
+
+static void expand_line(const struct tpl *t, const struct jobview *j, enum how how, struct buf *b)
+{
+    if (t->raw) {
+        raw_line(j, b);
+        return;
+    }
+    const struct piece *pcs = (const struct piece *)t->line.p;
+    for (size_t k = 0; k < NPIECES(t->line); k++) {
+        if (!pcs[k].ctx) {
+            expand_piece(t, &pcs[k], j, -1, how, b, NULL);
+            continue;
+        }
+        for (size_t a = 0; a < j->nargs; a++) {
+            if (a)
+                buf_addc(b, ' ');
+            expand_piece(t, &pcs[k], j, (long)a, how, b, NULL);
+        }
+    }
+}
+
+int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line)
+{
+    buf_reset(line);
+    expand_line(t, j, QUOTED, line);
+    return buf_ok(line) ? 0 : CONCUR_ENOMEM;
+}
+
+void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out)
+{
+    expand_line(t, j, PLAIN, out);
+}
+
+/* Points vec at the n NUL-terminated words in strs, then a NULL. */
+static int make_argv(struct buf *strs, struct buf *vec, size_t n, char ***argv)
+{
+    buf_reset(vec);
+    if (!buf_ok(strs) || !buf_reserve(vec, (n + 1) * sizeof(char *)))
+        return CONCUR_ENOMEM;
+    char **v = (char **)vec->p, *p = strs->p;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = p;
+        p += strlen(p) + 1;
+    }
+    v[n] = NULL;
+    vec->len = (n + 1) * sizeof(char *);
+    *argv = v;
+    return 0;
+}
+
+int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
+              char ***argv, struct buf *line, bool want_line)
+{
+    static char sh[] = "/bin/sh", dash_c[] = "-c";
+    buf_reset(strs);
+    if (want_line || !t->direct) {
+        buf_reset(line);
+        expand_line(t, j, QUOTED, line);
+        if (!buf_ok(line))
+            return CONCUR_ENOMEM;
+    }
+    if (t->raw) {
+        /* The arguments are the command: exec them directly when they are simple. */
+        int k = split_simple(line->p, line->len, strs);
+        if (k > 0)
+            return make_argv(strs, vec, (size_t)k, argv);
+        buf_reset(strs);
+    }
+    if (!t->direct || t->raw) {
+        buf_reset(vec);
+        if (!buf_reserve(vec, 4 * sizeof(char *)))
+            return CONCUR_ENOMEM;
+        char **v = (char **)vec->p;
+        v[0] = sh;
+        v[1] = dash_c;
+        v[2] = line->p;
+        v[3] = NULL;
+        vec->len = 4 * sizeof(char *);
+        *argv = v;
+        return 0;
+    }
+    size_t n = 0;
+    const struct piece *pcs = (const struct piece *)t->words.p;
+    for (size_t k = 0; k < NPIECES(t->words); k++) {
+        size_t times = pcs[k].ctx ? j->nargs : 1;
+        for (size_t a = 0; a < times; a++) {
+            if (!expand_piece(t, &pcs[k], j, pcs[k].ctx ? (long)a : -1, WORDS, strs, &n))
+                continue; /* nothing but missing {n}: no word at all */
+            buf_addnul(strs);
+            n++;
+        }
+    }
+    return make_argv(strs, vec, n, argv);
+}
+
+/* ------------------------------------------------------------------ simple lines */
+
+int split_simple(const char *s, size_t n, struct buf *strs)
+{
+    enum { OUT, SQ, DQ } st = OUT;
+    bool in_word = false;
+    int count = 0;
+    size_t first_start = strs->len, first_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '\n')
+            return -1;
+        if (st == OUT) {
+            if (c == ' ' || c == '\t') {
+                if (in_word) {
+                    buf_addnul(strs);
+                    in_word = false;
+                }
+                continue;
+            }
+            if (is_meta(c))
+                return -1;
+            if (!in_word) {
+                in_word = true;
+                count++;
+            }
+            if (c == '\'')
+                st = SQ;
+            else if (c == '"')
+                st = DQ;
+            else
+                buf_addc(strs, c);
+        } else if (st == SQ) {
+            if (c == '\'')
+                st = OUT;
+            else
+                buf_addc(strs, c);
+        } else {
+            if (c == '"')
+                st = OUT;
+            else if (c == '$' || c == '`' || c == '\\')
+                return -1;
+            else
+                buf_addc(strs, c);
+        }
+        if (count == 1)
+            first_len = strs->len - first_start;
+    }
+    if (st != OUT || count == 0 || !buf_ok(strs))
+        return -1;
+    if (in_word)
+        buf_addnul(strs);
+    const char *w = strs->p + first_start;
+    if (shell_word(w, first_len) || assignment(w, first_len))
+        return -1;
+    return count;
+}
+
+size_t tpl_arg_cost(const struct tpl *t, size_t len)
+{
+    /* Each -X context word is repeated per argument: its literal text counts again. */
+    const struct piece *pcs = (const struct piece *)t->line.p;
+    const struct seg *segs = (const struct seg *)t->segs.p;
+    size_t cost = 0, nctx = 0;
+    for (size_t k = 0; k < NPIECES(t->line); k++) {
+        if (!pcs[k].ctx)
+            continue;
+        nctx++;
+        for (size_t i = pcs[k].first; i < pcs[k].first + pcs[k].nsegs; i++)
+            cost += segs[i].kind == S_LIT ? segs[i].len : len + 2;
+        cost++; /* the space before the repetition */
+    }
+    return nctx ? cost : len + 3; /* quotes and a space */
+}
