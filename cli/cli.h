@@ -141,8 +141,8 @@ struct cli_opts {
     int jobs;           /* resolved -j (0: no limit) */
     double timeout;     /* seconds, 0: none */
     double timeout_pct; /* --timeout N%: percent of the median run time, 0: not used */
-    int term_signal;    /* from --termseq, 0: the runner's default */
-    double kill_grace;  /* from --termseq, 0: the runner's default */
+    concur_term_step termseq[32]; /* from --termseq; none: the runner's default */
+    size_t ntermseq;
     unsigned tries;     /* --retries N: total runs per job (0 and 1: no retry) */
     enum halt_when halt_when;
     enum halt_on halt_on;

@@ -938,8 +938,8 @@ static int run(struct app *a)
     memset(&ro, 0, sizeof(ro));
     ro.max_workers = o->jobs;
     ro.timeout = o->timeout;
-    ro.kill_grace = o->kill_grace;
-    ro.term_signal = o->term_signal;
+    ro.term_seq = o->ntermseq ? o->termseq : NULL;
+    ro.term_seq_len = o->ntermseq;
     ro.retries = o->tries > 1 ? o->tries - 1 : 0;
     ro.start_delay = o->delay;
     ro.on_done = job_done;

@@ -230,41 +230,36 @@ static int signal_number(const char *s)
     return -1;
 }
 
-/* --termseq SIG,MS,SIG,MS,...: the first signal is sent, and SIGKILL follows once the
- * delays up to the KILL entry (or all of them) have passed. Signals in between are not
- * sent (the runner has two stages). */
-static bool parse_termseq(const char *s, int *sig, double *grace)
+/* --termseq SIG,MS,SIG,MS,...: each signal in turn, each followed by its wait in
+ * milliseconds (a missing last wait is 0); the runner sends SIGKILL after the last wait. */
+static bool parse_termseq(const char *s, struct cli_opts *o)
 {
     char *copy = strdup(s), *save = NULL;
     if (!copy)
         return false;
-    bool ok = true, first = true, killed = false;
-    double total = 0;
-    int n = 0;
+    bool ok = true;
+    size_t n = 0, steps = 0;
     for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save)) {
         if (n % 2 == 0) {
             int sg = signal_number(tok);
-            if (sg < 0)
+            if (sg <= 0 || steps == sizeof(o->termseq) / sizeof(o->termseq[0]))
                 ok = false;
-            else if (first)
-                *sig = sg;
-            else if (sg == SIGKILL)
-                killed = true;
-            first = false;
-        } else if (!killed) {
+            else
+                o->termseq[steps++] = (concur_term_step){sg, 0};
+        } else {
             char *end;
             double ms = strtod(tok, &end);
             if (*end || !(ms >= 0))
                 ok = false;
             else
-                total += ms;
+                o->termseq[steps - 1].wait = ms / 1000.0;
         }
         n++;
     }
     free(copy);
-    if (!ok || n == 0)
+    if (!ok || steps == 0)
         return false;
-    *grace = total > 0 ? total / 1000.0 : 0.001;
+    o->ntermseq = steps;
     return true;
 }
 
@@ -482,7 +477,7 @@ static int apply(struct cli_opts *o, const struct optdef *d, const char *val, co
         break;
     }
     case O_TERMSEQ:
-        if (!parse_termseq(val, &o->term_signal, &o->kill_grace))
+        if (!parse_termseq(val, o))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_RETRIES:

@@ -65,7 +65,7 @@ struct job {
     bool stopped; /* signalled by a stop of the run, not by its own timeout */
     int status_code; /* si_code of waitid: CLD_EXITED, CLD_KILLED, CLD_DUMPED */
     int status;
-    int kill_stage; /* 0 none, 1 term sent, 2 kill sent */
+    int kill_stage; /* 0: none; k in 1..nseq: step k sent; nseq + 1: SIGKILL sent */
     uint64_t t_ready, t_start, deadline, kill_at;
     double wall_start;
     struct capture out, err;
@@ -78,7 +78,8 @@ struct concur_runner {
     concur_runner_opts o;
     int ep;
     int stop_efd;
-    uint64_t term_grace_ns;
+    concur_term_step *seq; /* the termination sequence, nseq >= 1 steps */
+    size_t nseq;
     struct job **slots; /* running jobs; NULL entries are free */
     size_t nslots, running;
     struct job *retry_head, *retry_tail;
@@ -498,6 +499,7 @@ static void job_reset_for_retry(concur_runner *r, struct job *j)
     j->t_ready = now_ns();
 }
 
+/* Moves job @j to step @stage of the termination sequence (past the last step: SIGKILL). */
 static void signal_job(concur_runner *r, struct job *j, int stage)
 {
     if (!j->pid || j->kill_stage >= stage)
@@ -505,9 +507,18 @@ static void signal_job(concur_runner *r, struct job *j, int stage)
     j->kill_stage = stage;
     /* The group outlives its leader while members remain, and its id cannot be reused
      * while it exists, so this reaches exactly the job's tree. */
-    kill(-j->pid, stage == 1 ? r->o.term_signal : SIGKILL);
-    if (stage == 1)
-        j->kill_at = now_ns() + r->term_grace_ns;
+    if ((size_t)stage <= r->nseq) {
+        const concur_term_step *st = &r->seq[stage - 1];
+        kill(-j->pid, st->signal);
+        j->kill_at = now_ns() + (uint64_t)(st->wait * 1e9);
+    } else {
+        kill(-j->pid, SIGKILL);
+    }
+}
+
+static bool in_sequence(const concur_runner *r, const struct job *j)
+{
+    return j->kill_stage >= 1 && (size_t)j->kill_stage <= r->nseq;
 }
 
 static bool job_over(const struct job *j)
@@ -746,7 +757,7 @@ static int next_timeout_ms(concur_runner *r, bool can_start_later)
             continue;
         if (j->kill_stage == 0 && j->deadline && j->deadline < next)
             next = j->deadline;
-        if (j->kill_stage == 1 && j->kill_at < next)
+        if (in_sequence(r, j) && j->kill_at < next)
             next = j->kill_at;
     }
     if (can_start_later && r->next_start_ok && r->next_start_ok < next)
@@ -772,10 +783,10 @@ static void check_timers(concur_runner *r)
             j->timed_out = true;
             signal_job(r, j, 1);
         }
-        /* SIGKILL after the grace, also for a group whose leader is gone but whose members
-         * still hold the output pipes. */
-        if (j->kill_stage == 1 && now >= j->kill_at && !job_over(j))
-            signal_job(r, j, 2);
+        /* The next step after each wait (SIGKILL after the last), also for a group whose
+         * leader is gone but whose members still hold the output pipes. */
+        if (in_sequence(r, j) && now >= j->kill_at && !job_over(j))
+            signal_job(r, j, j->kill_stage + 1);
     }
 }
 
@@ -938,7 +949,25 @@ int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
     r->o = o;
     if (!r->o.term_signal)
         r->o.term_signal = SIGTERM;
-    r->term_grace_ns = (uint64_t)((o.kill_grace > 0 ? o.kill_grace : 2.0) * 1e9);
+    size_t nseq = o.term_seq && o.term_seq_len ? o.term_seq_len : 1;
+    r->seq = calloc(nseq, sizeof(*r->seq));
+    r->ep = r->stop_efd = -1;
+    if (!r->seq) {
+        concur_runner_destroy(r);
+        return CONCUR_ENOMEM;
+    }
+    r->nseq = nseq;
+    if (o.term_seq && o.term_seq_len) {
+        memcpy(r->seq, o.term_seq, nseq * sizeof(*r->seq));
+        for (size_t i = 0; i < nseq; i++)
+            if (r->seq[i].signal <= 0 || r->seq[i].signal >= NSIG || !(r->seq[i].wait >= 0)) {
+                concur_runner_destroy(r);
+                return CONCUR_EINVAL;
+            }
+    } else {
+        r->seq[0] = (concur_term_step){r->o.term_signal, o.kill_grace > 0 ? o.kill_grace : 2.0};
+    }
+    r->o.term_seq = NULL; /* the copy above is the one in use */
     if (!r->o.output_cap)
         r->o.output_cap = DEFAULT_CAP;
     const char *t = getenv("TMPDIR");
@@ -978,6 +1007,7 @@ void concur_runner_destroy(concur_runner *r)
     free(r->keptjobs);
     while (r->npool)
         free(r->pool[--r->npool]);
+    free(r->seq);
     if (r->ep >= 0)
         close(r->ep);
     if (r->stop_efd >= 0)

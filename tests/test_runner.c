@@ -661,3 +661,35 @@ Test(runner, capture_buffers_are_reused_across_jobs)
     cr_assert_eq(n, 20);
     concur_runner_destroy(r);
 }
+
+/* A termination sequence is followed step by step, then SIGKILL. */
+Test(runner, termination_sequence_step_by_step)
+{
+    concur_term_step seq[] = {{SIGINT, 0.2}, {SIGTERM, 0.2}};
+    concur_runner_opts o = {.term_seq = seq, .term_seq_len = 2};
+    concur_cmd c = {.argv = SH("trap 'echo int >&2' INT; trap 'echo term >&2' TERM; "
+                               "while :; do sleep 0.05; done"),
+                    .timeout = 0.1};
+    double t0 = concur_now();
+    concur_runner *r = batch(&c, 1, &o);
+    double dt = concur_now() - t0;
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->timeout);
+    cr_assert_eq(x->signal, SIGKILL);
+    cr_assert_geq(dt, 0.5, "%f", dt);
+    cr_assert_lt(dt, 3.0, "%f", dt);
+    cr_assert_not_null(memmem(x->err, x->err_len, "int\n", 4));
+    cr_assert_not_null(memmem(x->err, x->err_len, "term\n", 5));
+    cr_assert_lt((const unsigned char *)memmem(x->err, x->err_len, "int\n", 4),
+                 (const unsigned char *)memmem(x->err, x->err_len, "term\n", 5));
+    concur_runner_destroy(r);
+}
+
+Test(runner, bad_termination_sequence_is_einval)
+{
+    concur_term_step seq[] = {{0, 0.1}};
+    concur_runner_opts o = {.term_seq = seq, .term_seq_len = 1};
+    concur_runner *r = NULL;
+    cr_assert_eq(concur_runner_create(&r, &o), CONCUR_EINVAL);
+    cr_assert_null(r);
+}

@@ -114,12 +114,24 @@ typedef void (*concur_output_fn)(concur_runner *r, size_t index, int stream, con
  */
 typedef int (*concur_done_fn)(concur_runner *r, const concur_result *res, void *arg);
 
+/** One step of a termination sequence: send @p signal, then wait @p wait seconds for the
+ *  command to end before the next step. */
+typedef struct concur_term_step {
+    int signal;
+    double wait;
+} concur_term_step;
+
 /** Runner options. A zeroed struct gives the defaults. */
 typedef struct concur_runner_opts {
     int max_workers;           /**< commands at once; 0: no limit; negative: CONCUR_EINVAL */
     double timeout;            /**< seconds per command; 0 (or less): none */
     double kill_grace;         /**< seconds from the term signal to SIGKILL; 0: 2 s */
     int term_signal;           /**< signal sent first on timeout or stop; 0: SIGTERM */
+    /** A whole termination sequence (GNU parallel's --termseq), copied; when set it replaces
+     *  term_signal and kill_grace. Each step's signal goes to the command's process group;
+     *  after the last step's wait, SIGKILL. */
+    const concur_term_step *term_seq;
+    size_t term_seq_len;
     const char *const *prefix; /**< prefix argv for concur_cmd.arg tasks (NULL-terminated) */
     size_t output_cap;         /**< bytes kept in memory per stream; 0: 16 MiB */
     unsigned retries;          /**< extra runs a command may get (see concur_done_fn) */
