@@ -450,10 +450,9 @@ out:
 
 /* ---------------------------------------------------------------- the loop */
 
-static void job_free(concur_runner *r, struct job *j)
+/* Closes a job's descriptors and gives back its captures and message. */
+static void job_release(concur_runner *r, struct job *j)
 {
-    if (!j)
-        return;
     close_fd(&j->pidfd);
     close_fd(&j->out_fd);
     close_fd(&j->err_fd);
@@ -461,6 +460,14 @@ static void job_free(concur_runner *r, struct job *j)
     cap_free(r, &j->out);
     cap_free(r, &j->err);
     free(j->errmsg);
+    j->errmsg = NULL;
+}
+
+static void job_free(concur_runner *r, struct job *j)
+{
+    if (!j)
+        return;
+    job_release(r, j);
     free(j);
 }
 
@@ -480,14 +487,7 @@ static struct job *job_new(size_t index, const concur_cmd *cmd)
 
 static void job_reset_for_retry(concur_runner *r, struct job *j)
 {
-    close_fd(&j->pidfd);
-    close_fd(&j->out_fd);
-    close_fd(&j->err_fd);
-    close_fd(&j->in_fd);
-    cap_free(r, &j->out);
-    cap_free(r, &j->err);
-    free(j->errmsg);
-    j->errmsg = NULL;
+    job_release(r, j);
     j->pid = 0;
     j->in_off = 0;
     j->exited = j->timed_out = j->stopped = false;
