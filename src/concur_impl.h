@@ -105,6 +105,7 @@ enum {
     F_HAS_CBS = 1u << 4,    /* a callback was registered while not terminal */
     F_WAITERS = 1u << 5,    /* a thread sleeps on the state word */
     F_STOP = 1u << 6,       /* the task should stop (timeout, pool cancel) */
+    F_ERRX = 1u << 7,       /* errmsg is the text of an error-detail record (future.c) */
 };
 
 static inline bool st_terminal(uint32_t v)
@@ -165,6 +166,11 @@ bool concur__future_claim(concur_future *f, uint32_t from_mask);
 void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end);
 /* Claim + fail with code/message (message copied, may be NULL). True if this call did it. */
 bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const char *msg);
+/* The same with the detail of concur_error_info: the signal that killed a worker process (0:
+ * none), its exit status (-1: none), its backtrace text (NULL: none; copied), and whether
+ * code and message are the task's own from a worker process (remote). */
+bool concur__future_fail_info(concur_future *f, uint32_t from_mask, int code, const char *msg,
+                              int signal, int exit_status, const char *backtrace, bool remote);
 
 #define STATE_BIT(s) (1u << (s))
 

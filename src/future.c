@@ -19,6 +19,7 @@
 #include "concur_impl.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <sys/mman.h>
 
 /* ---------------------------------------------------------------- record allocator */
@@ -208,6 +209,24 @@ static pthread_mutex_t *stripe_of(const concur_future *f)
     return &g_stripes[h % STRIPES];
 }
 
+/* ---------------------------------------------------------------- error detail */
+
+/* The detail of concur_error_info beyond code and message, kept in the message's own
+ * allocation so that the record does not grow: f->errmsg points at text[], and the state
+ * flag F_ERRX (set by the completer before it publishes FAILED) says so. text holds the
+ * message, then the backtrace when there is one. */
+struct errx {
+    const char *backtrace; /* inside text[], or NULL */
+    int32_t signal, exit_status;
+    bool remote;
+    char text[];
+};
+
+static struct errx *errx_of(char *msg)
+{
+    return (struct errx *)(void *)(msg - offsetof(struct errx, text));
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 const char *concur_state_name(concur_state s)
@@ -254,7 +273,8 @@ void concur_future_release(concur_future *f)
         return;
     buf_free(&f->in);
     buf_free(&f->out);
-    free(f->errmsg);
+    free(atomic_load_explicit(&f->state, memory_order_relaxed) & F_ERRX ? (void *)errx_of(f->errmsg)
+                                                                        : (void *)f->errmsg);
     for (struct concur__cb *c = f->cbs, *n; c; c = n) { /* never-completed futures only */
         n = c->next;
         free(c);
@@ -328,6 +348,35 @@ bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const c
     return true;
 }
 
+bool concur__future_fail_info(concur_future *f, uint32_t from_mask, int code, const char *msg,
+                              int signal, int exit_status, const char *backtrace, bool remote)
+{
+    if (code >= 0)
+        code = CONCUR_ETASK;
+    if (!msg)
+        msg = concur_strerror(code);
+    size_t ml = strlen(msg) + 1, bl = backtrace ? strlen(backtrace) + 1 : 0;
+    struct errx *x = malloc(sizeof(*x) + ml + bl); /* before the claim: no failure after it */
+    if (!concur__future_claim(f, from_mask)) {
+        free(x);
+        return false;
+    }
+    f->err = code;
+    if (x) {
+        memcpy(x->text, msg, ml);
+        x->backtrace = bl ? memcpy(x->text + ml, backtrace, bl) : NULL;
+        x->signal = signal;
+        x->exit_status = exit_status;
+        x->remote = remote;
+        f->errmsg = x->text;
+        atomic_fetch_or_explicit(&f->state, F_ERRX, memory_order_relaxed);
+    } else {
+        f->errmsg = NULL; /* ENOMEM: the code's text, no detail */
+    }
+    concur__future_finish(f, CONCUR_FAILED, now_ns());
+    return true;
+}
+
 int concur_future_set_result(concur_future *f, const void *data, size_t len)
 {
     if (!f || (!data && len) || f->engine)
@@ -392,6 +441,32 @@ const char *concur_future_error_message(const concur_future *f)
     if (s != CONCUR_FAILED)
         return NULL;
     return f->errmsg ? f->errmsg : concur_strerror(f->err);
+}
+
+int concur_future_error_info(const concur_future *f, concur_error_info *info)
+{
+    if (!f || !info)
+        return CONCUR_EINVAL;
+    memset(info, 0, sizeof(*info));
+    info->exit_status = -1;
+    uint32_t v = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (!st_terminal(v))
+        return CONCUR_EAGAIN;
+    if ((v & ST_MASK) == CONCUR_CANCELLED) {
+        info->code = CONCUR_ECANCELED;
+        info->message = concur_strerror(CONCUR_ECANCELED);
+    } else if ((v & ST_MASK) == CONCUR_FAILED) {
+        info->code = f->err;
+        info->message = f->errmsg ? f->errmsg : concur_strerror(f->err);
+        if (v & F_ERRX) {
+            const struct errx *x = errx_of(f->errmsg);
+            info->signal = x->signal;
+            info->exit_status = x->exit_status;
+            info->backtrace = x->backtrace;
+            info->remote = x->remote;
+        }
+    }
+    return 0;
 }
 
 void concur_future_durations(const concur_future *f, double *pending, double *running)

@@ -36,11 +36,19 @@
  * Task timeouts: a watchdog thread (only when task_timeout > 0) checks each worker's
  * current task and fails the future of one that ran too long; the worker's late completion
  * loses the claim and its result is dropped.
+ *
+ * Process pools (CONCUR_ENGINE_PROCESSES) are this engine with proxies: each worker thread
+ * owns one worker process (w->proc, started through the pool's fork server p->fs) and
+ * run_task hands the task to it instead of calling it; everything else above applies as is,
+ * and a proxy's lifetime is its process's. The proxy enforces task_timeout itself (no
+ * watchdog) and replaces a process that died or was killed. See process_pool.h.
  */
 #include "concur_impl.h"
+#include "process_pool.h"
 
 #include <limits.h>
 #include <signal.h>
+#include <unistd.h>
 
 enum { IDLE_SPIN = 4000, SPIN_POLL = 4, GATHER_PAUSES = 96, NAME_MAX_ = 64 };
 
@@ -60,6 +68,7 @@ struct worker {
     concur_future *cur;
     uint64_t cur_start;
     struct worker *prev, *next; /* live or dead list, under pool->mu */
+    concur__proc *proc;         /* process pools: this proxy's worker process */
     char name[NAME_MAX_ + 48];
 };
 
@@ -95,6 +104,8 @@ struct concur_pool {
     size_t ncancelled, capcancelled;
     bool shut;
     bool exit_done; /* the exit handler has dealt with it */
+
+    concur__fs *fs; /* process pools: the fork server; NULL for threads */
 
     bool watchdog_on, wstop;
     pthread_t watchdog;
@@ -290,7 +301,8 @@ static int spawn_one_locked(concur_pool *p)
     w->pool = p;
     w->index = ++p->next_index;
     w->gen = atomic_load_explicit(&p->stop_gen, memory_order_relaxed);
-    snprintf(w->name, sizeof(w->name), "concur-%s-thread-worker-%u", p->name, w->index);
+    snprintf(w->name, sizeof(w->name), "concur-%s-%s-worker-%u", p->name,
+             p->fs ? "process" : "thread", w->index);
     CHECK_PTHREAD(pthread_mutex_init(&w->cur_mu, NULL));
     w->next = p->live;
     if (p->live)
@@ -492,6 +504,26 @@ static bool idle(struct worker *w)
     return keep;
 }
 
+/* Process pools: starts this proxy's worker process (at the proxy's start, or to replace one
+ * that died) and runs the initializer in it. A failure breaks the pool, as a failed
+ * initializer does in a thread pool. Returns false then. */
+static bool proc_begin(struct worker *w, concur_task *t)
+{
+    concur_pool *p = w->pool;
+    bool hook_failed = false;
+    int rc = w->proc ? 0 : concur__proc_create(&w->proc, p->fs, w->name, p->o.user);
+    if (!rc)
+        rc = concur__proc_start(w->proc, p->o.initializer, p->o.init_arg, t, &hook_failed);
+    if (rc) {
+        if (hook_failed)
+            pool_break(p, CONCUR_EINITIALIZER, "initializer", w, t->msg, rc);
+        else
+            pool_break(p, CONCUR_EBROKEN, "starting the worker process", w, t->msg, rc);
+    }
+    concur__task_reset(t);
+    return rc == 0;
+}
+
 static uint64_t run_task(struct worker *w, concur_task *t, concur_future *f, uint64_t start)
 {
     concur_pool *p = w->pool;
@@ -505,14 +537,24 @@ static uint64_t run_task(struct worker *w, concur_task *t, concur_future *f, uin
         mu_unlock(&w->cur_mu);
     }
     t->f = f;
-    int rc = f->fn(t, buf_data(&f->in), f->in.len);
-    uint64_t end = now_ns();
-    if (p->watchdog_on) {
-        mu_lock(&w->cur_mu);
-        w->cur = NULL;
-        mu_unlock(&w->cur_mu);
+    uint64_t end;
+    if (likely(!w->proc)) {
+        int rc = f->fn(t, buf_data(&f->in), f->in.len);
+        end = now_ns();
+        if (p->watchdog_on) {
+            mu_lock(&w->cur_mu);
+            w->cur = NULL;
+            mu_unlock(&w->cur_mu);
+        }
+        concur__task_complete(t, rc, end);
+    } else {
+        /* A process pool: the task runs in this proxy's process, which completes f. If the
+         * process is gone (crash, exit, timeout) a fresh one takes its place. */
+        bool alive = concur__proc_run(w->proc, t, f, p->o.task_timeout);
+        if (!alive)
+            proc_begin(w, t);
+        end = now_ns();
     }
-    concur__task_complete(t, rc, end);
     t->f = NULL;
     concur_future_release(f); /* the engine's reference */
     return end;
@@ -557,7 +599,9 @@ static void *worker_main(void *arg)
 
     concur_task t = {.worker_name = w->name, .user = p->o.user, .pool_stop = &p->stop_running};
     bool ok = true;
-    if (p->o.initializer) {
+    if (p->fs) {
+        ok = proc_begin(w, &t);
+    } else if (p->o.initializer) {
         int rc = p->o.initializer(&t, p->o.init_arg);
         if (rc) {
             pool_break(p, CONCUR_EINITIALIZER, "initializer", w, t.msg, rc);
@@ -599,11 +643,14 @@ static void *worker_main(void *arg)
         atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
     atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
     if (ok && p->o.finalizer) {
-        int rc = p->o.finalizer(&t, p->o.final_arg);
+        int rc = w->proc ? concur__proc_final(w->proc, p->o.finalizer, p->o.final_arg, &t)
+                         : p->o.finalizer(&t, p->o.final_arg);
         if (rc)
             pool_break(p, CONCUR_EFINALIZER, "finalizer", w, t.msg, rc);
         concur__task_reset(&t);
     }
+    concur__proc_destroy(w->proc); /* the process ends with its proxy */
+    w->proc = NULL;
     worker_exit(w);
     return NULL;
 }
@@ -693,11 +740,17 @@ static void pool_break(concur_pool *p, int code, const char *kind, const struct 
 static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static concur_pool *g_reg;
 static pthread_once_t g_exit_once = PTHREAD_ONCE_INIT;
+static pid_t g_exit_pid; /* the process that registered the handler */
 
 /* Pools still open at exit: cancel what is queued, let running tasks finish (they are asked
- * to stop), and join the workers, so no worker runs while the process tears down. */
+ * to stop), and join the workers, so no worker runs while the process tears down. A forked
+ * child (a process pool's worker whose task calls exit(), or any fork of the application)
+ * inherits the handler and copies of the pools but none of their threads: it leaves them
+ * alone. */
 static void exit_handler(void)
 {
+    if (getpid() != g_exit_pid)
+        return;
     for (;;) {
         concur_pool *p;
         mu_lock(&g_reg_mu);
@@ -712,7 +765,11 @@ static void exit_handler(void)
     }
 }
 
-static void exit_once(void) { atexit(exit_handler); }
+static void exit_once(void)
+{
+    g_exit_pid = getpid();
+    atexit(exit_handler);
+}
 
 /* ---------------------------------------------------------------- API */
 
@@ -723,7 +780,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     concur_pool_opts o = {0};
     if (opts)
         o = *opts;
-    if (o.engine != CONCUR_ENGINE_THREADS || o.max_workers < 0 ||
+    if ((o.engine != CONCUR_ENGINE_THREADS && o.engine != CONCUR_ENGINE_PROCESSES) ||
+        o.max_workers < 0 ||
         (o.name && strlen(o.name) > NAME_MAX_) || o.task_timeout != o.task_timeout ||
         o.idle_timeout != o.idle_timeout)
         return CONCUR_EINVAL;
@@ -756,7 +814,14 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     CHECK_PTHREAD(pthread_cond_init(&p->cv, &ca));
     CHECK_PTHREAD(pthread_cond_init(&p->wcv, &ca));
     pthread_condattr_destroy(&ca);
-    if (o.task_timeout > 0) {
+    if (o.engine == CONCUR_ENGINE_PROCESSES) {
+        int rc = concur__fs_create(&p->fs, p->max_workers);
+        if (rc) {
+            concur_pool_destroy(p);
+            return rc;
+        }
+    }
+    if (o.task_timeout > 0 && !p->fs) { /* process pools: each proxy enforces it */
         p->expired = calloc((size_t)p->max_workers, sizeof(*p->expired));
         if (!p->expired) {
             concur_pool_destroy(p);
@@ -823,6 +888,8 @@ int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
 {
     if (!p || !fn || (!in && len))
         return CONCUR_EINVAL;
+    if (unlikely(p->fs) && !concur__fs_code_ok(p->fs, (uintptr_t)fn))
+        return CONCUR_EINVAL; /* not code every worker process has */
     concur_future *f = concur__future_alloc();
     if (!f)
         return CONCUR_ENOMEM;
@@ -857,6 +924,8 @@ int concur_pool_submit_batch(concur_pool *p, concur_fn fn, const concur_input *i
                              concur_future **out)
 {
     if (!p || !fn || (!ins && n))
+        return CONCUR_EINVAL;
+    if (unlikely(p->fs) && !concur__fs_code_ok(p->fs, (uintptr_t)fn))
         return CONCUR_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (!ins[i].data && ins[i].len)
@@ -1134,6 +1203,7 @@ void concur_pool_destroy(concur_pool *p)
     mu_unlock(&g_reg_mu);
     for (size_t i = 0; i < p->ncancelled; i++)
         concur_future_release(p->cancelled[i]);
+    concur__fs_destroy(p->fs); /* the workers are gone: the server ends, and is reaped */
     free(p->cancelled);
     free(p->expired);
     free(p->broken_msg);

@@ -96,9 +96,10 @@ CONCUR_API bool concur_task_should_stop(const concur_task *t);
 CONCUR_API uint64_t concur_task_id(const concur_task *t);
 
 /**
- * The name of the worker running the task, "concur-<pool name>-thread-worker-<n>" with n
- * counted from 1 per pool (the pool name defaults to "pool"). Valid during the call. The
- * kernel's thread name (15 bytes at most) is "<pool name>-<n>", truncated.
+ * The name of the worker running the task, "concur-<pool name>-thread-worker-<n>" (or
+ * "concur-<pool name>-process-worker-<n>" in a process pool) with n counted from 1 per pool
+ * (the pool name defaults to "pool"). Valid during the call. The kernel's thread name (15
+ * bytes at most) is "<pool name>-<n>", truncated.
  */
 CONCUR_API const char *concur_task_worker_name(const concur_task *t);
 
@@ -191,6 +192,32 @@ CONCUR_API int concur_future_error(const concur_future *f);
  * is unfinished or DONE. Valid while the caller holds a reference.
  */
 CONCUR_API const char *concur_future_error_message(const concur_future *f);
+
+/** The whole detail of a future's error (concur_future_error_info()). */
+typedef struct concur_error_info {
+    int code;            /**< as concur_future_error() */
+    const char *message; /**< as concur_future_error_message() */
+    /** The signal that killed the worker process running the task (CONCUR_ECRASHED; also
+     *  SIGKILL for a task timeout in a process pool, where the worker is killed), 0 if none. */
+    int signal;
+    int exit_status; /**< the worker process's exit status (CONCUR_ECRASHED), -1 if none */
+    /** The backtrace text the worker process wrote as it crashed on a signal (SIGSEGV,
+     *  SIGBUS, SIGFPE, SIGILL, SIGABRT), one frame per line; NULL if none. */
+    const char *backtrace;
+    /** True when code and message are the task's own, returned by the task function in a
+     *  worker process; false for errors made by concur (a crash, a timeout, a cancel) and for
+     *  every error of a thread pool or a standalone future. */
+    bool remote;
+} concur_error_info;
+
+/**
+ * Fills @p info with the outcome of a terminal future: for FAILED the code, message and
+ * detail; for CANCELLED CONCUR_ECANCELED and its text; for DONE code 0 and message NULL.
+ * Fields without a value are 0 / NULL / false, exit_status -1. Returns 0, CONCUR_EAGAIN
+ * while the future is not terminal (info cleared as for DONE), CONCUR_EINVAL for NULL
+ * arguments. The strings stay valid while the caller holds a reference.
+ */
+CONCUR_API int concur_future_error_info(const concur_future *f, concur_error_info *info);
 
 /**
  * Cancels the task. A PENDING task becomes CANCELLED at once and never runs (callbacks run,

@@ -33,13 +33,37 @@ extern "C" {
 
 typedef struct concur_pool concur_pool;
 
-/** The engine that runs a pool's tasks. */
+/**
+ * The engine that runs a pool's tasks.
+ *
+ * CONCUR_ENGINE_PROCESSES runs each task in a worker process (docs/process_pool.md). The
+ * API, the task-function type and the futures are the same; what changes:
+ * - Inputs and results are copied between processes; side effects of a task (globals, the
+ *   heap) stay in its worker. The task function is passed as a pointer, so it must be code
+ *   that was loaded when the pool was created (the executable, or a library loaded by then):
+ *   submit refuses any other pointer with CONCUR_EINVAL. init_arg, final_arg and user are
+ *   passed by pointer value too: they must point to memory that existed when the pool was
+ *   created (each worker sees its own copy, as of that moment).
+ * - A task that crashes (signal) or ends its process (exit, _exit) fails only its own future,
+ *   with CONCUR_ECRASHED and the detail in concur_future_error_info(); the worker process is
+ *   replaced. A task past task_timeout has its worker process killed.
+ * - Fork safety: at creation the pool forks the calling process once, into a single-threaded
+ *   fork server; every worker process is a fork of that server, so creating workers later
+ *   never forks a multithreaded process. But locks that other threads of the caller held at
+ *   the moment the pool was created stay held in the server and in every worker: create
+ *   process pools early (before other threads start, or at least before they take locks,
+ *   stdio's and malloc-heavy code included).
+ * - The server is a child of the calling process until concur_pool_destroy() reaps it; an
+ *   application that reaps every child (waitpid(-1, ...)) may reap it instead, harmlessly.
+ */
 typedef enum concur_engine {
     CONCUR_ENGINE_THREADS = 0, /**< worker threads in this process */
+    CONCUR_ENGINE_PROCESSES,   /**< worker processes forked from a fork server */
 } concur_engine;
 
 /**
- * A worker initializer or finalizer. It runs in the worker (the thread, later the process),
+ * A worker initializer or finalizer. It runs in the worker (the thread, or the worker
+ * process of a process pool: once per process, also in each replacement of a crashed one),
  * before its first task or after its last one. Return 0, or a negative code (with
  * concur_task_fail() for a message): the pool then becomes BROKEN with CONCUR_EINITIALIZER or
  * CONCUR_EFINALIZER. @p t is a context valid during the call (concur_task_fail,
@@ -57,7 +81,7 @@ typedef struct concur_pool_opts {
     double idle_timeout;
     unsigned max_tasks_per_worker; /**< a worker exits after this many tasks; 0: no limit */
     concur_worker_fn initializer;  /**< run at each worker start; NULL for none */
-    void *init_arg;
+    void *init_arg; /**< process pools: must point to memory that exists at pool creation */
     concur_worker_fn finalizer; /**< run at each worker exit; NULL for none */
     void *final_arg;
     /** At most this many pending (queued, not started) tasks; a submit beyond it fails
@@ -65,7 +89,8 @@ typedef struct concur_pool_opts {
     size_t queue_limit;
     /** Seconds a task may run. Past it, the task's future fails with CONCUR_ETASKTIMEOUT at
      *  once and concur_task_should_stop() becomes true for it; a thread cannot be killed, so
-     *  the worker stays busy until the task returns and its late result is dropped.
+     *  the worker stays busy until the task returns and its late result is dropped. In a
+     *  process pool the worker process is killed (SIGKILL) and replaced.
      *  0: no timeout. */
     double task_timeout;
     void *user; /**< returned by concur_task_user() in tasks and hooks */
@@ -73,8 +98,9 @@ typedef struct concur_pool_opts {
 
 /**
  * Creates a pool. @p opts may be NULL (defaults); it is copied. No worker starts until work
- * arrives. Returns 0 and the pool in *out, or CONCUR_EINVAL (bad option, NULL out) or
- * CONCUR_ENOMEM.
+ * arrives (a process pool starts its fork server now). Returns 0 and the pool in *out, or
+ * CONCUR_EINVAL (bad option, NULL out), CONCUR_ENOMEM, or for a process pool the negated
+ * errno of starting the fork server (-EAGAIN: no more processes, -EMFILE, ...).
  */
 CONCUR_API int concur_pool_create(concur_pool **out, const concur_pool_opts *opts);
 
@@ -89,7 +115,8 @@ CONCUR_API void concur_pool_destroy(concur_pool *p);
 /**
  * Submits @p fn with a copy of @p len input bytes. On success returns 0 and, when @p out is
  * not NULL, the task's future in *out with one reference for the caller. Errors:
- * CONCUR_EINVAL (NULL fn, NULL in with len > 0), CONCUR_ENOMEM, CONCUR_EFULL (queue_limit
+ * CONCUR_EINVAL (NULL fn, NULL in with len > 0; in a process pool, a function outside the
+ * code loaded when the pool was created), CONCUR_ENOMEM, CONCUR_EFULL (queue_limit
  * reached), CONCUR_EBUSY (a join is in progress), CONCUR_ECLOSED, or the stored broken error
  * (CONCUR_EINITIALIZER / CONCUR_EFINALIZER). On error nothing was queued.
  */

@@ -1,0 +1,531 @@
+/*
+ * forkserver.c - the fork server of a process pool, and the code map that says which
+ * function pointers are valid in its workers.
+ *
+ * Why a fork server. fork() copies only the calling thread: a lock that another thread held
+ * at that instant (malloc's, stdio's, the application's) stays locked forever in the child.
+ * A process pool therefore forks the caller exactly once, at pool creation: that child is
+ * the fork server, a single-threaded process that does nothing but fork worker processes on
+ * request. Workers are forks of the server, so starting or replacing a worker at any later
+ * time never forks the caller's (by then multithreaded) process. Locks held by other threads
+ * of the caller at the moment of creation do stay held in the server and in every worker:
+ * pool.h asks for process pools to be created early, before other threads take locks.
+ *
+ * Why the code map. Every worker is a fork of a fork of the caller's image as it was at pool
+ * creation, so a function pointer into code mapped at that moment is the same function in
+ * every worker; that is what lets tasks travel as plain pointers. concur__fs_create records
+ * the executable mappings (from /proc/self/maps) just before forking the server, and submit
+ * refuses functions outside them (say, in a library loaded later, or in a data buffer).
+ *
+ * Protocol. The parent and the server talk over a SOCK_SEQPACKET socketpair (message
+ * boundaries kept), one request at a time under fs->mu:
+ *
+ *   server -> parent, once at start   int64 0 (ready), or -errno (setup failed; it exits)
+ *   parent -> server, SPAWN           uint32 OP_SPAWN, with SCM_RIGHTS [worker socket,
+ *                                      write end of the worker's status pipe]
+ *   server -> parent, reply           int64 the worker's pid, or -errno
+ *
+ * The server forks the worker, which runs concur__worker_main on its socket (its other fds
+ * are closed). The server keeps each worker's status pipe; SIGCHLD is blocked and read from
+ * a signalfd, and on each one the server reaps with waitpid(-1, WNOHANG) and writes every
+ * reaped worker's wait status (an int) to that worker's pipe, then closes it. So the proxy in
+ * the parent learns how its process ended without being its parent, and no worker stays a
+ * zombie. EOF on the request socket (the pool was destroyed; or the parent died or exec'd:
+ * the parent's end is close-on-exec) makes the server SIGKILL and reap the workers left and
+ * _exit; the parent reaps the server, which is its child.
+ *
+ * Children of a multithreaded fork. The server runs only system calls and async-signal-safe
+ * functions (no malloc, no stdio, no locks): its table of workers lives in mmap'd memory. It
+ * and the workers leave with _exit, so the caller's atexit handlers (and a sanitizer's leak
+ * check) never run there. Both keep only their one socket and stdin/stdout/stderr (a missing
+ * one is opened on /dev/null, so a task's printf can never write into a frame stream), with
+ * the signal mask cleared and every disposition at its default; workers also die with their
+ * server (PR_SET_PDEATHSIG, checked against the race with getppid()).
+ */
+#include "process_pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { OP_SPAWN = 1 };
+
+struct range {
+    uintptr_t lo, hi; /* [lo, hi) */
+};
+
+struct concur__fs {
+    pthread_mutex_t mu; /* one request at a time on req */
+    int req;            /* the parent's end of the request socket */
+    pid_t pid;          /* the server */
+    size_t nranges;
+    struct range *ranges; /* code mapped at creation: sorted, adjacent ones merged */
+};
+
+/* ---------------------------------------------------------------- the code map */
+
+/* Reads /proc/self/maps into a NUL-terminated malloc'd string. */
+static int read_maps(char **out)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    int rc = buf ? 0 : CONCUR_ENOMEM;
+    while (!rc) {
+        if (cap - len < 2) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                rc = CONCUR_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n > 0)
+            len += (size_t)n;
+        else if (n == 0)
+            break;
+        else if (errno != EINTR)
+            rc = -errno;
+    }
+    (void)close(fd); /* read-only: nothing to lose */
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
+}
+
+/* The executable mappings of this process, in address order ("lo-hi r-xp ..." lines). */
+static int code_map(struct range **out, size_t *nout)
+{
+    char *text = NULL;
+    int rc = read_maps(&text);
+    if (rc)
+        return rc;
+    size_t lines = 1;
+    for (const char *c = text; *c; c++)
+        lines += *c == '\n';
+    struct range *r = malloc(lines * sizeof(*r));
+    if (!r) {
+        free(text);
+        return CONCUR_ENOMEM;
+    }
+    size_t n = 0;
+    for (char *line = text; *line;) {
+        char *end = strchr(line, '\n');
+        if (end)
+            *end = '\0';
+        char *p;
+        unsigned long long lo = strtoull(line, &p, 16), hi = 0;
+        if (*p == '-')
+            hi = strtoull(p + 1, &p, 16);
+        /* p: " rwxp ...": the x bit is the third permission character */
+        if (*p == ' ' && strlen(p) >= 4 && p[3] == 'x' && hi > lo) {
+            if (n && r[n - 1].hi == (uintptr_t)lo)
+                r[n - 1].hi = (uintptr_t)hi;
+            else
+                r[n++] = (struct range){(uintptr_t)lo, (uintptr_t)hi};
+        }
+        if (!end)
+            break;
+        line = end + 1;
+    }
+    free(text);
+    *out = r;
+    *nout = n;
+    return 0;
+}
+
+bool concur__fs_code_ok(const concur__fs *fs, uintptr_t addr)
+{
+    size_t lo = 0, hi = fs->nranges; /* the first range with ranges[i].hi > addr */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (fs->ranges[mid].hi <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < fs->nranges && fs->ranges[lo].lo <= addr;
+}
+
+/* ---------------------------------------------------------------- in the children */
+
+/* Closes every fd except 0-2 and @keep. */
+static int close_others(int keep)
+{
+    if (keep > 3 && close_range(3, (unsigned)keep - 1, 0) != 0)
+        return -errno;
+    if (close_range((unsigned)keep + 1, ~0u, 0) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Makes sure @fd is above stdio (moving it when the caller ran with 0-2 closed), closes
+ * everything else, and opens any missing stdio fd on /dev/null. Returns the fd or -1. */
+static int isolate_fd(int fd)
+{
+    if (fd < 3) {
+        int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (nfd < 0)
+            return -1;
+        (void)close(fd); /* a valid fd we own */
+        fd = nfd;
+    }
+    if (close_others(fd))
+        return -1;
+    for (int s = 0; s < 3; s++)
+        if (fcntl(s, F_GETFD) < 0) {
+            int nfd = open("/dev/null", O_RDWR); /* takes the lowest free fd: s */
+            if (nfd != s)
+                return -1;
+        }
+    return fd;
+}
+
+/* Every disposition back to the default (the server and workers are our processes, started
+ * from whatever the caller had installed). */
+static int reset_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP)
+            continue;
+        /* EINVAL: a signal the C library reserves for itself, nothing to reset */
+        if (sigaction(s, &dfl, NULL) != 0 && errno != EINVAL)
+            return -errno;
+    }
+    return 0;
+}
+
+/* The worker, just forked by the server @server. */
+static _Noreturn void worker_child(int sock, pid_t server)
+{
+    /* Die with the server; if it died before prctl took effect we were re-parented. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
+        _exit(127);
+    sock = isolate_fd(sock);
+    sigset_t none;
+    sigemptyset(&none);
+    if (sock < 0 || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+        _exit(127);
+    concur__worker_main(sock);
+}
+
+/* The server's table of live workers, in mmap'd memory (no malloc in the server). */
+struct entry {
+    pid_t pid;
+    int status_fd;
+};
+
+struct table {
+    struct entry *e;
+    size_t n, cap;
+};
+
+static bool table_grow(struct table *t)
+{
+    size_t cap = t->cap * 2;
+    void *m = mmap(NULL, cap * sizeof(struct entry), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return false;
+    memcpy(m, t->e, t->n * sizeof(struct entry));
+    if (t->e)
+        (void)munmap(t->e, t->cap * sizeof(struct entry)); /* our own mapping */
+    t->e = m;
+    t->cap = cap;
+    return true;
+}
+
+/* Hands a reaped worker's wait status to its proxy and forgets the worker. */
+static void report(struct table *t, pid_t pid, int status)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->e[i].pid != pid)
+            continue;
+        ssize_t w;
+        do
+            w = write(t->e[i].status_fd, &status, sizeof(status));
+        while (w < 0 && errno == EINTR);
+        /* EPIPE: the proxy is gone already and nobody asks; an int into an empty pipe
+         * cannot be partial. */
+        (void)close(t->e[i].status_fd);
+        t->e[i] = t->e[--t->n];
+        return;
+    }
+}
+
+static void reap(struct table *t, int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof(si)) > 0) /* drain; EAGAIN ends it */
+        ;
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0)
+            report(t, pid, status);
+        else if (pid < 0 && errno == EINTR)
+            continue;
+        else
+            break; /* 0: none ended; ECHILD: no children */
+    }
+}
+
+static bool reply(int req, int64_t v)
+{
+    for (;;) {
+        if (send(req, &v, sizeof(v), MSG_NOSIGNAL) == (ssize_t)sizeof(v))
+            return true;
+        if (errno != EINTR)
+            return false; /* the parent is gone */
+    }
+}
+
+/* Serves one request. False when the server should end (EOF, or the parent is gone). */
+static bool serve(int req, struct table *t, pid_t self)
+{
+    uint32_t op = 0;
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = cm.buf,
+                        .msg_controllen = sizeof(cm.buf)};
+    ssize_t n = recvmsg(req, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN;
+    if (n == 0)
+        return false; /* EOF */
+    int fds[2] = {-1, -1}, nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+            if (nfds < 2)
+                fds[nfds++] = fd;
+            else
+                (void)close(fd);
+        }
+    }
+    int64_t r;
+    if (n != (ssize_t)sizeof(op) || op != OP_SPAWN || nfds != 2) {
+        r = -EPROTO;
+    } else if (t->n == t->cap && !table_grow(t)) {
+        r = -ENOMEM;
+    } else {
+        pid_t pid = fork();
+        if (pid == 0)
+            worker_child(fds[0], self);
+        r = pid < 0 ? -errno : pid;
+        if (pid > 0) {
+            t->e[t->n++] = (struct entry){pid, fds[1]};
+            fds[1] = -1;
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            (void)close(fds[i]);
+    return reply(req, r);
+}
+
+/* Kills and reaps every worker left, then leaves. */
+static _Noreturn void server_exit(struct table *t, int code)
+{
+    for (size_t i = 0; i < t->n; i++)
+        (void)kill(t->e[i].pid, SIGKILL); /* not reaped yet, so the pid is still ours */
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid > 0)
+            report(t, pid, status);
+        else if (errno != EINTR)
+            break; /* ECHILD: all reaped */
+    }
+    _exit(code);
+}
+
+static _Noreturn void server_main(int req, int workers)
+{
+    req = isolate_fd(req);
+    if (req < 0)
+        _exit(127);
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGPIPE); /* a status pipe whose proxy is gone: EPIPE, not death */
+    int rc = reset_signals();
+    if (!rc && sigprocmask(SIG_SETMASK, &block, NULL) != 0)
+        rc = -errno;
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int sfd = rc ? -1 : signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (!rc && sfd < 0)
+        rc = -errno;
+    struct table t = {.cap = workers > 0 && workers < INT_MAX / 4 ? (size_t)workers * 2 + 8 : 64};
+    t.e = rc ? MAP_FAILED
+             : mmap(NULL, t.cap * sizeof(struct entry), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!rc && t.e == MAP_FAILED)
+        rc = -errno;
+    if (rc) {
+        (void)reply(req, rc);
+        _exit(127);
+    }
+    if (!reply(req, 0))
+        _exit(0);
+    pid_t self = getpid();
+    for (;;) {
+        struct pollfd pf[2] = {{.fd = req, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            server_exit(&t, 1);
+        }
+        if (pf[1].revents)
+            reap(&t, sfd);
+        if (pf[0].revents && !serve(req, &t, self))
+            server_exit(&t, 0);
+    }
+}
+
+/* ---------------------------------------------------------------- the parent's side */
+
+/* Reads one int64 reply from the server. */
+static int read_reply(concur__fs *fs, int64_t *v)
+{
+    for (;;) {
+        ssize_t n = recv(fs->req, v, sizeof(*v), 0);
+        if (n == (ssize_t)sizeof(*v))
+            return 0;
+        if (n == 0)
+            return CONCUR_EPIPE; /* the server is gone */
+        if (n > 0)
+            return CONCUR_EIO;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+int concur__fs_create(concur__fs **out, int workers)
+{
+    concur__fs *fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return CONCUR_ENOMEM;
+    fs->req = -1;
+    CHECK_PTHREAD(pthread_mutex_init(&fs->mu, NULL));
+    int rc = code_map(&fs->ranges, &fs->nranges);
+    int sv[2];
+    if (!rc && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        rc = -errno;
+    if (rc) {
+        concur__fs_destroy(fs);
+        return rc;
+    }
+    /* No signal handler of the caller may run in the child before it resets them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
+    pid_t pid = fork();
+    if (pid == 0)
+        server_main(sv[1], workers);
+    int fork_errno = errno;
+    CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
+    (void)close(sv[1]); /* the server's end: ours to drop */
+    fs->req = sv[0];
+    fs->pid = pid;
+    int64_t ready = 0;
+    rc = pid < 0 ? -fork_errno : read_reply(fs, &ready);
+    if (!rc && ready != 0)
+        rc = ready < 0 && ready > INT_MIN ? (int)ready : CONCUR_EIO;
+    if (rc) {
+        concur__fs_destroy(fs);
+        return rc;
+    }
+    *out = fs;
+    return 0;
+}
+
+void concur__fs_destroy(concur__fs *fs)
+{
+    if (!fs)
+        return;
+    if (fs->req >= 0)
+        (void)close(fs->req); /* EOF for the server */
+    if (fs->pid > 0) {
+        int status;
+        /* ECHILD: the application reaped it (waitpid(-1) of its own, or SIGCHLD ignored) */
+        while (waitpid(fs->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_mutex_destroy(&fs->mu);
+    free(fs->ranges);
+    free(fs);
+}
+
+int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid)
+{
+    uint32_t op = OP_SPAWN;
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = cm.buf,
+                        .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = {sock, status_w};
+    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    int rc = 0;
+    int64_t r = 0;
+    mu_lock(&fs->mu);
+    for (;;) {
+        if (sendmsg(fs->req, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(op))
+            break;
+        if (errno != EINTR) {
+            rc = errno == EPIPE || errno == ECONNRESET ? CONCUR_EPIPE : -errno;
+            break;
+        }
+    }
+    if (!rc)
+        rc = read_reply(fs, &r);
+    mu_unlock(&fs->mu);
+    if (rc)
+        return rc;
+    if (r <= 0)
+        return r < 0 && r > INT_MIN ? (int)r : CONCUR_EIO;
+    *pid = (pid_t)r;
+    return 0;
+}

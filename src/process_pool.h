@@ -1,0 +1,90 @@
+/*
+ * process_pool.h - internal interface of the process engine.
+ *
+ * A process pool is the thread engine (thread_pool.c) with one difference: each worker
+ * thread is a *proxy* that owns one worker process and runs its tasks there. Queueing,
+ * lazy start, idle shrink, recycling, join, shutdown, counters, cancel, callbacks and the map
+ * family are the thread engine's, unchanged; the proxy thread's lifetime is its process's
+ * lifetime. Two files implement the rest:
+ *
+ *   forkserver.c    the fork server: one single-threaded process per pool, forked from the
+ *                   caller at pool creation, that forks the worker processes on request and
+ *                   reports how each one ended; and the code map that tells which function
+ *                   pointers are valid in the workers.
+ *   process_pool.c  the wire format (frames over a stream socket), the loop of a worker
+ *                   process, and the proxy side: run a task remotely, detect a crash or a
+ *                   timeout, describe it, replace the process.
+ *
+ * See docs/process_pool.md for the design, the wire format and the guarantees.
+ */
+#ifndef CONCUR_PROCESS_POOL_H
+#define CONCUR_PROCESS_POOL_H
+
+#include <sys/types.h>
+
+#include "concur_impl.h"
+
+/* ---- the fork server (forkserver.c) ---- */
+
+typedef struct concur__fs concur__fs;
+
+/*
+ * Records the code map of this process and forks the pool's fork server. @workers sizes
+ * the server's first table of workers (it grows as needed). Returns 0 and the server in
+ * *out, or a negative code (nothing is left behind).
+ */
+int concur__fs_create(concur__fs **out, int workers);
+
+/* Closes the request socket (the server then kills and reaps any worker left, and exits)
+ * and reaps the server. Accepts NULL. */
+void concur__fs_destroy(concur__fs *fs);
+
+/* True when @addr lies in code that was mapped when the server was forked, so that the same
+ * address is code in every worker. Lock-free, read-only. */
+bool concur__fs_code_ok(const concur__fs *fs, uintptr_t addr);
+
+/*
+ * Asks the server to fork a worker process that serves the stream socket @sock, and to write
+ * the worker's wait status to @status_w when it ends. The caller keeps (and closes) its own
+ * copies of both fds. Returns 0 and the worker's pid in *pid, or a negative code. Thread-safe
+ * (requests are serialised).
+ */
+int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid);
+
+/* ---- worker processes and proxies (process_pool.c) ---- */
+
+/* The loop of a worker process: serves frames on @sock until EOF, then _exits. Called by
+ * the fork server in the freshly forked worker. */
+_Noreturn void concur__worker_main(int sock);
+
+typedef struct concur__proc concur__proc;
+
+/* A proxy's handle on its worker process; no process runs yet. @name and @user must outlive
+ * it. Returns 0 or CONCUR_ENOMEM. */
+int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user);
+
+/*
+ * Starts a worker process (replacing a dead one) and runs @init (if not NULL) in it. Returns
+ * 0, or a negative code with a message in t->msg (may be NULL): *hook_failed says whether
+ * the initializer failed (or died) rather than the start of the process.
+ */
+int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
+                       bool *hook_failed);
+
+/*
+ * Runs the RUNNING future @f in the worker process, with @timeout seconds (0: none) counted
+ * from f->t_start, and completes @f: the result, the task's own error (remote), or
+ * CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate. Returns false when the
+ * process is gone (crashed, exited, killed at the timeout): the caller starts a replacement.
+ */
+bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double timeout);
+
+/* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
+ * negative code with a message in t->msg. */
+int concur__proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_task *t);
+
+/* Ends the worker process (EOF on its socket; SIGKILL if it does not leave promptly), waits
+ * until the server has reaped it, and frees the handle. Accepts NULL. */
+void concur__proc_destroy(concur__proc *pr);
+
+#endif
