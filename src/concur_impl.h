@@ -138,6 +138,10 @@ typedef struct concur__engine_ops {
     /* A PENDING future of this engine was cancelled by its owner (called between the claim
      * and the publication of CANCELLED). */
     void (*on_cancel)(struct concur__engine *e, concur_future *f);
+    /* Optional (NULL: running tasks cannot be killed). Kills what runs the RUNNING future
+     * @f, so that the engine fails it with CONCUR_ECANCELED; true when that was done, false
+     * when @f is not (or no longer) running. Called by concur_future_cancel_kill(). */
+    bool (*kill_running)(struct concur__engine *e, concur_future *f);
 } concur__engine_ops;
 
 struct concur__engine {
@@ -167,10 +171,12 @@ void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
 /* Claim + fail with code/message (message copied, may be NULL). True if this call did it. */
 bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const char *msg);
 /* The same with the detail of concur_error_info: the signal that killed a worker process (0:
- * none), its exit status (-1: none), its backtrace text (NULL: none; copied), and whether
- * code and message are the task's own from a worker process (remote). */
+ * none), its exit status (-1: none), its backtrace text (NULL: none; copied), whether code
+ * and message are the task's own from a worker process (remote), and whether the worker hit
+ * a configured limit (limit). */
 bool concur__future_fail_info(concur_future *f, uint32_t from_mask, int code, const char *msg,
-                              int signal, int exit_status, const char *backtrace, bool remote);
+                              int signal, int exit_status, const char *backtrace, bool remote,
+                              bool limit);
 
 #define STATE_BIT(s) (1u << (s))
 

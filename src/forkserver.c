@@ -27,8 +27,9 @@
  *
  * The server forks the worker, which runs concur__worker_main on its socket (its other fds
  * are closed). The server keeps each worker's status pipe; SIGCHLD is blocked and read from
- * a signalfd, and on each one the server reaps with waitpid(-1, WNOHANG) and writes every
- * reaped worker's wait status (an int) to that worker's pipe, then closes it. So the proxy in
+ * a signalfd, and on each one the server reaps with wait4(-1, WNOHANG) and writes every
+ * reaped worker's concur__wstatus (wait status and CPU time) to that worker's pipe, then
+ * closes it. So the proxy in
  * the parent learns how its process ended without being its parent, and no worker stays a
  * zombie. EOF on the request socket (the pool was destroyed; or the parent died or exec'd:
  * the parent's end is close-on-exec) makes the server SIGKILL and reap the workers left and
@@ -41,6 +42,14 @@
  * one is opened on /dev/null, so a task's printf can never write into a frame stream), with
  * the signal mask cleared and every disposition at its default; workers also die with their
  * server (PR_SET_PDEATHSIG, checked against the race with getppid()).
+ *
+ * Limits and the stop word. The pool's per-worker limits (RLIMIT_AS, RLIMIT_CPU) are set by
+ * each worker on itself, never by the server; the server checks at start that they do not
+ * exceed the hard limits it inherited (-EPERM otherwise, as its ready reply). The server
+ * reaps with wait4(), so each status it reports carries the worker's CPU time, which tells
+ * a kill at the CPU hard limit from other SIGKILLs. The stop word is one int in a
+ * MAP_SHARED anonymous page mapped before the server is forked: the caller, the server and
+ * every worker share it, the caller sets it (shutdown with cancel) and tasks read it.
  */
 #include "process_pool.h"
 
@@ -67,6 +76,8 @@ struct concur__fs {
     pthread_mutex_t mu; /* one request at a time on req */
     int req;            /* the parent's end of the request socket */
     pid_t pid;          /* the server */
+    concur__limits lim;
+    _Atomic int *stop; /* the shared stop word (MAP_SHARED), or NULL */
     size_t nranges;
     struct range *ranges; /* code mapped at creation: sorted, adjacent ones merged */
 };
@@ -217,7 +228,8 @@ static int reset_signals(void)
 }
 
 /* The worker, just forked by the server @server. */
-static _Noreturn void worker_child(int sock, pid_t server)
+static _Noreturn void worker_child(int sock, pid_t server, const concur__limits *lim,
+                                   const _Atomic int *stop)
 {
     /* Die with the server; if it died before prctl took effect we were re-parented. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
@@ -227,7 +239,7 @@ static _Noreturn void worker_child(int sock, pid_t server)
     sigemptyset(&none);
     if (sock < 0 || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
         _exit(127);
-    concur__worker_main(sock);
+    concur__worker_main(sock, lim, stop);
 }
 
 /* The server's table of live workers, in mmap'd memory (no malloc in the server). */
@@ -256,17 +268,21 @@ static bool table_grow(struct table *t)
     return true;
 }
 
-/* Hands a reaped worker's wait status to its proxy and forgets the worker. */
-static void report(struct table *t, pid_t pid, int status)
+/* Hands a reaped worker's wait status and CPU time to its proxy and forgets the worker. */
+static void report(struct table *t, pid_t pid, int status, const struct rusage *ru)
 {
+    concur__wstatus ws = {
+        .status = status,
+        .cpu_us = (uint64_t)ru->ru_utime.tv_sec * 1000000u + (uint64_t)ru->ru_utime.tv_usec +
+                  (uint64_t)ru->ru_stime.tv_sec * 1000000u + (uint64_t)ru->ru_stime.tv_usec};
     for (size_t i = 0; i < t->n; i++) {
         if (t->e[i].pid != pid)
             continue;
         ssize_t w;
         do
-            w = write(t->e[i].status_fd, &status, sizeof(status));
+            w = write(t->e[i].status_fd, &ws, sizeof(ws));
         while (w < 0 && errno == EINTR);
-        /* EPIPE: the proxy is gone already and nobody asks; an int into an empty pipe
+        /* EPIPE: the proxy is gone already and nobody asks; 16 bytes into an empty pipe
          * cannot be partial. */
         (void)close(t->e[i].status_fd);
         t->e[i] = t->e[--t->n];
@@ -281,9 +297,10 @@ static void reap(struct table *t, int sfd)
         ;
     for (;;) {
         int status;
-        pid_t pid = waitpid(-1, &status, WNOHANG);
+        struct rusage ru;
+        pid_t pid = wait4(-1, &status, WNOHANG, &ru);
         if (pid > 0)
-            report(t, pid, status);
+            report(t, pid, status, &ru);
         else if (pid < 0 && errno == EINTR)
             continue;
         else
@@ -302,7 +319,8 @@ static bool reply(int req, int64_t v)
 }
 
 /* Serves one request. False when the server should end (EOF, or the parent is gone). */
-static bool serve(int req, struct table *t, pid_t self)
+static bool serve(int req, struct table *t, pid_t self, const concur__limits *lim,
+                  const _Atomic int *stop)
 {
     uint32_t op = 0;
     union {
@@ -341,7 +359,7 @@ static bool serve(int req, struct table *t, pid_t self)
     } else {
         pid_t pid = fork();
         if (pid == 0)
-            worker_child(fds[0], self);
+            worker_child(fds[0], self, lim, stop);
         r = pid < 0 ? -errno : pid;
         if (pid > 0) {
             t->e[t->n++] = (struct entry){pid, fds[1]};
@@ -361,16 +379,28 @@ static _Noreturn void server_exit(struct table *t, int code)
         (void)kill(t->e[i].pid, SIGKILL); /* not reaped yet, so the pid is still ours */
     for (;;) {
         int status;
-        pid_t pid = waitpid(-1, &status, 0);
+        struct rusage ru;
+        pid_t pid = wait4(-1, &status, 0, &ru);
         if (pid > 0)
-            report(t, pid, status);
+            report(t, pid, status, &ru);
         else if (errno != EINTR)
             break; /* ECHILD: all reaped */
     }
     _exit(code);
 }
 
-static _Noreturn void server_main(int req, int workers)
+/* 0 when @want (0: none) fits under the hard limit of @res this process has, else -EPERM
+ * (the worker could not set it). */
+static int limit_fits(int res, uint64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(res, &rl) != 0)
+        return -errno;
+    return want && rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max ? -EPERM : 0;
+}
+
+static _Noreturn void server_main(int req, int workers, const concur__limits *lim,
+                                  const _Atomic int *stop)
 {
     req = isolate_fd(req);
     if (req < 0)
@@ -380,6 +410,10 @@ static _Noreturn void server_main(int req, int workers)
     sigaddset(&block, SIGCHLD);
     sigaddset(&block, SIGPIPE); /* a status pipe whose proxy is gone: EPIPE, not death */
     int rc = reset_signals();
+    if (!rc)
+        rc = limit_fits(RLIMIT_AS, lim->mem);
+    if (!rc)
+        rc = limit_fits(RLIMIT_CPU, lim->cpu_s ? lim->cpu_s + 1 : 0);
     if (!rc && sigprocmask(SIG_SETMASK, &block, NULL) != 0)
         rc = -errno;
     sigset_t chld;
@@ -410,7 +444,7 @@ static _Noreturn void server_main(int req, int workers)
         }
         if (pf[1].revents)
             reap(&t, sfd);
-        if (pf[0].revents && !serve(req, &t, self))
+        if (pf[0].revents && !serve(req, &t, self, lim, stop))
             server_exit(&t, 0);
     }
 }
@@ -433,14 +467,24 @@ static int read_reply(concur__fs *fs, int64_t *v)
     }
 }
 
-int concur__fs_create(concur__fs **out, int workers)
+int concur__fs_create(concur__fs **out, int workers, const concur__limits *lim)
 {
     concur__fs *fs = calloc(1, sizeof(*fs));
     if (!fs)
         return CONCUR_ENOMEM;
     fs->req = -1;
+    fs->lim = *lim;
     CHECK_PTHREAD(pthread_mutex_init(&fs->mu, NULL));
     int rc = code_map(&fs->ranges, &fs->nranges);
+    if (!rc) {
+        /* Mapped before the fork: the server and every worker share it with us. */
+        void *m = mmap(NULL, sizeof(*fs->stop), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            rc = -errno;
+        else
+            fs->stop = m; /* zero-filled: no stop yet */
+    }
     int sv[2];
     if (!rc && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         rc = -errno;
@@ -454,7 +498,7 @@ int concur__fs_create(concur__fs **out, int workers)
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
     pid_t pid = fork();
     if (pid == 0)
-        server_main(sv[1], workers);
+        server_main(sv[1], workers, &fs->lim, fs->stop);
     int fork_errno = errno;
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
     (void)close(sv[1]); /* the server's end: ours to drop */
@@ -485,8 +529,17 @@ void concur__fs_destroy(concur__fs *fs)
             ;
     }
     pthread_mutex_destroy(&fs->mu);
+    if (fs->stop)
+        (void)munmap((void *)fs->stop, sizeof(*fs->stop)); /* our own mapping */
     free(fs->ranges);
     free(fs);
+}
+
+const concur__limits *concur__fs_limits(const concur__fs *fs) { return &fs->lim; }
+
+void concur__fs_stop(concur__fs *fs)
+{
+    atomic_store_explicit(fs->stop, 1, memory_order_relaxed);
 }
 
 int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid)

@@ -218,7 +218,7 @@ static pthread_mutex_t *stripe_of(const concur_future *f)
 struct errx {
     const char *backtrace; /* inside text[], or NULL */
     int32_t signal, exit_status;
-    bool remote;
+    bool remote, limit;
     char text[];
 };
 
@@ -349,7 +349,8 @@ bool concur__future_fail(concur_future *f, uint32_t from_mask, int code, const c
 }
 
 bool concur__future_fail_info(concur_future *f, uint32_t from_mask, int code, const char *msg,
-                              int signal, int exit_status, const char *backtrace, bool remote)
+                              int signal, int exit_status, const char *backtrace, bool remote,
+                              bool limit)
 {
     if (code >= 0)
         code = CONCUR_ETASK;
@@ -368,6 +369,7 @@ bool concur__future_fail_info(concur_future *f, uint32_t from_mask, int code, co
         x->signal = signal;
         x->exit_status = exit_status;
         x->remote = remote;
+        x->limit = limit;
         f->errmsg = x->text;
         atomic_fetch_or_explicit(&f->state, F_ERRX, memory_order_relaxed);
     } else {
@@ -464,6 +466,7 @@ int concur_future_error_info(const concur_future *f, concur_error_info *info)
             info->exit_status = x->exit_status;
             info->backtrace = x->backtrace;
             info->remote = x->remote;
+            info->limit = x->limit;
         }
     }
     return 0;
@@ -569,6 +572,18 @@ bool concur_future_cancel(concur_future *f)
         f->engine->ops->on_cancel(f->engine, f);
     concur__future_finish(f, CONCUR_CANCELLED, now_ns());
     return true;
+}
+
+bool concur_future_cancel_kill(concur_future *f)
+{
+    if (!f)
+        return false;
+    if (concur_future_cancel(f))
+        return true;
+    if (!f->engine || !f->engine->ops->kill_running ||
+        (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != CONCUR_RUNNING)
+        return false;
+    return f->engine->ops->kill_running(f->engine, f);
 }
 
 /* ---------------------------------------------------------------- callbacks */

@@ -24,10 +24,17 @@
  *                     11 (Segmentation fault)" or "worker exited with status 3", the signal,
  *                     exit status and backtrace in the error info; the caller replaces it;
  *   deadline          the proxy SIGKILLs the worker (through a pidfd: no pid reuse race),
- *                     fails the future with CONCUR_ETASKTIMEOUT; the caller replaces it.
+ *                     fails the future with CONCUR_ETASKTIMEOUT; the caller replaces it;
+ *   killed on request concur_future_cancel_kill() from another thread SIGKILLed the worker
+ *                     (concur__proc_kill_task): the future fails with CONCUR_ECANCELED.
+ * A worker that died of its CPU limit (SIGXCPU, or SIGKILL with its CPU time at the limit)
+ * is reported as such ("worker exceeded its CPU time limit of N s", error info limit); a
+ * crash under a memory limit gets "(memory limit of N bytes)" appended, since a failed
+ * allocation is the likely cause, though nothing tells it for sure.
  *
  * The worker process is single-threaded (unless a task starts threads) and is ours: it
- * installs handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT on an alternate stack
+ * sets its limits (RLIMIT_AS, RLIMIT_CPU) before any hook or task runs, and installs
+ * handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT and SIGXCPU on an alternate stack
  * that send a CRASH frame (backtrace()/backtrace_symbols_fd(), both usable there once
  * backtrace() was called once outside the handler) and re-raise with the default action,
  * so the status the proxy reads names the real signal. It leaves with _exit.
@@ -41,6 +48,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -216,6 +224,7 @@ static void chan_read_to_eof(const chan *c, size_t cap, char **out)
 /* ---------------------------------------------------------------- the worker process */
 
 static int g_crash_fd = -1;             /* the worker's socket */
+static const _Atomic int *g_stop;       /* the pool's shared stop word */
 static pid_t g_worker_pid;              /* a process the task forks must not report */
 static volatile uint64_t g_crash_id;    /* the running task's id (0: a hook) */
 
@@ -267,7 +276,7 @@ static int crash_setup(int sock)
     ss.ss_sp = mmap(NULL, ALTSTACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL) != 0)
         return -errno;
-    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU};
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = crash_handler;
@@ -352,12 +361,13 @@ static int serve_task(const chan *c, const frame_hdr *h, struct wstate *ws)
     if (len && (rc = chan_recv(c, ws->in, len)) != 0)
         return rc;
     /* A stand-in future: concur_task_id() reads its id, concur_task_should_stop() its
-     * state (RUNNING: a remote task is not told to stop in this version). */
+     * state (RUNNING: a cancel of this one task is not forwarded) and the pool's shared
+     * stop word (shutdown with cancel). */
     concur_future fake;
     memset(&fake, 0, sizeof(fake));
     atomic_init(&fake.state, CONCUR_RUNNING);
     fake.id = h->id;
-    concur_task t = {.f = &fake, .worker_name = ws->name, .user = ws->user};
+    concur_task t = {.f = &fake, .worker_name = ws->name, .user = ws->user, .pool_stop = g_stop};
     concur_fn fn = (concur_fn)(uintptr_t)fnv;
     g_crash_id = h->id;
     int r = fn(&t, ws->in, len);
@@ -380,7 +390,7 @@ static int serve_hook(const chan *c, const frame_hdr *h, struct wstate *ws)
     int rc = chan_recv(c, pl, sizeof(pl));
     if (rc)
         return rc;
-    concur_task t = {.worker_name = ws->name, .user = ws->user};
+    concur_task t = {.worker_name = ws->name, .user = ws->user, .pool_stop = g_stop};
     concur_worker_fn fn = (concur_worker_fn)(uintptr_t)pl[0];
     int r = fn(&t, (void *)(uintptr_t)pl[1]);
     rc = send_result(c, 0, r, &t);
@@ -399,12 +409,30 @@ static void worker_on_exit(int status, void *arg)
     _exit(status);
 }
 
-_Noreturn void concur__worker_main(int sock)
+/* The pool's limits, set on this process after its own setup (which maps memory) and before
+ * any hook or task runs. The fork server checked that they fit under its hard limits. */
+static int set_limits(const concur__limits *lim)
+{
+    if (lim->mem) {
+        struct rlimit rl = {.rlim_cur = (rlim_t)lim->mem, .rlim_max = (rlim_t)lim->mem};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            return -errno;
+    }
+    if (lim->cpu_s) {
+        struct rlimit rl = {.rlim_cur = (rlim_t)lim->cpu_s, .rlim_max = (rlim_t)lim->cpu_s + 1};
+        if (setrlimit(RLIMIT_CPU, &rl) != 0)
+            return -errno;
+    }
+    return 0;
+}
+
+_Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _Atomic int *stop)
 {
     /* The proxy's end stays non-blocking; ours blocks (the crash handler writes to it). */
+    g_stop = stop;
     int fl = fcntl(sock, F_GETFL);
     if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 || crash_setup(sock) != 0 ||
-        on_exit(worker_on_exit, NULL) != 0)
+        on_exit(worker_on_exit, NULL) != 0 || set_limits(lim) != 0)
         _exit(127);
     chan c = {.fd = sock, .status = -1, .deadline = UINT64_MAX};
     static struct wstate ws; /* static: the name outlives any frame */
@@ -446,6 +474,11 @@ struct concur__proc {
     void *user;
     pid_t pid;
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
+    /* concur__proc_kill_task from other threads. While running is set, pid and pidfd stay
+     * as they are (the proxy clears running before it reaps); killed says it was sent. */
+    pthread_mutex_t kill_mu;
+    const concur_future *running; /* the future the process runs, or NULL */
+    bool killed;
 };
 
 int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user)
@@ -457,6 +490,7 @@ int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, vo
     pr->name = name;
     pr->user = user;
     pr->sock = pr->status = pr->pidfd = -1;
+    CHECK_PTHREAD(pthread_mutex_init(&pr->kill_mu, NULL));
     *out = pr;
     return 0;
 }
@@ -468,24 +502,25 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-static void proc_kill(concur__proc *pr)
+/* SIGKILLs the worker process. True when the signal was sent (false: it is gone). */
+static bool proc_kill(concur__proc *pr)
 {
 #ifdef SYS_pidfd_send_signal
-    if (pr->pidfd >= 0 && syscall(SYS_pidfd_send_signal, pr->pidfd, SIGKILL, NULL, 0) == 0)
-        return;
+    /* ESRCH: reaped already; its pid may be someone else's by now, so no kill() then. */
+    if (pr->pidfd >= 0)
+        return syscall(SYS_pidfd_send_signal, pr->pidfd, SIGKILL, NULL, 0) == 0;
 #endif
     /* No pidfd: the process is not reaped before its status reaches us, so the pid is
      * still its own (ESRCH: it just died). */
-    if (pr->pid > 0)
-        (void)kill(pr->pid, SIGKILL);
+    return pr->pid > 0 && kill(pr->pid, SIGKILL) == 0;
 }
 
 /* Waits for the wait status the server writes when it reaps the worker; after @grace_ms the
- * worker is killed. Returns the status, or -1 when unknown (the server is gone). Closes the
- * process's fds. */
-static int proc_reap(concur__proc *pr, int grace_ms)
+ * worker is killed. Returns the status in ws->status (-1 when unknown: the server is gone)
+ * and the worker's CPU time. Closes the process's fds. */
+static void proc_reap(concur__proc *pr, int grace_ms, concur__wstatus *wst)
 {
-    int ws = -1;
+    concur__wstatus ws = {.status = -1};
     close_fd(&pr->sock);
     if (pr->status >= 0) {
         struct pollfd pf = {.fd = pr->status, .events = POLLIN};
@@ -506,35 +541,60 @@ static int proc_reap(concur__proc *pr, int grace_ms)
             r = read(pr->status, &ws, sizeof(ws));
         while (r < 0 && errno == EINTR);
         if (r != (ssize_t)sizeof(ws))
-            ws = -1; /* EOF: the server died without reaping it */
+            ws = (concur__wstatus){.status = -1}; /* EOF: the server died without reaping it */
     }
     close_fd(&pr->status);
     close_fd(&pr->pidfd);
     pr->pid = 0;
-    return ws;
+    *wst = ws;
 }
 
 /* How a worker ended, for a future's error. */
 struct fate {
     int signal, exit_status;
-    char text[160];
+    bool limit; /* it died of its CPU limit */
+    char text[224];
 };
 
-static void describe(int ws, struct fate *fa)
+static void describe(const concur__proc *pr, const concur__wstatus *wst, struct fate *fa)
 {
+    const concur__limits *lim = concur__fs_limits(pr->fs);
+    int ws = wst->status;
     fa->signal = 0;
     fa->exit_status = -1;
+    fa->limit = false;
     if (ws != -1 && WIFSIGNALED(ws)) {
         fa->signal = WTERMSIG(ws);
+        /* SIGXCPU at the soft limit; SIGKILL at the hard one (the task caught or ignored
+         * SIGXCPU), told from other kills by the CPU time the server measured. */
+        fa->limit = lim->cpu_s && (fa->signal == SIGXCPU ||
+                                   (fa->signal == SIGKILL && wst->cpu_us >= lim->cpu_s * 1000000u));
         const char *d = sigdescr_np(fa->signal);
-        snprintf(fa->text, sizeof(fa->text), "worker died: killed by signal %d (%s)", fa->signal,
-                 d ? d : "unknown signal");
+        if (fa->limit)
+            snprintf(fa->text, sizeof(fa->text), "worker exceeded its CPU time limit of %llu s",
+                     (unsigned long long)lim->cpu_s);
+        else
+            snprintf(fa->text, sizeof(fa->text), "worker died: killed by signal %d (%s)",
+                     fa->signal, d ? d : "unknown signal");
     } else if (ws != -1 && WIFEXITED(ws)) {
         fa->exit_status = WEXITSTATUS(ws);
         snprintf(fa->text, sizeof(fa->text), "worker exited with status %d", fa->exit_status);
     } else {
         snprintf(fa->text, sizeof(fa->text), "worker died (its exit status is unknown)");
     }
+    if (lim->mem && !fa->limit) {
+        size_t n = strlen(fa->text);
+        snprintf(fa->text + n, sizeof(fa->text) - n, " (memory limit of %llu bytes)",
+                 (unsigned long long)lim->mem);
+    }
+}
+
+/* Reaps the worker (after @grace_ms it is killed) and describes how it ended. */
+static void proc_fate(concur__proc *pr, int grace_ms, struct fate *fa)
+{
+    concur__wstatus ws;
+    proc_reap(pr, grace_ms, &ws);
+    describe(pr, &ws, fa);
 }
 
 /*
@@ -616,9 +676,9 @@ static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void 
     if (!rc)
         return code;
     if (rc != CONCUR_EPIPE)
-        proc_kill(pr);
+        (void)proc_kill(pr); /* false: it is dead already */
     struct fate fa;
-    describe(proc_reap(pr, EXIT_GRACE_MS), &fa);
+    proc_fate(pr, EXIT_GRACE_MS, &fa);
     return concur_task_fail(t, CONCUR_ECRASHED, "%s", fa.text);
 }
 
@@ -665,9 +725,9 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     rc = chan_send(&c, iov, 3);
     if (rc) {
         if (rc != CONCUR_EPIPE)
-            proc_kill(pr);
+            (void)proc_kill(pr); /* false: it is dead already */
         struct fate fa;
-        describe(proc_reap(pr, EXIT_GRACE_MS), &fa);
+        proc_fate(pr, EXIT_GRACE_MS, &fa);
         return concur_task_fail(t, CONCUR_ECRASHED, "%s", fa.text);
     }
     return 0;
@@ -677,8 +737,10 @@ int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concu
                        bool *hook_failed)
 {
     *hook_failed = false;
-    if (pr->sock >= 0)
-        (void)proc_reap(pr, EXIT_GRACE_MS);
+    if (pr->sock >= 0) {
+        concur__wstatus ws;
+        proc_reap(pr, EXIT_GRACE_MS, &ws);
+    }
     int rc = proc_spawn(pr, t);
     if (!rc && init) {
         rc = proc_hook(pr, FR_INIT, init, arg, t);
@@ -697,7 +759,7 @@ bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double
     const uint32_t running = STATE_BIT(CONCUR_RUNNING);
     if (pr->sock < 0) { /* its start failed: the pool is broken and this proxy leaving */
         concur__future_fail_info(f, running, CONCUR_ECRASHED, "no worker process", 0, -1, NULL,
-                                 false);
+                                 false, false);
         return false;
     }
     chan c = {.fd = pr->sock,
@@ -709,48 +771,77 @@ bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double
         {&h, sizeof(h)}, {&fnv, sizeof(fnv)}, {(void *)buf_data(&f->in), f->in.len}};
     int code = 0;
     char *bt = NULL;
+    mu_lock(&pr->kill_mu);
+    pr->running = f;
+    pr->killed = false;
+    mu_unlock(&pr->kill_mu);
     int rc = chan_send(&c, iov, 3);
     if (!rc)
         rc = read_answer(&c, f->id, t, true, &code, &bt);
-    if (!rc) {
+    /* From here on nobody else signals the process (pid and pidfd change below). A kill
+     * that was sent wins over whatever answer arrived: the caller was told it worked. */
+    mu_lock(&pr->kill_mu);
+    pr->running = NULL;
+    bool killed = pr->killed;
+    mu_unlock(&pr->kill_mu);
+    if (!rc && !killed) {
         if (code == 0) {
             concur__task_complete(t, 0, now_ns());
         } else {
-            concur__future_fail_info(f, running, code, t->msg, 0, -1, NULL, true);
+            concur__future_fail_info(f, running, code, t->msg, 0, -1, NULL, true, false);
             concur__task_reset(t);
         }
         return true;
     }
     concur__task_reset(t);
-    /* The process goes: it died, ran past the deadline, or the stream broke. */
-    if (rc != CONCUR_EPIPE)
-        proc_kill(pr);
+    /* The process goes: it died, ran past the deadline, was killed on request, or the
+     * stream broke. */
+    if (rc != CONCUR_EPIPE && !killed)
+        (void)proc_kill(pr); /* false: it is dead already */
     struct fate fa;
-    describe(proc_reap(pr, EXIT_GRACE_MS), &fa);
+    proc_fate(pr, EXIT_GRACE_MS, &fa);
     char msg[256];
-    if (rc == CONCUR_EPIPE) {
+    if (killed) {
+        concur__future_fail_info(f, running, CONCUR_ECANCELED,
+                                 "cancelled while running: the worker was killed", fa.signal,
+                                 fa.exit_status, NULL, false, false);
+    } else if (rc == CONCUR_EPIPE) {
         concur__future_fail_info(f, running, CONCUR_ECRASHED, fa.text, fa.signal,
-                                 fa.exit_status, bt, false);
+                                 fa.exit_status, bt, false, fa.limit);
     } else if (rc == CONCUR_ETIMEDOUT) {
         snprintf(msg, sizeof(msg),
                  "the task ran past its timeout of %g s; its worker process was killed",
                  timeout);
         concur__future_fail_info(f, running, CONCUR_ETASKTIMEOUT, msg, fa.signal,
-                                 fa.exit_status, NULL, false);
+                                 fa.exit_status, NULL, false, false);
     } else {
         snprintf(msg, sizeof(msg), "talking to the worker process failed (%s); it was killed",
                  rc == CONCUR_EIO ? "malformed frame" : concur_strerror(rc));
-        concur__future_fail_info(f, running, rc, msg, fa.signal, fa.exit_status, NULL, false);
+        concur__future_fail_info(f, running, rc, msg, fa.signal, fa.exit_status, NULL, false,
+                                 false);
     }
     free(bt);
     return false;
+}
+
+bool concur__proc_kill_task(concur__proc *pr, const concur_future *f)
+{
+    mu_lock(&pr->kill_mu);
+    bool hit = pr->running == f && !pr->killed && proc_kill(pr);
+    if (hit)
+        pr->killed = true;
+    mu_unlock(&pr->kill_mu);
+    return hit;
 }
 
 void concur__proc_destroy(concur__proc *pr)
 {
     if (!pr)
         return;
-    if (pr->sock >= 0)
-        (void)proc_reap(pr, EXIT_GRACE_MS); /* EOF: the worker flushes and leaves */
+    if (pr->sock >= 0) {
+        concur__wstatus ws;
+        proc_reap(pr, EXIT_GRACE_MS, &ws); /* EOF: the worker flushes and leaves */
+    }
+    pthread_mutex_destroy(&pr->kill_mu);
     free(pr);
 }

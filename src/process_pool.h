@@ -28,12 +28,35 @@
 
 typedef struct concur__fs concur__fs;
 
+/* Resource limits of every worker process (concur_pool_opts), set in the worker after fork. */
+typedef struct concur__limits {
+    uint64_t mem;   /* RLIMIT_AS (soft and hard) in bytes; 0: none */
+    uint64_t cpu_s; /* RLIMIT_CPU soft limit in whole seconds (hard: one more); 0: none */
+} concur__limits;
+
+/* What the fork server writes to a worker's status pipe when it has reaped it (one write,
+ * far below PIPE_BUF: never partial). */
+typedef struct concur__wstatus {
+    int32_t status; /* the wait status */
+    uint32_t reserved;
+    uint64_t cpu_us; /* user + system CPU time the worker used (wait4's rusage) */
+} concur__wstatus;
+
 /*
- * Records the code map of this process and forks the pool's fork server. @workers sizes
- * the server's first table of workers (it grows as needed). Returns 0 and the server in
- * *out, or a negative code (nothing is left behind).
+ * Records the code map of this process, maps the pool's shared stop word, and forks the
+ * pool's fork server. @workers sizes the server's first table of workers (it grows as
+ * needed); @lim (copied) applies to every worker. Returns 0 and the server in *out, or a
+ * negative code (nothing is left behind): -EPERM when a limit exceeds the hard limit this
+ * process runs with.
  */
-int concur__fs_create(concur__fs **out, int workers);
+int concur__fs_create(concur__fs **out, int workers, const concur__limits *lim);
+
+/* The limits given at creation. */
+const concur__limits *concur__fs_limits(const concur__fs *fs);
+
+/* Sets the pool's stop word, a MAP_SHARED page that every worker process shares with the
+ * caller: concur_task_should_stop() becomes true for the tasks running there and later. */
+void concur__fs_stop(concur__fs *fs);
 
 /* Closes the request socket (the server then kills and reaps any worker left, and exits)
  * and reaps the server. Accepts NULL. */
@@ -53,9 +76,10 @@ int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid);
 
 /* ---- worker processes and proxies (process_pool.c) ---- */
 
-/* The loop of a worker process: serves frames on @sock until EOF, then _exits. Called by
- * the fork server in the freshly forked worker. */
-_Noreturn void concur__worker_main(int sock);
+/* The loop of a worker process: applies @lim, then serves frames on @sock until EOF, then
+ * _exits. @stop is the pool's shared stop word. Called by the fork server in the freshly
+ * forked worker. */
+_Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _Atomic int *stop);
 
 typedef struct concur__proc concur__proc;
 
@@ -74,10 +98,19 @@ int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concu
 /*
  * Runs the RUNNING future @f in the worker process, with @timeout seconds (0: none) counted
  * from f->t_start, and completes @f: the result, the task's own error (remote), or
- * CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate. Returns false when the
- * process is gone (crashed, exited, killed at the timeout): the caller starts a replacement.
+ * CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or CONCUR_ECANCELED when
+ * concur__proc_kill_task killed it. Returns false when the process is gone (crashed, exited,
+ * killed): the caller starts a replacement.
  */
 bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double timeout);
+
+/*
+ * Kills the worker process (SIGKILL) if it is running @f, so that concur__proc_run fails
+ * @f with CONCUR_ECANCELED. Returns true when the signal was sent. Called from any thread,
+ * while the caller guarantees that @pr stays alive (the proxy is inside concur__proc_run
+ * for @f, or about to enter or leave it).
+ */
+bool concur__proc_kill_task(concur__proc *pr, const concur_future *f);
 
 /* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
  * negative code with a message in t->msg. */

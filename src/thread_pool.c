@@ -41,16 +41,21 @@
  * owns one worker process (w->proc, started through the pool's fork server p->fs) and
  * run_task hands the task to it instead of calling it; everything else above applies as is,
  * and a proxy's lifetime is its process's. The proxy enforces task_timeout itself (no
- * watchdog) and replaces a process that died or was killed. See process_pool.h.
+ * watchdog) and replaces a process that died or was killed. Its worker records the running
+ * future in cur (under cur_mu) for concur_future_cancel_kill(), which finds the proxy there
+ * and has it kill its process (the engine's kill_running; thread pools have none). See
+ * process_pool.h.
  */
 #include "concur_impl.h"
 #include "process_pool.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
 enum { IDLE_SPIN = 4000, SPIN_POLL = 4, GATHER_PAUSES = 96, NAME_MAX_ = 64 };
+#define CPU_LIMIT_MAX 1e9 /* seconds (31 years): worker_cpu_limit above is CONCUR_EINVAL */
 
 #define ADM_CLOSED (1ull << 62)
 #define ADM_JOINING (1ull << 61)
@@ -64,7 +69,9 @@ struct worker {
     unsigned index;
     unsigned gen; /* stop generation it was started in */
     _Atomic int busy;
-    pthread_mutex_t cur_mu; /* guards cur, cur_start (task_timeout only) */
+    /* guards cur, cur_start: set in thread pools with task_timeout (cur_start only there),
+     * and in process pools (cancel_kill finds the proxy running a future) */
+    pthread_mutex_t cur_mu;
     concur_future *cur;
     uint64_t cur_start;
     struct worker *prev, *next; /* live or dead list, under pool->mu */
@@ -275,6 +282,41 @@ static void on_cancel(struct concur__engine *e, concur_future *f)
 }
 
 static const concur__engine_ops thread_ops = {.on_cancel = on_cancel};
+
+/* Process pools: kills the worker process running @f (concur_future_cancel_kill). */
+static bool kill_running(struct concur__engine *e, concur_future *f)
+{
+    concur_pool *p = (concur_pool *)e;
+    for (unsigned spin = 0;; spin++) {
+        bool hit = false, found = false;
+        mu_lock(&p->mu);
+        for (struct worker *w = p->live; w && !found; w = w->next) {
+            mu_lock(&w->cur_mu);
+            if (w->cur == f) { /* w->proc stays valid while cur is set */
+                found = true;
+                hit = concur__proc_kill_task(w->proc, f);
+            }
+            mu_unlock(&w->cur_mu);
+        }
+        mu_unlock(&p->mu);
+        if (hit)
+            return true;
+        if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != CONCUR_RUNNING)
+            return false;
+        /* RUNNING, yet no process runs it: its proxy is a few instructions from sending it
+         * (between pop and run) or from completing it (answer read, or the process died or
+         * was killed already). Either way that ends soon. */
+        if (spin < 64) {
+            (void)sched_yield(); /* cannot fail on Linux */
+        } else {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000};
+            (void)nanosleep(&ts, NULL); /* EINTR: just look again */
+        }
+    }
+}
+
+static const concur__engine_ops process_ops = {.on_cancel = on_cancel,
+                                               .kill_running = kill_running};
 
 /* ---------------------------------------------------------------- workers */
 
@@ -549,8 +591,14 @@ static uint64_t run_task(struct worker *w, concur_task *t, concur_future *f, uin
         concur__task_complete(t, rc, end);
     } else {
         /* A process pool: the task runs in this proxy's process, which completes f. If the
-         * process is gone (crash, exit, timeout) a fresh one takes its place. */
+         * process is gone (crash, exit, timeout, kill) a fresh one takes its place. */
+        mu_lock(&w->cur_mu);
+        w->cur = f;
+        mu_unlock(&w->cur_mu);
         bool alive = concur__proc_run(w->proc, t, f, p->o.task_timeout);
+        mu_lock(&w->cur_mu);
+        w->cur = NULL;
+        mu_unlock(&w->cur_mu);
         if (!alive)
             proc_begin(w, t);
         end = now_ns();
@@ -785,6 +833,12 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
         (o.name && strlen(o.name) > NAME_MAX_) || o.task_timeout != o.task_timeout ||
         o.idle_timeout != o.idle_timeout)
         return CONCUR_EINVAL;
+    /* Per-worker limits: processes only (a thread cannot be limited on its own). A
+     * "negative" size is one above SIZE_MAX / 2 (a negative number converted). */
+    if (!(o.worker_cpu_limit >= 0) || o.worker_cpu_limit > CPU_LIMIT_MAX ||
+        o.worker_memory_limit > SIZE_MAX / 2 ||
+        (o.engine == CONCUR_ENGINE_THREADS && (o.worker_cpu_limit > 0 || o.worker_memory_limit)))
+        return CONCUR_EINVAL;
     concur_pool *p = aligned_alloc(CONCUR_CACHELINE,
                                    (sizeof(*p) + CONCUR_CACHELINE - 1) & ~(size_t)(CONCUR_CACHELINE - 1));
     if (!p)
@@ -815,7 +869,13 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     CHECK_PTHREAD(pthread_cond_init(&p->wcv, &ca));
     pthread_condattr_destroy(&ca);
     if (o.engine == CONCUR_ENGINE_PROCESSES) {
-        int rc = concur__fs_create(&p->fs, p->max_workers);
+        p->engine.ops = &process_ops;
+        /* RLIMIT_CPU counts whole seconds: round up. */
+        uint64_t cpu_s = (uint64_t)o.worker_cpu_limit;
+        if ((double)cpu_s < o.worker_cpu_limit)
+            cpu_s++;
+        concur__limits lim = {.mem = o.worker_memory_limit, .cpu_s = cpu_s};
+        int rc = concur__fs_create(&p->fs, p->max_workers, &lim);
         if (rc) {
             concur_pool_destroy(p);
             return rc;
@@ -1157,6 +1217,8 @@ int concur_pool_shutdown(concur_pool *p, int flags, double timeout)
     uint64_t v = atomic_fetch_or_explicit(&p->admitted, ADM_CLOSED, memory_order_seq_cst);
     if (flags & CONCUR_SHUTDOWN_CANCEL) {
         atomic_store_explicit(&p->stop_running, 1, memory_order_seq_cst);
+        if (p->fs)
+            concur__fs_stop(p->fs); /* the tasks in the worker processes */
         cancel_queued(p, adm_count(v));
     }
     wake(p, INT_MAX);

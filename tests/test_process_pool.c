@@ -4,8 +4,11 @@
  * kind (segfault, abort, exit, _exit, SIGKILL) failing only their own future with the right
  * cause and a replaced worker, task timeouts killing the worker, initializer / finalizer
  * failures, recycling, refusal of functions outside the loaded code, the map family, test(),
- * cleanliness after destroy (no child processes, no fds), fault injection at scale, and the
- * error detail of futures of other engines.
+ * cleanliness after destroy (no child processes, no fds), fault injection at scale, the
+ * error detail of futures of other engines, per-worker limits (CPU: SIGXCPU and the hard
+ * limit's SIGKILL; memory: failed allocations, crashes naming the limit; option checks),
+ * concur_future_cancel_kill (running, pending, thread pools, races with completion), and
+ * concur_task_should_stop in worker processes on shutdown with cancel.
  *
  * Worker processes are observed from the outside: the fork server is a child of the test
  * process (of the thread that created the pool), the workers are the server's children;
@@ -15,9 +18,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -872,5 +877,424 @@ Test(procpool, engine_value_is_checked)
     o.max_workers = 0;
     cr_assert_eq(concur_pool_create(&p, &o), 0);
     cr_assert_eq(concur_pool_max_workers(p), concur_cpu_count());
+    concur_pool_destroy(p);
+}
+
+/* ---- per-worker limits ------------------------------------------------------------- */
+
+/* Burns CPU until 30 s of wall time passed (a limit must end it long before); with an
+ * input byte 1 it ignores SIGXCPU first, so only the hard limit's SIGKILL stops it. */
+static int task_spin(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    if (len == 1 && *(const unsigned char *)in == 1)
+        signal(SIGXCPU, SIG_IGN);
+    double end = tu_now() + 30;
+    volatile uint64_t x = 0;
+    while (tu_now() < end)
+        for (int i = 0; i < 100000; i++)
+            x = x + (uint64_t)i;
+    return 0;
+}
+
+/* Asserts that @f died of the 1 s CPU limit (by @sig), within about @secs of @t0. The
+ * bound is loose: CPU time accrues slower than wall time on a loaded machine (the test runs
+ * next to others), and what matters is that the limit, not the task's 30 s, ended it. */
+static void assert_cpu_limit_death(concur_future *f, int sig, double t0, double secs)
+{
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), CONCUR_ECRASHED);
+    double el = tu_now() - t0;
+    cr_assert_lt(el, TU_SANITIZED ? TU_LOOSE(secs) : 2 * secs + 2, "%.3f s to reach the CPU limit",
+                 el);
+    concur_error_info ei;
+    cr_assert_eq(concur_future_error_info(f, &ei), 0);
+    cr_assert_str_eq(ei.message, "worker exceeded its CPU time limit of 1 s");
+    cr_assert(ei.limit, "the limit is reported");
+    /* TSan defers a signal to a handler until the thread reaches one of its interceptors,
+     * which a busy loop may never do: the hard limit's SIGKILL comes first then. */
+    if (TU_TSAN && sig == SIGXCPU)
+        cr_assert(ei.signal == SIGXCPU || ei.signal == SIGKILL, "signal %d", ei.signal);
+    else
+        cr_assert_eq(ei.signal, sig, "signal %d", ei.signal);
+    cr_assert_not(ei.remote);
+}
+
+Test(procpool, cpu_limit_kills_a_busy_task_and_the_worker_is_replaced)
+{
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES,
+                          .max_workers = 1,
+                          .name = "cpu",
+                          .worker_cpu_limit = 1};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *pid0 = tu_submit(p, task_getpid, NULL, 0);
+    cr_assert_eq(concur_future_collect(pid0, TU_SAFETY, NULL, NULL), 0);
+    double t0 = tu_now();
+    concur_future *spin = tu_submit(p, task_spin, NULL, 0);
+    concur_future *pid1 = tu_submit(p, task_getpid, NULL, 0);
+    assert_cpu_limit_death(spin, SIGXCPU, t0, 3.0);
+    concur_error_info ei;
+    cr_assert_eq(concur_future_error_info(spin, &ei), 0);
+    if (ei.signal == SIGXCPU)
+        cr_assert(ei.backtrace && strchr(ei.backtrace, '\n'), "SIGXCPU leaves a backtrace");
+    const void *a, *b;
+    cr_assert_eq(concur_future_collect(pid0, TU_SAFETY, &a, NULL), 0);
+    cr_assert_eq(concur_future_collect(pid1, TU_SAFETY, &b, NULL), 0, "the next task runs");
+    cr_assert_neq(*(const pid_t *)a, *(const pid_t *)b, "in a replacement process");
+    cr_assert_eq(concur_pool_check(p), 0);
+    concur_future_release(pid0);
+    concur_future_release(pid1);
+    concur_future_release(spin);
+    concur_pool_destroy(p);
+}
+
+Test(procpool, cpu_hard_limit_kills_a_task_that_ignores_sigxcpu)
+{
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES,
+                          .max_workers = 1,
+                          .name = "cpuhard",
+                          .worker_cpu_limit = 0.5}; /* rounded up: 1 s, hard 2 s */
+    concur_pool *p = tu_pool_opts(&o);
+    unsigned char ignore = 1;
+    double t0 = tu_now();
+    concur_future *spin = tu_submit(p, task_spin, &ignore, 1);
+    concur_future *next = submit_job(p, K_OK, 4);
+    assert_cpu_limit_death(spin, SIGKILL, t0, 4.0);
+    double el = tu_now() - t0;
+    cr_assert_geq(el, 2.0 - TU_EPS, "the hard limit is one second more: %.3f s", el);
+    assert_int_result(next, 12, "the next task runs");
+    concur_future_release(spin);
+    concur_future_release(next);
+    concur_pool_destroy(p);
+}
+
+/* Input: size_t n. Allocates n bytes and touches every page; result: n. */
+static int task_alloc(concur_task *t, const void *in, size_t len)
+{
+    size_t n;
+    if (len != sizeof n)
+        return concur_task_fail(t, CONCUR_EINVAL, "len %zu", len);
+    memcpy(&n, in, sizeof n);
+    unsigned char *m = malloc(n);
+    if (!m)
+        return concur_task_fail(t, -ENOMEM, "malloc(%zu) failed", n);
+    for (size_t i = 0; i < n; i += 4096)
+        m[i] = (unsigned char)i;
+    m[n - 1] = 1;
+    free(m);
+    return concur_task_return(t, &n, sizeof n);
+}
+
+/* Input: size_t n. Aborts when malloc(n) fails, as many programs do. */
+static int task_alloc_or_abort(concur_task *t, const void *in, size_t len)
+{
+    size_t n;
+    memcpy(&n, in, sizeof n < len ? sizeof n : len);
+    void *m = malloc(n);
+    if (!m)
+        abort();
+    free(m);
+    return concur_task_return(t, &n, sizeof n);
+}
+
+/* This process's address space (VmSize), which a worker forked now inherits. */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert_not_null(f);
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    cr_assert_gt(kb, 0);
+    return (size_t)kb << 10;
+}
+
+Test(procpool, memory_limit_makes_large_allocations_fail)
+{
+    /* RLIMIT_AS counts the whole address space, inherited mappings included. Here that is
+     * a few dozen MB, so 256 MB leaves room for a 1 MB allocation and none for 512 MB;
+     * under a sanitizer it is terabytes of shadow, so the limit is 256 MB above it. */
+    size_t vm = vm_size(), limit = (size_t)256 << 20;
+    if (TU_SANITIZED)
+        limit += vm;
+    else
+        cr_assert_lt(vm, (size_t)160 << 20, "VmSize %zu leaves too little below 256 MB", vm);
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES,
+                          .max_workers = 1,
+                          .name = "mem",
+                          .worker_memory_limit = limit};
+    concur_pool *p = tu_pool_opts(&o);
+    size_t big = (size_t)512 << 20, small = (size_t)1 << 20;
+    concur_future *pid0 = tu_submit(p, task_getpid, NULL, 0);
+    concur_future *fb = tu_submit(p, task_alloc, &big, sizeof big);
+    concur_future *fs = tu_submit(p, task_alloc, &small, sizeof small);
+    concur_future *pid1 = tu_submit(p, task_getpid, NULL, 0);
+    cr_assert_eq(concur_future_collect(fb, TU_SAFETY, NULL, NULL), -ENOMEM,
+                 "512 MB: %s", concur_future_error_message(fb));
+    concur_error_info ei;
+    cr_assert_eq(concur_future_error_info(fb, &ei), 0);
+    cr_assert(ei.remote, "the task reported it itself");
+    cr_assert_not(ei.limit);
+    char want[64];
+    snprintf(want, sizeof want, "malloc(%zu) failed", big);
+    cr_assert_str_eq(ei.message, want);
+    const void *d;
+    size_t len = 0;
+    cr_assert_eq(concur_future_collect(fs, TU_SAFETY, &d, &len), 0, "1 MB: %s",
+                 concur_future_error_message(fs));
+    cr_assert_eq(len, sizeof small);
+    const void *a, *b;
+    cr_assert_eq(concur_future_collect(pid0, TU_SAFETY, &a, NULL), 0);
+    cr_assert_eq(concur_future_collect(pid1, TU_SAFETY, &b, NULL), 0);
+    cr_assert_eq(*(const pid_t *)a, *(const pid_t *)b, "a failed allocation kills nothing");
+
+    /* A task that aborts on the NULL: a crash, with the limit named. */
+    concur_future *fa = tu_submit(p, task_alloc_or_abort, &big, sizeof big);
+    cr_assert_eq(concur_future_collect(fa, TU_SAFETY, NULL, NULL), CONCUR_ECRASHED);
+    cr_assert_eq(concur_future_error_info(fa, &ei), 0);
+    char crash[160];
+    snprintf(crash, sizeof crash,
+             "worker died: killed by signal %d (%s) (memory limit of %zu bytes)", SIGABRT,
+             sigdescr_np(SIGABRT), limit);
+    cr_assert_str_eq(ei.message, crash);
+    cr_assert_eq(ei.signal, SIGABRT);
+    cr_assert_not(ei.limit, "a failed allocation cannot be told for sure");
+    concur_future *after = tu_submit(p, task_alloc, &small, sizeof small);
+    cr_assert_eq(concur_future_collect(after, TU_SAFETY, NULL, NULL), 0, "the worker replaced");
+    concur_future_release(after);
+    concur_future_release(fa);
+    concur_future_release(pid0);
+    concur_future_release(pid1);
+    concur_future_release(fb);
+    concur_future_release(fs);
+    concur_pool_destroy(p);
+}
+
+Test(procpool, limit_options_are_checked)
+{
+    concur_pool *p = NULL;
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES, .worker_cpu_limit = -1};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o.worker_cpu_limit = NAN;
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o.worker_cpu_limit = 1e10;
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o.worker_cpu_limit = 0;
+    o.worker_memory_limit = (size_t)-1; /* -1 converted */
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    /* Thread pools: a thread cannot be limited. */
+    concur_pool_opts th = {.engine = CONCUR_ENGINE_THREADS, .worker_memory_limit = 1 << 30};
+    cr_assert_eq(concur_pool_create(&p, &th), CONCUR_EINVAL);
+    th.worker_memory_limit = 0;
+    th.worker_cpu_limit = 5;
+    cr_assert_eq(concur_pool_create(&p, &th), CONCUR_EINVAL);
+    cr_assert_null(p, "nothing was created");
+    /* More than this process's own hard limit: the worker could not set it. */
+    struct rlimit rl = {.rlim_cur = 100, .rlim_max = 100};
+    cr_assert_eq(setrlimit(RLIMIT_CPU, &rl), 0);
+    concur_pool_opts hi = {.engine = CONCUR_ENGINE_PROCESSES, .worker_cpu_limit = 100};
+    cr_assert_eq(concur_pool_create(&p, &hi), -EPERM, "soft 100 s needs a hard limit of 101");
+    hi.worker_cpu_limit = 99;
+    p = tu_pool_opts(&hi);
+    concur_future *f = submit_job(p, K_OK, 2);
+    assert_int_result(f, 6, "a limit under the hard one");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+/* ---- cancel_kill --------------------------------------------------------------------- */
+
+Test(procpool, cancel_kill_kills_a_running_task_and_replaces_its_worker)
+{
+    concur_pool *p = proc_pool(1, "kill");
+    concur_future *pid0 = tu_submit(p, task_getpid, NULL, 0);
+    cr_assert_eq(concur_future_collect(pid0, TU_SAFETY, NULL, NULL), 0);
+    concur_future *hang = submit_job(p, K_HANG, 0);
+    concur_future *pid1 = tu_submit(p, task_getpid, NULL, 0);
+    bool running;
+    TU_POLL_UNTIL(running, concur_future_state(hang) == CONCUR_RUNNING, TU_SAFETY);
+    cr_assert(running);
+    double t0 = tu_now();
+    cr_assert(concur_future_cancel_kill(hang), "a running task is killed");
+    cr_assert_eq(concur_future_collect(hang, TU_SAFETY, NULL, NULL), CONCUR_ECANCELED);
+    double el = tu_now() - t0;
+    cr_assert_lt(el, TU_SANITIZED ? TU_LOOSE(1.0) : 1.0, "%.3f s", el);
+    cr_assert_eq(concur_future_state(hang), CONCUR_FAILED, "it ran: FAILED, not CANCELLED");
+    cr_assert(concur_future_cancel_requested(hang));
+    concur_error_info ei;
+    cr_assert_eq(concur_future_error_info(hang, &ei), 0);
+    cr_assert_eq(ei.code, CONCUR_ECANCELED);
+    cr_assert_str_eq(ei.message, "cancelled while running: the worker was killed");
+    cr_assert_eq(ei.signal, SIGKILL);
+    cr_assert_not(ei.remote);
+    cr_assert_not(ei.limit);
+    cr_assert_not(concur_future_cancel_kill(hang), "a finished task: nothing to do");
+    const void *a, *b;
+    cr_assert_eq(concur_future_collect(pid0, TU_SAFETY, &a, NULL), 0);
+    cr_assert_eq(concur_future_collect(pid1, TU_SAFETY, &b, NULL), 0, "the next task runs");
+    cr_assert_neq(*(const pid_t *)a, *(const pid_t *)b, "in a replacement process");
+    int alive = 0, zombies = 0;
+    bool ok;
+    TU_POLL_UNTIL(ok, (count_workers(&alive, &zombies), alive == 1 && zombies == 0), TU_SAFETY);
+    cr_assert(ok, "one worker process, no zombie (alive %d, zombies %d)", alive, zombies);
+    cr_assert_eq(concur_pool_check(p), 0);
+    concur_future_release(pid0);
+    concur_future_release(pid1);
+    concur_future_release(hang);
+    concur_pool_destroy(p);
+}
+
+Test(procpool, cancel_kill_of_a_pending_task_cancels_it)
+{
+    concur_pool *p = proc_pool(1, "killq");
+    concur_future *hang = submit_job(p, K_HANG, 0);
+    concur_future *queued = submit_job(p, K_OK, 1);
+    bool running;
+    TU_POLL_UNTIL(running, concur_future_state(hang) == CONCUR_RUNNING, TU_SAFETY);
+    cr_assert(running);
+    cr_assert(concur_future_cancel_kill(queued), "a pending task is cancelled");
+    cr_assert_eq(concur_future_state(queued), CONCUR_CANCELLED, "it never ran");
+    cr_assert_eq(concur_future_collect(queued, 0, NULL, NULL), CONCUR_ECANCELED);
+    cr_assert(concur_future_cancel_kill(hang));
+    cr_assert_eq(concur_future_collect(hang, TU_SAFETY, NULL, NULL), CONCUR_ECANCELED);
+    concur_future *next = submit_job(p, K_OK, 5);
+    assert_int_result(next, 15, "the pool goes on");
+    concur_future_release(next);
+    concur_future_release(queued);
+    concur_future_release(hang);
+    concur_pool_destroy(p);
+}
+
+/* Returns 7 when told to stop (or after 30 s: the test then fails on the timing). */
+static int task_until_stop(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    double end = tu_now() + 30;
+    while (!concur_task_should_stop(t) && tu_now() < end)
+        tu_nap();
+    int v = concur_task_should_stop(t) ? 7 : 0;
+    return concur_task_return(t, &v, sizeof v);
+}
+
+Test(procpool, cancel_kill_on_a_thread_pool_or_standalone_future_is_cancel)
+{
+    concur_pool *p = tu_pool(1);
+    concur_future *run = tu_submit(p, task_until_stop, NULL, 0);
+    concur_future *queued = tu_submit(p, tu_task_noop, NULL, 0);
+    bool running;
+    TU_POLL_UNTIL(running, concur_future_state(run) == CONCUR_RUNNING, TU_SAFETY);
+    cr_assert(running);
+    cr_assert(concur_future_cancel_kill(queued));
+    cr_assert_eq(concur_future_state(queued), CONCUR_CANCELLED);
+    cr_assert_not(concur_future_cancel_kill(run), "a thread is only flagged");
+    cr_assert(concur_future_cancel_requested(run));
+    assert_int_result(run, 7, "the task saw concur_task_should_stop and finished normally");
+    concur_future_release(run);
+    concur_future_release(queued);
+    concur_pool_destroy(p);
+
+    concur_future *f;
+    cr_assert_eq(concur_future_create(&f), 0);
+    cr_assert(concur_future_cancel_kill(f));
+    cr_assert_eq(concur_future_state(f), CONCUR_CANCELLED);
+    concur_future_release(f);
+    cr_assert_eq(concur_future_create(&f), 0);
+    cr_assert_eq(concur_future_set_result(f, "x", 1), 0);
+    cr_assert_not(concur_future_cancel_kill(f));
+    concur_future_release(f);
+    cr_assert_not(concur_future_cancel_kill(NULL));
+}
+
+/* Input: int ms. Sleeps that long, returns ms * 3. */
+static int task_nap_ms(concur_task *t, const void *in, size_t len)
+{
+    int ms;
+    if (len != sizeof ms)
+        return concur_task_fail(t, CONCUR_EINVAL, "len %zu", len);
+    memcpy(&ms, in, sizeof ms);
+    tu_sleep(ms / 1000.0);
+    int v = ms * 3;
+    return concur_task_return(t, &v, sizeof v);
+}
+
+Test(procpool, cancel_kill_racing_with_completion_is_consistent)
+{
+    /* Kills land before, during and after each task's run: true must mean ECANCELED (or
+     * CANCELLED), false a normal result. */
+    concur_pool *p = proc_pool(2, "race");
+    enum { N = 40 };
+    concur_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        int ms = i % 5;
+        fs[i] = tu_submit(p, task_nap_ms, &ms, sizeof ms);
+    }
+    bool killed[N];
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0)
+            tu_nap();
+        killed[i] = i % 2 == 0 && concur_future_cancel_kill(fs[i]);
+    }
+    int nkilled = 0;
+    for (int i = 0; i < N; i++) {
+        int rc = concur_future_collect(fs[i], TU_SAFETY, NULL, NULL);
+        if (killed[i]) {
+            nkilled++;
+            cr_assert_eq(rc, CONCUR_ECANCELED, "task %d: killed, yet rc %d (%s)", i, rc,
+                         concur_future_error_message(fs[i]));
+        } else {
+            assert_int_result(fs[i], (i % 5) * 3, "not killed");
+        }
+        concur_future_release(fs[i]);
+    }
+    cr_assert_gt(nkilled, 0);
+    concur_future *f = submit_job(p, K_OK, 3);
+    assert_int_result(f, 9, "the pool goes on");
+    concur_future_release(f);
+    int alive = 0, zombies = 0;
+    bool ok;
+    TU_POLL_UNTIL(ok, (count_workers(&alive, &zombies), zombies == 0 && alive <= 2), TU_SAFETY);
+    cr_assert(ok, "no zombies (alive %d, zombies %d)", alive, zombies);
+    concur_pool_destroy(p);
+}
+
+/* ---- concur_task_should_stop in worker processes -------------------------------------- */
+
+/* Result: int, concur_task_should_stop() now. */
+static int task_should_stop(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    int v = concur_task_should_stop(t);
+    return concur_task_return(t, &v, sizeof v);
+}
+
+Test(procpool, shutdown_cancel_stops_running_tasks_in_processes)
+{
+    concur_pool *p = proc_pool(2, "stop");
+    concur_future *probe = tu_submit(p, task_should_stop, NULL, 0);
+    assert_int_result(probe, 0, "should_stop is false until the pool asks");
+    concur_future_release(probe);
+    probe = tu_submit(p, task_until_stop, NULL, 0);
+    concur_future *run = tu_submit(p, task_until_stop, NULL, 0);
+    bool running;
+    TU_POLL_UNTIL(running,
+                  concur_future_state(run) == CONCUR_RUNNING &&
+                      concur_future_state(probe) == CONCUR_RUNNING,
+                  TU_SAFETY);
+    cr_assert(running);
+    concur_future *queued = tu_submit(p, tu_task_noop, NULL, 0);
+    double t0 = tu_now();
+    cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, TU_SAFETY), 0);
+    double el = tu_now() - t0;
+    cr_assert_lt(el, TU_SANITIZED ? TU_LOOSE(1.0) : 1.0, "%.3f s to stop", el);
+    assert_int_result(probe, 7, "the first task saw the stop");
+    assert_int_result(run, 7, "the second task saw the stop");
+    cr_assert_eq(concur_future_state(queued), CONCUR_CANCELLED);
+    concur_future_release(probe);
+    concur_future_release(run);
+    concur_future_release(queued);
     concur_pool_destroy(p);
 }

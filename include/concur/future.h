@@ -208,6 +208,11 @@ typedef struct concur_error_info {
      *  worker process; false for errors made by concur (a crash, a timeout, a cancel) and for
      *  every error of a thread pool or a standalone future. */
     bool remote;
+    /** True when the worker process hit a limit set in concur_pool_opts, as far as concur
+     *  can tell: its CPU time limit (it died of SIGXCPU, or of SIGKILL with its CPU time at
+     *  the limit). A crash under worker_memory_limit is not attributed for sure (the kernel
+     *  only makes the allocation fail): its message names the limit, limit stays false. */
+    bool limit;
 } concur_error_info;
 
 /**
@@ -226,7 +231,20 @@ CONCUR_API int concur_future_error_info(const concur_future *f, concur_error_inf
  */
 CONCUR_API bool concur_future_cancel(concur_future *f);
 
-/** True once concur_future_cancel() has been called on the future. */
+/**
+ * Cancels the task, killing it if it runs in a worker process. A PENDING task is cancelled
+ * as by concur_future_cancel() (CANCELLED, never ran). A task RUNNING in a process pool's
+ * worker has its worker process killed (SIGKILL, through a pidfd); its future fails
+ * (FAILED: it did run) with CONCUR_ECANCELED and the message "cancelled while running: the
+ * worker was killed", and the worker process is replaced, as after a crash. Returns true
+ * when the task was cancelled or killed, false when it had finished, or when it runs in a
+ * thread pool (only flagged, as by concur_future_cancel(): a thread cannot be killed). For
+ * futures of thread pools and standalone futures it is concur_future_cancel(). It must not
+ * run concurrently with concur_pool_destroy() of the task's pool.
+ */
+CONCUR_API bool concur_future_cancel_kill(concur_future *f);
+
+/** True once concur_future_cancel() (or _cancel_kill()) has been called on the future. */
 CONCUR_API bool concur_future_cancel_requested(const concur_future *f);
 
 /**

@@ -46,7 +46,11 @@ typedef struct concur_pool concur_pool;
  *   created (each worker sees its own copy, as of that moment).
  * - A task that crashes (signal) or ends its process (exit, _exit) fails only its own future,
  *   with CONCUR_ECRASHED and the detail in concur_future_error_info(); the worker process is
- *   replaced. A task past task_timeout has its worker process killed.
+ *   replaced. A task past task_timeout has its worker process killed, and so has a running
+ *   task given to concur_future_cancel_kill(). worker_memory_limit and worker_cpu_limit
+ *   limit each worker process (RLIMIT_AS, RLIMIT_CPU). concur_task_should_stop() in a worker
+ *   process becomes true when the pool shuts down with CONCUR_SHUTDOWN_CANCEL (a shared stop
+ *   word); concur_future_cancel() of one running task is not forwarded to its process.
  * - Fork safety: at creation the pool forks the calling process once, into a single-threaded
  *   fork server; every worker process is a fork of that server, so creating workers later
  *   never forks a multithreaded process. But locks that other threads of the caller held at
@@ -94,13 +98,34 @@ typedef struct concur_pool_opts {
      *  0: no timeout. */
     double task_timeout;
     void *user; /**< returned by concur_task_user() in tasks and hooks */
+    /** Process pools: the most address space (bytes) a worker process may use, set as its
+     *  RLIMIT_AS (soft and hard) right after it is forked, before the initializer runs.
+     *  Beyond it, allocations fail (malloc returns NULL, mmap ENOMEM) in the task. It counts
+     *  virtual memory, including what the worker inherits from the caller's image (code,
+     *  libraries, thread stacks, a sanitizer's shadow), not resident memory. A crash under
+     *  this limit gets "(memory limit of N bytes)" appended to its message. 0: none.
+     *  Values above SIZE_MAX / 2 (a negative number converted) are CONCUR_EINVAL; one above
+     *  the caller's own hard RLIMIT_AS fails creation with -EPERM. Thread pools: any non-zero
+     *  value is CONCUR_EINVAL (a thread cannot be limited on its own). */
+    size_t worker_memory_limit;
+    /** Process pools: seconds of CPU time each worker process may use over its whole life
+     *  (initializer and every task it runs), rounded up to whole seconds and set as its
+     *  RLIMIT_CPU (soft; hard = soft + 1) right after it is forked. The task running when it
+     *  is reached dies of SIGXCPU (or SIGKILL at the hard limit, if it ignores SIGXCPU) and
+     *  fails with CONCUR_ECRASHED, "worker exceeded its CPU time limit of N s" and error
+     *  info limit = true; the worker is replaced, with a fresh budget (max_tasks_per_worker
+     *  recycles workers sooner). 0: none. Negative, NaN or above 1e9 is CONCUR_EINVAL; more
+     *  than the caller's own hard RLIMIT_CPU allows fails creation with -EPERM. Thread pools:
+     *  any non-zero value is CONCUR_EINVAL. */
+    double worker_cpu_limit;
 } concur_pool_opts;
 
 /**
  * Creates a pool. @p opts may be NULL (defaults); it is copied. No worker starts until work
  * arrives (a process pool starts its fork server now). Returns 0 and the pool in *out, or
  * CONCUR_EINVAL (bad option, NULL out), CONCUR_ENOMEM, or for a process pool the negated
- * errno of starting the fork server (-EAGAIN: no more processes, -EMFILE, ...).
+ * errno of starting the fork server (-EAGAIN: no more processes, -EMFILE, ...; -EPERM: a
+ * worker limit above the caller's own hard limit).
  */
 CONCUR_API int concur_pool_create(concur_pool **out, const concur_pool_opts *opts);
 
@@ -156,11 +181,11 @@ CONCUR_API int concur_pool_check(const concur_pool *p);
 CONCUR_API const char *concur_pool_error_message(const concur_pool *p);
 
 /**
- * Builds a one-worker copy of this pool (same engine, initializer, finalizer and hooks'
- * arguments), runs a task on it and a chunked map of range(10), and destroys it. Returns 0,
- * the initializer/finalizer error the copy hit (CONCUR_EINITIALIZER / CONCUR_EFINALIZER),
- * CONCUR_EBROKEN when this pool is already broken, or CONCUR_ECLOSED when it is closed.
- * Blocks until done.
+ * Builds a one-worker copy of this pool (same engine, initializer, finalizer, hooks'
+ * arguments and worker limits), runs a task on it and a chunked map of range(10), and
+ * destroys it. Returns 0, the initializer/finalizer error the copy hit (CONCUR_EINITIALIZER /
+ * CONCUR_EFINALIZER), CONCUR_EBROKEN when this pool is already broken, or CONCUR_ECLOSED
+ * when it is closed. Blocks until done.
  */
 CONCUR_API int concur_pool_test(concur_pool *p);
 
