@@ -15,7 +15,9 @@ set -uo pipefail
 # as "program bench" and prints "RESULT bench system metric value unit".
 #   program = concur   -> bench/concur_<bench>.c, else bench/concur_<family>.c
 #                         (family = bench name up to its first "_", e.g. tp)
-#   program = x.py     -> the script bench/x.py, run with python3
+#   program = x.py     -> the script bench/x.py, run with python3 as
+#                         "x.py bench system" (scripts serving one system
+#                         ignore the second argument)
 #   program = x.sh     -> the script bench/x.sh, run with bash as
 #                         "x.sh bench system" (one script serves every system)
 #   program = other    -> that program, built from bench/ by CMake
@@ -67,8 +69,31 @@ launch_memory  concur         launch.sh
 launch_memory  xargs          launch.sh
 launch_memory  parallel       launch.sh
 launch_memory  floor          launch.sh
+
+pp_throughput    concur       concur
+pp_throughput    python_pool  peer_python_pp.py
+pp_throughput    python_ppe   peer_python_pp.py
+
+pp_map           concur       concur
+pp_map           python_pool  peer_python_pp.py
+pp_map           python_ppe   peer_python_pp.py
+
+pp_latency       concur       concur
+pp_latency       python_pool  peer_python_pp.py
+pp_latency       python_ppe   peer_python_pp.py
+pp_latency       floor        floor_pipe
+
+pp_latency_busy  concur       concur
+pp_latency_busy  python_pool  peer_python_pp.py
+pp_latency_busy  python_ppe   peer_python_pp.py
+pp_latency_busy  floor        floor_pipe
+
+pp_startup       concur       concur
+pp_startup       python_pool  peer_python_pp.py
+pp_startup       python_ppe   peer_python_pp.py
+pp_startup       floor        floor_pipe
 '
-DEFAULT_SELECTION=('tp_*' 'launch_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
@@ -167,7 +192,7 @@ resolve() {  # bench program system
     return
   fi
   if [[ $prog == *.py ]]; then
-    if command -v python3 >/dev/null; then CMD=(python3 "$HERE/$prog" "$bench")
+    if command -v python3 >/dev/null; then CMD=(python3 "$HERE/$prog" "$bench" "$system")
     else SKIP="python3 not found"; fi
     return
   fi
