@@ -1298,3 +1298,139 @@ Test(procpool, shutdown_cancel_stops_running_tasks_in_processes)
     concur_future_release(queued);
     concur_pool_destroy(p);
 }
+
+/* ---- parent death and fork safety ------------------------------------------------------ */
+
+/* If the pool's process dies (SIGKILL: no destructor, no exit handler), its fork server
+ * sees EOF on its socket and ends its workers; workers also die with the server. */
+Test(procpool, parent_death_takes_the_server_and_workers_with_it)
+{
+#if TU_TSAN
+    cr_skip_test("TSan cannot start threads in the child of a multithreaded fork, and the "
+                 "pool process here is such a child");
+#endif
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        close(pfd[0]);
+        concur_pool *p;
+        concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 2};
+        if (concur_pool_create(&p, &o))
+            _exit(10);
+        job j = {K_HANG, 0};
+        concur_future *f;
+        if (concur_pool_submit(p, task_job, &j, sizeof j, &f))
+            _exit(11);
+        /* Wait (bounded) until the hanging task runs in a worker process. */
+        for (int i = 0; i < 5000; i++) {
+            concur_pool_counts c;
+            concur_pool_counts_get(p, &c);
+            if (c.busy >= 1)
+                break;
+            tu_sleep(0.002);
+        }
+        pid_t srv[4];
+        if (children_of(getpid(), (pid_t)gettid(), srv, 4) != 1)
+            _exit(12);
+        if (write(pfd[1], &srv[0], sizeof srv[0]) != (ssize_t)sizeof srv[0])
+            _exit(13);
+        for (;;)
+            pause(); /* until killed */
+    }
+    close(pfd[1]);
+    pid_t srv = 0;
+    ssize_t got = read(pfd[0], &srv, sizeof srv);
+    close(pfd[0]);
+    cr_assert_eq(got, (ssize_t)sizeof srv, "the child reports its fork server");
+    pid_t wk[8];
+    int nw = children_of(srv, srv, wk, 8);
+    cr_assert_geq(nw, 1, "the server runs the worker with the hanging task");
+    cr_assert_eq(kill(child, SIGKILL), 0);
+    int st;
+    cr_assert_eq(waitpid(child, &st, 0), child);
+    double t0 = concur_now();
+    bool gone;
+    TU_POLL_UNTIL(gone, process_dead(srv) && process_dead(wk[0]) && (nw < 2 || process_dead(wk[1])),
+                  TU_SAFETY);
+    double el = concur_now() - t0;
+    cr_assert(gone, "fork server or worker outlived the pool's process");
+    cr_assert_lt(el, TU_SANITIZED ? TU_LOOSE(2.0) : 2.0, "%.3f s", el);
+}
+
+struct fork_safety {
+    _Atomic int failures;
+    _Atomic int stop;
+};
+
+static void *pool_churn(void *arg)
+{
+    struct fork_safety *s = arg;
+    for (int round = 0; round < 3; round++) {
+        concur_pool *p;
+        concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 2};
+        if (concur_pool_create(&p, &o)) {
+            atomic_fetch_add(&s->failures, 1);
+            continue;
+        }
+        concur_future *fs[20];
+        int n = 0;
+        for (int i = 0; i < 20; i++) {
+            job j = {K_OK, i};
+            if (concur_pool_submit(p, task_job, &j, sizeof j, &fs[n]) == 0)
+                n++;
+            else
+                atomic_fetch_add(&s->failures, 1);
+        }
+        for (int i = 0; i < n; i++) {
+            const void *d;
+            size_t len;
+            int v = -1;
+            if (concur_future_collect(fs[i], 60, &d, &len) == 0 && len == sizeof v)
+                memcpy(&v, d, sizeof v);
+            if (v != i * 3)
+                atomic_fetch_add(&s->failures, 1);
+            concur_future_release(fs[i]);
+        }
+        concur_pool_destroy(p);
+    }
+    return NULL;
+}
+
+/* Other threads allocating and freeing while pools are created (their fork servers forked). */
+static void *allocator_churn(void *arg)
+{
+    struct fork_safety *s = arg;
+    while (!atomic_load(&s->stop)) {
+        void *b[64];
+        for (int i = 0; i < 64; i++)
+            b[i] = malloc((size_t)(16 + i * 37));
+        for (int i = 0; i < 64; i++)
+            free(b[i]);
+    }
+    return NULL;
+}
+
+/* A parent with 8 threads creating process pools and submitting at once, while other
+ * threads allocate: every result is exact, every pool goes away cleanly. */
+Test(procpool, eight_threads_create_pools_and_submit_concurrently)
+{
+#if TU_ASAN
+    cr_skip_test("GCC 12's ASan allocator is not fork-safe while other threads allocate "
+                 "(see docs/process_pool.md)");
+#endif
+    struct fork_safety s = {0};
+    pthread_t churn[2], th[8];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&churn[i], NULL, allocator_churn, &s), 0);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, pool_churn, &s), 0);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+    atomic_store(&s.stop, 1);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_join(churn[i], NULL), 0);
+    cr_assert_eq(atomic_load(&s.failures), 0);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no child process left");
+}
