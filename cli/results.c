@@ -91,14 +91,20 @@ int results_open(struct results **out, const char *path)
 
 /* ------------------------------------------------------------------ JSON */
 
-void json_job(struct buf *b, const struct jobdone *d)
+/* The job's arguments as the items of a JSON array: "a","b" (the brackets are the caller's). */
+static void json_args(struct buf *b, const struct jobdone *d)
 {
-    buf_printf(b, "{\"seq\":%zu,\"args\":[", d->seq);
     for (size_t i = 0; i < d->nargs; i++) {
         buf_add(b, i ? ",\"" : "\"", i ? 2 : 1);
         json_string(b, d->args[i].p, d->args[i].len);
         buf_addc(b, '"');
     }
+}
+
+void json_job(struct buf *b, const struct jobdone *d)
+{
+    buf_printf(b, "{\"seq\":%zu,\"args\":[", d->seq);
+    json_args(b, d);
     buf_adds(b, "],\"command\":\"");
     json_string(b, d->cmd, d->cmd_len);
     buf_printf(b,
@@ -120,11 +126,7 @@ static void json_gnu(struct buf *b, const struct jobdone *d)
                d->seq, d->start, d->runtime, d->out_len + d->err_len, d->exitval, d->sig);
     json_string(b, d->cmd, d->cmd_len);
     buf_adds(b, "\", \"V\": [ ");
-    for (size_t i = 0; i < d->nargs; i++) {
-        buf_add(b, i ? ",\"" : "\"", i ? 2 : 1);
-        json_string(b, d->args[i].p, d->args[i].len);
-        buf_addc(b, '"');
-    }
+    json_args(b, d);
     buf_adds(b, " ], \"Stdout\": \"");
     json_string(b, d->out, d->out_len);
     buf_adds(b, "\", \"Stderr\": \"");

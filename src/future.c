@@ -704,8 +704,7 @@ void *concur_task_result_alloc(concur_task *t, size_t len)
 {
     if (!t)
         return NULL;
-    void *p = concur__buf_alloc(&t->out, len);
-    return p;
+    return concur__buf_alloc(&t->out, len);
 }
 
 int concur_task_vfail(concur_task *t, int code, const char *fmt, va_list ap)

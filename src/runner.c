@@ -606,9 +606,8 @@ static void reap(struct job *j)
     close_fd(&j->pidfd);
 }
 
-static void build_result(concur_runner *r, struct job *j)
+static void build_result(struct job *j)
 {
-    (void)r;
     concur_result *res = &j->res;
     uint64_t end = now_ns();
     res->index = j->index;
@@ -678,7 +677,7 @@ static int finish_job(concur_runner *r, size_t slot)
     struct job *j = r->slots[slot];
     r->slots[slot] = NULL;
     r->running--;
-    build_result(r, j);
+    build_result(j);
     int again = r->o.on_done ? r->o.on_done(r, &j->res, r->o.cb_arg) : 0;
     if (again && j->attempts <= r->o.retries && r->stop_level == 0) {
         job_reset_for_retry(r, j);

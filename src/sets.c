@@ -134,8 +134,8 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     /* Callbacks that were already running finish in a few instructions. */
     while (atomic_load_explicit(&w.active, memory_order_acquire) > 0)
         cpu_relax();
-    if (rc == 0 && !first_done(fs, n, index))
-        rc = CONCUR_ETIMEDOUT; /* unreachable: fired means one is terminal */
+    if (rc == 0)
+        first_done(fs, n, index); /* fired: a callback ran, so one of them is terminal */
     return rc;
 }
 
