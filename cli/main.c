@@ -477,8 +477,8 @@ static double hist_median(const struct app *a)
 
 static void stop_run(struct app *a, int how)
 {
-    /* The source also stops handing out jobs at once: a stop requested from a callback
-     * reaches the runner's loop only at its next wake-up. */
+    /* The runner applies a stop before its next start; the source also hands out nothing
+     * more, which covers a stop asked for before the runner exists (a fatal setup error). */
     a->no_more = true;
     if (how == CONCUR_STOP_TERM)
         a->stop_term = true;
