@@ -196,4 +196,8 @@ void concur__task_reset(concur_task *t);
  * dropped. Frees the context's buffers either way. */
 bool concur__task_complete(concur_task *t, int rc, uint64_t t_end);
 
+/* False when @p is a process pool and @fn is not in code its worker processes have (a
+ * function passed by pointer inside a task's input, such as the map family's). */
+bool concur__pool_code_ok(const concur_pool *p, const void *fn);
+
 #endif

@@ -431,7 +431,8 @@ static int check_opts(concur_pool *p, concur_map_fn fn, const concur_map_opts *o
 {
     if (!p || !fn || !o || !o->chunk_size)
         return CONCUR_EINVAL;
-    return 0;
+    /* The per-item function travels inside the chunks: a process pool checks it here. */
+    return concur__pool_code_ok(p, (const void *)(uintptr_t)fn) ? 0 : CONCUR_ENOTLOADED;
 }
 
 /* ------------------------------------------------------------------------------------ */

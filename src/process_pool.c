@@ -80,14 +80,25 @@ enum {
     EXIT_GRACE_MS = 2000,        /* a worker told to leave gets this long, then SIGKILL */
     KEEP_INPUT = 1 << 20,        /* a worker keeps an input buffer up to this size */
     ALTSTACK = 64 << 10,         /* the crash handler's stack */
+    RBUF_CAP = 64 << 10,         /* read buffer of a worker and of a proxy */
+    DEPTH = 16,                  /* tasks a proxy hands its process at once (pipelining) */
+    AHEAD_BYTES = 64 << 10,      /* frame bytes handed over but not answered yet */
+    SHORT_NS = 200000,           /* tasks shorter than this are pipelined */
 };
 
 /* ---------------------------------------------------------------- channel I/O */
+
+/* A read buffer: frames are read in as few recv() calls as the bytes available allow. */
+typedef struct rbuf {
+    char *p;
+    size_t cap, off, end; /* unread bytes: p[off, end) */
+} rbuf;
 
 typedef struct chan {
     int fd;
     int status;        /* the worker's status pipe (proxy side), or -1 */
     uint64_t deadline; /* CLOCK_MONOTONIC ns; UINT64_MAX: none */
+    rbuf *rb;          /* NULL: unbuffered */
 } chan;
 
 /* Waits until c->fd is ready for @events. Returns 0 (try the operation again),
@@ -150,17 +161,14 @@ static int chan_send(const chan *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* Receives exactly @len bytes. 0, CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno. */
-static int chan_recv(const chan *c, void *buf, size_t len)
+/* One recv() of up to @cap bytes into @dst, waiting as needed. Returns the count (> 0),
+ * or CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno. */
+static ssize_t chan_recv_some(const chan *c, void *dst, size_t cap)
 {
-    char *p = buf;
-    while (len) {
-        ssize_t r = recv(c->fd, p, len, 0);
-        if (r > 0) {
-            p += r;
-            len -= (size_t)r;
-            continue;
-        }
+    for (;;) {
+        ssize_t r = recv(c->fd, dst, cap, 0);
+        if (r > 0)
+            return r;
         if (r == 0)
             return CONCUR_EPIPE;
         if (errno == EINTR)
@@ -172,6 +180,41 @@ static int chan_recv(const chan *c, void *buf, size_t len)
             continue;
         }
         return errno == ECONNRESET ? CONCUR_EPIPE : -errno;
+    }
+}
+
+/* Receives exactly @len bytes. 0, CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno.
+ * Buffered: the bytes come from c->rb first; the buffer is refilled with whatever is
+ * available (the next frames too), except for a payload as big as half the buffer or more,
+ * which is received in place. */
+static int chan_recv(const chan *c, void *buf, size_t len)
+{
+    char *p = buf;
+    rbuf *rb = c->rb;
+    while (len) {
+        if (rb && rb->off < rb->end) {
+            size_t k = rb->end - rb->off < len ? rb->end - rb->off : len;
+            memcpy(p, rb->p + rb->off, k);
+            rb->off += k;
+            p += k;
+            len -= k;
+            continue;
+        }
+        ssize_t r;
+        if (rb && len < rb->cap / 2) {
+            rb->off = rb->end = 0;
+            r = chan_recv_some(c, rb->p, rb->cap);
+            if (r > 0)
+                rb->end = (size_t)r;
+        } else {
+            r = chan_recv_some(c, p, len);
+            if (r > 0) {
+                p += r;
+                len -= (size_t)r;
+            }
+        }
+        if (r < 0)
+            return (int)r;
     }
     return 0;
 }
@@ -200,17 +243,18 @@ static void chan_read_to_eof(const chan *c, size_t cap, char **out)
     for (;;) {
         char *dst = buf && len < cap ? buf + len : scratch;
         size_t room = buf && len < cap ? cap - len : sizeof(scratch);
-        ssize_t r = recv(c->fd, dst, room, 0);
-        if (r > 0) {
-            if (dst != scratch)
-                len += (size_t)r;
-            continue;
+        ssize_t r;
+        if (c->rb && c->rb->off < c->rb->end) {
+            r = (ssize_t)(c->rb->end - c->rb->off < room ? c->rb->end - c->rb->off : room);
+            memcpy(dst, c->rb->p + c->rb->off, (size_t)r);
+            c->rb->off += (size_t)r;
+        } else {
+            r = chan_recv_some(c, dst, room);
         }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EAGAIN && chan_wait(c, POLLIN) == 0)
-            continue;
-        break; /* EOF, error, deadline, or the status arrived */
+        if (r <= 0)
+            break; /* EOF, error, deadline, or the status arrived */
+        if (dst != scratch)
+            len += (size_t)r;
     }
     if (buf && len) {
         buf[len] = '\0';
@@ -434,7 +478,9 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
     if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 || crash_setup(sock) != 0 ||
         on_exit(worker_on_exit, NULL) != 0 || set_limits(lim) != 0)
         _exit(127);
-    chan c = {.fd = sock, .status = -1, .deadline = UINT64_MAX};
+    static char rbytes[RBUF_CAP];
+    static rbuf rb = {.p = rbytes, .cap = sizeof(rbytes)};
+    chan c = {.fd = sock, .status = -1, .deadline = UINT64_MAX, .rb = &rb};
     static struct wstate ws; /* static: the name outlives any frame */
     int rc;
     for (;;) {
@@ -474,11 +520,21 @@ struct concur__proc {
     void *user;
     pid_t pid;
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
-    /* concur__proc_kill_task from other threads. While running is set, pid and pidfd stay
-     * as they are (the proxy clears running before it reaps); killed says it was sent. */
+    rbuf rb;                 /* what the process sent, read ahead */
+    uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
+    /* The tasks handed to this process, in order (a ring of n from head): the first `sent`
+     * of them have gone out, `sent_bytes` frame bytes in all; the process runs the first
+     * and reads the others when it is done with it. kill_mu guards the ring, killed and
+     * the pid and pidfd against concur__proc_kill_task from other threads; only the proxy
+     * thread writes them. */
     pthread_mutex_t kill_mu;
-    const concur_future *running; /* the future the process runs, or NULL */
-    bool killed;
+    concur_future *fl[DEPTH];
+    bool fl_kill[DEPTH]; /* concur__proc_kill_task asked: kill it when it starts */
+    unsigned head, n, sent;
+    uint64_t sent_bytes;
+    bool killed; /* the process was killed to cancel the first task */
+    int tx_rc;   /* a failed send: the stream is broken (the process is killed when */
+    const concur_future *tx_failed; /* ... the task whose frame failed is the next to run) */
 };
 
 int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user)
@@ -486,10 +542,17 @@ int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, vo
     concur__proc *pr = calloc(1, sizeof(*pr));
     if (!pr)
         return CONCUR_ENOMEM;
+    pr->rb.p = malloc(RBUF_CAP);
+    if (!pr->rb.p) {
+        free(pr);
+        return CONCUR_ENOMEM;
+    }
+    pr->rb.cap = RBUF_CAP;
     pr->fs = fs;
     pr->name = name;
     pr->user = user;
     pr->sock = pr->status = pr->pidfd = -1;
+    pr->last_run_ns = UINT64_MAX;
     CHECK_PTHREAD(pthread_mutex_init(&pr->kill_mu, NULL));
     *out = pr;
     return 0;
@@ -522,6 +585,7 @@ static void proc_reap(concur__proc *pr, int grace_ms, concur__wstatus *wst)
 {
     concur__wstatus ws = {.status = -1};
     close_fd(&pr->sock);
+    pr->rb.off = pr->rb.end = 0;
     if (pr->status >= 0) {
         struct pollfd pf = {.fd = pr->status, .events = POLLIN};
         bool killed = false;
@@ -663,7 +727,7 @@ static int read_answer(const chan *c, uint64_t id, concur_task *t, bool want_out
 static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void *arg,
                      concur_task *t)
 {
-    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX};
+    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
     frame_hdr h = {.type = type, .len = 16};
     uint64_t pl[2] = {(uint64_t)(uintptr_t)fn, (uint64_t)(uintptr_t)arg};
     struct iovec iov[2] = {{&h, sizeof(h)}, {pl, sizeof(pl)}};
@@ -717,7 +781,7 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     if (pr->pidfd >= 0 && fcntl(pr->pidfd, F_SETFD, FD_CLOEXEC) != 0)
         close_fd(&pr->pidfd);
 #endif
-    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX};
+    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
     uint64_t user = (uint64_t)(uintptr_t)pr->user;
     size_t nlen = strlen(pr->name);
     frame_hdr h = {.type = FR_SETUP, .len = sizeof(user) + nlen};
@@ -733,19 +797,116 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     return 0;
 }
 
+/* ---- the tasks handed to the process (pipelining) ---- */
+
+static concur_future *fl_at(const concur__proc *pr, unsigned i) { return pr->fl[(pr->head + i) % DEPTH]; }
+
+static uint64_t frame_bytes(const concur_future *f)
+{
+    return sizeof(frame_hdr) + 8 + (uint64_t)f->in.len;
+}
+
+/* Under kill_mu: the first task has started (its frame went out, or the one before it was
+ * answered): its run time and timeout count from now; a kill asked for while it waited is
+ * carried out. */
+static void head_started_locked(concur__proc *pr, uint64_t now)
+{
+    fl_at(pr, 0)->t_start = now;
+    pr->killed = false;
+    if (pr->fl_kill[pr->head]) {
+        pr->fl_kill[pr->head] = false;
+        pr->killed = proc_kill(pr);
+    }
+}
+
+/* Sends the frames not sent yet, in order, while the bytes handed over but unanswered stay
+ * under AHEAD_BYTES (the first one always goes): the proxy then never blocks in a send
+ * while the process waits to send an answer. A failed send breaks the stream: tx_rc. */
+static void transmit(concur__proc *pr, double timeout)
+{
+    while (pr->sent < pr->n && !pr->tx_rc && pr->sock >= 0) {
+        concur_future *f = fl_at(pr, pr->sent);
+        uint64_t bytes = frame_bytes(f);
+        if (pr->sent && pr->sent_bytes + bytes > AHEAD_BYTES)
+            return;
+        mu_lock(&pr->kill_mu); /* counted as sent first: a kill now must go to the process */
+        if (pr->sent++ == 0)
+            head_started_locked(pr, now_ns());
+        pr->sent_bytes += bytes;
+        mu_unlock(&pr->kill_mu);
+        chan c = {.fd = pr->sock,
+                  .status = pr->status,
+                  .deadline = timeout > 0 ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9)
+                                          : UINT64_MAX};
+        frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
+        uint64_t fnv = (uint64_t)(uintptr_t)f->fn;
+        struct iovec iov[3] = {
+            {&h, sizeof(h)}, {&fnv, sizeof(fnv)}, {(void *)buf_data(&f->in), f->in.len}};
+        pr->tx_rc = chan_send(&c, iov, 3);
+        pr->tx_failed = f;
+    }
+}
+
+unsigned concur__proc_inflight(const concur__proc *pr) { return pr->n; }
+
+bool concur__proc_want_more(const concur__proc *pr, unsigned room)
+{
+    return pr->n < DEPTH && pr->n < room && pr->last_run_ns < SHORT_NS && pr->sock >= 0 &&
+           !pr->tx_rc;
+}
+
+void concur__proc_push(concur__proc *pr, concur_future *f, double timeout)
+{
+    mu_lock(&pr->kill_mu);
+    unsigned i = (pr->head + pr->n) % DEPTH;
+    pr->fl[i] = f;
+    pr->fl_kill[i] = false;
+    pr->n++;
+    mu_unlock(&pr->kill_mu);
+    transmit(pr, timeout);
+}
+
+/* Takes the first task off the ring; the next one, if it went out, starts now. */
+static concur_future *pop_head(concur__proc *pr, uint64_t now)
+{
+    mu_lock(&pr->kill_mu);
+    concur_future *f = pr->fl[pr->head];
+    pr->fl[pr->head] = NULL;
+    pr->head = (pr->head + 1) % DEPTH;
+    pr->n--;
+    if (pr->sent) {
+        pr->sent--;
+        pr->sent_bytes -= frame_bytes(f);
+    }
+    pr->killed = false;
+    if (pr->sent)
+        head_started_locked(pr, now);
+    mu_unlock(&pr->kill_mu);
+    return f;
+}
+
 int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
-                       bool *hook_failed)
+                       bool *hook_failed, double timeout)
 {
     *hook_failed = false;
     if (pr->sock >= 0) {
         concur__wstatus ws;
         proc_reap(pr, EXIT_GRACE_MS, &ws);
     }
+    mu_lock(&pr->kill_mu);
+    pr->sent = 0; /* what the old process had not answered goes to the new one */
+    pr->sent_bytes = 0;
+    pr->tx_rc = 0;
+    pr->tx_failed = NULL;
+    pr->killed = false;
+    mu_unlock(&pr->kill_mu);
     int rc = proc_spawn(pr, t);
     if (!rc && init) {
         rc = proc_hook(pr, FR_INIT, init, arg, t);
         *hook_failed = rc != 0;
     }
+    if (!rc)
+        transmit(pr, timeout);
     return rc;
 }
 
@@ -754,50 +915,57 @@ int concur__proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_
     return pr->sock >= 0 ? proc_hook(pr, FR_FINAL, fn, arg, t) : 0;
 }
 
-bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double timeout)
+concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
+                                       bool *alive)
 {
     const uint32_t running = STATE_BIT(CONCUR_RUNNING);
+    concur_future *f = fl_at(pr, 0);
+    *alive = true;
     if (pr->sock < 0) { /* its start failed: the pool is broken and this proxy leaving */
         concur__future_fail_info(f, running, CONCUR_ECRASHED, "no worker process", 0, -1, NULL,
                                  false, false);
-        return false;
+        return pop_head(pr, now_ns());
     }
     chan c = {.fd = pr->sock,
               .status = pr->status,
-              .deadline = timeout > 0 ? f->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX};
-    frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
-    uint64_t fnv = (uint64_t)(uintptr_t)f->fn;
-    struct iovec iov[3] = {
-        {&h, sizeof(h)}, {&fnv, sizeof(fnv)}, {(void *)buf_data(&f->in), f->in.len}};
+              .deadline = timeout > 0 ? f->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX,
+              .rb = &pr->rb};
     int code = 0;
     char *bt = NULL;
+    t->f = f;
+    int rc = pr->tx_rc && pr->tx_failed == f ? pr->tx_rc
+                                             : read_answer(&c, f->id, t, true, &code, &bt);
+    uint64_t end = now_ns();
+    /* A kill that was sent wins over whatever answer arrived: the caller was told it
+     * worked. Only this thread sets killed, but reads it under the lock it is set under. */
     mu_lock(&pr->kill_mu);
-    pr->running = f;
-    pr->killed = false;
-    mu_unlock(&pr->kill_mu);
-    int rc = chan_send(&c, iov, 3);
-    if (!rc)
-        rc = read_answer(&c, f->id, t, true, &code, &bt);
-    /* From here on nobody else signals the process (pid and pidfd change below). A kill
-     * that was sent wins over whatever answer arrived: the caller was told it worked. */
-    mu_lock(&pr->kill_mu);
-    pr->running = NULL;
     bool killed = pr->killed;
     mu_unlock(&pr->kill_mu);
     if (!rc && !killed) {
+        pr->last_run_ns = end - f->t_start;
         if (code == 0) {
-            concur__task_complete(t, 0, now_ns());
+            concur__task_complete(t, 0, end);
         } else {
             concur__future_fail_info(f, running, code, t->msg, 0, -1, NULL, true, false);
             concur__task_reset(t);
         }
-        return true;
+        t->f = NULL;
+        concur_future *done = pop_head(pr, end);
+        transmit(pr, timeout); /* room for more */
+        return done;
     }
     concur__task_reset(t);
+    t->f = NULL;
+    *alive = false;
     /* The process goes: it died, ran past the deadline, was killed on request, or the
-     * stream broke. */
+     * stream broke. The tasks behind this one go to its replacement. */
     if (rc != CONCUR_EPIPE && !killed)
         (void)proc_kill(pr); /* false: it is dead already */
+    mu_lock(&pr->kill_mu); /* nobody signals it from here on: pid and pidfd change */
+    pr->killed = true;
+    pr->sent = 1; /* the tasks behind this one have not started: none is the next to run */
+    pr->sent_bytes = frame_bytes(f);
+    mu_unlock(&pr->kill_mu);
     struct fate fa;
     proc_fate(pr, EXIT_GRACE_MS, &fa);
     char msg[256];
@@ -821,15 +989,27 @@ bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double
                                  false);
     }
     free(bt);
-    return false;
+    return pop_head(pr, end);
 }
 
-bool concur__proc_kill_task(concur__proc *pr, const concur_future *f)
+bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *found)
 {
+    bool hit = false;
     mu_lock(&pr->kill_mu);
-    bool hit = pr->running == f && !pr->killed && proc_kill(pr);
-    if (hit)
-        pr->killed = true;
+    for (unsigned i = 0; i < pr->n && !*found; i++) {
+        if (fl_at(pr, i) != f)
+            continue;
+        *found = true;
+        unsigned at = (pr->head + i) % DEPTH;
+        if (i < pr->sent && i == 0) { /* running */
+            hit = !pr->killed && proc_kill(pr);
+            if (hit)
+                pr->killed = true;
+        } else if (!pr->fl_kill[at]) { /* waiting its turn: killed when it starts */
+            pr->fl_kill[at] = true;
+            hit = true;
+        }
+    }
     mu_unlock(&pr->kill_mu);
     return hit;
 }
@@ -843,5 +1023,6 @@ void concur__proc_destroy(concur__proc *pr)
         proc_reap(pr, EXIT_GRACE_MS, &ws); /* EOF: the worker flushes and leaves */
     }
     pthread_mutex_destroy(&pr->kill_mu);
+    free(pr->rb.p);
     free(pr);
 }

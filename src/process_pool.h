@@ -88,29 +88,44 @@ typedef struct concur__proc concur__proc;
 int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user);
 
 /*
- * Starts a worker process (replacing a dead one) and runs @init (if not NULL) in it. Returns
- * 0, or a negative code with a message in t->msg (may be NULL): *hook_failed says whether
- * the initializer failed (or died) rather than the start of the process.
+ * Starts a worker process (replacing a dead one) and runs @init (if not NULL) in it, then
+ * hands it the tasks its predecessor had been given and not answered (@timeout: the
+ * pool's task_timeout). Returns 0, or a negative code with a message in t->msg (may be
+ * NULL): *hook_failed says whether the initializer failed (or died) rather than the start
+ * of the process.
  */
 int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
-                       bool *hook_failed);
+                       bool *hook_failed, double timeout);
 
 /*
- * Runs the RUNNING future @f in the worker process, with @timeout seconds (0: none) counted
- * from f->t_start, and completes @f: the result, the task's own error (remote), or
- * CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or CONCUR_ECANCELED when
- * concur__proc_kill_task killed it. Returns false when the process is gone (crashed, exited,
- * killed): the caller starts a replacement.
+ * Pipelining. A proxy hands its process RUNNING futures in order (concur__proc_push): the
+ * process runs one and finds the next ones already in its socket, so tiny tasks cost no
+ * sleep and wake-up each. The first one handed over runs; each later one starts (its
+ * t_start, its timeout) when the one before it is answered. concur__proc_finish_one waits
+ * for the first one's answer and completes it: the result, the task's own error (remote),
+ * or CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or CONCUR_ECANCELED when
+ * concur__proc_kill_task killed it. *alive = false when the process is gone (crashed,
+ * exited, killed): the caller starts a replacement with concur__proc_start, which takes the
+ * unanswered tasks over. Returns the completed future (the caller holds the engine's
+ * reference, handed over at the push). Only the proxy thread calls these.
  */
-bool concur__proc_run(concur__proc *pr, concur_task *t, concur_future *f, double timeout);
+void concur__proc_push(concur__proc *pr, concur_future *f, double timeout);
+concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
+                                       bool *alive);
+/* Futures handed over and not completed yet. */
+unsigned concur__proc_inflight(const concur__proc *pr);
+/* Whether to hand over one more now: fewer than min(@room, a fixed depth) are in flight,
+ * the last task was short (tasks of unknown or long run time go one at a time, so that no
+ * task waits behind a long one while another worker is free) and the stream is sound. */
+bool concur__proc_want_more(const concur__proc *pr, unsigned room);
 
 /*
- * Kills the worker process (SIGKILL) if it is running @f, so that concur__proc_run fails
- * @f with CONCUR_ECANCELED. Returns true when the signal was sent. Called from any thread,
- * while the caller guarantees that @pr stays alive (the proxy is inside concur__proc_run
- * for @f, or about to enter or leave it).
+ * Kills the worker process if it runs @f, so that it fails with CONCUR_ECANCELED; a task
+ * handed over and still waiting its turn is killed when it starts. Sets *found when @f is
+ * one of this proxy's tasks; returns true when the kill was sent or is scheduled. Called
+ * from any thread, while the caller guarantees that @pr stays alive.
  */
-bool concur__proc_kill_task(concur__proc *pr, const concur_future *f);
+bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *found);
 
 /* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
  * negative code with a message in t->msg. */

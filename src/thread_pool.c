@@ -39,12 +39,12 @@
  *
  * Process pools (CONCUR_ENGINE_PROCESSES) are this engine with proxies: each worker thread
  * owns one worker process (w->proc, started through the pool's fork server p->fs) and
- * run_task hands the task to it instead of calling it; everything else above applies as is,
- * and a proxy's lifetime is its process's. The proxy enforces task_timeout itself (no
- * watchdog) and replaces a process that died or was killed. Its worker records the running
- * future in cur (under cur_mu) for concur_future_cancel_kill(), which finds the proxy there
- * and has it kill its process (the engine's kill_running; thread pools have none). See
- * process_pool.h.
+ * run_remote hands tasks to it instead of calling them (a few at once while they are short:
+ * pipelining); everything else above applies as is, and a proxy's lifetime is its
+ * process's. The proxy enforces task_timeout itself (no watchdog) and replaces a process
+ * that died or was killed. concur_future_cancel_kill() looks for the future among the
+ * tasks each proxy handed over (w->proc is read under cur_mu) and has that proxy kill its
+ * process (the engine's kill_running; thread pools have none). See process_pool.h.
  */
 #include "concur_impl.h"
 #include "process_pool.h"
@@ -292,10 +292,8 @@ static bool kill_running(struct concur__engine *e, concur_future *f)
         mu_lock(&p->mu);
         for (struct worker *w = p->live; w && !found; w = w->next) {
             mu_lock(&w->cur_mu);
-            if (w->cur == f) { /* w->proc stays valid while cur is set */
-                found = true;
-                hit = concur__proc_kill_task(w->proc, f);
-            }
+            if (w->proc) /* stays valid while cur_mu is held */
+                hit = concur__proc_kill_task(w->proc, f, &found);
             mu_unlock(&w->cur_mu);
         }
         mu_unlock(&p->mu);
@@ -303,9 +301,11 @@ static bool kill_running(struct concur__engine *e, concur_future *f)
             return true;
         if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != CONCUR_RUNNING)
             return false;
-        /* RUNNING, yet no process runs it: its proxy is a few instructions from sending it
-         * (between pop and run) or from completing it (answer read, or the process died or
-         * was killed already). Either way that ends soon. */
+        if (found)
+            return false; /* its process is being replaced, or it was killed already */
+        /* RUNNING, yet no proxy has it: its proxy is a few instructions from handing it
+         * over (between pop and push) or from completing it (answer read). Either way that
+         * ends soon. */
         if (spin < 64) {
             (void)sched_yield(); /* cannot fail on Linux */
         } else {
@@ -553,9 +553,17 @@ static bool proc_begin(struct worker *w, concur_task *t)
 {
     concur_pool *p = w->pool;
     bool hook_failed = false;
-    int rc = w->proc ? 0 : concur__proc_create(&w->proc, p->fs, w->name, p->o.user);
+    int rc = 0;
+    if (!w->proc) {
+        concur__proc *pr = NULL;
+        rc = concur__proc_create(&pr, p->fs, w->name, p->o.user);
+        mu_lock(&w->cur_mu);
+        w->proc = pr;
+        mu_unlock(&w->cur_mu);
+    }
     if (!rc)
-        rc = concur__proc_start(w->proc, p->o.initializer, p->o.init_arg, t, &hook_failed);
+        rc = concur__proc_start(w->proc, p->o.initializer, p->o.init_arg, t, &hook_failed,
+                                p->o.task_timeout);
     if (rc) {
         if (hook_failed)
             pool_break(p, CONCUR_EINITIALIZER, "initializer", w, t->msg, rc);
@@ -579,33 +587,58 @@ static uint64_t run_task(struct worker *w, concur_task *t, concur_future *f, uin
         mu_unlock(&w->cur_mu);
     }
     t->f = f;
-    uint64_t end;
-    if (likely(!w->proc)) {
-        int rc = f->fn(t, buf_data(&f->in), f->in.len);
-        end = now_ns();
-        if (p->watchdog_on) {
-            mu_lock(&w->cur_mu);
-            w->cur = NULL;
-            mu_unlock(&w->cur_mu);
-        }
-        concur__task_complete(t, rc, end);
-    } else {
-        /* A process pool: the task runs in this proxy's process, which completes f. If the
-         * process is gone (crash, exit, timeout, kill) a fresh one takes its place. */
-        mu_lock(&w->cur_mu);
-        w->cur = f;
-        mu_unlock(&w->cur_mu);
-        bool alive = concur__proc_run(w->proc, t, f, p->o.task_timeout);
+    int rc = f->fn(t, buf_data(&f->in), f->in.len);
+    uint64_t end = now_ns();
+    if (p->watchdog_on) {
         mu_lock(&w->cur_mu);
         w->cur = NULL;
         mu_unlock(&w->cur_mu);
-        if (!alive)
-            proc_begin(w, t);
-        end = now_ns();
     }
+    concur__task_complete(t, rc, end);
     t->f = NULL;
     concur_future_release(f); /* the engine's reference */
     return end;
+}
+
+/* Process pools: hands @f to this proxy's process and, while tasks are short and more are
+ * queued than the other workers can take, up to a few more (process_pool.h: pipelining); returns
+ * when every one of them is complete. A process that dies fails only the task it ran; a
+ * fresh one takes its place and the tasks behind. @ran counts the tasks done against
+ * @limit (max_tasks_per_worker; 0: none). */
+static void run_remote(struct worker *w, concur_task *t, concur_future *f, unsigned *ran,
+                       unsigned limit)
+{
+    concur_pool *p = w->pool;
+    concur__proc *pr = w->proc;
+    double timeout = p->o.task_timeout;
+    bool in_idle = false;
+    concur__proc_push(pr, f, timeout);
+    while (concur__proc_inflight(pr)) {
+        unsigned room = limit ? limit - *ran : UINT_MAX;
+        /* Only what no other worker would take: every worker has started (a task queued
+         * while a worker starts is that worker's) and more are queued than the others could
+         * take if they were all free now (whether they are idle yet is a matter of
+         * scheduling: a worker that has just answered may not have looked yet). */
+        for (;;) {
+            int others = atomic_load_explicit(&p->nworkers, memory_order_relaxed) - 1;
+            if (!concur__proc_want_more(pr, room) || others + 1 < p->max_workers ||
+                pending_of(p) <= (uint64_t)others)
+                break;
+            bool popped;
+            concur_future *g = pop_task(p, false, &popped, &in_idle);
+            if (g)
+                concur__proc_push(pr, g, timeout);
+            else if (!popped)
+                break;
+        }
+        bool alive;
+        concur_future *done = concur__proc_finish_one(pr, t, timeout, &alive);
+        concur_future_release(done); /* the engine's reference */
+        notify_waiters(p);
+        ++*ran;
+        if (!alive)
+            proc_begin(w, t); /* on failure the pool is broken: the rest fail in turn */
+    }
 }
 
 static void worker_exit(struct worker *w)
@@ -668,6 +701,12 @@ static void *worker_main(void *arg)
          * joiner that reads popped first, then the busy flags. */
         atomic_store_explicit(&w->busy, 1, memory_order_relaxed);
         concur_future *f = pop_task(p, false, &popped, &in_idle);
+        if (f && p->fs) {
+            run_remote(w, &t, f, &ran, limit);
+            if (limit && ran >= limit)
+                break;
+            continue;
+        }
         if (f) {
             last_end = run_task(w, &t, f, last_end);
             notify_waiters(p);
@@ -697,8 +736,11 @@ static void *worker_main(void *arg)
             pool_break(p, CONCUR_EFINALIZER, "finalizer", w, t.msg, rc);
         concur__task_reset(&t);
     }
-    concur__proc_destroy(w->proc); /* the process ends with its proxy */
+    mu_lock(&w->cur_mu);
+    concur__proc *pr = w->proc;
     w->proc = NULL;
+    mu_unlock(&w->cur_mu);
+    concur__proc_destroy(pr); /* the process ends with its proxy */
     worker_exit(w);
     return NULL;
 }
@@ -910,6 +952,11 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     return 0;
 }
 
+bool concur__pool_code_ok(const concur_pool *p, const void *fn)
+{
+    return !p->fs || concur__fs_code_ok(p->fs, (uintptr_t)fn);
+}
+
 static int refused(const concur_pool *p, uint64_t v)
 {
     if (v & ADM_CLOSED)
@@ -949,7 +996,7 @@ int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
     if (!p || !fn || (!in && len))
         return CONCUR_EINVAL;
     if (unlikely(p->fs) && !concur__fs_code_ok(p->fs, (uintptr_t)fn))
-        return CONCUR_EINVAL; /* not code every worker process has */
+        return CONCUR_ENOTLOADED;
     concur_future *f = concur__future_alloc();
     if (!f)
         return CONCUR_ENOMEM;
@@ -986,7 +1033,7 @@ int concur_pool_submit_batch(concur_pool *p, concur_fn fn, const concur_input *i
     if (!p || !fn || (!ins && n))
         return CONCUR_EINVAL;
     if (unlikely(p->fs) && !concur__fs_code_ok(p->fs, (uintptr_t)fn))
-        return CONCUR_EINVAL;
+        return CONCUR_ENOTLOADED;
     for (size_t i = 0; i < n; i++)
         if (!ins[i].data && ins[i].len)
             return CONCUR_EINVAL;

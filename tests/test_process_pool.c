@@ -24,6 +24,10 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -710,12 +714,23 @@ Test(procpool, functions_outside_the_loaded_code_are_refused)
     cr_assert_not_null(heap);
     concur_fn bad = (concur_fn)(uintptr_t)heap;
     concur_future *f = NULL;
-    cr_assert_eq(concur_pool_submit(p, bad, NULL, 0, &f), CONCUR_EINVAL);
+    cr_assert_eq(concur_pool_submit(p, bad, NULL, 0, &f), CONCUR_ENOTLOADED);
     cr_assert_null(f);
+    cr_assert_str_eq(concur_strerror(CONCUR_ENOTLOADED),
+                     "the function is not in code the worker processes have (loaded after the "
+                     "pool?)");
+    cr_assert_str_eq(concur_err_name(CONCUR_ENOTLOADED), "ENOTLOADED");
     concur_input in = {NULL, 0};
-    cr_assert_eq(concur_pool_submit_batch(p, bad, &in, 1, NULL), CONCUR_EINVAL);
+    cr_assert_eq(concur_pool_submit_batch(p, bad, &in, 1, NULL), CONCUR_ENOTLOADED);
     concur_fn stack = (concur_fn)(uintptr_t)&in;
-    cr_assert_eq(concur_pool_submit(p, stack, NULL, 0, NULL), CONCUR_EINVAL);
+    cr_assert_eq(concur_pool_submit(p, stack, NULL, 0, NULL), CONCUR_ENOTLOADED);
+    /* The map family's per-item function travels inside its chunks: checked too. */
+    int items[4] = {1, 2, 3, 4}, outs[4];
+    concur_map_opts mo = CONCUR_MAP_OPTS_INIT;
+    mo.in_size = mo.out_size = sizeof(int);
+    cr_assert_eq(concur_map(p, (concur_map_fn)(uintptr_t)heap, &mo, items, 4, outs, NULL),
+                 CONCUR_ENOTLOADED);
+    cr_assert_eq(tu_counts(p).pending, 0, "nothing was queued");
     /* Library code loaded at creation is fine (tu_task_echo, and concur's own chunk task). */
     f = tu_submit(p, tu_task_noop, NULL, 0);
     cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
@@ -1433,4 +1448,134 @@ Test(procpool, eight_threads_create_pools_and_submit_concurrently)
         cr_assert_eq(pthread_join(churn[i], NULL), 0);
     cr_assert_eq(atomic_load(&s.failures), 0);
     cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no child process left");
+}
+
+/* ---- pipelining: several short tasks handed to a worker process at once ----------------- */
+
+/* Warms @p's @n workers up with short tasks, so that the proxies hand tasks over ahead. */
+static void warm_up(concur_pool *p, int n)
+{
+    for (int k = 0; k < 20; k++) {
+        concur_future *fs[4];
+        for (int i = 0; i < n; i++)
+            fs[i] = submit_job(p, K_OK, i);
+        for (int i = 0; i < n; i++) {
+            assert_int_result(fs[i], i * 3, "warm-up");
+            concur_future_release(fs[i]);
+        }
+    }
+}
+
+Test(procpool, a_stream_of_short_tasks_survives_crashes_in_its_middle)
+{
+    concur_pool *p = proc_pool(1, "stream");
+    warm_up(p, 1);
+    enum { N = 400 };
+    concur_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_job(p, i == 100 ? K_SEGV : i == 250 ? K_EXIT3 : K_OK, i);
+    for (int i = 0; i < N; i++) {
+        if (i == 100 || i == 250)
+            assert_crash(fs[i], i == 100 ? K_SEGV : K_EXIT3);
+        else
+            assert_int_result(fs[i], i * 3, "a task around the crashes");
+        concur_future_release(fs[i]);
+    }
+    int alive = 0, zombies = 0;
+    bool ok;
+    TU_POLL_UNTIL(ok, (count_workers(&alive, &zombies), alive == 1 && zombies == 0), TU_SAFETY);
+    cr_assert(ok, "one worker process, no zombie (alive %d, zombies %d)", alive, zombies);
+    concur_pool_destroy(p);
+}
+
+/* Input: a pointer to an int in memory shared with the test (mapped before the pool, so
+ * every worker process has it). Waits until it is non-zero (a futex on shared memory),
+ * returns 1. */
+static int task_wait_word(concur_task *t, const void *in, size_t len)
+{
+    _Atomic int *w;
+    if (len != sizeof w)
+        return concur_task_fail(t, CONCUR_EINVAL, "len %zu", len);
+    memcpy(&w, in, sizeof w);
+    while (!atomic_load(w))
+        (void)syscall(SYS_futex, w, FUTEX_WAIT, 0, NULL, NULL, 0); /* EAGAIN, EINTR: look */
+    int v = 1;
+    return concur_task_return(t, &v, sizeof v);
+}
+
+Test(procpool, cancel_kill_of_a_task_waiting_its_turn_in_a_worker)
+{
+    _Atomic int *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                             -1, 0);
+    cr_assert_neq(word, MAP_FAILED);
+    atomic_store(word, 0);
+    concur_pool *p = proc_pool(1, "waiting");
+    warm_up(p, 1);
+    concur_future *gate = tu_submit(p, task_wait_word, &word, sizeof word);
+    concur_future *victim = submit_job(p, K_OK, 7);
+    concur_future *after = tu_submit(p, task_getpid, NULL, 0);
+    bool running;
+    TU_POLL_UNTIL(running, concur_future_state(gate) == CONCUR_RUNNING, TU_SAFETY);
+    cr_assert(running);
+    /* Queued in the pool or already handed to the worker process behind the gate task:
+     * either way it is cancelled, and nothing else is disturbed. */
+    cr_assert(concur_future_cancel_kill(victim));
+    atomic_store(word, 1);
+    cr_assert_geq(syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0), 0);
+    assert_int_result(gate, 1, "the task ahead of it completes");
+    cr_assert_eq(concur_future_collect(victim, TU_SAFETY, NULL, NULL), CONCUR_ECANCELED);
+    cr_assert_eq(concur_future_collect(after, TU_SAFETY, NULL, NULL), 0,
+                 "the task behind it runs: %s", concur_future_error_message(after));
+    concur_future *f = submit_job(p, K_OK, 3);
+    assert_int_result(f, 9, "the pool goes on");
+    cr_assert_eq(concur_pool_check(p), 0);
+    concur_future_release(f);
+    concur_future_release(after);
+    concur_future_release(victim);
+    concur_future_release(gate);
+    concur_pool_destroy(p);
+    munmap((void *)word, 4096);
+}
+
+Test(procpool, task_timeout_counts_from_the_start_of_each_task)
+{
+    /* Three 250 ms tasks in a row on one worker, each with 0.6 s to run: together they take
+     * longer than the timeout, each one alone does not. A hang after them times out. */
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 1,
+                          .task_timeout = TU_SANITIZED ? 1.5 : 0.6};
+    concur_pool *p = tu_pool_opts(&o);
+    warm_up(p, 1);
+    int ms = TU_SANITIZED ? 600 : 250;
+    concur_future *fs[3];
+    for (int i = 0; i < 3; i++)
+        fs[i] = tu_submit(p, task_nap_ms, &ms, sizeof ms);
+    concur_future *hang = submit_job(p, K_HANG, 0);
+    concur_future *last = submit_job(p, K_OK, 4);
+    for (int i = 0; i < 3; i++) {
+        assert_int_result(fs[i], ms * 3, "each task within its own timeout");
+        concur_future_release(fs[i]);
+    }
+    cr_assert_eq(concur_future_collect(hang, TU_SAFETY, NULL, NULL), CONCUR_ETASKTIMEOUT);
+    assert_int_result(last, 12, "the task behind the hang runs in a new process");
+    concur_future_release(hang);
+    concur_future_release(last);
+    concur_pool_destroy(p);
+}
+
+Test(procpool, long_tasks_do_not_wait_behind_each_other)
+{
+    /* After a stream of short tasks, two long ones on two workers run at the same time. */
+    concur_pool *p = proc_pool(2, "long");
+    warm_up(p, 2);
+    int ms = 400;
+    double t0 = tu_now();
+    concur_future *a = tu_submit(p, task_nap_ms, &ms, sizeof ms);
+    concur_future *b = tu_submit(p, task_nap_ms, &ms, sizeof ms);
+    assert_int_result(a, ms * 3, "a");
+    assert_int_result(b, ms * 3, "b");
+    double el = tu_now() - t0;
+    cr_assert_lt(el, 0.4 + (TU_SANITIZED ? 0.35 : 0.3), "side by side: %.3f s", el);
+    concur_future_release(a);
+    concur_future_release(b);
+    concur_pool_destroy(p);
 }

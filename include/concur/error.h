@@ -41,7 +41,9 @@ extern "C" {
     X(ETASKTIMEOUT, -10006, "the task ran past its timeout")                              \
     X(ESTATE, -10007, "the future is already done")                                       \
     X(ETASK, -10008, "the task failed")                                                   \
-    X(ECRASHED, -10009, "the worker running the task died")
+    X(ECRASHED, -10009, "the worker running the task died")                                \
+    X(ENOTLOADED, -10010,                                                                 \
+      "the function is not in code the worker processes have (loaded after the pool?)")
 
 enum concur_errno {
 #define CONCUR_ERR_ENUM_(name, value, msg) CONCUR_##name = (value),

@@ -41,7 +41,8 @@ typedef struct concur_pool concur_pool;
  * - Inputs and results are copied between processes; side effects of a task (globals, the
  *   heap) stay in its worker. The task function is passed as a pointer, so it must be code
  *   that was loaded when the pool was created (the executable, or a library loaded by then):
- *   submit refuses any other pointer with CONCUR_EINVAL. init_arg, final_arg and user are
+ *   submit (and the map family, for its per-item function) refuses any other pointer with
+ *   CONCUR_ENOTLOADED. init_arg, final_arg and user are
  *   passed by pointer value too: they must point to memory that existed when the pool was
  *   created (each worker sees its own copy, as of that moment).
  * - A task that crashes (signal) or ends its process (exit, _exit) fails only its own future,
@@ -51,6 +52,11 @@ typedef struct concur_pool concur_pool;
  *   limit each worker process (RLIMIT_AS, RLIMIT_CPU). concur_task_should_stop() in a worker
  *   process becomes true when the pool shuts down with CONCUR_SHUTDOWN_CANCEL (a shared stop
  *   word); concur_future_cancel() of one running task is not forwarded to its process.
+ * - Short tasks are pipelined: while recent tasks took under 200 us and more are queued than
+ *   the other workers can take, a worker process is handed up to 16 tasks at once. A task
+ *   handed over is RUNNING (no longer pending or cancellable; concur_future_cancel_kill()
+ *   kills it when its turn comes); its run time and task_timeout count from its real start;
+ *   if the process dies, the tasks behind the one it ran go to its replacement.
  * - Fork safety: at creation the pool forks the calling process once, into a single-threaded
  *   fork server; every worker process is a fork of that server, so creating workers later
  *   never forks a multithreaded process. But locks that other threads of the caller held at
