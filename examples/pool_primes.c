@@ -2,7 +2,7 @@
  * pool_primes.c - which of six large numbers are prime, checked in parallel.
  *
  * The classic process pool example of Python's concurrent.futures, in C: is_prime() over
- * six 15/16-digit numbers with concur_map() on a pool. Each number is one item; the map
+ * six 15/16-digit numbers with concur_map() on a process pool. Each number is one item; the map
  * hands items to the workers and writes each answer at the item's position, so the
  * output comes in input order whatever finishes first.
  *
@@ -90,10 +90,10 @@ int main(int argc, char **argv)
     }
 
     /* A zeroed options struct means "defaults": one worker per CPU, started on demand.
-     * The engine is one field: when the process engine is available, setting opts.engine
-     * to it runs this same code, unchanged, on a pool of worker processes. */
+     * The engine is one field: CPU-bound work goes to worker processes (as in Python's
+     * ProcessPool example); CONCUR_ENGINE_THREADS runs this same code on threads. */
     concur_pool_opts opts = {0};
-    opts.engine = CONCUR_ENGINE_THREADS;
+    opts.engine = CONCUR_ENGINE_PROCESSES;
     opts.name = "primes";
 
     concur_pool *pool = NULL;
@@ -127,7 +127,7 @@ int main(int argc, char **argv)
         /* Workers start on demand: never more than there were tasks to run at once. */
         concur_pool_counts c;
         concur_pool_counts_get(pool, &c);
-        printf("checked %zu numbers in %.2f s with %zu worker threads (at most %d)\n", n,
+        printf("checked %zu numbers in %.2f s with %zu worker processes (at most %d)\n", n,
                elapsed, c.workers, concur_pool_max_workers(pool));
     }
 

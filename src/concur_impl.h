@@ -142,6 +142,10 @@ typedef struct concur__engine_ops {
      * @f, so that the engine fails it with CONCUR_ECANCELED; true when that was done, false
      * when @f is not (or no longer) running. Called by concur_future_cancel_kill(). */
     bool (*kill_running)(struct concur__engine *e, concur_future *f);
+    /* How long a waiter polls the future, yielding its CPU, before it sleeps: worth it when
+     * completions cost a cross-CPU wake-up that is long next to a typical task (a process
+     * pool's round trip). 0: a brief spin only. */
+    uint64_t wait_poll_ns;
 } concur__engine_ops;
 
 struct concur__engine {

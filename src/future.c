@@ -504,6 +504,19 @@ static int wait_until(concur_future *f, uint64_t deadline)
         if (st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))
             return 0;
     }
+    if (f->engine && f->engine->ops->wait_poll_ns) {
+        /* Yielding, so that a proxy or worker sharing this CPU runs; bounded by the deadline
+         * and by the engine's poll time. */
+        uint64_t now = now_ns(), until = now + f->engine->ops->wait_poll_ns;
+        if (until > deadline)
+            until = deadline;
+        while (now < until) {
+            (void)sched_yield(); /* cannot fail on Linux */
+            if (st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))
+                return 0;
+            now = now_ns();
+        }
+    }
     for (;;) {
         v = atomic_load_explicit(&f->state, memory_order_acquire);
         if (st_terminal(v))

@@ -73,17 +73,17 @@ typedef struct result_head {
 _Static_assert(sizeof(frame_hdr) == 24 && sizeof(result_head) == 16, "wire layout");
 
 enum {
-    NAME_CAP = 256,              /* worker names are shorter (pool names <= 64 bytes) */
-    MSG_CAP = 4096,              /* messages kept from a RESULT (tasks send <= 1 KiB) */
-    BT_CAP = 64 << 10,           /* backtrace text kept from a CRASH frame */
-    BT_FRAMES = 64,              /* frames in a backtrace */
-    EXIT_GRACE_MS = 2000,        /* a worker told to leave gets this long, then SIGKILL */
-    KEEP_INPUT = 1 << 20,        /* a worker keeps an input buffer up to this size */
-    ALTSTACK = 64 << 10,         /* the crash handler's stack */
-    RBUF_CAP = 64 << 10,         /* read buffer of a worker and of a proxy */
-    DEPTH = 16,                  /* tasks a proxy hands its process at once (pipelining) */
-    AHEAD_BYTES = 64 << 10,      /* frame bytes handed over but not answered yet */
-    SHORT_NS = 200000,           /* tasks shorter than this are pipelined */
+    NAME_CAP = 256,         /* worker names are shorter (pool names <= 64 bytes) */
+    MSG_CAP = 4096,         /* messages kept from a RESULT (tasks send <= 1 KiB) */
+    BT_CAP = 64 << 10,      /* backtrace text kept from a CRASH frame */
+    BT_FRAMES = 64,         /* frames in a backtrace */
+    EXIT_GRACE_MS = 2000,   /* a worker told to leave gets this long, then SIGKILL */
+    KEEP_INPUT = 1 << 20,   /* a worker keeps an input buffer up to this size */
+    ALTSTACK = 64 << 10,    /* the crash handler's stack */
+    RBUF_CAP = 64 << 10,    /* read buffer of a worker and of a proxy */
+    DEPTH = 16,             /* tasks a proxy hands its process at once (pipelining) */
+    AHEAD_BYTES = 64 << 10, /* frame bytes handed over but not answered yet */
+    SHORT_NS = 200000,      /* tasks shorter than this are pipelined */
 };
 
 /* ---------------------------------------------------------------- channel I/O */
@@ -267,10 +267,10 @@ static void chan_read_to_eof(const chan *c, size_t cap, char **out)
 
 /* ---------------------------------------------------------------- the worker process */
 
-static int g_crash_fd = -1;             /* the worker's socket */
-static const _Atomic int *g_stop;       /* the pool's shared stop word */
-static pid_t g_worker_pid;              /* a process the task forks must not report */
-static volatile uint64_t g_crash_id;    /* the running task's id (0: a hook) */
+static int g_crash_fd = -1;          /* the worker's socket */
+static const _Atomic int *g_stop;    /* the pool's shared stop word */
+static pid_t g_worker_pid;           /* a process the task forks must not report */
+static volatile uint64_t g_crash_id; /* the running task's id (0: a hook) */
 
 /* Writes all of @len bytes from a signal handler (blocking socket). */
 static void raw_send(int fd, const void *buf, size_t len)
@@ -799,7 +799,10 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
 
 /* ---- the tasks handed to the process (pipelining) ---- */
 
-static concur_future *fl_at(const concur__proc *pr, unsigned i) { return pr->fl[(pr->head + i) % DEPTH]; }
+static concur_future *fl_at(const concur__proc *pr, unsigned i)
+{
+    return pr->fl[(pr->head + i) % DEPTH];
+}
 
 static uint64_t frame_bytes(const concur_future *f)
 {
@@ -836,8 +839,8 @@ static void transmit(concur__proc *pr, double timeout)
         mu_unlock(&pr->kill_mu);
         chan c = {.fd = pr->sock,
                   .status = pr->status,
-                  .deadline = timeout > 0 ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9)
-                                          : UINT64_MAX};
+                  .deadline =
+                      timeout > 0 ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX};
         frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
         uint64_t fnv = (uint64_t)(uintptr_t)f->fn;
         struct iovec iov[3] = {
@@ -847,7 +850,10 @@ static void transmit(concur__proc *pr, double timeout)
     }
 }
 
-unsigned concur__proc_inflight(const concur__proc *pr) { return pr->n; }
+unsigned concur__proc_inflight(const concur__proc *pr)
+{
+    return pr->n;
+}
 
 bool concur__proc_want_more(const concur__proc *pr, unsigned room)
 {
@@ -933,8 +939,8 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
     int code = 0;
     char *bt = NULL;
     t->f = f;
-    int rc = pr->tx_rc && pr->tx_failed == f ? pr->tx_rc
-                                             : read_answer(&c, f->id, t, true, &code, &bt);
+    int rc =
+        pr->tx_rc && pr->tx_failed == f ? pr->tx_rc : read_answer(&c, f->id, t, true, &code, &bt);
     uint64_t end = now_ns();
     /* A kill that was sent wins over whatever answer arrived: the caller was told it
      * worked. Only this thread sets killed, but reads it under the lock it is set under. */
@@ -961,7 +967,7 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
      * stream broke. The tasks behind this one go to its replacement. */
     if (rc != CONCUR_EPIPE && !killed)
         (void)proc_kill(pr); /* false: it is dead already */
-    mu_lock(&pr->kill_mu); /* nobody signals it from here on: pid and pidfd change */
+    mu_lock(&pr->kill_mu);   /* nobody signals it from here on: pid and pidfd change */
     pr->killed = true;
     pr->sent = 1; /* the tasks behind this one have not started: none is the next to run */
     pr->sent_bytes = frame_bytes(f);
@@ -974,14 +980,13 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
                                  "cancelled while running: the worker was killed", fa.signal,
                                  fa.exit_status, NULL, false, false);
     } else if (rc == CONCUR_EPIPE) {
-        concur__future_fail_info(f, running, CONCUR_ECRASHED, fa.text, fa.signal,
-                                 fa.exit_status, bt, false, fa.limit);
+        concur__future_fail_info(f, running, CONCUR_ECRASHED, fa.text, fa.signal, fa.exit_status,
+                                 bt, false, fa.limit);
     } else if (rc == CONCUR_ETIMEDOUT) {
         snprintf(msg, sizeof(msg),
-                 "the task ran past its timeout of %g s; its worker process was killed",
-                 timeout);
-        concur__future_fail_info(f, running, CONCUR_ETASKTIMEOUT, msg, fa.signal,
-                                 fa.exit_status, NULL, false, false);
+                 "the task ran past its timeout of %g s; its worker process was killed", timeout);
+        concur__future_fail_info(f, running, CONCUR_ETASKTIMEOUT, msg, fa.signal, fa.exit_status,
+                                 NULL, false, false);
     } else {
         snprintf(msg, sizeof(msg), "talking to the worker process failed (%s); it was killed",
                  rc == CONCUR_EIO ? "malformed frame" : concur_strerror(rc));

@@ -315,8 +315,8 @@ static bool kill_running(struct concur__engine *e, concur_future *f)
     }
 }
 
-static const concur__engine_ops process_ops = {.on_cancel = on_cancel,
-                                               .kill_running = kill_running};
+static const concur__engine_ops process_ops = {
+    .on_cancel = on_cancel, .kill_running = kill_running, .wait_poll_ns = 50000};
 
 /* ---------------------------------------------------------------- workers */
 
