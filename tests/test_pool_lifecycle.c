@@ -6,6 +6,10 @@
  * The exit tests re-execute this binary with CONCUR_TEST_EXIT_CHILD=<mode>; main() below
  * runs the child scenario instead of Criterion then, and returns from main (or calls exit)
  * with the pool still open.
+ *
+ * Built twice (see testutil.h): test_pool_lifecycle on the thread engine and
+ * test_pool_lifecycle_proc on the process engine, where the calls a task makes on its own
+ * pool do not apply (a worker process has only a copy of it).
  */
 #include "testutil.h"
 
@@ -38,7 +42,7 @@ static int init_fail(concur_task *t, void *arg)
     return concur_task_fail(t, -EIO, "init boom %d", 7);
 }
 
-static tu_gate g_init_gate;
+static tu_gate *g_init_gate;
 
 static void cb_count(concur_future *f, void *arg)
 {
@@ -49,17 +53,20 @@ static void cb_count(concur_future *f, void *arg)
 static concur_pool *broken_pool(const char *name, concur_future **fs, int n, atomic_int *ran,
                                 atomic_int *cbs)
 {
-    tu_gate_init(&g_init_gate);
-    concur_pool_opts o = {
-        .max_workers = 1, .name = name, .initializer = init_fail, .init_arg = &g_init_gate};
+    g_init_gate = tu_gate_new();
+    concur_pool_opts o = {.engine = TU_ENGINE,
+                          .max_workers = 1,
+                          .name = name,
+                          .initializer = init_fail,
+                          .init_arg = g_init_gate};
     concur_pool *p = tu_pool_opts(&o);
     for (int i = 0; i < n; i++) {
         fs[i] = tu_submit(p, tu_task_count, TU_PTR_IN(ran));
         if (cbs)
             cr_assert_eq(concur_future_add_callback(fs[i], cb_count, cbs), 0);
     }
-    cr_assert(tu_gate_await(&g_init_gate, 1, TU_SAFETY), "no worker started");
-    tu_gate_open(&g_init_gate);
+    cr_assert(tu_gate_await(g_init_gate, 1, TU_SAFETY), "no worker started");
+    tu_gate_open(g_init_gate);
     cr_assert_eq(concur_wait_all(fs, (size_t)n, TU_SAFETY), 0,
                  "pending tasks of a broken pool must be cancelled");
     return p;
@@ -69,14 +76,15 @@ static concur_pool *broken_pool(const char *name, concur_future **fs, int n, ato
 static void broken_pool_destroy(concur_pool *p)
 {
     concur_pool_destroy(p);
-    tu_gate_destroy(&g_init_gate);
+    tu_gate_destroy(g_init_gate);
 }
 
 Test(lifecycle, initializer_failure_breaks_pool)
 {
     concur_future *fs[3];
-    atomic_int ran = 0, cbs = 0;
-    concur_pool *p = broken_pool("brk", fs, 3, &ran, &cbs);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    atomic_int cbs = 0;
+    concur_pool *p = broken_pool("brk", fs, 3, ran, &cbs);
     cr_assert(concur_pool_is_broken(p));
     cr_assert_not(concur_pool_is_closed(p));
     cr_assert_eq(concur_pool_check(p), CONCUR_EINITIALIZER);
@@ -85,7 +93,7 @@ Test(lifecycle, initializer_failure_breaks_pool)
         cr_assert_eq(concur_future_state(fs[i]), CONCUR_CANCELLED, "task %d", i);
         cr_assert_eq(concur_future_collect(fs[i], 0, NULL, NULL), CONCUR_ECANCELED);
     }
-    cr_assert_eq(atomic_load(&ran), 0);
+    cr_assert_eq(atomic_load(ran), 0);
     broken_pool_destroy(p); /* the worker that cancelled them is joined: callbacks are over */
     cr_assert_eq(atomic_load(&cbs), 3, "callbacks of cancelled tasks must run exactly once");
     release_all(fs, 3);
@@ -94,8 +102,8 @@ Test(lifecycle, initializer_failure_breaks_pool)
 Test(lifecycle, initializer_failure_lists_cancelled_in_queue_order)
 {
     concur_future *fs[3];
-    atomic_int ran = 0;
-    concur_pool *p = broken_pool("brk", fs, 3, &ran, NULL);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_pool *p = broken_pool("brk", fs, 3, ran, NULL);
     cr_assert_eq(concur_pool_cancelled(p, 99, NULL), 3);
     for (size_t i = 0; i < 3; i++) {
         concur_future *c = NULL;
@@ -114,11 +122,11 @@ Test(lifecycle, initializer_failure_lists_cancelled_in_queue_order)
 Test(lifecycle, initializer_failure_message_names_worker_and_cause)
 {
     concur_future *fs[1];
-    atomic_int ran = 0;
-    concur_pool *p = broken_pool("brk", fs, 1, &ran, NULL);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_pool *p = broken_pool("brk", fs, 1, ran, NULL);
     const char *msg = concur_pool_error_message(p);
     cr_assert_not_null(msg);
-    cr_assert_not_null(strstr(msg, "concur-brk-thread-worker-1"), "message: %s", msg);
+    cr_assert_not_null(strstr(msg, TU_WORKER_NAME("brk", 1)), "message: %s", msg);
     cr_assert_not_null(strstr(msg, "init boom 7"), "message: %s", msg);
     broken_pool_destroy(p);
     release_all(fs, 1);
@@ -127,8 +135,8 @@ Test(lifecycle, initializer_failure_message_names_worker_and_cause)
 Test(lifecycle, broken_pool_refuses_work_with_stored_error)
 {
     concur_future *fs[1];
-    atomic_int ran = 0;
-    concur_pool *p = broken_pool("brk", fs, 1, &ran, NULL);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_pool *p = broken_pool("brk", fs, 1, ran, NULL);
     concur_future *f = (concur_future *)0x1;
     cr_assert_eq(concur_pool_submit(p, tu_task_noop, NULL, 0, &f), CONCUR_EINITIALIZER);
     cr_assert_eq(f, (concur_future *)0x1);
@@ -138,7 +146,7 @@ Test(lifecycle, broken_pool_refuses_work_with_stored_error)
     cr_assert_eq(concur_pool_spawn_workers(p, 1), CONCUR_EINITIALIZER);
     cr_assert_eq(concur_pool_check(p), CONCUR_EINITIALIZER);
     cr_assert_eq(concur_pool_test(p), CONCUR_EBROKEN);
-    cr_assert_eq(atomic_load(&ran), 0);
+    cr_assert_eq(atomic_load(ran), 0);
     broken_pool_destroy(p);
     release_all(fs, 1);
 }
@@ -153,8 +161,11 @@ static int final_fail(concur_task *t, void *arg)
 
 Test(lifecycle, finalizer_failure_breaks_pool_results_stay_valid)
 {
-    concur_pool_opts o = {
-        .max_workers = 1, .name = "fin", .max_tasks_per_worker = 1, .finalizer = final_fail};
+    concur_pool_opts o = {.engine = TU_ENGINE,
+                          .max_workers = 1,
+                          .name = "fin",
+                          .max_tasks_per_worker = 1,
+                          .finalizer = final_fail};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *f = tu_submit(p, tu_task_echo, "abc", 3);
     cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
@@ -166,7 +177,7 @@ Test(lifecycle, finalizer_failure_breaks_pool_results_stay_valid)
     cr_assert_eq(concur_pool_submit(p, tu_task_noop, NULL, 0, NULL), CONCUR_EFINALIZER);
     const char *msg = concur_pool_error_message(p);
     cr_assert_not_null(msg);
-    cr_assert_not_null(strstr(msg, "concur-fin-thread-worker-1"), "message: %s", msg);
+    cr_assert_not_null(strstr(msg, TU_WORKER_NAME("fin", 1)), "message: %s", msg);
     cr_assert_not_null(strstr(msg, "final boom"), "message: %s", msg);
     const void *data = NULL;
     size_t len = 0;
@@ -181,7 +192,7 @@ Test(lifecycle, finalizer_failure_breaks_pool_results_stay_valid)
 
 Test(lifecycle, finalizer_failure_at_shutdown_does_not_fail_shutdown)
 {
-    concur_pool_opts o = {.max_workers = 2, .finalizer = final_fail};
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = 2, .finalizer = final_fail};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *f = tu_submit(p, tu_task_echo, "xyz", 3);
     cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL), 0);
@@ -198,8 +209,8 @@ Test(lifecycle, finalizer_failure_at_shutdown_does_not_fail_shutdown)
 Test(lifecycle, closed_beats_broken)
 {
     concur_future *fs[1];
-    atomic_int ran = 0;
-    concur_pool *p = broken_pool("brk", fs, 1, &ran, NULL);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_pool *p = broken_pool("brk", fs, 1, ran, NULL);
     cr_assert_eq(concur_pool_check(p), CONCUR_EINITIALIZER);
     cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
     cr_assert(concur_pool_is_closed(p));
@@ -288,14 +299,15 @@ static void *shutdown_thread(void *arg)
 Test(lifecycle, shutdown_cancel_cancels_queued_and_running_completes)
 {
     concur_pool *p = tu_pool(1);
-    sd_ctx c = {.saw_stop = 0};
-    tu_gate_init(&c.gate);
-    atomic_int ran = 0, cbs = 0;
-    concur_future *a = tu_submit(p, task_gate_then_stop, TU_PTR_IN(&c));
-    cr_assert(tu_gate_await(&c.gate, 1, TU_SAFETY));
+    sd_ctx *c = TU_SHARED(sd_ctx);
+    tu_gate_init(&c->gate);
+    atomic_int *ran = TU_SHARED(atomic_int);
+    atomic_int cbs = 0;
+    concur_future *a = tu_submit(p, task_gate_then_stop, TU_PTR_IN(c));
+    cr_assert(tu_gate_await(&c->gate, 1, TU_SAFETY));
     concur_future *q[3];
     for (int i = 0; i < 3; i++) {
-        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(ran));
         cr_assert_eq(concur_future_add_callback(q[i], cb_count, &cbs), 0);
     }
     sd_thread s = {.p = p, .flags = CONCUR_SHUTDOWN_CANCEL, .timeout = CONCUR_FOREVER, .rc = 1};
@@ -307,13 +319,13 @@ Test(lifecycle, shutdown_cancel_cancels_queued_and_running_completes)
         cr_assert_eq(concur_future_state(q[i]), CONCUR_CANCELLED, "queued task %d", i);
     cr_assert_eq(concur_future_state(a), CONCUR_RUNNING);
     cr_assert(concur_pool_is_closed(p));
-    tu_gate_open(&c.gate);
+    tu_gate_open(&c->gate);
     pthread_join(th, NULL); /* the cancelling thread: its callbacks are over */
     cr_assert_eq(s.rc, 0);
     cr_assert_eq(atomic_load(&cbs), 3);
     cr_assert_eq(concur_future_state(a), CONCUR_DONE, "the running task completes");
-    cr_assert_eq(atomic_load(&c.saw_stop), 1, "running tasks see should_stop");
-    cr_assert_eq(atomic_load(&ran), 0);
+    cr_assert_eq(atomic_load(&c->saw_stop), 1, "running tasks see should_stop");
+    cr_assert_eq(atomic_load(ran), 0);
     cr_assert_eq(concur_pool_cancelled(p, 99, NULL), 3);
     for (size_t i = 0; i < 3; i++) {
         concur_future *f = NULL;
@@ -326,20 +338,19 @@ Test(lifecycle, shutdown_cancel_cancels_queued_and_running_completes)
     concur_pool_destroy(p);
     release_all(q, 3);
     concur_future_release(a);
-    tu_gate_destroy(&c.gate);
+    tu_gate_destroy(&c->gate);
 }
 
 Test(lifecycle, shutdown_drain_runs_all_queued)
 {
     concur_pool *p = tu_pool(1);
-    tu_gate g;
-    tu_gate_init(&g);
-    atomic_int ran = 0;
-    concur_future *a = tu_submit_gate(p, &g);
-    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    tu_gate *g = tu_gate_new();
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
     concur_future *q[5];
     for (int i = 0; i < 5; i++)
-        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(ran));
     sd_thread s = {.p = p, .flags = 0, .timeout = CONCUR_FOREVER, .rc = 1};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, shutdown_thread, &s), 0);
@@ -347,10 +358,10 @@ Test(lifecycle, shutdown_drain_runs_all_queued)
     TU_POLL_UNTIL(ok, concur_pool_is_closed(p), TU_SAFETY);
     cr_assert(ok);
     cr_assert_eq(concur_pool_submit(p, tu_task_noop, NULL, 0, NULL), CONCUR_ECLOSED);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     pthread_join(th, NULL);
     cr_assert_eq(s.rc, 0);
-    cr_assert_eq(atomic_load(&ran), 5, "drain must run every queued task before returning");
+    cr_assert_eq(atomic_load(ran), 5, "drain must run every queued task before returning");
     for (int i = 0; i < 5; i++)
         cr_assert_eq(concur_future_state(q[i]), CONCUR_DONE);
     cr_assert_eq(concur_pool_cancelled(p, 0, NULL), 0);
@@ -358,18 +369,17 @@ Test(lifecycle, shutdown_drain_runs_all_queued)
     concur_pool_destroy(p);
     release_all(q, 5);
     concur_future_release(a);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 Test(lifecycle, shutdown_times_out_while_task_blocked)
 {
     concur_pool *p = tu_pool(1);
-    tu_gate g;
-    tu_gate_init(&g);
-    atomic_int ran = 0;
-    concur_future *a = tu_submit_gate(p, &g);
-    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
-    concur_future *b = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+    tu_gate *g = tu_gate_new();
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
+    concur_future *b = tu_submit(p, tu_task_count, TU_PTR_IN(ran));
     double t0 = tu_now();
     cr_assert_eq(concur_pool_shutdown(p, 0, 0.1), CONCUR_ETIMEDOUT);
     double el = tu_now() - t0;
@@ -379,34 +389,33 @@ Test(lifecycle, shutdown_times_out_while_task_blocked)
     cr_assert_eq(concur_pool_check(p), CONCUR_ECLOSED);
     cr_assert_eq(concur_pool_shutdown(p, 0, 0), CONCUR_ECLOSED);
     cr_assert_eq(concur_future_state(a), CONCUR_RUNNING);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     concur_pool_destroy(p); /* waits for the worker */
     cr_assert_eq(concur_future_state(a), CONCUR_DONE);
     cr_assert_eq(concur_future_state(b), CONCUR_DONE, "drain: the queued task still runs");
-    cr_assert_eq(atomic_load(&ran), 1);
+    cr_assert_eq(atomic_load(ran), 1);
     concur_future_release(a);
     concur_future_release(b);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 Test(lifecycle, shutdown_zero_timeout_returns_at_once_when_busy)
 {
     concur_pool *p = tu_pool(1);
-    tu_gate g;
-    tu_gate_init(&g);
-    concur_future *a = tu_submit_gate(p, &g);
-    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    tu_gate *g = tu_gate_new();
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
     concur_future *b = tu_submit(p, tu_task_noop, NULL, 0);
     double t0 = tu_now();
     cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, 0), CONCUR_ETIMEDOUT);
     cr_assert_lt(tu_now() - t0, TU_LOOSE(0.0));
     cr_assert_eq(concur_future_state(b), CONCUR_CANCELLED);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     concur_pool_destroy(p);
     cr_assert_eq(concur_future_state(a), CONCUR_DONE);
     concur_future_release(a);
     concur_future_release(b);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 /* ---- join ----------------------------------------------------------------------------- */
@@ -427,20 +436,19 @@ static void *join_thread(void *arg)
 Test(lifecycle, join_finishes_queued_work_then_stops_workers)
 {
     concur_pool *p = tu_pool(2);
-    tu_gate g;
-    tu_gate_init(&g);
-    atomic_int ran = 0;
-    concur_future *a = tu_submit_gate(p, &g);
+    tu_gate *g = tu_gate_new();
+    atomic_int *ran = TU_SHARED(atomic_int);
+    concur_future *a = tu_submit_gate(p, g);
     concur_future *q[6];
     for (int i = 0; i < 6; i++)
-        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(&ran));
+        q[i] = tu_submit(p, tu_task_count, TU_PTR_IN(ran));
     join_thread_arg j = {.p = p, .timeout = CONCUR_FOREVER, .rc = 1};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, join_thread, &j), 0);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     pthread_join(th, NULL);
     cr_assert_eq(j.rc, 0);
-    cr_assert_eq(atomic_load(&ran), 6, "join returned before the queue was done");
+    cr_assert_eq(atomic_load(ran), 6, "join returned before the queue was done");
     cr_assert_eq(concur_future_state(a), CONCUR_DONE);
     for (int i = 0; i < 6; i++)
         cr_assert_eq(concur_future_state(q[i]), CONCUR_DONE);
@@ -453,16 +461,15 @@ Test(lifecycle, join_finishes_queued_work_then_stops_workers)
     concur_pool_destroy(p);
     release_all(q, 6);
     concur_future_release(a);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 Test(lifecycle, join_times_out_when_blocked_and_pool_stays_usable)
 {
     concur_pool *p = tu_pool(2);
-    tu_gate g;
-    tu_gate_init(&g);
-    concur_future *a = tu_submit_gate(p, &g);
-    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    tu_gate *g = tu_gate_new();
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
     double t0 = tu_now();
     cr_assert_eq(concur_pool_join(p, 0.1), CONCUR_ETIMEDOUT);
     double el = tu_now() - t0;
@@ -473,22 +480,21 @@ Test(lifecycle, join_times_out_when_blocked_and_pool_stays_usable)
     cr_assert_eq(concur_pool_submit(p, tu_task_echo, "b", 1, &b), 0,
                  "no join in progress any more: submit must work");
     cr_assert_eq(concur_future_collect(b, TU_SAFETY, NULL, NULL), 0);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
     cr_assert_eq(concur_future_state(a), CONCUR_DONE);
     concur_future_release(a);
     concur_future_release(b);
     concur_pool_destroy(p);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 Test(lifecycle, submit_during_join_is_ebusy)
 {
     concur_pool *p = tu_pool(1);
-    tu_gate g;
-    tu_gate_init(&g);
-    concur_future *a = tu_submit_gate(p, &g);
-    cr_assert(tu_gate_await(&g, 1, TU_SAFETY));
+    tu_gate *g = tu_gate_new();
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
     join_thread_arg j = {.p = p, .timeout = CONCUR_FOREVER, .rc = 1};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, join_thread, &j), 0);
@@ -511,7 +517,7 @@ Test(lifecycle, submit_during_join_is_ebusy)
     cr_assert_eq(x, (concur_future *)0x1);
     concur_input in = {NULL, 0};
     cr_assert_eq(concur_pool_submit_batch(p, tu_task_noop, &in, 1, NULL), CONCUR_EBUSY);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     pthread_join(th, NULL);
     cr_assert_eq(j.rc, 0);
     for (size_t i = 0; i < nearly; i++)
@@ -527,7 +533,7 @@ Test(lifecycle, submit_during_join_is_ebusy)
     release_all(early, nearly);
     concur_future_release(a);
     concur_pool_destroy(p);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 Test(lifecycle, join_on_idle_pool_and_reuse)
@@ -574,6 +580,7 @@ static int task_self_call(concur_task *t, const void *in, size_t len)
 
 static int self_call_rc(int max_workers, int which)
 {
+    TU_SKIP_ON_PROCESSES("a task in a worker process has only a copy of the caller's pool");
     concur_pool *p = tu_pool(max_workers);
     self_call s = {p, which};
     concur_future *f = tu_submit(p, task_self_call, TU_PTR_IN(&s));
@@ -621,19 +628,18 @@ static void cb_join_pool(concur_future *f, void *arg)
 Test(lifecycle, join_from_callback_in_own_worker_is_edeadlk)
 {
     concur_pool *p = tu_pool(1);
-    tu_gate g;
-    tu_gate_init(&g);
+    tu_gate *g = tu_gate_new();
     cb_join c = {.p = p, .rc = 1, .calls = 0};
-    concur_future *f = tu_submit_gate(p, &g);
+    concur_future *f = tu_submit_gate(p, g);
     cr_assert_eq(concur_future_add_callback(f, cb_join_pool, &c), 0);
-    tu_gate_open(&g);
+    tu_gate_open(g);
     bool ok;
     TU_POLL_UNTIL(ok, atomic_load(&c.calls) == 1, TU_SAFETY);
     cr_assert(ok, "the callback hung");
     cr_assert_eq(atomic_load(&c.rc), CONCUR_EDEADLK);
     concur_future_release(f);
     concur_pool_destroy(p);
-    tu_gate_destroy(&g);
+    tu_gate_destroy(g);
 }
 
 static int task_join_other(concur_task *t, const void *in, size_t len)
@@ -645,6 +651,7 @@ static int task_join_other(concur_task *t, const void *in, size_t len)
 
 Test(lifecycle, join_of_other_pool_from_worker_is_allowed)
 {
+    TU_SKIP_ON_PROCESSES("a task in a worker process has only a copy of the caller's pools");
     concur_pool *p = tu_pool(1);
     concur_pool *q = tu_pool(1);
     concur_future *work = tu_submit(q, tu_task_noop, NULL, 0);
@@ -674,7 +681,7 @@ Test(lifecycle, pool_test_good_pool)
 
 Test(lifecycle, pool_test_failing_initializer)
 {
-    concur_pool_opts o = {.max_workers = 2, .initializer = init_fail};
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = 2, .initializer = init_fail};
     concur_pool *p = tu_pool_opts(&o);
     cr_assert_eq(concur_pool_test(p), CONCUR_EINITIALIZER);
     cr_assert_not(concur_pool_is_broken(p), "only the copy broke");
@@ -684,7 +691,7 @@ Test(lifecycle, pool_test_failing_initializer)
 
 Test(lifecycle, pool_test_failing_finalizer)
 {
-    concur_pool_opts o = {.max_workers = 2, .finalizer = final_fail};
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = 2, .finalizer = final_fail};
     concur_pool *p = tu_pool_opts(&o);
     cr_assert_eq(concur_pool_test(p), CONCUR_EFINALIZER);
     cr_assert_eq(concur_pool_check(p), 0);
@@ -697,7 +704,7 @@ Test(lifecycle, pool_test_failing_finalizer)
 
 static concur_pool *g_pool; /* globals: still reachable at exit (no leak reports) */
 static concur_future *g_fs[4];
-static tu_gate g_started;
+static tu_gate *g_started; /* in the shared arena: the running task arrives there */
 
 static void out_line(const char *s)
 {
@@ -715,7 +722,7 @@ static int child_running_task(concur_task *t, const void *in, size_t len)
 {
     (void)in;
     (void)len;
-    tu_gate_arrive(&g_started);
+    tu_gate_arrive(g_started);
     /* long enough that "prompt" fails clearly if the exit handler never asks it to stop */
     double dl = tu_now() + 3 * TU_LOOSE(1.0);
     while (!concur_task_should_stop(t) && tu_now() < dl)
@@ -736,8 +743,8 @@ static void child_cb(concur_future *f, void *arg)
 
 static int exit_child_main(const char *mode)
 {
-    tu_gate_init(&g_started);
-    concur_pool_opts o = {.max_workers = 1, .name = "exit"};
+    g_started = tu_gate_new();
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = 1, .name = "exit"};
     if (concur_pool_create(&g_pool, &o) != 0)
         return 10;
     if (!strcmp(mode, "idle")) {
@@ -750,7 +757,7 @@ static int exit_child_main(const char *mode)
     }
     if (concur_pool_submit(g_pool, child_running_task, NULL, 0, &g_fs[0]) != 0)
         return 13;
-    if (!tu_gate_await(&g_started, 1, TU_SAFETY))
+    if (!tu_gate_await(g_started, 1, TU_SAFETY))
         return 14;
     concur_future_add_callback(g_fs[0], child_cb, (void *)(intptr_t)1);
     for (int i = 1; i <= 2; i++) {

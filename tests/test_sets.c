@@ -1,6 +1,9 @@
 /*
  * test_sets.c - concur/future.h sets of futures: wait_all, wait_any, collect_all, the
  * completion-order queue (fqueue), the as_done iterator and deadlines.
+ *
+ * Built twice (see testutil.h): test_sets on the thread engine, and test_sets_proc, which
+ * runs the tests that wait on a pool's futures on the process engine.
  */
 #include "testutil.h"
 
@@ -31,7 +34,7 @@ static void release_all(concur_future **fs, size_t n)
 
 /* ---- wait_all ------------------------------------------------------------------------ */
 
-Test(sets, wait_all_empty_returns_zero_at_once)
+Test(sets, wait_all_empty_returns_zero_at_once, TU_NO_ENGINE)
 {
     concur_future *none[1] = {NULL};
     double t0 = tu_now();
@@ -78,7 +81,7 @@ Test(sets, wait_all_succeeds_with_enough_time)
     concur_pool_destroy(p);
 }
 
-Test(sets, wait_all_zero_timeout_on_terminal_set)
+Test(sets, wait_all_zero_timeout_on_terminal_set, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -89,7 +92,7 @@ Test(sets, wait_all_zero_timeout_on_terminal_set)
     release_all(fs, 3);
 }
 
-Test(sets, wait_all_zero_timeout_with_one_pending)
+Test(sets, wait_all_zero_timeout_with_one_pending, TU_NO_ENGINE)
 {
     concur_future *fs[2];
     new_futures(fs, 2);
@@ -105,7 +108,7 @@ Test(sets, wait_all_zero_timeout_with_one_pending)
 Test(sets, wait_any_returns_index_of_finished_task)
 {
     concur_pool *p = tu_pool(3);
-    tu_gate g[3];
+    tu_gate *g = tu_shared_alloc(3 * sizeof *g);
     concur_future *fs[3];
     for (int i = 0; i < 3; i++) {
         tu_gate_init(&g[i]);
@@ -126,7 +129,7 @@ Test(sets, wait_any_returns_index_of_finished_task)
         tu_gate_destroy(&g[i]);
 }
 
-Test(sets, wait_any_lowest_index_among_terminal)
+Test(sets, wait_any_lowest_index_among_terminal, TU_NO_ENGINE)
 {
     concur_future *fs[4];
     new_futures(fs, 4);
@@ -149,7 +152,7 @@ static void *complete_from_thread(void *arg)
     return NULL;
 }
 
-Test(sets, wait_any_blocks_until_one_completes)
+Test(sets, wait_any_blocks_until_one_completes, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -164,7 +167,7 @@ Test(sets, wait_any_blocks_until_one_completes)
     release_all(fs, 3);
 }
 
-Test(sets, wait_any_times_out)
+Test(sets, wait_any_times_out, TU_NO_ENGINE)
 {
     concur_future *fs[2];
     new_futures(fs, 2);
@@ -178,7 +181,7 @@ Test(sets, wait_any_times_out)
     release_all(fs, 2);
 }
 
-Test(sets, wait_any_empty_is_einval)
+Test(sets, wait_any_empty_is_einval, TU_NO_ENGINE)
 {
     concur_future *none[1] = {NULL};
     size_t idx = 0;
@@ -186,7 +189,7 @@ Test(sets, wait_any_empty_is_einval)
     cr_assert_eq(concur_wait_any(none, 0, CONCUR_FOREVER, &idx), CONCUR_EINVAL);
 }
 
-Test(sets, null_entries_are_einval)
+Test(sets, null_entries_are_einval, TU_NO_ENGINE)
 {
     concur_future *fs[2] = {new_future(), NULL};
     size_t idx = 0;
@@ -203,7 +206,7 @@ Test(sets, null_entries_are_einval)
 Test(sets, collect_all_results_in_input_order)
 {
     concur_pool *p = tu_pool(3);
-    tu_gate g[3];
+    tu_gate *g = tu_shared_alloc(3 * sizeof *g);
     concur_future *block[3], *fs[3];
     for (int i = 0; i < 3; i++)
         tu_gate_init(&g[i]);
@@ -235,7 +238,7 @@ Test(sets, collect_all_results_in_input_order)
         tu_gate_destroy(&g[i]);
 }
 
-Test(sets, collect_all_first_error_in_input_order)
+Test(sets, collect_all_first_error_in_input_order, TU_NO_ENGINE)
 {
     concur_future *fs[4];
     new_futures(fs, 4);
@@ -251,7 +254,7 @@ Test(sets, collect_all_first_error_in_input_order)
     release_all(fs, 4);
 }
 
-Test(sets, collect_all_cancelled_is_ecanceled)
+Test(sets, collect_all_cancelled_is_ecanceled, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -264,7 +267,7 @@ Test(sets, collect_all_cancelled_is_ecanceled)
     release_all(fs, 3);
 }
 
-Test(sets, collect_all_times_out)
+Test(sets, collect_all_times_out, TU_NO_ENGINE)
 {
     concur_future *fs[2];
     new_futures(fs, 2);
@@ -280,7 +283,7 @@ Test(sets, collect_all_times_out)
     release_all(fs, 2);
 }
 
-Test(sets, collect_all_empty_returns_zero)
+Test(sets, collect_all_empty_returns_zero, TU_NO_ENGINE)
 {
     concur_future *none[1] = {NULL};
     cr_assert_eq(concur_collect_all(none, 0, 0, NULL), 0);
@@ -296,7 +299,7 @@ static concur_fqueue *new_queue(void)
     return q;
 }
 
-Test(sets, fqueue_get_on_empty_is_eagain_at_once_even_blocking)
+Test(sets, fqueue_get_on_empty_is_eagain_at_once_even_blocking, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *out = (concur_future *)0x1;
@@ -309,7 +312,7 @@ Test(sets, fqueue_get_on_empty_is_eagain_at_once_even_blocking)
     concur_fqueue_destroy(q);
 }
 
-Test(sets, fqueue_gives_completion_order)
+Test(sets, fqueue_gives_completion_order, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *fs[3];
@@ -338,7 +341,7 @@ Test(sets, fqueue_blocking_get_follows_gates)
 {
     concur_pool *p = tu_pool(3);
     concur_fqueue *q = new_queue();
-    tu_gate g[3];
+    tu_gate *g = tu_shared_alloc(3 * sizeof *g);
     concur_future *fs[3];
     for (int i = 0; i < 3; i++) {
         tu_gate_init(&g[i]);
@@ -361,7 +364,7 @@ Test(sets, fqueue_blocking_get_follows_gates)
         tu_gate_destroy(&g[i]);
 }
 
-Test(sets, fqueue_nonblocking_get_while_nothing_done)
+Test(sets, fqueue_nonblocking_get_while_nothing_done, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *f = new_future();
@@ -376,7 +379,7 @@ Test(sets, fqueue_nonblocking_get_while_nothing_done)
     concur_future_release(f);
 }
 
-Test(sets, fqueue_blocking_get_times_out)
+Test(sets, fqueue_blocking_get_times_out, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *f = new_future();
@@ -396,7 +399,7 @@ Test(sets, fqueue_blocking_get_times_out)
     concur_fqueue_destroy(q);
 }
 
-Test(sets, fqueue_put_done_future_is_ready_at_once)
+Test(sets, fqueue_put_done_future_is_ready_at_once, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *f = new_future();
@@ -429,7 +432,7 @@ Test(sets, fqueue_keeps_its_own_reference)
     concur_pool_destroy(p);
 }
 
-Test(sets, fqueue_size_counts_finished_and_unfinished)
+Test(sets, fqueue_size_counts_finished_and_unfinished, TU_NO_ENGINE)
 {
     concur_fqueue *q = new_queue();
     concur_future *fs[3];
@@ -468,7 +471,7 @@ static concur_as_done *new_as_done(concur_future **fs, size_t n, bool keep, doub
 Test(sets, as_done_completion_order_from_gates)
 {
     concur_pool *p = tu_pool(3);
-    tu_gate g[3];
+    tu_gate *g = tu_shared_alloc(3 * sizeof *g);
     concur_future *fs[3];
     for (int i = 0; i < 3; i++) {
         tu_gate_init(&g[i]);
@@ -493,7 +496,7 @@ Test(sets, as_done_completion_order_from_gates)
         tu_gate_destroy(&g[i]);
 }
 
-Test(sets, as_done_records_completion_order_between_calls)
+Test(sets, as_done_records_completion_order_between_calls, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -514,7 +517,7 @@ Test(sets, as_done_records_completion_order_between_calls)
     release_all(fs, 3);
 }
 
-Test(sets, as_done_keep_order_gives_input_order)
+Test(sets, as_done_keep_order_gives_input_order, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -538,7 +541,7 @@ Test(sets, as_done_keep_order_gives_input_order)
 Test(sets, as_done_keep_order_waits_for_first)
 {
     concur_pool *p = tu_pool(2);
-    tu_gate g[2];
+    tu_gate *g = tu_shared_alloc(2 * sizeof *g);
     concur_future *fs[2];
     for (int i = 0; i < 2; i++) {
         tu_gate_init(&g[i]);
@@ -559,7 +562,7 @@ Test(sets, as_done_keep_order_waits_for_first)
         tu_gate_destroy(&g[i]);
 }
 
-Test(sets, as_done_total_timeout)
+Test(sets, as_done_total_timeout, TU_NO_ENGINE)
 {
     concur_future *fs[2];
     new_futures(fs, 2);
@@ -605,7 +608,7 @@ Test(sets, as_done_timeout_is_for_the_whole_iteration)
     concur_pool_destroy(p);
 }
 
-Test(sets, as_done_empty_ends_at_once)
+Test(sets, as_done_empty_ends_at_once, TU_NO_ENGINE)
 {
     concur_future *none[1] = {NULL};
     double t0 = tu_now();
@@ -619,7 +622,7 @@ Test(sets, as_done_empty_ends_at_once)
     concur_as_done_destroy(NULL);
 }
 
-Test(sets, as_done_zero_timeout_yields_done_ones_without_blocking)
+Test(sets, as_done_zero_timeout_yields_done_ones_without_blocking, TU_NO_ENGINE)
 {
     concur_future *fs[3];
     new_futures(fs, 3);
@@ -639,7 +642,7 @@ Test(sets, as_done_zero_timeout_yields_done_ones_without_blocking)
 
 /* ---- deadlines ----------------------------------------------------------------------- */
 
-Test(sets, now_is_monotonic_seconds)
+Test(sets, now_is_monotonic_seconds, TU_NO_ENGINE)
 {
     double a = concur_now();
     tu_sleep(0.02);
@@ -648,7 +651,7 @@ Test(sets, now_is_monotonic_seconds)
     cr_assert_lt(b - a, TU_LOOSE(0.02));
 }
 
-Test(sets, deadline_negative_is_none_and_remaining_forever)
+Test(sets, deadline_negative_is_none_and_remaining_forever, TU_NO_ENGINE)
 {
     double d = concur_deadline(-1.0);
     cr_assert_lt(d, 0.0);
@@ -657,19 +660,19 @@ Test(sets, deadline_negative_is_none_and_remaining_forever)
     cr_assert_lt(concur_deadline(-0.5), 0.0);
 }
 
-Test(sets, deadline_zero_remaining_zero)
+Test(sets, deadline_zero_remaining_zero, TU_NO_ENGINE)
 {
     cr_assert_eq(concur_remaining(concur_deadline(0.0)), 0.0);
 }
 
-Test(sets, deadline_expired_remaining_zero)
+Test(sets, deadline_expired_remaining_zero, TU_NO_ENGINE)
 {
     double d = concur_deadline(0.01);
     tu_sleep(0.03); /* the expiry is the point */
     cr_assert_eq(concur_remaining(d), 0.0);
 }
 
-Test(sets, deadline_fresh_remaining_positive)
+Test(sets, deadline_fresh_remaining_positive, TU_NO_ENGINE)
 {
     double d = concur_deadline(10.0);
     double r = concur_remaining(d);

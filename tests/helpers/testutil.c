@@ -2,11 +2,53 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 static atomic_int live_gates;
+
+/* ---- the shared arena ------------------------------------------------------------------ */
+
+/* Pages are only backed when touched; the stress suite uses 3 MiB. It counts in VmSize,
+ * which test_process_pool checks before it sets worker_memory_limit: keep it small. */
+#define ARENA_SIZE ((size_t)16 << 20)
+#define ARENA_ALIGN ((size_t)64)
+
+static char *arena;
+static atomic_size_t arena_used;
+
+/* Before main(), hence before any pool forks its fork server: every worker process, a fork
+ * of that server, shares these pages. Criterion executes each test in a new process, which
+ * runs this again: every test has an arena of its own. */
+__attribute__((constructor)) static void arena_map(void)
+{
+    void *m = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    arena = m == MAP_FAILED ? NULL : m;
+}
+
+void *tu_shared_alloc(size_t size)
+{
+    cr_assert_not_null(arena, "the shared arena could not be mapped");
+    size_t rounded = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    size_t at = atomic_fetch_add(&arena_used, rounded);
+    cr_assert_leq(at + rounded, ARENA_SIZE, "the shared arena is full (%zu more bytes)", size);
+    return arena + at; /* fresh pages: zero */
+}
+
+void tu_shared_mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t ma;
+    cr_assert_eq(pthread_mutexattr_init(&ma), 0);
+    cr_assert_eq(pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED), 0);
+    cr_assert_eq(pthread_mutex_init(mu, &ma), 0);
+    pthread_mutexattr_destroy(&ma);
+}
 
 static void quick_exit_handler(void)
 {
@@ -44,65 +86,63 @@ void tu_nap(void)
 
 /* ---- gates ------------------------------------------------------------------------ */
 
-static void abs_deadline(struct timespec *ts, double timeout)
+/* Sleeps while *word == val, at most until @p deadline (tu_now() seconds). Shared futex
+ * (no FUTEX_PRIVATE_FLAG): wakes come from any process that maps the word. Spurious
+ * returns are fine, every caller loops. */
+static void futex_wait(atomic_int *word, int val, double deadline)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    double whole = (double)(time_t)timeout;
-    ts->tv_sec += (time_t)timeout;
-    ts->tv_nsec += (long)((timeout - whole) * 1e9);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    double left = deadline - tu_now();
+    if (!(left > 0))
+        return;
+    struct timespec ts;
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    (void)syscall(SYS_futex, (int *)word, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+static void futex_wake_all(atomic_int *word)
+{
+    (void)syscall(SYS_futex, (int *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 void tu_gate_init(tu_gate *g)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    g->open = false;
-    g->arrived = 0;
+    atomic_init(&g->open, 0);
+    atomic_init(&g->arrived, 0);
     atomic_fetch_add(&live_gates, 1);
+}
+
+tu_gate *tu_gate_new(void)
+{
+    tu_gate *g = TU_SHARED(tu_gate);
+    tu_gate_init(g);
+    return g;
 }
 
 void tu_gate_destroy(tu_gate *g)
 {
+    (void)g;
     atomic_fetch_sub(&live_gates, 1);
-    pthread_cond_destroy(&g->cv);
-    pthread_mutex_destroy(&g->mu);
 }
 
 void tu_gate_open(tu_gate *g)
 {
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
+    atomic_store(&g->open, 1);
+    futex_wake_all(&g->open);
 }
 
 void tu_gate_arrive(tu_gate *g)
 {
-    pthread_mutex_lock(&g->mu);
-    g->arrived++;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
+    atomic_fetch_add(&g->arrived, 1);
+    futex_wake_all(&g->arrived);
 }
 
 bool tu_gate_wait_open(tu_gate *g, double timeout)
 {
-    struct timespec dl;
-    abs_deadline(&dl, timeout);
-    pthread_mutex_lock(&g->mu);
-    int rc = 0;
-    while (!g->open && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&g->cv, &g->mu, &dl);
-    bool open = g->open;
-    pthread_mutex_unlock(&g->mu);
-    return open;
+    double dl = tu_now() + timeout;
+    while (!atomic_load(&g->open) && tu_now() < dl)
+        futex_wait(&g->open, 0, dl);
+    return atomic_load(&g->open) != 0;
 }
 
 void tu_gate_pass(tu_gate *g)
@@ -113,31 +153,25 @@ void tu_gate_pass(tu_gate *g)
 
 bool tu_gate_await(tu_gate *g, int n, double timeout)
 {
-    struct timespec dl;
-    abs_deadline(&dl, timeout);
-    pthread_mutex_lock(&g->mu);
-    int rc = 0;
-    while (g->arrived < n && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&g->cv, &g->mu, &dl);
-    bool ok = g->arrived >= n;
-    pthread_mutex_unlock(&g->mu);
-    return ok;
+    double dl = tu_now() + timeout;
+    for (;;) {
+        int a = atomic_load(&g->arrived);
+        if (a >= n)
+            return true;
+        if (tu_now() >= dl)
+            return false;
+        futex_wait(&g->arrived, a, dl);
+    }
 }
 
 bool tu_gate_is_open(tu_gate *g)
 {
-    pthread_mutex_lock(&g->mu);
-    bool open = g->open;
-    pthread_mutex_unlock(&g->mu);
-    return open;
+    return atomic_load(&g->open) != 0;
 }
 
 int tu_gate_arrivals(tu_gate *g)
 {
-    pthread_mutex_lock(&g->mu);
-    int n = g->arrived;
-    pthread_mutex_unlock(&g->mu);
-    return n;
+    return atomic_load(&g->arrived);
 }
 
 /* ---- inputs and tasks ---------------------------------------------------------------- */
@@ -198,13 +232,15 @@ int tu_task_sleep(concur_task *t, const void *in, size_t len)
 
 concur_pool *tu_pool(int max_workers)
 {
-    concur_pool_opts o = {0};
-    o.max_workers = max_workers;
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = max_workers};
     return tu_pool_opts(&o);
 }
 
 concur_pool *tu_pool_opts(const concur_pool_opts *opts)
 {
+    /* catches options in a _proc build that forgot .engine = TU_ENGINE */
+    cr_assert(!TU_PROC || (opts && opts->engine == TU_ENGINE),
+              "a test's pool options must set .engine = TU_ENGINE");
     concur_pool *p = NULL;
     int rc = concur_pool_create(&p, opts);
     cr_assert_eq(rc, 0, "concur_pool_create: %s", concur_strerror(rc));

@@ -12,6 +12,16 @@
  *
  * Never call cr_assert* from a task, a callback or a helper thread: record what happened
  * in atomics and assert in the test's own thread.
+ *
+ * One engine per build: the suites that test pools are built twice, as test_x on the thread
+ * engine and as test_x_proc with TU_PROC=1 on the process engine. tu_pool()/tu_pool_opts()
+ * make pools on TU_ENGINE, and tests that build their own options set .engine = TU_ENGINE.
+ * A task of a process pool runs in a worker process, a fork of the test process as it was
+ * when the pool was created: whatever a task and the test both see (gates, counters,
+ * contexts given as init_arg or user) lives in the shared arena (tu_shared_alloc,
+ * tu_gate_new), mapped MAP_SHARED before main(), so every worker process has it at the same
+ * address. Callbacks always run in the test process. Tests that cannot apply to worker
+ * processes skip there with TU_SKIP_ON_PROCESSES("reason").
  */
 #ifndef CONCUR_TESTUTIL_H
 #define CONCUR_TESTUTIL_H
@@ -47,6 +57,51 @@
 #endif
 
 #define TU_SANITIZED (TU_TSAN || TU_ASAN)
+
+/* ---- the engine under test ------------------------------------------------------------ */
+
+#ifndef TU_PROC
+#define TU_PROC 0 /**< 1 in the _proc builds of the pool suites */
+#endif
+#if TU_PROC
+#define TU_ENGINE CONCUR_ENGINE_PROCESSES
+#define TU_WORKER_KIND "process" /**< as in worker names: concur-<pool>-process-worker-<n> */
+#else
+#define TU_ENGINE CONCUR_ENGINE_THREADS
+#define TU_WORKER_KIND "thread"
+#endif
+
+/** The name of worker @p n (a string literal) of the pool named @p pool on TU_ENGINE. */
+#define TU_WORKER_NAME(pool, n) "concur-" pool "-" TU_WORKER_KIND "-worker-" #n
+
+/** Skips the test in the process-engine build, with a reason (printf format). */
+#define TU_SKIP_ON_PROCESSES(...)                                                                  \
+    do {                                                                                           \
+        if (TU_PROC)                                                                               \
+            cr_skip_test(__VA_ARGS__);                                                             \
+    } while (0)
+
+/**
+ * A Test() option for tests that use no pool (standalone futures, helpers): they are the
+ * same on every engine and run in the thread-engine build only; the _proc build lists them
+ * as disabled without starting a process for them. Test(suite, name, TU_NO_ENGINE).
+ */
+#define TU_NO_ENGINE .disabled = TU_PROC
+
+/* ---- memory shared with worker processes ----------------------------------------------- */
+
+/**
+ * @p size zeroed bytes (64-byte aligned) of the shared arena: MAP_SHARED, mapped before
+ * main() and so before any pool exists, hence shared with every worker process at the same
+ * address. Never freed (each test runs in its own process). Asserts when it runs out.
+ */
+void *tu_shared_alloc(size_t size);
+
+/** A zeroed object of @p type in the shared arena. */
+#define TU_SHARED(type) ((type *)tu_shared_alloc(sizeof(type)))
+
+/** Initializes @p mu for use across processes (PTHREAD_PROCESS_SHARED). */
+void tu_shared_mutex_init(pthread_mutex_t *mu);
 
 /** Factor for loose upper bounds of timing checks. */
 #if TU_TSAN
@@ -97,14 +152,16 @@ void tu_fini(void);
 
 /* ---- gates ------------------------------------------------------------------------ */
 
+/* Two futex words, waited on without FUTEX_PRIVATE_FLAG: a gate in the shared arena works
+ * across processes, and holds no lock a killed worker process could leave held. */
 typedef struct tu_gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool open;
-    int arrived;
+    atomic_int open;
+    atomic_int arrived;
 } tu_gate;
 
 void tu_gate_init(tu_gate *g);
+/** A gate in the shared arena, initialized (tasks on any engine can pass it). */
+tu_gate *tu_gate_new(void);
 void tu_gate_destroy(tu_gate *g);
 /** Opens the gate: every blocked and later tu_gate_pass() returns. */
 void tu_gate_open(tu_gate *g);
@@ -129,22 +186,24 @@ void *tu_in_ptr(const void *in, size_t len);
 
 /* ---- common tasks ------------------------------------------------------------------- */
 
-/** Input: tu_gate *. Arrives at the gate and waits for it to open. Returns 0, no result. */
+/** Input: tu_gate * (tu_gate_new() for process pools). Arrives at the gate and waits for it
+ *  to open. Returns 0, no result. */
 int tu_task_gate(concur_task *t, const void *in, size_t len);
 /** Returns its input bytes as the result. */
 int tu_task_echo(concur_task *t, const void *in, size_t len);
 /** Does nothing, returns 0. */
 int tu_task_noop(concur_task *t, const void *in, size_t len);
-/** Input: atomic_int *. Increments it, returns 0. */
+/** Input: atomic_int * (in the shared arena for process pools). Increments it, returns 0. */
 int tu_task_count(concur_task *t, const void *in, size_t len);
 /** Input: a double (seconds). Sleeps that long (timing workload), returns 0. */
 int tu_task_sleep(concur_task *t, const void *in, size_t len);
 
 /* ---- pools --------------------------------------------------------------------------- */
 
-/** A pool with @p max_workers and default options (asserts success). */
+/** A pool on TU_ENGINE with @p max_workers and default options (asserts success). */
 concur_pool *tu_pool(int max_workers);
-/** A pool from @p opts (asserts success). */
+/** A pool from @p opts (asserts success; in the _proc builds, also that the engine is
+ *  TU_ENGINE). */
 concur_pool *tu_pool_opts(const concur_pool_opts *opts);
 /** Submits and asserts success; returns the future (caller releases). */
 concur_future *tu_submit(concur_pool *p, concur_fn fn, const void *in, size_t len);
