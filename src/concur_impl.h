@@ -142,6 +142,9 @@ typedef struct concur__engine_ops {
      * @f, so that the engine fails it with CONCUR_ECANCELED; true when that was done, false
      * when @f is not (or no longer) running. Called by concur_future_cancel_kill(). */
     bool (*kill_running)(struct concur__engine *e, concur_future *f);
+    /* Optional. The owner cancelled the RUNNING future @f (F_CANCEL_REQ is set): an engine
+     * whose tasks cannot see that flag directly (a process pool) passes it on. */
+    void (*cancel_running)(struct concur__engine *e, concur_future *f);
     /* How long a waiter polls the future, yielding its CPU, before it sleeps: worth it when
      * completions cost a cross-CPU wake-up that is long next to a typical task (a process
      * pool's round trip). 0: a brief spin only. */
@@ -190,6 +193,9 @@ struct concur_task {
     const char *worker_name;
     void *user;
     const _Atomic int *pool_stop; /* non-zero: the pool asks running tasks to stop */
+    /* Process pools, in the worker: holds the id of a task whose future was cancelled
+     * while it ran (or waited its turn) in this process. NULL elsewhere. */
+    const _Atomic uint64_t *cancel_word;
     char *msg;                 /* from concur_task_fail, malloc'd */
     concur__buf out;           /* the result, moved into the future on success */
 };

@@ -49,7 +49,8 @@
  * reaps with wait4(), so each status it reports carries the worker's CPU time, which tells
  * a kill at the CPU hard limit from other SIGKILLs. The stop word is one int in a
  * MAP_SHARED anonymous page mapped before the server is forked: the caller, the server and
- * every worker share it, the caller sets it (shutdown with cancel) and tasks read it.
+ * every worker share it, the caller sets it (shutdown with cancel) and tasks read it. The
+ * same mapping holds one cancel word per worker slot (process_pool.h).
  */
 #include "process_pool.h"
 
@@ -78,6 +79,8 @@ struct concur__fs {
     pid_t pid;          /* the server */
     concur__limits lim;
     _Atomic int *stop; /* the shared stop word (MAP_SHARED), or NULL */
+    size_t shared_len; /* the mapping: the stop word, then one cancel word per slot */
+    int nslots;
     size_t nranges;
     struct range *ranges; /* code mapped at creation: sorted, adjacent ones merged */
 };
@@ -478,12 +481,15 @@ int concur__fs_create(concur__fs **out, int workers, const concur__limits *lim)
     int rc = code_map(&fs->ranges, &fs->nranges);
     if (!rc) {
         /* Mapped before the fork: the server and every worker share it with us. */
-        void *m = mmap(NULL, sizeof(*fs->stop), PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED)
+        size_t len = CONCUR__CANCEL_WORDS_AT + (size_t)workers * sizeof(uint64_t);
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
             rc = -errno;
-        else
-            fs->stop = m; /* zero-filled: no stop yet */
+        } else {
+            fs->stop = m; /* zero-filled: no stop yet, no task cancelled */
+            fs->shared_len = len;
+            fs->nslots = workers;
+        }
     }
     int sv[2];
     if (!rc && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -530,12 +536,17 @@ void concur__fs_destroy(concur__fs *fs)
     }
     pthread_mutex_destroy(&fs->mu);
     if (fs->stop)
-        (void)munmap((void *)fs->stop, sizeof(*fs->stop)); /* our own mapping */
+        (void)munmap((void *)fs->stop, fs->shared_len); /* our own mapping */
     free(fs->ranges);
     free(fs);
 }
 
 const concur__limits *concur__fs_limits(const concur__fs *fs) { return &fs->lim; }
+
+_Atomic uint64_t *concur__fs_cancel_word(concur__fs *fs, int slot)
+{
+    return slot >= 0 && slot < fs->nslots ? concur__cancel_word(fs->stop, slot) : NULL;
+}
 
 void concur__fs_stop(concur__fs *fs)
 {

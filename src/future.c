@@ -578,9 +578,13 @@ bool concur_future_cancel(concur_future *f)
 {
     if (!f)
         return false;
-    atomic_fetch_or_explicit(&f->state, F_CANCEL_REQ, memory_order_relaxed);
-    if (!concur__future_claim(f, STATE_BIT(CONCUR_PENDING)))
+    uint32_t v = atomic_fetch_or_explicit(&f->state, F_CANCEL_REQ, memory_order_seq_cst);
+    if (!concur__future_claim(f, STATE_BIT(CONCUR_PENDING))) {
+        if ((v & ST_MASK) == CONCUR_RUNNING && !(v & F_CANCEL_REQ) && f->engine &&
+            f->engine->ops->cancel_running)
+            f->engine->ops->cancel_running(f->engine, f);
         return false;
+    }
     if (f->engine)
         f->engine->ops->on_cancel(f->engine, f);
     concur__future_finish(f, CONCUR_CANCELLED, now_ns());
@@ -758,6 +762,8 @@ bool concur_task_should_stop(const concur_task *t)
         return true;
     if (!t->f)
         return false;
+    if (t->cancel_word && atomic_load_explicit(t->cancel_word, memory_order_relaxed) == t->f->id)
+        return true;
     uint32_t v = atomic_load_explicit(&t->f->state, memory_order_relaxed);
     return (v & (F_CANCEL_REQ | F_STOP)) || (v & ST_MASK) != CONCUR_RUNNING;
 }

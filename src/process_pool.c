@@ -362,23 +362,26 @@ static int send_error(const chan *c, uint64_t id, int code, const char *msg)
 struct wstate {
     char name[NAME_CAP];
     void *user;
+    const _Atomic uint64_t *cancel_word; /* this worker's slot, or NULL */
     void *in;
     size_t in_cap;
 };
 
 static int serve_setup(const chan *c, const frame_hdr *h, struct wstate *ws)
 {
-    uint64_t user;
-    if (h->len < sizeof(user))
+    uint64_t head[2]; /* user, slot */
+    if (h->len < sizeof(head))
         return CONCUR_EIO;
-    int rc = chan_recv(c, &user, sizeof(user));
-    uint64_t len = h->len - sizeof(user), keep = len < NAME_CAP ? len : NAME_CAP - 1;
+    int rc = chan_recv(c, head, sizeof(head));
+    uint64_t user = head[0], slot = head[1];
+    uint64_t len = h->len - sizeof(head), keep = len < NAME_CAP ? len : NAME_CAP - 1;
     if (!rc)
         rc = chan_recv(c, ws->name, (size_t)keep);
     if (!rc)
         rc = chan_skip(c, len - keep);
     ws->name[keep] = '\0';
     ws->user = (void *)(uintptr_t)user;
+    ws->cancel_word = g_stop && slot < INT_MAX ? concur__cancel_word(g_stop, (int)slot) : NULL;
     return rc;
 }
 
@@ -411,7 +414,11 @@ static int serve_task(const chan *c, const frame_hdr *h, struct wstate *ws)
     memset(&fake, 0, sizeof(fake));
     atomic_init(&fake.state, CONCUR_RUNNING);
     fake.id = h->id;
-    concur_task t = {.f = &fake, .worker_name = ws->name, .user = ws->user, .pool_stop = g_stop};
+    concur_task t = {.f = &fake,
+                     .worker_name = ws->name,
+                     .user = ws->user,
+                     .pool_stop = g_stop,
+                     .cancel_word = ws->cancel_word};
     concur_fn fn = (concur_fn)(uintptr_t)fnv;
     g_crash_id = h->id;
     int r = fn(&t, ws->in, len);
@@ -529,7 +536,10 @@ struct concur__proc {
      * thread writes them. */
     pthread_mutex_t kill_mu;
     concur_future *fl[DEPTH];
-    bool fl_kill[DEPTH]; /* concur__proc_kill_task asked: kill it when it starts */
+    bool fl_kill[DEPTH];   /* concur__proc_kill_task asked: kill it when it starts */
+    bool fl_cancel[DEPTH]; /* its future was cancelled: the cancel word names the first */
+    int slot;
+    _Atomic uint64_t *cancel_word; /* shared with the process; NULL: no slot */
     unsigned head, n, sent;
     uint64_t sent_bytes;
     bool killed; /* the process was killed to cancel the first task */
@@ -537,7 +547,7 @@ struct concur__proc {
     const concur_future *tx_failed; /* ... the task whose frame failed is the next to run) */
 };
 
-int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user)
+int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user, int slot)
 {
     concur__proc *pr = calloc(1, sizeof(*pr));
     if (!pr)
@@ -553,6 +563,10 @@ int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, vo
     pr->user = user;
     pr->sock = pr->status = pr->pidfd = -1;
     pr->last_run_ns = UINT64_MAX;
+    pr->slot = slot;
+    pr->cancel_word = concur__fs_cancel_word(fs, slot);
+    if (pr->cancel_word)
+        atomic_store_explicit(pr->cancel_word, 0, memory_order_relaxed);
     CHECK_PTHREAD(pthread_mutex_init(&pr->kill_mu, NULL));
     *out = pr;
     return 0;
@@ -782,10 +796,11 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
         close_fd(&pr->pidfd);
 #endif
     chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
-    uint64_t user = (uint64_t)(uintptr_t)pr->user;
+    uint64_t head[2] = {(uint64_t)(uintptr_t)pr->user,
+                        pr->cancel_word ? (uint64_t)pr->slot : UINT64_MAX};
     size_t nlen = strlen(pr->name);
-    frame_hdr h = {.type = FR_SETUP, .len = sizeof(user) + nlen};
-    struct iovec iov[3] = {{&h, sizeof(h)}, {&user, sizeof(user)}, {(void *)pr->name, nlen}};
+    frame_hdr h = {.type = FR_SETUP, .len = sizeof(head) + nlen};
+    struct iovec iov[3] = {{&h, sizeof(h)}, {head, sizeof(head)}, {(void *)pr->name, nlen}};
     rc = chan_send(&c, iov, 3);
     if (rc) {
         if (rc != CONCUR_EPIPE)
@@ -861,6 +876,19 @@ bool concur__proc_want_more(const concur__proc *pr, unsigned room)
            !pr->tx_rc;
 }
 
+/* Under kill_mu: the cancel word names the first cancelled task of the ring (the process
+ * runs them in order), or none. */
+static void publish_cancel_locked(concur__proc *pr)
+{
+    if (!pr->cancel_word)
+        return;
+    uint64_t id = 0;
+    for (unsigned i = 0; i < pr->n && !id; i++)
+        if (pr->fl_cancel[(pr->head + i) % DEPTH])
+            id = fl_at(pr, i)->id;
+    atomic_store_explicit(pr->cancel_word, id, memory_order_relaxed);
+}
+
 void concur__proc_push(concur__proc *pr, concur_future *f, double timeout)
 {
     mu_lock(&pr->kill_mu);
@@ -868,8 +896,27 @@ void concur__proc_push(concur__proc *pr, concur_future *f, double timeout)
     pr->fl[i] = f;
     pr->fl_kill[i] = false;
     pr->n++;
+    /* A cancel made before it was in the ring, where concur__proc_cancel_task looks. */
+    pr->fl_cancel[i] = atomic_load_explicit(&f->state, memory_order_seq_cst) & F_CANCEL_REQ;
+    if (pr->fl_cancel[i])
+        publish_cancel_locked(pr);
     mu_unlock(&pr->kill_mu);
     transmit(pr, timeout);
+}
+
+bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f)
+{
+    bool found = false;
+    mu_lock(&pr->kill_mu);
+    for (unsigned i = 0; i < pr->n && !found; i++) {
+        if (fl_at(pr, i) == f) {
+            found = true;
+            pr->fl_cancel[(pr->head + i) % DEPTH] = true;
+            publish_cancel_locked(pr);
+        }
+    }
+    mu_unlock(&pr->kill_mu);
+    return found;
 }
 
 /* Takes the first task off the ring; the next one, if it went out, starts now. */
@@ -878,8 +925,12 @@ static concur_future *pop_head(concur__proc *pr, uint64_t now)
     mu_lock(&pr->kill_mu);
     concur_future *f = pr->fl[pr->head];
     pr->fl[pr->head] = NULL;
+    bool was_cancelled = pr->fl_cancel[pr->head];
+    pr->fl_cancel[pr->head] = false;
     pr->head = (pr->head + 1) % DEPTH;
     pr->n--;
+    if (was_cancelled)
+        publish_cancel_locked(pr);
     if (pr->sent) {
         pr->sent--;
         pr->sent_bytes -= frame_bytes(f);

@@ -51,6 +51,20 @@ typedef struct concur__wstatus {
  */
 int concur__fs_create(concur__fs **out, int workers, const concur__limits *lim);
 
+/* The shared mapping: the stop word at its start, then from CONCUR__CANCEL_WORDS_AT one
+ * cancel word per worker slot (slots 0 .. workers-1, one per live proxy): a proxy writes the
+ * id of a cancelled task there, and concur_task_should_stop() in its worker process reads
+ * it. */
+enum { CONCUR__CANCEL_WORDS_AT = 64 };
+static inline _Atomic uint64_t *concur__cancel_word(const _Atomic int *stop, int slot)
+{
+    return (_Atomic uint64_t *)(void *)((char *)(uintptr_t)stop + CONCUR__CANCEL_WORDS_AT +
+                                        (size_t)slot * sizeof(uint64_t));
+}
+
+/* The cancel word of @slot, or NULL when @slot is outside 0 .. workers-1. */
+_Atomic uint64_t *concur__fs_cancel_word(concur__fs *fs, int slot);
+
 /* The limits given at creation. */
 const concur__limits *concur__fs_limits(const concur__fs *fs);
 
@@ -84,8 +98,10 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
 typedef struct concur__proc concur__proc;
 
 /* A proxy's handle on its worker process; no process runs yet. @name and @user must outlive
- * it. Returns 0 or CONCUR_ENOMEM. */
-int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user);
+ * it. @slot (0 .. workers-1, unique among the pool's live proxies) picks its cancel word.
+ * Returns 0 or CONCUR_ENOMEM. */
+int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user,
+                        int slot);
 
 /*
  * Starts a worker process (replacing a dead one) and runs @init (if not NULL) in it, then
@@ -126,6 +142,14 @@ bool concur__proc_want_more(const concur__proc *pr, unsigned room);
  * from any thread, while the caller guarantees that @pr stays alive.
  */
 bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *found);
+
+/*
+ * Passes a cancel of @f on to the process, if @f is one of this proxy's tasks (returns
+ * true then): concur_task_should_stop() there becomes true while it runs. A future
+ * cancelled before it reaches the proxy is caught at concur__proc_push. Called from any
+ * thread, while the caller guarantees that @pr stays alive.
+ */
+bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f);
 
 /* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
  * negative code with a message in t->msg. */

@@ -76,6 +76,7 @@ struct worker {
     uint64_t cur_start;
     struct worker *prev, *next; /* live or dead list, under pool->mu */
     concur__proc *proc;         /* process pools: this proxy's worker process */
+    int slot;                   /* process pools: its cancel word (under pool->mu) */
     char name[NAME_MAX_ + 48];
 };
 
@@ -105,6 +106,7 @@ struct concur_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct worker *live, *dead;
+    bool *slot_used; /* process pools: the live proxies' slots (max_workers of them) */
     unsigned next_index;
     char *broken_msg;
     concur_future **cancelled; /* owns one reference each */
@@ -315,8 +317,26 @@ static bool kill_running(struct concur__engine *e, concur_future *f)
     }
 }
 
-static const concur__engine_ops process_ops = {
-    .on_cancel = on_cancel, .kill_running = kill_running, .wait_poll_ns = 50000};
+/* Process pools: passes the cancel of a RUNNING future on to the process that has it. A
+ * future between pop and push is caught by the push (F_CANCEL_REQ is set by now). */
+static void cancel_running(struct concur__engine *e, concur_future *f)
+{
+    concur_pool *p = (concur_pool *)e;
+    bool found = false;
+    mu_lock(&p->mu);
+    for (struct worker *w = p->live; w && !found; w = w->next) {
+        mu_lock(&w->cur_mu);
+        if (w->proc) /* stays valid while cur_mu is held */
+            found = concur__proc_cancel_task(w->proc, f);
+        mu_unlock(&w->cur_mu);
+    }
+    mu_unlock(&p->mu);
+}
+
+static const concur__engine_ops process_ops = {.on_cancel = on_cancel,
+                                               .kill_running = kill_running,
+                                               .cancel_running = cancel_running,
+                                               .wait_poll_ns = 50000};
 
 /* ---------------------------------------------------------------- workers */
 
@@ -345,6 +365,12 @@ static int spawn_one_locked(concur_pool *p)
     w->gen = atomic_load_explicit(&p->stop_gen, memory_order_relaxed);
     snprintf(w->name, sizeof(w->name), "concur-%s-%s-worker-%u", p->name,
              p->fs ? "process" : "thread", w->index);
+    w->slot = -1;
+    for (int s = 0; p->slot_used && s < p->max_workers && w->slot < 0; s++)
+        if (!p->slot_used[s])
+            w->slot = s;
+    if (w->slot >= 0)
+        p->slot_used[w->slot] = true;
     CHECK_PTHREAD(pthread_mutex_init(&w->cur_mu, NULL));
     w->next = p->live;
     if (p->live)
@@ -367,6 +393,8 @@ static int spawn_one_locked(concur_pool *p)
             p->live->prev = NULL;
         atomic_fetch_sub_explicit(&p->nworkers, 1, memory_order_seq_cst);
         atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
+        if (w->slot >= 0)
+            p->slot_used[w->slot] = false;
         pthread_mutex_destroy(&w->cur_mu);
         free(w);
         p->next_index--;
@@ -556,7 +584,7 @@ static bool proc_begin(struct worker *w, concur_task *t)
     int rc = 0;
     if (!w->proc) {
         concur__proc *pr = NULL;
-        rc = concur__proc_create(&pr, p->fs, w->name, p->o.user);
+        rc = concur__proc_create(&pr, p->fs, w->name, p->o.user, w->slot);
         mu_lock(&w->cur_mu);
         w->proc = pr;
         mu_unlock(&w->cur_mu);
@@ -654,6 +682,8 @@ static void worker_exit(struct worker *w)
     w->prev = NULL;
     w->next = p->dead;
     p->dead = w;
+    if (w->slot >= 0) /* its process is gone: the next proxy may take the slot */
+        p->slot_used[w->slot] = false;
     atomic_fetch_sub_explicit(&p->nworkers, 1, memory_order_seq_cst);
     /* A producer that saw this worker alive did not start another: if work is queued, a
      * replacement starts now (recycling, idle exit). */
@@ -917,7 +947,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
         if ((double)cpu_s < o.worker_cpu_limit)
             cpu_s++;
         concur__limits lim = {.mem = o.worker_memory_limit, .cpu_s = cpu_s};
-        int rc = concur__fs_create(&p->fs, p->max_workers, &lim);
+        p->slot_used = calloc((size_t)p->max_workers, sizeof(*p->slot_used));
+        int rc = p->slot_used ? concur__fs_create(&p->fs, p->max_workers, &lim) : CONCUR_ENOMEM;
         if (rc) {
             concur_pool_destroy(p);
             return rc;
@@ -1315,6 +1346,7 @@ void concur_pool_destroy(concur_pool *p)
     concur__fs_destroy(p->fs); /* the workers are gone: the server ends, and is reaped */
     free(p->cancelled);
     free(p->expired);
+    free(p->slot_used);
     free(p->broken_msg);
     pthread_cond_destroy(&p->wcv);
     pthread_cond_destroy(&p->cv);

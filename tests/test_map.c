@@ -663,8 +663,6 @@ static int fn_until_stopped(concur_task *t, const void *in, void *out)
 /* Destroy cancels the chunks not started and waits for the running one. */
 Test(map, destroy_cancels_pending_and_waits_running)
 {
-    TU_SKIP_ON_PROCESSES("concur_future_cancel() of a running task is not forwarded to its "
-                         "worker process (docs/process_pool.md): the chunk would run on");
     g_gate = tu_gate_new();
     g_ran = TU_SHARED(atomic_int);
     concur_pool *p = tu_pool(1);

@@ -1579,3 +1579,66 @@ Test(procpool, long_tasks_do_not_wait_behind_each_other)
     concur_future_release(b);
     concur_pool_destroy(p);
 }
+
+/* ---- concur_future_cancel of a running task reaches its process ------------------------ */
+
+Test(procpool, cancel_of_a_running_task_is_seen_by_should_stop_in_its_process)
+{
+    concur_pool *p = proc_pool(2, "coop");
+    concur_future *run = tu_submit(p, task_until_stop, NULL, 0);
+    concur_future *other = tu_submit(p, task_until_stop, NULL, 0);
+    bool running;
+    TU_POLL_UNTIL(running,
+                  concur_future_state(run) == CONCUR_RUNNING &&
+                      concur_future_state(other) == CONCUR_RUNNING,
+                  TU_SAFETY);
+    cr_assert(running);
+    double t0 = tu_now();
+    cr_assert_not(concur_future_cancel(run), "running: not cancelled, only asked to stop");
+    cr_assert(concur_future_cancel_requested(run));
+    assert_int_result(run, 7, "the task saw concur_task_should_stop() and returned");
+    cr_assert_lt(tu_now() - t0, TU_SANITIZED ? 5.0 : 1.0, "promptly");
+    cr_assert_eq(concur_future_state(other), CONCUR_RUNNING, "the other task goes on");
+    cr_assert_not(concur_future_cancel(other));
+    assert_int_result(other, 7, "until it is cancelled too");
+    /* The worker processes were not killed: the next tasks run in them. */
+    concur_future *f = submit_job(p, K_OK, 2);
+    assert_int_result(f, 6, "the pool goes on");
+    concur_future_release(f);
+    concur_future_release(other);
+    concur_future_release(run);
+    concur_pool_destroy(p);
+}
+
+Test(procpool, cancel_of_a_task_waiting_its_turn_in_a_worker_stops_it_at_once)
+{
+    /* Short tasks first, so that the proxy hands over several at once; then a gate task, a
+     * stopper behind it (handed over or still queued) cancelled while it waits, and one
+     * more behind that. */
+    _Atomic int *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                             -1, 0);
+    cr_assert_neq(word, MAP_FAILED);
+    atomic_store(word, 0);
+    concur_pool *p = proc_pool(1, "coopq");
+    warm_up(p, 1);
+    concur_future *gate = tu_submit(p, task_wait_word, &word, sizeof word);
+    concur_future *stopper = tu_submit(p, task_until_stop, NULL, 0);
+    concur_future *after = submit_job(p, K_OK, 5);
+    bool running;
+    TU_POLL_UNTIL(running, concur_future_state(gate) == CONCUR_RUNNING, TU_SAFETY);
+    cr_assert(running);
+    bool cancelled = concur_future_cancel(stopper); /* true: it was still in the queue */
+    atomic_store(word, 1);
+    cr_assert_geq(syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0), 0);
+    assert_int_result(gate, 1, "the task ahead completes");
+    if (cancelled)
+        cr_assert_eq(concur_future_state(stopper), CONCUR_CANCELLED);
+    else
+        assert_int_result(stopper, 7, "it started with concur_task_should_stop() true");
+    assert_int_result(after, 15, "the task behind it runs");
+    concur_future_release(after);
+    concur_future_release(stopper);
+    concur_future_release(gate);
+    concur_pool_destroy(p);
+    munmap((void *)word, 4096);
+}

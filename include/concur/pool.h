@@ -51,7 +51,8 @@ typedef struct concur_pool concur_pool;
  *   task given to concur_future_cancel_kill(). worker_memory_limit and worker_cpu_limit
  *   limit each worker process (RLIMIT_AS, RLIMIT_CPU). concur_task_should_stop() in a worker
  *   process becomes true when the pool shuts down with CONCUR_SHUTDOWN_CANCEL (a shared stop
- *   word); concur_future_cancel() of one running task is not forwarded to its process.
+ *   word) or when concur_future_cancel() is called on that running task (a shared cancel
+ *   word per worker), as in threads.
  * - Short tasks are pipelined: while recent tasks took under 200 us and more are queued than
  *   the other workers can take, a worker process is handed up to 16 tasks at once. A task
  *   handed over is RUNNING (no longer pending or cancellable; concur_future_cancel_kill()
