@@ -1,7 +1,7 @@
 /*
  * run_prog.c - the runner's small forms: one program with input (run_prog) and the
  * pyconcurrent-style report of kept results (print_results). Both are written on the public
- * runner API.
+ * runner API. Function records print the same way, with their answer.
  */
 #include "concur_impl.h"
 
@@ -135,7 +135,9 @@ int concur_print_results(FILE *f, const concur_runner *r)
             bad |= put_bytes(f, "stdout", res->out, res->out_len) < 0;
         if (!bad && res->err_len)
             bad |= put_bytes(f, "stderr", res->err, res->err_len) < 0;
-        if (!bad && !res->spawned && res->error_message)
+        if (!bad && res->answer_len)
+            bad |= put_bytes(f, "answer", res->answer, res->answer_len) < 0;
+        if (!bad && (!res->spawned || res->function) && res->error && res->error_message)
             bad |= fprintf(f, "%15s : %s\n", "error", res->error_message) < 0;
     }
     if (!bad && fflush(f) == EOF)

@@ -18,6 +18,21 @@
  * Captures: up to output_cap bytes in memory; past that the bytes go to an unlinked O_TMPFILE
  * and the whole stream is mapped read-only at the end, so the result still points at one
  * contiguous, exact copy without holding it in anonymous memory.
+ *
+ * Function tasks: the job's key and arguments are laid out as bytes (struct fn_head, then
+ * NUL-terminated strings) and submitted to a concur_pool as the task fn_task, which unpacks
+ * them in the worker (a thread, or a worker process: the bytes travel there), calls the
+ * concur_run_fn, and appends the function's status to its answer (struct fn_trailer). The
+ * future's completion callback writes an eventfd that is in the epoll set; the loop then
+ * finds the finished futures among its jobs and delivers their records like commands'. The
+ * callback holds a reference on that eventfd's owner (struct fn_note), not on the runner, so
+ * a callback still running in a pool thread after the run can never touch freed memory.
+ * At most fn_limit function tasks are in the pool at once (the pool has that many workers),
+ * so a task handed over starts at once, and its timeout counts from there. A timeout cancels
+ * the task with concur_future_cancel_kill: a worker process is killed and the future fails
+ * at once; a thread is only flagged (concur_task_should_stop), so its record is delivered at
+ * the deadline and its future moves to the stale list, which still counts against the
+ * limits until the thread returns. A run ends only when the stale list is empty too.
  */
 #include "concur_impl.h"
 
@@ -41,7 +56,13 @@
 extern char **environ;
 
 enum { TAG_PID = 0, TAG_OUT = 1, TAG_ERR = 2, TAG_IN = 3, TAG_BITS = 2 };
+/* epoll data of the runner's own descriptors (job events are slot << TAG_BITS | tag). */
+#define EV_STOP UINT64_MAX
+#define EV_STOP_FD (UINT64_MAX - 1)
+#define EV_FN_DONE (UINT64_MAX - 2)
 enum { READ_CHUNK = 65536, DEFAULT_CAP = 16u << 20 };
+/* How often the loop looks at function futures it could not register a callback on. */
+#define FN_POLL_NS 10000000u
 /* Capture buffers of finished jobs are kept for the next ones (a run of many jobs with
  * large output would otherwise map, fault in and unmap fresh memory for every job). */
 enum { POOL_BUFS = 16, POOL_MIN = 64u << 10, POOL_MAX = 4u << 20 };
@@ -71,7 +92,17 @@ struct job {
     struct capture out, err;
     concur_result res; /* filled at the end */
     char *errmsg;
-    struct job *next; /* retry queue */
+    struct job *next;   /* retry queue */
+    concur_run_fn fn;   /* non-NULL: a function task */
+    concur_future *fut; /* a function task's future (one reference) */
+    bool expired;       /* a function task's deadline was handled */
+};
+
+/* The completion eventfd of function tasks, shared with the completion callbacks: each
+ * registered callback holds a reference, so the last one out closes it. */
+struct fn_note {
+    _Atomic unsigned refs;
+    int efd;
 };
 
 struct concur_runner {
@@ -96,6 +127,16 @@ struct concur_runner {
     unsigned char *pool[POOL_BUFS];
     size_t pool_cap[POOL_BUFS];
     size_t npool;
+    /* function tasks */
+    concur_pool *fn_pool; /* the caller's (o.pool) or the run's own (fn_pool_owned) */
+    bool fn_pool_owned;
+    bool fn_unwatched;     /* a callback could not be registered: poll the futures */
+    struct fn_note *note;  /* created at the first function task, kept until destroy */
+    size_t fn_limit;       /* function tasks at once (the pool's size) */
+    size_t fn_running;     /* function jobs in slots */
+    concur_future **stale; /* futures of thread tasks that timed out and still run */
+    size_t nstale, capstale;
+    struct job *held; /* a function job pulled while no function slot was free */
 };
 
 static double wall_now(void)
@@ -302,6 +343,20 @@ static int ep_add(concur_runner *r, int fd, uint32_t events, size_t slot, int ta
     return epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* After a start: the next one waits start_delay. */
+static void delay_next_start(concur_runner *r)
+{
+    r->next_start_ok = r->o.start_delay > 0 ? now_ns() + (uint64_t)(r->o.start_delay * 1e9) : 0;
+}
+
+/* The deadline of a job started at j->t_start (0: none). */
+static uint64_t job_deadline(const concur_runner *r, const struct job *j)
+{
+    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout
+                                        : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
+    return timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
+}
+
 /* Starts job @j in slot @slot. A failed start is not an error of the run: the job is then
  * marked exited with j->res.error set. Returns a negative code only for failures of the
  * runner itself (out of memory, epoll). */
@@ -386,7 +441,7 @@ static int job_spawn(concur_runner *r, struct job *j, size_t slot)
         goto failed_start;
     }
     j->pid = pid;
-    r->next_start_ok = r->o.start_delay > 0 ? now_ns() + (uint64_t)(r->o.start_delay * 1e9) : 0;
+    delay_next_start(r);
     j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (j->pidfd < 0) {
         rc = -errno;
@@ -408,9 +463,7 @@ static int job_spawn(concur_runner *r, struct job *j, size_t slot)
         j->in_fd = inp[0];
         inp[0] = -1;
     }
-    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout
-                                        : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
-    j->deadline = timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
+    j->deadline = job_deadline(r, j);
     if ((rc = ep_add(r, j->pidfd, EPOLLIN, slot, TAG_PID)) != 0)
         goto out;
     if (j->out_fd >= 0 && ((rc = set_nonblock(j->out_fd)) || (rc = ep_add(r, j->out_fd, EPOLLIN, slot, TAG_OUT))))
@@ -448,6 +501,232 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- function tasks */
+
+/* The input of a function task, as it travels to its worker (a thread, or a worker process:
+ * the pool copies it there): this head, the key with its NUL when has_key, then argc
+ * NUL-terminated arguments. Both ends are the same program, so the function pointer is
+ * passed as it is (the process pool's rule for task functions applies to it). */
+struct fn_head {
+    concur_run_fn fn;
+    uint32_t argc;
+    uint32_t has_key;
+};
+
+/* Appended to the answer by fn_task when the function returned a status (>= 0); the runner
+ * takes it off again. */
+struct fn_trailer {
+    int32_t status;
+    uint32_t magic;
+};
+
+#define FN_MAGIC 0x636e7566u /* "func" */
+enum { FN_STACK_IN = 512, FN_STACK_ARGV = 32 };
+
+/* Appends the trailer to the task's result buffer (the answer). This is the buffer that
+ * concur_task_return() fills (concur_impl.h): it grows in place (realloc), so a large answer
+ * is not copied once more. */
+static int fn_put_status(concur_task *t, int status)
+{
+    struct fn_trailer tr = {status, FN_MAGIC};
+    concur__buf *b = &t->out;
+    size_t n = b->len, m = n + sizeof(tr);
+    unsigned char *p;
+    if (m <= CONCUR_INLINE_BYTES) {
+        p = b->u.inl;
+    } else if (n > CONCUR_INLINE_BYTES) {
+        p = realloc(b->u.ptr, m);
+        if (!p)
+            return concur_task_fail(t, CONCUR_ENOMEM, "no memory to return the answer");
+        b->u.ptr = p;
+    } else {
+        p = malloc(m);
+        if (!p)
+            return concur_task_fail(t, CONCUR_ENOMEM, "no memory to return the answer");
+        if (n)
+            memcpy(p, b->u.inl, n);
+        b->u.ptr = p;
+    }
+    memcpy(p + n, &tr, sizeof(tr));
+    b->len = m;
+    return 0;
+}
+
+/* The next NUL-terminated string of an input, or NULL when none is left in [*p, end). */
+static const char *next_str(const char **p, const char *end)
+{
+    const char *s = *p;
+    const char *nul = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
+    if (!nul)
+        return NULL;
+    *p = nul + 1;
+    return s;
+}
+
+/* The pool task of every function task: unpacks key and arguments (pointing into the
+ * input, which is this task's own copy) and calls the function. */
+static int fn_task(concur_task *t, const void *in, size_t len)
+{
+    struct fn_head h;
+    if (len < sizeof(h))
+        return concur_task_fail(t, CONCUR_EINVAL, "malformed function task");
+    memcpy(&h, in, sizeof(h));
+    const char *p = (const char *)in + sizeof(h), *end = (const char *)in + len;
+    const char *stack_argv[FN_STACK_ARGV];
+    const char **argv = stack_argv;
+    if (h.argc >= FN_STACK_ARGV && !(argv = malloc((h.argc + (size_t)1) * sizeof(*argv))))
+        return concur_task_fail(t, CONCUR_ENOMEM, "no memory for the function's arguments");
+    const char *key = h.has_key ? next_str(&p, end) : NULL;
+    bool ok = !h.has_key || key;
+    for (uint32_t i = 0; ok && i < h.argc; i++)
+        ok = (argv[i] = next_str(&p, end)) != NULL;
+    int rc;
+    if (!ok || h.argc > INT_MAX) {
+        rc = concur_task_fail(t, CONCUR_EINVAL, "malformed function task");
+    } else {
+        argv[h.argc] = NULL;
+        rc = h.fn(t, key, (int)h.argc, argv);
+    }
+    if (argv != stack_argv)
+        free(argv);
+    return rc < 0 ? rc : fn_put_status(t, rc);
+}
+
+/* Copies @s with its NUL to @b + @off (only counts when @b is NULL; nothing for a NULL
+ * @s). Returns the offset past it. */
+static size_t put_str(unsigned char *b, size_t off, const char *s)
+{
+    if (!s)
+        return off;
+    size_t n = strlen(s) + 1;
+    if (b)
+        memcpy(b + off, s, n);
+    return off + n;
+}
+
+/* Writes (or, with @b NULL, measures) the strings of function job @j's input after its
+ * head: the key, then the arguments (the job's argv, or the prefix followed by its arg).
+ * Returns the total length; the argument count in *argc. */
+static size_t fn_layout(const concur_runner *r, const struct job *j, unsigned char *b,
+                        uint32_t *argc)
+{
+    const char *const *args = j->cmd.argv ? j->cmd.argv : r->o.prefix;
+    const char *last = j->cmd.argv ? NULL : j->cmd.arg;
+    size_t off = put_str(b, sizeof(struct fn_head), j->cmd.key);
+    uint32_t n = 0;
+    for (; args && args[n]; n++)
+        off = put_str(b, off, args[n]);
+    if (last) {
+        off = put_str(b, off, last);
+        n++;
+    }
+    *argc = n;
+    return off;
+}
+
+/* Lays out the input of function job @j: in @buf when it fits in @cap bytes, else in a
+ * malloc'd buffer returned in *heap. Returns the length, or 0 when out of memory. */
+static size_t fn_encode(const concur_runner *r, const struct job *j, unsigned char *buf, size_t cap,
+                        unsigned char **heap)
+{
+    struct fn_head h = {.fn = j->fn, .argc = 0, .has_key = j->cmd.key != NULL};
+    size_t len = fn_layout(r, j, NULL, &h.argc);
+    unsigned char *b = buf;
+    if (len > cap && !(b = *heap = malloc(len)))
+        return 0;
+    fn_layout(r, j, b, &h.argc);
+    memcpy(b, &h, sizeof(h));
+    return len;
+}
+
+static void note_release(struct fn_note *n)
+{
+    if (n && atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) == 1) {
+        close(n->efd);
+        free(n);
+    }
+}
+
+/* The completion callback of function tasks (a pool thread, or this one for a cancel): a
+ * wake-up for the loop. It touches only the note it holds a reference on. */
+static void fn_completed(concur_future *f, void *arg)
+{
+    (void)f;
+    struct fn_note *n = arg;
+    uint64_t one = 1;
+    if (write(n->efd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so a wake-up is pending anyway. Nothing else fails
+         * on an eventfd of ours; the loop also looks at every future whenever it wakes. */
+    }
+    note_release(n);
+}
+
+/* What the first function task of a run needs: the completion eventfd in the epoll set
+ * (once per runner) and the pool (the caller's, or one of the run's own). */
+static int fn_setup(concur_runner *r)
+{
+    if (!r->note) {
+        struct fn_note *n = malloc(sizeof(*n));
+        if (!n)
+            return CONCUR_ENOMEM;
+        atomic_init(&n->refs, 1);
+        n->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_FN_DONE};
+        if (n->efd < 0 || epoll_ctl(r->ep, EPOLL_CTL_ADD, n->efd, &ev) < 0) {
+            int e = -errno;
+            if (n->efd >= 0)
+                close(n->efd);
+            free(n);
+            return e;
+        }
+        r->note = n;
+    }
+    if (!r->fn_pool) {
+        concur_pool_opts po = {.engine = r->o.engine,
+                               .max_workers = r->fn_limit > INT_MAX ? INT_MAX : (int)r->fn_limit,
+                               .name = "run"};
+        int rc = concur_pool_create(&r->fn_pool, &po);
+        if (rc)
+            return rc;
+        r->fn_pool_owned = true;
+    }
+    return 0;
+}
+
+/* Hands function job @j to the pool. Whatever fails here fails only this job (its result
+ * says why), never the run. */
+static void fn_start(concur_runner *r, struct job *j)
+{
+    const char *what = "cannot start the pool of function tasks";
+    int rc = fn_setup(r);
+    /* The task's time starts now, after the pool was made (a process pool forks): it is
+     * the hand-over, from which its timeout counts. */
+    j->t_start = now_ns();
+    j->wall_start = wall_now();
+    delay_next_start(r);
+    if (!rc) {
+        unsigned char buf[FN_STACK_IN], *heap = NULL;
+        size_t len = fn_encode(r, j, buf, sizeof(buf), &heap);
+        what = "cannot hand the function task to its pool";
+        rc = len ? concur_pool_submit(r->fn_pool, fn_task, heap ? heap : buf, len, &j->fut)
+                 : CONCUR_ENOMEM;
+        free(heap);
+    }
+    if (rc) {
+        j->res.error = rc;
+        if (asprintf(&j->errmsg, "%s: %s", what, concur_strerror(rc)) < 0)
+            j->errmsg = NULL;
+        j->exited = true;
+        return;
+    }
+    atomic_fetch_add_explicit(&r->note->refs, 1, memory_order_relaxed);
+    if (concur_future_add_callback(j->fut, fn_completed, r->note) != 0) {
+        note_release(r->note);
+        r->fn_unwatched = true; /* no wake-up will come for this one: poll */
+    }
+    j->deadline = job_deadline(r, j);
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 /* Closes a job's descriptors and gives back its captures and message. */
@@ -461,6 +740,8 @@ static void job_release(concur_runner *r, struct job *j)
     cap_free(r, &j->err);
     free(j->errmsg);
     j->errmsg = NULL;
+    concur_future_release(j->fut); /* never cancels: a running task is awaited elsewhere */
+    j->fut = NULL;
 }
 
 static void job_free(concur_runner *r, struct job *j)
@@ -471,13 +752,14 @@ static void job_free(concur_runner *r, struct job *j)
     free(j);
 }
 
-static struct job *job_new(size_t index, const concur_cmd *cmd)
+static struct job *job_new(const concur_runner *r, size_t index, const concur_cmd *cmd)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
         return NULL;
     j->index = index;
     j->cmd = *cmd;
+    j->fn = cmd->fn ? cmd->fn : (cmd->argv ? NULL : r->o.fn);
     j->pidfd = j->out_fd = j->err_fd = j->in_fd = -1;
     cap_init(&j->out);
     cap_init(&j->err);
@@ -490,7 +772,7 @@ static void job_reset_for_retry(concur_runner *r, struct job *j)
     job_release(r, j);
     j->pid = 0;
     j->in_off = 0;
-    j->exited = j->timed_out = j->stopped = false;
+    j->exited = j->timed_out = j->stopped = j->expired = false;
     j->kill_stage = 0;
     j->deadline = j->kill_at = 0;
     j->t_start = 0;
@@ -532,11 +814,16 @@ static void apply_stop(concur_runner *r, int level)
         return;
     r->stop_level = level;
     if (level >= CONCUR_STOP_TERM)
-        for (size_t i = 0; i < r->nslots; i++)
-            if (r->slots[i] && !job_over(r->slots[i])) {
-                r->slots[i]->stopped = true;
-                signal_job(r, r->slots[i], 1);
-            }
+        for (size_t i = 0; i < r->nslots; i++) {
+            struct job *j = r->slots[i];
+            if (!j || job_over(j))
+                continue;
+            j->stopped = true;
+            if (j->fut) /* a worker process is killed, a thread told to stop */
+                concur_future_cancel_kill(j->fut);
+            else
+                signal_job(r, j, 1);
+        }
 }
 
 static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
@@ -606,6 +893,60 @@ static void reap(struct job *j)
     close_fd(&j->pidfd);
 }
 
+/* The rest of the record of a function job, after what build_result() fills for every job
+ * (see concur_result in runner.h for the mapping). */
+static void build_fn_result(struct job *j)
+{
+    concur_result *res = &j->res;
+    concur_future *f = j->fut;
+    res->function = true;
+    res->pid = 0;
+    res->error_message = j->errmsg;
+    if (!f) { /* not handed to the pool, or a thread that timed out (and still runs) */
+        res->spawned = !res->error;
+        return;
+    }
+    /* The run counts from the hand-over to the pool (as a command's counts from its spawn)
+     * to the end the future recorded, which may be earlier than this delivery. */
+    concur_state st = concur_future_state(f);
+    double pending, running;
+    concur_future_durations(f, &pending, &running);
+    res->spawned = st != CONCUR_CANCELLED;
+    res->time_run = pending + running;
+    if (st == CONCUR_DONE) {
+        const void *data = NULL;
+        size_t len = 0;
+        struct fn_trailer tr = {0, 0};
+        concur_future_result(f, &data, &len);
+        if (len >= sizeof(tr))
+            memcpy(&tr, (const unsigned char *)data + len - sizeof(tr), sizeof(tr));
+        if (tr.magic != FN_MAGIC) {
+            res->error = CONCUR_EIO;
+            res->error_message = "the function task returned a malformed answer";
+        } else if (!res->timeout) { /* (a late result after a timeout is dropped) */
+            res->exit_code = res->returncode = tr.status;
+            res->success = tr.status == 0;
+            res->answer = len > sizeof(tr) ? data : NULL;
+            res->answer_len = len - sizeof(tr);
+        }
+        return;
+    }
+    concur_error_info ei;
+    concur_future_error_info(f, &ei);
+    res->signal = ei.signal;
+    if (ei.signal)
+        res->returncode = -ei.signal;
+    else if (ei.exit_status >= 0)
+        res->returncode = res->exit_code = ei.exit_status;
+    if (ei.code == CONCUR_ETASKTIMEOUT) /* the task timeout of a caller's pool */
+        res->timeout = true;
+    if (res->timeout)
+        return; /* as for a command: timeout, no error */
+    res->error = ei.code;
+    if (!res->error_message)
+        res->error_message = ei.message;
+}
+
 static void build_result(struct job *j)
 {
     concur_result *res = &j->res;
@@ -624,6 +965,10 @@ static void build_result(struct job *j)
     res->stopped = j->stopped;
     res->exit_code = -1;
     res->returncode = -1;
+    if (j->fn) {
+        build_fn_result(j);
+        return;
+    }
     if (res->spawned) {
         if (j->status_code == CLD_EXITED) {
             res->exit_code = j->status;
@@ -677,6 +1022,8 @@ static int finish_job(concur_runner *r, size_t slot)
     struct job *j = r->slots[slot];
     r->slots[slot] = NULL;
     r->running--;
+    if (j->fn)
+        r->fn_running--;
     build_result(j);
     int again = r->o.on_done ? r->o.on_done(r, &j->res, r->o.cb_arg) : 0;
     if (again && j->attempts <= r->o.retries && r->stop_level == 0) {
@@ -728,6 +1075,13 @@ static int start_job(concur_runner *r, struct job *j)
     j->attempts++;
     if (!j->t_ready)
         j->t_ready = r->run_start;
+    if (j->fn) {
+        r->fn_running++;
+        fn_start(r, j); /* fails only the job, if anything */
+        if (r->o.on_start)
+            r->o.on_start(r, j->index, &j->cmd, 0, r->o.cb_arg);
+        return job_over(j) ? finish_job(r, slot) : 0;
+    }
     rc = job_spawn(r, j, slot);
     if (j->pid && r->o.on_start)
         r->o.on_start(r, j->index, &j->cmd, j->pid, r->o.cb_arg);
@@ -754,13 +1108,15 @@ static int next_timeout_ms(concur_runner *r, bool can_start_later)
         struct job *j = r->slots[i];
         if (!j || job_over(j))
             continue;
-        if (j->kill_stage == 0 && j->deadline && j->deadline < next)
+        if (j->kill_stage == 0 && !j->expired && j->deadline && j->deadline < next)
             next = j->deadline;
         if (in_sequence(r, j) && j->kill_at < next)
             next = j->kill_at;
     }
     if (can_start_later && r->next_start_ok && r->next_start_ok < next)
         next = r->next_start_ok;
+    if (r->fn_unwatched && (r->fn_running || r->nstale) && now + FN_POLL_NS < next)
+        next = now + FN_POLL_NS;
     if (next == UINT64_MAX)
         return -1;
     if (next <= now)
@@ -769,11 +1125,67 @@ static int next_timeout_ms(concur_runner *r, bool can_start_later)
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* Function job @j reached its deadline: cancel it. A pending task is cancelled and a worker
+ * process killed, and either future fails at once; a thread cannot be killed, so it is only
+ * flagged (concur_task_should_stop), its record is delivered now, and its future waits in
+ * the stale list, where it still counts against the limits, until the thread returns. */
+static void fn_expire(concur_runner *r, struct job *j)
+{
+    j->expired = j->timed_out = true;
+    if (concur_future_cancel_kill(j->fut))
+        return;
+    if (concur_future_is_done(j->fut)) {
+        j->timed_out = false; /* it ended just in time: its own outcome stands */
+        return;
+    }
+    if (r->nstale == r->capstale) {
+        size_t cap = r->capstale ? r->capstale * 2 : 8;
+        concur_future **a = realloc(r->stale, cap * sizeof(*a));
+        if (!a)
+            return; /* keep the job until its thread returns; the record still says timeout */
+        r->stale = a;
+        r->capstale = cap;
+    }
+    r->stale[r->nstale++] = j->fut;
+    j->fut = NULL;
+    j->exited = true;
+}
+
+/* Delivers the function jobs whose future is over (or whose thread timed out), and lets go
+ * of stale futures whose thread returned at last. Returns a failure of the runner. */
+static int fn_check(concur_runner *r)
+{
+    int result = 0;
+    for (size_t i = 0; i < r->nslots && r->fn_running; i++) {
+        struct job *j = r->slots[i];
+        if (!j || !j->fn)
+            continue;
+        if (!j->exited && j->fut && concur_future_is_done(j->fut))
+            j->exited = true;
+        if (j->exited) {
+            int rc = finish_job(r, i);
+            if (rc && !result)
+                result = rc;
+        }
+    }
+    for (size_t i = 0; i < r->nstale;) {
+        if (concur_future_is_done(r->stale[i])) {
+            concur_future_release(r->stale[i]);
+            r->stale[i] = r->stale[--r->nstale];
+        } else {
+            i++;
+        }
+    }
+    return result;
+}
+
 static void check_timers(concur_runner *r)
 {
     uint64_t now = now_ns();
     for (size_t i = 0; i < r->nslots; i++) {
         struct job *j = r->slots[i];
+        if (j && j->fn && j->fut && !j->expired && j->deadline && now >= j->deadline)
+            fn_expire(r, j);
         if (!j || !j->pid)
             continue;
         /* Past the deadline while the job is not over: its child runs, or members of its
@@ -807,6 +1219,14 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
     while (read(r->stop_efd, &drain, sizeof(drain)) > 0)
         ;
     atomic_store_explicit(&r->stop_req, 0, memory_order_relaxed);
+    /* Function tasks: the pool's size bounds them (the run's own pool is made to measure at
+     * the first one). */
+    r->fn_pool = r->o.pool;
+    r->fn_pool_owned = false;
+    r->fn_unwatched = false;
+    int pool_size =
+        r->o.pool ? concur_pool_max_workers(r->o.pool) : (limit > 0 ? limit : concur_cpu_count());
+    r->fn_limit = pool_size > 0 ? (size_t)pool_size : 1;
     for (;;) {
         /* A stop asked for meanwhile (e.g. by on_done) applies before anything starts. */
         int req = atomic_exchange_explicit(&r->stop_req, 0, memory_order_acq_rel);
@@ -816,12 +1236,15 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
                 result = CONCUR_ECANCELED;
         }
         /* Start what may start. */
-        while (r->stop_level == 0 && (limit == 0 || r->running < (size_t)limit) &&
-               (r->retry_head || !source_done)) {
+        while (r->stop_level == 0 && (limit == 0 || r->running + r->nstale < (size_t)limit) &&
+               (r->held || r->retry_head || !source_done)) {
             if (r->next_start_ok && now_ns() < r->next_start_ok)
                 break;
             struct job *j;
-            if (r->retry_head) {
+            if (r->held) {
+                j = r->held;
+                r->held = NULL;
+            } else if (r->retry_head) {
                 j = r->retry_head;
                 r->retry_head = j->next;
                 if (!r->retry_head)
@@ -838,12 +1261,17 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
                     }
                     break;
                 }
-                j = job_new(index++, &cmd);
+                j = job_new(r, index++, &cmd);
                 if (!j) {
                     result = CONCUR_ENOMEM;
                     apply_stop(r, CONCUR_STOP_TERM);
                     break;
                 }
+            }
+            /* A function task also needs a free worker in the pool. */
+            if (j->fn && r->fn_running + r->nstale >= r->fn_limit) {
+                r->held = j;
+                break;
             }
             int rc = start_job(r, j);
             if (rc) {
@@ -851,9 +1279,10 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
                 apply_stop(r, CONCUR_STOP_TERM);
             }
         }
-        if (r->running == 0 && (r->stop_level || (source_done && !r->retry_head)))
+        if (r->running == 0 && r->nstale == 0 &&
+            (r->stop_level || (source_done && !r->retry_head && !r->held)))
             break;
-        bool can_start = r->stop_level == 0 && (r->retry_head || !source_done);
+        bool can_start = r->stop_level == 0 && (r->held || r->retry_head || !source_done);
         int n = epoll_wait(r->ep, evs, 64, next_timeout_ms(r, can_start));
         if (n < 0) {
             if (errno == EINTR)
@@ -864,7 +1293,13 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
         }
         for (int k = 0; k < n; k++) {
             uint64_t d = evs[k].data.u64;
-            if (d == UINT64_MAX) { /* the stop eventfd: only a wake-up; stop_req says how */
+            if (d == EV_FN_DONE) { /* a function task ended: fn_check() below finds it */
+                uint64_t v = 0;
+                while (read(r->note->efd, &v, sizeof(v)) > 0)
+                    ;
+                continue;
+            }
+            if (d == EV_STOP) { /* the stop eventfd: only a wake-up; stop_req says how */
                 uint64_t v = 0;
                 while (read(r->stop_efd, &v, sizeof(v)) > 0)
                     ;
@@ -876,7 +1311,7 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
                 }
                 continue;
             }
-            if (d == UINT64_MAX - 1) { /* the caller's stop fd: watched once per run */
+            if (d == EV_STOP_FD) { /* the caller's stop fd: watched once per run */
                 epoll_ctl(r->ep, EPOLL_CTL_DEL, r->o.stop_fd, NULL);
                 r->stop_fd_armed = false;
                 apply_stop(r, CONCUR_STOP_TERM);
@@ -912,16 +1347,31 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
             }
         }
         check_timers(r);
+        if (r->fn_running || r->nstale) {
+            int rc = fn_check(r);
+            if (rc) {
+                result = rc;
+                apply_stop(r, CONCUR_STOP_TERM);
+            }
+        }
     }
-    /* Retries left queued by a stop are dropped. */
+    /* A job held for a function slot and retries left queued by a stop are dropped. */
+    job_free(r, r->held);
+    r->held = NULL;
     while (r->retry_head) {
         struct job *j = r->retry_head;
         r->retry_head = j->next;
         job_free(r, j);
     }
     r->retry_tail = NULL;
+    /* Every function task has returned: the run's own pool goes (its workers, a process
+     * pool's fork server). */
+    if (r->fn_pool_owned)
+        concur_pool_destroy(r->fn_pool);
+    r->fn_pool = NULL;
+    r->fn_pool_owned = false;
     if (r->o.stop_fd > 0 && !r->stop_fd_armed) { /* watched again by the next run */
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX - 1};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_STOP_FD};
         if (epoll_ctl(r->ep, EPOLL_CTL_ADD, r->o.stop_fd, &ev) == 0)
             r->stop_fd_armed = true;
     }
@@ -940,7 +1390,8 @@ int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
     if (opts)
         o = *opts;
     if (o.max_workers < 0 || o.timeout != o.timeout || o.kill_grace < 0 || o.term_signal < 0 ||
-        o.term_signal >= NSIG || o.start_delay < 0)
+        o.term_signal >= NSIG || o.start_delay < 0 ||
+        (o.engine != CONCUR_ENGINE_THREADS && o.engine != CONCUR_ENGINE_PROCESSES))
         return CONCUR_EINVAL;
     concur_runner *r = calloc(1, sizeof(*r));
     if (!r)
@@ -976,11 +1427,11 @@ int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
     int rc = 0;
     if (r->ep < 0 || r->stop_efd < 0)
         rc = -errno;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_STOP};
     if (!rc && epoll_ctl(r->ep, EPOLL_CTL_ADD, r->stop_efd, &ev) < 0)
         rc = -errno;
     if (!rc && o.stop_fd > 0) {
-        struct epoll_event sev = {.events = EPOLLIN, .data.u64 = UINT64_MAX - 1};
+        struct epoll_event sev = {.events = EPOLLIN, .data.u64 = EV_STOP_FD};
         if (epoll_ctl(r->ep, EPOLL_CTL_ADD, o.stop_fd, &sev) < 0)
             rc = -errno;
         else
@@ -1006,6 +1457,8 @@ void concur_runner_destroy(concur_runner *r)
     free(r->keptjobs);
     while (r->npool)
         free(r->pool[--r->npool]);
+    free(r->stale);        /* empty after every run */
+    note_release(r->note); /* a callback still holding it (a caller's pool) closes it last */
     free(r->seq);
     if (r->ep >= 0)
         close(r->ep);

@@ -693,3 +693,36 @@ Test(runner, bad_termination_sequence_is_einval)
     cr_assert_eq(concur_runner_create(&r, &o), CONCUR_EINVAL);
     cr_assert_null(r);
 }
+
+static int never_called(concur_task *t, const char *key, int argc, const char *const *argv)
+{
+    (void)key;
+    (void)argc;
+    (void)argv;
+    return concur_task_fail(t, CONCUR_EINVAL, "a command was run as a function");
+}
+
+/* A runner with a function still runs commands given as argv; their records say so and
+ * have no answer (pyconcurrent's suite itself is in test_runner_fn.c, for commands too). */
+Test(runner, commands_beside_a_function_stay_commands)
+{
+    concur_runner_opts o = {.fn = never_called};
+    concur_cmd cmds[] = {{.argv = SH("echo hi")}, {.argv = SH("exit 4")}};
+    concur_runner *r = batch(cmds, 2, &o);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert(x->success);
+    cr_assert_not(x->function);
+    cr_assert_null(x->answer);
+    cr_assert_eq(x->answer_len, 0);
+    cr_assert_gt(x->pid, 0);
+    cr_assert_eq(memcmp(x->out, "hi\n", 3), 0);
+    cr_assert_eq(concur_runner_result(r, 1)->returncode, 4);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(concur_print_results(f, r), 0);
+    fclose(f);
+    cr_assert_null(strstr(buf, "answer"), "no answer line for commands");
+    free(buf);
+    concur_runner_destroy(r);
+}

@@ -1,9 +1,16 @@
 /*
- * concur/runner.h - running many commands concurrently, with a result record per command.
+ * concur/runner.h - running many commands (or C functions) concurrently, with a result
+ * record per task.
  *
  * A runner executes commands (programs, no shell) with a limit on how many run at once and
  * a per-command timeout, and reports one result record per command: exit status or signal,
  * stdout and stderr as exact bytes, start time, run time and queue wait.
+ *
+ * A task may be a C function instead of a program (pyconcurrent's callable tasks): a
+ * concur_run_fn called with the task's key and arguments, which returns a status and sets an
+ * answer (bytes). Function tasks run on a pool (include/concur/pool.h) of worker threads or
+ * worker processes, chosen with one option (concur_runner_opts.engine), and produce the
+ * same result records as commands; see concur_run_fn and docs/runner.md.
  *
  * Engine: the calling thread runs one epoll loop over each child's pidfd, its output pipes
  * and the timers. Children are started with posix_spawn (no shell) into a process group of
@@ -30,10 +37,42 @@
 #include <sys/types.h>
 
 #include "common.h"
+#include "pool.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/**
+ * A function task (pyconcurrent's `fn(key, args)`). It runs in a worker of the run's pool: a
+ * thread of this process (CONCUR_ENGINE_THREADS) or a worker process (CONCUR_ENGINE_PROCESSES),
+ * never in the runner's thread, and several run at once, so it must be thread-safe.
+ *
+ * @p key is the task's key (may be NULL); @p argv holds @p argc arguments, NULL-terminated:
+ * the task's own argv when it has one, else the runner's prefix followed by the task's arg
+ * (when not NULL). Both are a fresh copy per task, valid during the call only, and the
+ * prefix itself is never touched. On the process engine they are copies in the worker.
+ *
+ * It sets its answer with concur_task_return() or concur_task_result_alloc() (exact bytes,
+ * any size; none: the record's answer is NULL) and returns:
+ *  - 0: success;
+ *  - a positive value: an unsuccessful run (success false, timeout false, no error): the
+ *    value is the record's returncode and exit_code, and the answer is kept;
+ *  - a negative code, e.g. `return concur_task_fail(t, CONCUR_ETASK, "bad input %s", a)`:
+ *    an error (pyconcurrent's exception): the record's error and error_message are set, its
+ *    answer is dropped. The message of concur_task_fail() counts only with this return.
+ *
+ * A long function should poll concur_task_should_stop(t): it becomes true on the thread
+ * engine when the task's timeout expires or the run is stopped (the record is delivered at
+ * the deadline, but the thread stays busy, and its slot taken, until the function returns).
+ * On the process engine the worker process is killed instead.
+ *
+ * On the process engine the function is called through its pointer in a fork of the
+ * program: it must be code loaded when the run's pool was created (the program, or a library
+ * loaded by then); it sees the memory of the program as of that moment, and its side effects
+ * stay in the worker. A crash (signal) or exit() in it fails only its own record.
+ */
+typedef int (*concur_run_fn)(concur_task *t, const char *key, int argc, const char *const *argv);
 
 /** One command. Every pointer is borrowed: it must stay valid until the command's result
  *  was delivered (for concur_run_batch: until it returns). */
@@ -51,9 +90,27 @@ typedef struct concur_cmd {
     const char *cwd;        /**< working directory, or NULL */
     double timeout;         /**< seconds; 0: the runner's timeout; negative: none */
     void *user;             /**< echoed in the result */
+    /** Makes this task a function task: @ref fn is called with argv (when not NULL) or the
+     *  runner's prefix plus @ref arg as its arguments. input, env, env_add and cwd do not
+     *  apply to functions. NULL: a command, unless argv is NULL and the runner has a
+     *  function (concur_runner_opts.fn). */
+    concur_run_fn fn;
 } concur_cmd;
 
-/** The record of one command. */
+/**
+ * The record of one command or function task.
+ *
+ * For a function task (field function): success = it returned 0; returncode and exit_code =
+ * its non-negative return value, else -1 (an error, a timeout, or it never ran), or for a
+ * worker process that died: -signal / the exit status (error CONCUR_ECRASHED, with signal or
+ * exit_code set); error / error_message = its own negative code and message, CONCUR_ECRASHED,
+ * CONCUR_ECANCELED (a stop cancelled it), or why it could not be handed to its pool (spawned
+ * false); timeout = it ran past its timeout (error 0, as for commands); pid is 0; out/err are
+ * empty; answer is its answer. time_start is when it was handed to its pool (where a worker
+ * takes it at once, see concur_runner_opts.pool for a caller's pool), time_wait the wait for
+ * a slot before that, time_run from there to its end (to the deadline for a thread that
+ * timed out and still runs).
+ */
 typedef struct concur_result {
     size_t index;          /**< position of the command in input order (0-based) */
     const char *key;       /**< as given (borrowed) */
@@ -80,6 +137,11 @@ typedef struct concur_result {
     size_t err_len;
     bool out_truncated, err_truncated; /**< with CONCUR_RUN_TRUNCATE, bytes were dropped */
     unsigned attempts;     /**< how many times it was run (retries) */
+    bool function;         /**< a function task (concur_run_fn), not a command */
+    /** A function's answer: exact bytes (not NUL-terminated), NULL when it set none (or an
+     *  empty one), and after an error or a timeout (a late answer is discarded). */
+    const unsigned char *answer;
+    size_t answer_len;
 } concur_result;
 
 /** Flags for concur_runner_opts.flags. */
@@ -96,7 +158,9 @@ enum { CONCUR_STDOUT = 1, CONCUR_STDERR = 2 };
 
 typedef struct concur_runner concur_runner;
 
-/** Called in the runner's thread when a command has started (pid > 0) or failed to. */
+/** Called in the runner's thread when a command has started (pid > 0) or failed to (pid 0),
+ *  and when a function task was handed to its pool, or failed to be (pid 0 for both: its
+ *  result tells). */
 typedef void (*concur_start_fn)(concur_runner *r, size_t index, const concur_cmd *cmd,
                                 pid_t pid, void *arg);
 /**
@@ -106,7 +170,8 @@ typedef void (*concur_start_fn)(concur_runner *r, size_t index, const concur_cmd
 typedef void (*concur_output_fn)(concur_runner *r, size_t index, int stream, const void *data,
                                  size_t len, void *arg);
 /**
- * Called in the runner's thread when a command is over, in completion order. The result and
+ * Called in the runner's thread when a command (or function task) is over, in completion
+ * order; for a thread whose function task timed out, at the deadline. The result and
  * its buffers are valid during the call (and until the runner is destroyed with
  * CONCUR_RUN_KEEP_RESULTS or concur_run_batch). It may call concur_runner_stop(). Return 0,
  * or non-zero to have the command run again (only while res->attempts <= retries; otherwise
@@ -123,8 +188,12 @@ typedef struct concur_term_step {
 
 /** Runner options. A zeroed struct gives the defaults. */
 typedef struct concur_runner_opts {
-    int max_workers;           /**< commands at once; 0: no limit; negative: CONCUR_EINVAL */
-    double timeout;            /**< seconds per command; 0 (or less): none */
+    /** Tasks at once, commands and functions together (a function thread still running
+     *  after its timeout counts until it returns); 0: no limit for commands, and at most
+     *  concur_cpu_count() function tasks at once (the size of the run's pool); negative:
+     *  CONCUR_EINVAL. */
+    int max_workers;
+    double timeout;            /**< seconds per task; 0 (or less): none */
     double kill_grace;         /**< seconds from the term signal to SIGKILL; 0: 2 s */
     int term_signal;           /**< signal sent first on timeout or stop; 0: SIGTERM */
     /** A whole termination sequence (GNU parallel's --termseq), copied; when set it replaces
@@ -145,9 +214,25 @@ typedef struct concur_runner_opts {
      *  as concur_runner_stop(r, CONCUR_STOP_TERM). For example a signalfd for SIGINT and
      *  SIGTERM, so Ctrl-C stops a run without any signal handler. 0 or negative: none. */
     int stop_fd;
+    /** The function of (key, arg) tasks (pyconcurrent's callable first element of the
+     *  prefix): every concur_cmd without argv and fn calls it, with @ref prefix as its
+     *  leading arguments (the prefix then holds arguments only, no program). NULL: such
+     *  tasks are commands. */
+    concur_run_fn fn;
+    /** Where function tasks run: CONCUR_ENGINE_THREADS (default) or
+     *  CONCUR_ENGINE_PROCESSES. The runner creates a pool of that engine at the first
+     *  function task of a run, with max_workers workers (no limit: concur_cpu_count()), and
+     *  destroys it at the end of the run. Commands are not affected. */
+    concur_engine engine;
+    /** A pool of the caller's for function tasks instead (borrowed; engine is then unused).
+     *  At most its max_workers function tasks are handed to it at once; a timeout counts
+     *  from the hand-over, so tasks queued behind other work of the pool may time out
+     *  before they start. It must stay open during runs and not be destroyed during one. */
+    concur_pool *pool;
 } concur_runner_opts;
 
-/** Creates a runner. Returns 0, CONCUR_EINVAL or CONCUR_ENOMEM. The options are copied. */
+/** Creates a runner. Returns 0, CONCUR_EINVAL (a bad option, an engine that does not exist)
+ *  or CONCUR_ENOMEM. The options are copied (the pool pointer is borrowed). */
 CONCUR_API int concur_runner_create(concur_runner **out, const concur_runner_opts *opts);
 
 /** Frees the runner and the results it kept. Accepts NULL. Not during a run. */
@@ -167,14 +252,20 @@ typedef int (*concur_source_fn)(void *arg, size_t index, concur_cmd *cmd);
  * CONCUR_ECANCELED when stopped (concur_runner_stop or stop_fd); CONCUR_ENOMEM or another
  * system error (the run is then stopped as by CONCUR_STOP_TERM: no child is left behind).
  * A command that cannot start (missing program, bad cwd) is not an error of the run: its
- * result says why. A runner runs one run at a time; it can run again afterwards.
+ * result says why; so is a function task that fails in any way, or cannot be handed to its
+ * pool. The run ends when every function task has returned too, including threads whose
+ * task timed out (their record was delivered at the deadline; concur_task_should_stop()
+ * tells them to end), and the pool the run created is then destroyed. A runner runs one run
+ * at a time; it can run again afterwards.
  */
 CONCUR_API int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg);
 
 /** How concur_runner_stop() stops. */
 enum {
     CONCUR_STOP_START = 1, /**< start nothing more; running commands finish */
-    CONCUR_STOP_TERM = 2,  /**< also send the term signal (then SIGKILL) to running ones */
+    CONCUR_STOP_TERM = 2,  /**< also send the term signal (then SIGKILL) to running ones;
+                                running function tasks are cancelled (concur_future_cancel_kill:
+                                a worker process is killed, a thread sees should_stop) */
 };
 
 /**
@@ -205,8 +296,8 @@ CONCUR_API int concur_run_batch(const concur_cmd *cmds, size_t n, const concur_r
  * Prints the kept results as pyconcurrent's print_results does: a line of 10 '*', "Test start
  * time : YYYY-mm-dd HH:MM:SS" (local time), " Total run time : X.X", a blank line, then per
  * result a line of 40 '=' and the key, time_start, time_run, success, timeout, exception,
- * arg and returncode lines, with stdout and stderr lines only when not empty. Output bytes
- * are written as they are. Returns 0 or a negative errno from writing.
+ * arg and returncode lines, with stdout, stderr and answer lines only when not empty. Output
+ * and answer bytes are written as they are. Returns 0 or a negative errno from writing.
  */
 CONCUR_API int concur_print_results(FILE *f, const concur_runner *r);
 
