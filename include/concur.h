@@ -18,5 +18,6 @@
 #include "concur/pool.h"
 #include "concur/map.h"
 #include "concur/runner.h"
+#include "concur/fork.h"
 
 #endif
