@@ -5,9 +5,11 @@
  *   concur/common.h  conventions: return codes, time, ownership
  *   concur/error.h   error codes and their messages
  *   concur/future.h  the task-function type, futures, sets of futures
- *   concur/pool.h    pools of workers (threads)
+ *   concur/pool.h    pools of workers (threads or processes)
  *   concur/map.h     the map family and chunk helpers
- *   concur/runner.h  running commands concurrently, results per command
+ *   concur/runner.h  running commands and functions concurrently, a result per task
+ *   concur/swarm.h   n copies of one function, and a waiter
+ *   concur/fork.h    fork calls (a child process per call) and waitfor
  */
 #ifndef CONCUR_H
 #define CONCUR_H
@@ -19,5 +21,6 @@
 #include "concur/map.h"
 #include "concur/runner.h"
 #include "concur/swarm.h"
+#include "concur/fork.h"
 
 #endif
