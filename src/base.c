@@ -4,7 +4,11 @@
  */
 #include "concur_impl.h"
 
+#include <errno.h>
+#include <execinfo.h>
 #include <limits.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -15,7 +19,10 @@ _Noreturn void concur__panic(const char *file, int line, const char *what, int e
     abort();
 }
 
-const char *concur_version(void) { return "0.1.0"; }
+const char *concur_version(void)
+{
+    return "0.1.0";
+}
 
 int concur_cpu_count(void)
 {
@@ -26,8 +33,8 @@ int concur_cpu_count(void)
 const char *concur_strerror(int code)
 {
     switch (code) {
-#define CONCUR_ERR_MSG_(name, value, msg)                                                  \
-    case value:                                                                            \
+#define CONCUR_ERR_MSG_(name, value, msg)                                                          \
+    case value:                                                                                    \
         return msg;
         CONCUR_ERRNO_MAP(CONCUR_ERR_MSG_)
 #undef CONCUR_ERR_MSG_
@@ -49,8 +56,8 @@ const char *concur_strerror(int code)
 const char *concur_err_name(int code)
 {
     switch (code) {
-#define CONCUR_ERR_NAME_(name, value, msg)                                                 \
-    case value:                                                                            \
+#define CONCUR_ERR_NAME_(name, value, msg)                                                         \
+    case value:                                                                                    \
         return #name;
         CONCUR_ERRNO_MAP(CONCUR_ERR_NAME_)
 #undef CONCUR_ERR_NAME_
@@ -80,8 +87,8 @@ int concur__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_n
         tsp = &ts;
     }
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
-    long rc = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
-                      tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    long rc = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val, tsp,
+                      NULL, FUTEX_BITSET_MATCH_ANY);
     if (rc == -1 && errno == ETIMEDOUT)
         return -ETIMEDOUT;
     return 0; /* woken, EAGAIN (value changed) or EINTR: the caller re-checks */
@@ -92,9 +99,15 @@ void concur__futex_wake(_Atomic uint32_t *addr, int n)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
 }
 
-double concur_now(void) { return (double)now_ns() / 1e9; }
+double concur_now(void)
+{
+    return (double)now_ns() / 1e9;
+}
 
-double concur_deadline(double timeout) { return timeout < 0 ? -1.0 : concur_now() + timeout; }
+double concur_deadline(double timeout)
+{
+    return timeout < 0 ? -1.0 : concur_now() + timeout;
+}
 
 double concur_remaining(double deadline)
 {
@@ -127,4 +140,39 @@ int concur__buf_set(concur__buf *b, const void *data, size_t len)
     if (len)
         memcpy(p, data, len);
     return 0;
+}
+
+/* ---------------------------------------------------------------- crash reports */
+
+void concur__crash_report(int fd, const void *head, size_t len)
+{
+    const char *p = head;
+    while (len) {
+        /* MSG_NOSIGNAL on a socket: a SIGPIPE now would replace the signal being reported. */
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK)
+            w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* the reader is gone: nothing to tell */
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    void *frames[CONCUR__BT_FRAMES];
+    int n = backtrace(frames, CONCUR__BT_FRAMES);
+    backtrace_symbols_fd(frames, n, fd);
+}
+
+_Noreturn void concur__die_of_signal(int sig)
+{
+    /* SA_RESETHAND put the default action back: unblock the signal and die of it, so that
+     * the wait status names it. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
+    (void)raise(sig);
+    _exit(128 + sig); /* not reached */
 }

@@ -145,10 +145,10 @@ typedef struct concur__engine_ops {
     /* Optional. The owner cancelled the RUNNING future @f (F_CANCEL_REQ is set): an engine
      * whose tasks cannot see that flag directly (a process pool) passes it on. */
     void (*cancel_running)(struct concur__engine *e, concur_future *f);
-    /* How long a waiter polls the future, yielding its CPU, before it sleeps: worth it when
-     * completions cost a cross-CPU wake-up that is long next to a typical task (a process
-     * pool's round trip). 0: a brief spin only. */
-    uint64_t wait_poll_ns;
+    /* Optional. How long a waiter polls the future, yielding its CPU, before it sleeps:
+     * worth it when a completion costs a cross-CPU wake-up that is long next to a typical
+     * task (a process pool's round trip while the pool is busy). 0: a brief spin only. */
+    uint64_t (*wait_poll_ns)(struct concur__engine *e);
 } concur__engine_ops;
 
 struct concur__engine {
@@ -205,6 +205,16 @@ void concur__task_reset(concur_task *t);
  * Returns false when someone else completed it first (timeout, shutdown): the result is
  * dropped. Frees the context's buffers either way. */
 bool concur__task_complete(concur_task *t, int rc, uint64_t t_end);
+
+/* Crash reports from a fatal-signal handler (worker processes, fork-call children); both
+ * async-signal-safe once backtrace() has been called once outside the handler (it loads
+ * libgcc). concur__crash_report writes @len bytes of @head to @fd (a socket or a pipe; no
+ * SIGPIPE), then the calling thread's backtrace as text, up to CONCUR__BT_FRAMES frames.
+ * concur__die_of_signal ends the process by @sig itself (the handler was installed with
+ * SA_RESETHAND), so that its wait status names the signal. */
+enum { CONCUR__BT_FRAMES = 64 };
+void concur__crash_report(int fd, const void *head, size_t len);
+_Noreturn void concur__die_of_signal(int sig);
 
 /* False when @p is a process pool and @fn is not in code its worker processes have (a
  * function passed by pointer inside a task's input, such as the map family's). */

@@ -82,7 +82,6 @@ _Static_assert(sizeof(fc_head) == 32, "wire layout");
 enum {
     MSG_CAP = 4096,       /* message bytes kept from a RESULT (tasks send <= 1 KiB) */
     BT_CAP = 64 << 10,    /* backtrace bytes kept from a CRASH */
-    BT_FRAMES = 64,       /* frames in a backtrace */
     ALTSTACK = 64 << 10,  /* the child's crash-handler stack */
     EVENTS = 64,          /* epoll events per wait */
     READS_PER_EVENT = 64, /* reads per readiness event, so one big result cannot hog */
@@ -581,20 +580,10 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     (void)uc;
     if (getpid() == g_child_pid && !g_reporting) {
         g_reporting = 1;
-        void *frames[BT_FRAMES];
-        int n = backtrace(frames, BT_FRAMES);
         fc_head h = {.magic = FC_MAGIC, .type = REC_CRASH, .code = sig};
-        (void)write_all(g_report_fd, &h, sizeof(h));
-        backtrace_symbols_fd(frames, n, g_report_fd);
+        concur__crash_report(g_report_fd, &h, sizeof(h));
     }
-    /* SA_RESETHAND restored the default action: unblock the signal and die of it, so that
-     * the wait status names it. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
-    (void)raise(sig);
-    _exit(128 + sig); /* not reached */
+    concur__die_of_signal(sig);
 }
 
 /* Reports fatal signals with a backtrace, where the caller left the default action. Best

@@ -35,8 +35,14 @@
 static void record_free(concur_future *f);
 
 #ifdef CONCUR_PLAIN_ALLOC
-concur_future *concur__future_alloc(void) { return calloc(1, sizeof(concur_future)); }
-static void record_free(concur_future *f) { free(f); }
+concur_future *concur__future_alloc(void)
+{
+    return calloc(1, sizeof(concur_future));
+}
+static void record_free(concur_future *f)
+{
+    free(f);
+}
 #else
 enum { CACHE_MAX = 512, CACHE_BATCH = 256 };
 
@@ -54,7 +60,7 @@ struct arena {
 static pthread_mutex_t g_alloc_mu = PTHREAD_MUTEX_INITIALIZER;
 static concur_future *g_free; /* free records, linked by ->next; under g_alloc_mu */
 static size_t g_nfree;
-static struct arena *g_arenas; /* every arena ever made, kept reachable */
+static struct arena *g_arenas;    /* every arena ever made, kept reachable */
 static char *g_bump, *g_bump_end; /* the uncarved rest of the newest arena */
 static size_t g_arena_size;
 static pthread_key_t g_cache_key;
@@ -99,7 +105,10 @@ static void cache_flush(void *unused)
     tc.n = 0;
 }
 
-static void cache_key_init(void) { CHECK_PTHREAD(pthread_key_create(&g_cache_key, cache_flush)); }
+static void cache_key_init(void)
+{
+    CHECK_PTHREAD(pthread_key_create(&g_cache_key, cache_flush));
+}
 
 /* Under g_alloc_mu: a new arena to carve from. */
 static bool arena_new_locked(void)
@@ -333,7 +342,7 @@ void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
         f->t_start = t_end;
     /* The state bits are ST_COMPLETING and nobody else changes them now: xor swaps them for
      * the final state and keeps whatever flags other threads set meanwhile. */
-    uint32_t old = atomic_fetch_xor_explicit(&f->state, ST_COMPLETING ^ (uint32_t)final,
+    uint32_t old = atomic_fetch_xor_explicit(&f->state, ST_COMPLETING ^ (uint32_t) final,
                                              memory_order_acq_rel);
     after_publish(f, old);
 }
@@ -401,8 +410,7 @@ int concur_future_set_error(concur_future *f, int code, const char *msg)
 {
     if (!f || f->engine)
         return CONCUR_EINVAL;
-    return concur__future_fail(f, STATE_BIT(CONCUR_PENDING) | STATE_BIT(CONCUR_RUNNING), code,
-                               msg)
+    return concur__future_fail(f, STATE_BIT(CONCUR_PENDING) | STATE_BIT(CONCUR_RUNNING), code, msg)
                ? 0
                : CONCUR_ESTATE;
 }
@@ -420,7 +428,10 @@ bool concur_future_is_done(const concur_future *f)
     return st_terminal(atomic_load_explicit(&f->state, memory_order_acquire));
 }
 
-uint64_t concur_future_id(const concur_future *f) { return f->id; }
+uint64_t concur_future_id(const concur_future *f)
+{
+    return f->id;
+}
 
 bool concur_future_cancel_requested(const concur_future *f)
 {
@@ -504,10 +515,12 @@ static int wait_until(concur_future *f, uint64_t deadline)
         if (st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))
             return 0;
     }
-    if (f->engine && f->engine->ops->wait_poll_ns) {
+    uint64_t poll_ns =
+        f->engine && f->engine->ops->wait_poll_ns ? f->engine->ops->wait_poll_ns(f->engine) : 0;
+    if (poll_ns) {
         /* Yielding, so that a proxy or worker sharing this CPU runs; bounded by the deadline
          * and by the engine's poll time. */
-        uint64_t now = now_ns(), until = now + f->engine->ops->wait_poll_ns;
+        uint64_t now = now_ns(), until = now + poll_ns;
         if (until > deadline)
             until = deadline;
         while (now < until) {
@@ -523,8 +536,7 @@ static int wait_until(concur_future *f, uint64_t deadline)
             return 0;
         if (!(v & F_WAITERS)) {
             if (!atomic_compare_exchange_weak_explicit(&f->state, &v, v | F_WAITERS,
-                                                       memory_order_acq_rel,
-                                                       memory_order_acquire))
+                                                       memory_order_acq_rel, memory_order_acquire))
                 continue;
             v |= F_WAITERS;
         }
@@ -688,8 +700,7 @@ bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
                 buf_free(&f->out); /* timed out or failed by the pool: drop the result */
                 return false;
             }
-            if (atomic_compare_exchange_weak_explicit(&f->state, &v,
-                                                      (v & ~ST_MASK) | CONCUR_DONE,
+            if (atomic_compare_exchange_weak_explicit(&f->state, &v, (v & ~ST_MASK) | CONCUR_DONE,
                                                       memory_order_acq_rel, memory_order_relaxed))
                 break;
         }
@@ -752,7 +763,10 @@ int concur_task_fail(concur_task *t, int code, const char *fmt, ...)
     return rc;
 }
 
-const char *concur_task_message(const concur_task *t) { return t ? t->msg : NULL; }
+const char *concur_task_message(const concur_task *t)
+{
+    return t ? t->msg : NULL;
+}
 
 bool concur_task_should_stop(const concur_task *t)
 {
@@ -768,8 +782,17 @@ bool concur_task_should_stop(const concur_task *t)
     return (v & (F_CANCEL_REQ | F_STOP)) || (v & ST_MASK) != CONCUR_RUNNING;
 }
 
-uint64_t concur_task_id(const concur_task *t) { return t && t->f ? t->f->id : 0; }
+uint64_t concur_task_id(const concur_task *t)
+{
+    return t && t->f ? t->f->id : 0;
+}
 
-const char *concur_task_worker_name(const concur_task *t) { return t ? t->worker_name : NULL; }
+const char *concur_task_worker_name(const concur_task *t)
+{
+    return t ? t->worker_name : NULL;
+}
 
-void *concur_task_user(const concur_task *t) { return t ? t->user : NULL; }
+void *concur_task_user(const concur_task *t)
+{
+    return t ? t->user : NULL;
+}

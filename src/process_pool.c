@@ -76,7 +76,6 @@ enum {
     NAME_CAP = 256,         /* worker names are shorter (pool names <= 64 bytes) */
     MSG_CAP = 4096,         /* messages kept from a RESULT (tasks send <= 1 KiB) */
     BT_CAP = 64 << 10,      /* backtrace text kept from a CRASH frame */
-    BT_FRAMES = 64,         /* frames in a backtrace */
     EXIT_GRACE_MS = 2000,   /* a worker told to leave gets this long, then SIGKILL */
     KEEP_INPUT = 1 << 20,   /* a worker keeps an input buffer up to this size */
     ALTSTACK = 64 << 10,    /* the crash handler's stack */
@@ -272,42 +271,18 @@ static const _Atomic int *g_stop;    /* the pool's shared stop word */
 static pid_t g_worker_pid;           /* a process the task forks must not report */
 static volatile uint64_t g_crash_id; /* the running task's id (0: a hook) */
 
-/* Writes all of @len bytes from a signal handler (blocking socket). */
-static void raw_send(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* the proxy is gone: nothing to tell */
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-}
-
 static void crash_handler(int sig, siginfo_t *si, void *uc)
 {
     (void)si;
     (void)uc;
     if (getpid() == g_worker_pid) {
-        void *frames[BT_FRAMES];
-        int n = backtrace(frames, BT_FRAMES);
-        frame_hdr h = {.type = FR_CRASH, .flags = FRF_TO_EOF, .id = g_crash_id, .len = 0};
-        int32_t s = sig;
-        raw_send(g_crash_fd, &h, sizeof(h));
-        raw_send(g_crash_fd, &s, sizeof(s));
-        backtrace_symbols_fd(frames, n, g_crash_fd);
+        struct {
+            frame_hdr h;
+            int32_t sig;
+        } head = {{.type = FR_CRASH, .flags = FRF_TO_EOF, .id = g_crash_id, .len = 0}, sig};
+        concur__crash_report(g_crash_fd, &head, sizeof(head.h) + sizeof(head.sig));
     }
-    /* SA_RESETHAND put the default action back: die of this very signal. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
-    (void)raise(sig);
-    _exit(128 + sig); /* not reached */
+    concur__die_of_signal(sig);
 }
 
 static int crash_setup(int sock)

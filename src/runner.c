@@ -70,8 +70,8 @@ enum { POOL_BUFS = 16, POOL_MIN = 64u << 10, POOL_MAX = 4u << 20 };
 struct capture {
     unsigned char *buf; /* heap, or the mapping once spilled and finished */
     size_t len, cap;
-    int spill_fd;     /* -1 until the cap is passed */
-    bool mapped;      /* buf is a mapping of spill_fd's file */
+    int spill_fd; /* -1 until the cap is passed */
+    bool mapped;  /* buf is a mapping of spill_fd's file */
     bool truncated;
 };
 
@@ -83,7 +83,7 @@ struct job {
     int pidfd, out_fd, err_fd, in_fd;
     size_t in_off;
     bool exited, timed_out;
-    bool stopped; /* signalled by a stop of the run, not by its own timeout */
+    bool stopped;    /* signalled by a stop of the run, not by its own timeout */
     int status_code; /* si_code of waitid: CLD_EXITED, CLD_KILLED, CLD_DUMPED */
     int status;
     int kill_stage; /* 0: none; k in 1..nseq: step k sent; nseq + 1: SIGKILL sent */
@@ -116,7 +116,7 @@ struct concur_runner {
     struct job *retry_head, *retry_tail;
     int stop_level;
     _Atomic int stop_req; /* set by concur_runner_stop (also from handlers), applied in the loop */
-    bool stop_fd_armed; /* the caller's stop_fd is in the epoll set */
+    bool stop_fd_armed;   /* the caller's stop_fd is in the epoll set */
     uint64_t next_start_ok;
     uint64_t run_start; /* monotonic: queue waits count from here */
     double wall_start, wall_end;
@@ -352,8 +352,7 @@ static void delay_next_start(concur_runner *r)
 /* The deadline of a job started at j->t_start (0: none). */
 static uint64_t job_deadline(const concur_runner *r, const struct job *j)
 {
-    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout
-                                        : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
+    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
     return timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
 }
 
@@ -466,14 +465,17 @@ static int job_spawn(concur_runner *r, struct job *j, size_t slot)
     j->deadline = job_deadline(r, j);
     if ((rc = ep_add(r, j->pidfd, EPOLLIN, slot, TAG_PID)) != 0)
         goto out;
-    if (j->out_fd >= 0 && ((rc = set_nonblock(j->out_fd)) || (rc = ep_add(r, j->out_fd, EPOLLIN, slot, TAG_OUT))))
+    if (j->out_fd >= 0 &&
+        ((rc = set_nonblock(j->out_fd)) || (rc = ep_add(r, j->out_fd, EPOLLIN, slot, TAG_OUT))))
         goto out;
-    if (j->err_fd >= 0 && ((rc = set_nonblock(j->err_fd)) || (rc = ep_add(r, j->err_fd, EPOLLIN, slot, TAG_ERR))))
+    if (j->err_fd >= 0 &&
+        ((rc = set_nonblock(j->err_fd)) || (rc = ep_add(r, j->err_fd, EPOLLIN, slot, TAG_ERR))))
         goto out;
     if (j->in_fd >= 0) {
         if (j->cmd.input_len == 0) {
             close_fd(&j->in_fd); /* empty input: EOF at once */
-        } else if ((rc = set_nonblock(j->in_fd)) || (rc = ep_add(r, j->in_fd, EPOLLOUT, slot, TAG_IN))) {
+        } else if ((rc = set_nonblock(j->in_fd)) ||
+                   (rc = ep_add(r, j->in_fd, EPOLLOUT, slot, TAG_IN))) {
             goto out;
         }
     }
@@ -704,6 +706,11 @@ static void fn_start(concur_runner *r, struct job *j)
     j->t_start = now_ns();
     j->wall_start = wall_now();
     delay_next_start(r);
+    if (!rc && !concur__pool_code_ok(r->fn_pool, (const void *)(uintptr_t)j->fn)) {
+        /* It travels inside the task's input: the pool checks only its own wrapper. */
+        what = "the function is not in the worker processes' code";
+        rc = CONCUR_ENOTLOADED;
+    }
     if (!rc) {
         unsigned char buf[FN_STACK_IN], *heap = NULL;
         size_t len = fn_encode(r, j, buf, sizeof(buf), &heap);
@@ -1041,7 +1048,6 @@ static int finish_job(concur_runner *r, size_t slot)
     job_free(r, j);
     return 0;
 }
-
 
 static int free_slot(concur_runner *r, size_t *slot)
 {
@@ -1476,16 +1482,18 @@ int concur_runner_stop(concur_runner *r, int how)
      * write(2) on an eventfd is async-signal-safe. A full counter (EAGAIN) means a wake-up is
      * already pending. */
     int cur = atomic_load_explicit(&r->stop_req, memory_order_relaxed);
-    while (cur < how && !atomic_compare_exchange_weak_explicit(&r->stop_req, &cur, how,
-                                                               memory_order_acq_rel,
-                                                               memory_order_relaxed))
+    while (cur < how && !atomic_compare_exchange_weak_explicit(
+                            &r->stop_req, &cur, how, memory_order_acq_rel, memory_order_relaxed))
         ;
     if (write(r->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         return -errno;
     return 0;
 }
 
-size_t concur_runner_count(const concur_runner *r) { return r ? r->nkept : 0; }
+size_t concur_runner_count(const concur_runner *r)
+{
+    return r ? r->nkept : 0;
+}
 
 const concur_result *concur_runner_result(const concur_runner *r, size_t index)
 {

@@ -102,6 +102,7 @@ struct concur_pool {
     _Atomic unsigned stop_gen;
     _Atomic int waiters; /* threads waiting in join/shutdown: workers report progress */
     _Atomic int broken_code;
+    _Atomic uint64_t last_done; /* process pools: when a task last completed (ns) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -127,9 +128,15 @@ struct concur_pool {
 
 static _Thread_local struct worker *tls_worker;
 
-static bool in_own_worker(const concur_pool *p) { return tls_worker && tls_worker->pool == p; }
+static bool in_own_worker(const concur_pool *p)
+{
+    return tls_worker && tls_worker->pool == p;
+}
 
-static uint64_t adm_count(uint64_t v) { return v & ADM_COUNT; }
+static uint64_t adm_count(uint64_t v)
+{
+    return v & ADM_COUNT;
+}
 
 static uint64_t pending_of(concur_pool *p)
 {
@@ -222,8 +229,7 @@ static void cancelled_append(concur_pool *p, concur_future *f)
  * A worker passes its in_idle flag: it stops counting as idle in the same critical section
  * that takes the record, so the spawn decision (which reads both under qmu) never sees the
  * task gone and the worker still idle. */
-static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any,
-                               bool *in_idle)
+static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any, bool *in_idle)
 {
     concur_future *f, *cancel = NULL;
     *popped_any = false;
@@ -238,7 +244,8 @@ static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any
             atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
             *in_idle = false;
         }
-        atomic_store_explicit(&p->popped, atomic_load_explicit(&p->popped, memory_order_relaxed) + 1,
+        atomic_store_explicit(&p->popped,
+                              atomic_load_explicit(&p->popped, memory_order_relaxed) + 1,
                               memory_order_seq_cst);
         *popped_any = true;
         if ((cancel_all || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) &&
@@ -269,8 +276,7 @@ static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any
             concur_future_release(f);
             return NULL;
         }
-        if (atomic_compare_exchange_weak_explicit(&f->state, &v,
-                                                  (v & ~ST_MASK) | CONCUR_RUNNING,
+        if (atomic_compare_exchange_weak_explicit(&f->state, &v, (v & ~ST_MASK) | CONCUR_RUNNING,
                                                   memory_order_acquire, memory_order_relaxed))
             return f;
     }
@@ -333,10 +339,21 @@ static void cancel_running(struct concur__engine *e, concur_future *f)
     mu_unlock(&p->mu);
 }
 
+/* Process pools: a waiter polls for up to 50 us while the pool completed a task within the
+ * last 200 us (its proxies and processes are awake: the answer is a few microseconds away,
+ * and sleeping would add a cross-CPU wake-up of tens). On a pool that was idle the wake-ups
+ * are needed anyway, and a polling waiter only keeps its CPU from them. */
+static uint64_t wait_poll_ns(struct concur__engine *e)
+{
+    concur_pool *p = (concur_pool *)e;
+    uint64_t last = atomic_load_explicit(&p->last_done, memory_order_relaxed);
+    return now_ns() - last < 200000 ? 50000 : 0;
+}
+
 static const concur__engine_ops process_ops = {.on_cancel = on_cancel,
                                                .kill_running = kill_running,
                                                .cancel_running = cancel_running,
-                                               .wait_poll_ns = 50000};
+                                               .wait_poll_ns = wait_poll_ns};
 
 /* ---------------------------------------------------------------- workers */
 
@@ -536,8 +553,7 @@ static bool idle(struct worker *w)
         int busy = atomic_load_explicit(&p->nworkers, memory_order_relaxed) -
                    atomic_load_explicit(&p->nidle, memory_order_relaxed);
         if (busy + 2 <= p->ncpu &&
-            atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1,
-                                                    memory_order_seq_cst,
+            atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1, memory_order_seq_cst,
                                                     memory_order_relaxed)) {
             bool found = false;
             /* Poll the producers' lines only every SPIN_POLL pauses: each poll pulls them
@@ -661,6 +677,7 @@ static void run_remote(struct worker *w, concur_task *t, concur_future *f, unsig
         }
         bool alive;
         concur_future *done = concur__proc_finish_one(pr, t, timeout, &alive);
+        atomic_store_explicit(&p->last_done, now_ns(), memory_order_relaxed);
         concur_future_release(done); /* the engine's reference */
         notify_waiters(p);
         ++*ran;
@@ -901,9 +918,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     if (opts)
         o = *opts;
     if ((o.engine != CONCUR_ENGINE_THREADS && o.engine != CONCUR_ENGINE_PROCESSES) ||
-        o.max_workers < 0 ||
-        (o.name && strlen(o.name) > NAME_MAX_) || o.task_timeout != o.task_timeout ||
-        o.idle_timeout != o.idle_timeout)
+        o.max_workers < 0 || (o.name && strlen(o.name) > NAME_MAX_) ||
+        o.task_timeout != o.task_timeout || o.idle_timeout != o.idle_timeout)
         return CONCUR_EINVAL;
     /* Per-worker limits: processes only (a thread cannot be limited on its own). A
      * "negative" size is one above SIZE_MAX / 2 (a negative number converted). */
@@ -911,8 +927,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
         o.worker_memory_limit > SIZE_MAX / 2 ||
         (o.engine == CONCUR_ENGINE_THREADS && (o.worker_cpu_limit > 0 || o.worker_memory_limit)))
         return CONCUR_EINVAL;
-    concur_pool *p = aligned_alloc(CONCUR_CACHELINE,
-                                   (sizeof(*p) + CONCUR_CACHELINE - 1) & ~(size_t)(CONCUR_CACHELINE - 1));
+    concur_pool *p = aligned_alloc(CONCUR_CACHELINE, (sizeof(*p) + CONCUR_CACHELINE - 1) &
+                                                         ~(size_t)(CONCUR_CACHELINE - 1));
     if (!p)
         return CONCUR_ENOMEM;
     memset(p, 0, sizeof(*p));
@@ -1159,7 +1175,10 @@ bool concur_pool_is_closed(const concur_pool *p)
     return p && (atomic_load_explicit(&p->admitted, memory_order_acquire) & ADM_CLOSED);
 }
 
-int concur_pool_max_workers(const concur_pool *p) { return p ? p->max_workers : 0; }
+int concur_pool_max_workers(const concur_pool *p)
+{
+    return p ? p->max_workers : 0;
+}
 
 void concur_pool_counts_get(const concur_pool *p_, concur_pool_counts *c)
 {
@@ -1238,8 +1257,8 @@ int concur_pool_join(concur_pool *p, double timeout)
     int rc = 0;
     atomic_fetch_add_explicit(&p->waiters, 1, memory_order_seq_cst);
     mu_lock(&p->mu);
-    while (!(atomic_load_explicit(&p->popped, memory_order_seq_cst) >= target &&
-             all_idle_locked(p))) {
+    while (
+        !(atomic_load_explicit(&p->popped, memory_order_seq_cst) >= target && all_idle_locked(p))) {
         if (deadline != UINT64_MAX && now_ns() >= deadline) {
             rc = CONCUR_ETIMEDOUT;
             break;
@@ -1391,8 +1410,8 @@ static int test_copy(concur_pool *copy)
     int rc = concur_pool_run(copy, test_three, NULL, 0, CONCUR_FOREVER, &f);
     const void *data = NULL;
     size_t len = 0;
-    if (!rc && (concur_future_result(f, &data, &len) || len != sizeof(int) ||
-                *(const int *)data != 3))
+    if (!rc &&
+        (concur_future_result(f, &data, &len) || len != sizeof(int) || *(const int *)data != 3))
         rc = CONCUR_ETASK;
     concur_future_release(f);
     if (rc)

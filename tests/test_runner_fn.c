@@ -353,6 +353,29 @@ Test(runfn, crash_on_processes_fails_only_its_record)
     cr_assert_eq(count_fds(), fds, "no descriptor left behind");
 }
 
+Test(runfn, a_function_outside_the_workers_code_fails_only_its_record)
+{
+    /* A pointer into the heap stands for a library loaded after the pool was created. */
+    unsigned char *heap = malloc(64);
+    cr_assert_not_null(heap);
+    concur_cmd cmds[2] = {{.key = "bad", .arg = "ok", .fn = (concur_run_fn)(uintptr_t)heap},
+                          {.key = "good", .arg = "ok"}};
+    concur_runner_opts o = {.fn = behave,
+                            .prefix = no_prefix,
+                            .engine = CONCUR_ENGINE_PROCESSES,
+                            .max_workers = 2};
+    concur_runner *r = batch(cmds, 2, &o);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert_not(x->success);
+    cr_assert_eq(x->error, CONCUR_ENOTLOADED, "%d", x->error);
+    cr_assert_not_null(x->error_message);
+    cr_assert(strstr(x->error_message, "not in the worker processes' code"), "%s",
+              x->error_message);
+    cr_assert(answer_is(concur_runner_result(r, 1), "ok"), "the other record runs");
+    concur_runner_destroy(r);
+    free(heap);
+}
+
 /* ---- arguments ------------------------------------------------------------------------ */
 
 /* Thread engine only: where each task's first argument lives, by key. */

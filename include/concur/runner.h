@@ -69,8 +69,9 @@ extern "C" {
  *
  * On the process engine the function is called through its pointer in a fork of the
  * program: it must be code loaded when the run's pool was created (the program, or a library
- * loaded by then); it sees the memory of the program as of that moment, and its side effects
- * stay in the worker. A crash (signal) or exit() in it fails only its own record.
+ * loaded by then; any other pointer fails its record with CONCUR_ENOTLOADED); it sees the
+ * memory of the program as of that moment, and its side effects stay in the worker. A crash
+ * (signal) or exit() in it fails only its own record.
  */
 typedef int (*concur_run_fn)(concur_task *t, const char *key, int argc, const char *const *argv);
 
