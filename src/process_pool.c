@@ -879,19 +879,26 @@ void concur__proc_push(concur__proc *pr, concur_future *f, double timeout)
     transmit(pr, timeout);
 }
 
-bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f)
+/* Under kill_mu: the position of @f in the ring (0: the first), or -1. */
+static int ring_find_locked(const concur__proc *pr, const concur_future *f)
 {
-    bool found = false;
+    for (unsigned i = 0; i < pr->n; i++)
+        if (fl_at(pr, i) == f)
+            return (int)i;
+    return -1;
+}
+
+bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f, bool *found)
+{
     mu_lock(&pr->kill_mu);
-    for (unsigned i = 0; i < pr->n && !found; i++) {
-        if (fl_at(pr, i) == f) {
-            found = true;
-            pr->fl_cancel[(pr->head + i) % DEPTH] = true;
-            publish_cancel_locked(pr);
-        }
+    int i = ring_find_locked(pr, f);
+    if (i >= 0) {
+        *found = true;
+        pr->fl_cancel[(pr->head + (unsigned)i) % DEPTH] = true;
+        publish_cancel_locked(pr);
     }
     mu_unlock(&pr->kill_mu);
-    return found;
+    return i >= 0;
 }
 
 /* Takes the first task off the ring; the next one, if it went out, starts now. */
@@ -1027,12 +1034,11 @@ bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *foun
 {
     bool hit = false;
     mu_lock(&pr->kill_mu);
-    for (unsigned i = 0; i < pr->n && !*found; i++) {
-        if (fl_at(pr, i) != f)
-            continue;
+    int i = ring_find_locked(pr, f);
+    if (i >= 0) {
         *found = true;
-        unsigned at = (pr->head + i) % DEPTH;
-        if (i < pr->sent && i == 0) { /* running */
+        unsigned at = (pr->head + (unsigned)i) % DEPTH;
+        if (i == 0 && pr->sent) { /* running */
             hit = !pr->killed && proc_kill(pr);
             if (hit)
                 pr->killed = true;

@@ -144,12 +144,12 @@ bool concur__proc_want_more(const concur__proc *pr, unsigned room);
 bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *found);
 
 /*
- * Passes a cancel of @f on to the process, if @f is one of this proxy's tasks (returns
- * true then): concur_task_should_stop() there becomes true while it runs. A future
- * cancelled before it reaches the proxy is caught at concur__proc_push. Called from any
- * thread, while the caller guarantees that @pr stays alive.
+ * Passes a cancel of @f on to the process, if @f is one of this proxy's tasks (sets *found
+ * and returns true then): concur_task_should_stop() there becomes true while it runs. A
+ * future cancelled before it reaches the proxy is caught at concur__proc_push. Called from
+ * any thread, while the caller guarantees that @pr stays alive.
  */
-bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f);
+bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f, bool *found);
 
 /* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
  * negative code with a message in t->msg. */

@@ -291,20 +291,30 @@ static void on_cancel(struct concur__engine *e, concur_future *f)
 
 static const concur__engine_ops thread_ops = {.on_cancel = on_cancel};
 
+/* Process pools: calls @op on the process of each live proxy until one holds @f (it sets
+ * *found); returns what that call returned. w->proc stays valid while cur_mu is held. */
+static bool on_proxy_of(concur_pool *p, const concur_future *f,
+                        bool (*op)(concur__proc *, const concur_future *, bool *), bool *found)
+{
+    bool r = false;
+    mu_lock(&p->mu);
+    for (struct worker *w = p->live; w && !*found; w = w->next) {
+        mu_lock(&w->cur_mu);
+        if (w->proc)
+            r = op(w->proc, f, found);
+        mu_unlock(&w->cur_mu);
+    }
+    mu_unlock(&p->mu);
+    return r;
+}
+
 /* Process pools: kills the worker process running @f (concur_future_cancel_kill). */
 static bool kill_running(struct concur__engine *e, concur_future *f)
 {
     concur_pool *p = (concur_pool *)e;
     for (unsigned spin = 0;; spin++) {
-        bool hit = false, found = false;
-        mu_lock(&p->mu);
-        for (struct worker *w = p->live; w && !found; w = w->next) {
-            mu_lock(&w->cur_mu);
-            if (w->proc) /* stays valid while cur_mu is held */
-                hit = concur__proc_kill_task(w->proc, f, &found);
-            mu_unlock(&w->cur_mu);
-        }
-        mu_unlock(&p->mu);
+        bool found = false;
+        bool hit = on_proxy_of(p, f, concur__proc_kill_task, &found);
         if (hit)
             return true;
         if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != CONCUR_RUNNING)
@@ -327,16 +337,8 @@ static bool kill_running(struct concur__engine *e, concur_future *f)
  * future between pop and push is caught by the push (F_CANCEL_REQ is set by now). */
 static void cancel_running(struct concur__engine *e, concur_future *f)
 {
-    concur_pool *p = (concur_pool *)e;
     bool found = false;
-    mu_lock(&p->mu);
-    for (struct worker *w = p->live; w && !found; w = w->next) {
-        mu_lock(&w->cur_mu);
-        if (w->proc) /* stays valid while cur_mu is held */
-            found = concur__proc_cancel_task(w->proc, f);
-        mu_unlock(&w->cur_mu);
-    }
-    mu_unlock(&p->mu);
+    (void)on_proxy_of((concur_pool *)e, f, concur__proc_cancel_task, &found);
 }
 
 /* Process pools: a waiter polls for up to 50 us while the pool completed a task within the
