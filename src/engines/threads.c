@@ -46,8 +46,8 @@
  * tasks each proxy handed over (w->proc is read under cur_mu) and has that proxy kill its
  * process (the engine's kill_running; thread pools have none). See process_pool.h.
  */
-#include "concur_impl.h"
-#include "process_pool.h"
+#include "core/concur_impl.h"
+#include "engines/processes.h"
 
 #include <limits.h>
 #include <sched.h>

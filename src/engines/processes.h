@@ -17,12 +17,12 @@
  *
  * See docs/process_pool.md for the design, the wire format and the guarantees.
  */
-#ifndef CONCUR_PROCESS_POOL_H
-#define CONCUR_PROCESS_POOL_H
+#ifndef CONCUR_ENGINES_PROCESSES_H
+#define CONCUR_ENGINES_PROCESSES_H
 
 #include <sys/types.h>
 
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 /* ---- the fork server (forkserver.c) ---- */
 

@@ -8,7 +8,7 @@
  * has run to the end (it reports under the waiter's lock). Every object here counts its
  * outstanding registrations and only frees itself when that count is zero.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <limits.h>
 

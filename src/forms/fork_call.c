@@ -47,7 +47,7 @@
  *   replaces only default dispositions; exit() there runs an on_exit handler registered by
  *   the child that flushes stdio and _exits before the caller's atexit handlers.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <errno.h>
 #include <execinfo.h>

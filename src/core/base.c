@@ -2,7 +2,7 @@
  * base.c - the small pieces everything else stands on: error texts, the panic for broken
  * invariants, the futex wrappers, deadlines, byte buffers, version and CPU count.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <errno.h>
 #include <execinfo.h>

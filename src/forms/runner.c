@@ -34,7 +34,7 @@
  * the deadline and its future moves to the stale list, which still counts against the
  * limits until the thread returns. A run ends only when the stale list is empty too.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <fcntl.h>
 #include <limits.h>

@@ -39,7 +39,7 @@
  * backtrace() was called once outside the handler) and re-raise with the default action,
  * so the status the proxy reads names the real signal. It leaves with _exit.
  */
-#include "process_pool.h"
+#include "engines/processes.h"
 
 #include <errno.h>
 #include <execinfo.h>

@@ -52,7 +52,7 @@
  * every worker share it, the caller sets it (shutdown with cancel) and tasks read it. The
  * same mapping holds one cancel word per worker slot (process_pool.h).
  */
-#include "process_pool.h"
+#include "engines/processes.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* The wire format of a chunk: input and result headers. Both are 48 bytes, a multiple of

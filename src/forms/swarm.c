@@ -31,7 +31,7 @@
  */
 #include <stdarg.h>
 
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 /* CONCUR_ENGINE_THREADS until set: seen by every thread. */
 static _Atomic int default_engine = CONCUR_ENGINE_THREADS;

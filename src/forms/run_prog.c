@@ -3,7 +3,7 @@
  * pyconcurrent-style report of kept results (print_results). Both are written on the public
  * runner API. Function records print the same way, with their answer.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <time.h>
 

@@ -16,7 +16,7 @@
  *   submit/release pair touches no shared allocator state in the common case. Under
  *   AddressSanitizer each record is a plain calloc/free so that use-after-free is caught.
  */
-#include "concur_impl.h"
+#include "core/concur_impl.h"
 
 #include <limits.h>
 #include <stddef.h>
