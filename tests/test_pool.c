@@ -167,6 +167,26 @@ Test(pool, free_worker_is_reused_not_spawned)
     tu_gate_destroy(g);
 }
 
+/* Sequential work needs one worker: a worker counts itself free before it completes its
+ * last task, so a caller that submits again as soon as it has the result finds it free.
+ * (Before: about one run in five started a second worker somewhere in 100 round trips.) */
+Test(pool, sequential_submit_wait_keeps_one_worker)
+{
+    for (int run = 0; run < (TU_SANITIZED ? 5 : 20); run++) {
+        concur_pool *p = tu_pool(8);
+        for (int i = 0; i < 100; i++) {
+            concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
+            cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+            cr_assert_eq(concur_future_state(f), CONCUR_DONE);
+            concur_future_release(f);
+            concur_pool_counts c = tu_counts(p);
+            cr_assert_eq(c.workers, 1, "run %d, round trip %d: %zu workers for sequential work",
+                         run, i, c.workers);
+        }
+        concur_pool_destroy(p);
+    }
+}
+
 Test(pool, spawn_workers_capped_at_max)
 {
     concur_pool *p = tu_pool(2);

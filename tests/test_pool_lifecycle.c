@@ -341,6 +341,50 @@ Test(lifecycle, shutdown_cancel_cancels_queued_and_running_completes)
     tu_gate_destroy(&c->gate);
 }
 
+/* The rule documented at CONCUR_SHUTDOWN_CANCEL: a task submitted just before a cancelling
+ * shutdown either ran (DONE, not listed) or was cancelled (CANCELLED, listed once), never
+ * anything else; and a task seen RUNNING before the shutdown always completes. */
+Test(lifecycle, submit_then_shutdown_cancel_runs_or_lists_each_task)
+{
+    int ran_n = 0, cancelled_n = 0;
+    for (int i = 0; i < (TU_SANITIZED ? 20 : 100); i++) {
+        concur_pool *p = tu_pool(2);
+        concur_future *f = tu_submit(p, tu_task_noop, NULL, 0);
+        cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, TU_SAFETY), 0);
+        cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+        concur_state st = concur_future_state(f);
+        concur_future *listed = NULL;
+        size_t n = concur_pool_cancelled(p, 0, &listed);
+        if (st == CONCUR_CANCELLED) {
+            cr_assert_eq(n, 1);
+            cr_assert_eq(listed, f);
+            cancelled_n++;
+        } else {
+            cr_assert_eq(st, CONCUR_DONE, "run %d: state %d", i, (int)st);
+            cr_assert_eq(n, 0);
+            ran_n++;
+        }
+        concur_future_release(f);
+        concur_pool_destroy(p);
+    }
+    cr_assert_eq(ran_n + cancelled_n, TU_SANITIZED ? 20 : 100);
+
+    /* RUNNING before the shutdown: it completes. */
+    concur_pool *p = tu_pool(1);
+    tu_gate *g = tu_gate_new();
+    concur_future *a = tu_submit_gate(p, g);
+    cr_assert(tu_gate_await(g, 1, TU_SAFETY));
+    cr_assert_eq(concur_future_state(a), CONCUR_RUNNING);
+    cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, 0), CONCUR_ETIMEDOUT);
+    tu_gate_open(g);
+    cr_assert_eq(concur_future_wait(a, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_state(a), CONCUR_DONE);
+    cr_assert_eq(concur_pool_cancelled(p, 0, NULL), 0);
+    concur_future_release(a);
+    concur_pool_destroy(p);
+    tu_gate_destroy(g);
+}
+
 Test(lifecycle, shutdown_drain_runs_all_queued)
 {
     concur_pool *p = tu_pool(1);

@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1641,4 +1642,131 @@ Test(procpool, cancel_of_a_task_waiting_its_turn_in_a_worker_stops_it_at_once)
     concur_future_release(gate);
     concur_pool_destroy(p);
     munmap((void *)word, 4096);
+}
+
+/* ---- the caller's buffered output appears once, whatever the engine ------------------- */
+
+static int task_exit0(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    (void)in;
+    (void)len;
+    exit(0); /* flushes this worker's stdio: it must hold none of the caller's output */
+}
+
+static int swarm_copy(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    (void)in;
+    (void)len;
+    return 0;
+}
+
+static int runner_fn_noop(concur_task *t, const char *key, int argc, const char *const *argv)
+{
+    (void)t;
+    (void)key;
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
+enum { ONCE_POOL, ONCE_SWARM, ONCE_RUNNER, ONCE_FORK };
+
+/* In a child of the test with stdout on @path: "x" stays in stdout's buffer, then @mode
+ * forks processes that end; the child flushes its own "x" last. The file must hold one. */
+static void once_child(int mode, const char *path)
+{
+    (void)fflush(stdout);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0)
+        _exit(90);
+    (void)close(fd);
+    printf("x"); /* no newline: pending in the buffer (stdout is a file: fully buffered) */
+    int rc = 0;
+    if (mode == ONCE_POOL) {
+        concur_pool_opts o = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 2};
+        concur_pool *p;
+        rc = concur_pool_create(&p, &o);
+        if (!rc) {
+            concur_future *f[3];
+            rc |= concur_pool_submit(p, task_exit0, NULL, 0, &f[0]);
+            rc |= concur_pool_submit(p, swarm_copy, NULL, 0, &f[1]);
+            rc |= concur_pool_submit(p, swarm_copy, NULL, 0, &f[2]);
+            for (int i = 0; i < 3 && !rc; i++) {
+                (void)concur_future_wait(f[i], 30);
+                concur_future_release(f[i]);
+            }
+            concur_pool_destroy(p);
+        }
+    } else if (mode == ONCE_SWARM) {
+        concur_pool_opts po = {.engine = CONCUR_ENGINE_PROCESSES};
+        concur_swarm_opts so = {.pool = &po};
+        concur_swarm *sw;
+        rc = concur_swarm_start(&sw, 3, swarm_copy, NULL, 0, &so);
+        if (!rc) {
+            rc = concur_swarm_wait(sw, 30);
+            concur_swarm_destroy(sw);
+        }
+    } else if (mode == ONCE_RUNNER) {
+        concur_runner_opts ro = {.fn = runner_fn_noop, .max_workers = 2, .timeout = 30};
+        ro.engine = CONCUR_ENGINE_PROCESSES;
+        concur_cmd cmds[] = {{.key = "1", .arg = "a"}, {.key = "2", .arg = "b"}};
+        concur_runner *r = NULL;
+        rc = concur_run_batch(cmds, 2, &ro, &r);
+        concur_runner_destroy(r);
+    } else {
+        concur_future *f;
+        rc = concur_fork_call(&f, task_exit0, NULL, 0, NULL);
+        if (!rc) {
+            (void)concur_future_wait(f, 30);
+            concur_future_release(f);
+        }
+    }
+    (void)fflush(stdout);
+    _exit(rc ? 91 : 0);
+}
+
+static void check_once(int mode)
+{
+    char path[] = "/tmp/concur-once-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    (void)close(fd);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        once_child(mode, path);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+    char buf[64] = {0};
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    unlink(path);
+    cr_assert_eq(n, 1, "mode %d: the caller's pending output came out %zu times: \"%s\"", mode,
+                 n, buf);
+    cr_assert_str_eq(buf, "x");
+}
+
+Test(procpool, pending_stdout_printed_once_by_process_pool)
+{
+    check_once(ONCE_POOL);
+}
+
+Test(procpool, pending_stdout_printed_once_by_swarm_on_processes)
+{
+    check_once(ONCE_SWARM);
+}
+
+Test(procpool, pending_stdout_printed_once_by_runner_functions_on_processes)
+{
+    check_once(ONCE_RUNNER);
+}
+
+Test(procpool, pending_stdout_printed_once_by_fork_calls)
+{
+    check_once(ONCE_FORK);
 }

@@ -224,7 +224,16 @@ CONCUR_API int concur_pool_join(concur_pool *p, double timeout);
 /** Flags for concur_pool_shutdown(). */
 enum {
     /** Cancel the queued tasks instead of running them; they are listed with
-     *  concur_pool_cancelled(). Running tasks see concur_task_should_stop(). */
+     *  concur_pool_cancelled(). Running tasks see concur_task_should_stop().
+     *
+     *  The line between the two is the RUNNING state, nothing else: a task is queued
+     *  (PENDING) until a worker takes it, and workers start and take tasks asynchronously,
+     *  so a task submitted an instant before the shutdown may be cancelled even on an idle
+     *  pool (Python's executors and asyncpal start their first worker the same way, but a
+     *  fresh thread there usually wins that race). To be sure a task runs, wait until its
+     *  future is RUNNING (concur_future_state()) before shutting down, or shut down without
+     *  this flag, which runs everything queued. Either way every future ends DONE, FAILED
+     *  or CANCELLED, and each cancelled one is listed. */
     CONCUR_SHUTDOWN_CANCEL = 1,
 };
 

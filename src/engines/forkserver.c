@@ -52,7 +52,7 @@
  * every worker share it, the caller sets it (shutdown with cancel) and tasks read it. The
  * same mapping holds one cancel word per worker slot (process_pool.h).
  */
-#include "engines/processes.h"
+#include "engines/forkserver.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -331,10 +331,8 @@ static bool serve(int req, struct table *t, pid_t self, const concur__limits *li
         struct cmsghdr align;
     } cm;
     struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cm.buf,
-                        .msg_controllen = sizeof(cm.buf)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
     ssize_t n = recvmsg(req, &mh, MSG_CMSG_CLOEXEC);
     if (n < 0)
         return errno == EINTR || errno == EAGAIN;
@@ -498,6 +496,9 @@ int concur__fs_create(concur__fs **out, int workers, const concur__limits *lim)
         concur__fs_destroy(fs);
         return rc;
     }
+    /* Output the caller has buffered would otherwise be written again by every worker
+     * process (each is a copy of the server, and flushes its stdio as it leaves). */
+    (void)fflush(NULL);
     /* No signal handler of the caller may run in the child before it resets them. */
     sigset_t all, old;
     sigfillset(&all);
@@ -541,7 +542,10 @@ void concur__fs_destroy(concur__fs *fs)
     free(fs);
 }
 
-const concur__limits *concur__fs_limits(const concur__fs *fs) { return &fs->lim; }
+const concur__limits *concur__fs_limits(const concur__fs *fs)
+{
+    return &fs->lim;
+}
 
 _Atomic uint64_t *concur__fs_cancel_word(concur__fs *fs, int slot)
 {
@@ -562,10 +566,8 @@ int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid)
     } cm;
     memset(&cm, 0, sizeof(cm));
     struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cm.buf,
-                        .msg_controllen = sizeof(cm.buf)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;

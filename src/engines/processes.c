@@ -26,7 +26,7 @@
  *   deadline          the proxy SIGKILLs the worker (through a pidfd: no pid reuse race),
  *                     fails the future with CONCUR_ETASKTIMEOUT; the caller replaces it;
  *   killed on request concur_future_cancel_kill() from another thread SIGKILLed the worker
- *                     (concur__proc_kill_task): the future fails with CONCUR_ECANCELED.
+ *                     (proc_kill_task): the future fails with CONCUR_ECANCELED.
  * A worker that died of its CPU limit (SIGXCPU, or SIGKILL with its CPU time at the limit)
  * is reported as such ("worker exceeded its CPU time limit of N s", error info limit); a
  * crash under a memory limit gets "(memory limit of N bytes)" appended, since a failed
@@ -39,479 +39,102 @@
  * backtrace() was called once outside the handler) and re-raise with the default action,
  * so the status the proxy reads names the real signal. It leaves with _exit.
  */
-#include "engines/processes.h"
+#include "core/pool.h"
+#include "engines/forkserver.h"
+#include "engines/proc_chan.h"
 
 #include <errno.h>
-#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum frame_type { FR_SETUP = 1, FR_TASK, FR_INIT, FR_FINAL, FR_RESULT, FR_CRASH };
-enum { FRF_TO_EOF = 1 }; /* the payload runs until EOF (len is meaningless) */
-
-typedef struct frame_hdr {
-    uint32_t type, flags;
-    uint64_t id; /* the task id (TASK, its RESULT, CRASH); 0 otherwise */
-    uint64_t len;
-} frame_hdr;
-
-typedef struct result_head {
-    int32_t code; /* 0 or the negative code the task / hook returned */
-    uint32_t reserved;
-    uint64_t out_len;
-} result_head;
-
-_Static_assert(sizeof(frame_hdr) == 24 && sizeof(result_head) == 16, "wire layout");
-
-enum {
-    NAME_CAP = 256,         /* worker names are shorter (pool names <= 64 bytes) */
-    MSG_CAP = 4096,         /* messages kept from a RESULT (tasks send <= 1 KiB) */
-    BT_CAP = 64 << 10,      /* backtrace text kept from a CRASH frame */
-    EXIT_GRACE_MS = 2000,   /* a worker told to leave gets this long, then SIGKILL */
-    KEEP_INPUT = 1 << 20,   /* a worker keeps an input buffer up to this size */
-    ALTSTACK = 64 << 10,    /* the crash handler's stack */
-    RBUF_CAP = 64 << 10,    /* read buffer of a worker and of a proxy */
-    DEPTH = 16,             /* tasks a proxy hands its process at once (pipelining) */
-    AHEAD_BYTES = 64 << 10, /* frame bytes handed over but not answered yet */
-    SHORT_NS = 200000,      /* tasks shorter than this are pipelined */
-};
-
-/* ---------------------------------------------------------------- channel I/O */
-
-/* A read buffer: frames are read in as few recv() calls as the bytes available allow. */
-typedef struct rbuf {
-    char *p;
-    size_t cap, off, end; /* unread bytes: p[off, end) */
-} rbuf;
-
-typedef struct chan {
-    int fd;
-    int status;        /* the worker's status pipe (proxy side), or -1 */
-    uint64_t deadline; /* CLOCK_MONOTONIC ns; UINT64_MAX: none */
-    rbuf *rb;          /* NULL: unbuffered */
-} chan;
-
-/* Waits until c->fd is ready for @events. Returns 0 (try the operation again),
- * CONCUR_EPIPE when the worker is gone (its status arrived, the socket is silent: a process
- * the task forked may hold the socket open), CONCUR_ETIMEDOUT at the deadline. */
-static int chan_wait(const chan *c, short events)
-{
-    for (;;) {
-        int ms = -1;
-        if (c->deadline != UINT64_MAX) {
-            uint64_t now = now_ns();
-            if (now >= c->deadline)
-                return CONCUR_ETIMEDOUT;
-            uint64_t left = (c->deadline - now + 999999) / 1000000;
-            ms = left > INT_MAX ? INT_MAX : (int)left;
-        }
-        struct pollfd pf[2] = {{.fd = c->fd, .events = events},
-                               {.fd = c->status, .events = POLLIN}}; /* -1: ignored */
-        int n = poll(pf, 2, ms);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (pf[0].revents)
-            return 0; /* data, room, or a hang-up the next call reports */
-        if (pf[1].revents)
-            return CONCUR_EPIPE;
-    }
-}
-
-/* Sends all of @iov (modified). 0, CONCUR_EPIPE (peer gone), CONCUR_ETIMEDOUT or -errno. */
-static int chan_send(const chan *c, struct iovec *iov, int n)
-{
-    while (n > 0) {
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                int rc = chan_wait(c, POLLOUT);
-                if (rc)
-                    return rc;
-                continue;
-            }
-            return errno == EPIPE || errno == ECONNRESET ? CONCUR_EPIPE : -errno;
-        }
-        size_t done = (size_t)w;
-        while (n > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
-    }
-    return 0;
-}
-
-/* One recv() of up to @cap bytes into @dst, waiting as needed. Returns the count (> 0),
- * or CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno. */
-static ssize_t chan_recv_some(const chan *c, void *dst, size_t cap)
-{
-    for (;;) {
-        ssize_t r = recv(c->fd, dst, cap, 0);
-        if (r > 0)
-            return r;
-        if (r == 0)
-            return CONCUR_EPIPE;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            int rc = chan_wait(c, POLLIN);
-            if (rc)
-                return rc;
-            continue;
-        }
-        return errno == ECONNRESET ? CONCUR_EPIPE : -errno;
-    }
-}
-
-/* Receives exactly @len bytes. 0, CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno.
- * Buffered: the bytes come from c->rb first; the buffer is refilled with whatever is
- * available (the next frames too), except for a payload as big as half the buffer or more,
- * which is received in place. */
-static int chan_recv(const chan *c, void *buf, size_t len)
-{
-    char *p = buf;
-    rbuf *rb = c->rb;
-    while (len) {
-        if (rb && rb->off < rb->end) {
-            size_t k = rb->end - rb->off < len ? rb->end - rb->off : len;
-            memcpy(p, rb->p + rb->off, k);
-            rb->off += k;
-            p += k;
-            len -= k;
-            continue;
-        }
-        ssize_t r;
-        if (rb && len < rb->cap / 2) {
-            rb->off = rb->end = 0;
-            r = chan_recv_some(c, rb->p, rb->cap);
-            if (r > 0)
-                rb->end = (size_t)r;
-        } else {
-            r = chan_recv_some(c, p, len);
-            if (r > 0) {
-                p += r;
-                len -= (size_t)r;
-            }
-        }
-        if (r < 0)
-            return (int)r;
-    }
-    return 0;
-}
-
-/* Receives and drops @len bytes. */
-static int chan_skip(const chan *c, uint64_t len)
-{
-    char scratch[4096];
-    while (len) {
-        size_t k = len < sizeof(scratch) ? (size_t)len : sizeof(scratch);
-        int rc = chan_recv(c, scratch, k);
-        if (rc)
-            return rc;
-        len -= k;
-    }
-    return 0;
-}
-
-/* Reads until EOF (or the deadline), keeping the first @cap bytes as a string in *out
- * (NULL when nothing came or memory is short). */
-static void chan_read_to_eof(const chan *c, size_t cap, char **out)
-{
-    char *buf = malloc(cap + 1);
-    size_t len = 0;
-    char scratch[4096];
-    for (;;) {
-        char *dst = buf && len < cap ? buf + len : scratch;
-        size_t room = buf && len < cap ? cap - len : sizeof(scratch);
-        ssize_t r;
-        if (c->rb && c->rb->off < c->rb->end) {
-            r = (ssize_t)(c->rb->end - c->rb->off < room ? c->rb->end - c->rb->off : room);
-            memcpy(dst, c->rb->p + c->rb->off, (size_t)r);
-            c->rb->off += (size_t)r;
-        } else {
-            r = chan_recv_some(c, dst, room);
-        }
-        if (r <= 0)
-            break; /* EOF, error, deadline, or the status arrived */
-        if (dst != scratch)
-            len += (size_t)r;
-    }
-    if (buf && len) {
-        buf[len] = '\0';
-        *out = buf;
-    } else {
-        free(buf);
-        *out = NULL;
-    }
-}
-
-/* ---------------------------------------------------------------- the worker process */
-
-static int g_crash_fd = -1;          /* the worker's socket */
-static const _Atomic int *g_stop;    /* the pool's shared stop word */
-static pid_t g_worker_pid;           /* a process the task forks must not report */
-static volatile uint64_t g_crash_id; /* the running task's id (0: a hook) */
-
-static void crash_handler(int sig, siginfo_t *si, void *uc)
-{
-    (void)si;
-    (void)uc;
-    if (getpid() == g_worker_pid) {
-        struct {
-            frame_hdr h;
-            int32_t sig;
-        } head = {{.type = FR_CRASH, .flags = FRF_TO_EOF, .id = g_crash_id, .len = 0}, sig};
-        concur__crash_report(g_crash_fd, &head, sizeof(head.h) + sizeof(head.sig));
-    }
-    concur__die_of_signal(sig);
-}
-
-static int crash_setup(int sock)
-{
-    g_crash_fd = sock;
-    g_worker_pid = getpid();
-    void *frames[1];
-    (void)backtrace(frames, 1); /* loads libgcc now: the handler must not allocate */
-    stack_t ss = {.ss_size = ALTSTACK, .ss_flags = 0};
-    ss.ss_sp = mmap(NULL, ALTSTACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL) != 0)
-        return -errno;
-    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = crash_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        if (sigaction(sigs[i], &sa, NULL) != 0)
-            return -errno;
-    return 0;
-}
-
-/* Sends the RESULT of a task or hook that returned @rc with context @t. */
-static int send_result(const chan *c, uint64_t id, int rc, const concur_task *t)
-{
-    result_head rh = {.code = rc == 0 ? 0 : (rc < 0 ? rc : CONCUR_ETASK)};
-    const void *out = NULL;
-    if (rh.code == 0 && t->out.len) {
-        out = buf_data(&t->out);
-        rh.out_len = t->out.len;
-    }
-    const char *msg = rh.code && t->msg ? t->msg : NULL;
-    uint64_t msg_len = msg ? strlen(msg) : 0;
-    frame_hdr h = {.type = FR_RESULT, .id = id, .len = sizeof(rh) + rh.out_len + 8 + msg_len};
-    struct iovec iov[5] = {{&h, sizeof(h)},
-                           {&rh, sizeof(rh)},
-                           {(void *)out, (size_t)rh.out_len},
-                           {&msg_len, sizeof(msg_len)},
-                           {(void *)msg, (size_t)msg_len}};
-    return chan_send(c, iov, 5);
-}
-
-/* A RESULT that carries an error made by the worker itself (no task ran). */
-static int send_error(const chan *c, uint64_t id, int code, const char *msg)
-{
-    concur_task t = {.msg = (char *)msg};
-    return send_result(c, id, code, &t);
-}
-
-struct wstate {
-    char name[NAME_CAP];
-    void *user;
-    const _Atomic uint64_t *cancel_word; /* this worker's slot, or NULL */
-    void *in;
-    size_t in_cap;
-};
-
-static int serve_setup(const chan *c, const frame_hdr *h, struct wstate *ws)
-{
-    uint64_t head[2]; /* user, slot */
-    if (h->len < sizeof(head))
-        return CONCUR_EIO;
-    int rc = chan_recv(c, head, sizeof(head));
-    uint64_t user = head[0], slot = head[1];
-    uint64_t len = h->len - sizeof(head), keep = len < NAME_CAP ? len : NAME_CAP - 1;
-    if (!rc)
-        rc = chan_recv(c, ws->name, (size_t)keep);
-    if (!rc)
-        rc = chan_skip(c, len - keep);
-    ws->name[keep] = '\0';
-    ws->user = (void *)(uintptr_t)user;
-    ws->cancel_word = g_stop && slot < INT_MAX ? concur__cancel_word(g_stop, (int)slot) : NULL;
-    return rc;
-}
-
-static int serve_task(const chan *c, const frame_hdr *h, struct wstate *ws)
-{
-    uint64_t fnv;
-    if (h->len < sizeof(fnv) || h->len - sizeof(fnv) > SIZE_MAX)
-        return CONCUR_EIO;
-    int rc = chan_recv(c, &fnv, sizeof(fnv));
-    if (rc)
-        return rc;
-    size_t len = (size_t)(h->len - sizeof(fnv));
-    if (len > ws->in_cap) {
-        free(ws->in);
-        ws->in = malloc(len);
-        ws->in_cap = ws->in ? len : 0;
-        if (!ws->in) {
-            rc = chan_skip(c, len);
-            return rc ? rc
-                      : send_error(c, h->id, CONCUR_ENOMEM,
-                                   "the worker process has no memory for the task's input");
-        }
-    }
-    if (len && (rc = chan_recv(c, ws->in, len)) != 0)
-        return rc;
-    /* A stand-in future: concur_task_id() reads its id, concur_task_should_stop() its
-     * state (RUNNING: a cancel of this one task is not forwarded) and the pool's shared
-     * stop word (shutdown with cancel). */
-    concur_future fake;
-    memset(&fake, 0, sizeof(fake));
-    atomic_init(&fake.state, CONCUR_RUNNING);
-    fake.id = h->id;
-    concur_task t = {.f = &fake,
-                     .worker_name = ws->name,
-                     .user = ws->user,
-                     .pool_stop = g_stop,
-                     .cancel_word = ws->cancel_word};
-    concur_fn fn = (concur_fn)(uintptr_t)fnv;
-    g_crash_id = h->id;
-    int r = fn(&t, ws->in, len);
-    g_crash_id = 0;
-    rc = send_result(c, h->id, r, &t);
-    concur__task_reset(&t);
-    if (ws->in_cap > KEEP_INPUT) {
-        free(ws->in);
-        ws->in = NULL;
-        ws->in_cap = 0;
-    }
-    return rc;
-}
-
-static int serve_hook(const chan *c, const frame_hdr *h, struct wstate *ws)
-{
-    uint64_t pl[2];
-    if (h->len != sizeof(pl))
-        return CONCUR_EIO;
-    int rc = chan_recv(c, pl, sizeof(pl));
-    if (rc)
-        return rc;
-    concur_task t = {.worker_name = ws->name, .user = ws->user, .pool_stop = g_stop};
-    concur_worker_fn fn = (concur_worker_fn)(uintptr_t)pl[0];
-    int r = fn(&t, (void *)(uintptr_t)pl[1]);
-    rc = send_result(c, 0, r, &t);
-    concur__task_reset(&t);
-    return rc;
-}
-
-/* A task called exit(): the handlers that tasks registered in this process have run (they
- * come later in the list); the ones inherited from the application (and a sanitizer's leak
- * check of a heap copied from a multithreaded process) are the parent's business. Flush
- * stdio and leave with the task's status. */
-static void worker_on_exit(int status, void *arg)
-{
-    (void)arg;
-    (void)fflush(NULL);
-    _exit(status);
-}
-
-/* The pool's limits, set on this process after its own setup (which maps memory) and before
- * any hook or task runs. The fork server checked that they fit under its hard limits. */
-static int set_limits(const concur__limits *lim)
-{
-    if (lim->mem) {
-        struct rlimit rl = {.rlim_cur = (rlim_t)lim->mem, .rlim_max = (rlim_t)lim->mem};
-        if (setrlimit(RLIMIT_AS, &rl) != 0)
-            return -errno;
-    }
-    if (lim->cpu_s) {
-        struct rlimit rl = {.rlim_cur = (rlim_t)lim->cpu_s, .rlim_max = (rlim_t)lim->cpu_s + 1};
-        if (setrlimit(RLIMIT_CPU, &rl) != 0)
-            return -errno;
-    }
-    return 0;
-}
-
-_Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _Atomic int *stop)
-{
-    /* The proxy's end stays non-blocking; ours blocks (the crash handler writes to it). */
-    g_stop = stop;
-    int fl = fcntl(sock, F_GETFL);
-    if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 || crash_setup(sock) != 0 ||
-        on_exit(worker_on_exit, NULL) != 0 || set_limits(lim) != 0)
-        _exit(127);
-    static char rbytes[RBUF_CAP];
-    static rbuf rb = {.p = rbytes, .cap = sizeof(rbytes)};
-    chan c = {.fd = sock, .status = -1, .deadline = UINT64_MAX, .rb = &rb};
-    static struct wstate ws; /* static: the name outlives any frame */
-    int rc;
-    for (;;) {
-        frame_hdr h;
-        rc = chan_recv(&c, &h, sizeof(h));
-        if (rc)
-            break;
-        switch (h.type) {
-        case FR_SETUP:
-            rc = serve_setup(&c, &h, &ws);
-            break;
-        case FR_TASK:
-            rc = serve_task(&c, &h, &ws);
-            break;
-        case FR_INIT:
-        case FR_FINAL:
-            rc = serve_hook(&c, &h, &ws);
-            break;
-        default:
-            rc = CONCUR_EIO;
-            break;
-        }
-        if (rc)
-            break;
-    }
-    /* EOF: the proxy let us go. Flush what tasks printed ([IP] 55), then leave without the
-     * caller's atexit handlers. */
-    (void)fflush(NULL);
-    _exit(rc == CONCUR_EPIPE ? 0 : 1);
-}
-
 /* ---------------------------------------------------------------- the proxy */
+
+typedef struct concur__proc concur__proc;
+
+/* A proxy's handle on its worker process; no process runs yet. @name and @user must outlive
+ * it. @slot (0 .. workers-1, unique among the pool's live proxies) picks its cancel word.
+ * Returns 0 or CONCUR_ENOMEM. */
+static int proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user, int slot);
+
+/*
+ * Starts a worker process (replacing a dead one) and runs @init (if not NULL) in it, then
+ * hands it the tasks its predecessor had been given and not answered (@timeout: the
+ * pool's task_timeout). Returns 0, or a negative code with a message in t->msg (may be
+ * NULL): *hook_failed says whether the initializer failed (or died) rather than the start
+ * of the process.
+ */
+static int proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
+                      bool *hook_failed, double timeout);
+
+/*
+ * Pipelining. A proxy hands its process RUNNING futures in order (proc_push): the
+ * process runs one and finds the next ones already in its socket, so tiny tasks cost no
+ * sleep and wake-up each. The first one handed over runs; each later one starts (its
+ * t_start, its timeout) when the one before it is answered. proc_finish_one waits
+ * for the first one's answer and completes it: the result, the task's own error (remote),
+ * or CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or CONCUR_ECANCELED when
+ * proc_kill_task killed it. *alive = false when the process is gone (crashed,
+ * exited, killed): the caller starts a replacement with proc_start, which takes the
+ * unanswered tasks over. Returns the completed future (the caller holds the engine's
+ * reference, handed over at the push). Only the proxy thread calls these.
+ */
+static void proc_push(concur__proc *pr, concur_future *f, double timeout);
+concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout, bool *alive);
+/* Futures handed over and not completed yet. */
+static unsigned proc_inflight(const concur__proc *pr);
+/* Whether to hand over one more now: fewer than min(@room, a fixed depth) are in flight,
+ * the last task was short (tasks of unknown or long run time go one at a time, so that no
+ * task waits behind a long one while another worker is free) and the stream is sound. */
+static bool proc_want_more(const concur__proc *pr, unsigned room);
+
+/*
+ * Kills the worker process if it runs @f, so that it fails with CONCUR_ECANCELED; a task
+ * handed over and still waiting its turn is killed when it starts. Sets *found when @f is
+ * one of this proxy's tasks; returns true when the kill was sent or is scheduled. Called
+ * from any thread, while the caller guarantees that @pr stays alive.
+ */
+static bool proc_kill_task(concur__proc *pr, const concur_future *f, bool *found);
+
+/*
+ * Passes a cancel of @f on to the process, if @f is one of this proxy's tasks (sets *found
+ * and returns true then): concur_task_should_stop() there becomes true while it runs. A
+ * future cancelled before it reaches the proxy is caught at proc_push. Called from
+ * any thread, while the caller guarantees that @pr stays alive.
+ */
+static bool proc_cancel_task(concur__proc *pr, const concur_future *f, bool *found);
+
+/* Runs the finalizer @fn in the worker process. Returns 0 (also when no process runs), or a
+ * negative code with a message in t->msg. */
+static int proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_task *t);
+
+/* Ends the worker process (EOF on its socket; SIGKILL if it does not leave promptly), waits
+ * until the server has reaped it, and frees the handle. Accepts NULL. */
+static void proc_destroy(concur__proc *pr);
 
 struct concur__proc {
     concur__fs *fs;
+    concur__worker *owner; /* the proxy */
     const char *name;
     void *user;
     pid_t pid;
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
-    rbuf rb;                 /* what the process sent, read ahead */
+    concur__rbuf rb;         /* what the process sent, read ahead */
     uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
     /* The tasks handed to this process, in order (a ring of n from head): the first `sent`
      * of them have gone out, `sent_bytes` frame bytes in all; the process runs the first
      * and reads the others when it is done with it. kill_mu guards the ring, killed and
-     * the pid and pidfd against concur__proc_kill_task from other threads; only the proxy
+     * the pid and pidfd against proc_kill_task from other threads; only the proxy
      * thread writes them. */
     pthread_mutex_t kill_mu;
     concur_future *fl[DEPTH];
-    bool fl_kill[DEPTH];   /* concur__proc_kill_task asked: kill it when it starts */
+    bool fl_kill[DEPTH];   /* proc_kill_task asked: kill it when it starts */
     bool fl_cancel[DEPTH]; /* its future was cancelled: the cancel word names the first */
     int slot;
     _Atomic uint64_t *cancel_word; /* shared with the process; NULL: no slot */
@@ -522,7 +145,7 @@ struct concur__proc {
     const concur_future *tx_failed; /* ... the task whose frame failed is the next to run) */
 };
 
-int concur__proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user, int slot)
+static int proc_create(concur__proc **out, concur__fs *fs, const char *name, void *user, int slot)
 {
     concur__proc *pr = calloc(1, sizeof(*pr));
     if (!pr)
@@ -656,23 +279,23 @@ static void proc_fate(concur__proc *pr, int grace_ms, struct fate *fa)
  * backtrace in *bt; returns CONCUR_EPIPE, the worker is dying). Other returns: transport
  * errors, CONCUR_EIO for a malformed frame, CONCUR_ENOMEM.
  */
-static int read_answer(const chan *c, uint64_t id, concur_task *t, bool want_out, int *code,
+static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool want_out, int *code,
                        char **bt)
 {
-    frame_hdr h;
-    int rc = chan_recv(c, &h, sizeof(h));
+    concur__frame_hdr h;
+    int rc = concur__chan_recv(c, &h, sizeof(h));
     if (rc)
         return rc;
     if (h.type == FR_CRASH) {
         int32_t sig;
-        if (chan_recv(c, &sig, sizeof(sig)) == 0)
-            chan_read_to_eof(c, BT_CAP, bt);
+        if (concur__chan_recv(c, &sig, sizeof(sig)) == 0)
+            concur__chan_read_to_eof(c, BT_CAP, bt);
         return CONCUR_EPIPE;
     }
-    result_head rh;
+    concur__result_head rh;
     if (h.type != FR_RESULT || h.id != id || h.len < sizeof(rh) + 8)
         return CONCUR_EIO;
-    if ((rc = chan_recv(c, &rh, sizeof(rh))) != 0)
+    if ((rc = concur__chan_recv(c, &rh, sizeof(rh))) != 0)
         return rc;
     if (rh.out_len > h.len - sizeof(rh) - 8 || rh.out_len > SIZE_MAX || (rh.out_len && rh.code))
         return CONCUR_EIO;
@@ -682,11 +305,11 @@ static int read_answer(const chan *c, uint64_t id, concur_task *t, bool want_out
         void *dst = concur__buf_alloc(&t->out, (size_t)rh.out_len);
         if (!dst)
             return CONCUR_ENOMEM;
-        if ((rc = chan_recv(c, dst, (size_t)rh.out_len)) != 0)
+        if ((rc = concur__chan_recv(c, dst, (size_t)rh.out_len)) != 0)
             return rc;
     }
     uint64_t msg_len;
-    if ((rc = chan_recv(c, &msg_len, sizeof(msg_len))) != 0)
+    if ((rc = concur__chan_recv(c, &msg_len, sizeof(msg_len))) != 0)
         return rc;
     if (msg_len != h.len - sizeof(rh) - 8 - rh.out_len)
         return CONCUR_EIO;
@@ -695,9 +318,9 @@ static int read_answer(const chan *c, uint64_t id, concur_task *t, bool want_out
         char *m = malloc(keep + 1);
         if (!m)
             return CONCUR_ENOMEM;
-        rc = chan_recv(c, m, keep);
+        rc = concur__chan_recv(c, m, keep);
         if (!rc)
-            rc = chan_skip(c, msg_len - keep);
+            rc = concur__chan_skip(c, msg_len - keep);
         if (rc) {
             free(m);
             return rc;
@@ -716,13 +339,13 @@ static int read_answer(const chan *c, uint64_t id, concur_task *t, bool want_out
 static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void *arg,
                      concur_task *t)
 {
-    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
-    frame_hdr h = {.type = type, .len = 16};
+    concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
+    concur__frame_hdr h = {.type = type, .len = 16};
     uint64_t pl[2] = {(uint64_t)(uintptr_t)fn, (uint64_t)(uintptr_t)arg};
     struct iovec iov[2] = {{&h, sizeof(h)}, {pl, sizeof(pl)}};
     int code = 0;
     char *bt = NULL;
-    int rc = chan_send(&c, iov, 2);
+    int rc = concur__chan_send(&c, iov, 2);
     if (!rc)
         rc = read_answer(&c, 0, t, false, &code, &bt);
     free(bt); /* hooks report the fate in their message only */
@@ -770,13 +393,13 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     if (pr->pidfd >= 0 && fcntl(pr->pidfd, F_SETFD, FD_CLOEXEC) != 0)
         close_fd(&pr->pidfd);
 #endif
-    chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
+    concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
     uint64_t head[2] = {(uint64_t)(uintptr_t)pr->user,
                         pr->cancel_word ? (uint64_t)pr->slot : UINT64_MAX};
     size_t nlen = strlen(pr->name);
-    frame_hdr h = {.type = FR_SETUP, .len = sizeof(head) + nlen};
+    concur__frame_hdr h = {.type = FR_SETUP, .len = sizeof(head) + nlen};
     struct iovec iov[3] = {{&h, sizeof(h)}, {head, sizeof(head)}, {(void *)pr->name, nlen}};
-    rc = chan_send(&c, iov, 3);
+    rc = concur__chan_send(&c, iov, 3);
     if (rc) {
         if (rc != CONCUR_EPIPE)
             (void)proc_kill(pr); /* false: it is dead already */
@@ -796,7 +419,7 @@ static concur_future *fl_at(const concur__proc *pr, unsigned i)
 
 static uint64_t frame_bytes(const concur_future *f)
 {
-    return sizeof(frame_hdr) + 8 + (uint64_t)f->in.len;
+    return sizeof(concur__frame_hdr) + 8 + (uint64_t)f->in.len;
 }
 
 /* Under kill_mu: the first task has started (its frame went out, or the one before it was
@@ -827,25 +450,26 @@ static void transmit(concur__proc *pr, double timeout)
             head_started_locked(pr, now_ns());
         pr->sent_bytes += bytes;
         mu_unlock(&pr->kill_mu);
-        chan c = {.fd = pr->sock,
-                  .status = pr->status,
-                  .deadline =
-                      timeout > 0 ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX};
-        frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
+        concur__chan c = {.fd = pr->sock,
+                          .status = pr->status,
+                          .deadline = timeout > 0
+                                          ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9)
+                                          : UINT64_MAX};
+        concur__frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
         uint64_t fnv = (uint64_t)(uintptr_t)f->fn;
         struct iovec iov[3] = {
             {&h, sizeof(h)}, {&fnv, sizeof(fnv)}, {(void *)buf_data(&f->in), f->in.len}};
-        pr->tx_rc = chan_send(&c, iov, 3);
+        pr->tx_rc = concur__chan_send(&c, iov, 3);
         pr->tx_failed = f;
     }
 }
 
-unsigned concur__proc_inflight(const concur__proc *pr)
+static unsigned proc_inflight(const concur__proc *pr)
 {
     return pr->n;
 }
 
-bool concur__proc_want_more(const concur__proc *pr, unsigned room)
+static bool proc_want_more(const concur__proc *pr, unsigned room)
 {
     return pr->n < DEPTH && pr->n < room && pr->last_run_ns < SHORT_NS && pr->sock >= 0 &&
            !pr->tx_rc;
@@ -864,14 +488,14 @@ static void publish_cancel_locked(concur__proc *pr)
     atomic_store_explicit(pr->cancel_word, id, memory_order_relaxed);
 }
 
-void concur__proc_push(concur__proc *pr, concur_future *f, double timeout)
+static void proc_push(concur__proc *pr, concur_future *f, double timeout)
 {
     mu_lock(&pr->kill_mu);
     unsigned i = (pr->head + pr->n) % DEPTH;
     pr->fl[i] = f;
     pr->fl_kill[i] = false;
     pr->n++;
-    /* A cancel made before it was in the ring, where concur__proc_cancel_task looks. */
+    /* A cancel made before it was in the ring, where proc_cancel_task looks. */
     pr->fl_cancel[i] = atomic_load_explicit(&f->state, memory_order_seq_cst) & F_CANCEL_REQ;
     if (pr->fl_cancel[i])
         publish_cancel_locked(pr);
@@ -888,7 +512,7 @@ static int ring_find_locked(const concur__proc *pr, const concur_future *f)
     return -1;
 }
 
-bool concur__proc_cancel_task(concur__proc *pr, const concur_future *f, bool *found)
+static bool proc_cancel_task(concur__proc *pr, const concur_future *f, bool *found)
 {
     mu_lock(&pr->kill_mu);
     int i = ring_find_locked(pr, f);
@@ -924,8 +548,8 @@ static concur_future *pop_head(concur__proc *pr, uint64_t now)
     return f;
 }
 
-int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
-                       bool *hook_failed, double timeout)
+static int proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur_task *t,
+                      bool *hook_failed, double timeout)
 {
     *hook_failed = false;
     if (pr->sock >= 0) {
@@ -949,13 +573,12 @@ int concur__proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concu
     return rc;
 }
 
-int concur__proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_task *t)
+static int proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_task *t)
 {
     return pr->sock >= 0 ? proc_hook(pr, FR_FINAL, fn, arg, t) : 0;
 }
 
-concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
-                                       bool *alive)
+concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout, bool *alive)
 {
     const uint32_t running = STATE_BIT(CONCUR_RUNNING);
     concur_future *f = fl_at(pr, 0);
@@ -965,10 +588,10 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
                                  false, false);
         return pop_head(pr, now_ns());
     }
-    chan c = {.fd = pr->sock,
-              .status = pr->status,
-              .deadline = timeout > 0 ? f->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX,
-              .rb = &pr->rb};
+    concur__chan c = {.fd = pr->sock,
+                      .status = pr->status,
+                      .deadline = timeout > 0 ? f->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX,
+                      .rb = &pr->rb};
     int code = 0;
     char *bt = NULL;
     t->f = f;
@@ -980,6 +603,8 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
     mu_lock(&pr->kill_mu);
     bool killed = pr->killed;
     mu_unlock(&pr->kill_mu);
+    if (pr->n == 1 && pr->owner)
+        concur__worker_ready(pr->owner); /* its last task: it is free once this completes */
     if (!rc && !killed) {
         pr->last_run_ns = end - f->t_start;
         if (code == 0) {
@@ -1030,7 +655,7 @@ concur_future *concur__proc_finish_one(concur__proc *pr, concur_task *t, double 
     return pop_head(pr, end);
 }
 
-bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *found)
+static bool proc_kill_task(concur__proc *pr, const concur_future *f, bool *found)
 {
     bool hit = false;
     mu_lock(&pr->kill_mu);
@@ -1051,7 +676,7 @@ bool concur__proc_kill_task(concur__proc *pr, const concur_future *f, bool *foun
     return hit;
 }
 
-void concur__proc_destroy(concur__proc *pr)
+static void proc_destroy(concur__proc *pr)
 {
     if (!pr)
         return;
@@ -1063,3 +688,227 @@ void concur__proc_destroy(concur__proc *pr)
     free(pr->rb.p);
     free(pr);
 }
+
+/* ---------------------------------------------------------------- the engine */
+
+/* The pool-wide state: the fork server, and when a task last completed (for waiters). */
+struct engine {
+    concur__fs *fs;
+    _Atomic uint64_t last_done; /* ns */
+};
+
+#define CPU_LIMIT_MAX 1e9 /* seconds (31 years): worker_cpu_limit above is CONCUR_EINVAL */
+
+static int create(concur_pool *p, const concur_pool_opts *o, void **state)
+{
+    *state = NULL;
+    /* A "negative" size is one above SIZE_MAX / 2 (a negative number converted). */
+    if (!(o->worker_cpu_limit >= 0) || o->worker_cpu_limit > CPU_LIMIT_MAX ||
+        o->worker_memory_limit > SIZE_MAX / 2)
+        return CONCUR_EINVAL;
+    struct engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return CONCUR_ENOMEM;
+    /* RLIMIT_CPU counts whole seconds: round up. */
+    uint64_t cpu_s = (uint64_t)o->worker_cpu_limit;
+    if ((double)cpu_s < o->worker_cpu_limit)
+        cpu_s++;
+    concur__limits lim = {.mem = o->worker_memory_limit, .cpu_s = cpu_s};
+    int rc = concur__fs_create(&e->fs, concur__pool_max_workers(p), &lim);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    *state = e;
+    return 0;
+}
+
+static void destroy(void *state)
+{
+    struct engine *e = state;
+    if (!e)
+        return;
+    concur__fs_destroy(e->fs); /* the workers are gone: the server ends, and is reaped */
+    free(e);
+}
+
+static void stop(void *state)
+{
+    concur__fs_stop(((struct engine *)state)->fs); /* the tasks in the worker processes */
+}
+
+static bool code_ok(const void *state, const void *fn)
+{
+    return concur__fs_code_ok(((const struct engine *)state)->fs, (uintptr_t)fn);
+}
+
+/* Starts this proxy's worker process (at the proxy's start, or to replace one that died) and
+ * runs the initializer in it. */
+static int proc_begin(concur__worker *w, concur_task *t, bool *hook_failed)
+{
+    concur_pool *p = w->pool;
+    const concur_pool_opts *o = concur__pool_opts(p);
+    struct engine *e = concur__pool_engine_state(p);
+    int rc = 0;
+    *hook_failed = false;
+    if (!w->ctx) {
+        concur__proc *pr = NULL;
+        rc = proc_create(&pr, e->fs, w->name, o->user, w->slot);
+        if (!rc)
+            pr->owner = w;
+        concur__worker_set_ctx(w, pr);
+    }
+    if (!rc)
+        rc = proc_start(w->ctx, o->initializer, o->init_arg, t, hook_failed, o->task_timeout);
+    return rc;
+}
+
+/* A replacement after a crash: a failure breaks the pool, as at the proxy's start. */
+static void proc_restart(concur__worker *w, concur_task *t)
+{
+    bool hook_failed;
+    int rc = proc_begin(w, t, &hook_failed);
+    if (rc)
+        concur__pool_break(w->pool, hook_failed ? CONCUR_EINITIALIZER : CONCUR_EBROKEN,
+                           hook_failed ? "initializer" : "starting the worker process", w, t->msg,
+                           rc);
+    concur__task_reset(t);
+}
+
+/* Hands @f to this proxy's process and, while tasks are short and more are queued than the
+ * other workers can take, up to a few more (pipelining); returns when every one of them is
+ * complete. A process that dies fails only the task it ran; a fresh one takes its place and
+ * the tasks behind. */
+static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
+{
+    concur_pool *p = w->pool;
+    struct engine *e = concur__pool_engine_state(p);
+    concur__proc *pr = w->ctx;
+    double timeout = concur__pool_opts(p)->task_timeout;
+    int max = concur__pool_max_workers(p);
+    unsigned ran = 0;
+    proc_push(pr, f, timeout);
+    while (proc_inflight(pr)) {
+        /* Only what no other worker would take: every worker has started (a task queued
+         * while a worker starts is that worker's) and more are queued than the others could
+         * take if they were all free now (whether they are idle yet is a matter of
+         * scheduling: a worker that has just answered may not have looked yet). */
+        for (;;) {
+            int others = concur__pool_nworkers(p) - 1;
+            if (!proc_want_more(pr, room - ran) || others + 1 < max ||
+                concur__pool_pending(p) <= (uint64_t)others)
+                break;
+            bool popped;
+            concur_future *g = concur__worker_pop(w, &popped);
+            if (g)
+                proc_push(pr, g, timeout);
+            else if (!popped)
+                break;
+        }
+        bool alive;
+        concur_future *done = proc_finish_one(pr, t, timeout, &alive);
+        atomic_store_explicit(&e->last_done, now_ns(), memory_order_relaxed);
+        concur_future_release(done); /* the engine's reference */
+        concur__pool_progress(p);
+        ran++;
+        if (!alive)
+            proc_restart(w, t); /* on failure the pool is broken: the rest fail in turn */
+    }
+    return ran;
+}
+
+static int worker_final(concur__worker *w, concur_task *t)
+{
+    const concur_pool_opts *o = concur__pool_opts(w->pool);
+    return w->ctx ? proc_final(w->ctx, o->finalizer, o->final_arg, t) : 0;
+}
+
+static void worker_end(concur__worker *w)
+{
+    concur__proc *pr = w->ctx;
+    concur__worker_set_ctx(w, NULL);
+    proc_destroy(pr); /* the process ends with its proxy */
+}
+
+struct find {
+    const concur_future *f;
+    bool (*op)(concur__proc *, const concur_future *, bool *);
+    bool found, hit;
+};
+
+static bool find_op(void *ctx, void *arg)
+{
+    struct find *q = arg;
+    q->hit = q->op(ctx, q->f, &q->found);
+    return q->found; /* stop at the proxy that holds it */
+}
+
+/* Calls @op on the process of each live proxy until one holds @f (it sets *found); returns
+ * what that call returned. */
+static bool on_proxy_of(concur_pool *p, const concur_future *f,
+                        bool (*op)(concur__proc *, const concur_future *, bool *), bool *found)
+{
+    struct find q = {.f = f, .op = op};
+    (void)concur__pool_each_worker(p, find_op, &q);
+    *found = q.found;
+    return q.found && q.hit;
+}
+
+/* Kills the worker process running @f (concur_future_cancel_kill). */
+static bool kill_running(concur_pool *p, concur_future *f)
+{
+    for (unsigned spin = 0;; spin++) {
+        bool found = false;
+        if (on_proxy_of(p, f, proc_kill_task, &found))
+            return true;
+        if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != CONCUR_RUNNING)
+            return false;
+        if (found)
+            return false; /* its process is being replaced, or it was killed already */
+        /* RUNNING, yet no proxy has it: its proxy is a few instructions from handing it
+         * over (between pop and push) or from completing it (answer read). Either way that
+         * ends soon. */
+        if (spin < 64) {
+            (void)sched_yield(); /* cannot fail on Linux */
+        } else {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000};
+            (void)nanosleep(&ts, NULL); /* EINTR: just look again */
+        }
+    }
+}
+
+/* Passes the cancel of a RUNNING future on to the process that has it. A future between pop
+ * and push is caught by the push (F_CANCEL_REQ is set by now). */
+static void cancel_running(concur_pool *p, concur_future *f)
+{
+    bool found = false;
+    (void)on_proxy_of(p, f, proc_cancel_task, &found);
+}
+
+/* A waiter polls for up to 50 us while the pool completed a task within the last 200 us
+ * (its proxies and processes are awake: the answer is a few microseconds away, and sleeping
+ * would add a cross-CPU wake-up of tens). On a pool that was idle the wake-ups are needed
+ * anyway, and a polling waiter only keeps its CPU from them. */
+static uint64_t wait_poll_ns(concur_pool *p)
+{
+    struct engine *e = concur__pool_engine_state(p);
+    uint64_t last = atomic_load_explicit(&e->last_done, memory_order_relaxed);
+    return now_ns() - last < 200000 ? 50000 : 0;
+}
+
+const concur__engine_class concur__processes_class = {
+    .kind = "process",
+    .own_timeouts = true,
+    .slots = true,
+    .create = create,
+    .destroy = destroy,
+    .stop = stop,
+    .code_ok = code_ok,
+    .worker_start = proc_begin,
+    .worker_run = worker_run,
+    .worker_final = worker_final,
+    .worker_end = worker_end,
+    .kill_running = kill_running,
+    .cancel_running = cancel_running,
+    .wait_poll_ns = wait_poll_ns,
+};
