@@ -1673,15 +1673,12 @@ static int runner_fn_noop(concur_task *t, const char *key, int argc, const char 
 
 enum { ONCE_POOL, ONCE_SWARM, ONCE_RUNNER, ONCE_FORK };
 
-/* In a child of the test with stdout on @path: "x" stays in stdout's buffer, then @mode
- * forks processes that end; the child flushes its own "x" last. The file must hold one. */
-static void once_child(int mode, const char *path)
+/* The test binary re-executed with CONCUR_TEST_ONCE=<mode> and stdout on a file (a fresh,
+ * single-threaded process: sanitizers do not follow a fork of a threaded one into new
+ * threads): "x" stays in stdout's buffer, then the mode forks processes that end; the
+ * process flushes its own "x" last. The file must hold one. Runs before Criterion's main. */
+static void once_child(int mode)
 {
-    (void)fflush(stdout);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0)
-        _exit(90);
-    (void)close(fd);
     printf("x"); /* no newline: pending in the buffer (stdout is a file: fully buffered) */
     int rc = 0;
     if (mode == ONCE_POOL) {
@@ -1727,16 +1724,33 @@ static void once_child(int mode, const char *path)
     _exit(rc ? 91 : 0);
 }
 
+__attribute__((constructor)) static void once_entry(void)
+{
+    const char *m = getenv("CONCUR_TEST_ONCE");
+    if (m)
+        once_child(atoi(m));
+}
+
 static void check_once(int mode)
 {
     char path[] = "/tmp/concur-once-XXXXXX";
     int fd = mkstemp(path);
     cr_assert_geq(fd, 0);
-    (void)close(fd);
+    char exe[4096];
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    cr_assert_gt(el, 0);
+    exe[el] = '\0';
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
-    if (pid == 0)
-        once_child(mode, path);
+    if (pid == 0) {
+        char env[32];
+        snprintf(env, sizeof env, "%d", mode);
+        if (dup2(fd, STDOUT_FILENO) < 0 || setenv("CONCUR_TEST_ONCE", env, 1) != 0)
+            _exit(90);
+        execl(exe, exe, (char *)NULL);
+        _exit(92);
+    }
+    (void)close(fd);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
