@@ -844,15 +844,28 @@ static int run_job(concur_pool *p, range_job *j, double deadline, bool probe_dea
     return r.fail_chunk == SIZE_MAX ? 0 : r.fail_code;
 }
 
-/* concur_map() on a thread pool, when the arrays allow it: aligned (the per-item function
- * sees the caller's elements), not overlapping (an output never lands on an item another
- * chunk has yet to read). */
+/* True when every element of @p size bytes from @p p on is as aligned as the copying path
+ * makes it: to the largest power of two dividing the size, at most ALIGN_MAX (so whatever
+ * type has that size is aligned as it needs). */
+static bool elements_aligned(const void *p, size_t size)
+{
+    size_t a = size & -size;
+    if (!size)
+        return true;
+    return (uintptr_t)p % (a < ALIGN_MAX ? a : ALIGN_MAX) == 0;
+}
+
+/* concur_map() on a thread pool, when the arrays allow it: aligned as the copying path would
+ * align them, not overlapping (an output never lands on an item another chunk has yet to
+ * read; an array mapped onto itself takes the copying path, where each chunk's items are
+ * copied before any output is written back). */
 static bool in_place_ok(const void *items, size_t in_size, const void *out, size_t out_size,
                         size_t n)
 {
     size_t il, ol;
-    if (!items || !out || !is_aligned(items) || !is_aligned(out) ||
-        __builtin_mul_overflow(n, in_size, &il) || __builtin_mul_overflow(n, out_size, &ol))
+    if (!items || !out || !elements_aligned(items, in_size) ||
+        !elements_aligned(out, out_size) || __builtin_mul_overflow(n, in_size, &il) ||
+        __builtin_mul_overflow(n, out_size, &ol))
         return false;
     uintptr_t i0 = (uintptr_t)items, o0 = (uintptr_t)out;
     return !il || !ol || i0 >= o0 + ol || o0 >= i0 + il;
