@@ -91,23 +91,24 @@ static inline double cb_median_round_trip_us(concur_pool *p, int warm, int n,
     return us;
 }
 
-/* concur_map of cb_map_fn over @n ints in chunks of @chunk: 3 warm-up passes, then the
- * median of 9 in ns per pass; every pass is checked. */
-static inline double cb_median_map_ns(concur_pool *p, size_t n, size_t chunk)
+/* One pass of a map of 2x+1 from @in to @out (@n ints) with @chunk items per chunk; returns 0
+ * or the error. */
+typedef int (*cb_map_pass)(concur_pool *p, const int *in, int *out, size_t n, size_t chunk);
+
+/* @pass over @n ints in chunks of @chunk: 3 warm-up passes, then the median of 9 in ns per
+ * pass; every pass is checked. */
+static inline double cb_median_pass_ns(concur_pool *p, size_t n, size_t chunk, cb_map_pass pass)
 {
     int *in = cb_malloc(n * sizeof(int)), *out = cb_malloc(n * sizeof(int));
     for (size_t i = 0; i < n; i++)
         in[i] = (int)i;
-    concur_map_opts o = CONCUR_MAP_OPTS_INIT;
-    o.in_size = o.out_size = sizeof(int);
-    o.chunk_size = chunk;
     uint64_t t[9];
     for (int k = -3; k < 9; k++) {
         memset(out, 0, n * sizeof(int));
         uint64_t t0 = bench_now_ns();
-        int rc = concur_map(p, cb_map_fn, &o, in, n, out, NULL);
+        int rc = pass(p, in, out, n, chunk);
         if (rc)
-            cb_die("concur_map", rc);
+            cb_die("map pass", rc);
         if (k >= 0)
             t[k] = bench_now_ns() - t0;
         for (size_t i = 0; i < n; i += 9973)
@@ -117,6 +118,21 @@ static inline double cb_median_map_ns(concur_pool *p, size_t n, size_t chunk)
     free(in);
     free(out);
     return bench_median_u64(t, 9);
+}
+
+static inline int cb_concur_map_pass(concur_pool *p, const int *in, int *out, size_t n,
+                                     size_t chunk)
+{
+    concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+    o.in_size = o.out_size = sizeof(int);
+    o.chunk_size = chunk;
+    return concur_map(p, cb_map_fn, &o, in, n, out, NULL);
+}
+
+/* concur_map of cb_map_fn over @n ints in chunks of @chunk, as cb_median_pass_ns. */
+static inline double cb_median_map_ns(concur_pool *p, size_t n, size_t chunk)
+{
+    return cb_median_pass_ns(p, n, chunk, cb_concur_map_pass);
 }
 
 /* main(): runs the bench named by argv[1] from @benches (a NULL-name-terminated table). */

@@ -38,6 +38,8 @@ tp_map         tbb     peer_tbb
 tp_map         openmp  peer_omp
 tp_map         python  peer_python.py
 
+tp_map_fn      concur  concur
+
 tp_latency     concur  concur
 tp_latency     tbb     peer_tbb
 tp_latency     openmp  peer_omp

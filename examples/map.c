@@ -5,6 +5,8 @@
  * map family offers, each checked against the serial result:
  *   - lazy starmap over two parallel arrays (concur_map_start_zip), chunks of 25;
  *   - concur_map: eager and ordered, straight into an output array;
+ *   - the range form (concur_parallel_for): the function loops over a range of indexes of
+ *     the arrays itself, reading and writing them in place;
  *   - unordered delivery (completion order);
  *   - eager iteration (asyncpal's map_all / starmap_all);
  *   - a lazy map pulling its items from a generator, with a bounded buffer;
@@ -150,6 +152,30 @@ static int map_into_array(concur_pool *pool)
         if (out[i] != expected[i])
             return fail("concur_map", "item %d gave %d", i, out[i]);
     printf("%-34s %d results ok\n", "concur_map into an array", N);
+    return 0;
+}
+
+/* The range form's loop body: indexes [begin, end) of xs and ys into the output array. */
+static int add_range(concur_task *t, size_t begin, size_t end, void *arg)
+{
+    int *out = arg;
+    (void)t;
+    for (size_t i = begin; i < end; i++)
+        out[i] = add(xs[i], ys[i]);
+    return 0;
+}
+
+static int parallel_for(concur_pool *pool)
+{
+    int out[N];
+    concur_range_error err;
+    int rc = concur_parallel_for(pool, 0, N, CHUNK, add_range, out, CONCUR_FOREVER, &err);
+    if (rc < 0)
+        return fail("concur_parallel_for", "[%zu, %zu): %s", err.begin, err.end, err.message);
+    for (int i = 0; i < N; i++)
+        if (out[i] != expected[i])
+            return fail("concur_parallel_for", "index %d gave %d", i, out[i]);
+    printf("%-34s %d results ok\n", "concur_parallel_for (range form)", N);
     return 0;
 }
 
@@ -338,7 +364,7 @@ int main(void)
     }
 
     int status = 0;
-    if (lazy_starmap(pool) < 0 || map_into_array(pool) < 0 ||
+    if (lazy_starmap(pool) < 0 || map_into_array(pool) < 0 || parallel_for(pool) < 0 ||
         iterate(pool, false, false, "lazy map, chunks of 25") < 0 ||
         iterate(pool, true, false, "unordered map") < 0 ||
         iterate(pool, false, true, "eager map (map_all)") < 0 ||

@@ -875,3 +875,375 @@ Test(map, map_into_array_with_queue_limit)
     free(out);
     concur_pool_destroy(p);
 }
+
+/* ---- concur_parallel_for(): the range form ------------------------------------------- */
+
+/* What a range body shares with the test: the arrays, and counters of its calls. Every
+ * chunk writes only its own indexes, so the arrays need no lock. */
+typedef struct range_ctx {
+    const int *in;
+    int *out;
+    unsigned char *visits; /* per index: times the body ran on it */
+    size_t base;           /* in[i - base] for index i (ranges that do not start at 0) */
+    atomic_size_t calls;   /* chunks whose body ran */
+    atomic_size_t max_len; /* the longest chunk seen */
+    size_t fail_from;      /* chunks starting at or after these indexes fail... */
+    size_t fail_to;        /* ...up to this one (exclusive); fail_from == fail_to: none */
+    bool slow_after;       /* chunks after the failing ones take a millisecond */
+} range_ctx;
+
+static int body_lin(concur_task *t, size_t begin, size_t end, void *arg)
+{
+    range_ctx *c = arg;
+    atomic_fetch_add(&c->calls, 1);
+    size_t len = end - begin, m = atomic_load(&c->max_len);
+    while (len > m && !atomic_compare_exchange_weak(&c->max_len, &m, len))
+        ;
+    if (begin < c->fail_to && end > c->fail_from)
+        return concur_task_fail(t, -EIO, "bad range [%zu, %zu)", begin, end);
+    if (c->slow_after && begin >= c->fail_to)
+        tu_nap();
+    for (size_t i = begin; i < end; i++) {
+        c->out[i - c->base] = c->in[i - c->base] * 2 + 1;
+        c->visits[i - c->base]++;
+    }
+    return 0;
+}
+
+static range_ctx *range_ctx_new(size_t n, size_t base)
+{
+    range_ctx *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    c->in = ints(n ? n : 1);
+    c->out = calloc(n ? n : 1, sizeof *c->out);
+    c->visits = calloc(n ? n : 1, 1);
+    cr_assert(c->out && c->visits);
+    c->base = base;
+    return c;
+}
+
+static void range_ctx_free(range_ctx *c)
+{
+    free((void *)c->in);
+    free(c->out);
+    free(c->visits);
+    free(c);
+}
+
+/* Every index of [base, base + n) visited exactly once, with the serial result. */
+static void check_range(const range_ctx *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (c->visits[i] != 1)
+            cr_assert_fail("index %zu visited %d times", i + c->base, c->visits[i]);
+        if (c->out[i] != (int)i * 2 + 1)
+            cr_assert_fail("index %zu: got %d", i + c->base, c->out[i]);
+    }
+}
+
+/* The range form needs workers that share the caller's memory. In the process-engine build
+ * each range test checks that the pool refuses it, with nothing run, and stops there. */
+static concur_pool *range_pool(int workers)
+{
+    concur_pool *p = tu_pool(workers);
+    if (TU_PROC) {
+        range_ctx *c = range_ctx_new(10, 0);
+        concur_range_error e;
+        int rc = concur_parallel_for(p, 0, 10, 2, body_lin, c, CONCUR_FOREVER, &e);
+        cr_assert_eq(rc, CONCUR_ENOTSUP, "got %s", concur_err_name(rc));
+        cr_assert_eq(atomic_load(&c->calls), 0);
+        range_ctx_free(c);
+        concur_pool_destroy(p);
+        cr_skip_test("the range form needs a thread pool (checked: CONCUR_ENOTSUP)");
+    }
+    return p;
+}
+
+Test(map, range_results_over_sizes_around_the_grain)
+{
+    concur_pool *p = range_pool(3);
+    const size_t g = 1000;
+    size_t sizes[] = {0, 1, g - 1, g, g + 1, TU_SANITIZED ? 100003 : 1000003};
+    size_t bases[] = {0, 17};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
+        for (size_t b = 0; b < 2; b++) {
+            size_t n = sizes[s], base = bases[b];
+            range_ctx *c = range_ctx_new(n, base);
+            int rc = concur_parallel_for(p, base, base + n, g, body_lin, c, CONCUR_FOREVER, NULL);
+            cr_assert_eq(rc, 0, "n=%zu: %s", n, concur_err_name(rc));
+            check_range(c, n);
+            cr_assert_eq(atomic_load(&c->calls), concur_chunk_count(n, g), "n=%zu", n);
+            cr_assert_leq(atomic_load(&c->max_len), g);
+            range_ctx_free(c);
+        }
+    concur_pool_destroy(p);
+}
+
+Test(map, range_grain_zero_picks_a_quarter_per_worker)
+{
+    concur_pool *p = range_pool(4);
+    /* (end - begin) / (4 * max_workers) indexes per chunk: 16 chunks of 625. */
+    range_ctx *c = range_ctx_new(10000, 0);
+    cr_assert_eq(concur_parallel_for(p, 0, 10000, 0, body_lin, c, CONCUR_FOREVER, NULL), 0);
+    check_range(c, 10000);
+    cr_assert_eq(atomic_load(&c->calls), 16);
+    cr_assert_eq(atomic_load(&c->max_len), 625);
+    range_ctx_free(c);
+    /* Fewer indexes than 4 per worker: at least one per chunk. */
+    c = range_ctx_new(3, 0);
+    cr_assert_eq(concur_parallel_for(p, 0, 3, 0, body_lin, c, CONCUR_FOREVER, NULL), 0);
+    check_range(c, 3);
+    cr_assert_eq(atomic_load(&c->calls), 3);
+    range_ctx_free(c);
+    concur_pool_destroy(p);
+}
+
+/* Chunk 10 of 1000 fails: its error and message come back, with its bounds; chunks after
+ * it that had not started are skipped, chunks before it all ran. The chunks after it take a
+ * millisecond each, so the other worker gets through at most a few of them while chunk 10
+ * is failing; without the skip they would take a second. */
+Test(map, range_error_stops_the_loop_and_is_returned)
+{
+    concur_pool *p = range_pool(2);
+    size_t n = 1000;
+    range_ctx *c = range_ctx_new(n, 0);
+    c->fail_from = 10;
+    c->fail_to = 11;
+    c->slow_after = true;
+    concur_range_error e;
+    int rc = concur_parallel_for(p, 0, n, 1, body_lin, c, CONCUR_FOREVER, &e);
+    cr_assert_eq(rc, -EIO, "got %s", concur_err_name(rc));
+    cr_assert_eq(e.begin, 10);
+    cr_assert_eq(e.end, 11);
+    cr_assert_str_eq(e.message, "bad range [10, 11)");
+    for (size_t i = 0; i < 10; i++)
+        cr_assert_eq(c->out[i], (int)i * 2 + 1, "index %zu before the failure", i);
+    size_t calls = atomic_load(&c->calls);
+    cr_assert_geq(calls, 11);
+    cr_assert_lt(calls, 100, "%zu chunks ran their body", calls);
+    range_ctx_free(c);
+    concur_pool_destroy(p);
+}
+
+/* Two failing chunks: the lowest one is reported, every time; a positive return is
+ * CONCUR_ETASK with the code's text. */
+static int body_fail_at_5_and_50(concur_task *t, size_t begin, size_t end, void *arg)
+{
+    (void)end;
+    (void)arg;
+    if (begin == 50)
+        return concur_task_fail(t, -ENOSPC, "late failure");
+    if (begin == 5) {
+        /* Let the later failure happen first when it can. */
+        for (int i = 0; i < 20 && !concur_task_should_stop(t); i++)
+            tu_nap();
+        return 7;
+    }
+    return 0;
+}
+
+Test(map, range_reports_the_lowest_failing_chunk)
+{
+    concur_pool *p = range_pool(3);
+    for (int k = 0; k < 3; k++) {
+        concur_range_error e;
+        int rc = concur_parallel_for(p, 0, 100, 5, body_fail_at_5_and_50, NULL, CONCUR_FOREVER,
+                                     &e);
+        cr_assert_eq(rc, CONCUR_ETASK, "got %s", concur_err_name(rc));
+        cr_assert_eq(e.begin, 5);
+        cr_assert_eq(e.end, 10);
+        cr_assert_str_eq(e.message, concur_strerror(CONCUR_ETASK));
+    }
+    concur_pool_destroy(p);
+}
+
+/* A process pool refuses the range form in every build: its workers do not share the
+ * caller's memory. */
+Test(map, range_on_a_process_pool_is_not_supported)
+{
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 1};
+    concur_pool *p = NULL;
+    cr_assert_eq(concur_pool_create(&p, &po), 0);
+    range_ctx *c = range_ctx_new(10, 0);
+    concur_range_error e;
+    int rc = concur_parallel_for(p, 0, 10, 2, body_lin, c, CONCUR_FOREVER, &e);
+    cr_assert_eq(rc, CONCUR_ENOTSUP, "got %s", concur_err_name(rc));
+    cr_assert_str_eq(e.message, concur_strerror(CONCUR_ENOTSUP));
+    cr_assert_eq(concur_parallel_for(p, 0, 0, 2, body_lin, c, CONCUR_FOREVER, NULL),
+                 CONCUR_ENOTSUP, "even for an empty range");
+    cr_assert_eq(atomic_load(&c->calls), 0);
+    range_ctx_free(c);
+    concur_pool_destroy(p);
+}
+
+Test(map, range_invalid_arguments)
+{
+    concur_pool *p = range_pool(2);
+    range_ctx *c = range_ctx_new(10, 0);
+    concur_range_error e;
+    cr_assert_eq(concur_parallel_for(NULL, 0, 10, 1, body_lin, c, CONCUR_FOREVER, &e),
+                 CONCUR_EINVAL);
+    cr_assert_str_eq(e.message, concur_strerror(CONCUR_EINVAL));
+    cr_assert_eq(concur_parallel_for(p, 0, 10, 1, NULL, c, CONCUR_FOREVER, NULL), CONCUR_EINVAL);
+    cr_assert_eq(concur_parallel_for(p, 10, 9, 1, body_lin, c, CONCUR_FOREVER, NULL),
+                 CONCUR_EINVAL);
+    cr_assert_eq(atomic_load(&c->calls), 0);
+    /* An empty range is nothing to do; a closed pool fails the first chunk. */
+    cr_assert_eq(concur_parallel_for(p, 5, 5, 1, body_lin, c, CONCUR_FOREVER, NULL), 0);
+    cr_assert_eq(concur_pool_shutdown(p, 0, CONCUR_FOREVER), 0);
+    cr_assert_eq(concur_parallel_for(p, 0, 10, 4, body_lin, c, CONCUR_FOREVER, &e),
+                 CONCUR_ECLOSED);
+    cr_assert_eq(e.begin, 0);
+    cr_assert_eq(e.end, 4);
+    cr_assert_eq(atomic_load(&c->calls), 0);
+    range_ctx_free(c);
+    concur_pool_destroy(p);
+}
+
+/* The first chunk runs until it is asked to stop; the others finish at once. The timeout
+ * fails the loop at that chunk, which is asked to stop and awaited before the call returns. */
+typedef struct stuck_ctx {
+    atomic_int stopped; /* the stuck chunk saw concur_task_should_stop() */
+    atomic_int running; /* chunks inside the body */
+} stuck_ctx;
+
+static int body_first_stuck(concur_task *t, size_t begin, size_t end, void *arg)
+{
+    (void)end;
+    stuck_ctx *s = arg;
+    atomic_fetch_add(&s->running, 1);
+    int rc = 0;
+    if (begin == 0) {
+        double dl = tu_now() + TU_SAFETY;
+        while (!concur_task_should_stop(t) && tu_now() < dl)
+            tu_nap();
+        atomic_store(&s->stopped, concur_task_should_stop(t));
+        rc = CONCUR_ECANCELED;
+    }
+    atomic_fetch_sub(&s->running, 1);
+    return rc;
+}
+
+Test(map, range_timeout_stops_and_awaits_running_chunks)
+{
+    concur_pool *p = range_pool(2);
+    stuck_ctx s = {0};
+    concur_range_error e;
+    double t0 = tu_now();
+    int rc = concur_parallel_for(p, 0, 8, 1, body_first_stuck, &s, 0.05, &e);
+    double dt = tu_now() - t0;
+    cr_assert_eq(rc, CONCUR_ETIMEDOUT, "got %s", concur_err_name(rc));
+    cr_assert_eq(e.begin, 0);
+    cr_assert_eq(e.end, 1);
+    cr_assert_geq(dt, 0.05 - TU_EPS);
+    cr_assert_lt(dt, TU_LOOSE(0.05));
+    cr_assert(atomic_load(&s.stopped), "the running chunk was asked to stop");
+    cr_assert_eq(atomic_load(&s.running), 0, "no body runs after the call returned");
+    concur_pool_destroy(p);
+}
+
+/* Called from a task of the same pool: with another worker free the chunks run there; with
+ * max_workers 1 they never could, and the call says so instead of waiting forever. */
+typedef struct nested_ctx {
+    concur_pool *p;
+    range_ctx *c;
+    int rc;
+} nested_ctx;
+
+static int task_nested_range(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    nested_ctx *x = tu_in_ptr(in, len);
+    x->rc = concur_parallel_for(x->p, 0, 5000, 100, body_lin, x->c, CONCUR_FOREVER, NULL);
+    return 0;
+}
+
+Test(map, range_from_a_worker_of_the_same_pool)
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        concur_pool *p = range_pool(workers);
+        nested_ctx x = {.p = p, .c = range_ctx_new(5000, 0), .rc = 1};
+        concur_future *f = tu_submit(p, task_nested_range, TU_PTR_IN(&x));
+        cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0, "workers=%d: no deadlock", workers);
+        concur_future_release(f);
+        if (workers == 1) {
+            cr_assert_eq(x.rc, CONCUR_EDEADLK, "got %s", concur_err_name(x.rc));
+            cr_assert_eq(atomic_load(&x.c->calls), 0);
+            /* From outside, the one worker runs every chunk. */
+            cr_assert_eq(
+                concur_parallel_for(p, 0, 5000, 100, body_lin, x.c, CONCUR_FOREVER, NULL), 0);
+        } else {
+            cr_assert_eq(x.rc, 0, "got %s", concur_err_name(x.rc));
+        }
+        check_range(x.c, 5000);
+        range_ctx_free(x.c);
+        concur_pool_destroy(p);
+    }
+}
+
+/* More chunks than the window holds: they are submitted as earlier ones finish. */
+Test(map, range_many_small_chunks)
+{
+    concur_pool *p = range_pool(2);
+    size_t n = TU_SANITIZED ? 5000 : 20000;
+    range_ctx *c = range_ctx_new(n, 0);
+    cr_assert_eq(concur_parallel_for(p, 0, n, 1, body_lin, c, CONCUR_FOREVER, NULL), 0);
+    check_range(c, n);
+    cr_assert_eq(atomic_load(&c->calls), n);
+    range_ctx_free(c);
+    concur_pool_destroy(p);
+}
+
+/* ---- concur_map() in place on a thread pool ------------------------------------------- */
+
+/* concur_map of @p fn (2x + 1) over @p items (0..n-1) into @p out (which may be @p items),
+ * @p chunk items per chunk: it succeeds and out[i] == 2i + 1 for every i. */
+static void map_lin_checked(concur_pool *p, concur_map_fn fn, int *items, int *out, size_t n,
+                            size_t chunk)
+{
+    concur_map_opts o = int_opts(chunk, 1);
+    cr_assert_eq(concur_map(p, fn, &o, items, n, out, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        if (out[i] != (int)i * 2 + 1)
+            cr_assert_fail("out[%zu] = %d", i, out[i]);
+}
+
+static const int *g_items;
+static size_t g_nitems;
+static atomic_size_t g_outside; /* items the function saw outside the caller's array */
+
+static int fn_lin_where(concur_task *t, const void *in, void *out)
+{
+    const int *x = in;
+    if (x < g_items || x >= g_items + g_nitems)
+        atomic_fetch_add(&g_outside, 1);
+    return fn_lin(t, in, out);
+}
+
+Test(map, map_into_array_reads_items_in_place_on_threads)
+{
+    TU_SKIP_ON_PROCESSES("worker processes see copies of the items");
+    concur_pool *p = tu_pool(2);
+    size_t n = 10007;
+    int *a = ints(n);
+    int *out = calloc(n, sizeof *out);
+    cr_assert_not_null(out);
+    g_items = a;
+    g_nitems = n;
+    map_lin_checked(p, fn_lin_where, a, out, n, 100);
+    cr_assert_eq(atomic_load(&g_outside), 0);
+    free(a);
+    free(out);
+    concur_pool_destroy(p);
+}
+
+/* Outputs written over the items themselves (out == items): each item is read before its
+ * own output replaces it, on every engine. */
+Test(map, map_into_the_items_array_itself)
+{
+    concur_pool *p = tu_pool(2);
+    int *a = ints(100003);
+    map_lin_checked(p, fn_lin, a, a, 100003, 1000);
+    free(a);
+    concur_pool_destroy(p);
+}

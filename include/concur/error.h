@@ -33,6 +33,7 @@ extern "C" {
     X(ENOSPC, -ENOSPC, "no space left on device")                                         \
     X(EIO, -EIO, "input/output error")                                                    \
     X(EINTR, -EINTR, "interrupted")                                                       \
+    X(ENOTSUP, -ENOTSUP, "not supported by this pool's engine")                           \
     X(ECLOSED, -10001, "the pool is shut down")                                           \
     X(EBROKEN, -10002, "the pool is broken")                                              \
     X(EINITIALIZER, -10003, "the pool is broken: a worker initializer failed")            \

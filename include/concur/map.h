@@ -14,6 +14,11 @@
  * consumer, so memory stays bounded on endless input; an eager map (opts.eager, asyncpal's
  * map_all) submits every chunk at start. An item's error surfaces at that item: every earlier
  * result (in delivery order) is delivered first. opts.timeout bounds the whole iteration.
+ *
+ * The range form (concur_parallel_for, as TBB's parallel_for and OpenMP's `for`) hands each
+ * chunk task an index range of the caller's loop instead of items: the function loops itself
+ * and reads and writes the caller's memory in place, so a chunk costs one task and nothing per
+ * index. It needs workers that share the caller's memory: thread pools only.
  */
 #ifndef CONCUR_MAP_H
 #define CONCUR_MAP_H
@@ -106,11 +111,82 @@ CONCUR_API void concur_map_destroy(concur_map_iter *m);
 /**
  * Eager, ordered map into a caller array: out[i] (out_size bytes each) = fn(items[i]).
  * Returns 0 when all items succeeded, or the first failure in input order (its index in
- * *err_index when not NULL; the outputs before it are written). @p opts is required (it
- * holds the sizes); opts->eager and opts->unordered are ignored.
+ * *err_index when not NULL; the outputs before it are written, later ones may be written
+ * or not). @p opts is required (it holds the sizes); opts->eager and opts->unordered are
+ * ignored. opts->timeout bounds the call (CONCUR_ETIMEDOUT at the first item not known to
+ * be done); chunks still running then are asked to stop and awaited before it returns.
+ * On a thread pool, when @p items and @p out do not overlap, the chunks read the items and
+ * write the outputs in place (the range form's path: no copies); otherwise items travel
+ * in the chunks' inputs and outputs in their results, as on every engine.
  */
 CONCUR_API int concur_map(concur_pool *p, concur_map_fn fn, const concur_map_opts *opts,
                           const void *items, size_t n, void *out, size_t *err_index);
+
+/* ------------------------------------------------------------------------------------ */
+/* The range form: a loop over an index range, one task per chunk of indexes. */
+
+/**
+ * The loop body of concur_parallel_for(): runs indexes [@p begin, @p end) of one chunk, with
+ * the @p arg given to the call, reading and writing the caller's memory directly. Returns 0,
+ * or a negative code (with concur_task_fail() for a message; a positive value counts as
+ * CONCUR_ETASK) that stops the loop. Runs in a worker of the pool with the chunk's own task
+ * context @p t: concur_task_user(), concur_task_worker_name() and concur_task_id() work as
+ * in any task, and concur_task_should_stop() becomes true when the loop is abandoned (a
+ * failure in an earlier chunk, the call's timeout, the pool's task_timeout or a cancelling
+ * shutdown); a long chunk may poll it. Chunks run concurrently and in any order, each at
+ * most once; their ranges never overlap. A result set with concur_task_return() is ignored.
+ */
+typedef int (*concur_range_fn)(concur_task *t, size_t begin, size_t end, void *arg);
+
+/** Bytes of concur_range_error.message, its NUL included. */
+#define CONCUR_RANGE_MSG_MAX 1024
+
+/** Where and why concur_parallel_for() stopped. */
+typedef struct concur_range_error {
+    size_t begin; /**< the chunk the error is about: indexes [begin, end) */
+    size_t end;
+    /** The function's concur_task_fail() message, or the code's text; NUL-terminated,
+     *  truncated to fit. */
+    char message[CONCUR_RANGE_MSG_MAX];
+} concur_range_error;
+
+/**
+ * Runs @p fn over the indexes [@p begin, @p end) on the pool, in chunks of @p grain indexes
+ * (the last one may be shorter), one task per chunk: fn(t, b, e, arg) for each chunk
+ * [b, e). A grain of 0 picks (end - begin) / (4 * max_workers), at least 1.
+ *
+ * Threads: fn runs only in the pool's workers, never in the calling thread, which blocks
+ * until every chunk that started has returned, even on error: fn never runs after the call
+ * returned, so @p arg and whatever fn reads and writes need to stay valid only during the
+ * call, and everything fn wrote is visible to the caller when it returns. A few chunks are
+ * in flight at once (a bounded window), whatever the number of chunks.
+ *
+ * Errors. The first error stops the loop: chunks after a failed one that have not started
+ * are skipped and running ones are asked to stop; chunks before it still run, so the error
+ * returned is the one of the lowest failing chunk, the one a serial loop would have met
+ * first. When @p err is not NULL it is filled for every error (and left alone on success):
+ * the chunk the error is about and its message. Returns 0 when every chunk returned 0, or:
+ * - CONCUR_EINVAL: NULL @p p or @p fn, @p begin > @p end (nothing runs);
+ * - CONCUR_ENOTSUP: @p p is a process pool, whose workers do not share the caller's memory
+ *   (nothing runs; map the range with concur_map() there);
+ * - CONCUR_EDEADLK: called from the only worker of a pool with max_workers 1, where the
+ *   chunks could never run, as concur_pool_run() (nothing runs). From a worker of a wider
+ *   pool the chunks run on the other workers (loops nested as deep as the pool is wide
+ *   wait for each other forever, as tasks waiting on their own pool do);
+ * - the code fn returned (ETASK for a positive value), at its chunk;
+ * - CONCUR_ETIMEDOUT when @p timeout seconds (negative, CONCUR_FOREVER: no limit; 0 does
+ *   not wait, as in every call that waits) expired, at the first chunk not done then;
+ * - CONCUR_ETASKTIMEOUT for a chunk that ran past the pool's task_timeout (which bounds each
+ *   chunk, not the loop), CONCUR_ECANCELED for chunks the pool cancelled (a shutdown with
+ *   CONCUR_SHUTDOWN_CANCEL);
+ * - a submit error (CONCUR_ECLOSED, the broken code, CONCUR_ENOMEM, CONCUR_EFULL when the
+ *   queue_limit leaves no room and nothing of the loop is in flight), at the first chunk
+ *   not submitted.
+ * An empty range returns 0 at once (after the checks of @p p and @p fn).
+ */
+CONCUR_API int concur_parallel_for(concur_pool *p, size_t begin, size_t end, size_t grain,
+                                   concur_range_fn fn, void *arg, double timeout,
+                                   concur_range_error *err);
 
 /* ------------------------------------------------------------------------------------ */
 /* Splitting a map into chunk tasks by hand (asyncpal's get_chunks / split_map_task). */

@@ -31,9 +31,25 @@
  * input order. The window is what keeps the cost per item low on big inputs: the memory of
  * collected chunks is reused by the next ones instead of being faulted in afresh.
  *
+ * Chunks over the caller's memory. The range form (concur_parallel_for) and concur_map() on
+ * a thread pool with non-overlapping arrays do not copy: a chunk task's input is 16 bytes, a
+ * pointer to the loop's shared job and the chunk's number, and the task works on the caller's
+ * arrays in place (a range function loops over its indexes itself; concur_map()'s chunk runs
+ * the per-item function over items and outputs where they are). The caller keeps a window of
+ * chunk futures, submitted in order with batch submits and collected as a prefix; it sleeps
+ * on the newest chunk once all are submitted, so it wakes about once per loop, not once per
+ * chunk. Failures are kept by position: the job's stop_at is the lowest chunk known to have
+ * failed, chunks after it do not start and those in flight are cancelled, chunks before it
+ * still run, so the failure reported is the lowest one (for concur_map(), the first failing
+ * item in input order, every output before it written, as on the copying path). The job is
+ * reference counted and counts the tasks that may still touch the caller's memory: a chunk
+ * past the pool's task_timeout has a failed future but goes on running, and the call
+ * returns only once it has left.
+ *
  * Threads. A map is used by one thread at a time; nothing here is shared with the workers
  * except through futures (the chunk task only sees its input and its result), so the map
- * itself needs no lock.
+ * itself needs no lock. The in-place loops share their job with the workers through atomics
+ * only (stop_at, the counters), and the arrays through the futures' completion.
  */
 #include <limits.h>
 #include <stdalign.h>
@@ -93,6 +109,37 @@ static bool is_aligned(const void *p)
 }
 
 /*
+ * The hot loop: fn over @p count items at @p ip (in_size bytes apart) into @p op (out_size
+ * apart), nothing per item but the call, its test and two additions; the stop flag is read
+ * once per block of STOP_CHECK_EVERY items. Returns 0, or the error of item *done (the items
+ * before it succeeded; a positive value becomes CONCUR_ETASK); sets *stop and returns 0 when
+ * the task was asked to stop before the end.
+ */
+static int apply(concur_task *t, concur_map_fn fn, const unsigned char *ip, unsigned char *op,
+                 size_t in_size, size_t out_size, size_t count, size_t *done, bool *stop)
+{
+    size_t i = 0;
+    int err = 0;
+    while (i < count) {
+        size_t end = count - i > STOP_CHECK_EVERY ? i + STOP_CHECK_EVERY : count;
+        for (; i < end; i++) {
+            err = fn(t, ip, op);
+            if (err)
+                goto out;
+            ip += in_size;
+            op += out_size;
+        }
+        if (i < count && concur_task_should_stop(t)) {
+            *stop = true;
+            break;
+        }
+    }
+out:
+    *done = i;
+    return err > 0 ? CONCUR_ETASK : err;
+}
+
+/*
  * The chunk task. Runs fn on each item; the result is written in place. An item error stops
  * the chunk at that item and becomes part of the result (the task itself succeeds), so the
  * outputs before it are kept. The task fails only when it cannot run at all (bad input, no
@@ -135,32 +182,15 @@ static int chunk_task(concur_task *t, const void *in, size_t len)
         }
     }
 
-    /* The hot loop: nothing per item but the call, its test and two additions; the stop
-     * flag is read once per block of STOP_CHECK_EVERY items. */
-    concur_map_fn fn = h.fn;
-    unsigned char *op = outs_tmp ? outs_tmp : outs;
-    const unsigned char *ip = items;
     size_t i = 0;
-    int err = 0;
-    while (i < count) {
-        size_t end = count - i > STOP_CHECK_EVERY ? i + STOP_CHECK_EVERY : count;
-        for (; i < end; i++) {
-            err = fn(t, ip, op);
-            if (err)
-                goto stopped;
-            ip += in_size;
-            op += out_size;
-        }
-        if (i < count && concur_task_should_stop(t)) {
-            free(items_copy);
-            free(outs_tmp);
-            return CONCUR_ECANCELED;
-        }
-    }
-stopped:
+    bool stop = false;
+    int err = apply(t, h.fn, items, outs_tmp ? outs_tmp : outs, in_size, out_size, count, &i,
+                    &stop);
     free(items_copy);
-    if (err > 0)
-        err = CONCUR_ETASK;
+    if (stop) {
+        free(outs_tmp);
+        return CONCUR_ECANCELED;
+    }
 
     result_hdr r = {.tag = h.tag, .base = h.base, .count = h.count, .nok = i, .err = err};
     if (err) {
@@ -436,6 +466,486 @@ static int check_opts(concur_pool *p, concur_map_fn fn, const concur_map_opts *o
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Chunks over the caller's memory: the range form, and concur_map() on a thread pool. */
+
+/* Chunks of one loop in flight at most (4 per worker when that is more): bounds the futures
+ * a loop holds, whatever its length. */
+#define RANGE_WINDOW 1024u
+#define RANGE_WINDOW_MAX ((size_t)1 << 20)
+
+/*
+ * What the chunk tasks of one loop share. On the heap, reference counted: a chunk past the
+ * pool's task_timeout has a failed future but goes on running (a thread cannot be stopped),
+ * so the job outlives the caller's last look at the futures until that task has left.
+ */
+typedef struct range_job {
+    /* Submitted chunk tasks that have not left: until then they may touch the caller's
+     * memory. The caller returns only at 0. */
+    _Atomic uint32_t live;
+    _Atomic uint32_t waiting; /* the caller sleeps on live (wake it at 0) */
+    _Atomic uint32_t refs;    /* the caller's and one per submitted task; the last one frees */
+    /* The lowest chunk known to have failed (SIZE_MAX: none): chunks after it do not start,
+     * chunks before it still run, so the failure reported is the lowest one. */
+    _Atomic size_t stop_at;
+    size_t first, n, grain; /* the indexes [first, first + n), grain per chunk */
+    concur_range_fn range_fn; /* the range form, with its arg */
+    void *arg;
+    concur_map_fn map_fn; /* concur_map(): items read and outputs written in place */
+    const unsigned char *items;
+    unsigned char *out;
+    size_t in_size, out_size;
+} range_job;
+
+/* A chunk task's input, 16 bytes: it fits in the task record, so a submit copies no more. */
+typedef struct chunk_ref {
+    range_job *job;
+    size_t chunk;
+} chunk_ref;
+
+/* True when the pool's tasks run in this process and may use the caller's memory. Only an
+ * engine whose workers are other processes restricts the code they run, and none of those has
+ * code at address 0. */
+static bool shares_memory(const concur_pool *p)
+{
+    return concur__pool_code_ok(p, NULL);
+}
+
+static void lower_stop(range_job *j, size_t chunk)
+{
+    size_t v = atomic_load_explicit(&j->stop_at, memory_order_relaxed);
+    while (chunk < v && !atomic_compare_exchange_weak_explicit(&j->stop_at, &v, chunk,
+                                                               memory_order_relaxed,
+                                                               memory_order_relaxed))
+        ;
+}
+
+static void job_release(range_job *j, uint32_t k)
+{
+    if (atomic_fetch_sub_explicit(&j->refs, k, memory_order_acq_rel) == k)
+        free(j);
+}
+
+/* @p k tasks are done with the caller's memory: they returned, or will never run. */
+static void job_leave(range_job *j, uint32_t k)
+{
+    /* seq_cst: pairs with the caller's store to waiting, then load of live (wait_live). */
+    if (atomic_fetch_sub_explicit(&j->live, k, memory_order_seq_cst) == k &&
+        atomic_load_explicit(&j->waiting, memory_order_seq_cst))
+        concur__futex_wake(&j->live, 1);
+    job_release(j, k);
+}
+
+static void wait_live(range_job *j)
+{
+    if (!atomic_load_explicit(&j->live, memory_order_acquire))
+        return;
+    atomic_store_explicit(&j->waiting, 1, memory_order_seq_cst);
+    uint32_t v;
+    while ((v = atomic_load_explicit(&j->live, memory_order_seq_cst)) != 0)
+        concur__futex_wait(&j->live, v, UINT64_MAX);
+}
+
+/* concur_map()'s chunk in place. An item error goes into the result as in chunk_task, with
+ * no outputs before the message (they are in the caller's array already). */
+static int items_body(range_job *j, concur_task *t, size_t chunk, size_t b, size_t e)
+{
+    size_t done = 0;
+    bool stop = false;
+    int err = apply(t, j->map_fn, j->items + b * j->in_size, j->out + b * j->out_size,
+                    j->in_size, j->out_size, e - b, &done, &stop);
+    if (stop)
+        return CONCUR_ECANCELED;
+    if (!err)
+        return 0;
+    lower_stop(j, chunk);
+    const char *msg = item_message(t, err);
+    size_t mlen = strlen(msg);
+    unsigned char *res = concur_task_result_alloc(t, sizeof(result_hdr) + mlen + 1);
+    if (!res)
+        return concur_task_fail(t, CONCUR_ENOMEM, "map chunk: out of memory");
+    result_hdr r = {.count = e - b, .nok = done, .err = err, .msg_len = mlen};
+    memcpy(res, &r, sizeof r);
+    memcpy(res + sizeof r, msg, mlen + 1);
+    return 0;
+}
+
+/*
+ * The chunk task of both forms. A chunk after a failed one returns at once. The range form's
+ * error fails the task (code and message travel in its future); concur_map()'s item error
+ * is the task's result. Leaving the job is the last thing it does with the caller's memory.
+ */
+static int range_chunk_task(concur_task *t, const void *in, size_t len)
+{
+    chunk_ref r;
+    if (len != sizeof r)
+        return concur_task_fail(t, CONCUR_EINVAL, "range chunk: input of %zu bytes", len);
+    memcpy(&r, in, sizeof r);
+    range_job *j = r.job;
+    int rc = 0;
+    if (r.chunk <= atomic_load_explicit(&j->stop_at, memory_order_relaxed)) {
+        size_t b = 0, e = 0;
+        concur_chunk_bounds(j->n, j->grain, r.chunk, &b, &e);
+        if (j->range_fn) {
+            rc = j->range_fn(t, j->first + b, j->first + e, j->arg);
+            if (rc)
+                lower_stop(j, r.chunk);
+        } else {
+            rc = items_body(j, t, r.chunk, b, e);
+        }
+    }
+    job_leave(j, 1);
+    return rc;
+}
+
+/* The caller's side of one loop: a window of chunk futures, submitted in order and collected
+ * as a prefix. */
+typedef struct range_run {
+    concur_pool *p;
+    range_job *j;
+    size_t nch, cap, group; /* chunks; the window; chunks per batch submit */
+    concur_future **ring;   /* chunk c's future at c % cap */
+    chunk_ref *refs;        /* a batch's inputs */
+    concur_input *ins;
+    size_t sub, col;    /* chunks submitted; chunks collected */
+    size_t cancel_from; /* the chunks in flight from here on were cancelled */
+    double deadline;
+    bool first_run; /* submit the first chunk with concur_pool_run (a one-worker pool) */
+    /* The failure at the lowest position so far (fail_chunk SIZE_MAX: none). */
+    size_t fail_chunk, fail_item;
+    int fail_code;
+    char *msg; /* its message goes here (NULL: not kept) */
+    size_t msg_cap;
+} range_run;
+
+static size_t chunk_first(const range_run *r, size_t c)
+{
+    size_t b = 0;
+    concur_chunk_bounds(r->j->n, r->j->grain, c, &b, NULL);
+    return b;
+}
+
+static concur_future *ring_at(const range_run *r, size_t c)
+{
+    return r->ring[c % r->cap];
+}
+
+static bool finished(const concur_future *f)
+{
+    concur_state s = concur_future_state(f);
+    return s == CONCUR_DONE || s == CONCUR_FAILED || s == CONCUR_CANCELLED;
+}
+
+/* Records a failure at chunk @p c, item @p item (relative to the range's start), unless one
+ * at a lower chunk is known; later chunks stop. */
+static void note(range_run *r, size_t c, size_t item, int code, const char *msg)
+{
+    if (c >= r->fail_chunk)
+        return;
+    r->fail_chunk = c;
+    r->fail_item = item;
+    r->fail_code = code;
+    if (r->msg)
+        snprintf(r->msg, r->msg_cap, "%s", msg ? msg : concur_strerror(code));
+    lower_stop(r->j, c);
+}
+
+/* Chunks worth submitting: none after a failed one. */
+static size_t sub_limit(const range_run *r)
+{
+    size_t stop = atomic_load_explicit(&r->j->stop_at, memory_order_relaxed);
+    return stop < r->nch ? stop : r->nch;
+}
+
+/* Reads the outcome of finished chunk @p c and releases its future. */
+static void collect(range_run *r, size_t c)
+{
+    concur_future *f = ring_at(r, c);
+    size_t b = chunk_first(r, c);
+    concur_state s = concur_future_state(f);
+    if (s == CONCUR_CANCELLED) {
+        job_leave(r->j, 1); /* it never ran and never will */
+        note(r, c, b, CONCUR_ECANCELED, NULL);
+    } else if (s == CONCUR_FAILED) {
+        note(r, c, b, concur_future_error(f), concur_future_error_message(f));
+    } else if (!r->j->range_fn) {
+        const void *data = NULL;
+        size_t len = 0, nok = 0;
+        const char *msg = NULL;
+        concur_future_result(f, &data, &len);
+        int rc = len ? chunk_result(f, 0, NULL, &nok, &msg) : 0;
+        if (rc)
+            note(r, c, b + nok, rc, msg);
+    }
+    concur_future_release(f);
+    r->ring[c % r->cap] = NULL;
+}
+
+/* Cancels the chunks in flight from @p from on: those not started never run, running ones
+ * are asked to stop. */
+static void cancel_from(range_run *r, size_t from)
+{
+    if (from < r->col)
+        from = r->col;
+    for (size_t c = from; c < r->sub && c < r->cancel_from; c++)
+        if (!finished(ring_at(r, c)))
+            concur_future_cancel(ring_at(r, c));
+    if (from < r->cancel_from)
+        r->cancel_from = from;
+}
+
+/* Submits @p g chunks from r->sub on, into consecutive ring slots. */
+static int submit_chunks(range_run *r, size_t g)
+{
+    concur_future **futs = r->ring + r->sub % r->cap;
+    for (size_t i = 0; i < g; i++) {
+        r->refs[i] = (chunk_ref){.job = r->j, .chunk = r->sub + i};
+        r->ins[i] = (concur_input){.data = &r->refs[i], .len = sizeof r->refs[i]};
+    }
+    atomic_fetch_add_explicit(&r->j->refs, (uint32_t)g, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->j->live, (uint32_t)g, memory_order_relaxed);
+    int rc;
+    if (r->first_run) {
+        /* One worker: if it is the caller itself, the chunks could never run. run refuses
+         * that (CONCUR_EDEADLK, nothing submitted); otherwise it submits and waits for this
+         * chunk, which the loop then collects. */
+        r->first_run = false;
+        *futs = NULL;
+        rc = concur_pool_run(r->p, range_chunk_task, r->ins[0].data, r->ins[0].len,
+                             concur_remaining(r->deadline), futs);
+        rc = *futs ? 0 : rc;
+    } else if (g == 1) {
+        rc = concur_pool_submit(r->p, range_chunk_task, r->ins[0].data, r->ins[0].len, futs);
+    } else {
+        rc = concur_pool_submit_batch(r->p, range_chunk_task, r->ins, g, futs);
+    }
+    if (rc)
+        job_leave(r->j, (uint32_t)g); /* nothing was queued */
+    else
+        r->sub += g;
+    return rc;
+}
+
+/* Fills the window. A pool whose queue_limit refuses a batch gets smaller ones, then the
+ * loop waits for its oldest chunk; a refusal with nothing of the loop in flight is the
+ * failure of the first chunk not submitted. */
+static void top_up(range_run *r)
+{
+    for (;;) {
+        size_t limit = sub_limit(r);
+        if (r->sub >= limit || r->sub - r->col >= r->cap)
+            return;
+        size_t g = limit - r->sub;
+        size_t room = r->col + r->cap - r->sub, to_wrap = r->cap - r->sub % r->cap;
+        g = g < room ? g : room;
+        g = g < to_wrap ? g : to_wrap;
+        g = g < r->group ? g : r->group;
+        if (r->first_run)
+            g = 1;
+        int rc = submit_chunks(r, g);
+        if (rc == 0)
+            continue;
+        if (rc == CONCUR_EFULL && g > 1) {
+            r->group = g / 2;
+            continue;
+        }
+        if ((rc == CONCUR_EFULL || rc == CONCUR_EBUSY) && r->col < r->sub)
+            return;
+        note(r, r->sub, chunk_first(r, r->sub), rc, NULL);
+        return;
+    }
+}
+
+/* The future to sleep on: the newest once all are submitted (submission order is about
+ * the order the workers take them, so the caller wakes about once per loop), else the middle
+ * of the window (it wakes in time to refill); the oldest when that one has finished. */
+static concur_future *pick_wait(const range_run *r)
+{
+    size_t c = r->sub >= sub_limit(r) ? r->sub - 1 : r->col + (r->sub - r->col) / 2;
+    if (finished(ring_at(r, c)))
+        c = r->col;
+    return ring_at(r, c);
+}
+
+/* The deadline passed: the failure is at the first chunk not done. False when every chunk
+ * is done after all. */
+static bool time_out(range_run *r)
+{
+    size_t c = r->col;
+    while (c < r->sub && finished(ring_at(r, c)))
+        c++;
+    if (c == r->sub && c >= sub_limit(r))
+        return false;
+    note(r, c, chunk_first(r, c), CONCUR_ETIMEDOUT, NULL);
+    cancel_from(r, c);
+    return true;
+}
+
+static void run_window(range_run *r)
+{
+    for (;;) {
+        top_up(r);
+        size_t stop = atomic_load_explicit(&r->j->stop_at, memory_order_relaxed);
+        if (stop != SIZE_MAX)
+            cancel_from(r, stop + 1);
+        if (r->col == r->sub)
+            break;
+        if (concur_future_wait(pick_wait(r), concur_remaining(r->deadline)) && time_out(r))
+            break;
+        while (r->col < r->sub && finished(ring_at(r, r->col)))
+            collect(r, r->col++);
+    }
+    /* After a timeout: what still runs was asked to stop; wait for it. */
+    for (; r->col < r->sub; r->col++) {
+        concur_future_wait(ring_at(r, r->col), CONCUR_FOREVER);
+        collect(r, r->col);
+    }
+    wait_live(r->j);
+}
+
+/*
+ * Runs the chunks of job @p j (its fields set, its counters zero) on @p p until all are
+ * done or the first failure, and frees the job. Returns 0 or the failure at the lowest
+ * position: its chunk and item in *fail_chunk and *fail_item, its message in @p msg.
+ */
+static int run_job(concur_pool *p, range_job *j, double deadline, bool probe_deadlock,
+                   char *msg, size_t msg_cap, size_t *fail_chunk, size_t *fail_item)
+{
+    atomic_init(&j->refs, 1);
+    atomic_init(&j->stop_at, SIZE_MAX);
+    int workers = concur_pool_max_workers(p);
+    range_run r = {.p = p,
+                   .j = j,
+                   .nch = concur_chunk_count(j->n, j->grain),
+                   .cap = RANGE_WINDOW,
+                   .cancel_from = SIZE_MAX,
+                   .deadline = deadline,
+                   .first_run = probe_deadlock && workers == 1,
+                   .fail_chunk = SIZE_MAX,
+                   .msg = msg,
+                   .msg_cap = msg_cap};
+    if (workers > 0 && (size_t)workers * 4 > r.cap)
+        r.cap = (size_t)workers * 4 < RANGE_WINDOW_MAX ? (size_t)workers * 4 : RANGE_WINDOW_MAX;
+    if (r.cap > r.nch)
+        r.cap = r.nch;
+    r.group = r.cap;
+    r.ring = calloc(r.cap, sizeof *r.ring);
+    r.refs = malloc(r.cap * sizeof *r.refs);
+    r.ins = malloc(r.cap * sizeof *r.ins);
+    if (r.ring && r.refs && r.ins)
+        run_window(&r);
+    else
+        note(&r, 0, 0, CONCUR_ENOMEM, NULL);
+    *fail_chunk = r.fail_chunk;
+    *fail_item = r.fail_item;
+    free(r.ring);
+    free(r.refs);
+    free(r.ins);
+    job_release(j, 1);
+    return r.fail_chunk == SIZE_MAX ? 0 : r.fail_code;
+}
+
+/* True when every element of @p size bytes from @p p on is as aligned as the copying path
+ * makes it: to the largest power of two dividing the size, at most ALIGN_MAX (so whatever
+ * type has that size is aligned as it needs). */
+static bool elements_aligned(const void *p, size_t size)
+{
+    size_t a = size & -size;
+    if (!size)
+        return true;
+    return (uintptr_t)p % (a < ALIGN_MAX ? a : ALIGN_MAX) == 0;
+}
+
+/* concur_map() on a thread pool, when the arrays allow it: aligned as the copying path would
+ * align them, not overlapping (an output never lands on an item another chunk has yet to
+ * read; an array mapped onto itself takes the copying path, where each chunk's items are
+ * copied before any output is written back). */
+static bool in_place_ok(const void *items, size_t in_size, const void *out, size_t out_size,
+                        size_t n)
+{
+    size_t il, ol;
+    if (!items || !out || !elements_aligned(items, in_size) ||
+        !elements_aligned(out, out_size) || __builtin_mul_overflow(n, in_size, &il) ||
+        __builtin_mul_overflow(n, out_size, &ol))
+        return false;
+    uintptr_t i0 = (uintptr_t)items, o0 = (uintptr_t)out;
+    return !il || !ol || i0 >= o0 + ol || o0 >= i0 + il;
+}
+
+static int map_in_place(concur_pool *p, concur_map_fn fn, const concur_map_opts *o,
+                        const void *items, size_t n, void *out, size_t *err_index)
+{
+    range_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        if (err_index)
+            *err_index = 0;
+        return CONCUR_ENOMEM;
+    }
+    j->n = n;
+    j->grain = o->chunk_size;
+    j->map_fn = fn;
+    j->items = items;
+    j->out = out;
+    j->in_size = o->in_size;
+    j->out_size = o->out_size;
+    size_t fc, fi;
+    int rc = run_job(p, j, o->timeout > 0 ? concur_deadline(o->timeout) : -1, false, NULL, 0,
+                     &fc, &fi);
+    if (rc && err_index)
+        *err_index = fi;
+    return rc;
+}
+
+static void range_error(concur_range_error *err, size_t begin, size_t end, int code)
+{
+    if (!err)
+        return;
+    err->begin = begin;
+    err->end = end;
+    snprintf(err->message, sizeof err->message, "%s", concur_strerror(code));
+}
+
+CONCUR_API int concur_parallel_for(concur_pool *p, size_t begin, size_t end, size_t grain,
+                                   concur_range_fn fn, void *arg, double timeout,
+                                   concur_range_error *err)
+{
+    int rc = !p || !fn || begin > end ? CONCUR_EINVAL : 0;
+    if (!rc && !shares_memory(p))
+        rc = CONCUR_ENOTSUP;
+    if (rc) {
+        range_error(err, begin, begin, rc);
+        return rc;
+    }
+    size_t n = end - begin;
+    if (!n)
+        return 0;
+    if (!grain) {
+        int w = concur_pool_max_workers(p);
+        grain = n / (4 * (size_t)(w > 0 ? w : 1));
+        grain = grain ? grain : 1;
+    }
+    range_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        range_error(err, begin, begin, CONCUR_ENOMEM);
+        return CONCUR_ENOMEM;
+    }
+    j->first = begin;
+    j->n = n;
+    j->grain = grain;
+    j->range_fn = fn;
+    j->arg = arg;
+    size_t fc, fi;
+    rc = run_job(p, j, concur_deadline(timeout), true, err ? err->message : NULL,
+                 err ? sizeof err->message : 0, &fc, &fi);
+    if (rc && err) {
+        size_t b = 0, e = 0;
+        concur_chunk_bounds(n, grain, fc, &b, &e);
+        err->begin = begin + b;
+        err->end = begin + e;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Split maps and the eager map into an array. */
 
 CONCUR_API int concur_map_submit_chunks(concur_pool *p, concur_map_fn fn,
@@ -471,6 +981,8 @@ CONCUR_API int concur_map(concur_pool *p, concur_map_fn fn, const concur_map_opt
     size_t nch = concur_chunk_count(n, k);
     if (!nch)
         return 0;
+    if (shares_memory(p) && in_place_ok(items, opts->in_size, out, out_size, n))
+        return map_in_place(p, fn, opts, items, n, out, err_index);
     concur_future **futs = calloc(nch, sizeof *futs);
     if (!futs)
         return CONCUR_ENOMEM;
