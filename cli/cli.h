@@ -5,13 +5,15 @@
  * of GNU parallel. It is built on the public API only (include/concur.h), the way curl's
  * tool is built on libcurl; nothing here reaches into src/.
  *
- * The flow of one job:
+ * main.c reads the command line (opts.c) and sets up one run, whose state main.c, jobs.c
+ * and complete.c share (run.h). The flow of one job:
  *   input.c     pulls the next record (one element of every input group, split on --colsep)
- *   main.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
+ *   jobs.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
  *               and hands it to the runner from the runner's source callback
  *   template.c  turns the job into an argv: the command words with the placeholders
  *               replaced, exec'd directly when the line is simple, else /bin/sh -c LINE
  *   (runner)    spawns, captures, times out, retries: concur_runner_run()
+ *   complete.c  takes the ended job back from the runner: retry, log, print, --halt
  *   output.c    writes the job's output (grouped, line-buffered or ungrouped, tagged,
  *               in input order with -k, or as JSON)
  *   joblog.c    appends the job's line to --joblog; reads it back for --resume

@@ -12,6 +12,10 @@
  *
  * The option table below is the single source of --help; docs/concur.1 has one entry per
  * row with the same text.
+ *
+ * opts_parse() reads argv in three passes over one cursor (struct parse): the options
+ * (parse_options, one long_option or short_options bundle a word, each applied by apply()
+ * as it is read), the command words, then the input groups (parse_groups).
  */
 #include "cli.h"
 
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
+/* In the order of the table below, section by section: apply() relies on it. */
 enum optid {
     O_ARGFILE,
     O_NULL,
@@ -230,6 +235,25 @@ static int signal_number(const char *s)
     return -1;
 }
 
+/* --timeout: a duration, or N% of the median run time of the jobs that succeeded. */
+static bool parse_timeout(const char *val, struct cli_opts *o)
+{
+    size_t len = strlen(val);
+    if (len > 1 && val[len - 1] == '%') {
+        char *end;
+        double p = strtod(val, &end);
+        if (end != val + len - 1 || !(p > 0) || !isfinite(p))
+            return false;
+        o->timeout_pct = p;
+        o->timeout = 0;
+    } else if (!parse_duration(val, &o->timeout)) {
+        return false;
+    } else {
+        o->timeout_pct = 0;
+    }
+    return true;
+}
+
 /* --termseq SIG,MS,SIG,MS,...: each signal in turn, each followed by its wait in
  * milliseconds (a missing last wait is 0); the runner sends SIGKILL after the last wait. */
 static bool parse_termseq(const char *s, struct cli_opts *o)
@@ -405,19 +429,28 @@ static bool add_group(struct cli_opts *o, bool is_file, bool linked, char **item
     return true;
 }
 
-/* Applies one option. `val` is its value (NULL for flags). Returns 0, 1 (help/version
- * printed) or EXIT_USAGE. `shown` names the option as the user wrote it. */
-static int apply(struct cli_opts *o, const struct optdef *d, const char *val, const char *shown,
-                 char ***argfiles, size_t *nargfiles)
+/* Reading the command line: the options, the words of the command, the input groups. */
+struct parse {
+    struct cli_opts *o;
+    int argc;
+    char **argv;
+    int i;           /* the word being read */
+    char **argfiles; /* the -a file names, in the order given */
+    size_t nargfiles;
+};
+
+/* The options of the Input and Commands sections (see apply). */
+static int apply_input(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
+    struct cli_opts *o = p->o;
     unsigned long v;
     switch (d->id) {
     case O_ARGFILE: {
-        char **a = realloc(*argfiles, (*nargfiles + 1) * sizeof(*a));
+        char **a = realloc(p->argfiles, (p->nargfiles + 1) * sizeof(*a));
         if (!a)
             return oom();
-        a[(*nargfiles)++] = (char *)val;
-        *argfiles = a;
+        a[p->nargfiles++] = (char *)val;
+        p->argfiles = a;
         break;
     }
     case O_NULL:
@@ -456,26 +489,26 @@ static int apply(struct cli_opts *o, const struct optdef *d, const char *val, co
     case O_SHELL:
         o->shell = true;
         break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The options of the Scheduling section. */
+static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *val,
+                       const char *shown)
+{
+    unsigned long v;
+    switch (d->id) {
     case O_JOBS:
         if (!parse_jobs(val, &o->jobs))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
-    case O_TIMEOUT: {
-        size_t len = strlen(val);
-        if (len > 1 && val[len - 1] == '%') {
-            char *end;
-            double p = strtod(val, &end);
-            if (end != val + len - 1 || !(p > 0) || !isfinite(p))
-                return usage_error("bad value for %s: '%s'", shown, val);
-            o->timeout_pct = p;
-            o->timeout = 0;
-        } else if (!parse_duration(val, &o->timeout)) {
+    case O_TIMEOUT:
+        if (!parse_timeout(val, o))
             return usage_error("bad value for %s: '%s'", shown, val);
-        } else {
-            o->timeout_pct = 0;
-        }
         break;
-    }
     case O_TERMSEQ:
         if (!parse_termseq(val, o))
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -493,6 +526,17 @@ static int apply(struct cli_opts *o, const struct optdef *d, const char *val, co
         if (!parse_duration(val, &o->delay))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The options of the Output section. */
+static int apply_output(struct cli_opts *o, const struct optdef *d, const char *val,
+                        const char *shown)
+{
+    switch (d->id) {
     case O_GROUP:
         o->out = OUT_GROUP;
         break;
@@ -546,6 +590,24 @@ static int apply(struct cli_opts *o, const struct optdef *d, const char *val, co
     case O_REPORT:
         o->report = true;
         break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Applies one option. `val` is its value (NULL for flags). Returns 0, 1 (help/version
+ * printed), EXIT_USAGE or EXIT_OTHER (out of memory). `shown` names the option as the user
+ * wrote it. Each section of --help has its own function (enum optid follows the sections). */
+static int apply(struct parse *p, const struct optdef *d, const char *val, const char *shown)
+{
+    if (d->id <= O_SHELL)
+        return apply_input(p, d, val, shown);
+    if (d->id <= O_DELAY)
+        return apply_sched(p->o, d, val, shown);
+    if (d->id <= O_REPORT)
+        return apply_output(p->o, d, val, shown);
+    switch (d->id) {
     case O_WILLCITE:
         break;
     case O_HELP:
@@ -558,6 +620,8 @@ static int apply(struct cli_opts *o, const struct optdef *d, const char *val, co
             cli_error("cannot print the version");
         return 1;
     }
+    default:
+        break;
     }
     return 0;
 }
@@ -587,127 +651,128 @@ static const struct optdef *find_short(char c)
     return NULL;
 }
 
+/* The value of an option that takes one: glued (`glued`, NULL if none) or the next word.
+ * NULL, after a message, when there is none. */
+static const char *option_value(struct parse *p, const char *glued, const char *shown)
+{
+    if (glued)
+        return glued;
+    if (p->i + 1 < p->argc)
+        return p->argv[++p->i];
+    usage_error("option '%s' needs a value%s", shown, "");
+    return NULL;
+}
+
+/* --name[=value] (any unambiguous prefix of a name). */
+static int long_option(struct parse *p, const char *word)
+{
+    const char *name = word + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    bool amb;
+    const struct optdef *d = find_long(name, len, &amb);
+    char shown[128];
+    snprintf(shown, sizeof(shown), "--%.*s", (int)(len < 100 ? len : 100), name);
+    if (!d)
+        return usage_error(amb ? "ambiguous option '%s'%s" : "unknown option '%s'%s", shown, "");
+    snprintf(shown, sizeof(shown), "--%s", d->longname);
+    const char *val = NULL;
+    if (d->arg) {
+        if (!(val = option_value(p, eq ? eq + 1 : NULL, shown)))
+            return EXIT_USAGE;
+    } else if (eq) {
+        return usage_error("option '%s' takes no value%s", shown, "");
+    }
+    return apply(p, d, val, shown);
+}
+
+/* -abc: bundled short options; one taking a value takes the rest or the next word. */
+static int short_options(struct parse *p, const char *word)
+{
+    int rc = 0;
+    for (const char *c = word + 1; *c && !rc; c++) {
+        const struct optdef *d = find_short(*c);
+        char shown[8] = {'-', *c, '\0'};
+        if (!d)
+            return usage_error("unknown option '%s'%s", shown, "");
+        if (!d->arg) {
+            rc = apply(p, d, NULL, shown);
+            continue;
+        }
+        const char *val = option_value(p, c[1] ? c + 1 : NULL, shown);
+        return val ? apply(p, d, val, shown) : EXIT_USAGE;
+    }
+    return rc;
+}
+
+/* The options, up to the first word that is not one (or after "--"). */
+static int parse_options(struct parse *p)
+{
+    int rc = 0;
+    while (p->i < p->argc && !rc) {
+        const char *a = p->argv[p->i];
+        if (!strcmp(a, "--")) {
+            p->i++;
+            break;
+        }
+        if (a[0] != '-' || a[1] == '\0' || separator(a))
+            break;
+        rc = a[1] == '-' ? long_option(p, a) : short_options(p, a);
+        p->i++;
+    }
+    return rc;
+}
+
+/* The input groups: the -a files first, then the groups after the command, in the order
+ * given. */
+static int parse_groups(struct parse *p)
+{
+    struct cli_opts *o = p->o;
+    char **argv = p->argv;
+    int i = p->i;
+    for (size_t k = 0; k < p->nargfiles; k++)
+        if (!add_group(o, true, false, &p->argfiles[k], 1))
+            return oom();
+    while (i < p->argc) {
+        int sep = separator(argv[i++]);
+        int start = i;
+        while (i < p->argc && !separator(argv[i]))
+            i++;
+        if (sep <= 2) {
+            if (sep == 2 && o->ngroups == 0)
+                return usage_error("'%s' needs a group before it%s", ":::+", "");
+            if (!add_group(o, false, sep == 2, argv + start, (size_t)(i - start)))
+                return oom();
+            continue;
+        }
+        if (i == start)
+            return usage_error("'%s' needs a file name%s", argv[start - 1], "");
+        if (sep == 4 && o->ngroups == 0)
+            return usage_error("'%s' needs a group before it%s", "::::+", "");
+        for (int k = start; k < i; k++)
+            if (!add_group(o, true, sep == 4 && k == start, argv + k, 1))
+                return oom();
+    }
+    return 0;
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->jobs = concur_cpu_count();
     o->tries = 1;
-    char **argfiles = NULL;
-    size_t nargfiles = 0;
-    int i = 1, rc = 0;
-
-    /* Options. */
-    while (i < argc && !rc) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--")) {
-            i++;
-            break;
-        }
-        if (a[0] != '-' || a[1] == '\0' || separator(a))
-            break;
-        if (a[1] == '-') { /* --name[=value] */
-            const char *name = a + 2, *eq = strchr(name, '=');
-            size_t len = eq ? (size_t)(eq - name) : strlen(name);
-            bool amb;
-            const struct optdef *d = find_long(name, len, &amb);
-            char shown[128];
-            snprintf(shown, sizeof(shown), "--%.*s", (int)(len < 100 ? len : 100), name);
-            if (!d) {
-                rc = usage_error(amb ? "ambiguous option '%s'%s" : "unknown option '%s'%s", shown,
-                                 "");
-                break;
-            }
-            snprintf(shown, sizeof(shown), "--%s", d->longname);
-            const char *val = NULL;
-            if (d->arg) {
-                if (eq) {
-                    val = eq + 1;
-                } else if (i + 1 < argc) {
-                    val = argv[++i];
-                } else {
-                    rc = usage_error("option '%s' needs a value%s", shown, "");
-                    break;
-                }
-            } else if (eq) {
-                rc = usage_error("option '%s' takes no value%s", shown, "");
-                break;
-            }
-            rc = apply(o, d, val, shown, &argfiles, &nargfiles);
-            i++;
-            continue;
-        }
-        /* -abc: bundled short options; one taking a value takes the rest or the next word */
-        for (const char *p = a + 1; *p && !rc; p++) {
-            const struct optdef *d = find_short(*p);
-            char shown[8] = {'-', *p, '\0'};
-            if (!d) {
-                rc = usage_error("unknown option '%s'%s", shown, "");
-                break;
-            }
-            if (!d->arg) {
-                rc = apply(o, d, NULL, shown, &argfiles, &nargfiles);
-                continue;
-            }
-            const char *val;
-            if (p[1]) {
-                val = p + 1;
-            } else if (i + 1 < argc) {
-                val = argv[++i];
-            } else {
-                rc = usage_error("option '%s' needs a value%s", shown, "");
-                break;
-            }
-            rc = apply(o, d, val, shown, &argfiles, &nargfiles);
-            break;
-        }
-        i++;
-    }
+    struct parse p = {.o = o, .argc = argc, .argv = argv, .i = 1};
+    int rc = parse_options(&p);
     if (rc)
         goto out;
 
     /* The command: words up to the first separator. */
-    o->cmd = argv + i;
-    while (i < argc && !separator(argv[i]))
-        i++;
-    o->ncmd = (int)(argv + i - o->cmd);
+    o->cmd = argv + p.i;
+    while (p.i < argc && !separator(argv[p.i]))
+        p.i++;
+    o->ncmd = (int)(argv + p.i - o->cmd);
 
-    /* -a files come first, then the groups in the order given. */
-    for (size_t k = 0; k < nargfiles; k++)
-        if (!add_group(o, true, false, &argfiles[k], 1)) {
-            rc = oom();
-            goto out;
-        }
-    while (i < argc) {
-        int sep = separator(argv[i++]);
-        int start = i;
-        while (i < argc && !separator(argv[i]))
-            i++;
-        if (sep <= 2) {
-            if (sep == 2 && o->ngroups == 0) {
-                rc = usage_error("'%s' needs a group before it%s", ":::+", "");
-                goto out;
-            }
-            if (!add_group(o, false, sep == 2, argv + start, (size_t)(i - start))) {
-                rc = oom();
-                goto out;
-            }
-        } else {
-            if (i == start) {
-                rc = usage_error("'%s' needs a file name%s", argv[start - 1], "");
-                goto out;
-            }
-            if (sep == 4 && o->ngroups == 0) {
-                rc = usage_error("'%s' needs a group before it%s", "::::+", "");
-                goto out;
-            }
-            for (int k = start; k < i; k++)
-                if (!add_group(o, true, sep == 4 && k == start, argv + k, 1)) {
-                    rc = oom();
-                    goto out;
-                }
-        }
-    }
-
+    if ((rc = parse_groups(&p)) != 0)
+        goto out;
     if (!o->delim && !decode_delim("\\n", &o->delim, &o->delim_len)) {
         rc = oom();
         goto out;
@@ -718,7 +783,7 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
         goto out;
     }
 out:
-    o->argfiles = argfiles; /* the -a groups point into it; opts_free releases it */
+    o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)
         opts_free(o);
     return rc;

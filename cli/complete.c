@@ -1,0 +1,463 @@
+/*
+ * complete.c - what happens when a job ends: output delivery, the joblog, --results and
+ * --json, and the decisions to retry, to halt or to stop.
+ *
+ * The runner calls job_done() (its on_done callback) once per attempt of a command, and
+ * job_output() (on_output, --line-buffer only) as output arrives. What flows through, for
+ * one ended job:
+ *
+ *   concur_runner result -> retry? (another attempt, while --retries allows and concur is
+ *   not stopping) -> how it ended (exit value, signal, or why it could not start, which
+ *   becomes its stderr) -> counted, timed (--timeout N%), logged (--joblog, --results; the
+ *   --json object replaces its output) -> --halt -> printed now, or with -k kept until
+ *   its turn -> its record back to the free list
+ *
+ * The ring maps the runner's index to jobs that may still get output or print: the jobs
+ * running when --line-buffer is on, and with -k also the finished jobs whose turn has not
+ * come (and only those), with their output copied out of the runner's buffers. ring_lo is
+ * the lowest index that may still be in it; with -k it is the next to print.
+ *
+ * Jobs killed because concur is stopping (a signal, --halt now, a write error) are not
+ * done: neither counted, logged nor printed, and --resume runs them again.
+ */
+#include "run.h"
+
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The histogram of --timeout N%: log-spaced buckets from HIST_MIN seconds, each HIST_STEP
+ * times the previous one; flat memory whatever the number of jobs. */
+#define HIST_MIN 1e-6
+#define HIST_STEP 1.01
+
+/* ------------------------------------------------------------------ the ring */
+
+static struct job **ring_at(struct app *a, size_t index)
+{
+    if (index < a->ring_lo || index - a->ring_lo >= a->ring_cap)
+        return NULL;
+    return &a->ring[index % a->ring_cap];
+}
+
+int ring_put(struct app *a, size_t index, struct job *j)
+{
+    if (index - a->ring_lo >= a->ring_cap) {
+        size_t cap = a->ring_cap ? a->ring_cap * 2 : 64;
+        while (index - a->ring_lo >= cap)
+            cap *= 2;
+        struct job **r = calloc(cap, sizeof(*r));
+        if (!r)
+            return CONCUR_ENOMEM;
+        for (size_t i = a->ring_lo; i < a->ring_lo + a->ring_cap; i++)
+            r[i % cap] = a->ring[i % a->ring_cap];
+        free(a->ring);
+        a->ring = r;
+        a->ring_cap = cap;
+    }
+    a->ring[index % a->ring_cap] = j;
+    return 0;
+}
+
+/* Without -k, the ring only maps indexes to running jobs: forget finished ones. */
+static void ring_drop(struct app *a, size_t index)
+{
+    struct job **p = ring_at(a, index);
+    if (p)
+        *p = NULL;
+    while (a->ring_lo < a->next_index && !a->ring[a->ring_lo % a->ring_cap])
+        a->ring_lo++;
+}
+
+/* ------------------------------------------------------------------ timeouts: N% */
+
+static void hist_add(struct app *a, double secs)
+{
+    if (!a->hist)
+        return;
+    size_t i = secs <= HIST_MIN ? 0 : (size_t)(log(secs / HIST_MIN) / log(HIST_STEP));
+    a->hist[i < HIST_N ? i : HIST_N - 1]++;
+    a->hist_count++;
+}
+
+double hist_median(const struct app *a)
+{
+    size_t half = (a->hist_count + 1) / 2, seen = 0;
+    for (size_t i = 0; i < HIST_N; i++) {
+        seen += a->hist[i];
+        if (seen >= half)
+            return HIST_MIN * pow(HIST_STEP, (double)i + 0.5);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ errors and stops */
+
+void stop_run(struct app *a, int how)
+{
+    /* The runner applies a stop before its next start; the source also hands out nothing
+     * more, which covers a stop asked for before the runner exists (a fatal setup error). */
+    a->no_more = true;
+    if (how == CONCUR_STOP_TERM)
+        a->stop_term = true;
+    if (a->runner)
+        concur_runner_stop(a->runner, how);
+}
+
+void fail_fatal(struct app *a, int rc)
+{
+    if (!a->fatal)
+        a->fatal = rc ? rc : CONCUR_EIO;
+    stop_run(a, CONCUR_STOP_TERM);
+}
+
+void check_output(struct app *a)
+{
+    const char *name;
+    int rc = output_error(&a->out, &name);
+    if (rc && !a->fatal) {
+        cli_error("cannot write to %s: %s", name, strerror(-rc));
+        fail_fatal(a, rc);
+    }
+}
+
+/* Whether a signal asked concur to stop (read from the signalfd without consuming it:
+ * main() reads it at the end for the exit status). */
+static bool signal_pending(struct app *a)
+{
+    if (a->interrupted)
+        return true;
+    struct pollfd pf = {.fd = a->sigfd, .events = POLLIN};
+    if (a->sigfd >= 0 && poll(&pf, 1, 0) > 0)
+        a->interrupted = true;
+    return a->interrupted;
+}
+
+/* A message on stderr, in the flow of the output (the progress line is taken away). */
+static void note(struct app *a, const char *what, struct job *j)
+{
+    const struct buf *line = job_line(a, j);
+    buf_reset(&a->scratch);
+    buf_printf(&a->scratch, "concur: %s: ", what);
+    if (line)
+        buf_add(&a->scratch, line->p, line->len);
+    buf_addc(&a->scratch, '\n');
+    if (buf_ok(&a->scratch))
+        output_raw(&a->out, CONCUR_STDERR, a->scratch.p, a->scratch.len);
+}
+
+/* ------------------------------------------------------------------ output */
+
+/* The tag of --tag (the arguments, space-separated) or --tagstring. NULL: no tag. */
+static const struct buf *job_tag(struct app *a, struct job *j)
+{
+    if (!a->o.tag && !a->o.tagstring)
+        return NULL;
+    if (!j->have_tag) {
+        buf_reset(&j->tag);
+        if (a->tagtpl) {
+            struct jobview v = view_of(j);
+            tpl_plain(a->tagtpl, &v, &j->tag);
+        } else {
+            for (size_t i = 0; i < j->nargs; i++) {
+                if (i)
+                    buf_addc(&j->tag, ' ');
+                buf_add(&j->tag, j->args[i].p, j->args[i].len);
+            }
+        }
+        buf_addc(&j->tag, '\0');
+        j->tag.len--; /* a valid empty string even when there are no arguments */
+        j->have_tag = true;
+    }
+    return &j->tag;
+}
+
+/* --line-buffer: output as it arrives (the runner then captures nothing). */
+void job_output(concur_runner *r, size_t index, int stream, const void *data, size_t len, void *arg)
+{
+    struct app *a = arg;
+    (void)r;
+    struct job **p = ring_at(a, index), *j = p ? *p : NULL;
+    if (!j)
+        return;
+    struct buf *pending = stream == CONCUR_STDERR ? &j->err : &j->out;
+    buf_add(pending, data, len);
+    if (!buf_ok(pending)) {
+        cli_error("out of memory");
+        fail_fatal(a, CONCUR_ENOMEM);
+        return;
+    }
+    if (a->o.keep_order && index != a->next_print)
+        return; /* not its turn: keep it */
+    const struct buf *tag = job_tag(a, j);
+    output_lines(&a->out, stream, pending, tag ? tag->p : NULL, tag ? tag->len : 0, false);
+    output_flush(&a->out);
+    check_output(a);
+}
+
+/* Prints what a finished job has to say, from the given buffers. */
+static void print_job(struct app *a, struct job *j, const void *out, size_t out_len,
+                      const void *err, size_t err_len)
+{
+    if (!j->print || a->o.report || a->o.results) /* GNU parallel prints nothing with --results */
+        return;
+    const struct buf *tag = a->o.json ? NULL : job_tag(a, j);
+    if (a->o.out == OUT_LINE && !a->o.json) {
+        /* the partial lines left: complete lines went out as they came */
+        output_lines(&a->out, CONCUR_STDOUT, &j->out, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     true);
+        output_lines(&a->out, CONCUR_STDERR, &j->err, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     true);
+    } else {
+        output_group(&a->out, out, out_len, err, err_len, tag ? tag->p : NULL, tag ? tag->len : 0);
+    }
+}
+
+/* -k: prints the jobs whose turn has come, in order. */
+static void print_ready(struct app *a)
+{
+    struct job **p;
+    while ((p = ring_at(a, a->next_print)) && *p && (*p)->finished) {
+        struct job *j = *p;
+        print_job(a, j, j->out.p, j->out.len, j->err.p, j->err.len);
+        *p = NULL;
+        a->ring_lo = ++a->next_print;
+        job_put(a, j);
+    }
+    /* --line-buffer: the next job, still running, now writes its lines as they come. */
+    if (a->o.out == OUT_LINE && (p = ring_at(a, a->next_print)) && *p) {
+        const struct buf *tag = job_tag(a, *p);
+        output_lines(&a->out, CONCUR_STDOUT, &(*p)->out, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     false);
+        output_lines(&a->out, CONCUR_STDERR, &(*p)->err, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     false);
+    }
+}
+
+/* ------------------------------------------------------------------ a finished job */
+
+static void check_halt(struct app *a, struct job *j, bool failed, int exitval, int sig)
+{
+    const struct cli_opts *o = &a->o;
+    if (o->halt_when == HALT_NEVER || a->halted)
+        return;
+    size_t count;
+    if (o->halt_on == HALT_FAIL && failed) {
+        note(a, "this job failed", j);
+        count = a->failed;
+    } else if (o->halt_on == HALT_SUCCESS && !failed) {
+        note(a, "this job succeeded", j);
+        count = a->succeeded;
+    } else if (o->halt_on == HALT_DONE) {
+        note(a, "this job finished", j);
+        count = a->completed;
+    } else {
+        return;
+    }
+    double need = o->halt_value;
+    if (o->halt_pct) {
+        if (!a->total_jobs)
+            return;
+        need = (double)a->total_jobs * o->halt_value / 100.0;
+    }
+    if ((double)count < need)
+        return;
+    a->halted = true;
+    if (o->halt_on == HALT_SUCCESS) {
+        a->halt_status = 0;
+    } else if (o->halt_pct) {
+        a->halt_status = (int)ceil((double)a->failed / (double)a->total_jobs * 100.0);
+    } else if (o->halt_value == 1) {
+        /* the job's own status, as bash reports it */
+        a->halt_status = exitval > 0 ? exitval : sig ? 128 + sig : exitval < 0 ? 255 : 0;
+    } else {
+        a->halt_status = a->failed < EXIT_FAILMAX ? (int)a->failed : EXIT_FAILMAX;
+    }
+    if (o->halt_when == HALT_NOW) {
+        stop_run(a, CONCUR_STOP_TERM);
+    } else {
+        stop_run(a, CONCUR_STOP_START);
+        if (a->running > 1) {
+            buf_reset(&a->scratch);
+            buf_printf(&a->scratch, "concur: starting no more jobs; waiting for %zu to finish\n",
+                       a->running - 1);
+            if (buf_ok(&a->scratch))
+                output_raw(&a->out, CONCUR_STDERR, a->scratch.p, a->scratch.len);
+        }
+    }
+}
+
+/* How a finished job ended: what the joblog, --results and --json see (the command line is
+ * filled in by log_job), and what it has to print (d.out, d.err). */
+struct ending {
+    bool failed;
+    struct jobdone d;
+};
+
+static void read_ending(struct app *a, struct job *j, const concur_result *res, struct ending *e)
+{
+    struct jobdone *d = &e->d;
+    e->failed = !res->success;
+    *d = (struct jobdone){.seq = j->seq, .args = j->args, .nargs = j->nargs, .sig = res->signal};
+    d->timeout = res->timeout;
+    d->start = res->time_start;
+    d->runtime = res->time_run;
+    if (!res->spawned)
+        d->exitcode = res->error == CONCUR_ENOENT ? 127 : 126; /* as a shell says it */
+    else
+        d->exitcode = res->signal ? -1 : res->exit_code;
+    /* The joblog's Exitval, as GNU parallel writes it: 0 when killed, -1 on a timeout. */
+    d->exitval = res->timeout ? -1 : res->signal ? 0 : d->exitcode;
+    d->out = res->out;
+    d->out_len = res->out_len;
+    d->err = res->err;
+    d->err_len = res->err_len;
+    if (!res->spawned) {
+        /* The reason, as the job's stderr (where the shell would have put it). */
+        buf_reset(&a->errmsg);
+        buf_printf(&a->errmsg, "concur: %s\n",
+                   res->error_message ? res->error_message : concur_strerror(res->error));
+        d->err = a->errmsg.p;
+        d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;
+    }
+}
+
+/* The joblog's line, the --results entry and the --json object, which then replaces the
+ * job's output. false when out of memory: the run is stopping and the job is left as is. */
+static bool log_job(struct app *a, struct job *j, struct ending *e)
+{
+    const struct cli_opts *o = &a->o;
+    struct jobdone *d = &e->d;
+    const struct buf *line = job_line(a, j);
+    if (!line) {
+        fail_fatal(a, CONCUR_ENOMEM);
+        return false;
+    }
+    d->cmd = line->p;
+    d->cmd_len = line->len;
+    if (a->jl) {
+        size_t received = o->out == OUT_LINE ? 0 : d->out_len + d->err_len;
+        int rc = joblog_write(a->jl, d->seq, d->start, d->runtime, received, d->exitval, d->sig,
+                              d->cmd, d->cmd_len);
+        if (rc) {
+            cli_error("cannot write the joblog '%s': %s", o->joblog, concur_strerror(rc));
+            fail_fatal(a, rc);
+        }
+    }
+    if (a->res && results_write(a->res, d) != 0)
+        fail_fatal(a, CONCUR_EIO);
+    if (o->json) { /* the JSON object is the job's output */
+        buf_reset(&a->json);
+        json_job(&a->json, d);
+        if (!buf_ok(&a->json)) {
+            fail_fatal(a, CONCUR_ENOMEM);
+            return false;
+        }
+        d->out = a->json.p;
+        d->out_len = a->json.len;
+        d->err = NULL;
+        d->err_len = 0;
+    }
+    return true;
+}
+
+/* A job that is done (not interrupted): counted, timed, logged, shown on the progress line,
+ * and weighed by --halt. false as log_job. */
+static bool account(struct app *a, struct job *j, struct ending *e)
+{
+    a->completed++;
+    if (e->failed)
+        a->failed++;
+    else
+        a->succeeded++;
+    if (!e->failed)
+        hist_add(a, e->d.runtime);
+    if (e->d.timeout)
+        note(a, "warning: this job timed out and was killed", j);
+    if ((a->jl || a->res || a->o.json) && !log_job(a, j, e))
+        return false;
+    if (a->prog)
+        progress_done(a->prog, e->failed);
+    check_halt(a, j, e->failed, e->d.exitval, e->d.sig);
+    return true;
+}
+
+/* Prints the job now if its turn has come (then, with -k, those that waited for it), or
+ * keeps a copy of what it has to print until then. */
+static void deliver(struct app *a, struct job *j, const struct jobdone *d)
+{
+    const struct cli_opts *o = &a->o;
+    if (o->keep_order && j->index != a->next_print) {
+        /* Not its turn: keep a copy of what it has to print. */
+        j->finished = true;
+        if (j->print && o->out != OUT_LINE) {
+            buf_reset(&j->out);
+            buf_reset(&j->err);
+            buf_add(&j->out, d->out, d->out_len);
+            buf_add(&j->err, d->err, d->err_len);
+            if (!buf_ok(&j->out) || !buf_ok(&j->err)) {
+                cli_error("out of memory");
+                fail_fatal(a, CONCUR_ENOMEM);
+            }
+        }
+        return;
+    }
+    print_job(a, j, d->out, d->out_len, d->err, d->err_len);
+    if (a->use_ring) {
+        if (o->keep_order) {
+            struct job **p = ring_at(a, j->index);
+            if (p)
+                *p = NULL;
+            a->ring_lo = ++a->next_print;
+        } else {
+            ring_drop(a, j->index);
+        }
+    }
+    job_put(a, j);
+    if (o->keep_order)
+        print_ready(a);
+}
+
+int job_done(concur_runner *r, const concur_result *res, void *arg)
+{
+    struct app *a = arg;
+    struct job *j = res->user;
+    (void)r;
+    /* Another try? (The runner allows it while attempts <= retries.) */
+    if (!res->success && res->attempts < a->o.tries && !a->stop_term && !signal_pending(a)) {
+        buf_reset(&j->out);
+        buf_reset(&j->err);
+        return 1;
+    }
+    a->running--;
+    /* Killed because concur is stopping (a signal, --halt now, a write error): not done. */
+    bool interrupted = res->signal && !res->timeout && (a->stop_term || signal_pending(a));
+    struct ending e;
+    read_ending(a, j, res, &e);
+    j->print = !interrupted;
+    if (!interrupted && !account(a, j, &e))
+        return 0;
+    slot_give(a, j->slot);
+    deliver(a, j, &e.d);
+    output_flush(&a->out);
+    check_output(a);
+    return 0;
+}
+
+void print_leftovers(struct app *a)
+{
+    if (!a->o.keep_order || !a->ring)
+        return;
+    for (size_t i = a->ring_lo; i < a->next_index; i++) {
+        struct job **p = ring_at(a, i);
+        if (p && *p) {
+            if ((*p)->finished)
+                print_job(a, *p, (*p)->out.p, (*p)->out.len, (*p)->err.p, (*p)->err.len);
+            job_put(a, *p);
+            *p = NULL;
+        }
+    }
+    output_flush(&a->out);
+    check_output(a);
+}

@@ -1,0 +1,418 @@
+/*
+ * jobs.c - the runner's source: from input records to the commands the runner starts.
+ *
+ * The runner's loop calls next_job() whenever a slot is free. A job is built from the input
+ * then (build_job): records are read lazily, one job ahead of the free slots, so memory does
+ * not grow with the number of input lines. What flows through:
+ *
+ *   input_next() -> record(s) -> job (-n N records, or with -X / -m as many as fit in one
+ *   command line) -> skipped if the --resume joblog says it is done -> slot {%} -> argv
+ *   from the template -> the runner
+ *
+ * Invariants:
+ *   - a job's sequence number ({#}, the joblog's Seq) counts every job built, including
+ *     those --resume skips; the runner's index counts the jobs actually run (-k prints in
+ *     that order);
+ *   - job records come from a free list and go back to it (job_put), so a steady run
+ *     allocates nothing per job; with --report they are kept instead, since the runner's
+ *     kept results point into them;
+ *   - a job's argument fields point into its own argbuf (sealed once argbuf stops moving);
+ *   - records read ahead (-X / -m, or one pushed back because it did not fit) wait in a
+ *     queue that next_record() drains before reading more input.
+ */
+#include "run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* GNU parallel's default limit on the length of a command line (-X, -m). */
+enum { MAX_LINE = 130000 };
+
+/* A record waiting to become part of a job (-X reads ahead). */
+struct qrec {
+    struct qrec *next;
+    size_t n;
+    struct field f[]; /* followed by the bytes */
+};
+
+/* ------------------------------------------------------------------ job records */
+
+static struct job *job_get(struct app *a)
+{
+    struct job *j = a->free_jobs;
+    if (j) {
+        a->free_jobs = j->next;
+    } else {
+        j = calloc(1, sizeof(*j));
+        if (!j)
+            return NULL;
+    }
+    j->next = NULL;
+    buf_reset(&j->argbuf);
+    buf_reset(&j->out);
+    buf_reset(&j->err);
+    buf_reset(&j->tag);
+    buf_reset(&j->line);
+    j->nargs = 0;
+    j->have_line = j->have_tag = j->finished = false;
+    j->print = true;
+    return j;
+}
+
+static void job_free(struct job *j)
+{
+    buf_free(&j->argbuf);
+    buf_free(&j->strs);
+    buf_free(&j->vec);
+    buf_free(&j->line);
+    buf_free(&j->out);
+    buf_free(&j->err);
+    buf_free(&j->tag);
+    buf_free(&j->report_arg);
+    free(j->args);
+    free(j);
+}
+
+/* Back to the free list; kept instead with --report (the runner's results point into it).
+ * Big buffers are released so that one huge job does not pin its memory. */
+void job_put(struct app *a, struct job *j)
+{
+    if (a->o.report) {
+        j->next = a->kept_jobs;
+        a->kept_jobs = j;
+        return;
+    }
+    if (j->out.cap > 1 << 20)
+        buf_free(&j->out);
+    if (j->err.cap > 1 << 20)
+        buf_free(&j->err);
+    j->next = a->free_jobs;
+    a->free_jobs = j;
+}
+
+const struct buf *job_line(struct app *a, struct job *j)
+{
+    if (!j->have_line) {
+        struct jobview v = view_of(j);
+        if (tpl_line(a->tpl, &v, &j->line) != 0)
+            return NULL;
+        j->have_line = true;
+    }
+    return &j->line;
+}
+
+static void free_list(struct job *j)
+{
+    for (struct job *n; j; j = n) {
+        n = j->next;
+        job_free(j);
+    }
+}
+
+void jobs_free(struct app *a)
+{
+    free_list(a->free_jobs);
+    free_list(a->kept_jobs);
+    for (size_t i = 0; a->ring && i < a->ring_cap; i++)
+        if (a->ring[i])
+            job_free(a->ring[i]);
+    for (struct qrec *q = a->qhead, *n; q; q = n) {
+        n = q->next;
+        free(q);
+    }
+    free(a->qcur);
+    a->free_jobs = a->kept_jobs = NULL;
+    a->qhead = a->qcur = NULL;
+}
+
+/* ------------------------------------------------------------------ building jobs */
+
+/* Copies a record into a queue entry (-X read-ahead, or a record pushed back). */
+static struct qrec *qrec_new(const struct field *f, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += f[i].len + 1;
+    struct qrec *q = malloc(sizeof(*q) + n * sizeof(struct field) + bytes);
+    if (!q)
+        return NULL;
+    char *p = (char *)(q->f + n);
+    q->next = NULL;
+    q->n = n;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, f[i].p, f[i].len);
+        p[f[i].len] = '\0';
+        q->f[i] = (struct field){p, f[i].len, f[i].col};
+        p += f[i].len + 1;
+    }
+    return q;
+}
+
+/* The next record: read ahead ones first. 1, 0 at the end, or a negative code. */
+static int next_record(struct app *a, const struct field **f, size_t *n)
+{
+    free(a->qcur);
+    a->qcur = NULL;
+    if (a->qhead) {
+        a->qcur = a->qhead;
+        a->qhead = a->qhead->next;
+        *f = a->qcur->f;
+        *n = a->qcur->n;
+        return 1;
+    }
+    if (a->input_done)
+        return 0;
+    int rc = input_next(a->in, &a->rec);
+    if (rc <= 0) {
+        a->input_done = true;
+        return rc;
+    }
+    *f = a->rec.f;
+    *n = a->rec.n;
+    return 1;
+}
+
+static size_t records_cost(struct app *a, const struct field *f, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += tpl_arg_cost(a->tpl, f[i].len);
+    return c;
+}
+
+/* -X / -m without -n: read ahead up to one command line's worth. If the input ends
+ * within it, spread the records evenly over the job slots (GNU parallel's behaviour);
+ * otherwise fill each command line. */
+int plan_multi(struct app *a)
+{
+    struct qrec **tail = &a->qhead;
+    size_t count = 0, bytes = 0;
+    int rc = 1;
+    while (bytes <= MAX_LINE) {
+        const struct field *f;
+        size_t n;
+        if ((rc = input_next(a->in, &a->rec)) <= 0)
+            break;
+        f = a->rec.f;
+        n = a->rec.n;
+        struct qrec *q = qrec_new(f, n);
+        if (!q)
+            return CONCUR_ENOMEM;
+        *tail = q;
+        tail = &q->next;
+        count++;
+        bytes += records_cost(a, f, n);
+    }
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        a->input_done = true;
+        size_t slots = a->o.jobs > 0 ? (size_t)a->o.jobs : (count ? count : 1);
+        a->per_job = count ? (count + slots - 1) / slots : 1;
+    } else {
+        a->per_job = SIZE_MAX;
+    }
+    return 0;
+}
+
+/* Appends a record's fields to the job's arguments. */
+static void job_add_record(struct job *j, const struct field *f, size_t n)
+{
+    if (j->nargs + n > j->capargs) {
+        size_t cap = j->capargs ? j->capargs : 4;
+        while (cap < j->nargs + n)
+            cap *= 2;
+        struct field *p = realloc(j->args, cap * sizeof(*p));
+        if (!p) {
+            j->argbuf.failed = true;
+            return;
+        }
+        j->args = p;
+        j->capargs = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* The offset now; the pointer once argbuf stops moving (job_seal). */
+        j->args[j->nargs++] =
+            (struct field){(const char *)(uintptr_t)j->argbuf.len, f[i].len, f[i].col};
+        buf_add(&j->argbuf, f[i].p, f[i].len);
+        buf_addnul(&j->argbuf);
+    }
+}
+
+static void job_seal(struct job *j)
+{
+    for (size_t i = 0; i < j->nargs; i++)
+        j->args[i].p = j->argbuf.p + (uintptr_t)j->args[i].p;
+}
+
+/* Records are added until the job has per_job of them, or (-X / -m) until the next one
+ * would make the command line too long: that one is pushed back for the next job. */
+int build_job(struct app *a, struct job **out)
+{
+    const struct field *f;
+    size_t n, nrec = 0, bytes = 0;
+    struct job *j = NULL;
+    int rc;
+    while (nrec < a->per_job) {
+        if ((rc = next_record(a, &f, &n)) <= 0) {
+            if (rc < 0)
+                goto fail;
+            break;
+        }
+        if (a->budget && nrec > 0) {
+            size_t c = records_cost(a, f, n);
+            if (bytes + c > MAX_LINE) { /* does not fit: first of the next job */
+                struct qrec *q = qrec_new(f, n);
+                if (!q) {
+                    rc = CONCUR_ENOMEM;
+                    goto fail;
+                }
+                q->next = a->qhead;
+                a->qhead = q;
+                break;
+            }
+            bytes += c;
+        } else if (a->budget) {
+            bytes += records_cost(a, f, n);
+        }
+        if (!j && !(j = job_get(a))) {
+            rc = CONCUR_ENOMEM;
+            goto fail;
+        }
+        job_add_record(j, f, n);
+        nrec++;
+    }
+    if (!j)
+        return 0;
+    if (!buf_ok(&j->argbuf)) {
+        rc = CONCUR_ENOMEM;
+        goto fail;
+    }
+    job_seal(j);
+    j->seq = ++a->next_seq;
+    *out = j;
+    return 1;
+fail:
+    if (j)
+        job_put(a, j);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ slots */
+
+static unsigned slot_take(struct app *a)
+{
+    size_t i = 0;
+    while (i < a->nslots && a->slots[i])
+        i++;
+    if (i == a->nslots) {
+        size_t n = a->nslots ? a->nslots * 2 : 16;
+        unsigned char *s = realloc(a->slots, n);
+        if (!s)
+            return (unsigned)i + 1; /* a duplicate slot number is harmless */
+        memset(s + a->nslots, 0, n - a->nslots);
+        a->slots = s;
+        a->nslots = n;
+    }
+    a->slots[i] = 1;
+    return (unsigned)i + 1;
+}
+
+void slot_give(struct app *a, unsigned slot)
+{
+    if (slot >= 1 && slot <= a->nslots)
+        a->slots[slot - 1] = 0;
+}
+
+/* ------------------------------------------------------------------ the source */
+
+/* The next job to run: built, then skipped while --resume / --resume-failed says the
+ * joblog of an earlier run has it done. 1 with *out set, 0 at the end (or when a signal
+ * stopped the wait for input), or a negative code (a->fatal set). */
+static int pull_job(struct app *a, struct job **out)
+{
+    struct job *j;
+    int rc;
+    for (;;) {
+        rc = build_job(a, &j);
+        if (rc == CONCUR_EINTR) { /* a signal while waiting for input */
+            stop_run(a, CONCUR_STOP_TERM);
+            return 0;
+        }
+        if (rc <= 0) {
+            if (rc < 0)
+                a->fatal = rc;
+            return rc;
+        }
+        if (!a->jl || !(a->o.resume || a->o.resume_failed))
+            break;
+        const struct buf *line = NULL;
+        if (joblog_needs_line(a->jl) && !(line = job_line(a, j))) {
+            job_put(a, j);
+            a->fatal = CONCUR_ENOMEM;
+            return CONCUR_ENOMEM;
+        }
+        if (!joblog_done(a->jl, j->seq, line ? line->p : NULL, line ? line->len : 0))
+            break;
+        if (a->prog) /* done in an earlier run: skip it */
+            progress_skipped(a->prog);
+        job_put(a, j);
+    }
+    *out = j;
+    return 1;
+}
+
+/* Hands the runner its next command. Ownership of the job record passes with cmd->user:
+ * job_done() gets it back when the command ends. */
+int next_job(void *arg, size_t index, concur_cmd *cmd)
+{
+    struct app *a = arg;
+    struct job *j;
+    int rc;
+    if (a->no_more)
+        return 0;
+    if ((rc = pull_job(a, &j)) <= 0)
+        return rc;
+    j->index = index;
+    j->slot = slot_take(a);
+    struct jobview v = view_of(j);
+    char **argv;
+    /* Build the line with the argv when it will be needed anyway, or it is the argv. */
+    if ((rc = tpl_build(a->tpl, &v, &j->strs, &j->vec, &argv, &j->line,
+                        a->need_line && !j->have_line)) != 0)
+        goto fail;
+    j->have_line = j->have_line || a->need_line || !tpl_is_direct(a->tpl);
+    cmd->argv = (const char *const *)argv;
+    cmd->user = j;
+    if (a->o.timeout_pct > 0 && a->hist_count)
+        cmd->timeout = hist_median(a) * a->o.timeout_pct / 100.0;
+    if (a->o.report) {
+        snprintf(j->key, sizeof(j->key), "%zu", j->seq);
+        buf_reset(&j->report_arg);
+        for (size_t i = 0; i < j->nargs; i++) {
+            if (i)
+                buf_addc(&j->report_arg, ' ');
+            buf_add(&j->report_arg, j->args[i].p, j->args[i].len);
+        }
+        buf_addc(&j->report_arg, '\0');
+        if (!buf_ok(&j->report_arg)) {
+            rc = CONCUR_ENOMEM;
+            goto fail;
+        }
+        cmd->key = j->key;
+        cmd->arg = j->report_arg.p;
+    }
+    if (a->use_ring && (rc = ring_put(a, index, j)) != 0)
+        goto fail;
+    a->next_index = index + 1;
+    a->running++;
+    if (a->prog)
+        progress_started(a->prog);
+    return 1;
+fail:
+    slot_give(a, j->slot);
+    job_put(a, j);
+    cli_error("out of memory");
+    a->fatal = rc;
+    return rc;
+}

@@ -1,0 +1,138 @@
+/*
+ * run.h - one run of concur: the state shared by the three files that drive it.
+ *
+ *   main.c      reads the options, opens the inputs, the joblog, --results and the
+ *               progress line, creates the runner and turns the outcome into the exit status
+ *   jobs.c      the runner's source: gathers input records into jobs, skips those --resume
+ *               says are done, and builds each job's argv
+ *   complete.c  the runner's callbacks: output as it comes (--line-buffer) and what happens
+ *               when a job ends (retry, joblog, --results, --json, printing in turn, --halt)
+ *
+ * Everything runs in the runner's thread (the source and the callbacks are called from
+ * concur_runner_run()), so struct app is used without locks.
+ *
+ * A job record goes: built by build_job() from a free list, handed to the runner by
+ * next_job() (which puts it in the ring when the ring is used), ended by job_done(), and
+ * then printed and returned to the free list, or, with -k, kept in the ring until its turn.
+ * With --report, records are never reused: the runner's kept results point into them.
+ */
+#ifndef CONCUR_CLI_RUN_H
+#define CONCUR_CLI_RUN_H
+
+#include "cli.h"
+
+/* Buckets of the histogram of successful run times (--timeout N%). */
+enum { HIST_N = 3200 };
+
+/* One job: its arguments, what it runs and, once over, what it did. */
+struct job {
+    struct job *next;  /* free list, or the list of kept jobs (--report) */
+    size_t seq;        /* {#}, 1-based */
+    size_t index;      /* the runner's index */
+    unsigned slot;     /* {%}, 1-based */
+    struct buf argbuf; /* the arguments' bytes, each NUL-terminated */
+    struct field *args;
+    size_t nargs, capargs;
+    struct buf strs, vec; /* argv strings and pointers */
+    struct buf line;      /* the command line as shown (joblog, --dry-run, messages) */
+    bool have_line;
+    struct buf out, err; /* -k: output waiting for its turn; --line-buffer: partial lines */
+    struct buf tag;
+    bool have_tag;
+    struct buf report_arg; /* --report: the arguments, joined */
+    char key[24];          /* --report: the sequence number */
+    bool finished;         /* over; with -k, waiting to be printed */
+    bool print;            /* its output is to be printed (not an interrupted job) */
+};
+
+struct qrec; /* a record read ahead (jobs.c) */
+
+struct app {
+    struct cli_opts o;
+    struct tpl *tpl, *tagtpl;
+    struct input *in;
+    struct record rec;
+    struct joblog *jl;
+    struct results *res;
+    struct progress *prog;
+    struct output out;
+    concur_runner *runner;
+    int sigfd;
+
+    /* building jobs */
+    size_t next_seq;
+    bool input_done;
+    struct job *free_jobs, *kept_jobs;
+    struct qrec *qhead, *qcur; /* -X: records read ahead; the one being copied */
+    size_t per_job;            /* records per job */
+    bool budget;               /* -X / -m: also limited by the length of a command line */
+    bool need_line;            /* build the command line with every job */
+    size_t total_jobs;         /* for --bar/--eta/--halt N%: 0 when unknown */
+
+    /* running */
+    unsigned char *slots;
+    size_t nslots;
+    size_t running;
+    struct job **ring; /* by runner index: jobs that may still get output or print */
+    size_t ring_cap, ring_lo, next_index;
+    size_t next_print; /* -k: the runner index whose output comes next */
+    bool use_ring;
+
+    /* outcome */
+    size_t completed, failed, succeeded;
+    bool halted, stop_term, no_more, interrupted;
+    int halt_status;
+    int fatal; /* an error of concur itself: exit 255 */
+    int signo;
+    uint32_t *hist; /* HIST_N buckets, with --timeout N% */
+    size_t hist_count;
+    struct buf scratch; /* messages */
+    struct buf errmsg;  /* why a job could not start */
+    struct buf json;    /* --json: the finished job's object */
+};
+
+/* What a template is expanded with for job j. */
+static inline struct jobview view_of(const struct job *j)
+{
+    return (struct jobview){j->args, j->nargs, j->seq, j->slot};
+}
+
+/* ------------------------------------------------------------------ jobs.c */
+
+/* -X / -m without -n: reads ahead to decide how many records go into each job. Call once,
+ * before the first job is built. 0 or a negative code. */
+int plan_multi(struct app *a);
+/* Builds the next job from the input. 1 with *out set, 0 at the end, or a negative code
+ * (CONCUR_EINTR: a signal while waiting for input). */
+int build_job(struct app *a, struct job **out);
+/* The runner's source (concur_runner_run's callback). */
+int next_job(void *arg, size_t index, concur_cmd *cmd);
+/* Back to the free list (kept instead with --report). */
+void job_put(struct app *a, struct job *j);
+/* The job's command line as shown (built on demand). NULL when out of memory. */
+const struct buf *job_line(struct app *a, struct job *j);
+void slot_give(struct app *a, unsigned slot);
+/* Releases every job record and record read ahead, wherever it is. */
+void jobs_free(struct app *a);
+
+/* ------------------------------------------------------------------ complete.c */
+
+/* The runner's on_done callback: a job ended. */
+int job_done(concur_runner *r, const concur_result *res, void *arg);
+/* The runner's on_output callback (--line-buffer). */
+void job_output(concur_runner *r, size_t index, int stream, const void *data, size_t len,
+                void *arg);
+/* At the end of an interrupted run: what finished still gets printed, in order. */
+void print_leftovers(struct app *a);
+/* Puts a started job in the ring at the runner's index. 0 or CONCUR_ENOMEM. */
+int ring_put(struct app *a, size_t index, struct job *j);
+/* The median run time of the jobs that succeeded so far (--timeout N%). */
+double hist_median(const struct app *a);
+/* Stops the run: how is CONCUR_STOP_START or CONCUR_STOP_TERM. */
+void stop_run(struct app *a, int how);
+/* An error of concur itself: the run stops and concur exits 255. */
+void fail_fatal(struct app *a, int rc);
+/* After writing output: a failed write to stdout/stderr stops everything. */
+void check_output(struct app *a);
+
+#endif
