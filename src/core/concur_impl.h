@@ -219,5 +219,7 @@ _Noreturn void concur__die_of_signal(int sig);
 /* False when @p is a process pool and @fn is not in code its worker processes have (a
  * function passed by pointer inside a task's input, such as the map family's). */
 bool concur__pool_code_ok(const concur_pool *p, const void *fn);
+/* True when @p's tasks run in this process and may use the caller's memory (threads). */
+bool concur__pool_shares_memory(const concur_pool *p);
 
 #endif

@@ -930,6 +930,11 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     return 0;
 }
 
+bool concur__pool_shares_memory(const concur_pool *p)
+{
+    return p->cls->shares_memory;
+}
+
 bool concur__pool_code_ok(const concur_pool *p, const void *fn)
 {
     return !p->cls->code_ok || p->cls->code_ok(p->es, fn);

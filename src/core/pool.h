@@ -36,6 +36,8 @@ typedef struct concur__engine_class {
     /* The engine enforces task_timeout itself; otherwise the core's watchdog does (it fails
      * the future of a task running past it; the late result is dropped). */
     bool own_timeouts;
+    /* Tasks run in the caller's process and may use its memory (the range form needs it). */
+    bool shares_memory;
     /* Workers get a slot number, 0 .. max_workers-1, unique among the live workers. */
     bool slots;
     /* Checks the engine's own options and sets up pool-wide state (*state; NULL is fine).

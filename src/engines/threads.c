@@ -49,6 +49,7 @@ static int worker_final(concur__worker *w, concur_task *t)
 
 const concur__engine_class concur__threads_class = {
     .kind = "thread",
+    .shares_memory = true,
     .create = create,
     .destroy = destroy,
     .worker_start = worker_start,

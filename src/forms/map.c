@@ -502,12 +502,10 @@ typedef struct chunk_ref {
     size_t chunk;
 } chunk_ref;
 
-/* True when the pool's tasks run in this process and may use the caller's memory. Only an
- * engine whose workers are other processes restricts the code they run, and none of those has
- * code at address 0. */
+/* True when the pool's tasks run in this process and may use the caller's memory. */
 static bool shares_memory(const concur_pool *p)
 {
-    return concur__pool_code_ok(p, NULL);
+    return concur__pool_shares_memory(p);
 }
 
 static void lower_stop(range_job *j, size_t chunk)
