@@ -74,19 +74,21 @@ static int proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur
                       bool *hook_failed, double timeout);
 
 /*
- * Pipelining. A proxy hands its process RUNNING futures in order (proc_push): the
- * process runs one and finds the next ones already in its socket, so tiny tasks cost no
- * sleep and wake-up each. The first one handed over runs; each later one starts (its
- * t_start, its timeout) when the one before it is answered. proc_finish_one waits
- * for the first one's answer and completes it: the result, the task's own error (remote),
- * or CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or CONCUR_ECANCELED when
- * proc_kill_task killed it. *alive = false when the process is gone (crashed,
+ * Pipelining. A proxy hands its process RUNNING futures in order (proc_push puts them in
+ * its ring, transmit sends every frame that may go in one sendmsg): the process runs one and finds
+ * the next ones already in its socket, so tiny tasks cost no sleep and wake-up each. The first one
+ * handed over runs; each later one starts (its t_start, its timeout) when the one before it is
+ * answered. proc_finish_one waits for the first one's answer and completes it: the result, the
+ * task's own error (remote), or CONCUR_ECRASHED / CONCUR_ETASKTIMEOUT with the worker's fate, or
+ * CONCUR_ECANCELED when proc_kill_task killed it. *alive = false when the process is gone (crashed,
  * exited, killed): the caller starts a replacement with proc_start, which takes the
  * unanswered tasks over. Returns the completed future (the caller holds the engine's
  * reference, handed over at the push). Only the proxy thread calls these.
  */
-static void proc_push(concur__proc *pr, concur_future *f, double timeout);
-concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout, bool *alive);
+static void proc_push(concur__proc *pr, concur_future *f);
+static void transmit(concur__proc *pr, double timeout);
+static concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
+                                      bool *alive);
 /* Futures handed over and not completed yet. */
 static unsigned proc_inflight(const concur__proc *pr);
 /* Whether to hand over one more now: fewer than min(@room, a fixed depth) are in flight,
@@ -440,28 +442,45 @@ static void head_started_locked(concur__proc *pr, uint64_t now)
  * while the process waits to send an answer. A failed send breaks the stream: tx_rc. */
 static void transmit(concur__proc *pr, double timeout)
 {
-    while (pr->sent < pr->n && !pr->tx_rc && pr->sock >= 0) {
+    /* Every frame that may go now leaves in one sendmsg(): a proxy that pipelines short
+     * tasks pays one system call per batch, not one per task. */
+    concur__frame_hdr h[DEPTH];
+    uint64_t fnv[DEPTH];
+    struct iovec iov[3 * DEPTH];
+    int k = 0;
+    concur_future *first = NULL;
+    if (pr->tx_rc || pr->sock < 0)
+        return;
+    while (pr->sent < pr->n) {
         concur_future *f = fl_at(pr, pr->sent);
         uint64_t bytes = frame_bytes(f);
         if (pr->sent && pr->sent_bytes + bytes > AHEAD_BYTES)
-            return;
+            break;
         mu_lock(&pr->kill_mu); /* counted as sent first: a kill now must go to the process */
         if (pr->sent++ == 0)
             head_started_locked(pr, now_ns());
         pr->sent_bytes += bytes;
         mu_unlock(&pr->kill_mu);
-        concur__chan c = {.fd = pr->sock,
-                          .status = pr->status,
-                          .deadline = timeout > 0
-                                          ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9)
-                                          : UINT64_MAX};
-        concur__frame_hdr h = {.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
-        uint64_t fnv = (uint64_t)(uintptr_t)f->fn;
-        struct iovec iov[3] = {
-            {&h, sizeof(h)}, {&fnv, sizeof(fnv)}, {(void *)buf_data(&f->in), f->in.len}};
-        pr->tx_rc = concur__chan_send(&c, iov, 3);
-        pr->tx_failed = f;
+        if (!first)
+            first = f;
+        int x = k / 3;
+        h[x] = (concur__frame_hdr){.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
+        fnv[x] = (uint64_t)(uintptr_t)f->fn;
+        iov[k] = (struct iovec){&h[x], sizeof(h[x])};
+        iov[k + 1] = (struct iovec){&fnv[x], sizeof(fnv[x])};
+        iov[k + 2] = (struct iovec){(void *)buf_data(&f->in), f->in.len};
+        k += 3;
     }
+    if (!k)
+        return;
+    concur__chan c = {.fd = pr->sock,
+                      .status = pr->status,
+                      .deadline = timeout > 0 ? fl_at(pr, 0)->t_start + (uint64_t)(timeout * 1e9)
+                                              : UINT64_MAX};
+    pr->tx_rc = concur__chan_send(&c, iov, k);
+    /* Which frame of the batch broke is unknown: the first one fails with the stream and the
+     * process is replaced; the ones behind it go to the replacement. */
+    pr->tx_failed = first;
 }
 
 static unsigned proc_inflight(const concur__proc *pr)
@@ -488,7 +507,7 @@ static void publish_cancel_locked(concur__proc *pr)
     atomic_store_explicit(pr->cancel_word, id, memory_order_relaxed);
 }
 
-static void proc_push(concur__proc *pr, concur_future *f, double timeout)
+static void proc_push(concur__proc *pr, concur_future *f)
 {
     mu_lock(&pr->kill_mu);
     unsigned i = (pr->head + pr->n) % DEPTH;
@@ -500,7 +519,6 @@ static void proc_push(concur__proc *pr, concur_future *f, double timeout)
     if (pr->fl_cancel[i])
         publish_cancel_locked(pr);
     mu_unlock(&pr->kill_mu);
-    transmit(pr, timeout);
 }
 
 /* Under kill_mu: the position of @f in the ring (0: the first), or -1. */
@@ -787,7 +805,7 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
     double timeout = concur__pool_opts(p)->task_timeout;
     int max = concur__pool_max_workers(p);
     unsigned ran = 0;
-    proc_push(pr, f, timeout);
+    proc_push(pr, f);
     while (proc_inflight(pr)) {
         /* Only what no other worker would take: every worker has started (a task queued
          * while a worker starts is that worker's) and more are queued than the others could
@@ -801,10 +819,11 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
             bool popped;
             concur_future *g = concur__worker_pop(w, &popped);
             if (g)
-                proc_push(pr, g, timeout);
+                proc_push(pr, g);
             else if (!popped)
                 break;
         }
+        transmit(pr, timeout); /* what was pushed, in one send */
         bool alive;
         concur_future *done = proc_finish_one(pr, t, timeout, &alive);
         atomic_store_explicit(&e->last_done, now_ns(), memory_order_relaxed);
