@@ -5,10 +5,7 @@
 #include "core/concur_impl.h"
 
 #include <errno.h>
-#include <execinfo.h>
 #include <limits.h>
-#include <signal.h>
-#include <sys/socket.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -140,39 +137,4 @@ int concur__buf_set(concur__buf *b, const void *data, size_t len)
     if (len)
         memcpy(p, data, len);
     return 0;
-}
-
-/* ---------------------------------------------------------------- crash reports */
-
-void concur__crash_report(int fd, const void *head, size_t len)
-{
-    const char *p = head;
-    while (len) {
-        /* MSG_NOSIGNAL on a socket: a SIGPIPE now would replace the signal being reported. */
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == ENOTSOCK)
-            w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* the reader is gone: nothing to tell */
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    void *frames[CONCUR__BT_FRAMES];
-    int n = backtrace(frames, CONCUR__BT_FRAMES);
-    backtrace_symbols_fd(frames, n, fd);
-}
-
-_Noreturn void concur__die_of_signal(int sig)
-{
-    /* SA_RESETHAND put the default action back: unblock the signal and die of it, so that
-     * the wait status names it. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
-    (void)raise(sig);
-    _exit(128 + sig); /* not reached */
 }

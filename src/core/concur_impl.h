@@ -206,20 +206,15 @@ void concur__task_reset(concur_task *t);
  * dropped. Frees the context's buffers either way. */
 bool concur__task_complete(concur_task *t, int rc, uint64_t t_end);
 
-/* Crash reports from a fatal-signal handler (worker processes, fork-call children); both
- * async-signal-safe once backtrace() has been called once outside the handler (it loads
- * libgcc). concur__crash_report writes @len bytes of @head to @fd (a socket or a pipe; no
- * SIGPIPE), then the calling thread's backtrace as text, up to CONCUR__BT_FRAMES frames.
- * concur__die_of_signal ends the process by @sig itself (the handler was installed with
- * SA_RESETHAND), so that its wait status names the signal. */
-enum { CONCUR__BT_FRAMES = 64 };
-void concur__crash_report(int fd, const void *head, size_t len);
-_Noreturn void concur__die_of_signal(int sig);
-
 /* False when @p is a process pool and @fn is not in code its worker processes have (a
  * function passed by pointer inside a task's input, such as the map family's). */
 bool concur__pool_code_ok(const concur_pool *p, const void *fn);
 /* True when @p's tasks run in this process and may use the caller's memory (threads). */
 bool concur__pool_shares_memory(const concur_pool *p);
+
+/* Crash reports from a fatal-signal handler (concur__crash_report, concur__die_of_signal)
+ * and the rest of the codec of what crosses a process boundary. At the end: it stands on
+ * the declarations above. */
+#include "sys/wire.h"
 
 #endif

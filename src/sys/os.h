@@ -1,0 +1,184 @@
+/*
+ * sys/os.h - the OS layer: file descriptors, processes and the event loop, written once for
+ * every form that needs them (the runner, fork calls; a coroutine scheduler later).
+ *
+ *   sys/fd.c    whole reads and writes (EINTR and partial transfers handled), closing, fd
+ *               flags, pipes, eventfds used as wake-ups;
+ *   sys/proc.c  pidfds (open, signal, reap with waitid(P_PIDFD)) and posix_spawn of a program
+ *               into a process group of its own with only fds 0, 1 and 2;
+ *   sys/loop.c  one epoll loop: fds with a user tag, a wake-up eventfd any thread (or a
+ *               signal handler) can poke, one-shot timers in a pairing heap, and a wait that
+ *               returns the ready fds and then the timers that fell due.
+ *
+ * Conventions: functions return 0 (or a count, an fd) on success and -errno on failure,
+ * unless they say otherwise; every fd they create is O_CLOEXEC; nothing here prints, installs
+ * a signal handler or keeps global state. Internal to the library (prefix concur__).
+ */
+#ifndef CONCUR_SYS_OS_H
+#define CONCUR_SYS_OS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* ---------------------------------------------------------------- fds (sys/fd.c) */
+
+/* Closes *fd if it is open (>= 0) and sets it to -1. A failed close() still releases the fd
+ * on Linux, so there is nothing to report. */
+void concur__close(int *fd);
+
+/* Writes all @n bytes to the blocking @fd, continuing after EINTR and partial writes. 0 or
+ * -errno. Async-signal-safe. */
+int concur__write_all(int fd, const void *p, size_t n);
+
+/* The same with send(MSG_NOSIGNAL) on a socket (a peer that is gone gives -EPIPE, never
+ * SIGPIPE) and write() on anything else. Async-signal-safe. */
+int concur__send_all(int fd, const void *p, size_t n);
+
+/* Writes all of @iov (@n entries; the array is modified) to the blocking @fd. 0 or -errno.
+ * Async-signal-safe. */
+int concur__writev_all(int fd, struct iovec *iov, int n);
+
+/* Drops the first @done bytes from the @*n entries at *iov (after a partial writev() or
+ * sendmsg()): whole entries are skipped (*iov and *n move on; empty entries too), a partial
+ * one is trimmed. */
+void concur__iov_advance(struct iovec **iov, int *n, size_t done);
+
+/* One read() of up to @n bytes, retried after EINTR: the count (0 at EOF) or -errno
+ * (-EAGAIN on an empty non-blocking fd). */
+ssize_t concur__read_some(int fd, void *p, size_t n);
+
+/* Reads until @n bytes arrived or EOF: the count (< n only at EOF) or -errno. */
+ssize_t concur__read_full(int fd, void *p, size_t n);
+
+int concur__set_nonblock(int fd);
+int concur__set_cloexec(int fd);
+
+/* pipe2(O_CLOEXEC); with @nonblock_read the read end p[0] is also O_NONBLOCK (a loop reads
+ * it, a child writes the other end blocking). On failure both are -1. */
+int concur__pipe(int p[2], bool nonblock_read);
+
+/* An eventfd used as a wake-up: O_CLOEXEC | O_NONBLOCK, counter 0. The fd or -errno. */
+int concur__eventfd(void);
+/* Adds one to the counter: 0, or -errno (a full counter is not an error: a wake-up is
+ * pending anyway). Async-signal-safe; any thread. */
+int concur__event_post(int efd);
+/* Resets the counter (the wake-ups so far are consumed). */
+void concur__event_drain(int efd);
+
+/* ---------------------------------------------------------------- processes (sys/proc.c) */
+
+/* A pidfd for @pid (close-on-exec by definition): the fd, or -errno (-ESRCH: already
+ * reaped; -ENOSYS: a kernel or libc without pidfds). */
+int concur__pidfd_open(pid_t pid);
+
+/* Sends @sig through @pidfd (no pid-reuse race). 0 or -errno (-ESRCH: it has been reaped). */
+int concur__pidfd_kill(int pidfd, int sig);
+
+/* Reaps the child of @pidfd with waitid(P_PIDFD, WEXITED), retried after EINTR; @nohang:
+ * WNOHANG. Returns 1 with *si filled when it was reaped, 0 when it still runs (@nohang),
+ * or -errno (-ECHILD: someone else reaped it, e.g. SIGCHLD ignored). */
+int concur__reap(int pidfd, siginfo_t *si, bool nohang);
+
+/* What a spawned program's fd 0, 1 or 2 becomes: an fd of the caller (>= 0, dup2'ed), the
+ * caller's own (KEEP), or /dev/null (NULLDEV). */
+enum { CONCUR__STDIO_KEEP = -1, CONCUR__STDIO_NULLDEV = -2 };
+
+typedef struct concur__spawn_req {
+    char *const *argv; /* argv[0] is searched in $PATH (posix_spawnp) */
+    char *const *envp;
+    const char *cwd; /* NULL: this process's */
+    int stdio[3];
+} concur__spawn_req;
+
+/*
+ * Starts a program with posix_spawnp: in a new process group of its own (so that a signal
+ * to the group reaches its whole tree), with only fds 0, 1 and 2 (closefrom(3) in the spawn
+ * actions, on top of O_CLOEXEC), every signal at its default action and an empty signal
+ * mask, whatever this process ignores or blocks. Returns:
+ *   0             started: *pid and *pidfd are set;
+ *   a positive    errno: posix_spawnp failed to start it (ENOENT, EACCES, ...): the
+ *                 program's failure, nothing is left behind;
+ *   a negative    code: the set-up failed (or no pidfd could be opened: the child was then
+ *                 killed and reaped); nothing is left behind.
+ */
+int concur__spawn(const concur__spawn_req *rq, pid_t *pid, int *pidfd);
+
+/* ---------------------------------------------------------------- the loop (sys/loop.c) */
+
+/*
+ * A one-shot timer, embedded in its owner (no allocation: arming never fails). Armed, it is
+ * a node of its loop's pairing heap, ordered by (when, arming order); it fires once, at the
+ * first wait that ends at or after @when, and is then disarmed. Zero-initialised is
+ * disarmed.
+ */
+typedef struct concur__timer {
+    uint64_t when; /* CLOCK_MONOTONIC ns */
+    uint64_t seq;  /* arming order: equal deadlines fire first armed, first fired */
+    uint64_t tag;  /* reported in the timer's event */
+    struct concur__timer *child, *next, *prev; /* prev: previous sibling, or the parent */
+    bool armed;
+} concur__timer;
+
+/*
+ * The loop. One per thread: its wait and its timers belong to the thread that waits on it.
+ * add / mod / del / close and wake are plain syscalls and may be called from any thread
+ * (wake also from a signal handler), as long as the loop exists.
+ */
+typedef struct concur__loop {
+    int ep;   /* epoll fd, or -1 */
+    int wake; /* eventfd in the set with tag CONCUR__LOOP_WAKE, or -1 */
+    concur__timer *root;
+    uint64_t seq;
+} concur__loop;
+
+/* A loop that owns nothing (what concur__loop_fini leaves). */
+#define CONCUR__LOOP_NONE ((concur__loop){.ep = -1, .wake = -1})
+
+/* The tag of the wake-up's event. Tags are the user's otherwise (any other value). */
+#define CONCUR__LOOP_WAKE UINT64_MAX
+
+/* A ready fd (events: the EPOLL* bits that happened) or a timer that fell due (events 0). */
+typedef struct concur__event {
+    uint64_t tag;
+    uint32_t events;
+} concur__event;
+
+int concur__loop_init(concur__loop *l);
+/* Closes the loop's fds and disarms the timers still armed (their owners must still exist).
+ * Accepts CONCUR__LOOP_NONE. */
+void concur__loop_fini(concur__loop *l);
+
+/* Watches @fd for @events (EPOLLIN, EPOLLOUT, ...), reported with @tag. */
+int concur__loop_add(concur__loop *l, int fd, uint32_t events, uint64_t tag);
+int concur__loop_mod(concur__loop *l, int fd, uint32_t events, uint64_t tag);
+int concur__loop_del(concur__loop *l, int fd);
+/* Unwatches *fd, then closes it (concur__close). An fd is unwatched before it is closed:
+ * a copy held by another process (a fork) would keep its registration alive. */
+void concur__loop_close(concur__loop *l, int *fd);
+
+/* Makes the current or next wait return (with an event tagged CONCUR__LOOP_WAKE). Any
+ * thread; async-signal-safe. 0 or -errno. */
+int concur__loop_wake(concur__loop *l);
+
+/* Arms @t (re-arms it if armed) to fire at @when with @tag. The loop's thread only. */
+void concur__timer_arm(concur__loop *l, concur__timer *t, uint64_t when, uint64_t tag);
+/* Disarms @t (nothing if it is not armed). The loop's thread only. */
+void concur__timer_cancel(concur__loop *l, concur__timer *t);
+/* The earliest armed deadline, UINT64_MAX when no timer is armed. */
+uint64_t concur__loop_next(const concur__loop *l);
+
+/*
+ * Waits until an fd is ready, the loop is woken or the nearest timer is due (without a
+ * timer and without @poll: indefinitely; @poll: returns at once). Fills @ev with up to @max
+ * events, the ready fds first (a wake-up is drained and reported as CONCUR__LOOP_WAKE), then
+ * the timers due, earliest first (they are disarmed; those that do not fit stay armed, due,
+ * for the next wait). Returns the count, 0 after a signal interrupted the wait (EINTR), or
+ * -errno.
+ */
+int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll);
+
+#endif
