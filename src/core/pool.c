@@ -1177,6 +1177,21 @@ static bool all_idle_locked(concur_pool *p)
     return true;
 }
 
+/* Under mu: waits until every worker has exited (or the deadline), then joins them. */
+static int workers_gone_locked(concur_pool *p, uint64_t deadline)
+{
+    int rc = 0;
+    while (atomic_load_explicit(&p->nworkers, memory_order_seq_cst) > 0) {
+        if (deadline != UINT64_MAX && now_ns() >= deadline) {
+            rc = CONCUR_ETIMEDOUT;
+            break;
+        }
+        cond_wait_until(&p->cv, &p->mu, deadline);
+    }
+    reap_dead_locked(p);
+    return rc;
+}
+
 int concur_pool_join(concur_pool *p, double timeout)
 {
     if (!p)
@@ -1204,14 +1219,7 @@ int concur_pool_join(concur_pool *p, double timeout)
     if (!rc) {
         atomic_fetch_add_explicit(&p->stop_gen, 1, memory_order_seq_cst);
         wake(p, INT_MAX);
-        while (atomic_load_explicit(&p->nworkers, memory_order_seq_cst) > 0) {
-            if (deadline != UINT64_MAX && now_ns() >= deadline) {
-                rc = CONCUR_ETIMEDOUT;
-                break;
-            }
-            cond_wait_until(&p->cv, &p->mu, deadline);
-        }
-        reap_dead_locked(p);
+        rc = workers_gone_locked(p, deadline);
     }
     mu_unlock(&p->mu);
     atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_seq_cst);
@@ -1221,17 +1229,9 @@ int concur_pool_join(concur_pool *p, double timeout)
 
 static int wait_workers_gone(concur_pool *p, uint64_t deadline)
 {
-    int rc = 0;
     atomic_fetch_add_explicit(&p->waiters, 1, memory_order_seq_cst);
     mu_lock(&p->mu);
-    while (atomic_load_explicit(&p->nworkers, memory_order_seq_cst) > 0) {
-        if (deadline != UINT64_MAX && now_ns() >= deadline) {
-            rc = CONCUR_ETIMEDOUT;
-            break;
-        }
-        cond_wait_until(&p->cv, &p->mu, deadline);
-    }
-    reap_dead_locked(p);
+    int rc = workers_gone_locked(p, deadline);
     mu_unlock(&p->mu);
     atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_seq_cst);
     return rc;

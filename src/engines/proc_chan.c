@@ -10,6 +10,7 @@
  * task's deadline, so a dead worker or a timeout never leaves the proxy stuck in a read.
  */
 #include "engines/proc_chan.h"
+#include "sys/os.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -62,16 +63,7 @@ int concur__chan_send(const concur__chan *c, struct iovec *iov, int n)
             }
             return errno == EPIPE || errno == ECONNRESET ? CONCUR_EPIPE : -errno;
         }
-        size_t done = (size_t)w;
-        while (n > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+        concur__iov_advance(&iov, &n, (size_t)w);
     }
     return 0;
 }

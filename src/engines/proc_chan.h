@@ -10,33 +10,14 @@
 #include <sys/uio.h>
 
 #include "core/concur_impl.h"
+#include "sys/wire.h"
 
-/* Frames over one AF_UNIX stream socket: a 24-byte header, then len payload bytes. See
+/* Frames over one AF_UNIX stream socket, in the one wire codec's layout (sys/wire.h). See
  * docs/process_pool.md for the table of frames. */
-enum frame_type { FR_SETUP = 1, FR_TASK, FR_INIT, FR_FINAL, FR_RESULT, FR_CRASH };
-enum { FRF_TO_EOF = 1 }; /* the payload runs until EOF (len is meaningless) */
-
-typedef struct concur__frame_hdr {
-    uint32_t type, flags;
-    uint64_t id; /* the task id (TASK, its RESULT, CRASH); 0 otherwise */
-    uint64_t len;
-} concur__frame_hdr;
-
-typedef struct concur__result_head {
-    int32_t code; /* 0 or the negative code the task / hook returned */
-    uint32_t reserved;
-    uint64_t out_len;
-} concur__result_head;
-
-_Static_assert(sizeof(concur__frame_hdr) == 24 && sizeof(concur__result_head) == 16, "wire layout");
-
 enum {
     NAME_CAP = 256,         /* worker names are shorter (pool names <= 64 bytes) */
-    MSG_CAP = 4096,         /* messages kept from a RESULT (tasks send <= 1 KiB) */
-    BT_CAP = 64 << 10,      /* backtrace text kept from a CRASH frame */
     EXIT_GRACE_MS = 2000,   /* a worker told to leave gets this long, then SIGKILL */
     KEEP_INPUT = 1 << 20,   /* a worker keeps an input buffer up to this size */
-    ALTSTACK = 64 << 10,    /* the crash handler's stack */
     RBUF_CAP = 64 << 10,    /* read buffer of a worker and of a proxy */
     DEPTH = 16,             /* tasks a proxy hands its process at once (pipelining) */
     AHEAD_BYTES = 64 << 10, /* frame bytes handed over but not answered yet */

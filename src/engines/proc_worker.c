@@ -14,74 +14,24 @@
 #include "engines/proc_chan.h"
 
 #include <errno.h>
-#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-static int g_crash_fd = -1;          /* the worker's socket */
-static const _Atomic int *g_stop;    /* the pool's shared stop word */
-static pid_t g_worker_pid;           /* a process the task forks must not report */
-static volatile uint64_t g_crash_id; /* the running task's id (0: a hook) */
+static const _Atomic int *g_stop; /* the pool's shared stop word */
 
-static void crash_handler(int sig, siginfo_t *si, void *uc)
-{
-    (void)si;
-    (void)uc;
-    if (getpid() == g_worker_pid) {
-        struct {
-            concur__frame_hdr h;
-            int32_t sig;
-        } head = {{.type = FR_CRASH, .flags = FRF_TO_EOF, .id = g_crash_id, .len = 0}, sig};
-        concur__crash_report(g_crash_fd, &head, sizeof(head.h) + sizeof(head.sig));
-    }
-    concur__die_of_signal(sig);
-}
-
-static int crash_setup(int sock)
-{
-    g_crash_fd = sock;
-    g_worker_pid = getpid();
-    void *frames[1];
-    (void)backtrace(frames, 1); /* loads libgcc now: the handler must not allocate */
-    stack_t ss = {.ss_size = ALTSTACK, .ss_flags = 0};
-    ss.ss_sp = mmap(NULL, ALTSTACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL) != 0)
-        return -errno;
-    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = crash_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        if (sigaction(sigs[i], &sa, NULL) != 0)
-            return -errno;
-    return 0;
-}
-
-/* Sends the RESULT of a task or hook that returned @rc with context @t. */
+/* Sends the RESULT of a task or hook that returned @rc with context @t. A crash while it is
+ * written sends no CRASH frame (it would cut into this one): the proxy sees the death. */
 static int send_result(const concur__chan *c, uint64_t id, int rc, const concur_task *t)
 {
-    concur__result_head rh = {.code = rc == 0 ? 0 : (rc < 0 ? rc : CONCUR_ETASK)};
-    const void *out = NULL;
-    if (rh.code == 0 && t->out.len) {
-        out = buf_data(&t->out);
-        rh.out_len = t->out.len;
-    }
-    const char *msg = rh.code && t->msg ? t->msg : NULL;
-    uint64_t msg_len = msg ? strlen(msg) : 0;
-    concur__frame_hdr h = {
-        .type = FR_RESULT, .id = id, .len = sizeof(rh) + rh.out_len + 8 + msg_len};
-    struct iovec iov[5] = {{&h, sizeof(h)},
-                           {&rh, sizeof(rh)},
-                           {(void *)out, (size_t)rh.out_len},
-                           {&msg_len, sizeof(msg_len)},
-                           {(void *)msg, (size_t)msg_len}};
-    return concur__chan_send(c, iov, 5);
+    concur__result_tx tx;
+    struct iovec *iov = concur__result_frame(&tx, id, rc, t);
+    concur__crash_mute(true);
+    int r = concur__chan_send(c, iov, CONCUR__RESULT_IOV);
+    concur__crash_mute(false);
+    return r;
 }
 
 /* A RESULT that carries an error made by the worker itself (no task ran). */
@@ -99,7 +49,7 @@ struct wstate {
     size_t in_cap;
 };
 
-static int serve_setup(const concur__chan *c, const concur__frame_hdr *h, struct wstate *ws)
+static int serve_setup(const concur__chan *c, const concur__frame *h, struct wstate *ws)
 {
     uint64_t head[2]; /* user, slot */
     if (h->len < sizeof(head))
@@ -117,7 +67,7 @@ static int serve_setup(const concur__chan *c, const concur__frame_hdr *h, struct
     return rc;
 }
 
-static int serve_task(const concur__chan *c, const concur__frame_hdr *h, struct wstate *ws)
+static int serve_task(const concur__chan *c, const concur__frame *h, struct wstate *ws)
 {
     uint64_t fnv;
     if (h->len < sizeof(fnv) || h->len - sizeof(fnv) > SIZE_MAX)
@@ -152,9 +102,9 @@ static int serve_task(const concur__chan *c, const concur__frame_hdr *h, struct 
                      .pool_stop = g_stop,
                      .cancel_word = ws->cancel_word};
     concur_fn fn = (concur_fn)(uintptr_t)fnv;
-    g_crash_id = h->id;
+    concur__crash_set_id(h->id);
     int r = fn(&t, ws->in, len);
-    g_crash_id = 0;
+    concur__crash_set_id(0);
     rc = send_result(c, h->id, r, &t);
     concur__task_reset(&t);
     if (ws->in_cap > KEEP_INPUT) {
@@ -165,7 +115,7 @@ static int serve_task(const concur__chan *c, const concur__frame_hdr *h, struct 
     return rc;
 }
 
-static int serve_hook(const concur__chan *c, const concur__frame_hdr *h, struct wstate *ws)
+static int serve_hook(const concur__chan *c, const concur__frame *h, struct wstate *ws)
 {
     uint64_t pl[2];
     if (h->len != sizeof(pl))
@@ -214,8 +164,9 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
     /* The proxy's end stays non-blocking; ours blocks (the crash handler writes to it). */
     g_stop = stop;
     int fl = fcntl(sock, F_GETFL);
-    if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 || crash_setup(sock) != 0 ||
-        on_exit(worker_on_exit, NULL) != 0 || set_limits(lim) != 0)
+    if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 ||
+        concur__crash_setup(sock, false) != 0 || on_exit(worker_on_exit, NULL) != 0 ||
+        set_limits(lim) != 0)
         _exit(127);
     static char rbytes[RBUF_CAP];
     static concur__rbuf rb = {.p = rbytes, .cap = sizeof(rbytes)};
@@ -223,19 +174,19 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
     static struct wstate ws; /* static: the name outlives any frame */
     int rc;
     for (;;) {
-        concur__frame_hdr h;
+        concur__frame h;
         rc = concur__chan_recv(&c, &h, sizeof(h));
         if (rc)
             break;
         switch (h.type) {
-        case FR_SETUP:
+        case CONCUR__FR_SETUP:
             rc = serve_setup(&c, &h, &ws);
             break;
-        case FR_TASK:
+        case CONCUR__FR_TASK:
             rc = serve_task(&c, &h, &ws);
             break;
-        case FR_INIT:
-        case FR_FINAL:
+        case CONCUR__FR_INIT:
+        case CONCUR__FR_FINAL:
             rc = serve_hook(&c, &h, &ws);
             break;
         default:

@@ -42,6 +42,7 @@
 #include "core/pool.h"
 #include "engines/forkserver.h"
 #include "engines/proc_chan.h"
+#include "sys/os.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -172,21 +173,12 @@ static int proc_create(concur__proc **out, concur__fs *fs, const char *name, voi
     return 0;
 }
 
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        (void)close(*fd); /* ours; after close() fails on Linux the fd is gone anyway */
-    *fd = -1;
-}
-
 /* SIGKILLs the worker process. True when the signal was sent (false: it is gone). */
 static bool proc_kill(concur__proc *pr)
 {
-#ifdef SYS_pidfd_send_signal
     /* ESRCH: reaped already; its pid may be someone else's by now, so no kill() then. */
     if (pr->pidfd >= 0)
-        return syscall(SYS_pidfd_send_signal, pr->pidfd, SIGKILL, NULL, 0) == 0;
-#endif
+        return concur__pidfd_kill(pr->pidfd, SIGKILL) == 0;
     /* No pidfd: the process is not reaped before its status reaches us, so the pid is
      * still its own (ESRCH: it just died). */
     return pr->pid > 0 && kill(pr->pid, SIGKILL) == 0;
@@ -198,7 +190,7 @@ static bool proc_kill(concur__proc *pr)
 static void proc_reap(concur__proc *pr, int grace_ms, concur__wstatus *wst)
 {
     concur__wstatus ws = {.status = -1};
-    close_fd(&pr->sock);
+    concur__close(&pr->sock);
     pr->rb.off = pr->rb.end = 0;
     if (pr->status >= 0) {
         struct pollfd pf = {.fd = pr->status, .events = POLLIN};
@@ -221,58 +213,22 @@ static void proc_reap(concur__proc *pr, int grace_ms, concur__wstatus *wst)
         if (r != (ssize_t)sizeof(ws))
             ws = (concur__wstatus){.status = -1}; /* EOF: the server died without reaping it */
     }
-    close_fd(&pr->status);
-    close_fd(&pr->pidfd);
+    concur__close(&pr->status);
+    concur__close(&pr->pidfd);
     pr->pid = 0;
     *wst = ws;
 }
 
-/* How a worker ended, for a future's error. */
-struct fate {
-    int signal, exit_status;
-    bool limit; /* it died of its CPU limit */
-    char text[224];
-};
-
-static void describe(const concur__proc *pr, const concur__wstatus *wst, struct fate *fa)
-{
-    const concur__limits *lim = concur__fs_limits(pr->fs);
-    int ws = wst->status;
-    fa->signal = 0;
-    fa->exit_status = -1;
-    fa->limit = false;
-    if (ws != -1 && WIFSIGNALED(ws)) {
-        fa->signal = WTERMSIG(ws);
-        /* SIGXCPU at the soft limit; SIGKILL at the hard one (the task caught or ignored
-         * SIGXCPU), told from other kills by the CPU time the server measured. */
-        fa->limit = lim->cpu_s && (fa->signal == SIGXCPU ||
-                                   (fa->signal == SIGKILL && wst->cpu_us >= lim->cpu_s * 1000000u));
-        const char *d = sigdescr_np(fa->signal);
-        if (fa->limit)
-            snprintf(fa->text, sizeof(fa->text), "worker exceeded its CPU time limit of %llu s",
-                     (unsigned long long)lim->cpu_s);
-        else
-            snprintf(fa->text, sizeof(fa->text), "worker died: killed by signal %d (%s)",
-                     fa->signal, d ? d : "unknown signal");
-    } else if (ws != -1 && WIFEXITED(ws)) {
-        fa->exit_status = WEXITSTATUS(ws);
-        snprintf(fa->text, sizeof(fa->text), "worker exited with status %d", fa->exit_status);
-    } else {
-        snprintf(fa->text, sizeof(fa->text), "worker died (its exit status is unknown)");
-    }
-    if (lim->mem && !fa->limit) {
-        size_t n = strlen(fa->text);
-        snprintf(fa->text + n, sizeof(fa->text) - n, " (memory limit of %llu bytes)",
-                 (unsigned long long)lim->mem);
-    }
-}
-
 /* Reaps the worker (after @grace_ms it is killed) and describes how it ended. */
-static void proc_fate(concur__proc *pr, int grace_ms, struct fate *fa)
+static void proc_fate(concur__proc *pr, int grace_ms, concur__fate *fa)
 {
     concur__wstatus ws;
     proc_reap(pr, grace_ms, &ws);
-    describe(pr, &ws, fa);
+    const concur__limits *lim = concur__fs_limits(pr->fs);
+    concur__ended e = concur__ended_wstatus(ws.status, ws.cpu_us);
+    concur__fate_ctx ctx = {
+        .who = "worker", .when = "", .mem_limit = lim->mem, .cpu_limit_s = lim->cpu_s};
+    concur__fate_describe(fa, &e, &ctx);
 }
 
 /*
@@ -284,18 +240,18 @@ static void proc_fate(concur__proc *pr, int grace_ms, struct fate *fa)
 static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool want_out, int *code,
                        char **bt)
 {
-    concur__frame_hdr h;
+    concur__frame h;
     int rc = concur__chan_recv(c, &h, sizeof(h));
     if (rc)
         return rc;
-    if (h.type == FR_CRASH) {
+    if (h.type == CONCUR__FR_CRASH) {
         int32_t sig;
         if (concur__chan_recv(c, &sig, sizeof(sig)) == 0)
-            concur__chan_read_to_eof(c, BT_CAP, bt);
+            concur__chan_read_to_eof(c, CONCUR__BT_CAP, bt);
         return CONCUR_EPIPE;
     }
     concur__result_head rh;
-    if (h.type != FR_RESULT || h.id != id || h.len < sizeof(rh) + 8)
+    if (h.type != CONCUR__FR_RESULT || h.id != id || h.len < sizeof(rh) + 8)
         return CONCUR_EIO;
     if ((rc = concur__chan_recv(c, &rh, sizeof(rh))) != 0)
         return rc;
@@ -316,7 +272,7 @@ static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool 
     if (msg_len != h.len - sizeof(rh) - 8 - rh.out_len)
         return CONCUR_EIO;
     if (msg_len) {
-        size_t keep = msg_len < MSG_CAP ? (size_t)msg_len : MSG_CAP;
+        size_t keep = msg_len < CONCUR__MSG_CAP ? (size_t)msg_len : CONCUR__MSG_CAP;
         char *m = malloc(keep + 1);
         if (!m)
             return CONCUR_ENOMEM;
@@ -342,7 +298,7 @@ static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void 
                      concur_task *t)
 {
     concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
-    concur__frame_hdr h = {.type = type, .len = 16};
+    concur__frame h = {.type = type, .len = 16};
     uint64_t pl[2] = {(uint64_t)(uintptr_t)fn, (uint64_t)(uintptr_t)arg};
     struct iovec iov[2] = {{&h, sizeof(h)}, {pl, sizeof(pl)}};
     int code = 0;
@@ -355,7 +311,7 @@ static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void 
         return code;
     if (rc != CONCUR_EPIPE)
         (void)proc_kill(pr); /* false: it is dead already */
-    struct fate fa;
+    concur__fate fa;
     proc_fate(pr, EXIT_GRACE_MS, &fa);
     return concur_task_fail(t, CONCUR_ECRASHED, "%s", fa.text);
 }
@@ -368,17 +324,17 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
         return concur_task_fail(t, -errno, "socketpair: %s", strerror(errno));
     if (pipe2(st, O_CLOEXEC) != 0) {
         int e = errno;
-        close_fd(&sv[0]);
-        close_fd(&sv[1]);
+        concur__close(&sv[0]);
+        concur__close(&sv[1]);
         return concur_task_fail(t, -e, "pipe: %s", strerror(e));
     }
     pid_t pid = 0;
     int rc = concur__fs_spawn(pr->fs, sv[1], st[1], &pid);
-    close_fd(&sv[1]);
-    close_fd(&st[1]);
+    concur__close(&sv[1]);
+    concur__close(&st[1]);
     if (rc) {
-        close_fd(&sv[0]);
-        close_fd(&st[0]);
+        concur__close(&sv[0]);
+        concur__close(&st[0]);
         /* errno texts: concur_strerror(-EAGAIN) would say "not ready yet" */
         return concur_task_fail(t, rc, "fork server: %s",
                                 rc == CONCUR_EPIPE                ? "it is gone"
@@ -388,24 +344,22 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     pr->pid = pid;
     pr->sock = sv[0];
     pr->status = st[0];
-#ifdef SYS_pidfd_open
     /* For a kill without a pid-reuse race. It fails only when the process already died
      * (ESRCH) or the kernel lacks pidfds: kill() by pid is the fallback then. */
-    pr->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pr->pidfd >= 0 && fcntl(pr->pidfd, F_SETFD, FD_CLOEXEC) != 0)
-        close_fd(&pr->pidfd);
-#endif
+    pr->pidfd = concur__pidfd_open(pid);
+    if (pr->pidfd < 0)
+        pr->pidfd = -1;
     concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
     uint64_t head[2] = {(uint64_t)(uintptr_t)pr->user,
                         pr->cancel_word ? (uint64_t)pr->slot : UINT64_MAX};
     size_t nlen = strlen(pr->name);
-    concur__frame_hdr h = {.type = FR_SETUP, .len = sizeof(head) + nlen};
+    concur__frame h = {.type = CONCUR__FR_SETUP, .len = sizeof(head) + nlen};
     struct iovec iov[3] = {{&h, sizeof(h)}, {head, sizeof(head)}, {(void *)pr->name, nlen}};
     rc = concur__chan_send(&c, iov, 3);
     if (rc) {
         if (rc != CONCUR_EPIPE)
             (void)proc_kill(pr); /* false: it is dead already */
-        struct fate fa;
+        concur__fate fa;
         proc_fate(pr, EXIT_GRACE_MS, &fa);
         return concur_task_fail(t, CONCUR_ECRASHED, "%s", fa.text);
     }
@@ -421,7 +375,7 @@ static concur_future *fl_at(const concur__proc *pr, unsigned i)
 
 static uint64_t frame_bytes(const concur_future *f)
 {
-    return sizeof(concur__frame_hdr) + 8 + (uint64_t)f->in.len;
+    return sizeof(concur__frame) + 8 + (uint64_t)f->in.len;
 }
 
 /* Under kill_mu: the first task has started (its frame went out, or the one before it was
@@ -444,7 +398,7 @@ static void transmit(concur__proc *pr, double timeout)
 {
     /* Every frame that may go now leaves in one sendmsg(): a proxy that pipelines short
      * tasks pays one system call per batch, not one per task. */
-    concur__frame_hdr h[DEPTH];
+    concur__frame h[DEPTH];
     uint64_t fnv[DEPTH];
     struct iovec iov[3 * DEPTH];
     int k = 0;
@@ -464,7 +418,8 @@ static void transmit(concur__proc *pr, double timeout)
         if (!first)
             first = f;
         int x = k / 3;
-        h[x] = (concur__frame_hdr){.type = FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
+        h[x] =
+            (concur__frame){.type = CONCUR__FR_TASK, .id = f->id, .len = 8 + (uint64_t)f->in.len};
         fnv[x] = (uint64_t)(uintptr_t)f->fn;
         iov[k] = (struct iovec){&h[x], sizeof(h[x])};
         iov[k + 1] = (struct iovec){&fnv[x], sizeof(fnv[x])};
@@ -583,7 +538,7 @@ static int proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur
     mu_unlock(&pr->kill_mu);
     int rc = proc_spawn(pr, t);
     if (!rc && init) {
-        rc = proc_hook(pr, FR_INIT, init, arg, t);
+        rc = proc_hook(pr, CONCUR__FR_INIT, init, arg, t);
         *hook_failed = rc != 0;
     }
     if (!rc)
@@ -593,7 +548,7 @@ static int proc_start(concur__proc *pr, concur_worker_fn init, void *arg, concur
 
 static int proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_task *t)
 {
-    return pr->sock >= 0 ? proc_hook(pr, FR_FINAL, fn, arg, t) : 0;
+    return pr->sock >= 0 ? proc_hook(pr, CONCUR__FR_FINAL, fn, arg, t) : 0;
 }
 
 concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout, bool *alive)
@@ -648,7 +603,7 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
     pr->sent = 1; /* the tasks behind this one have not started: none is the next to run */
     pr->sent_bytes = frame_bytes(f);
     mu_unlock(&pr->kill_mu);
-    struct fate fa;
+    concur__fate fa;
     proc_fate(pr, EXIT_GRACE_MS, &fa);
     char msg[256];
     if (killed) {
@@ -656,8 +611,7 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
                                  "cancelled while running: the worker was killed", fa.signal,
                                  fa.exit_status, NULL, false, false);
     } else if (rc == CONCUR_EPIPE) {
-        concur__future_fail_info(f, running, CONCUR_ECRASHED, fa.text, fa.signal, fa.exit_status,
-                                 bt, false, fa.limit);
+        concur__fate_fail(f, &fa, bt);
     } else if (rc == CONCUR_ETIMEDOUT) {
         snprintf(msg, sizeof(msg),
                  "the task ran past its timeout of %g s; its worker process was killed", timeout);
