@@ -579,7 +579,11 @@ concur_future *concur__worker_pop(concur__worker *w, bool *popped)
 void concur__worker_ready(concur__worker *w)
 {
     concur_pool *p = w->pool;
-    if (!w->in_idle && !has_work(p)) {
+    /* Only below max_workers, where a submit may start a worker: at the maximum nothing can
+     * be started, and a stream of tasks pays nothing for this. */
+    if (!w->in_idle &&
+        atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers &&
+        !has_work(p)) {
         /* seq_cst: a submit that sees the result (acquire) sees this count too. */
         atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
         w->in_idle = true;
