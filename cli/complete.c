@@ -27,11 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The histogram of --timeout N%: log-spaced buckets from HIST_MIN seconds, each HIST_STEP
- * times the previous one; flat memory whatever the number of jobs. */
-#define HIST_MIN 1e-6
-#define HIST_STEP 1.01
-
 /* ------------------------------------------------------------------ the ring */
 
 static struct job **ring_at(struct app *a, size_t index)
@@ -39,25 +34,6 @@ static struct job **ring_at(struct app *a, size_t index)
     if (index < a->ring_lo || index - a->ring_lo >= a->ring_cap)
         return NULL;
     return &a->ring[index % a->ring_cap];
-}
-
-int ring_put(struct app *a, size_t index, struct job *j)
-{
-    if (index - a->ring_lo >= a->ring_cap) {
-        size_t cap = a->ring_cap ? a->ring_cap * 2 : 64;
-        while (index - a->ring_lo >= cap)
-            cap *= 2;
-        struct job **r = calloc(cap, sizeof(*r));
-        if (!r)
-            return CONCUR_ENOMEM;
-        for (size_t i = a->ring_lo; i < a->ring_lo + a->ring_cap; i++)
-            r[i % cap] = a->ring[i % a->ring_cap];
-        free(a->ring);
-        a->ring = r;
-        a->ring_cap = cap;
-    }
-    a->ring[index % a->ring_cap] = j;
-    return 0;
 }
 
 /* Without -k, the ring only maps indexes to running jobs: forget finished ones. */
@@ -81,29 +57,7 @@ static void hist_add(struct app *a, double secs)
     a->hist_count++;
 }
 
-double hist_median(const struct app *a)
-{
-    size_t half = (a->hist_count + 1) / 2, seen = 0;
-    for (size_t i = 0; i < HIST_N; i++) {
-        seen += a->hist[i];
-        if (seen >= half)
-            return HIST_MIN * pow(HIST_STEP, (double)i + 0.5);
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ errors and stops */
-
-void stop_run(struct app *a, int how)
-{
-    /* The runner applies a stop before its next start; the source also hands out nothing
-     * more, which covers a stop asked for before the runner exists (a fatal setup error). */
-    a->no_more = true;
-    if (how == CONCUR_STOP_TERM)
-        a->stop_term = true;
-    if (a->runner)
-        concur_runner_stop(a->runner, how);
-}
 
 void fail_fatal(struct app *a, int rc)
 {

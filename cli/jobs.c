@@ -22,6 +22,7 @@
  */
 #include "run.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -415,4 +416,47 @@ fail:
     cli_error("out of memory");
     a->fatal = rc;
     return rc;
+}
+
+/* ------------------------------------------------------------------ shared with complete.c */
+
+int ring_put(struct app *a, size_t index, struct job *j)
+{
+    if (index - a->ring_lo >= a->ring_cap) {
+        size_t cap = a->ring_cap ? a->ring_cap * 2 : 64;
+        while (index - a->ring_lo >= cap)
+            cap *= 2;
+        struct job **r = calloc(cap, sizeof(*r));
+        if (!r)
+            return CONCUR_ENOMEM;
+        for (size_t i = a->ring_lo; i < a->ring_lo + a->ring_cap; i++)
+            r[i % cap] = a->ring[i % a->ring_cap];
+        free(a->ring);
+        a->ring = r;
+        a->ring_cap = cap;
+    }
+    a->ring[index % a->ring_cap] = j;
+    return 0;
+}
+
+double hist_median(const struct app *a)
+{
+    size_t half = (a->hist_count + 1) / 2, seen = 0;
+    for (size_t i = 0; i < HIST_N; i++) {
+        seen += a->hist[i];
+        if (seen >= half)
+            return HIST_MIN * pow(HIST_STEP, (double)i + 0.5);
+    }
+    return 0;
+}
+
+void stop_run(struct app *a, int how)
+{
+    /* The runner applies a stop before its next start; the source also hands out nothing
+     * more, which covers a stop asked for before the runner exists (a fatal setup error). */
+    a->no_more = true;
+    if (how == CONCUR_STOP_TERM)
+        a->stop_term = true;
+    if (a->runner)
+        concur_runner_stop(a->runner, how);
 }

@@ -125,6 +125,11 @@ void job_output(concur_runner *r, size_t index, int stream, const void *data, si
 /* At the end of an interrupted run: what finished still gets printed, in order. */
 void print_leftovers(struct app *a);
 /* Puts a started job in the ring at the runner's index. 0 or CONCUR_ENOMEM. */
+/* The histogram of --timeout N%: log-spaced buckets from HIST_MIN seconds, each HIST_STEP
+ * times the previous one; flat memory whatever the number of jobs. */
+#define HIST_MIN 1e-6
+#define HIST_STEP 1.01
+
 int ring_put(struct app *a, size_t index, struct job *j);
 /* The median run time of the jobs that succeeded so far (--timeout N%). */
 double hist_median(const struct app *a);

@@ -25,31 +25,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "forms/runner_impl.h"
+#include "forms/run_state.h"
 
 enum { EVENTS = 64 }; /* loop events per wait */
-
-double concur__wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void concur__runner_delay_next(concur_runner *r)
-{
-    r->next_start_ok = r->o.start_delay > 0 ? now_ns() + (uint64_t)(r->o.start_delay * 1e9) : 0;
-    if (r->next_start_ok)
-        concur__timer_arm(&r->loop, &r->start_timer, r->next_start_ok, EV_START);
-}
-
-void concur__runner_arm_deadline(concur_runner *r, struct job *j)
-{
-    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
-    j->deadline = timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
-    if (j->deadline)
-        concur__timer_arm(&r->loop, &j->timer, j->deadline, job_tag(j->slot, TAG_TIMER));
-}
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -526,8 +504,8 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
 /* Checks @o and copies the termination sequence into r->seq. */
 static int set_options(concur_runner *r, const concur_runner_opts *o)
 {
-    if (o->max_workers < 0 || o->timeout != o->timeout || o->kill_grace < 0 ||
-        o->term_signal < 0 || o->term_signal >= NSIG || o->start_delay < 0 ||
+    if (o->max_workers < 0 || o->timeout != o->timeout || o->kill_grace < 0 || o->term_signal < 0 ||
+        o->term_signal >= NSIG || o->start_delay < 0 ||
         (o->engine != CONCUR_ENGINE_THREADS && o->engine != CONCUR_ENGINE_PROCESSES))
         return CONCUR_EINVAL;
     r->o = *o;
@@ -568,7 +546,8 @@ int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
     r->tmpdir = t && *t ? t : "/tmp";
     if (!rc)
         rc = concur__loop_init(&r->loop);
-    if (!rc && o.stop_fd > 0 && (rc = concur__loop_add(&r->loop, o.stop_fd, EPOLLIN, EV_STOP_FD)) == 0)
+    if (!rc && o.stop_fd > 0 &&
+        (rc = concur__loop_add(&r->loop, o.stop_fd, EPOLLIN, EV_STOP_FD)) == 0)
         r->stop_fd_armed = true;
     if (rc) {
         concur_runner_destroy(r);
@@ -590,8 +569,9 @@ void concur_runner_destroy(concur_runner *r)
     free(r->keptjobs);
     while (r->npool)
         free(r->pool[--r->npool]);
-    free(r->stale);                /* empty after every run */
-    concur__fn_note_release(r->note); /* a callback still holding it (a caller's pool) closes it last */
+    free(r->stale); /* empty after every run */
+    concur__fn_note_release(
+        r->note); /* a callback still holding it (a caller's pool) closes it last */
     free(r->seq);
     concur__loop_fini(&r->loop);
     free(r);

@@ -22,7 +22,7 @@
 #include <limits.h>
 #include <sys/epoll.h>
 
-#include "forms/runner_impl.h"
+#include "forms/run_state.h"
 
 /* The input of a function task, as it travels to its worker (a thread, or a worker process:
  * the pool copies it there): this head, the key with its NUL when has_key, then argc

@@ -25,7 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "forms/runner_impl.h"
+#include "forms/run_state.h"
 
 extern char **environ;
 

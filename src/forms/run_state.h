@@ -1,5 +1,5 @@
 /*
- * runner_impl.h - the runner's internal header: its records and the seams between its three
+ * run_state.h - the runner's internal header: its records and the seams between its three
  * files.
  *
  *   runner.c        the loop: pulls commands from the source into free slots, waits on the
@@ -15,8 +15,8 @@
  * (the caller's stop fd, the function-completion eventfd, its timers) use the EV_* tags at
  * the top of the range, below CONCUR__LOOP_WAKE (which is how concur_runner_stop wakes it).
  */
-#ifndef CONCUR_FORMS_RUNNER_IMPL_H
-#define CONCUR_FORMS_RUNNER_IMPL_H
+#ifndef CONCUR_FORMS_RUN_STATE_H
+#define CONCUR_FORMS_RUN_STATE_H
 
 #include "core/concur_impl.h"
 #include "sys/os.h"
@@ -59,7 +59,7 @@ struct job {
     bool exited, timed_out;
     bool stopped;        /* signalled by a stop of the run, not by its own timeout */
     concur__ended ended; /* how the child ended, once exited */
-    int kill_stage; /* 0: none; k in 1..nseq: step k sent; nseq + 1: SIGKILL sent */
+    int kill_stage;      /* 0: none; k in 1..nseq: step k sent; nseq + 1: SIGKILL sent */
     uint64_t t_ready, t_start, deadline; /* deadline 0: none */
     concur__timer timer; /* the deadline, then the next step of the termination sequence */
     double wall_start;
@@ -81,7 +81,7 @@ struct fn_note {
 
 struct concur_runner {
     concur_runner_opts o;
-    concur__loop loop;     /* its wake-up is the stop request's */
+    concur__loop loop; /* its wake-up is the stop request's */
     concur__timer start_timer, poll_timer;
     concur_term_step *seq; /* the termination sequence, nseq >= 1 steps */
     size_t nseq;
@@ -113,20 +113,36 @@ struct concur_runner {
     struct job *held; /* a function job pulled while no function slot was free */
 };
 
-/* ---- runner.c ---- */
-double concur__wall_now(void);
-/* A job was just started: the next one waits start_delay. */
-void concur__runner_delay_next(concur_runner *r);
-/* Sets the deadline of job @j, started at j->t_start, and arms its timer. */
-void concur__runner_arm_deadline(concur_runner *r, struct job *j);
+/* ---- small helpers of every runner file ---- */
+static inline double concur__wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void concur__runner_delay_next(concur_runner *r)
+{
+    r->next_start_ok = r->o.start_delay > 0 ? now_ns() + (uint64_t)(r->o.start_delay * 1e9) : 0;
+    if (r->next_start_ok)
+        concur__timer_arm(&r->loop, &r->start_timer, r->next_start_ok, EV_START);
+}
+
+static inline void concur__runner_arm_deadline(concur_runner *r, struct job *j)
+{
+    double timeout = j->cmd.timeout > 0 ? j->cmd.timeout : (j->cmd.timeout < 0 ? 0 : r->o.timeout);
+    j->deadline = timeout > 0 ? j->t_start + (uint64_t)(timeout * 1e9) : 0;
+    if (j->deadline)
+        concur__timer_arm(&r->loop, &j->timer, j->deadline, job_tag(j->slot, TAG_TIMER));
+}
 
 /* ---- runner_spawn.c ---- */
 void concur__cap_init(struct capture *c);
 /* Gives a capture's memory back (to the runner's buffer pool when @r and it fits). */
 void concur__cap_free(concur_runner *r, struct capture *c);
-/* Starts command job @j in its slot (j->slot). A failed start is not an error of the run: the job is
- * then marked exited with j->res.error set. Returns a negative code only for failures of
- * the runner itself (out of memory, the loop). */
+/* Starts command job @j in its slot (j->slot). A failed start is not an error of the run: the job
+ * is then marked exited with j->res.error set. Returns a negative code only for failures of the
+ * runner itself (out of memory, the loop). */
 int concur__job_spawn(concur_runner *r, struct job *j);
 /* A loop event of kind @tag for command job @j. Returns a failure of the runner (e.g. a
  * full disk while spilling). */
