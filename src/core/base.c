@@ -91,9 +91,12 @@ int concur__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_n
     return 0; /* woken, EAGAIN (value changed) or EINTR: the caller re-checks */
 }
 
+_Thread_local bool concur__woke_thread;
+
 void concur__futex_wake(_Atomic uint32_t *addr, int n)
 {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
+    if (syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0) > 0)
+        concur__woke_thread = true;
 }
 
 double concur_now(void)

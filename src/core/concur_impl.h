@@ -61,6 +61,8 @@ uint64_t concur__deadline_ns(double timeout);
  * none). Returns 0 when woken (or spuriously, or *addr != val), -ETIMEDOUT at the deadline. */
 int concur__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_ns);
 void concur__futex_wake(_Atomic uint32_t *addr, int n);
+/* Set in a thread whose concur__futex_wake woke a sleeping thread (cleared by its reader). */
+extern _Thread_local bool concur__woke_thread;
 
 /* ---- byte buffers, inline when small ---- */
 typedef struct concur__buf {

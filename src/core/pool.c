@@ -489,6 +489,14 @@ static bool idle(concur__worker *w)
             atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1, memory_order_seq_cst,
                                                     memory_order_relaxed)) {
             bool found = false;
+            /* This thread has just woken a waiter (a completion): the scheduler tends to
+             * queue the woken thread on this very CPU, where a spin would keep it waiting
+             * for a whole spin (a process pool's idle round trip doubled). Let it run
+             * first. */
+            if (concur__woke_thread) {
+                concur__woke_thread = false;
+                (void)sched_yield(); /* cannot fail on Linux */
+            }
             /* Poll the producers' lines only every SPIN_POLL pauses: each poll pulls them
              * away from the submitting thread, which must own them to admit a task. */
             for (int i = 0; i < IDLE_SPIN && !found; i++) {

@@ -73,7 +73,10 @@ int concur__chan_send(const concur__chan *c, struct iovec *iov, int n)
 ssize_t concur__chan_recv_some(const concur__chan *c, void *dst, size_t cap)
 {
     for (;;) {
-        ssize_t r = recv(c->fd, dst, cap, 0);
+        /* Never asleep in recv(): a blocked reader of an AF_UNIX stream is woken each time
+         * its peer reads (the write-space wake-up shares the wait queue); one in poll() is
+         * woken for input only. */
+        ssize_t r = recv(c->fd, dst, cap, MSG_DONTWAIT);
         if (r > 0)
             return r;
         if (r == 0)

@@ -462,6 +462,18 @@ static void publish_cancel_locked(concur__proc *pr)
     atomic_store_explicit(pr->cancel_word, id, memory_order_relaxed);
 }
 
+/* Whether a whole answer is in the read buffer already (it can be completed without a
+ * system call). */
+static bool answer_buffered(const concur__proc *pr)
+{
+    const concur__rbuf *rb = &pr->rb;
+    concur__frame h;
+    if (rb->end - rb->off < sizeof(h))
+        return false;
+    memcpy(&h, rb->p + rb->off, sizeof(h));
+    return h.len <= rb->end - rb->off - sizeof(h);
+}
+
 static void proc_push(concur__proc *pr, concur_future *f)
 {
     mu_lock(&pr->kill_mu);
@@ -761,11 +773,14 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
     unsigned ran = 0;
     proc_push(pr, f);
     while (proc_inflight(pr)) {
-        /* Only what no other worker would take: every worker has started (a task queued
-         * while a worker starts is that worker's) and more are queued than the others could
-         * take if they were all free now (whether they are idle yet is a matter of
-         * scheduling: a worker that has just answered may not have looked yet). */
-        for (;;) {
+        /* Refill only when the answers that arrived together are all completed: the
+         * process has the rest of the ring to run meanwhile, and the frames that go then
+         * leave in one send instead of one send per answer. Only what no other worker
+         * would take: every worker has started (a task queued while a worker starts is
+         * that worker's) and more are queued than the others could take if they were all
+         * free now (whether they are idle yet is a matter of scheduling: a worker that has
+         * just answered may not have looked yet). */
+        for (bool refill = !answer_buffered(pr); refill;) {
             int others = concur__pool_nworkers(p) - 1;
             if (!proc_want_more(pr, room - ran) || others + 1 < max ||
                 concur__pool_pending(p) <= (uint64_t)others)
