@@ -218,20 +218,6 @@ static concur_future *submit_job(concur_pool *p, int kind, int value)
     return tu_submit(p, task_job, &j, sizeof j);
 }
 
-/* Asserts that @f is DONE with the int @want. */
-static void assert_int_result(concur_future *f, int want, const char *what)
-{
-    const void *d = NULL;
-    size_t len = 0;
-    int rc = concur_future_collect(f, TU_SAFETY, &d, &len);
-    cr_assert_eq(rc, 0, "%s: rc %d (%s)", what, rc,
-                 rc ? concur_future_error_message(f) : "");
-    cr_assert_eq(len, sizeof(int), "%s", what);
-    int v;
-    memcpy(&v, d, sizeof v);
-    cr_assert_eq(v, want, "%s: %d != %d", what, v, want);
-}
-
 /* Asserts how a crashed job's future failed. */
 static void assert_crash(concur_future *f, int kind)
 {
@@ -280,7 +266,7 @@ Test(procpool, small_results_are_exact)
     for (int i = 0; i < 50; i++)
         fs[i] = tu_submit(p, task_square, &i, sizeof i);
     for (int i = 0; i < 50; i++) {
-        assert_int_result(fs[i], i * i + 1, "square");
+        tu_assert_int_result(fs[i], i * i + 1, "square");
         concur_future_release(fs[i]);
     }
     /* Echo of every small size, inline or not, and of nothing. */
@@ -397,9 +383,9 @@ Test(procpool, each_kind_of_crash_fails_only_its_own_future)
         for (int i = 0; i < 4; i++)
             after[i] = submit_job(p, K_OK, i);
         assert_crash(bad, kinds[k]);
-        assert_int_result(before, 30, "before the crash");
+        tu_assert_int_result(before, 30, "before the crash");
         for (int i = 0; i < 4; i++) {
-            assert_int_result(after[i], i * 3, "after the crash");
+            tu_assert_int_result(after[i], i * 3, "after the crash");
             concur_future_release(after[i]);
         }
         concur_future_release(before);
@@ -420,7 +406,7 @@ Test(procpool, one_worker_crash_then_five_tasks)
     concur_future *pid1 = tu_submit(p, task_getpid, NULL, 0);
     assert_crash(bad, K_SEGV);
     for (int i = 0; i < 5; i++) {
-        assert_int_result(fs[i], (i + 1) * 3, "after the crash");
+        tu_assert_int_result(fs[i], (i + 1) * 3, "after the crash");
         concur_future_release(fs[i]);
     }
     const void *a, *b;
@@ -444,7 +430,7 @@ Test(procpool, task_timeout_kills_the_worker)
                           .task_timeout = 0.3};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *warm = submit_job(p, K_OK, 1); /* the process is up */
-    assert_int_result(warm, 3, "warm-up");
+    tu_assert_int_result(warm, 3, "warm-up");
     double t0 = tu_now();
     concur_future *hang = submit_job(p, K_HANG, 0);
     concur_future *next = submit_job(p, K_OK, 7);
@@ -457,7 +443,7 @@ Test(procpool, task_timeout_kills_the_worker)
     cr_assert_eq(ei.signal, SIGKILL, "the worker was killed");
     cr_assert_not(ei.remote);
     cr_assert_not_null(strstr(ei.message, "timeout"));
-    assert_int_result(next, 21, "the pool goes on");
+    tu_assert_int_result(next, 21, "the pool goes on");
     concur_future_release(warm);
     concur_future_release(hang);
     concur_future_release(next);
@@ -493,11 +479,11 @@ Test(procpool, initializer_runs_in_each_worker_process)
                           .init_arg = (void *)&g_init_arg};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *a = tu_submit(p, task_init_value, NULL, 0);
-    assert_int_result(a, 42, "initializer ran in the worker");
+    tu_assert_int_result(a, 42, "initializer ran in the worker");
     concur_future *bad = submit_job(p, K_ABORT, 0);
     assert_crash(bad, K_ABORT);
     concur_future *b = tu_submit(p, task_init_value, NULL, 0);
-    assert_int_result(b, 42, "and again in its replacement");
+    tu_assert_int_result(b, 42, "and again in its replacement");
     cr_assert_eq(g_init_value, 0, "not in the parent");
     concur_future_release(a);
     concur_future_release(b);
@@ -569,7 +555,7 @@ Test(procpool, finalizer_failure_breaks_the_pool)
                           .finalizer = final_fail};
     concur_pool *p = tu_pool_opts(&o);
     concur_future *f = submit_job(p, K_OK, 2);
-    assert_int_result(f, 6, "before the finalizer");
+    tu_assert_int_result(f, 6, "before the finalizer");
     cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
     cr_assert_eq(concur_pool_check(p), CONCUR_EFINALIZER);
     cr_assert_not_null(strstr(concur_pool_error_message(p), "concur-fin-process-worker-1"));
@@ -654,7 +640,7 @@ Test(procpool, idle_workers_exit_with_their_processes)
                   TU_SAFETY);
     cr_assert(ok, "idle proxies left and took their processes (alive %d)", alive);
     concur_future *f = submit_job(p, K_OK, 5);
-    assert_int_result(f, 15, "a later submit starts a worker again");
+    tu_assert_int_result(f, 15, "a later submit starts a worker again");
     concur_future_release(f);
     concur_pool_destroy(p);
 }
@@ -682,7 +668,7 @@ Test(procpool, death_of_the_fork_server_breaks_the_pool)
 {
     concur_pool *p = proc_pool(1, "srv");
     concur_future *f = submit_job(p, K_OK, 1);
-    assert_int_result(f, 3, "warm-up");
+    tu_assert_int_result(f, 3, "warm-up");
     concur_future_release(f);
     pid_t srv[4], wk[4];
     cr_assert_eq(children_of(getpid(), (pid_t)gettid(), srv, 4), 1, "the fork server");
@@ -819,7 +805,7 @@ Test(procpool, fault_injection_at_scale, .timeout = 240)
     for (int i = 0; i < n; i++) {
         int k = planned_kind(i);
         if (k == K_OK) {
-            assert_int_result(fs[i], i * 3, "a normal task");
+            tu_assert_int_result(fs[i], i * 3, "a normal task");
             ok++;
         } else if (k == K_HANG) {
             cr_assert_eq(concur_future_error(fs[i]), CONCUR_ETASKTIMEOUT, "task %d", i);
@@ -977,7 +963,7 @@ Test(procpool, cpu_hard_limit_kills_a_task_that_ignores_sigxcpu)
     assert_cpu_limit_death(spin, SIGKILL, t0, 4.0);
     double el = tu_now() - t0;
     cr_assert_geq(el, 2.0 - TU_EPS, "the hard limit is one second more: %.3f s", el);
-    assert_int_result(next, 12, "the next task runs");
+    tu_assert_int_result(next, 12, "the next task runs");
     concur_future_release(spin);
     concur_future_release(next);
     concur_pool_destroy(p);
@@ -1115,7 +1101,7 @@ Test(procpool, limit_options_are_checked)
     hi.worker_cpu_limit = 99;
     p = tu_pool_opts(&hi);
     concur_future *f = submit_job(p, K_OK, 2);
-    assert_int_result(f, 6, "a limit under the hard one");
+    tu_assert_int_result(f, 6, "a limit under the hard one");
     concur_future_release(f);
     concur_pool_destroy(p);
 }
@@ -1176,7 +1162,7 @@ Test(procpool, cancel_kill_of_a_pending_task_cancels_it)
     cr_assert(concur_future_cancel_kill(hang));
     cr_assert_eq(concur_future_collect(hang, TU_SAFETY, NULL, NULL), CONCUR_ECANCELED);
     concur_future *next = submit_job(p, K_OK, 5);
-    assert_int_result(next, 15, "the pool goes on");
+    tu_assert_int_result(next, 15, "the pool goes on");
     concur_future_release(next);
     concur_future_release(queued);
     concur_future_release(hang);
@@ -1207,7 +1193,7 @@ Test(procpool, cancel_kill_on_a_thread_pool_or_standalone_future_is_cancel)
     cr_assert_eq(concur_future_state(queued), CONCUR_CANCELLED);
     cr_assert_not(concur_future_cancel_kill(run), "a thread is only flagged");
     cr_assert(concur_future_cancel_requested(run));
-    assert_int_result(run, 7, "the task saw concur_task_should_stop and finished normally");
+    tu_assert_int_result(run, 7, "the task saw concur_task_should_stop and finished normally");
     concur_future_release(run);
     concur_future_release(queued);
     concur_pool_destroy(p);
@@ -1261,13 +1247,13 @@ Test(procpool, cancel_kill_racing_with_completion_is_consistent)
             cr_assert_eq(rc, CONCUR_ECANCELED, "task %d: killed, yet rc %d (%s)", i, rc,
                          concur_future_error_message(fs[i]));
         } else {
-            assert_int_result(fs[i], (i % 5) * 3, "not killed");
+            tu_assert_int_result(fs[i], (i % 5) * 3, "not killed");
         }
         concur_future_release(fs[i]);
     }
     cr_assert_gt(nkilled, 0);
     concur_future *f = submit_job(p, K_OK, 3);
-    assert_int_result(f, 9, "the pool goes on");
+    tu_assert_int_result(f, 9, "the pool goes on");
     concur_future_release(f);
     int alive = 0, zombies = 0;
     bool ok;
@@ -1291,7 +1277,7 @@ Test(procpool, shutdown_cancel_stops_running_tasks_in_processes)
 {
     concur_pool *p = proc_pool(2, "stop");
     concur_future *probe = tu_submit(p, task_should_stop, NULL, 0);
-    assert_int_result(probe, 0, "should_stop is false until the pool asks");
+    tu_assert_int_result(probe, 0, "should_stop is false until the pool asks");
     concur_future_release(probe);
     probe = tu_submit(p, task_until_stop, NULL, 0);
     concur_future *run = tu_submit(p, task_until_stop, NULL, 0);
@@ -1306,8 +1292,8 @@ Test(procpool, shutdown_cancel_stops_running_tasks_in_processes)
     cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, TU_SAFETY), 0);
     double el = tu_now() - t0;
     cr_assert_lt(el, TU_SANITIZED ? TU_LOOSE(1.0) : 1.0, "%.3f s to stop", el);
-    assert_int_result(probe, 7, "the first task saw the stop");
-    assert_int_result(run, 7, "the second task saw the stop");
+    tu_assert_int_result(probe, 7, "the first task saw the stop");
+    tu_assert_int_result(run, 7, "the second task saw the stop");
     cr_assert_eq(concur_future_state(queued), CONCUR_CANCELLED);
     concur_future_release(probe);
     concur_future_release(run);
@@ -1461,7 +1447,7 @@ static void warm_up(concur_pool *p, int n)
         for (int i = 0; i < n; i++)
             fs[i] = submit_job(p, K_OK, i);
         for (int i = 0; i < n; i++) {
-            assert_int_result(fs[i], i * 3, "warm-up");
+            tu_assert_int_result(fs[i], i * 3, "warm-up");
             concur_future_release(fs[i]);
         }
     }
@@ -1479,7 +1465,7 @@ Test(procpool, a_stream_of_short_tasks_survives_crashes_in_its_middle)
         if (i == 100 || i == 250)
             assert_crash(fs[i], i == 100 ? K_SEGV : K_EXIT3);
         else
-            assert_int_result(fs[i], i * 3, "a task around the crashes");
+            tu_assert_int_result(fs[i], i * 3, "a task around the crashes");
         concur_future_release(fs[i]);
     }
     int alive = 0, zombies = 0;
@@ -1523,12 +1509,12 @@ Test(procpool, cancel_kill_of_a_task_waiting_its_turn_in_a_worker)
     cr_assert(concur_future_cancel_kill(victim));
     atomic_store(word, 1);
     cr_assert_geq(syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0), 0);
-    assert_int_result(gate, 1, "the task ahead of it completes");
+    tu_assert_int_result(gate, 1, "the task ahead of it completes");
     cr_assert_eq(concur_future_collect(victim, TU_SAFETY, NULL, NULL), CONCUR_ECANCELED);
     cr_assert_eq(concur_future_collect(after, TU_SAFETY, NULL, NULL), 0,
                  "the task behind it runs: %s", concur_future_error_message(after));
     concur_future *f = submit_job(p, K_OK, 3);
-    assert_int_result(f, 9, "the pool goes on");
+    tu_assert_int_result(f, 9, "the pool goes on");
     cr_assert_eq(concur_pool_check(p), 0);
     concur_future_release(f);
     concur_future_release(after);
@@ -1553,11 +1539,11 @@ Test(procpool, task_timeout_counts_from_the_start_of_each_task)
     concur_future *hang = submit_job(p, K_HANG, 0);
     concur_future *last = submit_job(p, K_OK, 4);
     for (int i = 0; i < 3; i++) {
-        assert_int_result(fs[i], ms * 3, "each task within its own timeout");
+        tu_assert_int_result(fs[i], ms * 3, "each task within its own timeout");
         concur_future_release(fs[i]);
     }
     cr_assert_eq(concur_future_collect(hang, TU_SAFETY, NULL, NULL), CONCUR_ETASKTIMEOUT);
-    assert_int_result(last, 12, "the task behind the hang runs in a new process");
+    tu_assert_int_result(last, 12, "the task behind the hang runs in a new process");
     concur_future_release(hang);
     concur_future_release(last);
     concur_pool_destroy(p);
@@ -1572,8 +1558,8 @@ Test(procpool, long_tasks_do_not_wait_behind_each_other)
     double t0 = tu_now();
     concur_future *a = tu_submit(p, task_nap_ms, &ms, sizeof ms);
     concur_future *b = tu_submit(p, task_nap_ms, &ms, sizeof ms);
-    assert_int_result(a, ms * 3, "a");
-    assert_int_result(b, ms * 3, "b");
+    tu_assert_int_result(a, ms * 3, "a");
+    tu_assert_int_result(b, ms * 3, "b");
     double el = tu_now() - t0;
     cr_assert_lt(el, 0.4 + (TU_SANITIZED ? 0.35 : 0.3), "side by side: %.3f s", el);
     concur_future_release(a);
@@ -1597,14 +1583,14 @@ Test(procpool, cancel_of_a_running_task_is_seen_by_should_stop_in_its_process)
     double t0 = tu_now();
     cr_assert_not(concur_future_cancel(run), "running: not cancelled, only asked to stop");
     cr_assert(concur_future_cancel_requested(run));
-    assert_int_result(run, 7, "the task saw concur_task_should_stop() and returned");
+    tu_assert_int_result(run, 7, "the task saw concur_task_should_stop() and returned");
     cr_assert_lt(tu_now() - t0, TU_SANITIZED ? 5.0 : 1.0, "promptly");
     cr_assert_eq(concur_future_state(other), CONCUR_RUNNING, "the other task goes on");
     cr_assert_not(concur_future_cancel(other));
-    assert_int_result(other, 7, "until it is cancelled too");
+    tu_assert_int_result(other, 7, "until it is cancelled too");
     /* The worker processes were not killed: the next tasks run in them. */
     concur_future *f = submit_job(p, K_OK, 2);
-    assert_int_result(f, 6, "the pool goes on");
+    tu_assert_int_result(f, 6, "the pool goes on");
     concur_future_release(f);
     concur_future_release(other);
     concur_future_release(run);
@@ -1631,12 +1617,12 @@ Test(procpool, cancel_of_a_task_waiting_its_turn_in_a_worker_stops_it_at_once)
     bool cancelled = concur_future_cancel(stopper); /* true: it was still in the queue */
     atomic_store(word, 1);
     cr_assert_geq(syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0), 0);
-    assert_int_result(gate, 1, "the task ahead completes");
+    tu_assert_int_result(gate, 1, "the task ahead completes");
     if (cancelled)
         cr_assert_eq(concur_future_state(stopper), CONCUR_CANCELLED);
     else
-        assert_int_result(stopper, 7, "it started with concur_task_should_stop() true");
-    assert_int_result(after, 15, "the task behind it runs");
+        tu_assert_int_result(stopper, 7, "it started with concur_task_should_stop() true");
+    tu_assert_int_result(after, 15, "the task behind it runs");
     concur_future_release(after);
     concur_future_release(stopper);
     concur_future_release(gate);

@@ -145,15 +145,15 @@ int concur__chan_skip(const concur__chan *c, uint64_t len)
 
 /* Reads until EOF (or the deadline), keeping the first @cap bytes as a string in *out
  * (NULL when nothing came or memory is short). */
-void concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out)
+int concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out)
 {
     char *buf = malloc(cap + 1);
     size_t len = 0;
     char scratch[4096];
+    ssize_t r;
     for (;;) {
         char *dst = buf && len < cap ? buf + len : scratch;
         size_t room = buf && len < cap ? cap - len : sizeof(scratch);
-        ssize_t r;
         if (c->rb && c->rb->off < c->rb->end) {
             r = (ssize_t)(c->rb->end - c->rb->off < room ? c->rb->end - c->rb->off : room);
             memcpy(dst, c->rb->p + c->rb->off, (size_t)r);
@@ -173,4 +173,5 @@ void concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out)
         free(buf);
         *out = NULL;
     }
+    return r == CONCUR_EPIPE ? 0 : (int)r;
 }

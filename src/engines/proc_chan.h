@@ -17,6 +17,7 @@
 enum {
     NAME_CAP = 256,         /* worker names are shorter (pool names <= 64 bytes) */
     EXIT_GRACE_MS = 2000,   /* a worker told to leave gets this long, then SIGKILL */
+    BROKEN_GRACE_MS = 200,  /* a worker that broke the protocol: time to die of its own */
     KEEP_INPUT = 1 << 20,   /* a worker keeps an input buffer up to this size */
     RBUF_CAP = 64 << 10,    /* read buffer of a worker and of a proxy */
     DEPTH = 16,             /* tasks a proxy hands its process at once (pipelining) */
@@ -50,7 +51,8 @@ int concur__chan_recv(const concur__chan *c, void *buf, size_t len);
 /* Receives and drops @len bytes. */
 int concur__chan_skip(const concur__chan *c, uint64_t len);
 /* Reads until EOF (or the deadline), keeping the first @cap bytes as a string in *out (NULL
- * when nothing came or memory is short). */
-void concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out);
+ * when nothing came or memory is short). Returns 0 at EOF (or when the worker's status
+ * arrived), else what stopped it: CONCUR_ETIMEDOUT, -errno. */
+int concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out);
 
 #endif

@@ -46,6 +46,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -130,6 +131,7 @@ struct concur__proc {
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
     concur__rbuf rb;         /* what the process sent, read ahead */
     uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
+    uint64_t last_id;        /* the id of the task completed last (0: none yet) */
     /* The tasks handed to this process, in order (a ring of n from head): the first `sent`
      * of them have gone out, `sent_bytes` frame bytes in all; the process runs the first
      * and reads the others when it is done with it. kill_mu guards the ring, killed and
@@ -235,22 +237,32 @@ static void proc_fate(concur__proc *pr, int grace_ms, concur__fate *fa)
  * Reads the answer to a request with id @id: a RESULT (its code in *code; the result bytes
  * in t->out when the code is 0 and @want_out; the message in t->msg), or a CRASH frame (its
  * backtrace in *bt; returns CONCUR_EPIPE, the worker is dying). Other returns: transport
- * errors, CONCUR_EIO for a malformed frame, CONCUR_ENOMEM.
+ * errors, CONCUR_ENOMEM, and CONCUR_EIO when the stream breaks the protocol (a task wrote
+ * into its worker's socket, or the worker died in the middle of a frame): a malformed
+ * frame, an answer for another task (its id in *other), or a crash report from a process
+ * that goes on living.
  */
 static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool want_out, int *code,
-                       char **bt)
+                       char **bt, uint64_t *other)
 {
     concur__frame h;
     int rc = concur__chan_recv(c, &h, sizeof(h));
     if (rc)
         return rc;
-    if (h.type == CONCUR__FR_CRASH) {
+    if (h.type == CONCUR__FR_CRASH && (h.flags & CONCUR__FRF_TO_EOF) && (!h.id || h.id == id)) {
+        /* The crash handler writes its report and dies at once: a report that does not end
+         * within the grace time is not one. */
+        concur__chan cc = *c;
+        uint64_t grace = now_ns() + (uint64_t)EXIT_GRACE_MS * 1000000u;
+        cc.deadline = grace < c->deadline ? grace : c->deadline;
         int32_t sig;
-        if (concur__chan_recv(c, &sig, sizeof(sig)) == 0)
-            concur__chan_read_to_eof(c, CONCUR__BT_CAP, bt);
-        return CONCUR_EPIPE;
+        if ((rc = concur__chan_recv(&cc, &sig, sizeof(sig))) == 0)
+            rc = concur__chan_read_to_eof(&cc, CONCUR__BT_CAP, bt);
+        return rc == 0 || rc == CONCUR_EPIPE ? CONCUR_EPIPE : CONCUR_EIO;
     }
     concur__result_head rh;
+    if (h.type == CONCUR__FR_RESULT && h.id != id)
+        *other = h.id;
     if (h.type != CONCUR__FR_RESULT || h.id != id || h.len < sizeof(rh) + 8)
         return CONCUR_EIO;
     if ((rc = concur__chan_recv(c, &rh, sizeof(rh))) != 0)
@@ -305,7 +317,7 @@ static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void 
     char *bt = NULL;
     int rc = concur__chan_send(&c, iov, 2);
     if (!rc)
-        rc = read_answer(&c, 0, t, false, &code, &bt);
+        rc = read_answer(&c, 0, t, false, &code, &bt, &(uint64_t){0});
     free(bt); /* hooks report the fate in their message only */
     if (!rc)
         return code;
@@ -516,6 +528,7 @@ static concur_future *pop_head(concur__proc *pr, uint64_t now)
     mu_lock(&pr->kill_mu);
     concur_future *f = pr->fl[pr->head];
     pr->fl[pr->head] = NULL;
+    pr->last_id = f->id;
     bool was_cancelled = pr->fl_cancel[pr->head];
     pr->fl_cancel[pr->head] = false;
     pr->head = (pr->head + 1) % DEPTH;
@@ -563,6 +576,82 @@ static int proc_final(concur__proc *pr, concur_worker_fn fn, void *arg, concur_t
     return pr->sock >= 0 ? proc_hook(pr, CONCUR__FR_FINAL, fn, arg, t) : 0;
 }
 
+/* Whether the worker process ends (its status arrives) within @ms, its socket left open. */
+static bool proc_ended_within(const concur__proc *pr, int ms)
+{
+    if (pr->status < 0)
+        return false;
+    uint64_t until = now_ns() + (uint64_t)ms * 1000000u;
+    for (;;) {
+        struct pollfd pf = {.fd = pr->status, .events = POLLIN};
+        uint64_t now = now_ns();
+        int n = poll(&pf, 1, now >= until ? 0 : (int)((until - now + 999999) / 1000000));
+        if (n >= 0)
+            return n > 0;
+        if (errno != EINTR)
+            return false;
+    }
+}
+
+/* The process goes: it died, ran past the deadline, was killed on request, or broke the
+ * protocol (@rc CONCUR_EIO: a task wrote into its socket, or it died in the middle of a
+ * frame). Reaps it and fails its first task @f with what happened (@bt: a crash report's
+ * backtrace); the tasks behind go to its replacement. Returns @f, or NULL when the stream
+ * shows that the task before @f broke it (an answer with that task's id, @other): @f is
+ * innocent and goes to the replacement too. */
+static concur_future *head_lost(concur__proc *pr, concur_future *f, int rc, bool killed,
+                                const char *bt, uint64_t other, double timeout)
+{
+    const uint32_t running = STATE_BIT(CONCUR_RUNNING);
+    bool broken = rc == CONCUR_EIO && !killed, died = false;
+    /* A broken stream may be a process dying of its own (a crash in the middle of a
+     * frame): it gets a moment to end before it is killed, and its fate tells which. */
+    if (broken)
+        died = proc_ended_within(pr, BROKEN_GRACE_MS);
+    if (rc != CONCUR_EPIPE && !killed && !died)
+        (void)proc_kill(pr); /* false: it is dead already */
+    mu_lock(&pr->kill_mu);   /* nobody signals it from here on: pid and pidfd change */
+    pr->killed = true;
+    pr->sent = 1; /* the tasks behind this one have not started: none is the next to run */
+    pr->sent_bytes = frame_bytes(f);
+    mu_unlock(&pr->kill_mu);
+    concur__fate fa;
+    proc_fate(pr, EXIT_GRACE_MS, &fa);
+    bool had_to_kill = broken && !died;
+    if (had_to_kill && other && other == pr->last_id)
+        return NULL; /* proc_start hands the whole ring to the replacement */
+    char msg[256];
+    if (killed) {
+        concur__future_fail_info(f, running, CONCUR_ECANCELED,
+                                 "cancelled while running: the worker was killed", fa.signal,
+                                 fa.exit_status, NULL, false, false);
+    } else if (rc == CONCUR_EPIPE || died) {
+        concur__fate_fail(f, &fa, bt);
+    } else if (had_to_kill) {
+        if (other)
+            snprintf(msg, sizeof(msg),
+                     "the task wrote into its worker's channel (an answer for task %" PRIu64
+                     "); the worker was killed",
+                     other);
+        else
+            snprintf(msg, sizeof(msg), "the task wrote into its worker's channel (a malformed "
+                                       "frame); the worker was killed");
+        concur__future_fail_info(f, running, CONCUR_ECRASHED, msg, fa.signal, fa.exit_status,
+                                 NULL, false, false);
+    } else if (rc == CONCUR_ETIMEDOUT) {
+        snprintf(msg, sizeof(msg),
+                 "the task ran past its timeout of %g s; its worker process was killed", timeout);
+        concur__future_fail_info(f, running, CONCUR_ETASKTIMEOUT, msg, fa.signal, fa.exit_status,
+                                 NULL, false, false);
+    } else {
+        snprintf(msg, sizeof(msg), "talking to the worker process failed (%s); it was killed",
+                 concur_strerror(rc));
+        concur__future_fail_info(f, running, rc, msg, fa.signal, fa.exit_status, NULL, false,
+                                 false);
+    }
+    return f;
+}
+
 concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout, bool *alive)
 {
     const uint32_t running = STATE_BIT(CONCUR_RUNNING);
@@ -579,9 +668,10 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
                       .rb = &pr->rb};
     int code = 0;
     char *bt = NULL;
+    uint64_t other = 0;
     t->f = f;
-    int rc =
-        pr->tx_rc && pr->tx_failed == f ? pr->tx_rc : read_answer(&c, f->id, t, true, &code, &bt);
+    int rc = pr->tx_rc && pr->tx_failed == f ? pr->tx_rc
+                                             : read_answer(&c, f->id, t, true, &code, &bt, &other);
     uint64_t end = now_ns();
     /* A kill that was sent wins over whatever answer arrived: the caller was told it
      * worked. Only this thread sets killed, but reads it under the lock it is set under. */
@@ -606,37 +696,9 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
     concur__task_reset(t);
     t->f = NULL;
     *alive = false;
-    /* The process goes: it died, ran past the deadline, was killed on request, or the
-     * stream broke. The tasks behind this one go to its replacement. */
-    if (rc != CONCUR_EPIPE && !killed)
-        (void)proc_kill(pr); /* false: it is dead already */
-    mu_lock(&pr->kill_mu);   /* nobody signals it from here on: pid and pidfd change */
-    pr->killed = true;
-    pr->sent = 1; /* the tasks behind this one have not started: none is the next to run */
-    pr->sent_bytes = frame_bytes(f);
-    mu_unlock(&pr->kill_mu);
-    concur__fate fa;
-    proc_fate(pr, EXIT_GRACE_MS, &fa);
-    char msg[256];
-    if (killed) {
-        concur__future_fail_info(f, running, CONCUR_ECANCELED,
-                                 "cancelled while running: the worker was killed", fa.signal,
-                                 fa.exit_status, NULL, false, false);
-    } else if (rc == CONCUR_EPIPE) {
-        concur__fate_fail(f, &fa, bt);
-    } else if (rc == CONCUR_ETIMEDOUT) {
-        snprintf(msg, sizeof(msg),
-                 "the task ran past its timeout of %g s; its worker process was killed", timeout);
-        concur__future_fail_info(f, running, CONCUR_ETASKTIMEOUT, msg, fa.signal, fa.exit_status,
-                                 NULL, false, false);
-    } else {
-        snprintf(msg, sizeof(msg), "talking to the worker process failed (%s); it was killed",
-                 rc == CONCUR_EIO ? "malformed frame" : concur_strerror(rc));
-        concur__future_fail_info(f, running, rc, msg, fa.signal, fa.exit_status, NULL, false,
-                                 false);
-    }
+    concur_future *lost = head_lost(pr, f, rc, killed, bt, other, timeout);
     free(bt);
-    return pop_head(pr, end);
+    return lost ? pop_head(pr, end) : NULL;
 }
 
 static bool proc_kill_task(concur__proc *pr, const concur_future *f, bool *found)
@@ -796,9 +858,11 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
         bool alive;
         concur_future *done = proc_finish_one(pr, t, timeout, &alive);
         atomic_store_explicit(&e->last_done, now_ns(), memory_order_relaxed);
-        concur_future_release(done); /* the engine's reference */
-        concur__pool_progress(p);
-        ran++;
+        if (done) { /* NULL: it goes to the replacement */
+            concur_future_release(done); /* the engine's reference */
+            concur__pool_progress(p);
+            ran++;
+        }
         if (!alive)
             proc_restart(w, t); /* on failure the pool is broken: the rest fail in turn */
     }

@@ -269,3 +269,15 @@ concur_pool_counts tu_counts(concur_pool *p)
     concur_pool_counts_get(p, &c);
     return c;
 }
+
+void tu_assert_int_result(concur_future *f, int want, const char *what)
+{
+    const void *d = NULL;
+    size_t len = 0;
+    int rc = concur_future_collect(f, TU_SAFETY, &d, &len);
+    cr_assert_eq(rc, 0, "%s: rc %d (%s)", what, rc, rc ? concur_future_error_message(f) : "");
+    cr_assert_eq(len, sizeof(int), "%s", what);
+    int v;
+    memcpy(&v, d, sizeof v);
+    cr_assert_eq(v, want, "%s: %d != %d", what, v, want);
+}

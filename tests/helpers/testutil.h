@@ -211,6 +211,9 @@ concur_future *tu_submit(concur_pool *p, concur_fn fn, const void *in, size_t le
 concur_future *tu_submit_gate(concur_pool *p, tu_gate *g);
 /** A snapshot of the pool's counters. */
 concur_pool_counts tu_counts(concur_pool *p);
+/** Asserts that @p f becomes DONE (within TU_SAFETY) with the int @p want; @p what names it
+ * in a failure. */
+void tu_assert_int_result(concur_future *f, int want, const char *what);
 
 /**
  * Polls @p expr every millisecond until it is true or @p timeout_s passed; stores the last
