@@ -490,12 +490,22 @@ Test(runner, print_results_format)
     cr_assert_eq(strncmp(buf, "**********\nTest start time : ", 29), 0);
     cr_assert_not_null(strstr(buf, "\n Total run time : "));
     cr_assert_not_null(strstr(buf, "\n========================================\n"));
-    cr_assert_not_null(strstr(buf, "            key : k1\n"));
-    cr_assert_not_null(strstr(buf, "         stdout : hi\n"));
-    cr_assert_not_null(strstr(buf, "        success : False\n"));
-    cr_assert_not_null(strstr(buf, "     returncode : 2\n"));
+    cr_assert_not_null(strstr(buf, "\nkey                 : k1\n"));
+    cr_assert_not_null(strstr(buf, "\nstdout              : hi\n"));
+    cr_assert_not_null(strstr(buf, "\nsuccess             : False\n"));
+    cr_assert_not_null(strstr(buf, "\nreturncode          : 2\n"));
+    /* time_start in epoch seconds with one decimal, time_run with one decimal */
+    const char *ts = strstr(buf, "\ntime_start          : ");
+    cr_assert_not_null(ts);
+    double v = 0;
+    int used = 0;
+    cr_assert_eq(sscanf(ts + 23, "%lf%n", &v, &used), 1);
+    cr_assert_gt(v, 1.6e9, "epoch seconds: %f", v);
+    cr_assert_eq(ts[23 + used - 2], '.', "one decimal: %.30s", ts + 23);
+    cr_assert_eq(ts[23 + used], '\n');
+    cr_assert_not_null(strstr(buf, "\ntime_run            : 0."));
     /* No stdout line for the command that printed nothing. */
-    cr_assert_null(strstr(strstr(buf, "key : k2"), "stdout"));
+    cr_assert_null(strstr(strstr(buf, "key                 : k2"), "stdout"));
     free(buf);
     concur_runner_destroy(r);
 }

@@ -294,11 +294,14 @@ CONCUR_API int concur_run_batch(const concur_cmd *cmds, size_t n, const concur_r
                                 concur_runner **out);
 
 /**
- * Prints the kept results as pyconcurrent's print_results does: a line of 10 '*', "Test start
- * time : YYYY-mm-dd HH:MM:SS" (local time), " Total run time : X.X", a blank line, then per
- * result a line of 40 '=' and the key, time_start, time_run, success, timeout, exception,
- * arg and returncode lines, with stdout, stderr and answer lines only when not empty. Output
- * and answer bytes are written as they are. Returns 0 or a negative errno from writing.
+ * Prints the kept results exactly as pyconcurrent's print_results does: a line of 10 '*',
+ * "Test start time : YYYY-mm-dd HH:MM:SS" (local time), " Total run time : X.X", a blank
+ * line, then per result a line of 40 '=' and the key, time_start (epoch seconds, X.X),
+ * time_run (X.X), success, timeout, exception, arg and returncode lines, each label
+ * left-aligned in 20 columns then ": ", with stdout, stderr and answer lines only when not
+ * empty. Output and answer bytes are written as they are (a newline is added when the last
+ * byte is not one). An error's message is not printed (pyconcurrent has no such line): read
+ * it from the result. Returns 0 or a negative errno from writing.
  */
 CONCUR_API int concur_print_results(FILE *f, const concur_runner *r);
 

@@ -83,7 +83,7 @@ void concur_prog_output_free(concur_prog_output *o)
 
 static int put_bytes(FILE *f, const char *label, const unsigned char *p, size_t n)
 {
-    if (fprintf(f, "%15s : ", label) < 0 || (n && fwrite(p, 1, n, f) != n) ||
+    if (fprintf(f, "%-20s: ", label) < 0 || (n && fwrite(p, 1, n, f) != n) ||
         ((n == 0 || p[n - 1] != '\n') && fputc('\n', f) == EOF))
         return -1;
     return 0;
@@ -119,26 +119,21 @@ int concur_print_results(FILE *f, const concur_runner *r)
         const concur_result *res = concur_runner_result(r, i);
         if (!res)
             continue;
-        char ts[32];
-        time_t st = (time_t)res->time_start;
-        if (!localtime_r(&st, &tm) || !strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm))
-            snprintf(ts, sizeof(ts), "?");
         bad |= fprintf(f,
                        "========================================\n"
-                       "%15s : %s\n%15s : %s\n%15s : %.3f\n%15s : %s\n%15s : %s\n"
-                       "%15s : %s\n%15s : %s\n%15s : %d\n",
-                       "key", res->key ? res->key : "", "time_start", ts, "time_run",
-                       res->time_run, "success", res->success ? "True" : "False", "timeout",
-                       res->timeout ? "True" : "False", "exception", exception_of(res), "arg",
-                       res->arg ? res->arg : "", "returncode", res->returncode) < 0;
+                       "%-20s: %s\n%-20s: %.1f\n%-20s: %.1f\n%-20s: %s\n%-20s: %s\n"
+                       "%-20s: %s\n%-20s: %s\n%-20s: %d\n",
+                       "key", res->key ? res->key : "", "time_start", res->time_start,
+                       "time_run", res->time_run, "success", res->success ? "True" : "False",
+                       "timeout", res->timeout ? "True" : "False", "exception",
+                       exception_of(res), "arg", res->arg ? res->arg : "", "returncode",
+                       res->returncode) < 0;
         if (!bad && res->out_len)
             bad |= put_bytes(f, "stdout", res->out, res->out_len) < 0;
         if (!bad && res->err_len)
             bad |= put_bytes(f, "stderr", res->err, res->err_len) < 0;
         if (!bad && res->answer_len)
             bad |= put_bytes(f, "answer", res->answer, res->answer_len) < 0;
-        if (!bad && (!res->spawned || res->function) && res->error && res->error_message)
-            bad |= fprintf(f, "%15s : %s\n", "error", res->error_message) < 0;
     }
     if (!bad && fflush(f) == EOF)
         bad = 1;
