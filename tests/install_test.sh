@@ -71,4 +71,37 @@ LD_LIBRARY_PATH=$libdir "$tmp/consumer/build/shared_app" >"$tmp/shared_app.out" 
 "$tmp/consumer/build/static_app" >"$tmp/static_app.out" 2>&1 \
   || { cat "$tmp/static_app.out" >&2; fail "concur::static consumer exited non-zero"; }
 step "find_package consumers (concur::concur, concur::static) ran OK"
+
+# 3. A machine without Criterion (pkg-config hidden from CMake): the library and the
+#    command build and install; the configure step says the tests are not built.
+step "configure + build + install without Criterion"
+{
+  cmake -S "$src" -B "$tmp/nocr" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON &&
+  cmake --build "$tmp/nocr" -j 2 &&
+  cmake --install "$tmp/nocr" --prefix "$tmp/nocr-prefix"
+} >"$tmp/nocr.log" 2>&1 || { tail -n 40 "$tmp/nocr.log" >&2; fail "no-Criterion build or install failed"; }
+tr -s " \n" "  " <"$tmp/nocr.log" | grep -q "was not found: the tests are not built" \
+  || fail "the configure step did not say that the tests are not built"
+[[ -z $(find "$tmp/nocr" -name 'test_*' -type f -perm -u+x -print -quit) ]] \
+  || fail "test executables were built without Criterion"
+[[ -f $tmp/nocr-prefix/include/concur.h && -x $tmp/nocr-prefix/bin/concur ]] \
+  || fail "the no-Criterion install lacks concur.h or the concur command"
+step "no-Criterion build and install OK"
+
+# 4. concur as a subproject (add_subdirectory): no tests and no examples of its own.
+mkdir -p "$tmp/parent"
+cat >"$tmp/parent/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.20)
+project(parent LANGUAGES C)
+include(CTest)
+add_subdirectory("$src" concur)
+CMAKE
+cmake -S "$tmp/parent" -B "$tmp/parent/build" >"$tmp/parent.log" 2>&1 \
+  || { tail -n 40 "$tmp/parent.log" >&2; fail "a parent project could not add concur"; }
+if grep -rqs "add_test" "$tmp/parent/build/concur/CTestTestfile.cmake"; then
+  fail "concur added tests to its parent project"
+fi
+grep -qs "pool_primes" "$tmp/parent/build/concur/Makefile" \
+  && fail "concur added its examples to its parent project"
+step "subproject configure OK (no tests, no examples)"
 step "PASS"
