@@ -3,6 +3,7 @@
  *
  * Include this one header. Modules:
  *   concur/common.h  conventions: return codes, time, ownership
+ *   concur/version.h the version of the headers and of the library
  *   concur/error.h   error codes and their messages
  *   concur/future.h  the task-function type, futures, sets of futures
  *   concur/pool.h    pools of workers (threads or processes)
@@ -15,6 +16,7 @@
 #define CONCUR_H
 
 #include "concur/common.h"
+#include "concur/version.h"
 #include "concur/error.h"
 #include "concur/future.h"
 #include "concur/pool.h"

@@ -294,3 +294,18 @@ Test(errors, destroy_functions_accept_null)
     concur_fqueue_destroy(NULL);
     concur_as_done_destroy(NULL);
 }
+
+Test(errors, version_macros_and_runtime_version_agree)
+{
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", CONCUR_VERSION_MAJOR, CONCUR_VERSION_MINOR,
+             CONCUR_VERSION_PATCH);
+    cr_assert_str_eq(CONCUR_VERSION_STRING, want);
+    cr_assert_str_eq(concur_version(), want);
+    cr_assert_eq(concur_version_number(), CONCUR_VERSION_NUMBER);
+    cr_assert_eq(CONCUR_VERSION_NUMBER,
+                 CONCUR_VERSION_MAJOR * 10000 + CONCUR_VERSION_MINOR * 100 + CONCUR_VERSION_PATCH);
+#if CONCUR_VERSION_NUMBER < 100
+#error "CONCUR_VERSION_NUMBER must be usable in #if"
+#endif
+}

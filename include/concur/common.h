@@ -35,9 +35,6 @@ extern "C" {
 /** Pass as a wait timeout to wait without limit. */
 #define CONCUR_FOREVER (-1.0)
 
-/** Version of the library as a string ("0.1.0"). Thread-safe. */
-CONCUR_API const char *concur_version(void);
-
 /** Number of online CPUs (at least 1). Thread-safe. */
 CONCUR_API int concur_cpu_count(void);
 

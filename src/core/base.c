@@ -18,7 +18,12 @@ _Noreturn void concur__panic(const char *file, int line, const char *what, int e
 
 const char *concur_version(void)
 {
-    return "0.1.0";
+    return CONCUR_VERSION_STRING;
+}
+
+int concur_version_number(void)
+{
+    return CONCUR_VERSION_NUMBER;
 }
 
 int concur_cpu_count(void)
