@@ -34,33 +34,12 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Sleeps @secs in slices of at most 10 ms. A thread cannot be killed: when its task times
- * out (or the run is stopped), concur_task_should_stop() becomes true, and looking at it
- * between slices is how the function ends early. Returns false when told to stop. */
-static bool nap(concur_task *t, double secs)
-{
-    double end = now() + secs;
-    for (double left = secs; left > 0; left = end - now()) {
-        if (concur_task_should_stop(t))
-            return false;
-        double step = left < 0.01 ? left : 0.01;
-        struct timespec ts = {0, (long)(step * 1e9)};
-        nanosleep(&ts, NULL);
-    }
-    return true;
-}
-
 static int test_func(concur_task *t, const char *key, int argc, const char *const *args)
 {
     double secs = atof(args[argc - 1]); /* pull off the last argument */
-    if (!nap(t, secs))
+    /* A thread cannot be killed: when its task times out (or the run is stopped),
+     * concur_task_should_stop() becomes true, and concur_task_sleep() returns early. */
+    if (concur_task_sleep(t, secs) != 0)
         return concur_task_fail(t, CONCUR_ECANCELED, "stopped after its timeout");
     char answer[256];
     int n = snprintf(answer, sizeof answer, "{'key': %s, 'args': [", key);

@@ -949,3 +949,64 @@ Test(pool, batch_wakes_every_idle_worker)
         tu_gate_destroy(g);
     }
 }
+
+/* ---- concur_task_sleep ---------------------------------------------------------------- */
+
+struct sleep_job {
+    tu_gate *started; /* in the shared arena */
+    double secs;
+};
+
+/* Arrives at the gate, sleeps with concur_task_sleep; the result is its return code. */
+static int task_stoppable_sleep(concur_task *t, const void *in, size_t len)
+{
+    struct sleep_job j;
+    if (len != sizeof j)
+        return CONCUR_EINVAL;
+    memcpy(&j, in, sizeof j);
+    if (j.started)
+        tu_gate_arrive(j.started);
+    int rc = concur_task_sleep(t, j.secs);
+    return concur_task_return(t, &rc, sizeof rc);
+}
+
+Test(pool, task_sleep_sleeps_the_whole_time_unless_stopped)
+{
+    concur_pool *p = tu_pool(2);
+    struct sleep_job j = {.secs = 0.05};
+    double t0 = concur_now();
+    concur_future *f = tu_submit(p, task_stoppable_sleep, &j, sizeof j);
+    const void *d;
+    size_t len;
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, &d, &len), 0);
+    cr_assert_eq(*(const int *)d, 0, "a full sleep returns 0");
+    cr_assert_geq(concur_now() - t0, 0.05);
+    concur_future_release(f);
+
+    /* Cancelled while it sleeps: concur_task_sleep returns CONCUR_ECANCELED at once (the
+     * task returns that code as its result here). */
+    j = (struct sleep_job){.started = tu_gate_new(), .secs = 60};
+    f = tu_submit(p, task_stoppable_sleep, &j, sizeof j);
+    cr_assert(tu_gate_await(j.started, 1, TU_SAFETY));
+    t0 = concur_now();
+    (void)concur_future_cancel(f); /* RUNNING: flagged only (false) */
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_collect(f, 0, &d, &len), 0); /* what the task returned */
+    cr_assert_eq(*(const int *)d, CONCUR_ECANCELED, "the sleep was cut short: %d",
+                 *(const int *)d);
+    /* the worker is free again soon: the sleep ended (a thread cannot be killed) */
+    struct sleep_job k = {.secs = 0};
+    concur_future *g = tu_submit(p, task_stoppable_sleep, &k, sizeof k);
+    concur_future *h = tu_submit(p, task_stoppable_sleep, &k, sizeof k);
+    cr_assert_eq(concur_future_wait(g, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_wait(h, TU_SAFETY), 0);
+    cr_assert_lt(concur_now() - t0, TU_SAFETY / 2, "the cancelled sleep ended early");
+    cr_assert_eq(concur_pool_join(p, TU_SAFETY), 0);
+    cr_assert_eq(concur_task_sleep(NULL, -1), CONCUR_EINVAL);
+    cr_assert_eq(concur_task_sleep(NULL, 0), 0);
+    concur_future_release(f);
+    concur_future_release(g);
+    concur_future_release(h);
+    tu_gate_destroy(j.started);
+    concur_pool_destroy(p);
+}

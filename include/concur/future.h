@@ -92,6 +92,15 @@ CONCUR_API const char *concur_task_message(const concur_task *t);
  */
 CONCUR_API bool concur_task_should_stop(const concur_task *t);
 
+/**
+ * Sleeps @p seconds, or less when the task should stop: returns 0 after the whole time,
+ * CONCUR_ECANCELED as soon as concur_task_should_stop(@p t) is true (looked at every 5 ms
+ * at most, and before sleeping at all), CONCUR_EINVAL for a negative or NaN @p seconds.
+ * The task then usually returns that code: `if ((rc = concur_task_sleep(t, 2)) != 0) return
+ * rc;`. @p t may be NULL (a plain sleep). Any engine; a signal does not cut it short.
+ */
+CONCUR_API int concur_task_sleep(const concur_task *t, double seconds);
+
 /** The task's id: 1, 2, 3... in submission order per pool (0 in initializers/finalizers). */
 CONCUR_API uint64_t concur_task_id(const concur_task *t);
 

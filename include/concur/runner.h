@@ -275,10 +275,16 @@ enum {
  */
 CONCUR_API int concur_runner_stop(concur_runner *r, int how);
 
-/** Number of results kept (CONCUR_RUN_KEEP_RESULTS or concur_run_batch). */
+/**
+ * Number of results kept (CONCUR_RUN_KEEP_RESULTS or concur_run_batch): one past the highest
+ * index of a command that got a record. After a stopped run (CONCUR_ECANCELED) or a failed
+ * source, the commands that were never taken have no record: the count may be below the
+ * number of commands given, and concur_runner_result() is NULL for any index without one.
+ */
 CONCUR_API size_t concur_runner_count(const concur_runner *r);
 
-/** The kept result of command @p index (input order), or NULL. Valid until destroy. */
+/** The kept result of command @p index (input order), or NULL (no such index, or the command
+ *  never started because the run stopped first). Valid until destroy. */
 CONCUR_API const concur_result *concur_runner_result(const concur_runner *r, size_t index);
 
 /** Wall-clock start and end of the last run (seconds since the epoch); either may be NULL. */

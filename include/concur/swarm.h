@@ -69,8 +69,10 @@ typedef struct concur_swarm_opts {
 /**
  * Starts @p n copies of @p fn, each with a copy of the @p len input bytes at @p in, on an
  * engine of n workers of their own, and returns the swarm in *out. Every copy has its
- * worker when this returns (the n workers are started first: if not all of them can start,
- * nothing runs and the call fails), so the copies run at the same time; they may have ended
+ * worker when this returns: n threads, or on a process engine n worker processes, forked
+ * and set up (initializer run) before any copy is handed out. If not all of them can start
+ * (a thread or a process cannot be created), nothing runs, nothing is left running and the
+ * call fails with CONCUR_EAGAIN (CONCUR_EINITIALIZER when the pool's initializer failed). So the copies run at the same time; they may have ended
  * already. With @p n <= 0 nothing starts: the swarm is done at once, concur_swarm_wait()
  * returns 0 and there are no errors. @p opts may be NULL; it is copied.
  *

@@ -782,6 +782,24 @@ bool concur_task_should_stop(const concur_task *t)
     return (v & (F_CANCEL_REQ | F_STOP)) || (v & ST_MASK) != CONCUR_RUNNING;
 }
 
+int concur_task_sleep(const concur_task *t, double seconds)
+{
+    enum { SLICE_NS = 5000000 };
+    if (!(seconds >= 0))
+        return CONCUR_EINVAL;
+    uint64_t end = concur__deadline_ns(seconds);
+    for (;;) {
+        if (concur_task_should_stop(t))
+            return CONCUR_ECANCELED;
+        uint64_t now = now_ns();
+        if (now >= end)
+            return 0;
+        uint64_t step = end - now < SLICE_NS ? end - now : SLICE_NS;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step};
+        (void)nanosleep(&ts, NULL); /* EINTR: the loop looks again */
+    }
+}
+
 uint64_t concur_task_id(const concur_task *t)
 {
     return t && t->f ? t->f->id : 0;

@@ -79,6 +79,8 @@ struct concur_pool {
     _Atomic unsigned stop_gen;
     _Atomic int waiters; /* threads waiting in join/shutdown: workers report progress */
     _Atomic int broken_code;
+    _Atomic uint32_t nstarted;  /* workers whose start succeeded, ever */
+    _Atomic uint32_t start_seq; /* futex word: bumped by each start and by the break */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -698,6 +700,11 @@ static void *worker_main(void *arg)
     }
     concur__task_reset(&t);
     bool ok = rc == 0;
+    if (ok) {
+        atomic_fetch_add_explicit(&p->nstarted, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&p->start_seq, 1, memory_order_seq_cst);
+        concur__futex_wake(&p->start_seq, INT_MAX);
+    }
     unsigned ran = 0, limit = p->o.max_tasks_per_worker;
     /* nidle counts this worker while in_idle: it changes only when the worker goes from
      * idle to running tasks and back, not per task. */
@@ -822,6 +829,21 @@ void concur__pool_break(concur_pool *p, int code, const char *kind, const concur
     cancel_queued(p, adm_count(v));
     wake(p, INT_MAX);
     notify_waiters(p);
+    atomic_fetch_add_explicit(&p->start_seq, 1, memory_order_seq_cst);
+    concur__futex_wake(&p->start_seq, INT_MAX); /* concur__pool_await_started */
+}
+
+int concur__pool_await_started(concur_pool *p, unsigned n)
+{
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&p->start_seq, memory_order_seq_cst);
+        if (atomic_load_explicit(&p->nstarted, memory_order_seq_cst) >= n)
+            return 0;
+        int broken = atomic_load_explicit(&p->broken_code, memory_order_seq_cst);
+        if (broken)
+            return broken;
+        (void)concur__futex_wait(&p->start_seq, seq, UINT64_MAX);
+    }
 }
 
 static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -110,6 +110,11 @@ int concur__pool_broken_code(const concur_pool *p);
  * @code; the message is "<kind> failed in worker '<name>': <msg or rc's text>". */
 void concur__pool_break(concur_pool *p, int code, const char *kind, const concur__worker *w,
                         const char *msg, int rc);
+/* Waits until @n workers have started (the engine's worker_start succeeded: a process
+ * engine's worker process runs and its initializer ran) since the pool was created. 0, or
+ * the code the pool broke with (a worker that could not start breaks it). For the forms
+ * that need every worker up at once (swarms). */
+int concur__pool_await_started(concur_pool *p, unsigned n);
 /* A worker made progress (a task completed): wakes join/shutdown waiters if any. */
 void concur__pool_progress(concur_pool *p);
 

@@ -32,6 +32,7 @@
 #include <stdarg.h>
 
 #include "core/concur_impl.h"
+#include "core/pool.h"
 
 /* CONCUR_ENGINE_THREADS until set: seen by every thread. */
 static _Atomic int default_engine = CONCUR_ENGINE_THREADS;
@@ -230,6 +231,14 @@ static int start_pool(concur_swarm *sw, int n, const concur_swarm_opts *opts)
     rc = concur_pool_spawn_workers(sw->pool, (size_t)n);
     if (rc >= 0 && rc < n)
         rc = CONCUR_EAGAIN;
+    /* Every worker up (a process engine's worker process forked, its initializer run)
+     * before a copy is handed out; a worker that cannot start fails the start: with the
+     * initializer's error, or CONCUR_EAGAIN (no thread or process could be created). */
+    if (rc >= 0) {
+        int broke = concur__pool_await_started(sw->pool, (unsigned)n);
+        if (broke)
+            rc = broke == CONCUR_EINITIALIZER ? broke : CONCUR_EAGAIN;
+    }
     return rc < 0 ? rc : 0;
 }
 
