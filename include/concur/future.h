@@ -339,8 +339,9 @@ CONCUR_API int concur_fqueue_put(concur_fqueue *q, concur_future *f);
 /**
  * Takes the next finished future, in completion order, into *out (the caller now owns that
  * reference). @p timeout as for waits (0: do not block). Returns 0; CONCUR_EAGAIN when the
- * queue holds no futures at all (at once, even when blocking) or, with timeout 0, when none
- * has finished; CONCUR_ETIMEDOUT on expiry.
+ * queue holds no futures at all (at once, even when blocking: nothing could ever come);
+ * CONCUR_ETIMEDOUT when none has finished by the timeout (at once with timeout 0), as any
+ * other wait.
  */
 CONCUR_API int concur_fqueue_get(concur_fqueue *q, double timeout, concur_future **out);
 

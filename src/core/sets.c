@@ -270,7 +270,7 @@ static int fq_get_node(concur_fqueue *q, uint64_t deadline, struct fq_node **out
             break;
         }
         if (deadline != UINT64_MAX && now_ns() >= deadline) {
-            rc = deadline == 0 ? CONCUR_EAGAIN : CONCUR_ETIMEDOUT;
+            rc = CONCUR_ETIMEDOUT; /* timeout 0 included: an expired wait, as everywhere */
             break;
         }
         if (deadline == UINT64_MAX) {
@@ -305,7 +305,7 @@ int concur_fqueue_get(concur_fqueue *q, double timeout, concur_future **out)
 {
     if (!q || !out)
         return CONCUR_EINVAL;
-    /* timeout 0 is "do not block": deadline 0 makes the loop answer EAGAIN at once. */
+    /* timeout 0 is "do not block": deadline 0 makes the loop answer ETIMEDOUT at once. */
     uint64_t deadline = timeout == 0 ? 0 : concur__deadline_ns(timeout);
     struct fq_node *n;
     int rc = fq_get_node(q, deadline, &n);
