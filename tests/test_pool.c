@@ -9,6 +9,9 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdio.h>
 
 TestSuite(pool, .timeout = TU_TIMEOUT, .fini = tu_fini);
@@ -1009,4 +1012,54 @@ Test(pool, task_sleep_sleeps_the_whole_time_unless_stopped)
     concur_future_release(h);
     tu_gate_destroy(j.started);
     concur_pool_destroy(p);
+}
+
+/* ---- completion as a pollable fd ---------------------------------------------------------- */
+
+
+/* Reads the eventfd counter (0 when not readable). */
+static uint64_t efd_take(int efd)
+{
+    uint64_t v = 0;
+    if (read(efd, &v, sizeof v) != (ssize_t)sizeof v)
+        return 0;
+    return v;
+}
+
+Test(pool, future_completion_reaches_an_event_loop_through_an_eventfd)
+{
+    concur_pool *p = tu_pool(2);
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    cr_assert_geq(efd, 0);
+    tu_gate *g = tu_gate_new();
+    enum { N = 5 };
+    concur_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = tu_submit_gate(p, g);
+        cr_assert_eq(concur_future_notify_fd(fs[i], efd), 0);
+    }
+    struct pollfd pf = {.fd = efd, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 0), 0, "nothing finished yet: not readable");
+    cr_assert_eq(concur_future_remove_notify_fd(fs[N - 1], efd), 1, "removed before it ran");
+    tu_gate_open(g);
+    /* The loop: wake on the fd until N - 1 completions were counted. */
+    uint64_t seen = 0;
+    double end = tu_now() + TU_SAFETY;
+    while (seen < N - 1 && tu_now() < end) {
+        cr_assert_geq(poll(&pf, 1, 1000), 0);
+        seen += efd_take(efd);
+    }
+    cr_assert_eq(seen, N - 1);
+    cr_assert_eq(concur_future_wait(fs[N - 1], TU_SAFETY), 0);
+    cr_assert_eq(efd_take(efd), 0, "the removed registration never fired");
+    /* On a finished future the fd is posted at once. */
+    cr_assert_eq(concur_future_notify_fd(fs[0], efd), 0);
+    cr_assert_eq(efd_take(efd), 1);
+    cr_assert_eq(concur_future_notify_fd(NULL, efd), CONCUR_EINVAL);
+    cr_assert_eq(concur_future_notify_fd(fs[0], -1), CONCUR_EINVAL);
+    for (int i = 0; i < N; i++)
+        concur_future_release(fs[i]);
+    tu_gate_destroy(g);
+    concur_pool_destroy(p);
+    close(efd);
 }

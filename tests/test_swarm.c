@@ -18,6 +18,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -779,4 +781,32 @@ Test(swarm_processes, every_copy_has_its_process_when_start_returns)
     cr_assert_eq(concur_swarm_wait(sw, TU_SAFETY), 0);
     concur_swarm_destroy(sw);
     tu_gate_destroy(g);
+}
+
+/* ---- the end of a swarm as a pollable fd ------------------------------------------------- */
+
+
+BOTH(swarm_end_reaches_an_event_loop_through_an_eventfd)
+{
+    concur_pool_opts po = {.engine = e};
+    concur_swarm_opts o = {.pool = &po};
+    tu_gate *g = tu_gate_new();
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    cr_assert_geq(efd, 0);
+    concur_swarm *sw;
+    cr_assert_eq(concur_swarm_start(&sw, 3, copy_gate, TU_PTR_IN(g), &o), 0);
+    cr_assert_eq(concur_swarm_notify_fd(sw, efd), 0);
+    struct pollfd pf = {.fd = efd, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 0), 0, "copies still running: not readable");
+    tu_gate_open(g);
+    cr_assert_eq(poll(&pf, 1, (int)(TU_SAFETY * 1000)), 1, "readable once all have ended");
+    uint64_t v = 0;
+    cr_assert_eq(read(efd, &v, sizeof v), (ssize_t)sizeof v);
+    cr_assert_eq(v, 1, "posted once, for the whole swarm");
+    cr_assert(concur_swarm_done(sw));
+    cr_assert_eq(concur_swarm_notify_fd(sw, efd), 0, "done already: posted at once");
+    cr_assert_eq(read(efd, &v, sizeof v), (ssize_t)sizeof v);
+    concur_swarm_destroy(sw);
+    tu_gate_destroy(g);
+    close(efd);
 }

@@ -288,6 +288,22 @@ CONCUR_API int concur_future_add_callback(concur_future *f, concur_callback_fn c
 CONCUR_API int concur_future_remove_callback(concur_future *f, concur_callback_fn cb,
                                              void *arg);
 
+/**
+ * Makes an event loop see @p f finish: once @p f is terminal (at once when it is already),
+ * adds 1 to the eventfd @p efd, which becomes readable. One eventfd may serve many futures
+ * (its counter says how many finished since the last read); libuv (uv_poll_t), epoll, GLib
+ * and the like wait on it without a thread of their own. @p efd should be an eventfd
+ * (eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); the write end of a pipe also works (8 bytes per
+ * completion; a full pipe is readable anyway). The caller keeps @p efd open until @p f has
+ * finished or the registration is removed with concur_future_remove_notify_fd(). The write
+ * happens in the thread that completes the future (a callback). Returns 0, CONCUR_EINVAL
+ * (NULL @p f, negative @p efd), CONCUR_ENOMEM. Thread-safe.
+ */
+CONCUR_API int concur_future_notify_fd(concur_future *f, int efd);
+
+/** Removes the registrations of @p efd on @p f that have not run; returns how many. */
+CONCUR_API int concur_future_remove_notify_fd(concur_future *f, int efd);
+
 /* ------------------------------------------------------------------------------------ */
 /* Sets of futures. The arrays are the caller's and are not modified; NULL entries are
  * invalid (CONCUR_EINVAL). Timeouts are for the whole call. */

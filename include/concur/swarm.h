@@ -145,6 +145,14 @@ CONCUR_API size_t concur_swarm_format_errors(const concur_swarm *sw, char *buf, 
 /** True once every copy has ended (at once for n <= 0). False for NULL. */
 CONCUR_API bool concur_swarm_done(const concur_swarm *sw);
 
+/**
+ * Makes an event loop see the swarm end: once every copy has ended (at once when the swarm
+ * is done already), adds 1 to the eventfd @p efd, as concur_future_notify_fd() does for a
+ * future. The caller keeps @p efd open until then or until the swarm is destroyed. Returns
+ * 0, CONCUR_EINVAL (NULL @p sw, negative @p efd) or CONCUR_ENOMEM. Thread-safe.
+ */
+CONCUR_API int concur_swarm_notify_fd(concur_swarm *sw, int efd);
+
 /** The number of copies started (0 when n <= 0 was given, or for NULL). */
 CONCUR_API int concur_swarm_size(const concur_swarm *sw);
 

@@ -17,6 +17,7 @@
  *   AddressSanitizer each record is a plain calloc/free so that use-after-free is caught.
  */
 #include "core/concur_impl.h"
+#include "sys/os.h"
 
 #include <limits.h>
 #include <stddef.h>
@@ -616,6 +617,28 @@ bool concur_future_cancel_kill(concur_future *f)
 }
 
 /* ---------------------------------------------------------------- callbacks */
+
+static void notify_fd_cb(concur_future *f, void *arg)
+{
+    (void)f;
+    /* A failure (a closed fd) has no one to be reported to: the registration is the
+     * caller's promise to keep the fd open. */
+    (void)concur__event_post((int)(intptr_t)arg);
+}
+
+int concur_future_notify_fd(concur_future *f, int efd)
+{
+    if (!f || efd < 0)
+        return CONCUR_EINVAL;
+    return concur_future_add_callback(f, notify_fd_cb, (void *)(intptr_t)efd);
+}
+
+int concur_future_remove_notify_fd(concur_future *f, int efd)
+{
+    if (!f || efd < 0)
+        return CONCUR_EINVAL;
+    return concur_future_remove_callback(f, notify_fd_cb, (void *)(intptr_t)efd);
+}
 
 int concur_future_add_callback(concur_future *f, concur_callback_fn cb, void *arg)
 {

@@ -33,6 +33,7 @@
 
 #include "core/concur_impl.h"
 #include "core/pool.h"
+#include "sys/os.h"
 
 /* CONCUR_ENGINE_THREADS until set: seen by every thread. */
 static _Atomic int default_engine = CONCUR_ENGINE_THREADS;
@@ -49,6 +50,8 @@ struct concur_swarm {
     bool stopping;          /* stop() was called, or FAIL_HARD saw its first error */
     size_t nerrs;           /* recorded errors: errs[0 .. nerrs) */
     concur_swarm_err *errs; /* n slots */
+    int *nfds;              /* concur_swarm_notify_fd: posted when the last copy ends */
+    size_t nnfds;
 };
 
 static bool engine_ok(concur_engine e)
@@ -143,9 +146,34 @@ static void copy_ended(concur_future *f, void *arg)
         interrupt(sw);
 
     mu_lock(&sw->mu);
-    sw->ended++;
+    bool last = ++sw->ended == sw->n;
     CHECK_PTHREAD(pthread_cond_broadcast(&sw->cv));
+    /* Posted under the lock: a registration either sees the swarm done or is in the list;
+     * and the fds stay the caller's (no copy of the list to outlive a destroy). */
+    for (size_t i = 0; last && i < sw->nnfds; i++)
+        (void)concur__event_post(sw->nfds[i]); /* a closed fd: the caller's broken promise */
     mu_unlock(&sw->mu);
+}
+
+int concur_swarm_notify_fd(concur_swarm *sw, int efd)
+{
+    if (!sw || efd < 0)
+        return CONCUR_EINVAL;
+    int rc = 0;
+    mu_lock(&sw->mu);
+    if (sw->ended >= sw->n) {
+        (void)concur__event_post(efd);
+    } else {
+        int *grown = realloc(sw->nfds, (sw->nnfds + 1) * sizeof *grown);
+        if (grown) {
+            sw->nfds = grown;
+            sw->nfds[sw->nnfds++] = efd;
+        } else {
+            rc = CONCUR_ENOMEM;
+        }
+    }
+    mu_unlock(&sw->mu);
+    return rc;
 }
 
 /* Waits until every copy is counted as ended or @timeout expires: 0 or CONCUR_ETIMEDOUT. */
@@ -184,6 +212,7 @@ static void swarm_free(concur_swarm *sw)
     pthread_mutex_destroy(&sw->mu);
     free(sw->futs);
     free(sw->errs);
+    free(sw->nfds);
     free(sw);
 }
 
