@@ -1063,3 +1063,55 @@ Test(pool, future_completion_reaches_an_event_loop_through_an_eventfd)
     concur_pool_destroy(p);
     close(efd);
 }
+
+/* ---- typed helpers ------------------------------------------------------------------------ */
+
+typedef struct {
+    double x, y;
+} point;
+
+static int task_scale(concur_task *t, const void *in, size_t len)
+{
+    point q;
+    int rc = CONCUR_TASK_INPUT(t, in, len, &q);
+    if (rc)
+        return rc;
+    return CONCUR_TASK_RETURN_VALUE(t, ((point){q.x * 2, q.y * 3}));
+}
+
+static int task_square_int(concur_task *t, const void *in, size_t len)
+{
+    int x;
+    int rc = CONCUR_TASK_INPUT(t, in, len, &x);
+    if (rc)
+        return rc;
+    return CONCUR_TASK_RETURN_VALUE(t, x * x);
+}
+
+Test(pool, typed_helpers_submit_a_value_and_read_a_value)
+{
+    concur_pool *p = tu_pool(2);
+    concur_future *f, *g, *h;
+    cr_assert_eq(CONCUR_SUBMIT_VALUE(p, task_square_int, 7, &f), 0, "an rvalue");
+    point pt = {1.5, -2};
+    cr_assert_eq(CONCUR_SUBMIT_VALUE(p, task_scale, pt, &g), 0, "a struct");
+    int y = 0;
+    cr_assert_eq(CONCUR_FUTURE_GET(f, TU_SAFETY, &y), 0);
+    cr_assert_eq(y, 49);
+    point r = {0, 0};
+    cr_assert_eq(CONCUR_FUTURE_GET(g, TU_SAFETY, &r), 0);
+    cr_assert(r.x == 3.0 && r.y == -6.0, "(%g, %g)", r.x, r.y);
+    /* Wrong sizes on both sides: a clear code and message, nothing overwritten. */
+    double d = 42;
+    cr_assert_eq(CONCUR_FUTURE_GET(f, TU_SAFETY, &d), CONCUR_ESIZE);
+    cr_assert(d == 42);
+    long wrong = 5;
+    cr_assert_eq(CONCUR_SUBMIT_VALUE(p, task_square_int, wrong, &h), 0);
+    cr_assert_eq(CONCUR_FUTURE_GET(h, TU_SAFETY, &y), CONCUR_ESIZE);
+    cr_assert_eq(concur_future_error(h), CONCUR_ESIZE);
+    cr_assert_str_eq(concur_future_error_message(h), "input of 8 bytes, 4 expected");
+    concur_future_release(f);
+    concur_future_release(g);
+    concur_future_release(h);
+    concur_pool_destroy(p);
+}

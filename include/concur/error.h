@@ -44,7 +44,8 @@ extern "C" {
     X(ETASK, -10008, "the task failed")                                                   \
     X(ECRASHED, -10009, "the worker running the task died")                                \
     X(ENOTLOADED, -10010,                                                                 \
-      "the function is not in code the worker processes have (loaded after the pool?)")
+      "the function is not in code the worker processes have (loaded after the pool?)")   \
+    X(ESIZE, -10011, "the bytes are not the size of the value asked for")
 
 enum concur_errno {
 #define CONCUR_ERR_ENUM_(name, value, msg) CONCUR_##name = (value),

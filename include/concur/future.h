@@ -71,6 +71,30 @@ CONCUR_API int concur_task_return(concur_task *t, const void *data, size_t len);
 CONCUR_API void *concur_task_result_alloc(concur_task *t, size_t len);
 
 /**
+ * Typed input: copies the task's input @p in / @p len into the @p size bytes at @p dst when
+ * @p len == @p size. Returns 0, or CONCUR_ESIZE with the message "input of LEN bytes, SIZE
+ * expected" recorded (concur_task_fail), so a task can `return` it as is. See
+ * CONCUR_TASK_INPUT.
+ */
+CONCUR_API int concur_task_input(concur_task *t, const void *in, size_t len, void *dst,
+                                 size_t size);
+
+/** concur_task_input() into the object @p ptr points to: `int x; int rc =
+ *  CONCUR_TASK_INPUT(t, in, len, &x); if (rc) return rc;` */
+#define CONCUR_TASK_INPUT(t, in, len, ptr) concur_task_input((t), (in), (len), (ptr), sizeof *(ptr))
+
+#if defined(__GNUC__) || (defined(__STDC_VERSION__) && __STDC_VERSION__ > 201710L)
+#define CONCUR_TYPEOF_(x) __typeof__(x)
+/** Makes the value of the expression @p value the task's result, as its bytes (it may be an
+ *  rvalue: `return CONCUR_TASK_RETURN_VALUE(t, x * x);`). Returns concur_task_return()'s
+ *  code. With a compiler without typeof, @p value must be an lvalue. */
+#define CONCUR_TASK_RETURN_VALUE(t, value)                                                 \
+    concur_task_return((t), (CONCUR_TYPEOF_(value)[1]){[0] = (value)}, sizeof(value))
+#else
+#define CONCUR_TASK_RETURN_VALUE(t, value) concur_task_return((t), &(value), sizeof(value))
+#endif
+
+/**
  * Records an error message (printf-style) for the task and returns @p code, so a task can
  * end with `return concur_task_fail(t, -EIO, "read %s: %s", path, strerror(errno));`.
  * A non-negative @p code is replaced by CONCUR_ETASK. The message is truncated to 1 KiB.
@@ -191,6 +215,19 @@ CONCUR_API int concur_future_collect(concur_future *f, double timeout, const voi
  * future gives CONCUR_EAGAIN.
  */
 CONCUR_API int concur_future_result(concur_future *f, const void **data, size_t *len);
+
+/**
+ * Typed result: waits like concur_future_collect() and copies the result into the @p size
+ * bytes at @p dst. Returns 0 (the value is in *dst); CONCUR_ESIZE when the result is not
+ * @p size bytes (*dst untouched); otherwise collect's code (the task's error when FAILED,
+ * CONCUR_ECANCELED, CONCUR_ETIMEDOUT, ...). Same thread-safety as collect. See
+ * CONCUR_FUTURE_GET.
+ */
+CONCUR_API int concur_future_get(concur_future *f, double timeout, void *dst, size_t size);
+
+/** concur_future_get() into the object @p ptr points to: `int y; rc =
+ *  CONCUR_FUTURE_GET(f, CONCUR_FOREVER, &y);` */
+#define CONCUR_FUTURE_GET(f, timeout, ptr) concur_future_get((f), (timeout), (ptr), sizeof *(ptr))
 
 /** The error code of a FAILED future (CONCUR_ECANCELED if CANCELLED, 0 otherwise). */
 CONCUR_API int concur_future_error(const concur_future *f);

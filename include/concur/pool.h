@@ -156,6 +156,21 @@ CONCUR_API int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, 
                                   concur_future **out);
 
 /**
+ * Submits @p fn with the bytes of the expression @p value as its input (copied):
+ * `CONCUR_SUBMIT_VALUE(pool, square, 7, &f)`; the task reads it with CONCUR_TASK_INPUT.
+ * Returns concur_pool_submit()'s code. With a compiler without typeof, @p value must be an
+ * lvalue.
+ */
+#ifdef CONCUR_TYPEOF_
+#define CONCUR_SUBMIT_VALUE(p, fn, value, out)                                             \
+    concur_pool_submit((p), (fn), (CONCUR_TYPEOF_(value)[1]){[0] = (value)}, sizeof(value), \
+                       (out))
+#else
+#define CONCUR_SUBMIT_VALUE(p, fn, value, out)                                             \
+    concur_pool_submit((p), (fn), &(value), sizeof(value), (out))
+#endif
+
+/**
  * Submits @p n tasks of @p fn at once, the i-th with a copy of ins[i], with one queue
  * operation for the whole batch. When @p out is not NULL, out[i] receives the i-th future
  * (one reference each). All or nothing: on error nothing was queued and out is untouched.

@@ -805,6 +805,29 @@ bool concur_task_should_stop(const concur_task *t)
     return (v & (F_CANCEL_REQ | F_STOP)) || (v & ST_MASK) != CONCUR_RUNNING;
 }
 
+int concur_task_input(concur_task *t, const void *in, size_t len, void *dst, size_t size)
+{
+    if (len != size || (!in && len) || (!dst && size))
+        return concur_task_fail(t, CONCUR_ESIZE, "input of %zu bytes, %zu expected", len, size);
+    if (size)
+        memcpy(dst, in, size);
+    return 0;
+}
+
+int concur_future_get(concur_future *f, double timeout, void *dst, size_t size)
+{
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = concur_future_collect(f, timeout, &data, &len);
+    if (rc)
+        return rc;
+    if (len != size || (!dst && size))
+        return CONCUR_ESIZE;
+    if (size)
+        memcpy(dst, data, size);
+    return 0;
+}
+
 int concur_task_sleep(const concur_task *t, double seconds)
 {
     enum { SLICE_NS = 5000000 };
