@@ -1115,3 +1115,51 @@ Test(pool, typed_helpers_submit_a_value_and_read_a_value)
     concur_future_release(h);
     concur_pool_destroy(p);
 }
+
+/* ---- the context of a task's error -------------------------------------------------------- */
+
+/* Not static: the test executables export their functions (ENABLE_EXPORTS), so the loader
+ * knows this one's name. */
+int concur_test_failing_task(concur_task *t, const void *in, size_t len);
+int concur_test_failing_task(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    return concur_task_fail(t, -EIO, "the disk said no");
+}
+
+static void fail_and_look(bool with_bt, concur_error_info *ei, concur_future **f)
+{
+    concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = 1, .error_backtrace = with_bt};
+    concur_pool *p = tu_pool_opts(&o);
+    *f = tu_submit(p, concur_test_failing_task, NULL, 0);
+    cr_assert_eq(concur_future_wait(*f, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_error_info(*f, ei), 0);
+    concur_pool_destroy(p);
+}
+
+Test(pool, a_task_error_carries_its_function_and_on_request_its_backtrace)
+{
+    concur_error_info ei;
+    concur_future *f;
+    fail_and_look(true, &ei, &f);
+    cr_assert_eq(ei.code, -EIO);
+    cr_assert_str_eq(ei.message, "the disk said no");
+    cr_assert_eq(ei.remote, TU_PROC == 1, "remote exactly in a worker process");
+    cr_assert_not_null(ei.function);
+    cr_assert_str_eq(ei.function, "concur_test_failing_task");
+    cr_assert_not_null(ei.backtrace, "error_backtrace: where concur_task_fail was called");
+    /* It starts at the call (the task's own frame may be gone: `return concur_task_fail()`
+     * is a tail call at -O2). */
+    cr_assert(strstr(ei.backtrace, "concur_task_fail") &&
+                  strstr(ei.backtrace, "concur_task_fail") < strchr(ei.backtrace, '\n'),
+              "%s", ei.backtrace);
+    cr_assert(strchr(ei.backtrace, '\n'));
+    concur_future_release(f);
+
+    fail_and_look(false, &ei, &f);
+    cr_assert_str_eq(ei.message, "the disk said no");
+    cr_assert_null(ei.backtrace, "no backtrace unless asked");
+    cr_assert_str_eq(ei.function, "concur_test_failing_task");
+    concur_future_release(f);
+}

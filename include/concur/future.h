@@ -248,12 +248,17 @@ typedef struct concur_error_info {
     int signal;
     int exit_status; /**< the worker process's exit status (CONCUR_ECRASHED), -1 if none */
     /** The backtrace text the worker process wrote as it crashed on a signal (SIGSEGV,
-     *  SIGBUS, SIGFPE, SIGILL, SIGABRT), one frame per line; NULL if none. */
+     *  SIGBUS, SIGFPE, SIGILL, SIGABRT), one frame per line; or, with the pool option
+     *  error_backtrace, where the task called concur_task_fail(); NULL if none. */
     const char *backtrace;
     /** True when code and message are the task's own, returned by the task function in a
      *  worker process; false for errors made by concur (a crash, a timeout, a cancel) and for
      *  every error of a thread pool or a standalone future. */
     bool remote;
+    /** The task function's name, when the dynamic linker knows it (an exported symbol, or
+     *  any function of a program linked with -rdynamic); NULL otherwise, and for futures
+     *  without a function (standalone ones). Static storage of the loader. */
+    const char *function;
     /** True when the worker process hit a limit set in concur_pool_opts, as far as concur
      *  can tell: its CPU time limit (it died of SIGXCPU, or of SIGKILL with its CPU time at
      *  the limit). A crash under worker_memory_limit is not attributed for sure (the kernel

@@ -105,6 +105,13 @@ typedef struct concur_pool_opts {
      *  0: no timeout. */
     double task_timeout;
     void *user; /**< returned by concur_task_user() in tasks and hooks */
+    /** A task that fails with concur_task_fail() also records where: the backtrace of that
+     *  call (backtrace(3), one frame per line from concur_task_fail on; names need
+     *  -rdynamic; a task that ends with `return concur_task_fail(...)` may lose its own
+     *  frame to tail-call optimization), in the error info's backtrace field, also from a
+     *  worker process (as asyncpal's remote tracebacks). Costs a stack walk per failure,
+     *  nothing otherwise. false: no backtrace. */
+    bool error_backtrace;
     /** Process pools: the most address space (bytes) a worker process may use, set as its
      *  RLIMIT_AS (soft and hard) right after it is forked, before the initializer runs.
      *  Beyond it, allocations fail (malloc returns NULL, mmap ENOMEM) in the task. It counts

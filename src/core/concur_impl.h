@@ -199,6 +199,8 @@ struct concur_task {
      * while it ran (or waited its turn) in this process. NULL elsewhere. */
     const _Atomic uint64_t *cancel_word;
     char *msg;                 /* from concur_task_fail, malloc'd */
+    char *bt;                  /* with want_bt: concur_task_fail's backtrace, malloc'd */
+    bool want_bt;              /* the pool's error_backtrace */
     concur__buf out;           /* the result, moved into the future on success */
 };
 

@@ -19,6 +19,8 @@
 #include "core/concur_impl.h"
 #include "sys/os.h"
 
+#include <dlfcn.h>
+#include <execinfo.h>
 #include <limits.h>
 #include <stddef.h>
 #include <sys/mman.h>
@@ -470,6 +472,10 @@ int concur_future_error_info(const concur_future *f, concur_error_info *info)
         info->code = CONCUR_ECANCELED;
         info->message = concur_strerror(CONCUR_ECANCELED);
     } else if ((v & ST_MASK) == CONCUR_FAILED) {
+        Dl_info dl;
+        if (f->fn && dladdr((const void *)(uintptr_t)f->fn, &dl) && dl.dli_sname &&
+            dl.dli_saddr == (void *)(uintptr_t)f->fn)
+            info->function = dl.dli_sname;
         info->code = f->err;
         info->message = f->errmsg ? f->errmsg : concur_strerror(f->err);
         if (v & F_ERRX) {
@@ -701,6 +707,8 @@ void concur__task_reset(concur_task *t)
 {
     free(t->msg);
     t->msg = NULL;
+    free(t->bt);
+    t->bt = NULL;
     buf_free(&t->out);
 }
 
@@ -730,6 +738,12 @@ bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
         after_publish(f, v);
         return true;
     }
+    if (t->bt) { /* a detail record carries the backtrace */
+        bool mine = concur__future_fail_info(f, STATE_BIT(CONCUR_RUNNING), rc, t->msg, 0, -1,
+                                             t->bt, false, false);
+        concur__task_reset(t);
+        return mine;
+    }
     if (!concur__future_claim(f, STATE_BIT(CONCUR_RUNNING))) {
         concur__task_reset(t); /* timed out or failed by the pool: drop the late result */
         return false;
@@ -758,12 +772,41 @@ void *concur_task_result_alloc(concur_task *t, size_t len)
     return concur__buf_alloc(&t->out, len);
 }
 
+/* The backtrace of the caller of concur_task_fail, one frame per line, malloc'd (NULL when
+ * it cannot be had). */
+static char *call_backtrace(void)
+{
+    void *frames[CONCUR__BT_FRAMES];
+    int n = backtrace(frames, CONCUR__BT_FRAMES);
+    char **sym = n > 2 ? backtrace_symbols(frames + 2, n - 2) : NULL; /* from the task on */
+    if (!sym)
+        return NULL;
+    size_t len = 1;
+    for (int i = 0; i < n - 2; i++)
+        len += strlen(sym[i]) + 1;
+    char *text = malloc(len), *p = text;
+    for (int i = 0; text && i < n - 2; i++) {
+        size_t k = strlen(sym[i]);
+        memcpy(p, sym[i], k);
+        p[k] = '\n';
+        p += k + 1;
+    }
+    if (text)
+        *p = '\0';
+    free(sym);
+    return text;
+}
+
 int concur_task_vfail(concur_task *t, int code, const char *fmt, va_list ap)
 {
     if (code >= 0)
         code = CONCUR_ETASK;
     if (!t)
         return code;
+    if (t->want_bt) {
+        free(t->bt);
+        t->bt = call_backtrace();
+    }
     free(t->msg);
     t->msg = NULL;
     if (fmt) {

@@ -686,7 +686,10 @@ static void *worker_main(void *arg)
     short_name[sizeof(short_name) - 1] = '\0';
     pthread_setname_np(pthread_self(), short_name); /* cosmetic: failure is harmless */
 
-    concur_task t = {.worker_name = w->name, .user = p->o.user, .pool_stop = &p->stop_running};
+    concur_task t = {.worker_name = w->name,
+                     .user = p->o.user,
+                     .pool_stop = &p->stop_running,
+                     .want_bt = p->o.error_backtrace};
     bool hook_failed = false;
     int rc = p->cls->worker_start(w, &t, &hook_failed);
     if (rc) {

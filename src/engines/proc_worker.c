@@ -45,6 +45,7 @@ struct wstate {
     char name[NAME_CAP];
     void *user;
     const _Atomic uint64_t *cancel_word; /* this worker's slot, or NULL */
+    bool want_bt;                        /* the pool's error_backtrace */
     void *in;
     size_t in_cap;
 };
@@ -63,6 +64,7 @@ static int serve_setup(const concur__chan *c, const concur__frame *h, struct wst
         rc = concur__chan_skip(c, len - keep);
     ws->name[keep] = '\0';
     ws->user = (void *)(uintptr_t)user;
+    ws->want_bt = h->flags & CONCUR__FRF_BACKTRACE;
     ws->cancel_word = g_stop && slot < INT_MAX ? concur__cancel_word(g_stop, (int)slot) : NULL;
     return rc;
 }
@@ -100,7 +102,8 @@ static int serve_task(const concur__chan *c, const concur__frame *h, struct wsta
                      .worker_name = ws->name,
                      .user = ws->user,
                      .pool_stop = g_stop,
-                     .cancel_word = ws->cancel_word};
+                     .cancel_word = ws->cancel_word,
+                     .want_bt = ws->want_bt};
     concur_fn fn = (concur_fn)(uintptr_t)fnv;
     concur__crash_set_id(h->id);
     int r = fn(&t, ws->in, len);

@@ -132,6 +132,7 @@ struct concur__proc {
     concur__rbuf rb;         /* what the process sent, read ahead */
     uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
     uint64_t last_id;        /* the id of the task completed last (0: none yet) */
+    bool want_bt;            /* the pool's error_backtrace: SETUP says so */
     /* The tasks handed to this process, in order (a ring of n from head): the first `sent`
      * of them have gone out, `sent_bytes` frame bytes in all; the process runs the first
      * and reads the others when it is done with it. kill_mu guards the ring, killed and
@@ -284,7 +285,9 @@ static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool 
     if (msg_len != h.len - sizeof(rh) - 8 - rh.out_len)
         return CONCUR_EIO;
     if (msg_len) {
-        size_t keep = msg_len < CONCUR__MSG_CAP ? (size_t)msg_len : CONCUR__MSG_CAP;
+        /* "message NUL backtrace" when the task's backtrace comes with it */
+        size_t cap = CONCUR__MSG_CAP + CONCUR__BT_CAP;
+        size_t keep = msg_len < cap ? (size_t)msg_len : cap;
         char *m = malloc(keep + 1);
         if (!m)
             return CONCUR_ENOMEM;
@@ -296,8 +299,13 @@ static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool 
             return rc;
         }
         m[keep] = '\0';
+        size_t ml = strlen(m);
+        if (ml < keep && !*bt)
+            *bt = strdup(m + ml + 1); /* NULL when memory is short: no backtrace */
         free(t->msg);
-        t->msg = m;
+        t->msg = ml ? m : NULL;
+        if (!ml)
+            free(m);
     }
     *code = rh.code;
     return 0;
@@ -365,7 +373,9 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     uint64_t head[2] = {(uint64_t)(uintptr_t)pr->user,
                         pr->cancel_word ? (uint64_t)pr->slot : UINT64_MAX};
     size_t nlen = strlen(pr->name);
-    concur__frame h = {.type = CONCUR__FR_SETUP, .len = sizeof(head) + nlen};
+    concur__frame h = {.type = CONCUR__FR_SETUP,
+                       .flags = pr->want_bt ? CONCUR__FRF_BACKTRACE : 0,
+                       .len = sizeof(head) + nlen};
     struct iovec iov[3] = {{&h, sizeof(h)}, {head, sizeof(head)}, {(void *)pr->name, nlen}};
     rc = concur__chan_send(&c, iov, 3);
     if (rc) {
@@ -685,9 +695,10 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
         if (code == 0) {
             concur__task_complete(t, 0, end);
         } else {
-            concur__future_fail_info(f, running, code, t->msg, 0, -1, NULL, true, false);
+            concur__future_fail_info(f, running, code, t->msg, 0, -1, bt, true, false);
             concur__task_reset(t);
         }
+        free(bt);
         t->f = NULL;
         concur_future *done = pop_head(pr, end);
         transmit(pr, timeout); /* room for more */
@@ -800,8 +811,10 @@ static int proc_begin(concur__worker *w, concur_task *t, bool *hook_failed)
     if (!w->ctx) {
         concur__proc *pr = NULL;
         rc = proc_create(&pr, e->fs, w->name, o->user, w->slot);
-        if (!rc)
+        if (!rc) {
             pr->owner = w;
+            pr->want_bt = o->error_backtrace;
+        }
         concur__worker_set_ctx(w, pr);
     }
     if (!rc)

@@ -37,7 +37,11 @@ struct iovec *concur__result_frame(concur__result_tx *tx, uint64_t id, int rc,
         tx->rh.out_len = t->out.len;
     }
     const char *msg = tx->rh.code && t->msg ? t->msg : NULL;
-    tx->msg_len = msg ? strlen(msg) : 0;
+    const char *bt = tx->rh.code && t->bt ? t->bt : NULL;
+    if (bt && !msg)
+        msg = "";
+    size_t mlen = msg ? strlen(msg) : 0, blen = bt ? strlen(bt) : 0;
+    tx->msg_len = mlen + (bt ? 1 + blen : 0);
     tx->h = (concur__frame){.type = CONCUR__FR_RESULT,
                             .id = id,
                             .len = sizeof(tx->rh) + tx->rh.out_len + sizeof(tx->msg_len) +
@@ -46,7 +50,9 @@ struct iovec *concur__result_frame(concur__result_tx *tx, uint64_t id, int rc,
     tx->iov[1] = (struct iovec){&tx->rh, sizeof(tx->rh)};
     tx->iov[2] = (struct iovec){(void *)out, (size_t)tx->rh.out_len};
     tx->iov[3] = (struct iovec){&tx->msg_len, sizeof(tx->msg_len)};
-    tx->iov[4] = (struct iovec){(void *)msg, (size_t)tx->msg_len};
+    tx->iov[4] = (struct iovec){(void *)msg, mlen};
+    tx->iov[5] = (struct iovec){(void *)"", bt ? 1 : 0}; /* the NUL between the two */
+    tx->iov[6] = (struct iovec){(void *)bt, blen};
     return tx->iov;
 }
 

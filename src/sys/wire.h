@@ -48,7 +48,10 @@ enum concur__frame_type {
     CONCUR__FR_RESULT,
     CONCUR__FR_CRASH,
 };
-enum { CONCUR__FRF_TO_EOF = 1 }; /* the payload runs until EOF (len is meaningless) */
+enum {
+    CONCUR__FRF_TO_EOF = 1,    /* the payload runs until EOF (len is meaningless) */
+    CONCUR__FRF_BACKTRACE = 2, /* SETUP: a failing task's concur_task_fail records a backtrace */
+};
 
 typedef struct concur__frame {
     uint32_t type, flags;
@@ -68,7 +71,7 @@ enum {
     CONCUR__MSG_CAP = 4096,    /* message bytes kept from a RESULT (tasks send <= 1 KiB) */
     CONCUR__BT_CAP = 64 << 10, /* backtrace bytes kept from a CRASH */
     CONCUR__BT_FRAMES = 64,    /* frames in a crash report's backtrace */
-    CONCUR__RESULT_IOV = 5,    /* iovec entries of a RESULT frame */
+    CONCUR__RESULT_IOV = 7,    /* iovec entries of a RESULT frame */
 };
 
 /* ---------------------------------------------------------------- sending a RESULT */
@@ -84,7 +87,9 @@ typedef struct concur__result_tx {
  * Lays out the RESULT frame with @id of a task (or hook) that returned @rc with context @t
  * in tx->iov (CONCUR__RESULT_IOV entries, pointing into @tx and @t: both must stay as they
  * are until it is sent). A positive @rc is sent as CONCUR_ETASK; the result bytes go only
- * with code 0, the message (t->msg) only with a negative code. Returns tx->iov.
+ * with code 0, the message (t->msg) only with a negative code, and with it the task's
+ * backtrace (t->bt) when it has one: the message bytes are then "message NUL backtrace" (a
+ * reader that takes the message as a string sees the message). Returns tx->iov.
  */
 struct iovec *concur__result_frame(concur__result_tx *tx, uint64_t id, int rc,
                                    const concur_task *t);

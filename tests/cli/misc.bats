@@ -77,7 +77,8 @@ mentions() {
 }
 
 @test "--version prints the project version" {
-  want=$(sed -n 's/^ *VERSION \([0-9][0-9.]*\)$/\1/p' "$CLI_SOURCE_DIR/CMakeLists.txt" | head -n1)
+  h=$CLI_SOURCE_DIR/include/concur/version.h
+  want=$(for p in MAJOR MINOR PATCH; do sed -n "s/^#define CONCUR_VERSION_$p \([0-9]*\)$/\1/p" "$h"; done | paste -sd.)
   [ -n "$want" ]
   run "$CONCUR" --version
   [ "$status" -eq 0 ]
