@@ -123,9 +123,9 @@ typedef struct concur_waitfor {
      *  incrementing *n; concur_waitfor_next() removes the ones it returns. */
     size_t *n;
     int cf;       /**< concurrency factor (0: none) */
-    int phase_;   /* private */
-    size_t pos_;  /* private: the sweep's position */
-    size_t seen_; /* private: *n when MORE was last returned */
+    int phase_;   /**< private */
+    size_t pos_;  /**< private: the sweep's position */
+    size_t seen_; /**< private: *n when MORE was last returned */
 } concur_waitfor;
 
 /**

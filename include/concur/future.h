@@ -54,7 +54,7 @@ typedef int (*concur_fn)(concur_task *t, const void *in, size_t len);
 /** One input of a batch submit. */
 typedef struct concur_input {
     const void *data; /**< bytes, copied at submit; may be NULL when len == 0 */
-    size_t len;
+    size_t len;       /**< bytes at data */
 } concur_input;
 
 /**

@@ -144,7 +144,7 @@ typedef int (*concur_range_fn)(concur_task *t, size_t begin, size_t end, void *a
 /** Where and why concur_parallel_for() stopped. */
 typedef struct concur_range_error {
     size_t begin; /**< the chunk the error is about: indexes [begin, end) */
-    size_t end;
+    size_t end;   /**< one past the chunk's last index */
     /** The function's concur_task_fail() message, or the code's text; NUL-terminated,
      *  truncated to fit. */
     char message[CONCUR_RANGE_MSG_MAX];

@@ -94,7 +94,7 @@ typedef struct concur_pool_opts {
     concur_worker_fn initializer;  /**< run at each worker start; NULL for none */
     void *init_arg; /**< process pools: must point to memory that exists at pool creation */
     concur_worker_fn finalizer; /**< run at each worker exit; NULL for none */
-    void *final_arg;
+    void *final_arg; /**< the finalizer's argument (process pools: as init_arg) */
     /** At most this many pending (queued, not started) tasks; a submit beyond it fails
      *  with CONCUR_EFULL. 0: unbounded. */
     size_t queue_limit;

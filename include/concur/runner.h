@@ -85,7 +85,7 @@ typedef struct concur_cmd {
     const char *key;        /**< the caller's name for the task, echoed in the result */
     const void *input;      /**< bytes written to the child's stdin, then closed; NULL:
                                  stdin is /dev/null (unless CONCUR_RUN_INHERIT_STDIN) */
-    size_t input_len;
+    size_t input_len;       /**< bytes at input */
     const char *const *env; /**< NULL-terminated "K=V" list replacing the environment, or NULL */
     const char *const *env_add; /**< "K=V" entries added to (overriding) the environment */
     const char *cwd;        /**< working directory, or NULL */
@@ -116,7 +116,7 @@ typedef struct concur_result {
     size_t index;          /**< position of the command in input order (0-based) */
     const char *key;       /**< as given (borrowed) */
     const char *arg;       /**< as given (borrowed) */
-    void *user;
+    void *user;            /**< concur_cmd.user, as given */
     bool success;          /**< exited with status 0 */
     bool timeout;          /**< killed because it ran past its timeout */
     bool stopped;          /**< signalled because the run was stopped (concur_runner_stop,
@@ -133,16 +133,17 @@ typedef struct concur_result {
     double time_wait;      /**< seconds from the start of the run (for a retry: from its
                                 re-queue) to the command's start: the wait for a slot */
     const unsigned char *out; /**< captured stdout (exact bytes, not NUL-terminated) */
-    size_t out_len;
+    size_t out_len;           /**< bytes at out */
     const unsigned char *err; /**< captured stderr */
-    size_t err_len;
-    bool out_truncated, err_truncated; /**< with CONCUR_RUN_TRUNCATE, bytes were dropped */
+    size_t err_len;           /**< bytes at err */
+    bool out_truncated;       /**< with CONCUR_RUN_TRUNCATE, stdout bytes were dropped */
+    bool err_truncated;       /**< with CONCUR_RUN_TRUNCATE, stderr bytes were dropped */
     unsigned attempts;     /**< how many times it was run (retries) */
     bool function;         /**< a function task (concur_run_fn), not a command */
     /** A function's answer: exact bytes (not NUL-terminated), NULL when it set none (or an
      *  empty one), and after an error or a timeout (a late answer is discarded). */
     const unsigned char *answer;
-    size_t answer_len;
+    size_t answer_len; /**< bytes at answer */
 } concur_result;
 
 /** Flags for concur_runner_opts.flags. */
@@ -183,8 +184,8 @@ typedef int (*concur_done_fn)(concur_runner *r, const concur_result *res, void *
 /** One step of a termination sequence: send @p signal, then wait @p wait seconds for the
  *  command to end before the next step. */
 typedef struct concur_term_step {
-    int signal;
-    double wait;
+    int signal;  /**< sent to the command's process group */
+    double wait; /**< seconds to wait for it to end before the next step */
 } concur_term_step;
 
 /** Runner options. A zeroed struct gives the defaults. */
@@ -201,7 +202,7 @@ typedef struct concur_runner_opts {
      *  term_signal and kill_grace. Each step's signal goes to the command's process group;
      *  after the last step's wait, SIGKILL. */
     const concur_term_step *term_seq;
-    size_t term_seq_len;
+    size_t term_seq_len; /**< steps at term_seq */
     const char *const *prefix; /**< prefix argv for concur_cmd.arg tasks (NULL-terminated) */
     size_t output_cap;         /**< bytes kept in memory per stream; 0: 16 MiB */
     unsigned retries;          /**< extra runs a command may get (see concur_done_fn) */
@@ -315,11 +316,11 @@ CONCUR_API int concur_print_results(FILE *f, const concur_runner *r);
  *  (the length excludes the NUL), and freed with concur_prog_output_free(). */
 typedef struct concur_prog_output {
     int returncode;  /**< exit status, -signal, or 1 when it could not start */
-    unsigned char *out;
-    size_t out_len;
+    unsigned char *out; /**< the program's stdout */
+    size_t out_len;     /**< bytes at out */
     unsigned char *err; /**< on a failed start, the error text */
-    size_t err_len;
-    bool timeout;
+    size_t err_len;     /**< bytes at err */
+    bool timeout;       /**< killed because it ran past its timeout */
 } concur_prog_output;
 
 /**

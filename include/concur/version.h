@@ -18,7 +18,7 @@
 #define CONCUR_VERSION_MINOR 1
 #define CONCUR_VERSION_PATCH 0
 
-/** The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for #if tests. */
+/** The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for preprocessor tests. */
 #define CONCUR_VERSION_NUMBER                                                              \
     (CONCUR_VERSION_MAJOR * 10000 + CONCUR_VERSION_MINOR * 100 + CONCUR_VERSION_PATCH)
 
