@@ -772,20 +772,38 @@ void *concur_task_result_alloc(concur_task *t, size_t len)
     return concur__buf_alloc(&t->out, len);
 }
 
-/* The backtrace of the caller of concur_task_fail, one frame per line, malloc'd (NULL when
- * it cannot be had). */
+/* Whether a backtrace_symbols line names function @fn ("module(fn+0x12) [0x...]"). */
+static bool frame_is(const char *line, const char *fn)
+{
+    const char *p = strchr(line, '(');
+    size_t n = strlen(fn);
+    return p && strncmp(p + 1, fn, n) == 0 && p[1 + n] == '+';
+}
+
+/* The backtrace of a concur_task_fail call, one frame per line from concur_task_fail (or
+ * concur_task_vfail, when the task called that) outwards, malloc'd; NULL when it cannot be
+ * had. */
 static char *call_backtrace(void)
 {
     void *frames[CONCUR__BT_FRAMES];
     int n = backtrace(frames, CONCUR__BT_FRAMES);
-    char **sym = n > 2 ? backtrace_symbols(frames + 2, n - 2) : NULL; /* from the task on */
+    char **sym = n > 0 ? backtrace_symbols(frames, n) : NULL;
     if (!sym)
         return NULL;
+    /* Where the call is: the frames above it are this function's (a sanitizer may add one
+     * of its own); without symbol names, two frames up. */
+    int from = n > 2 ? 2 : 0;
+    for (int i = 0; i < n && i < 5; i++) {
+        if (frame_is(sym[i], "concur_task_vfail")) {
+            from = i + 1 < n && frame_is(sym[i + 1], "concur_task_fail") ? i + 1 : i;
+            break;
+        }
+    }
     size_t len = 1;
-    for (int i = 0; i < n - 2; i++)
+    for (int i = from; i < n; i++)
         len += strlen(sym[i]) + 1;
     char *text = malloc(len), *p = text;
-    for (int i = 0; text && i < n - 2; i++) {
+    for (int i = from; text && i < n; i++) {
         size_t k = strlen(sym[i]);
         memcpy(p, sym[i], k);
         p[k] = '\n';
