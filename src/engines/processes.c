@@ -246,68 +246,58 @@ static void proc_fate(concur__proc *pr, int grace_ms, concur__fate *fa)
 static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool want_out, int *code,
                        char **bt, uint64_t *other)
 {
-    concur__frame h;
-    int rc = concur__chan_recv(c, &h, sizeof(h));
-    if (rc)
-        return rc;
-    if (h.type == CONCUR__FR_CRASH && (h.flags & CONCUR__FRF_TO_EOF) && (!h.id || h.id == id)) {
+    /* The one receiver of the wire codec (sys/wire.c) says where each part goes; the
+     * reads are exact, so a frame that follows stays in the read buffer. */
+    concur__rx rx;
+    concur__rx_init(&rx, id, want_out);
+    char scratch[4096];
+    int rc = 0;
+    for (;;) {
+        void *dst;
+        size_t room = concur__rx_room(&rx, scratch, sizeof(scratch), &dst);
+        if (!room || concur__rx_end(&rx) == CONCUR__RX_CRASH)
+            break; /* a crash report: read below, up to EOF */
+        if ((rc = concur__chan_recv(c, dst, room)) != 0)
+            break;
+        concur__rx_feed(&rx, room);
+    }
+    enum concur__rx_end end = concur__rx_end(&rx);
+    if (!rc && end == CONCUR__RX_CRASH && (!rx.h.id || rx.h.id == id)) {
         /* The crash handler writes its report and dies at once: a report that does not end
          * within the grace time is not one. */
         concur__chan cc = *c;
         uint64_t grace = now_ns() + (uint64_t)EXIT_GRACE_MS * 1000000u;
         cc.deadline = grace < c->deadline ? grace : c->deadline;
-        int32_t sig;
+        int32_t sig; /* its signal: the wait status tells it too */
         if ((rc = concur__chan_recv(&cc, &sig, sizeof(sig))) == 0)
             rc = concur__chan_read_to_eof(&cc, CONCUR__BT_CAP, bt);
+        concur__rx_free(&rx);
         return rc == 0 || rc == CONCUR_EPIPE ? CONCUR_EPIPE : CONCUR_EIO;
     }
-    concur__result_head rh;
-    if (h.type == CONCUR__FR_RESULT && h.id != id)
-        *other = h.id;
-    if (h.type != CONCUR__FR_RESULT || h.id != id || h.len < sizeof(rh) + 8)
-        return CONCUR_EIO;
-    if ((rc = concur__chan_recv(c, &rh, sizeof(rh))) != 0)
-        return rc;
-    if (rh.out_len > h.len - sizeof(rh) - 8 || rh.out_len > SIZE_MAX || (rh.out_len && rh.code))
-        return CONCUR_EIO;
-    if (rh.out_len) {
-        if (!want_out)
-            return CONCUR_EIO;
-        void *dst = concur__buf_alloc(&t->out, (size_t)rh.out_len);
-        if (!dst)
-            return CONCUR_ENOMEM;
-        if ((rc = concur__chan_recv(c, dst, (size_t)rh.out_len)) != 0)
-            return rc;
+    if (!rc && end != CONCUR__RX_RESULT) {
+        if (rx.h.type == CONCUR__FR_RESULT && rx.h.id != id)
+            *other = rx.h.id; /* an answer for another task */
+        rc = CONCUR_EIO;
     }
-    uint64_t msg_len;
-    if ((rc = concur__chan_recv(c, &msg_len, sizeof(msg_len))) != 0)
+    if (!rc && rx.nomem)
+        rc = CONCUR_ENOMEM;
+    if (rc) {
+        concur__rx_free(&rx);
         return rc;
-    if (msg_len != h.len - sizeof(rh) - 8 - rh.out_len)
-        return CONCUR_EIO;
-    if (msg_len) {
-        /* "message NUL backtrace" when the task's backtrace comes with it */
-        size_t cap = CONCUR__MSG_CAP + CONCUR__BT_CAP;
-        size_t keep = msg_len < cap ? (size_t)msg_len : cap;
-        char *m = malloc(keep + 1);
-        if (!m)
-            return CONCUR_ENOMEM;
-        rc = concur__chan_recv(c, m, keep);
-        if (!rc)
-            rc = concur__chan_skip(c, msg_len - keep);
-        if (rc) {
-            free(m);
-            return rc;
-        }
-        m[keep] = '\0';
-        size_t ml = strlen(m);
-        if (ml < keep && !*bt)
-            *bt = strdup(m + ml + 1); /* NULL when memory is short: no backtrace */
-        free(t->msg);
-        t->msg = ml ? m : NULL;
-        if (!ml)
-            free(m);
     }
-    *code = rh.code;
+    *code = rx.rh.code;
+    buf_free(&t->out);
+    t->out = rx.out; /* the result moves into the task context */
+    rx.out.len = 0;
+    /* "message NUL backtrace" when the task's backtrace comes with it */
+    size_t ml = rx.text ? strlen(rx.text) : 0;
+    if (rx.text && ml < rx.text_len && !*bt)
+        *bt = strdup(rx.text + ml + 1); /* NULL when memory is short: no backtrace */
+    free(t->msg);
+    t->msg = ml ? rx.text : NULL;
+    if (!ml)
+        free(rx.text);
+    rx.text = NULL;
     return 0;
 }
 
