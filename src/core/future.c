@@ -338,7 +338,9 @@ static void after_publish(concur_future *f, uint32_t old)
 void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
 {
     set_end(f, t_end);
-    if (f->t_start == 0 && final == CONCUR_DONE)
+    /* Only for DONE: a running task may fail from another thread (a coroutine cancelled
+     * while it runs) while its worker still writes t_start. */
+    if (final == CONCUR_DONE && f->t_start == 0)
         f->t_start = t_end;
     /* The state bits are ST_COMPLETING and nobody else changes them now: xor swaps them for
      * the final state and keeps whatever flags other threads set meanwhile. */
