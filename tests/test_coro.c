@@ -624,3 +624,54 @@ Test(coro, stack_overflow_hits_the_guard)
     else
         cr_assert_eq(WTERMSIG(st), SIGSEGV);
 }
+
+/* ---------------------------------------------------------------- swarms */
+
+/* Copy i sleeps 0.2 s; with @fail_idx >= 0 that copy fails at once and the others sleep
+ * 100 s (FAIL_HARD must interrupt them). */
+static int task_swarm_copy(concur_task *t, const void *in, size_t len)
+{
+    (void)len;
+    int fail_idx = *(const int *)in;
+    if (concur_swarm_index(t) == fail_idx)
+        return concur_task_fail(t, CONCUR_EIO, "copy %d failed", fail_idx);
+    return concur_co_sleep(fail_idx >= 0 ? 100 : 0.2);
+}
+
+static concur_swarm *co_swarm(int n, concur_swarm_mode mode, int fail_idx)
+{
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_COROUTINES};
+    concur_swarm_opts so = {.mode = mode, .pool = &po};
+    concur_swarm *sw = NULL;
+    cr_assert_eq(concur_swarm_start(&sw, n, task_swarm_copy, &fail_idx, sizeof(int), &so), 0);
+    cr_assert_eq(concur_swarm_engine(sw), CONCUR_ENGINE_COROUTINES);
+    return sw;
+}
+
+Test(coro, swarm_copies_share_one_loop)
+{
+    double t0 = tu_now();
+    concur_swarm *sw = co_swarm(50, CONCUR_SWARM_COLLECT, -1);
+    cr_assert_eq(concur_swarm_wait(sw, TU_SAFETY), 0);
+    double took = tu_now() - t0;
+    cr_assert_geq(took, 0.2 - TU_EPS);
+    cr_assert_lt(took, TU_LOOSE(0.2), "50 copies slept together on one loop thread");
+    concur_swarm_destroy(sw);
+}
+
+Test(coro, swarm_fail_hard_and_stop_interrupt_copies)
+{
+    double t0 = tu_now();
+    concur_swarm *sw = co_swarm(8, CONCUR_SWARM_FAIL_HARD, 3);
+    cr_assert_eq(concur_swarm_wait(sw, TU_SAFETY), CONCUR_EIO);
+    cr_assert_eq(concur_swarm_errors(sw, 0, NULL), 1, "only the failing copy's error");
+    concur_swarm_destroy(sw); /* the 100 s sleeps were interrupted */
+    cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5));
+
+    t0 = tu_now();
+    sw = co_swarm(8, CONCUR_SWARM_COLLECT, 99);
+    cr_assert_eq(concur_swarm_stop(sw, TU_SAFETY), 0);
+    cr_assert(concur_swarm_done(sw));
+    concur_swarm_destroy(sw);
+    cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5));
+}
