@@ -675,3 +675,123 @@ Test(coro, swarm_fail_hard_and_stop_interrupt_copies)
     concur_swarm_destroy(sw);
     cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5));
 }
+
+/* ---------------------------------------------------------------- awaiting futures */
+
+typedef struct await_job {
+    concur_pool *threads, *procs;
+    tu_gate *gate; /* the thread task waits for it */
+    _Atomic int ticks;      /* a sibling coroutine's progress while the waits go on */
+    _Atomic int ticks_seen; /* what the awaiting coroutine saw of it */
+    int rc_thread, rc_proc, rc_timeout, rc_any, rc_all;
+    size_t any_index;
+    int proc_value;
+} await_job;
+
+static int task_square(concur_task *t, const void *in, size_t len)
+{
+    (void)len;
+    int v = *(const int *)in;
+    v *= v;
+    return concur_task_return(t, &v, sizeof(v));
+}
+
+static int task_tick(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    await_job *j = tu_in_ptr(in, len);
+    for (int i = 0; i < 20; i++) {
+        atomic_fetch_add(&j->ticks, 1);
+        if (concur_co_sleep(0.01) != 0)
+            return CONCUR_ETASK;
+    }
+    return 0;
+}
+
+static int task_await(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    await_job *j = tu_in_ptr(in, len);
+    concur_future *tf = NULL, *pf = NULL;
+    int seven = 7;
+    if (concur_pool_submit(j->threads, tu_task_gate, &j->gate, sizeof(j->gate), &tf) != 0 ||
+        concur_pool_submit(j->procs, task_square, &seven, sizeof(seven), &pf) != 0)
+        return CONCUR_ETASK;
+    /* The thread task waits for the gate, which the test opens only after this timeout. */
+    j->rc_timeout = concur_future_wait(tf, 0.05);
+    concur_future *both[2] = {tf, pf};
+    j->rc_any = concur_wait_any(both, 2, TU_SAFETY, &j->any_index); /* the process one */
+    tu_gate_open(j->gate);
+    j->rc_all = concur_wait_all(both, 2, TU_SAFETY);
+    j->rc_thread = concur_future_collect(tf, TU_SAFETY, NULL, NULL);
+    const void *d = NULL;
+    size_t n = 0;
+    j->rc_proc = concur_future_collect(pf, TU_SAFETY, &d, &n);
+    if (j->rc_proc == 0 && n == sizeof(int))
+        memcpy(&j->proc_value, d, sizeof(int));
+    atomic_store(&j->ticks_seen, atomic_load(&j->ticks));
+    concur_future_release(tf);
+    concur_future_release(pf);
+    return 0;
+}
+
+Test(coro, awaits_thread_and_process_futures_while_others_run)
+{
+    await_job *j = TU_SHARED(await_job);
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 1};
+    j->procs = tu_pool_opts(&po); /* forked before the other threads start */
+    j->threads = tu_pool(1);
+    j->gate = tu_gate_new();
+    concur_pool *p = co_pool(1, 0);
+    concur_future *ticker = tu_submit(p, task_tick, TU_PTR_IN(j));
+    concur_future *awaiter = tu_submit(p, task_await, TU_PTR_IN(j));
+    wait_ok(awaiter);
+    wait_ok(ticker);
+    cr_assert_eq(concur_future_error(awaiter), 0);
+    cr_assert_eq(j->rc_timeout, CONCUR_ETIMEDOUT);
+    cr_assert_eq(j->rc_any, 0);
+    cr_assert_eq(j->any_index, 1, "the thread task still waits for its gate");
+    cr_assert_eq(j->rc_all, 0);
+    cr_assert_eq(j->rc_thread, 0);
+    cr_assert_eq(j->rc_proc, 0, "%s", concur_strerror(j->rc_proc));
+    cr_assert_eq(j->proc_value, 49);
+    /* The ticker kept running on the same loop thread while the other one waited. */
+    cr_assert_geq(atomic_load(&j->ticks_seen), 3, "ticks %d", atomic_load(&j->ticks_seen));
+    cr_assert_eq(concur_future_error(ticker), 0);
+    concur_future_release(ticker);
+    concur_future_release(awaiter);
+    concur_pool_destroy(p);
+    concur_pool_destroy(j->threads);
+    concur_pool_destroy(j->procs);
+    tu_gate_destroy(j->gate);
+}
+
+static int task_await_forever(concur_task *t, const void *in, size_t len)
+{
+    stop_job *j = tu_in_ptr(in, len);
+    concur_future *never = NULL;
+    if (concur_future_create(&never) != 0)
+        return CONCUR_ENOMEM;
+    atomic_store(&j->started, 1);
+    atomic_store(&j->rc, concur_future_wait(never, -1));
+    atomic_store(&j->stopped, concur_task_should_stop(t));
+    concur_future_release(never);
+    return 0;
+}
+
+Test(coro, cancel_interrupts_a_future_wait)
+{
+    concur_pool *p = co_pool(1, 0);
+    stop_job j = {0};
+    concur_future *f = tu_submit(p, task_await_forever, TU_PTR_IN(&j));
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&j.started), TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_not(concur_future_cancel(f));
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    cr_assert(atomic_load(&j.stopped));
+    cr_assert_eq(concur_future_error(f), CONCUR_ECANCELED);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}

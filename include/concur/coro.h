@@ -8,6 +8,10 @@
  * (read() on a blocking fd, a mutex, sleep()), holds its whole loop: see the stall counter,
  * concur_pool_counts.max_stall_ns.
  *
+ * Inside a coroutine the library's future waits (concur_future_wait, concur_future_collect,
+ * concur_wait_all / concur_wait_any / concur_collect_all, as_done) suspend the coroutine as
+ * well, and may also return CONCUR_ECANCELED or CONCUR_ETASKTIMEOUT (see Cancellation).
+ *
  * Outside a coroutine (any other thread, a thread-pool task) each call does the blocking
  * equivalent in the calling thread: sleep with nanosleep, yield with sched_yield, wait
  * for an fd with poll. There they are never cancelled.

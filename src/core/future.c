@@ -505,6 +505,8 @@ void concur_future_durations(const concur_future *f, double *pending, double *ru
 
 enum { WAIT_SPIN = 200 };
 
+_Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
+
 static int wait_until(concur_future *f, uint64_t deadline)
 {
     uint32_t v = atomic_load_explicit(&f->state, memory_order_acquire);
@@ -512,6 +514,11 @@ static int wait_until(concur_future *f, uint64_t deadline)
         return 0;
     if (deadline != UINT64_MAX && now_ns() >= deadline)
         return CONCUR_ETIMEDOUT;
+    if (concur__co_wait) { /* a loop thread of the coroutine engine */
+        int rc = concur__co_wait(f, deadline);
+        if (rc != CONCUR__WAIT_THREAD)
+            return rc;
+    }
     for (int i = 0; i < WAIT_SPIN; i++) {
         cpu_relax();
         if (st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))

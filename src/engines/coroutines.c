@@ -47,7 +47,8 @@
 
 enum { EV_BATCH = 64, POLL_EVERY = 16 };
 enum { TAG_FD = 0, TAG_WAIT = 1, TAG_TIMEOUT = 2, TAG_KINDS = 3 };
-enum { W_NONE, W_SLEEP, W_FD }; /* what a coroutine waits in (W_NONE: ready or running) */
+enum { W_NONE, W_SLEEP, W_FD, W_FUTURE }; /* what a coroutine waits in (W_NONE: ready or
+                                             running) */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define DEFAULT_STACK (256u * 1024)
@@ -62,6 +63,7 @@ enum { W_NONE, W_SLEEP, W_FD }; /* what a coroutine waits in (W_NONE: ready or r
 #define MAX_STACK ((size_t)1 << 30)
 
 typedef struct cloop cloop;
+typedef struct fwait fwait;
 
 typedef struct co {
     concur__fiber fib;
@@ -75,7 +77,8 @@ typedef struct co {
     int wake_rc;            /* what the suspension returns, set by who woke it */
     int fd;                 /* W_FD: the fd in the loop's epoll set */
     uint32_t revents;
-    int rc; /* the task function's return value */
+    fwait *wrec; /* W_FUTURE: its record */
+    int rc;      /* the task function's return value */
     void *stack;
     uint64_t *canary;
 } co;
@@ -104,6 +107,7 @@ struct cloop {
     uint64_t max_stall;
     _Atomic int blocked; /* in epoll with nothing to run */
     _Atomic int check;   /* a cancel or a stop arrived: scan the waiting coroutines */
+    fwait *_Atomic inbox; /* futures completed for waiting coroutines (any thread) */
     cloop *prev, *next;  /* in the engine's list */
 };
 
@@ -299,7 +303,7 @@ static void dispatch(cloop *L, const concur__event *ev)
         }
         break;
     case TAG_WAIT:
-        wake(L, c, c->wait == W_FD ? CONCUR_ETIMEDOUT : 0);
+        wake(L, c, c->wait == W_SLEEP ? 0 : CONCUR_ETIMEDOUT);
         break;
     case TAG_TIMEOUT:
         expire(L, c);
@@ -328,7 +332,8 @@ static void poll_events(cloop *L, bool block, bool want_tasks)
         atomic_store_explicit(&L->blocked, 1, memory_order_seq_cst);
         atomic_fetch_add_explicit(&L->e->nblocked, 1, memory_order_seq_cst);
         if ((want_tasks && concur__pool_pending(p) > 0) ||
-            atomic_load_explicit(&L->check, memory_order_seq_cst))
+            atomic_load_explicit(&L->check, memory_order_seq_cst) ||
+            atomic_load_explicit(&L->inbox, memory_order_seq_cst))
             block = false;
     }
     concur__event ev[EV_BATCH];
@@ -339,6 +344,92 @@ static void poll_events(cloop *L, bool block, bool want_tasks)
     }
     for (int i = 0; i < n; i++) /* n < 0: epoll failed on a valid set; nothing to do */
         dispatch(L, &ev[i]);
+}
+
+/* ---------------------------------------------------------------- awaiting futures */
+
+/*
+ * A coroutine waits for a future with a callback on it. The callback runs in whatever
+ * thread completes the future: it pushes the record on the loop's inbox (a lock-free
+ * stack), wakes the loop through its eventfd and sets `done`, after which it touches
+ * nothing. The loop drains the inbox (the record's `drained`) and wakes the coroutine if it
+ * still waits on that record. The record belongs to the coroutine, which frees it once the
+ * callback was removed (never ran) or is done and the loop drained it: so neither the loop
+ * (the coroutine, hence its loop, lives until then) nor the record is ever used after free.
+ */
+struct fwait {
+    co *c;
+    cloop *L;
+    fwait *next;
+    _Atomic int done;
+    bool drained; /* the loop's thread only */
+};
+
+static void fwait_fired(concur_future *f, void *arg)
+{
+    (void)f;
+    fwait *r = arg;
+    cloop *L = r->L;
+    fwait *head = atomic_load_explicit(&L->inbox, memory_order_relaxed);
+    do
+        r->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&L->inbox, &head, r, memory_order_seq_cst,
+                                                  memory_order_relaxed));
+    (void)concur__loop_wake(&L->loop); /* a full counter is a pending wake-up */
+    atomic_store_explicit(&r->done, 1, memory_order_release);
+}
+
+static void drain_inbox(cloop *L)
+{
+    fwait *r = atomic_exchange_explicit(&L->inbox, NULL, memory_order_acquire);
+    while (r) {
+        fwait *next = r->next;
+        r->drained = true;
+        if (r->c->wait == W_FUTURE && r->c->wrec == r)
+            wake(L, r->c, 0);
+        r = next;
+    }
+}
+
+/* Yields, whatever the coroutine's interruption, until the callback of @r is done with it
+ * and the loop has drained it. */
+static void fwait_settle(co *c, fwait *r)
+{
+    while (!atomic_load_explicit(&r->done, memory_order_acquire) || !r->drained) {
+        ready_push(c->L, c);
+        (void)suspend(c, W_NONE);
+    }
+}
+
+static int co_wait_future(concur_future *f, uint64_t deadline)
+{
+    co *c = tls_co;
+    if (!c)
+        return CONCUR__WAIT_THREAD;
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    fwait *r = calloc(1, sizeof(*r));
+    if (!r)
+        return CONCUR__WAIT_THREAD; /* no memory: block the thread instead */
+    r->c = c;
+    r->L = c->L;
+    c->wrec = r;
+    if (concur_future_add_callback(f, fwait_fired, r) != 0) {
+        free(r);
+        return CONCUR__WAIT_THREAD;
+    }
+    if (deadline != UINT64_MAX)
+        concur__timer_arm(&c->L->loop, &c->timer, deadline, tag_of(c, TAG_WAIT));
+    rc = suspend(c, W_FUTURE);
+    c->wrec = NULL;
+    if (rc == 0 || concur_future_remove_callback(f, fwait_fired, r) == 0)
+        fwait_settle(c, r); /* it fired: wait until nothing uses the record */
+    free(r);
+    if (rc == CONCUR_ETIMEDOUT &&
+        st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))
+        rc = 0; /* it completed as the deadline passed */
+    return rc;
 }
 
 /* Starts queued tasks, at most @room, and with several loop threads only this loop's share
@@ -385,6 +476,8 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
             break;
         if (!L->rhead || periodic)
             poll_events(L, !L->rhead, started < room);
+        if (atomic_load_explicit(&L->inbox, memory_order_relaxed))
+            drain_inbox(L);
         if (atomic_load_explicit(&L->check, memory_order_relaxed) &&
             atomic_exchange_explicit(&L->check, 0, memory_order_seq_cst))
             scan(L);
@@ -422,6 +515,7 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
     e->loops = L;
     mu_unlock(&e->mu);
     concur__worker_set_ctx(w, L);
+    concur__co_wait = co_wait_future; /* this thread's future waits suspend its coroutines */
     return concur__worker_init_hook(w, t, hook_failed);
 }
 
