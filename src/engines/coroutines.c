@@ -13,7 +13,7 @@
  *                     thread from the start never returns to the loop, so what is queued
  *                     behind it stays for another worker
  *     events          when nothing is ready, block in epoll until an fd, a timer or a
- *                     wake-up; otherwise poll every POLL_EVERY passes
+ *                     wake-up; otherwise poll once per POLL_NS (1 ms) of passes
  *
  * Wake-ups from other threads go through the loop's eventfd: a submit while a loop is
  * blocked (the class's `queued` hook: one load when no loop is blocked), a cancel of a
@@ -45,7 +45,10 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-enum { EV_BATCH = 64, POLL_EVERY = 16 };
+enum { EV_BATCH = 64 };
+/* While coroutines are ready, the loop looks at its fds and timers once this much time
+ * (on the coarse clock) has passed: a syscall costs far more than a switch. */
+#define POLL_NS 1000000u
 enum { TAG_FD = 0, TAG_WAIT = 1, TAG_TIMEOUT = 2, TAG_KINDS = 3 };
 enum { W_NONE, W_SLEEP, W_FD, W_FUTURE }; /* what a coroutine waits in (W_NONE: ready or
                                              running) */
@@ -103,7 +106,8 @@ struct cloop {
     co *rhead, *rtail;
     co *live;
     size_t nlive;
-    unsigned passes;
+    uint64_t stamp;     /* coarse clock after the last resume (or the pass's start) */
+    uint64_t last_poll; /* coarse clock at the last look at fds and timers */
     uint64_t max_stall;
     _Atomic int blocked; /* in epoll with nothing to run */
     _Atomic int check;   /* a cancel or a stop arrived: scan the waiting coroutines */
@@ -247,9 +251,9 @@ static void resume(cloop *L, co *c)
     tls_co = c;
     if (L->e->timeout_ns)
         concur__worker_running(L->w, c->t.f);
-    uint64_t t0 = coarse_ns();
     concur__fiber_resume(&L->sched, &c->fib);
-    uint64_t dt = coarse_ns() - t0;
+    uint64_t now = coarse_ns(), dt = now - L->stamp; /* the loop's own part is negligible */
+    L->stamp = now;
     if (L->e->timeout_ns)
         concur__worker_running(L->w, NULL);
     tls_co = NULL;
@@ -264,6 +268,7 @@ static void run_ready(cloop *L)
 {
     co *c = L->rhead;
     L->rhead = L->rtail = NULL;
+    L->stamp = coarse_ns();
     while (c) {
         co *next = c->rnext;
         resume(L, c);
@@ -471,11 +476,12 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
         /* After the pass, not before: a task that blocks its thread from the start never
          * comes back here, so what is queued behind it stays for another worker. */
         started += admit(L, room - started);
-        bool periodic = ++L->passes % POLL_EVERY == 0;
         if (!L->nlive)
             break;
-        if (!L->rhead || periodic)
+        if (!L->rhead || L->stamp - L->last_poll >= POLL_NS) {
+            L->last_poll = L->stamp;
             poll_events(L, !L->rhead, started < room);
+        }
         if (atomic_load_explicit(&L->inbox, memory_order_relaxed))
             drain_inbox(L);
         if (atomic_load_explicit(&L->check, memory_order_relaxed) &&
