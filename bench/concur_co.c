@@ -37,6 +37,15 @@ static concur_pool *co_pool(void)
     return p;
 }
 
+/* n empty inputs and room for n futures. */
+static void arrays(size_t n, concur_input **ins, concur_future ***f)
+{
+    *ins = calloc(n, sizeof(**ins));
+    *f = calloc(n, sizeof(**f));
+    if (!*ins || !*f)
+        die("calloc", CONCUR_ENOMEM);
+}
+
 static void wait_release(concur_future **f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -95,10 +104,9 @@ static int empty(concur_task *t, const void *in, size_t len)
 static void co_spawn(void)
 {
     concur_pool *p = co_pool();
-    concur_input *ins = calloc(BATCH, sizeof(*ins));
-    concur_future **f = calloc(BATCH, sizeof(*f));
-    if (!ins || !f)
-        die("calloc", CONCUR_ENOMEM);
+    concur_input *ins;
+    concur_future **f;
+    arrays(BATCH, &ins, &f);
     uint64_t t0 = 0;
     for (int k = -5; k < SPAWNS / BATCH; k++) { /* 5 warm-up batches */
         if (k == 0)
@@ -128,10 +136,9 @@ static int sleeper(concur_task *t, const void *in, size_t len)
 static void co_sleep(void)
 {
     concur_pool *p = co_pool();
-    concur_input *ins = calloc(SLEEPERS, sizeof(*ins));
-    concur_future **f = calloc(SLEEPERS, sizeof(*f));
-    if (!ins || !f)
-        die("calloc", CONCUR_ENOMEM);
+    concur_input *ins;
+    concur_future **f;
+    arrays(SLEEPERS, &ins, &f);
     uint64_t t0 = bench_now_ns();
     int rc = concur_pool_submit_batch(p, sleeper, ins, SLEEPERS, f);
     if (rc)

@@ -8,14 +8,7 @@
  * the loop to the other coroutine).
  */
 #include "bench_util.h"
-
-typedef void *fcontext_t;
-typedef struct {
-    fcontext_t fctx;
-    void *data;
-} transfer_t;
-transfer_t jump_fcontext(fcontext_t const to, void *vp);
-fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+#include "../src/sys/fcontext.h"
 
 enum { JUMPS = 10000000, STACK = 64 * 1024 };
 

@@ -58,14 +58,7 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 /* ---------------------------------------------------------------- the switch */
 
 #ifdef CONCUR_HAVE_FCONTEXT
-/* Boost.Context's fcontext, C linkage (boost/context/detail/fcontext.hpp). */
-typedef void *fcontext_t;
-typedef struct {
-    fcontext_t fctx;
-    void *data;
-} transfer_t;
-transfer_t jump_fcontext(fcontext_t const to, void *vp);
-fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+#include "sys/fcontext.h"
 
 bool concur__fiber_supported(void)
 {
@@ -190,6 +183,23 @@ struct concur__slab_chunk {
     struct concur__slab_chunk *next;
 };
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Faults in the top page of a stack about to be used for the first time (where the
+ * coroutine's record and first frames go) with one madvise: on some virtual machines a page
+ * fault taken by the first write costs twice as much. Older kernels refuse it (EINVAL):
+ * the page then faults in on first use, as usual. */
+static _Atomic int g_no_populate;
+
+static void populate_top(char *lo, size_t usable, size_t pg)
+{
+    if (!atomic_load_explicit(&g_no_populate, memory_order_relaxed) &&
+        madvise(lo + usable - pg, pg, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        atomic_store_explicit(&g_no_populate, 1, memory_order_relaxed);
+}
+
 /* The guard pages the whole process may still add (each costs two mappings). */
 static _Atomic long g_guards_left = -1;
 
@@ -281,7 +291,8 @@ static void push_free(concur__slab *s, void *lo, uint64_t *canary)
 }
 
 /*
- * Maps one more chunk and puts its slots on the free list. A guarded chunk is
+ * Maps one more chunk; its slots are then handed out in order (bump allocation), so a
+ * slot's pages are touched only when it is first used. A guarded chunk is
  * [guard][stack][guard][stack]...; when the budget cannot cover a whole chunk, the chunk is
  * [guard][stack][stack]... with one guard at its bottom (if any is left), and each stack
  * but the lowest is checked through the canary word at the top of the slot below it.
@@ -305,24 +316,33 @@ static bool add_chunk(concur__slab *s)
     char *first = (char *)c->base + s->pg;
     if (!guarded && take_guards(1) && mprotect(c->base, s->pg, PROT_NONE) != 0)
         atomic_store_explicit(&g_guards_left, 0, memory_order_relaxed);
-    /* Last slot first on the list, so slots are handed out from the chunk's bottom. */
-    for (size_t i = s->per_chunk; i-- > 0;) {
-        char *lo = first + i * stride;
-        if (guarded && mprotect(lo - s->pg, s->pg, PROT_NONE) != 0)
+    for (size_t i = 0; guarded && i < s->per_chunk; i++)
+        if (mprotect(first + i * stride - s->pg, s->pg, PROT_NONE) != 0)
             atomic_store_explicit(&g_guards_left, 0, memory_order_relaxed); /* went on */
-        push_free(s, lo, guarded || i == 0 ? NULL : (uint64_t *)lo - 1);
-    }
+    s->bump = first;
+    s->bump_first = first;
+    s->bump_left = s->per_chunk;
+    s->bump_stride = stride;
+    s->bump_guarded = guarded;
     return true;
 }
 
 void *concur__slab_get(concur__slab *s, uint64_t **canary)
 {
-    if (!s->free && !add_chunk(s))
-        return NULL;
-    void *lo = s->free;
-    slot_top *n = top_of(s, lo);
-    s->free = n->next;
-    *canary = n->canary;
+    char *lo = s->free;
+    if (lo) {
+        slot_top *n = top_of(s, lo);
+        s->free = n->next;
+        *canary = n->canary;
+    } else {
+        if (!s->bump_left && !add_chunk(s))
+            return NULL;
+        lo = s->bump;
+        s->bump += s->bump_stride;
+        s->bump_left--;
+        *canary = s->bump_guarded || lo == s->bump_first ? NULL : (uint64_t *)lo - 1;
+        populate_top(lo, s->usable, s->pg);
+    }
     if (*canary)
         **canary = CONCUR__CANARY; /* the top of the slot below: its page is in use anyway */
     return lo;

@@ -96,7 +96,11 @@ typedef struct concur__slab {
     size_t usable;   /* bytes per slot without a guard page (stack + reserved) */
     size_t pg;
     size_t per_chunk;
-    void *free;      /* free slots, linked through the word at each slot's top */
+    void *free;      /* slots given back, linked through the word at each slot's top */
+    char *bump;      /* the newest chunk's next slot never used */
+    char *bump_first; /* that chunk's lowest slot */
+    size_t bump_left, bump_stride;
+    bool bump_guarded;
     struct concur__slab_chunk *chunks;
 } concur__slab;
 
