@@ -94,8 +94,25 @@ pp_startup       concur       concur
 pp_startup       python_pool  peer_python_pp.py
 pp_startup       python_ppe   peer_python_pp.py
 pp_startup       floor        floor_pipe
+
+co_switch        concur       concur
+co_switch        asyncio      peer_python_co.py
+co_switch        gevent       peer_python_co.py
+co_switch        floor        floor_fcontext
+
+co_spawn         concur       concur
+co_spawn         asyncio      peer_python_co.py
+co_spawn         gevent       peer_python_co.py
+
+co_sleep         concur       concur
+co_sleep         asyncio      peer_python_co.py
+co_sleep         gevent       peer_python_co.py
+
+co_pingpong      concur       concur
+co_pingpong      asyncio      peer_python_co.py
+co_pingpong      gevent       peer_python_co.py
 '
-DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
@@ -194,7 +211,10 @@ resolve() {  # bench program system
     return
   fi
   if [[ $prog == *.py ]]; then
-    if command -v python3 >/dev/null; then CMD=(python3 "$HERE/$prog" "$bench" "$system")
+    # The co_* peers need gevent, from the system's Python (Debian's python3-gevent).
+    if [[ $prog == peer_python_co.py && -x /usr/bin/python3 ]]; then
+      CMD=(/usr/bin/python3 "$HERE/$prog" "$bench" "$system")
+    elif command -v python3 >/dev/null; then CMD=(python3 "$HERE/$prog" "$bench" "$system")
     else SKIP="python3 not found"; fi
     return
   fi

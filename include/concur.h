@@ -24,5 +24,6 @@
 #include "concur/runner.h"
 #include "concur/swarm.h"
 #include "concur/fork.h"
+#include "concur/coro.h"
 
 #endif

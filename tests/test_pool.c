@@ -20,6 +20,7 @@ TestSuite(pool, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
 Test(pool, default_max_workers_is_cpu_count)
 {
+    TU_SKIP_ON_COROUTINES("the coroutine engine defaults to one loop thread (test_coro)");
     cr_assert_geq(concur_cpu_count(), 1);
     concur_pool *p = NULL;
     if (TU_ENGINE == CONCUR_ENGINE_THREADS) { /* NULL options: the default engine */

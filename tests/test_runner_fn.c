@@ -31,14 +31,16 @@ static const char *const engine_names[] = {"threads", "processes"};
 
 /* Sleeps @secs in 10 ms slices and returns false as soon as the task should stop. A thread
  * cannot be killed: slices are how a thread whose task timed out sees it and ends, so that
- * the run (which waits for it) can end. On the process engine the worker is killed. */
+ * the run (which waits for it) can end. On the process engine the worker is killed. A
+ * coroutine's sleep suspends only it (elsewhere concur_co_sleep is nanosleep), and returns
+ * an error as soon as it is interrupted. */
 static bool nap_slices(concur_task *t, double secs)
 {
     double end = tu_now() + secs;
     for (double now = tu_now(); now < end; now = tu_now()) {
-        if (concur_task_should_stop(t))
+        if (concur_task_should_stop(t) ||
+            concur_co_sleep(end - now < 0.01 ? end - now : 0.01) != 0)
             return false;
-        tu_sleep(end - now < 0.01 ? end - now : 0.01);
     }
     return true;
 }
@@ -139,8 +141,8 @@ static int count_fds(void)
 
 /* ---- pyconcurrent's suite: commands, and functions on each engine -------------------- */
 
-enum mode { M_COMMANDS, M_THREADS, M_PROCESSES };
-static const char *const mode_names[] = {"commands", "threads", "processes"};
+enum mode { M_COMMANDS, M_THREADS, M_PROCESSES, M_COROUTINES };
+static const char *const mode_names[] = {"commands", "threads", "processes", "coroutines"};
 static const char *const sleep_prefix[] = {"/usr/bin/sleep", NULL};
 static const char *const dummy_prefix[] = {"dummy-arg", NULL};
 
@@ -156,7 +158,9 @@ static concur_runner *suite_run(enum mode m, const char *middle, double timeout,
     if (m != M_COMMANDS) {
         o.fn = test_func;
         o.prefix = dummy_prefix;
-        o.engine = m == M_THREADS ? CONCUR_ENGINE_THREADS : CONCUR_ENGINE_PROCESSES;
+        const concur_engine e[] = {0, CONCUR_ENGINE_THREADS, CONCUR_ENGINE_PROCESSES,
+                                   CONCUR_ENGINE_COROUTINES};
+        o.engine = e[m];
     }
     double t0 = tu_now();
     concur_runner *r = batch(cmds, 3, &o);
@@ -222,8 +226,9 @@ static void suite_timeout(enum mode m)
     cr_assert_null(x->answer);
     cr_assert_geq(x->time_run, 5.0 - TU_EPS, "%s: %f", name, x->time_run);
     cr_assert_lt(x->time_run, TU_SANITIZED ? 6.0 : 5.5, "%s: %f", name, x->time_run);
-    const int sig[] = {SIGTERM, 0, SIGKILL}; /* sleep dies of the term signal; a worker
-                                                process is killed; a thread returns */
+    /* sleep dies of the term signal; a worker process is killed; a thread returns; a
+     * coroutine is interrupted */
+    const int sig[] = {SIGTERM, 0, SIGKILL, 0};
     cr_assert_eq(x->signal, sig[m], "%s: signal %d", name, x->signal);
     cr_assert_eq(x->returncode, sig[m] ? -sig[m] : -1);
     cr_assert_geq(el, 5.0);
@@ -247,6 +252,14 @@ Test(runfn, pyconcurrent_func_threads)
 Test(runfn, pyconcurrent_func_timeout_threads)
 {
     suite_timeout(M_THREADS);
+}
+Test(runfn, pyconcurrent_func_coroutines)
+{
+    suite(M_COROUTINES);
+}
+Test(runfn, pyconcurrent_func_timeout_coroutines)
+{
+    suite_timeout(M_COROUTINES);
 }
 Test(runfn, pyconcurrent_func_processes)
 {

@@ -242,6 +242,11 @@ static void run_stress(size_t n, bool shutdown_midway)
             cancelled++;
             if (runs != 0)
                 bad_runs++, bad = true;
+        } else if (TU_CO && st == CONCUR_FAILED && concur_future_error(f) == CONCUR_ECANCELED) {
+            /* A coroutine cancelled while it ran fails at once (docs/coroutines.md). */
+            cancelled++;
+            if (runs != 1)
+                bad_runs++, bad = true;
         } else {
             other++, bad = true;
         }

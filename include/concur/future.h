@@ -196,7 +196,10 @@ CONCUR_API uint64_t concur_future_id(const concur_future *f);
 /**
  * Waits until the future is terminal. @p timeout: seconds; 0 does not block; negative waits
  * forever. Returns 0 when terminal (whatever the outcome), CONCUR_ETIMEDOUT on expiry. Does
- * not spin for long: after a short spin the thread sleeps in the kernel.
+ * not spin for long: after a short spin the thread sleeps in the kernel. Called from a
+ * coroutine (CONCUR_ENGINE_COROUTINES), it suspends only that coroutine, and returns
+ * CONCUR_ECANCELED or CONCUR_ETASKTIMEOUT when the coroutine is interrupted meanwhile
+ * (docs/coroutines.md); the same holds for every wait built on it (collect, the sets).
  */
 CONCUR_API int concur_future_wait(concur_future *f, double timeout);
 

@@ -66,10 +66,20 @@ typedef struct concur_pool concur_pool;
  *   stdio's and malloc-heavy code included).
  * - The server is a child of the calling process until concur_pool_destroy() reaps it; an
  *   application that reaps every child (waitpid(-1, ...)) may reap it instead, harmlessly.
+ *
+ * CONCUR_ENGINE_COROUTINES runs each task as a coroutine (docs/coroutines.md): an ordinary
+ * task function on a small stack of its own (coroutine_stack_size), on a loop thread that
+ * runs many at once. A coroutine that waits in a call of concur/coro.h (sleep, yield, an
+ * fd) is suspended and its loop runs the others. max_workers is the number of loop threads
+ * (default 1, not the CPU count). task_timeout and concur_future_cancel() of a running
+ * task interrupt its current or next suspension and fail its future at once. Per-worker
+ * limits are CONCUR_EINVAL; a build without Boost.Context's fcontext refuses the engine
+ * with CONCUR_ENOTSUP.
  */
 typedef enum concur_engine {
     CONCUR_ENGINE_THREADS = 0, /**< worker threads in this process */
     CONCUR_ENGINE_PROCESSES,   /**< worker processes forked from a fork server */
+    CONCUR_ENGINE_COROUTINES,  /**< coroutines on loop threads in this process */
 } concur_engine;
 
 /**
@@ -132,6 +142,12 @@ typedef struct concur_pool_opts {
      *  than the caller's own hard RLIMIT_CPU allows fails creation with -EPERM. Thread pools:
      *  any non-zero value is CONCUR_EINVAL. */
     double worker_cpu_limit;
+    /** Coroutine pools: bytes of stack per coroutine, rounded up to whole pages; 0: 64 KiB
+     *  (256 KiB in sanitizer builds of the library). Stacks are reserved, not committed:
+     *  only the pages a coroutine touches use memory. An overflow crashes the process
+     *  (guard page or canary, docs/coroutines.md). Above 1 GiB: CONCUR_EINVAL. Other
+     *  engines: any non-zero value is CONCUR_EINVAL. */
+    size_t coroutine_stack_size;
 } concur_pool_opts;
 
 /**
@@ -224,9 +240,13 @@ typedef struct concur_pool_counts {
     size_t busy;    /**< workers running a task */
     size_t free;    /**< workers - busy */
     size_t pending; /**< queued tasks not yet started */
+    /** Coroutine pools: the longest time one coroutine ran without suspending (holding its
+     *  loop), in ns, since the pool was created, to the resolution of the coarse clock
+     *  (CLOCK_MONOTONIC_COARSE, a few ms). 0 on other engines. Kept after shutdown. */
+    uint64_t max_stall_ns;
 } concur_pool_counts;
 
-/** Fills @p c. All zero after shutdown. */
+/** Fills @p c. All zero after shutdown (but max_stall_ns). */
 CONCUR_API void concur_pool_counts_get(const concur_pool *p, concur_pool_counts *c);
 
 /**

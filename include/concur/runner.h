@@ -45,8 +45,8 @@ extern "C" {
 
 /**
  * A function task (pyconcurrent's `fn(key, args)`). It runs in a worker of the run's pool: a
- * thread of this process (CONCUR_ENGINE_THREADS) or a worker process (CONCUR_ENGINE_PROCESSES),
- * never in the runner's thread, and several run at once, so it must be thread-safe.
+ * thread of this process (CONCUR_ENGINE_THREADS), a worker process (CONCUR_ENGINE_PROCESSES)
+ * or a coroutine (CONCUR_ENGINE_COROUTINES), never in the runner's thread, and several run at once, so it must be thread-safe.
  *
  * @p key is the task's key (may be NULL); @p argv holds @p argc arguments, NULL-terminated:
  * the task's own argv when it has one, else the runner's prefix followed by the task's arg
@@ -65,7 +65,9 @@ extern "C" {
  * A long function should poll concur_task_should_stop(t): it becomes true on the thread
  * engine when the task's timeout expires or the run is stopped (the record is delivered at
  * the deadline, but the thread stays busy, and its slot taken, until the function returns).
- * On the process engine the worker process is killed instead.
+ * On the process engine the worker process is killed instead. On the coroutine engine the
+ * function runs as a coroutine: it should wait with concur/coro.h, whose calls then return
+ * CONCUR_ECANCELED, and the record is delivered at the deadline as a timeout.
  *
  * On the process engine the function is called through its pointer in a fork of the
  * program: it must be code loaded when the run's pool was created (the program, or a library
@@ -221,10 +223,12 @@ typedef struct concur_runner_opts {
      *  leading arguments (the prefix then holds arguments only, no program). NULL: such
      *  tasks are commands. */
     concur_run_fn fn;
-    /** Where function tasks run: CONCUR_ENGINE_THREADS (default) or
-     *  CONCUR_ENGINE_PROCESSES. The runner creates a pool of that engine at the first
-     *  function task of a run, with max_workers workers (no limit: concur_cpu_count()), and
-     *  destroys it at the end of the run. Commands are not affected. */
+    /** Where function tasks run: CONCUR_ENGINE_THREADS (default),
+     *  CONCUR_ENGINE_PROCESSES or CONCUR_ENGINE_COROUTINES. The runner creates a pool of
+     *  that engine at the first function task of a run, with max_workers workers (no limit:
+     *  concur_cpu_count(); coroutines: one loop thread, max_workers still bounds how many
+     *  tasks run at once), and destroys it at the end of the run. Commands are not
+     *  affected. */
     concur_engine engine;
     /** A pool of the caller's for function tasks instead (borrowed; engine is then unused).
      *  At most its max_workers function tasks are handed to it at once; a timeout counts

@@ -2,10 +2,10 @@
  * concur/swarm.h - n copies of one task function, started at once, and their waiter.
  *
  * concur_swarm_start() runs n copies of a task function (the concur_fn of every engine) at
- * the same time on an engine of its own (threads or processes) and returns a swarm: the
- * handle that waits for the copies, lists their errors and stops them. Every copy gets the
- * same input bytes; concur_swarm_index() tells a copy which one it is. Copies usually share
- * work through memory: a counter that hands out items, an array of results.
+ * the same time on an engine of its own (threads, processes or coroutines) and returns a
+ * swarm: the handle that waits for the copies, lists their errors and stops them. Every
+ * copy gets the same input bytes; concur_swarm_index() tells a copy which one it is. Copies
+ * usually share work through memory: a counter that hands out items, an array of results.
  *
  * Shared memory. Thread copies share the caller's memory. Process copies run in worker
  * processes forked (through a fork server) when the swarm starts: they see the caller's
@@ -72,8 +72,12 @@ typedef struct concur_swarm_opts {
  * worker when this returns: n threads, or on a process engine n worker processes, forked
  * and set up (initializer run) before any copy is handed out. If not all of them can start
  * (a thread or a process cannot be created), nothing runs, nothing is left running and the
- * call fails with CONCUR_EAGAIN (CONCUR_EINITIALIZER when the pool's initializer failed). So the copies run at the same time; they may have ended
- * already. With @p n <= 0 nothing starts: the swarm is done at once, concur_swarm_wait()
+ * call fails with CONCUR_EAGAIN (CONCUR_EINITIALIZER when the pool's initializer failed).
+ * So the copies run at the same time; they may have ended already. On
+ * CONCUR_ENGINE_COROUTINES the copies are coroutines sharing one loop thread (or the pool
+ * options' max_workers, at most n), every loop thread up before this returns: they run at
+ * the same time as long as they wait with concur/coro.h, and stopping interrupts those
+ * waits. With @p n <= 0 nothing starts: the swarm is done at once, concur_swarm_wait()
  * returns 0 and there are no errors. @p opts may be NULL; it is copied.
  *
  * A process engine forks its fork server here, from the calling thread (see fork safety in

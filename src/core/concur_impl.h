@@ -171,6 +171,16 @@ static inline void future_init_engine(concur_future *f, struct concur__engine *e
     f->t_submit = t_submit;
 }
 
+/* Waiting inside a coroutine: the coroutine engine sets this on its loop threads (NULL on
+ * every other thread), and the waits of future.c call it before they block the thread. It
+ * returns CONCUR__WAIT_THREAD when the caller is not a coroutine (wait the thread's way);
+ * otherwise it has suspended the calling coroutine until @f is terminal (0) or the
+ * deadline passed (CONCUR_ETIMEDOUT), or the coroutine was interrupted (CONCUR_ECANCELED,
+ * CONCUR_ETASKTIMEOUT). The waker may be any thread: the engine goes through the loop's
+ * wake-up, never a futex. */
+#define CONCUR__WAIT_THREAD 1
+extern _Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
+
 /* Claims a future whose state is one of @from_mask (bit per state): true when this thread
  * now owns its completion. */
 bool concur__future_claim(concur_future *f, uint32_t from_mask);

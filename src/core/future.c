@@ -341,7 +341,9 @@ static void after_publish(concur_future *f, uint32_t old)
 void concur__future_finish(concur_future *f, concur_state final, uint64_t t_end)
 {
     set_end(f, t_end);
-    if (f->t_start == 0 && final == CONCUR_DONE)
+    /* Only for DONE: a running task may fail from another thread (a coroutine cancelled
+     * while it runs) while its worker still writes t_start. */
+    if (final == CONCUR_DONE && f->t_start == 0)
         f->t_start = t_end;
     /* The state bits are ST_COMPLETING and nobody else changes them now: xor swaps them for
      * the final state and keeps whatever flags other threads set meanwhile. */
@@ -510,6 +512,8 @@ void concur_future_durations(const concur_future *f, double *pending, double *ru
 
 enum { WAIT_SPIN = 200 };
 
+_Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
+
 static int wait_until(concur_future *f, uint64_t deadline)
 {
     uint32_t v = atomic_load_explicit(&f->state, memory_order_acquire);
@@ -517,6 +521,11 @@ static int wait_until(concur_future *f, uint64_t deadline)
         return 0;
     if (deadline != UINT64_MAX && now_ns() >= deadline)
         return CONCUR_ETIMEDOUT;
+    if (concur__co_wait) { /* a loop thread of the coroutine engine */
+        int rc = concur__co_wait(f, deadline);
+        if (rc != CONCUR__WAIT_THREAD)
+            return rc;
+    }
     for (int i = 0; i < WAIT_SPIN; i++) {
         cpu_relax();
         if (st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))

@@ -413,6 +413,8 @@ static bool handoff(concur_pool *p, concur_future *f)
 
 static void after_push(concur_pool *p, size_t n)
 {
+    if (p->cls->queued)
+        p->cls->queued(p);
     /* Below max_workers, the decision is made under the locks (spawn_for_work_locked): an
      * unlocked look at pending and idle could see a task taken by a worker still counted idle
      * and start nobody. At max_workers this costs one load. */
@@ -542,6 +544,8 @@ const concur__engine_class *concur__engine_class_of(concur_engine e)
         return &concur__threads_class;
     case CONCUR_ENGINE_PROCESSES:
         return &concur__processes_class;
+    case CONCUR_ENGINE_COROUTINES:
+        return &concur__coroutines_class;
     }
     return NULL;
 }
@@ -598,6 +602,33 @@ void concur__worker_ready(concur__worker *w)
         atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
         w->in_idle = true;
     }
+}
+
+int concur__worker_init_hook(concur__worker *w, concur_task *t, bool *hook_failed)
+{
+    const concur_pool_opts *o = &w->pool->o;
+    *hook_failed = false;
+    if (!o->initializer)
+        return 0;
+    int rc = o->initializer(t, o->init_arg);
+    *hook_failed = rc != 0;
+    return rc;
+}
+
+int concur__worker_final_hook(concur__worker *w, concur_task *t)
+{
+    const concur_pool_opts *o = &w->pool->o;
+    return o->finalizer(t, o->final_arg);
+}
+
+void concur__worker_running(concur__worker *w, concur_future *f)
+{
+    if (!w->pool->watchdog_on)
+        return;
+    mu_lock(&w->cur_mu);
+    w->cur = f;
+    w->cur_start = f ? f->t_start : 0;
+    mu_unlock(&w->cur_mu);
 }
 
 void concur__worker_set_ctx(concur__worker *w, void *ctx)
@@ -907,7 +938,9 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     snprintf(p->name, sizeof(p->name), "%s", o.name ? o.name : "pool");
     p->o.name = p->name;
     p->ncpu = concur_cpu_count();
-    p->max_workers = o.max_workers ? o.max_workers : p->ncpu;
+    p->max_workers = o.max_workers         ? o.max_workers
+                     : cls->default_workers ? cls->default_workers
+                                            : p->ncpu;
     p->idle_ns = o.idle_timeout > 0 ? (uint64_t)(o.idle_timeout * 1e9) : 0;
     if (p->idle_ns == 0 && o.idle_timeout > 0)
         p->idle_ns = 1;
@@ -1173,6 +1206,8 @@ void concur_pool_counts_get(const concur_pool *p_, concur_pool_counts *c)
     if (c->busy > c->workers)
         c->busy = c->workers;
     c->free = c->workers - c->busy;
+    if (p->cls->counts)
+        p->cls->counts(p, c);
 }
 
 int concur_pool_spawn_workers(concur_pool *p, size_t n)

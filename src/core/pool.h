@@ -6,7 +6,7 @@
  * join and shutdown, the exit handler and task_timeout bookkeeping for engines that do not
  * enforce it themselves. What differs between engines is how a worker runs what it pops:
  * in its own thread (engines/threads.c), in a worker process it owns
- * (engines/processes.c), and later on coroutines of a loop thread or on MPI ranks. That
+ * (engines/processes.c), on coroutines of a loop thread (engines/coroutines.c). That
  * difference is one concur__engine_class, a table of functions the core calls; the core
  * never asks which engine it runs.
  *
@@ -40,6 +40,8 @@ typedef struct concur__engine_class {
     bool shares_memory;
     /* Workers get a slot number, 0 .. max_workers-1, unique among the live workers. */
     bool slots;
+    /* max_workers when the options say 0; 0 here: the CPU count. */
+    int default_workers;
     /* Checks the engine's own options and sets up pool-wide state (*state; NULL is fine).
      * Called once from concur_pool_create; a negative code fails the creation. */
     int (*create)(concur_pool *p, const concur_pool_opts *o, void **state);
@@ -67,10 +69,18 @@ typedef struct concur__engine_class {
     bool (*kill_running)(concur_pool *p, concur_future *f);
     void (*cancel_running)(concur_pool *p, concur_future *f);
     uint64_t (*wait_poll_ns)(concur_pool *p);
+    /* Optional: called after every submit (one or a batch) has queued its tasks, in the
+     * submitting thread, so that an engine whose workers may wait outside the core's idle
+     * wait (a loop thread asleep in epoll while its coroutines are suspended) wakes them.
+     * Keep it to a load when nobody waits there: it is on every submit's path. */
+    void (*queued)(concur_pool *p);
+    /* Optional: adds the engine's own figures to concur_pool_counts_get (max_stall_ns). */
+    void (*counts)(concur_pool *p, concur_pool_counts *c);
 } concur__engine_class;
 
 extern const concur__engine_class concur__threads_class;
 extern const concur__engine_class concur__processes_class;
+extern const concur__engine_class concur__coroutines_class;
 
 /* The class of @e, or NULL for a value that names no engine. */
 const concur__engine_class *concur__engine_class_of(concur_engine e);
@@ -128,6 +138,14 @@ void concur__worker_ready(concur__worker *w);
 /* Runs @f in this thread: its start time, the watchdog's view, the call, the completion,
  * the release of the engine's reference. */
 void concur__worker_call(concur__worker *w, concur_task *t, concur_future *f);
+/* The pool's initializer / finalizer run in this thread, for engines whose tasks run in the
+ * worker's own process (usable as worker_start / worker_final). */
+int concur__worker_init_hook(concur__worker *w, concur_task *t, bool *hook_failed);
+int concur__worker_final_hook(concur__worker *w, concur_task *t);
+/* For engines that switch between several tasks in one worker thread (coroutines): @f is
+ * the task running now (NULL: none), which the core's task_timeout watchdog checks against
+ * its start (f->t_start). Does nothing (no lock) when the pool has no watchdog. */
+void concur__worker_running(concur__worker *w, concur_future *f);
 /* Sets w->ctx under cur_mu (so concur__pool_each_worker sees it whole). */
 void concur__worker_set_ctx(concur__worker *w, void *ctx);
 /* Calls @fn(w->ctx, arg) for each live worker with a ctx, under the pool's lock and the

@@ -68,6 +68,7 @@ int concur_collect_all(concur_future *const *fs, size_t n, double timeout, size_
 struct any_waiter {
     _Atomic uint32_t fired;
     _Atomic int active; /* registrations neither removed nor finished */
+    concur_future *sig; /* on a coroutine loop thread: completed at the first firing */
 };
 
 static void any_cb(concur_future *f, void *arg)
@@ -75,6 +76,8 @@ static void any_cb(concur_future *f, void *arg)
     (void)f;
     struct any_waiter *w = arg;
     atomic_store_explicit(&w->fired, 1, memory_order_release);
+    if (w->sig)
+        (void)concur_future_set_result(w->sig, NULL, 0); /* only the first one counts */
     concur__futex_wake(&w->fired, 1);
     /* Last touch of *w: after this the waiter may return and its stack frame go away. */
     atomic_fetch_sub_explicit(&w->active, 1, memory_order_release);
@@ -103,9 +106,12 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     if (timeout == 0)
         return CONCUR_ETIMEDOUT;
     uint64_t deadline = concur__deadline_ns(timeout);
-    struct any_waiter w;
+    struct any_waiter w = {.sig = NULL};
     atomic_init(&w.fired, 0);
     atomic_init(&w.active, 0);
+    /* In a coroutine, wait on a future of our own, which suspends it (future.c). */
+    if (concur__co_wait && concur_future_create(&w.sig) != 0)
+        w.sig = NULL; /* no memory: wait the thread's way */
     size_t registered = 0;
     rc = 0;
     for (; registered < n; registered++) {
@@ -122,8 +128,10 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
         }
     }
     while (!rc && !atomic_load_explicit(&w.fired, memory_order_acquire)) {
-        if (concur__futex_wait(&w.fired, 0, deadline) == -ETIMEDOUT &&
-            !atomic_load_explicit(&w.fired, memory_order_acquire))
+        if (w.sig)
+            rc = concur_future_wait(w.sig, left_of(deadline)); /* 0: fired is set */
+        else if (concur__futex_wait(&w.fired, 0, deadline) == -ETIMEDOUT &&
+                 !atomic_load_explicit(&w.fired, memory_order_acquire))
             rc = CONCUR_ETIMEDOUT;
     }
     for (size_t i = 0; i < registered; i++) {
@@ -134,6 +142,7 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     /* Callbacks that were already running finish in a few instructions. */
     while (atomic_load_explicit(&w.active, memory_order_acquire) > 0)
         cpu_relax();
+    concur_future_release(w.sig);
     if (rc == 0)
         first_done(fs, n, index); /* fired: a callback ran, so one of them is terminal */
     return rc;

@@ -13,7 +13,7 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     (void)p;
     *state = NULL;
     /* Per-worker limits need a process of their own: a thread cannot be limited alone. */
-    if (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0)
+    if (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0 || o->coroutine_stack_size != 0)
         return CONCUR_EINVAL;
     return 0;
 }
@@ -23,17 +23,6 @@ static void destroy(void *state)
     (void)state;
 }
 
-static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
-{
-    const concur_pool_opts *o = concur__pool_opts(w->pool);
-    *hook_failed = false;
-    if (!o->initializer)
-        return 0;
-    int rc = o->initializer(t, o->init_arg);
-    *hook_failed = rc != 0;
-    return rc;
-}
-
 static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
 {
     (void)room;
@@ -41,18 +30,12 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
     return 1;
 }
 
-static int worker_final(concur__worker *w, concur_task *t)
-{
-    const concur_pool_opts *o = concur__pool_opts(w->pool);
-    return o->finalizer(t, o->final_arg);
-}
-
 const concur__engine_class concur__threads_class = {
     .kind = "thread",
     .shares_memory = true,
     .create = create,
     .destroy = destroy,
-    .worker_start = worker_start,
+    .worker_start = concur__worker_init_hook,
     .worker_run = worker_run,
-    .worker_final = worker_final,
+    .worker_final = concur__worker_final_hook,
 };

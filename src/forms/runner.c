@@ -506,7 +506,8 @@ static int set_options(concur_runner *r, const concur_runner_opts *o)
 {
     if (o->max_workers < 0 || o->timeout != o->timeout || o->kill_grace < 0 || o->term_signal < 0 ||
         o->term_signal >= NSIG || o->start_delay < 0 ||
-        (o->engine != CONCUR_ENGINE_THREADS && o->engine != CONCUR_ENGINE_PROCESSES))
+        (o->engine != CONCUR_ENGINE_THREADS && o->engine != CONCUR_ENGINE_PROCESSES &&
+         o->engine != CONCUR_ENGINE_COROUTINES))
         return CONCUR_EINVAL;
     r->o = *o;
     if (!r->o.term_signal)

@@ -13,8 +13,8 @@
  *
  * At most fn_limit function tasks are in the pool at once (the pool has that many workers),
  * so a task handed over starts at once, and its timeout counts from there. A timeout
- * cancels the task with concur_future_cancel_kill: a worker process is killed and the
- * future fails at once; a thread is only flagged (concur_task_should_stop), so its record is
+ * cancels the task with concur_future_cancel_kill: a worker process is killed, a coroutine
+ * interrupted, and the future fails at once; a thread is only flagged (concur_task_should_stop), so its record is
  * delivered at the deadline and its future moves to the stale list, which still counts
  * against the limits until the thread returns. A run ends only when the stale list is empty
  * too.
@@ -203,8 +203,11 @@ static int fn_setup(concur_runner *r)
         r->note = n;
     }
     if (!r->fn_pool) {
+        /* Coroutines: one loop thread runs every function task (the runner's limit still
+         * bounds how many run at once). */
+        int workers = r->fn_limit > INT_MAX ? INT_MAX : (int)r->fn_limit;
         concur_pool_opts po = {.engine = r->o.engine,
-                               .max_workers = r->fn_limit > INT_MAX ? INT_MAX : (int)r->fn_limit,
+                               .max_workers = r->o.engine == CONCUR_ENGINE_COROUTINES ? 1 : workers,
                                .name = "run"};
         int rc = concur_pool_create(&r->fn_pool, &po);
         if (rc)
@@ -260,10 +263,14 @@ void concur__fn_start(concur_runner *r, struct job *j)
 void concur__fn_expire(concur_runner *r, struct job *j)
 {
     j->expired = j->timed_out = true;
+    bool running = concur_future_state(j->fut) == CONCUR_RUNNING;
     if (concur_future_cancel_kill(j->fut))
         return;
     if (concur_future_is_done(j->fut)) {
-        j->timed_out = false; /* it ended just in time: its own outcome stands */
+        /* A coroutine cancelled while it runs fails at once with CONCUR_ECANCELED: that is
+         * this timeout. Otherwise it ended just in time, and its own outcome stands. */
+        if (!running || concur_future_error(j->fut) != CONCUR_ECANCELED)
+            j->timed_out = false;
         return;
     }
     if (r->nstale == r->capstale) {

@@ -4,7 +4,8 @@
  *
  * This is a "form": it is written against the public pool and future API only
  * (concur_pool_create / spawn_workers / submit_batch / destroy, future callbacks and
- * cancel), never against one engine's insides. A swarm owns a pool of exactly n workers:
+ * cancel), never against one engine's insides. A swarm owns a pool of exactly n workers
+ * (coroutines: of its loop threads, one by default, each running many copies):
  * the workers are started before the copies are submitted (concur_pool_spawn_workers), so
  * each copy finds an idle worker and they all run at once.
  *
@@ -56,7 +57,8 @@ struct concur_swarm {
 
 static bool engine_ok(concur_engine e)
 {
-    return e == CONCUR_ENGINE_THREADS || e == CONCUR_ENGINE_PROCESSES;
+    return e == CONCUR_ENGINE_THREADS || e == CONCUR_ENGINE_PROCESSES ||
+           e == CONCUR_ENGINE_COROUTINES;
 }
 
 int concur_swarm_set_default_engine(concur_engine engine)
@@ -242,12 +244,15 @@ static concur_swarm *swarm_alloc(int n, concur_swarm_mode mode, concur_engine en
     return sw;
 }
 
-/* Creates the pool of n workers and starts every one of them. */
+/* Creates the pool of n workers and starts every one of them. On coroutines the copies
+ * share the loop threads: one, or the pool options' max_workers (at most n). */
 static int start_pool(concur_swarm *sw, int n, const concur_swarm_opts *opts)
 {
     concur_pool_opts po = {.engine = sw->engine};
     if (opts && opts->pool)
         po = *opts->pool;
+    if (po.engine == CONCUR_ENGINE_COROUTINES)
+        n = po.max_workers > 0 && po.max_workers < n ? po.max_workers : 1;
     po.max_workers = n;
     po.queue_limit = 0;
     po.idle_timeout = 0;

@@ -63,9 +63,15 @@
 #ifndef TU_PROC
 #define TU_PROC 0 /**< 1 in the _proc builds of the pool suites */
 #endif
+#ifndef TU_CO
+#define TU_CO 0 /**< 1 in the _co builds of the pool suites (the coroutine engine) */
+#endif
 #if TU_PROC
 #define TU_ENGINE CONCUR_ENGINE_PROCESSES
 #define TU_WORKER_KIND "process" /**< as in worker names: concur-<pool>-process-worker-<n> */
+#elif TU_CO
+#define TU_ENGINE CONCUR_ENGINE_COROUTINES
+#define TU_WORKER_KIND "coroutine"
 #else
 #define TU_ENGINE CONCUR_ENGINE_THREADS
 #define TU_WORKER_KIND "thread"
@@ -81,12 +87,19 @@
             cr_skip_test(__VA_ARGS__);                                                             \
     } while (0)
 
+/** Skips the test in the coroutine-engine build, with a reason (printf format). */
+#define TU_SKIP_ON_COROUTINES(...)                                                                 \
+    do {                                                                                           \
+        if (TU_CO)                                                                                 \
+            cr_skip_test(__VA_ARGS__);                                                             \
+    } while (0)
+
 /**
  * A Test() option for tests that use no pool (standalone futures, helpers): they are the
- * same on every engine and run in the thread-engine build only; the _proc build lists them
- * as disabled without starting a process for them. Test(suite, name, TU_NO_ENGINE).
+ * same on every engine and run in the thread-engine build only; the _proc and _co builds
+ * list them as disabled without starting a process for them. Test(suite, name, TU_NO_ENGINE).
  */
-#define TU_NO_ENGINE .disabled = TU_PROC
+#define TU_NO_ENGINE .disabled = (TU_PROC || TU_CO)
 
 /* ---- memory shared with worker processes ----------------------------------------------- */
 

@@ -1,0 +1,214 @@
+/* concur_co - the coroutine engine's benches (bench/run.sh co_*).
+ *
+ *   concur_co BENCH     BENCH: co_switch | co_spawn | co_sleep | co_pingpong
+ *
+ *   co_switch    two coroutines on one loop yield to each other 2,000,000 times each:
+ *                ns per switch (one yield hands the loop to the other coroutine).
+ *   co_spawn     1,000,000 empty coroutines: submit (batches of 10,000), run, complete,
+ *                wait, release: ns per task.
+ *   co_sleep     100,000 coroutines each sleeping 1 s, all at once: wall seconds from the
+ *                first submit to the last completion, and the process's peak RSS (KiB).
+ *   co_pingpong  two coroutines on one loop bounce one byte over a non-blocking socketpair
+ *                (concur_co_read / concur_co_write), 20,000 round trips: us per round trip.
+ *
+ * Every pool has one loop thread (the engine's default). Prints "RESULT BENCH concur ...".
+ */
+#define _GNU_SOURCE
+#include <concur.h>
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "bench_util.h"
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "%s: %s\n", what, concur_strerror(rc));
+    exit(1);
+}
+
+static concur_pool *co_pool(void)
+{
+    concur_pool *p;
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES};
+    int rc = concur_pool_create(&p, &o);
+    if (rc)
+        die("concur_pool_create", rc);
+    return p;
+}
+
+/* n empty inputs and room for n futures. */
+static void arrays(size_t n, concur_input **ins, concur_future ***f)
+{
+    *ins = calloc(n, sizeof(**ins));
+    *f = calloc(n, sizeof(**f));
+    if (!*ins || !*f)
+        die("calloc", CONCUR_ENOMEM);
+}
+
+static void wait_release(concur_future **f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = concur_future_collect(f[i], CONCUR_FOREVER, NULL, NULL);
+        if (rc)
+            die("a coroutine", rc);
+        concur_future_release(f[i]);
+    }
+}
+
+/* ---- co_switch ---- */
+
+enum { SWITCHES = 2000000 };
+static uint64_t g_t0, g_t1;
+
+static int yielder(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    if (!g_t0)
+        g_t0 = bench_now_ns();
+    for (int i = 0; i < SWITCHES; i++)
+        if (concur_co_yield() != 0)
+            return CONCUR_ETASK;
+    g_t1 = bench_now_ns();
+    return 0;
+}
+
+static void co_switch(void)
+{
+    concur_pool *p = co_pool();
+    concur_future *f[2];
+    concur_input ins[2] = {{NULL, 0}, {NULL, 0}};
+    /* A warm-up pair, then the measured one. */
+    for (int round = 0; round < 2; round++) {
+        g_t0 = 0;
+        int rc = concur_pool_submit_batch(p, yielder, ins, 2, f);
+        if (rc)
+            die("submit", rc);
+        wait_release(f, 2);
+    }
+    bench_result("co_switch", "concur", "ns_per_switch", (double)(g_t1 - g_t0) / (2.0 * SWITCHES),
+                 "ns");
+    concur_pool_destroy(p);
+}
+
+/* ---- co_spawn ---- */
+
+enum { SPAWNS = 1000000, BATCH = 10000 };
+
+static int empty(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    return 0;
+}
+
+static void co_spawn(void)
+{
+    concur_pool *p = co_pool();
+    concur_input *ins;
+    concur_future **f;
+    arrays(BATCH, &ins, &f);
+    uint64_t t0 = 0;
+    for (int k = -5; k < SPAWNS / BATCH; k++) { /* 5 warm-up batches */
+        if (k == 0)
+            t0 = bench_now_ns();
+        int rc = concur_pool_submit_batch(p, empty, ins, BATCH, f);
+        if (rc)
+            die("submit", rc);
+        wait_release(f, BATCH);
+    }
+    bench_result("co_spawn", "concur", "ns_per_task", (double)(bench_now_ns() - t0) / SPAWNS,
+                 "ns");
+    free(ins);
+    free(f);
+    concur_pool_destroy(p);
+}
+
+/* ---- co_sleep ---- */
+
+enum { SLEEPERS = 100000 };
+
+static int sleeper(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    return concur_co_sleep(1.0);
+}
+
+static void co_sleep(void)
+{
+    concur_pool *p = co_pool();
+    concur_input *ins;
+    concur_future **f;
+    arrays(SLEEPERS, &ins, &f);
+    uint64_t t0 = bench_now_ns();
+    int rc = concur_pool_submit_batch(p, sleeper, ins, SLEEPERS, f);
+    if (rc)
+        die("submit", rc);
+    wait_release(f, SLEEPERS);
+    double wall = (double)(bench_now_ns() - t0) / 1e9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    bench_result("co_sleep", "concur", "wall_s", wall, "s");
+    bench_result("co_sleep", "concur", "peak_rss_kib", (double)ru.ru_maxrss, "kib");
+    free(ins);
+    free(f);
+    concur_pool_destroy(p);
+}
+
+/* ---- co_pingpong ---- */
+
+enum { ROUNDS = 20000 };
+static int g_sv[2];
+
+static int ping(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    int side = *(const int *)in;
+    char b = 'x';
+    for (int i = 0; i < ROUNDS; i++) {
+        if (side == 0 && concur_co_write(g_sv[0], &b, 1, -1) != 1)
+            return CONCUR_ETASK;
+        if (concur_co_read(g_sv[side], &b, 1, -1) != 1)
+            return CONCUR_ETASK;
+        if (side == 1 && concur_co_write(g_sv[1], &b, 1, -1) != 1)
+            return CONCUR_ETASK;
+    }
+    return 0;
+}
+
+static void co_pingpong(void)
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, g_sv) != 0)
+        die("socketpair", CONCUR_EIO);
+    concur_pool *p = co_pool();
+    int sides[2] = {0, 1};
+    concur_input ins[2] = {{&sides[0], sizeof(int)}, {&sides[1], sizeof(int)}};
+    concur_future *f[2];
+    uint64_t t0 = bench_now_ns();
+    int rc = concur_pool_submit_batch(p, ping, ins, 2, f);
+    if (rc)
+        die("submit", rc);
+    wait_release(f, 2);
+    bench_result("co_pingpong", "concur", "us_per_rt",
+                 (double)(bench_now_ns() - t0) / 1e3 / ROUNDS, "us");
+    concur_pool_destroy(p);
+    close(g_sv[0]);
+    close(g_sv[1]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *b = argc > 1 ? argv[1] : "";
+    if (!strcmp(b, "co_switch"))
+        co_switch();
+    else if (!strcmp(b, "co_spawn"))
+        co_spawn();
+    else if (!strcmp(b, "co_sleep"))
+        co_sleep();
+    else if (!strcmp(b, "co_pingpong"))
+        co_pingpong();
+    else {
+        bench_usage(argv[0], "co_switch co_spawn co_sleep co_pingpong");
+        return 2;
+    }
+    return 0;
+}

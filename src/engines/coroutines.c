@@ -1,0 +1,803 @@
+/*
+ * engines/coroutines.c - the coroutine engine: tasks as coroutines on loop threads.
+ *
+ * Each worker of the pool core is a loop thread (docs/coroutines.md). It owns a loop of the
+ * OS layer (sys/loop.c: epoll, timers, the wake-up eventfd), a fiber scheduler and a slab
+ * of stacks (sys/fiber.c). worker_run starts the task it was handed as a coroutine and
+ * runs the loop while any coroutine it started lives:
+ *
+ *     a pass          resume every ready coroutine once, in order; each runs until it
+ *                     suspends (concur/coro.h) or returns (its future completes here)
+ *     more tasks      after each pass, pop queued tasks with concur__worker_pop and
+ *                     start them (they run in the next pass): a task that blocks its
+ *                     thread from the start never returns to the loop, so what is queued
+ *                     behind it stays for another worker
+ *     events          when nothing is ready, block in epoll until an fd, a timer or a
+ *                     wake-up; otherwise poll once per POLL_NS (1 ms) of passes
+ *
+ * Wake-ups from other threads go through the loop's eventfd: a submit while a loop is
+ * blocked (the class's `queued` hook: one load when no loop is blocked), a cancel of a
+ * running coroutine and a shutdown with CONCUR_SHUTDOWN_CANCEL (both also set the loop's
+ * `check` flag: the loop then scans its waiting coroutines for one to interrupt). The
+ * blocking side announces itself (blocked, nblocked) and then looks for queued work; the
+ * submitting side queues and then reads nblocked (all sequentially consistent), so one of
+ * the two sees the other.
+ *
+ * A coroutine lives on its own stack; its record (struct co) sits at the top of that stack,
+ * so starting one takes no allocation once the slab has free stacks. Timers and fds in the
+ * loop carry a tag: the coroutine's address with the kind in the low bits.
+ *
+ * task_timeout, two ways: a loop timer per coroutine fails its future with
+ * CONCUR_ETASKTIMEOUT when it fires and interrupts the suspension in progress; and since a
+ * coroutine that holds its loop (computes, or blocks the thread) keeps the loop from
+ * looking at its timers, the core's watchdog (own_timeouts false) watches the coroutine
+ * running at each moment (concur__worker_running, set around each resume) and fails its
+ * future on time. Whichever claims the future first fails it; the other does nothing.
+ */
+#include "core/pool.h"
+#include "sys/fiber.h"
+#include "sys/os.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+enum { EV_BATCH = 64 };
+/* While coroutines are ready, the loop looks at its fds and timers once this much time
+ * (on the coarse clock) has passed: a syscall costs far more than a switch. */
+#define POLL_NS 1000000u
+enum { TAG_FD = 0, TAG_WAIT = 1, TAG_TIMEOUT = 2, TAG_KINDS = 3 };
+enum { W_NONE, W_SLEEP, W_FD, W_FUTURE }; /* what a coroutine waits in (W_NONE: ready or
+                                             running) */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DEFAULT_STACK (256u * 1024)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DEFAULT_STACK (256u * 1024)
+#endif
+#endif
+#ifndef DEFAULT_STACK
+#define DEFAULT_STACK (64u * 1024)
+#endif
+#define MAX_STACK ((size_t)1 << 30)
+
+typedef struct cloop cloop;
+typedef struct fwait fwait;
+
+typedef struct co {
+    concur__fiber fib;
+    concur_task t;
+    cloop *L;
+    struct co *rnext;       /* ready queue */
+    struct co *prev, *next; /* the loop's live coroutines */
+    concur__timer timer;    /* a sleep, or a wait's timeout */
+    concur__timer ttimer;   /* task_timeout */
+    int wait;               /* W_* */
+    int wake_rc;            /* what the suspension returns, set by who woke it */
+    int fd;                 /* W_FD: the fd in the loop's epoll set */
+    uint32_t revents;
+    fwait *wrec; /* W_FUTURE: its record */
+    int rc;      /* the task function's return value */
+    void *stack;
+    uint64_t *canary;
+} co;
+
+struct engine {
+    pthread_mutex_t mu;
+    cloop *loops; /* the live loops, under mu */
+    _Atomic int nblocked;
+    _Atomic uint64_t max_stall_ns;
+    size_t stack_size;
+    uint64_t timeout_ns; /* 0: none */
+    double task_timeout;
+};
+
+struct cloop {
+    concur__loop loop;
+    concur__fiber_sched sched;
+    concur__slab slab;
+    concur__worker *w;
+    struct engine *e;
+    concur_task tmpl; /* what every coroutine's context starts from */
+    co *rhead, *rtail;
+    co *live;
+    size_t nlive;
+    uint64_t stamp;     /* coarse clock after the last resume (or the pass's start) */
+    uint64_t last_poll; /* coarse clock at the last look at fds and timers */
+    uint64_t max_stall;
+    _Atomic int blocked; /* in epoll with nothing to run */
+    _Atomic int check;   /* a cancel or a stop arrived: scan the waiting coroutines */
+    fwait *_Atomic inbox; /* futures completed for waiting coroutines (any thread) */
+    cloop *prev, *next;  /* in the engine's list */
+};
+
+static _Thread_local co *tls_co; /* the running coroutine of this thread */
+
+static uint64_t tag_of(const co *c, unsigned kind)
+{
+    return (uint64_t)(uintptr_t)c | kind;
+}
+
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* cannot fail for this clock */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- interruption */
+
+/* What a suspension of @c returns now without waiting: 0 (it may wait), CONCUR_ECANCELED
+ * (cancelled while running, or the pool stops) or CONCUR_ETASKTIMEOUT. */
+static int interrupted(const co *c)
+{
+    if (c->t.pool_stop && atomic_load_explicit(c->t.pool_stop, memory_order_relaxed))
+        return CONCUR_ECANCELED;
+    uint32_t v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
+    if ((v & ST_MASK) == CONCUR_RUNNING && !(v & F_CANCEL_REQ))
+        return 0;
+    if (!(v & F_CANCEL_REQ) && (v & ST_MASK) == CONCUR_FAILED &&
+        c->t.f->err == CONCUR_ETASKTIMEOUT)
+        return CONCUR_ETASKTIMEOUT;
+    return CONCUR_ECANCELED;
+}
+
+/* ---------------------------------------------------------------- the ready queue */
+
+static void ready_push(cloop *L, co *c)
+{
+    c->rnext = NULL;
+    if (L->rtail)
+        L->rtail->rnext = c;
+    else
+        L->rhead = c;
+    L->rtail = c;
+}
+
+/* Ends the wait of @c (if it waits) with @rc and makes it ready. */
+static void wake(cloop *L, co *c, int rc)
+{
+    if (c->wait == W_NONE)
+        return;
+    concur__timer_cancel(&L->loop, &c->timer);
+    if (c->wait == W_FD) {
+        (void)concur__loop_del(&L->loop, c->fd); /* it is in the set: cannot fail */
+        c->fd = -1;
+    }
+    c->wait = W_NONE;
+    c->wake_rc = rc;
+    ready_push(L, c);
+}
+
+/* ---------------------------------------------------------------- a coroutine's life */
+
+static void co_main(void *arg)
+{
+    co *c = arg;
+    concur_future *f = c->t.f;
+    c->rc = f->fn(&c->t, buf_data(&f->in), f->in.len);
+}
+
+/* Starts the RUNNING future @f as a coroutine (takes over the engine's reference). */
+static void spawn(cloop *L, concur_future *f)
+{
+    uint64_t *canary;
+    void *lo = concur__slab_get(&L->slab, &canary);
+    if (!lo) {
+        concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ENOMEM,
+                            "no memory for a coroutine stack");
+        concur_future_release(f);
+        return;
+    }
+    uintptr_t top = ((uintptr_t)lo + L->slab.stack - sizeof(co)) & ~(uintptr_t)63;
+    co *c = (co *)top;
+    memset(c, 0, sizeof(*c));
+    c->L = L;
+    c->t = L->tmpl;
+    c->t.f = f;
+    c->fd = -1;
+    c->stack = lo;
+    c->canary = canary;
+    f->t_start = now_ns();
+    if (L->e->timeout_ns)
+        concur__timer_arm(&L->loop, &c->ttimer, f->t_start + L->e->timeout_ns,
+                          tag_of(c, TAG_TIMEOUT));
+    concur__fiber_make(&c->fib, lo, top - (uintptr_t)lo, canary, co_main, c);
+    c->next = L->live;
+    if (L->live)
+        L->live->prev = c;
+    L->live = c;
+    L->nlive++;
+    ready_push(L, c);
+}
+
+/* The coroutine @c returned: complete its future, give its stack back. */
+static void finish(cloop *L, co *c)
+{
+    uint64_t end = now_ns();
+    concur__timer_cancel(&L->loop, &c->ttimer);
+    concur__timer_cancel(&L->loop, &c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        L->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (--L->nlive == 0)
+        concur__worker_ready(L->w);
+    concur_future *f = c->t.f;
+    concur__task_complete(&c->t, c->rc, end); /* false: it failed already; result dropped */
+    concur_future_release(f);                 /* the engine's reference */
+    concur__fiber_release(&c->fib);
+    concur__slab_put(&L->slab, c->stack, c->canary);
+}
+
+static void note_stall(cloop *L, uint64_t dt)
+{
+    L->max_stall = dt;
+    uint64_t m = atomic_load_explicit(&L->e->max_stall_ns, memory_order_relaxed);
+    while (m < dt && !atomic_compare_exchange_weak_explicit(&L->e->max_stall_ns, &m, dt,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed))
+        ;
+}
+
+static void resume(cloop *L, co *c)
+{
+    tls_co = c;
+    if (L->e->timeout_ns)
+        concur__worker_running(L->w, c->t.f);
+    concur__fiber_resume(&L->sched, &c->fib);
+    uint64_t now = coarse_ns(), dt = now - L->stamp; /* the loop's own part is negligible */
+    L->stamp = now;
+    if (L->e->timeout_ns)
+        concur__worker_running(L->w, NULL);
+    tls_co = NULL;
+    if (dt > L->max_stall)
+        note_stall(L, dt);
+    if (c->fib.finished)
+        finish(L, c);
+}
+
+/* One pass: every coroutine ready now runs once (those it makes ready run next pass). */
+static void run_ready(cloop *L)
+{
+    co *c = L->rhead;
+    L->rhead = L->rtail = NULL;
+    L->stamp = coarse_ns();
+    while (c) {
+        co *next = c->rnext;
+        resume(L, c);
+        c = next;
+    }
+}
+
+/* From inside @c: back to the loop until woken; what the wait returns. */
+static int suspend(co *c, int wait)
+{
+    c->wait = wait;
+    c->wake_rc = 0;
+    concur__fiber_suspend(&c->L->sched);
+    return c->wake_rc ? c->wake_rc : interrupted(c);
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void expire(cloop *L, co *c)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the task ran past its timeout of %g s", L->e->task_timeout);
+    concur__future_fail(c->t.f, STATE_BIT(CONCUR_RUNNING), CONCUR_ETASKTIMEOUT, msg);
+    wake(L, c, CONCUR_ETASKTIMEOUT);
+}
+
+static void dispatch(cloop *L, const concur__event *ev)
+{
+    if (ev->tag == CONCUR__LOOP_WAKE)
+        return; /* drained; what it announced is in `check` or the queue */
+    co *c = (co *)(uintptr_t)(ev->tag & ~(uint64_t)TAG_KINDS);
+    switch ((unsigned)(ev->tag & TAG_KINDS)) {
+    case TAG_FD:
+        if (c->wait == W_FD) {
+            c->revents = ev->events;
+            wake(L, c, 0);
+        }
+        break;
+    case TAG_WAIT:
+        wake(L, c, c->wait == W_SLEEP ? 0 : CONCUR_ETIMEDOUT);
+        break;
+    case TAG_TIMEOUT:
+        expire(L, c);
+        break;
+    }
+}
+
+/* A cancel or a stop arrived: interrupt the waiting coroutines it concerns. */
+static void scan(cloop *L)
+{
+    for (co *c = L->live; c; c = c->next) {
+        if (c->wait == W_NONE)
+            continue; /* ready: it sees it when it next suspends */
+        int rc = interrupted(c);
+        if (rc)
+            wake(L, c, rc);
+    }
+}
+
+/* Looks at the loop's fds and timers; with @block, waits for one (or a wake-up) unless
+ * tasks are queued (@want_tasks) or a check is due. */
+static void poll_events(cloop *L, bool block, bool want_tasks)
+{
+    concur_pool *p = L->w->pool;
+    if (block) {
+        atomic_store_explicit(&L->blocked, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&L->e->nblocked, 1, memory_order_seq_cst);
+        if ((want_tasks && concur__pool_pending(p) > 0) ||
+            atomic_load_explicit(&L->check, memory_order_seq_cst) ||
+            atomic_load_explicit(&L->inbox, memory_order_seq_cst))
+            block = false;
+    }
+    concur__event ev[EV_BATCH];
+    int n = concur__loop_wait(&L->loop, ev, EV_BATCH, !block);
+    if (atomic_load_explicit(&L->blocked, memory_order_relaxed)) {
+        atomic_store_explicit(&L->blocked, 0, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&L->e->nblocked, 1, memory_order_seq_cst);
+    }
+    for (int i = 0; i < n; i++) /* n < 0: epoll failed on a valid set; nothing to do */
+        dispatch(L, &ev[i]);
+}
+
+/* ---------------------------------------------------------------- awaiting futures */
+
+/*
+ * A coroutine waits for a future with a callback on it. The callback runs in whatever
+ * thread completes the future: it pushes the record on the loop's inbox (a lock-free
+ * stack), wakes the loop through its eventfd and sets `done`, after which it touches
+ * nothing. The loop drains the inbox (the record's `drained`) and wakes the coroutine if it
+ * still waits on that record. The record belongs to the coroutine, which frees it once the
+ * callback was removed (never ran) or is done and the loop drained it: so neither the loop
+ * (the coroutine, hence its loop, lives until then) nor the record is ever used after free.
+ */
+struct fwait {
+    co *c;
+    cloop *L;
+    fwait *next;
+    _Atomic int done;
+    bool drained; /* the loop's thread only */
+};
+
+static void fwait_fired(concur_future *f, void *arg)
+{
+    (void)f;
+    fwait *r = arg;
+    cloop *L = r->L;
+    fwait *head = atomic_load_explicit(&L->inbox, memory_order_relaxed);
+    do
+        r->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&L->inbox, &head, r, memory_order_seq_cst,
+                                                  memory_order_relaxed));
+    (void)concur__loop_wake(&L->loop); /* a full counter is a pending wake-up */
+    atomic_store_explicit(&r->done, 1, memory_order_release);
+}
+
+static void drain_inbox(cloop *L)
+{
+    fwait *r = atomic_exchange_explicit(&L->inbox, NULL, memory_order_acquire);
+    while (r) {
+        fwait *next = r->next;
+        r->drained = true;
+        if (r->c->wait == W_FUTURE && r->c->wrec == r)
+            wake(L, r->c, 0);
+        r = next;
+    }
+}
+
+/* Yields, whatever the coroutine's interruption, until the callback of @r is done with it
+ * and the loop has drained it. */
+static void fwait_settle(co *c, fwait *r)
+{
+    while (!atomic_load_explicit(&r->done, memory_order_acquire) || !r->drained) {
+        ready_push(c->L, c);
+        (void)suspend(c, W_NONE);
+    }
+}
+
+static int co_wait_future(concur_future *f, uint64_t deadline)
+{
+    co *c = tls_co;
+    if (!c)
+        return CONCUR__WAIT_THREAD;
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    fwait *r = calloc(1, sizeof(*r));
+    if (!r)
+        return CONCUR__WAIT_THREAD; /* no memory: block the thread instead */
+    r->c = c;
+    r->L = c->L;
+    c->wrec = r;
+    if (concur_future_add_callback(f, fwait_fired, r) != 0) {
+        free(r);
+        return CONCUR__WAIT_THREAD;
+    }
+    if (deadline != UINT64_MAX)
+        concur__timer_arm(&c->L->loop, &c->timer, deadline, tag_of(c, TAG_WAIT));
+    rc = suspend(c, W_FUTURE);
+    c->wrec = NULL;
+    if (rc == 0 || concur_future_remove_callback(f, fwait_fired, r) == 0)
+        fwait_settle(c, r); /* it fired: wait until nothing uses the record */
+    free(r);
+    if (rc == CONCUR_ETIMEDOUT &&
+        st_terminal(atomic_load_explicit(&f->state, memory_order_acquire)))
+        rc = 0; /* it completed as the deadline passed */
+    return rc;
+}
+
+/* Starts queued tasks, at most @room, and with several loop threads only this loop's share
+ * of what is queued (the others may be free to take the rest). Returns how many it took. */
+static unsigned admit(cloop *L, unsigned room)
+{
+    concur_pool *p = L->w->pool;
+    uint64_t pending = concur__pool_pending(p);
+    uint64_t loops = (uint64_t)concur__pool_max_workers(p);
+    uint64_t share = (pending + loops - 1) / loops;
+    if (share < room)
+        room = (unsigned)share;
+    unsigned got = 0;
+    while (got < room && concur__pool_pending(p) > 0) {
+        bool popped;
+        concur_future *f = concur__worker_pop(L->w, &popped);
+        if (f) {
+            spawn(L, f);
+            got++;
+        } else if (!popped) {
+            break;
+        }
+    }
+    return got;
+}
+
+/* ---------------------------------------------------------------- the class */
+
+static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
+{
+    cloop *L = w->ctx;
+    L->tmpl = (concur_task){.worker_name = t->worker_name,
+                            .user = t->user,
+                            .pool_stop = t->pool_stop};
+    unsigned started = 1;
+    spawn(L, f);
+    while (L->nlive) {
+        run_ready(L);
+        /* After the pass, not before: a task that blocks its thread from the start never
+         * comes back here, so what is queued behind it stays for another worker. */
+        started += admit(L, room - started);
+        if (!L->nlive)
+            break;
+        if (!L->rhead || L->stamp - L->last_poll >= POLL_NS) {
+            L->last_poll = L->stamp;
+            poll_events(L, !L->rhead, started < room);
+        }
+        if (atomic_load_explicit(&L->inbox, memory_order_relaxed))
+            drain_inbox(L);
+        if (atomic_load_explicit(&L->check, memory_order_relaxed) &&
+            atomic_exchange_explicit(&L->check, 0, memory_order_seq_cst))
+            scan(L);
+    }
+    return started;
+}
+
+static void loop_free(cloop *L)
+{
+    concur__loop_fini(&L->loop);
+    concur__slab_fini(&L->slab);
+    free(L);
+}
+
+static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
+{
+    struct engine *e = concur__pool_engine_state(w->pool);
+    *hook_failed = false;
+    cloop *L = calloc(1, sizeof(*L));
+    if (!L)
+        return CONCUR_ENOMEM;
+    L->w = w;
+    L->e = e;
+    int rc = concur__loop_init(&L->loop);
+    if (rc) {
+        free(L);
+        return rc;
+    }
+    concur__slab_init(&L->slab, e->stack_size);
+    concur__fiber_sched_init(&L->sched);
+    mu_lock(&e->mu);
+    L->next = e->loops;
+    if (e->loops)
+        e->loops->prev = L;
+    e->loops = L;
+    mu_unlock(&e->mu);
+    concur__worker_set_ctx(w, L);
+    concur__co_wait = co_wait_future; /* this thread's future waits suspend its coroutines */
+    return concur__worker_init_hook(w, t, hook_failed);
+}
+
+static void worker_end(concur__worker *w)
+{
+    cloop *L = w->ctx;
+    if (!L)
+        return;
+    struct engine *e = L->e;
+    mu_lock(&e->mu);
+    if (L->prev)
+        L->prev->next = L->next;
+    else
+        e->loops = L->next;
+    if (L->next)
+        L->next->prev = L->prev;
+    mu_unlock(&e->mu);
+    concur__worker_set_ctx(w, NULL);
+    loop_free(L);
+}
+
+/* Wakes every loop (@check: and makes it scan its waiting coroutines), or with !check only
+ * those blocked in epoll. */
+static void wake_loops(struct engine *e, bool check)
+{
+    mu_lock(&e->mu);
+    for (cloop *L = e->loops; L; L = L->next) {
+        if (check)
+            atomic_store_explicit(&L->check, 1, memory_order_seq_cst);
+        if (check || atomic_load_explicit(&L->blocked, memory_order_seq_cst))
+            (void)concur__loop_wake(&L->loop); /* a full counter is a pending wake-up */
+    }
+    mu_unlock(&e->mu);
+}
+
+static void queued(concur_pool *p)
+{
+    struct engine *e = concur__pool_engine_state(p);
+    if (atomic_load_explicit(&e->nblocked, memory_order_seq_cst))
+        wake_loops(e, false);
+}
+
+static void stop(void *state)
+{
+    wake_loops(state, true);
+}
+
+static void cancel_running(concur_pool *p, concur_future *f)
+{
+    /* The future fails now; its coroutine sees it at its current or next suspension. */
+    concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ECANCELED,
+                        "cancelled while running: the coroutine was interrupted");
+    wake_loops(concur__pool_engine_state(p), true);
+}
+
+static void counts(concur_pool *p, concur_pool_counts *c)
+{
+    struct engine *e = concur__pool_engine_state(p);
+    c->max_stall_ns = atomic_load_explicit(&e->max_stall_ns, memory_order_relaxed);
+}
+
+static int create(concur_pool *p, const concur_pool_opts *o, void **state)
+{
+    (void)p;
+    *state = NULL;
+    if (!concur__fiber_supported())
+        return CONCUR_ENOTSUP;
+    if (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0 ||
+        o->coroutine_stack_size > MAX_STACK)
+        return CONCUR_EINVAL;
+    struct engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return CONCUR_ENOMEM;
+    CHECK_PTHREAD(pthread_mutex_init(&e->mu, NULL));
+    e->stack_size = o->coroutine_stack_size ? o->coroutine_stack_size : DEFAULT_STACK;
+    e->task_timeout = o->task_timeout;
+    if (o->task_timeout > 0) {
+        double ns = o->task_timeout * 1e9;
+        e->timeout_ns = ns >= 1e18 ? (uint64_t)1e18 : ns < 1 ? 1 : (uint64_t)ns;
+    }
+    *state = e;
+    return 0;
+}
+
+static void destroy(void *state)
+{
+    struct engine *e = state;
+    if (!e)
+        return;
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+const concur__engine_class concur__coroutines_class = {
+    .kind = "coroutine",
+    .own_timeouts = false, /* the watchdog covers a coroutine that holds its loop */
+    .shares_memory = true,
+    .default_workers = 1,
+    .create = create,
+    .destroy = destroy,
+    .stop = stop,
+    .worker_start = worker_start,
+    .worker_run = worker_run,
+    .worker_final = concur__worker_final_hook,
+    .worker_end = worker_end,
+    .cancel_running = cancel_running,
+    .queued = queued,
+    .counts = counts,
+};
+
+/* ---------------------------------------------------------------- concur/coro.h */
+
+bool concur_co_in_coroutine(void)
+{
+    return tls_co != NULL;
+}
+
+concur_task *concur_co_task(void)
+{
+    return tls_co ? &tls_co->t : NULL;
+}
+
+static uint64_t ns_of(double seconds)
+{
+    return seconds >= 1e9 ? (uint64_t)1e18 : (uint64_t)(seconds * 1e9);
+}
+
+int concur_co_yield(void)
+{
+    co *c = tls_co;
+    if (!c) {
+        (void)sched_yield(); /* cannot fail on Linux */
+        return 0;
+    }
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    ready_push(c->L, c);
+    return suspend(c, W_NONE);
+}
+
+int concur_co_sleep(double seconds)
+{
+    if (seconds != seconds)
+        return CONCUR_EINVAL;
+    co *c = tls_co;
+    if (!c) {
+        if (seconds > 0) {
+            uint64_t ns = ns_of(seconds);
+            struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+                                  .tv_nsec = (long)(ns % 1000000000u)};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
+        return 0;
+    }
+    if (seconds <= 0)
+        return concur_co_yield();
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    concur__timer_arm(&c->L->loop, &c->timer, now_ns() + ns_of(seconds), tag_of(c, TAG_WAIT));
+    return suspend(c, W_SLEEP);
+}
+
+static int ready_of(uint32_t ev, uint32_t in, uint32_t out, uint32_t fail)
+{
+    if (ev & fail)
+        return CONCUR_CO_READ | CONCUR_CO_WRITE;
+    return ((ev & in) ? CONCUR_CO_READ : 0) | ((ev & out) ? CONCUR_CO_WRITE : 0);
+}
+
+/* poll() until @deadline (UINT64_MAX: none), the thread's own wait. */
+static int poll_until(int fd, int events, uint64_t deadline)
+{
+    struct pollfd pf = {.fd = fd,
+                        .events = (short)(((events & CONCUR_CO_READ) ? POLLIN : 0) |
+                                          ((events & CONCUR_CO_WRITE) ? POLLOUT : 0))};
+    for (;;) {
+        int ms = -1;
+        if (deadline != UINT64_MAX) {
+            uint64_t now = now_ns();
+            uint64_t left = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
+            ms = left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+        int n = poll(&pf, 1, ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0) {
+            if (deadline != UINT64_MAX && now_ns() < deadline)
+                continue; /* woke early (rounding) */
+            return CONCUR_ETIMEDOUT;
+        }
+        if (pf.revents & POLLNVAL)
+            return -EBADF;
+        return ready_of((uint32_t)pf.revents, POLLIN, POLLOUT, POLLERR | POLLHUP);
+    }
+}
+
+static int wait_fd_until(int fd, int events, uint64_t deadline)
+{
+    co *c = tls_co;
+    if (!c)
+        return poll_until(fd, events, deadline);
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    if (deadline != UINT64_MAX && deadline <= now_ns())
+        return poll_until(fd, events, deadline); /* only look */
+    uint32_t ev = ((events & CONCUR_CO_READ) ? EPOLLIN : 0) |
+                  ((events & CONCUR_CO_WRITE) ? EPOLLOUT : 0);
+    rc = concur__loop_add(&c->L->loop, fd, ev, tag_of(c, TAG_FD));
+    if (rc)
+        return rc;
+    c->fd = fd;
+    c->revents = 0;
+    if (deadline != UINT64_MAX)
+        concur__timer_arm(&c->L->loop, &c->timer, deadline, tag_of(c, TAG_WAIT));
+    rc = suspend(c, W_FD);
+    if (rc)
+        return rc;
+    return ready_of(c->revents, EPOLLIN, EPOLLOUT, EPOLLERR | EPOLLHUP);
+}
+
+int concur_co_wait_fd(int fd, int events, double timeout)
+{
+    if (fd < 0 || events == 0 || (events & ~(CONCUR_CO_READ | CONCUR_CO_WRITE)) ||
+        timeout != timeout)
+        return CONCUR_EINVAL;
+    return wait_fd_until(fd, events, concur__deadline_ns(timeout));
+}
+
+/* After a failed read() or write() on @fd: 0 to try again (EINTR, or the fd became ready
+ * for @events after EAGAIN), or the code to return. */
+static int after_io_error(int fd, int events, uint64_t deadline)
+{
+    if (errno == EINTR)
+        return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return -errno;
+    int w = wait_fd_until(fd, events, deadline);
+    return w < 0 ? w : 0;
+}
+
+ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout)
+{
+    if (fd < 0 || (!buf && n) || timeout != timeout)
+        return CONCUR_EINVAL;
+    uint64_t deadline = concur__deadline_ns(timeout);
+    for (;;) {
+        ssize_t r = read(fd, buf, n);
+        if (r >= 0)
+            return r;
+        int rc = after_io_error(fd, CONCUR_CO_READ, deadline);
+        if (rc)
+            return rc;
+    }
+}
+
+ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout)
+{
+    if (fd < 0 || (!buf && n) || timeout != timeout || n > SSIZE_MAX)
+        return CONCUR_EINVAL;
+    uint64_t deadline = concur__deadline_ns(timeout);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = write(fd, (const char *)buf + done, n - done);
+        if (r >= 0) {
+            done += (size_t)r;
+            continue;
+        }
+        int rc = after_io_error(fd, CONCUR_CO_WRITE, deadline);
+        if (rc)
+            return rc;
+    }
+    return (ssize_t)n;
+}

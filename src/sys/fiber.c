@@ -1,0 +1,358 @@
+/*
+ * sys/fiber.c - fibers on Boost.Context's fcontext, and the stack slab (see sys/fiber.h for
+ * the model and the stack overflow policy).
+ *
+ * A switch is one jump_fcontext: it saves the callee-saved registers on the current stack,
+ * stores that stack pointer as the context it returns to the other side, and loads the
+ * other side's. A fiber's first resume enters entry() with the scheduler's context; every
+ * suspension hands the fiber's context back to concur__fiber_resume, which keeps it.
+ */
+#include "sys/fiber.h"
+#include "sys/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FIBER_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define FIBER_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(FIBER_ASAN)
+#define FIBER_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(FIBER_TSAN)
+#define FIBER_TSAN 1
+#endif
+#endif
+
+#ifdef FIBER_ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                     size_t *size_old);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+
+#ifdef FIBER_TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#define TSAN_SWITCH(fib) __tsan_switch_to_fiber(fib, 0)
+#else
+#define TSAN_SWITCH(fib) ((void)(fib))
+#endif
+
+/* ---------------------------------------------------------------- the switch */
+
+#ifdef CONCUR_HAVE_FCONTEXT
+#include "sys/fcontext.h"
+
+bool concur__fiber_supported(void)
+{
+    return true;
+}
+
+static _Noreturn void overflowed(void)
+{
+    static const char msg[] = "concur: coroutine stack overflow (stack canary overwritten)\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    abort();
+}
+
+static _Noreturn void entry(transfer_t t)
+{
+    concur__fiber_sched *s = t.data;
+    s->ctx = t.fctx;
+    ASAN_FINISH(NULL, &s->asan_bottom, &s->asan_size);
+    concur__fiber *f = s->cur;
+    f->fn(f->arg);
+    f->finished = true;
+    /* No fake stack to keep: this stack is done. */
+    ASAN_START(NULL, s->asan_bottom, s->asan_size);
+    TSAN_SWITCH(s->tsan);
+    jump_fcontext(s->ctx, NULL);
+    abort(); /* a finished fiber is never resumed */
+}
+
+void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
+                        void (*fn)(void *arg), void *arg)
+{
+    f->lo = lo;
+    f->size = size;
+    f->canary = canary;
+    f->finished = false;
+    f->fn = fn;
+    f->arg = arg;
+    f->asan_fake = NULL;
+    f->ctx = make_fcontext((char *)lo + size, size, entry);
+#ifdef FIBER_TSAN
+    f->tsan = __tsan_create_fiber(0);
+#else
+    f->tsan = NULL;
+#endif
+}
+
+void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
+{
+    s->cur = f;
+    ASAN_START(&s->asan_fake, f->lo, f->size);
+    TSAN_SWITCH(f->tsan);
+    transfer_t r = jump_fcontext(f->ctx, s);
+    ASAN_FINISH(s->asan_fake, NULL, NULL);
+    f->ctx = r.fctx;
+    s->cur = NULL;
+    if (f->canary && *f->canary != CONCUR__CANARY)
+        overflowed();
+}
+
+void concur__fiber_suspend(concur__fiber_sched *s)
+{
+    concur__fiber *f = s->cur;
+    ASAN_START(&f->asan_fake, s->asan_bottom, s->asan_size);
+    TSAN_SWITCH(s->tsan);
+    transfer_t r = jump_fcontext(s->ctx, s);
+    s->ctx = r.fctx;
+    ASAN_FINISH(f->asan_fake, &s->asan_bottom, &s->asan_size);
+}
+
+#else /* no fcontext: nothing may run (callers check concur__fiber_supported) */
+
+bool concur__fiber_supported(void)
+{
+    return false;
+}
+
+void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
+                        void (*fn)(void *arg), void *arg)
+{
+    (void)f, (void)lo, (void)size, (void)canary, (void)fn, (void)arg;
+    abort();
+}
+
+void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
+{
+    (void)s, (void)f;
+    abort();
+}
+
+void concur__fiber_suspend(concur__fiber_sched *s)
+{
+    (void)s;
+    abort();
+}
+#endif
+
+void concur__fiber_sched_init(concur__fiber_sched *s)
+{
+    memset(s, 0, sizeof(*s));
+#ifdef FIBER_TSAN
+    s->tsan = __tsan_get_current_fiber();
+#endif
+}
+
+void concur__fiber_release(concur__fiber *f)
+{
+#ifdef FIBER_TSAN
+    if (f->tsan)
+        __tsan_destroy_fiber(f->tsan);
+#endif
+    f->tsan = NULL;
+}
+
+/* ---------------------------------------------------------------- the stack slab */
+
+enum { DEFAULT_STACK = 64 * 1024, CHUNK_BYTES = 8 << 20, MAPS_KEPT = 16384 };
+
+struct concur__slab_chunk {
+    void *base;
+    size_t len;
+    struct concur__slab_chunk *next;
+};
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Faults in the top page of a stack about to be used for the first time (where the
+ * coroutine's record and first frames go) with one madvise: on some virtual machines a page
+ * fault taken by the first write costs twice as much. Older kernels refuse it (EINVAL):
+ * the page then faults in on first use, as usual. */
+static _Atomic int g_no_populate;
+
+static void populate_top(char *lo, size_t usable, size_t pg)
+{
+    if (!atomic_load_explicit(&g_no_populate, memory_order_relaxed) &&
+        madvise(lo + usable - pg, pg, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        atomic_store_explicit(&g_no_populate, 1, memory_order_relaxed);
+}
+
+/* The guard pages the whole process may still add (each costs two mappings). */
+static _Atomic long g_guards_left = -1;
+
+static long guard_budget(void)
+{
+    long v = atomic_load_explicit(&g_guards_left, memory_order_relaxed);
+    if (v >= 0)
+        return v;
+    long max = 65530; /* Linux's default, when the setting cannot be read */
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char b[32];
+        ssize_t n = concur__read_some(fd, b, sizeof(b) - 1);
+        if (n > 0) {
+            b[n] = '\0';
+            long m = strtol(b, NULL, 10);
+            if (m > 0)
+                max = m;
+        }
+        concur__close(&fd);
+    }
+    long budget = max > MAPS_KEPT ? (max - MAPS_KEPT) / 2 : 0;
+    long expect = -1;
+    atomic_compare_exchange_strong_explicit(&g_guards_left, &expect, budget, memory_order_relaxed,
+                                            memory_order_relaxed);
+    return atomic_load_explicit(&g_guards_left, memory_order_relaxed);
+}
+
+/* Takes @n guard pages from the budget: true when there were that many. */
+static bool take_guards(long n)
+{
+    long v = guard_budget();
+    while (v >= n)
+        if (atomic_compare_exchange_weak_explicit(&g_guards_left, &v, v - n, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+static size_t page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+void concur__slab_init(concur__slab *s, size_t stack_size)
+{
+    size_t pg = page_size();
+    if (stack_size == 0)
+        stack_size = DEFAULT_STACK;
+    memset(s, 0, sizeof(*s));
+    s->usable = (stack_size + CONCUR__SLAB_RESERVED + pg - 1) / pg * pg;
+    s->stack = s->usable - CONCUR__SLAB_RESERVED;
+    s->pg = pg;
+    s->per_chunk = CHUNK_BYTES / (s->usable + pg);
+    if (s->per_chunk < 1)
+        s->per_chunk = 1;
+}
+
+void concur__slab_fini(concur__slab *s)
+{
+    while (s->chunks) {
+        struct concur__slab_chunk *c = s->chunks;
+        s->chunks = c->next;
+        (void)munmap(c->base, c->len); /* cannot fail for a whole mapping of ours */
+        free(c);
+    }
+    s->free = NULL;
+}
+
+/* The reserved top of a slot: the free-list link while free, and the canary word of the
+ * slot above it (its last 8 bytes) in an unguarded chunk. */
+typedef struct slot_top {
+    void *next;
+    uint64_t *canary; /* the word below this slot's stack to check, or NULL */
+} slot_top;
+
+static slot_top *top_of(const concur__slab *s, void *lo)
+{
+    return (slot_top *)((char *)lo + s->stack);
+}
+
+static void push_free(concur__slab *s, void *lo, uint64_t *canary)
+{
+    slot_top *n = top_of(s, lo);
+    n->next = s->free;
+    n->canary = canary;
+    s->free = lo;
+}
+
+/*
+ * Maps one more chunk; its slots are then handed out in order (bump allocation), so a
+ * slot's pages are touched only when it is first used. A guarded chunk is
+ * [guard][stack][guard][stack]...; when the budget cannot cover a whole chunk, the chunk is
+ * [guard][stack][stack]... with one guard at its bottom (if any is left), and each stack
+ * but the lowest is checked through the canary word at the top of the slot below it.
+ */
+static bool add_chunk(concur__slab *s)
+{
+    struct concur__slab_chunk *c = malloc(sizeof(*c));
+    if (!c)
+        return false;
+    bool guarded = take_guards((long)s->per_chunk);
+    size_t stride = guarded ? s->usable + s->pg : s->usable;
+    c->len = s->pg + stride * s->per_chunk - (guarded ? s->pg : 0);
+    c->base = mmap(NULL, c->len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (c->base == MAP_FAILED) {
+        free(c);
+        return false;
+    }
+    c->next = s->chunks;
+    s->chunks = c;
+    char *first = (char *)c->base + s->pg;
+    if (!guarded && take_guards(1) && mprotect(c->base, s->pg, PROT_NONE) != 0)
+        atomic_store_explicit(&g_guards_left, 0, memory_order_relaxed);
+    for (size_t i = 0; guarded && i < s->per_chunk; i++)
+        if (mprotect(first + i * stride - s->pg, s->pg, PROT_NONE) != 0)
+            atomic_store_explicit(&g_guards_left, 0, memory_order_relaxed); /* went on */
+    s->bump = first;
+    s->bump_first = first;
+    s->bump_left = s->per_chunk;
+    s->bump_stride = stride;
+    s->bump_guarded = guarded;
+    return true;
+}
+
+void *concur__slab_get(concur__slab *s, uint64_t **canary)
+{
+    char *lo = s->free;
+    if (lo) {
+        slot_top *n = top_of(s, lo);
+        s->free = n->next;
+        *canary = n->canary;
+    } else {
+        if (!s->bump_left && !add_chunk(s))
+            return NULL;
+        lo = s->bump;
+        s->bump += s->bump_stride;
+        s->bump_left--;
+        *canary = s->bump_guarded || lo == s->bump_first ? NULL : (uint64_t *)lo - 1;
+        populate_top(lo, s->usable, s->pg);
+    }
+    if (*canary)
+        **canary = CONCUR__CANARY; /* the top of the slot below: its page is in use anyway */
+    return lo;
+}
+
+void concur__slab_put(concur__slab *s, void *lo, uint64_t *canary)
+{
+#ifdef FIBER_ASAN
+    /* Frames that never returned (a fiber's entry) leave their redzones poisoned. */
+    __asan_unpoison_memory_region(lo, s->stack);
+#endif
+    push_free(s, lo, canary);
+}

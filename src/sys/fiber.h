@@ -1,0 +1,117 @@
+/*
+ * sys/fiber.h - fibers: a stack of their own and a context switch (internal).
+ *
+ * The switch is Boost.Context's fcontext (make_fcontext / jump_fcontext, a few lines of
+ * assembly with C linkage, linked from the static libboost_context.a; see the root
+ * CMakeLists.txt). Without it (CONCUR_HAVE_FCONTEXT unset) concur__fiber_supported() is
+ * false and nothing here may be called but the stack slab.
+ *
+ * A thread that runs fibers owns a concur__fiber_sched: it resumes a fiber, the fiber runs
+ * until it suspends (back to the scheduler) or its function returns. Fibers never switch
+ * to each other directly and never move between threads.
+ *
+ * Stacks (concur__slab, one per thread that runs fibers; no locking). Stacks are slots of
+ * mmap'd chunks (MAP_NORESERVE: untouched pages cost no memory), several per mapping, and
+ * are reused (last freed, first reused, so the pages in use stay warm). The policy against
+ * overflow:
+ *   - a slot has a PROT_NONE guard page below its stack while the process's guard budget
+ *     lasts: each guarded slot costs two memory mappings, and Linux limits a process to
+ *     vm.max_map_count of them (65530 by default), so the budget is (max_map_count - 16384)
+ *     / 2 guard pages for the whole process (about 24,500 by default). An overflow of a
+ *     guarded stack touches the guard: SIGSEGV, a crash at the faulting instruction;
+ *   - beyond the budget, a chunk's stacks are adjacent with one guard page at the chunk's
+ *     bottom; each stack above the lowest is checked through a canary word just below it
+ *     (the top word of the slot below, a page in use anyway, so the canary costs no
+ *     memory), checked each time the fiber suspends or ends: a damaged canary stops the
+ *     process (abort, with "coroutine stack overflow" on stderr). An overflow that jumps
+ *     past the canary without writing it (a frame over 8 bytes that writes only its far
+ *     end), or that returns before the check and leaves the canary whole, is not detected
+ *     there, but it then writes into the top of the slot below: keep the guarded budget in
+ *     mind when stacks run close to their size.
+ * Either way an overflow is a crash, not a result; the stack size is an option
+ * (concur_pool_opts.coroutine_stack_size).
+ *
+ * Sanitizers: every switch is announced to ASan (__sanitizer_start/finish_switch_fiber)
+ * and TSan (__tsan_switch_to_fiber; a TSan fiber per fiber), so both follow the stacks.
+ */
+#ifndef CONCUR_SYS_FIBER_H
+#define CONCUR_SYS_FIBER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A fiber. Zero-initialised, then concur__fiber_make. */
+typedef struct concur__fiber {
+    void *ctx;      /* fcontext where it resumes */
+    void *lo;       /* lowest usable byte of its stack */
+    size_t size;    /* usable bytes above lo */
+    const uint64_t *canary; /* the canary below its stack to check, or NULL (a guard) */
+    bool finished;  /* its function returned */
+    void *asan_fake; /* ASan's fake stack while it is suspended */
+    void *tsan;      /* its TSan fiber */
+    void (*fn)(void *arg);
+    void *arg;
+} concur__fiber;
+
+/* The scheduler side of a thread. */
+typedef struct concur__fiber_sched {
+    void *ctx;             /* fcontext of the scheduler while a fiber runs */
+    concur__fiber *cur;    /* the running fiber, or NULL */
+    const void *asan_bottom; /* the scheduler's stack, for ASan */
+    size_t asan_size;
+    void *asan_fake;
+    void *tsan; /* the thread's own TSan fiber */
+} concur__fiber_sched;
+
+/* True when fibers can run in this build. */
+bool concur__fiber_supported(void);
+
+/* Sets up the calling thread's scheduler. */
+void concur__fiber_sched_init(concur__fiber_sched *s);
+
+/* Prepares @f to run fn(arg) on the stack [lo, lo + size) (from concur__slab_get, with its
+ * canary; size a multiple of 16). The first concur__fiber_resume starts it. */
+void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
+                        void (*fn)(void *arg), void *arg);
+
+/* Runs @f until it suspends or returns (f->finished). The scheduler's thread only. Stops
+ * the process when the stack's canary was overwritten (see above). */
+void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f);
+
+/* From inside the running fiber: back to the scheduler; returns when resumed. */
+void concur__fiber_suspend(concur__fiber_sched *s);
+
+/* Releases what the sanitizers keep for a finished (or never started) fiber. */
+void concur__fiber_release(concur__fiber *f);
+
+/* ---- the stack slab ---- */
+
+/* The top bytes of each slot the slab keeps for itself (free-list link, canary). */
+#define CONCUR__SLAB_RESERVED 64
+#define CONCUR__CANARY 0xc0de57ac4b0770feull
+
+typedef struct concur__slab {
+    size_t stack;    /* stack bytes per slot: [lo, lo + stack) is the caller's */
+    size_t usable;   /* bytes per slot without a guard page (stack + reserved) */
+    size_t pg;
+    size_t per_chunk;
+    void *free;      /* slots given back, linked through the word at each slot's top */
+    char *bump;      /* the newest chunk's next slot never used */
+    char *bump_first; /* that chunk's lowest slot */
+    size_t bump_left, bump_stride;
+    bool bump_guarded;
+    struct concur__slab_chunk *chunks;
+} concur__slab;
+
+/* A slab of stacks of @stack_size bytes (rounded up to whole pages; 0: 64 KiB). */
+void concur__slab_init(concur__slab *s, size_t stack_size);
+/* Unmaps every chunk: every stack must have been put back (or be unused from now on). */
+void concur__slab_fini(concur__slab *s);
+/* A stack: its lowest byte (s->stack bytes above it are the caller's), and the canary to
+ * check (NULL: a guard page protects it). NULL when no memory could be mapped. */
+void *concur__slab_get(concur__slab *s, uint64_t **canary);
+/* Gives back a stack from concur__slab_get (@canary as it said). */
+void concur__slab_put(concur__slab *s, void *lo, uint64_t *canary);
+
+#endif

@@ -1,0 +1,797 @@
+/*
+ * test_coro.c - the coroutine engine and concur/coro.h: suspension and its order, fds,
+ * cancellation and task_timeout at every kind of suspension, many coroutines, wake-ups
+ * from other threads, several loop threads, the stall counter, the stack guard.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(coro, .timeout = TU_TIMEOUT);
+
+static concur_pool *co_pool(int workers, double task_timeout)
+{
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES,
+                          .max_workers = workers,
+                          .task_timeout = task_timeout,
+                          .name = "co"};
+    return tu_pool_opts(&o);
+}
+
+static void wait_ok(concur_future *f)
+{
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+}
+
+static void socket_pair(int sv[2])
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+/* ---------------------------------------------------------------- basics */
+
+Test(coro, engine_defaults_and_outside_a_coroutine)
+{
+    concur_pool *p = co_pool(0, 0);
+    cr_assert_eq(concur_pool_max_workers(p), 1, "one loop thread by default");
+    concur_pool_destroy(p);
+
+    cr_assert_not(concur_co_in_coroutine());
+    cr_assert_null(concur_co_task());
+    double t0 = tu_now();
+    cr_assert_eq(concur_co_sleep(0.05), 0);
+    cr_assert_geq(tu_now() - t0, 0.05 - TU_EPS);
+    cr_assert_eq(concur_co_yield(), 0);
+    int sv[2];
+    socket_pair(sv);
+    t0 = tu_now();
+    cr_assert_eq(concur_co_wait_fd(sv[0], CONCUR_CO_READ, 0.05), CONCUR_ETIMEDOUT);
+    cr_assert_geq(tu_now() - t0, 0.05 - TU_EPS);
+    cr_assert_eq(concur_co_wait_fd(sv[1], CONCUR_CO_WRITE, 0), CONCUR_CO_WRITE);
+    cr_assert_eq(concur_co_wait_fd(sv[0], 0, 0), CONCUR_EINVAL);
+    cr_assert_eq(concur_co_sleep(0.0 / 0.0), CONCUR_EINVAL);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+Test(coro, bad_options)
+{
+    concur_pool *p = NULL;
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .worker_cpu_limit = 1};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_COROUTINES,
+                           .coroutine_stack_size = ((size_t)1 << 30) + 1};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_THREADS, .coroutine_stack_size = 65536};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+}
+
+static int task_identity(concur_task *t, const void *in, size_t len)
+{
+    (void)in, (void)len;
+    bool ok = concur_co_in_coroutine() && concur_co_task() == t &&
+              strstr(concur_task_worker_name(t), "-coroutine-worker-") != NULL;
+    return concur_task_return(t, &ok, sizeof(ok));
+}
+
+Test(coro, runs_tasks_as_coroutines)
+{
+    concur_pool *p = co_pool(0, 0);
+    concur_future *f = tu_submit(p, task_identity, NULL, 0);
+    const void *d;
+    size_t n;
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, &d, &n), 0);
+    cr_assert_eq(n, sizeof(bool));
+    cr_assert(*(const bool *)d, "in a coroutine, with its own task context and worker name");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+/* ---------------------------------------------------------------- order */
+
+static _Atomic int g_seq;
+static int g_order[8];
+
+typedef struct order_in {
+    int i;
+    double t0;
+} order_in;
+
+static int task_sleep_then_note(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    const order_in *o = in;
+    /* Until a common deadline, however late each one starts. */
+    if (concur_co_sleep(o->t0 + 0.1 * (5 - o->i) - tu_now()) != 0)
+        return CONCUR_ETASK;
+    int i = o->i;
+    g_order[atomic_fetch_add(&g_seq, 1)] = i;
+    return 0;
+}
+
+Test(coro, sleeps_end_in_deadline_order_and_overlap)
+{
+    concur_pool *p = co_pool(0, 0);
+    concur_future *f[5];
+    double t0 = tu_now();
+    order_in in[5];
+    for (int i = 0; i < 5; i++) {
+        in[i] = (order_in){i, t0};
+        f[i] = tu_submit(p, task_sleep_then_note, &in[i], sizeof(in[i]));
+    }
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(concur_future_collect(f[i], TU_SAFETY, NULL, NULL), 0);
+        concur_future_release(f[i]);
+    }
+    double took = tu_now() - t0;
+    for (int k = 0; k < 5; k++)
+        cr_assert_eq(g_order[k], 4 - k, "position %d: task %d", k, g_order[k]);
+    /* One loop thread, sleeping together: about 0.5 s, not the 1.5 s of the sum. */
+    cr_assert_geq(took, 0.5 - TU_EPS);
+    cr_assert_lt(took, TU_TSAN ? 3.0 : 1.4);
+    concur_pool_destroy(p);
+}
+
+static char g_log[64];
+static _Atomic int g_logn;
+
+static int task_yield_log(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    char c = *(const char *)in;
+    for (int i = 0; i < 4; i++) {
+        g_log[atomic_fetch_add(&g_logn, 1)] = c;
+        if (concur_co_yield() != 0)
+            return CONCUR_ETASK;
+    }
+    return 0;
+}
+
+Test(coro, yield_interleaves)
+{
+    concur_pool *p = co_pool(1, 0);
+    concur_future *f[2];
+    const concur_input ins[2] = {{"A", 1}, {"B", 1}};
+    cr_assert_eq(concur_pool_submit_batch(p, task_yield_log, ins, 2, f), 0);
+    wait_ok(f[0]);
+    wait_ok(f[1]);
+    g_log[atomic_load(&g_logn)] = '\0';
+    /* The loop takes B from the queue after A's first pass (a task that blocks its thread
+     * from the start must not hold tasks another worker could run); from then on each
+     * yield hands over to the other. */
+    cr_assert_str_eq(g_log, "AABABABB");
+    concur_future_release(f[0]);
+    concur_future_release(f[1]);
+    concur_pool_destroy(p);
+}
+
+/* ---------------------------------------------------------------- fds */
+
+typedef struct fd_job {
+    int fd;
+    int rc;
+    double waited;
+} fd_job;
+
+static int task_wait_readable(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    fd_job *j = tu_in_ptr(in, len);
+    double t0 = tu_now();
+    j->rc = concur_co_wait_fd(j->fd, CONCUR_CO_READ, 0.1);
+    j->waited = tu_now() - t0;
+    return 0;
+}
+
+static int task_write_later(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    fd_job *j = tu_in_ptr(in, len);
+    j->rc = concur_co_sleep(0.03);
+    if (j->rc == 0 && write(j->fd, "x", 1) != 1)
+        j->rc = -errno;
+    return 0;
+}
+
+Test(coro, wait_fd_times_out_then_sees_data)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0);
+    fd_job a = {.fd = sv[0]};
+    concur_future *f = tu_submit(p, task_wait_readable, TU_PTR_IN(&a));
+    wait_ok(f);
+    concur_future_release(f);
+    cr_assert_eq(a.rc, CONCUR_ETIMEDOUT);
+    cr_assert_geq(a.waited, 0.1 - TU_EPS);
+
+    fd_job w = {.fd = sv[1]}, r = {.fd = sv[0]};
+    concur_future *fr = tu_submit(p, task_wait_readable, TU_PTR_IN(&r));
+    concur_future *fw = tu_submit(p, task_write_later, TU_PTR_IN(&w));
+    wait_ok(fr);
+    wait_ok(fw);
+    cr_assert_eq(w.rc, 0);
+    cr_assert_eq(r.rc, CONCUR_CO_READ, "got %d", r.rc);
+    cr_assert_lt(r.waited, 0.1, "woken by the data, not the timeout");
+    concur_future_release(fr);
+    concur_future_release(fw);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+enum { BULK = 1 << 20 };
+
+typedef struct bulk_job {
+    int fd;
+    ssize_t rc;
+    uint64_t sum;
+} bulk_job;
+
+static int task_bulk_write(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    bulk_job *j = tu_in_ptr(in, len);
+    unsigned char *b = malloc(BULK);
+    if (!b)
+        return CONCUR_ENOMEM;
+    for (size_t i = 0; i < BULK; i++) {
+        b[i] = (unsigned char)(i * 7 + 3);
+        j->sum += b[i];
+    }
+    j->rc = concur_co_write(j->fd, b, BULK, TU_SAFETY);
+    free(b);
+    shutdown(j->fd, SHUT_WR);
+    return 0;
+}
+
+static int task_bulk_read(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    bulk_job *j = tu_in_ptr(in, len);
+    unsigned char b[4096];
+    size_t total = 0;
+    for (;;) {
+        ssize_t n = concur_co_read(j->fd, b, sizeof(b), TU_SAFETY);
+        if (n <= 0) {
+            j->rc = n < 0 ? n : (ssize_t)total;
+            return 0;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            j->sum += b[i];
+        total += (size_t)n;
+    }
+}
+
+Test(coro, read_and_write_wait_on_eagain)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0);
+    bulk_job w = {.fd = sv[0]}, r = {.fd = sv[1]};
+    /* The writer first: it fills the socket buffer (1 MiB is far more than it holds) and
+     * must wait for the reader on the same loop thread. */
+    concur_future *fw = tu_submit(p, task_bulk_write, TU_PTR_IN(&w));
+    concur_future *fr = tu_submit(p, task_bulk_read, TU_PTR_IN(&r));
+    wait_ok(fw);
+    wait_ok(fr);
+    cr_assert_eq(w.rc, BULK);
+    cr_assert_eq(r.rc, BULK);
+    cr_assert_eq(r.sum, w.sum);
+    concur_future_release(fw);
+    concur_future_release(fr);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* ---------------------------------------------------------------- cancel and timeout */
+
+enum { K_SLEEP, K_YIELD, K_FD };
+
+typedef struct stop_job {
+    int kind;
+    int fd;
+    _Atomic int started;
+    _Atomic int rc;
+    _Atomic int stopped; /* concur_task_should_stop() after the suspension returned */
+    _Atomic int again;   /* what the next suspension returned */
+    double at;           /* when the suspension returned */
+} stop_job;
+
+static int suspend_kind(const stop_job *j)
+{
+    switch (j->kind) {
+    case K_SLEEP:
+        return concur_co_sleep(100);
+    case K_YIELD:
+        for (;;) {
+            int rc = concur_co_yield();
+            if (rc)
+                return rc;
+        }
+    default:
+        return concur_co_wait_fd(j->fd, CONCUR_CO_READ, -1);
+    }
+}
+
+static int task_suspend(concur_task *t, const void *in, size_t len)
+{
+    stop_job *j = tu_in_ptr(in, len);
+    atomic_store(&j->started, 1);
+    int rc = suspend_kind(j);
+    j->at = tu_now();
+    atomic_store(&j->stopped, concur_task_should_stop(t));
+    atomic_store(&j->again, concur_co_sleep(0.001));
+    atomic_store(&j->rc, rc);
+    return 0; /* dropped: the future failed already */
+}
+
+/* Submits task_suspend and waits until it runs. */
+static concur_future *submit_started(concur_pool *p, stop_job *j)
+{
+    concur_future *f = tu_submit(p, task_suspend, TU_PTR_IN(j));
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&j->started), TU_SAFETY);
+    cr_assert(ok);
+    return f;
+}
+
+/* The checks after a stop case, and the clean-up. */
+static void check_stopped(stop_job *j, concur_future *f, int code, concur_pool *p, int sv[2])
+{
+    cr_assert_eq(concur_future_state(f), CONCUR_FAILED);
+    cr_assert_eq(concur_future_error(f), code, "%s", concur_strerror(concur_future_error(f)));
+    cr_assert_eq(atomic_load(&j->rc), code, "suspension returned %d", atomic_load(&j->rc));
+    cr_assert_eq(atomic_load(&j->again), code, "the next suspension returns it again");
+    cr_assert(atomic_load(&j->stopped));
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void cancel_kind(int kind)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0);
+    stop_job j = {.kind = kind, .fd = sv[0]};
+    concur_future *f = submit_started(p, &j);
+    cr_assert_eq(concur_future_state(f), CONCUR_RUNNING);
+    double t0 = tu_now();
+    cr_assert_not(concur_future_cancel(f), "a running task is not cancelled by the queue");
+    /* It failed at once, before the coroutine even resumed. */
+    cr_assert_eq(concur_future_state(f), CONCUR_FAILED);
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_lt(j.at - t0, TU_LOOSE(0.5));
+    check_stopped(&j, f, CONCUR_ECANCELED, p, sv);
+}
+
+Test(coro, cancel_interrupts_sleep) { cancel_kind(K_SLEEP); }
+Test(coro, cancel_interrupts_yield) { cancel_kind(K_YIELD); }
+Test(coro, cancel_interrupts_wait_fd) { cancel_kind(K_FD); }
+
+static void timeout_kind(int kind)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0.2);
+    stop_job j = {.kind = kind, .fd = sv[0]};
+    double t0 = tu_now();
+    concur_future *f = tu_submit(p, task_suspend, TU_PTR_IN(&j));
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    double failed = tu_now() - t0;
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_geq(failed, 0.2 - TU_EPS);
+    cr_assert_lt(failed, TU_LOOSE(0.2));
+    check_stopped(&j, f, CONCUR_ETASKTIMEOUT, p, sv);
+}
+
+Test(coro, timeout_interrupts_sleep) { timeout_kind(K_SLEEP); }
+Test(coro, timeout_interrupts_yield) { timeout_kind(K_YIELD); }
+Test(coro, timeout_interrupts_wait_fd) { timeout_kind(K_FD); }
+
+Test(coro, shutdown_cancel_interrupts_sleepers)
+{
+    concur_pool *p = co_pool(1, 0);
+    stop_job j = {.kind = K_SLEEP};
+    concur_future *f = submit_started(p, &j);
+    double t0 = tu_now();
+    cr_assert_eq(concur_pool_shutdown(p, CONCUR_SHUTDOWN_CANCEL, TU_SAFETY), 0);
+    cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5), "the 100 s sleep was interrupted");
+    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    cr_assert(atomic_load(&j.stopped));
+    /* A shutdown does not fail the future: the task's own return stands. */
+    cr_assert_eq(concur_future_state(f), CONCUR_DONE);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
+
+/* pyconcurrent's function timeout: sleeps of 1, 10 and 2 s with a timeout of 5 s. */
+static int task_sleep_secs(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    return concur_co_sleep(*(const double *)in);
+}
+
+Test(coro, function_timeout_case)
+{
+    concur_pool *p = co_pool(0, 5);
+    const double secs[3] = {1, 10, 2};
+    concur_future *f[3];
+    double t0 = tu_now();
+    for (int i = 0; i < 3; i++)
+        f[i] = tu_submit(p, task_sleep_secs, &secs[i], sizeof(double));
+    int ok = 0;
+    for (int i = 0; i < 3; i++) {
+        int rc = concur_future_collect(f[i], TU_SAFETY, NULL, NULL);
+        if (rc == 0)
+            ok++;
+        else
+            cr_assert(i == 1 && rc == CONCUR_ETASKTIMEOUT, "task %d: %s", i, concur_strerror(rc));
+    }
+    double took = tu_now() - t0;
+    cr_assert_eq(ok, 2);
+    cr_assert_geq(took, 5.0 - TU_EPS);
+    cr_assert_lt(took, TU_SANITIZED ? 8.0 : 6.0, "took %.3f s", took);
+    for (int i = 0; i < 3; i++)
+        concur_future_release(f[i]);
+    concur_pool_destroy(p);
+}
+
+/* ---------------------------------------------------------------- scale and threads */
+
+static int task_sleep_1s(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    return concur_co_sleep(1.0);
+}
+
+Test(coro, many_coroutines_sleep_at_once, .timeout = 120)
+{
+    /* 100,000 in the release build; fewer under the sanitizers: ASan's shadow makes each
+     * one heavier, and each TSan fiber costs about 1 MB and milliseconds to create. */
+    const size_t n = TU_TSAN ? 300 : TU_ASAN ? 10000 : 100000;
+    concur_pool *p = co_pool(1, 0);
+    concur_input *ins = calloc(n, sizeof(*ins));
+    concur_future **f = calloc(n, sizeof(*f));
+    cr_assert(ins && f);
+    double t0 = tu_now();
+    cr_assert_eq(concur_pool_submit_batch(p, task_sleep_1s, ins, n, f), 0);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(concur_future_collect(f[i], TU_SAFETY, NULL, NULL), 0);
+        concur_future_release(f[i]);
+    }
+    double took = tu_now() - t0;
+    cr_assert_geq(took, 1.0 - TU_EPS);
+    /* Loose: the first use of each stack costs a page fault (about 20 us on some virtual
+     * machines); bench/co_sleep measures the wall time with warm stacks. */
+    cr_assert_lt(took, TU_SANITIZED ? 40.0 : 10.0, "took %.3f s", took);
+    free(ins);
+    free(f);
+    concur_pool_destroy(p);
+}
+
+static _Atomic int g_count;
+
+static int task_count(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    atomic_fetch_add(&g_count, 1);
+    return 0;
+}
+
+enum { SUBMITTERS = 4, PER_SUBMITTER = 200 };
+
+static void *submitter(void *arg)
+{
+    concur_pool *p = arg;
+    for (int i = 0; i < PER_SUBMITTER; i++) {
+        concur_future *f = NULL;
+        if (concur_pool_submit(p, task_count, NULL, 0, &f) != 0)
+            return (void *)1;
+        /* Each waits for its own task: the loop must wake for every one. */
+        int rc = concur_future_wait(f, TU_SAFETY);
+        concur_future_release(f);
+        if (rc)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+Test(coro, submits_from_threads_wake_the_sleeping_loop)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0);
+    /* A coroutine waits on an fd nobody writes: the loop sleeps in epoll, never idle. */
+    stop_job j = {.kind = K_FD, .fd = sv[0]};
+    concur_future *blocker = submit_started(p, &j);
+    pthread_t th[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, submitter, p), 0);
+    for (int i = 0; i < SUBMITTERS; i++) {
+        void *r;
+        cr_assert_eq(pthread_join(th[i], &r), 0);
+        cr_assert_null(r);
+    }
+    cr_assert_eq(atomic_load(&g_count), SUBMITTERS * PER_SUBMITTER);
+    cr_assert_eq(concur_future_state(blocker), CONCUR_RUNNING, "still waiting on its fd");
+    cr_assert_eq(write(sv[1], "x", 1), 1);
+    wait_ok(blocker);
+    cr_assert_eq(atomic_load(&j.rc), CONCUR_CO_READ);
+    concur_future_release(blocker);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static int task_gate(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    tu_gate *g = tu_in_ptr(in, len);
+    tu_gate_arrive(g);
+    /* Blocks its loop thread: the other task can only run on the other loop. */
+    return tu_gate_wait_open(g, TU_SAFETY) ? 0 : CONCUR_ETIMEDOUT;
+}
+
+Test(coro, two_loop_threads)
+{
+    concur_pool *p = co_pool(2, 0);
+    tu_gate *g = tu_gate_new();
+    concur_future *a = tu_submit(p, task_gate, TU_PTR_IN(g));
+    concur_future *b = tu_submit(p, task_gate, TU_PTR_IN(g));
+    cr_assert(tu_gate_await(g, 2, TU_SAFETY), "both run at once, one per loop thread");
+    cr_assert_eq(tu_counts(p).workers, 2);
+    tu_gate_open(g);
+    cr_assert_eq(concur_future_collect(a, TU_SAFETY, NULL, NULL), 0);
+    cr_assert_eq(concur_future_collect(b, TU_SAFETY, NULL, NULL), 0);
+    concur_future_release(a);
+    concur_future_release(b);
+    concur_pool_destroy(p);
+    tu_gate_destroy(g);
+}
+
+/* ---------------------------------------------------------------- stalls, overflow */
+
+static int task_spin(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    double t0 = tu_now();
+    while (tu_now() - t0 < 0.3)
+        ;
+    return concur_co_yield();
+}
+
+Test(coro, longest_stall_is_counted)
+{
+    concur_pool *p = co_pool(1, 0);
+    cr_assert_eq(tu_counts(p).max_stall_ns, 0);
+    concur_future *f = tu_submit(p, task_spin, NULL, 0);
+    wait_ok(f);
+    concur_future_release(f);
+    uint64_t stall = tu_counts(p).max_stall_ns;
+    cr_assert_geq(stall, 250000000u, "stall %llu ns", (unsigned long long)stall);
+    cr_assert_lt(stall, (uint64_t)(TU_LOOSE(0.3) * 1e9));
+    concur_pool_destroy(p);
+}
+
+__attribute__((noinline)) static int deep(volatile char *prev, int n)
+{
+    volatile char frame[1024];
+    frame[0] = (char)n;
+    frame[sizeof(frame) - 1] = prev ? prev[0] : 0;
+    if (n == 0)
+        return frame[0];
+    return deep(frame, n - 1) + frame[sizeof(frame) - 1];
+}
+
+static int task_overflow(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    return deep(NULL, 1 << 20);
+}
+
+Test(coro, stack_overflow_hits_the_guard)
+{
+    if (TU_TSAN)
+        cr_skip("TSan does not support starting threads in the fork of a threaded process");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_stack_size = 16384};
+        concur_pool *p = NULL;
+        if (concur_pool_create(&p, &o) != 0)
+            _exit(3);
+        concur_future *f = NULL;
+        if (concur_pool_submit(p, task_overflow, NULL, 0, &f) != 0)
+            _exit(4);
+        concur_future_wait(f, 60);
+        _exit(5); /* not reached: the overflow crashes the process */
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st), "status %#x", st);
+    /* ASan reports the fault itself and then aborts (abort_on_error). */
+    if (TU_ASAN)
+        cr_assert(WTERMSIG(st) == SIGSEGV || WTERMSIG(st) == SIGABRT, "signal %d", WTERMSIG(st));
+    else
+        cr_assert_eq(WTERMSIG(st), SIGSEGV);
+}
+
+/* ---------------------------------------------------------------- swarms */
+
+/* Copy i sleeps 0.2 s; with @fail_idx >= 0 that copy fails at once and the others sleep
+ * 100 s (FAIL_HARD must interrupt them). */
+static int task_swarm_copy(concur_task *t, const void *in, size_t len)
+{
+    (void)len;
+    int fail_idx = *(const int *)in;
+    if (concur_swarm_index(t) == fail_idx)
+        return concur_task_fail(t, CONCUR_EIO, "copy %d failed", fail_idx);
+    return concur_co_sleep(fail_idx >= 0 ? 100 : 0.2);
+}
+
+static concur_swarm *co_swarm(int n, concur_swarm_mode mode, int fail_idx)
+{
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_COROUTINES};
+    concur_swarm_opts so = {.mode = mode, .pool = &po};
+    concur_swarm *sw = NULL;
+    cr_assert_eq(concur_swarm_start(&sw, n, task_swarm_copy, &fail_idx, sizeof(int), &so), 0);
+    cr_assert_eq(concur_swarm_engine(sw), CONCUR_ENGINE_COROUTINES);
+    return sw;
+}
+
+Test(coro, swarm_copies_share_one_loop)
+{
+    double t0 = tu_now();
+    concur_swarm *sw = co_swarm(50, CONCUR_SWARM_COLLECT, -1);
+    cr_assert_eq(concur_swarm_wait(sw, TU_SAFETY), 0);
+    double took = tu_now() - t0;
+    cr_assert_geq(took, 0.2 - TU_EPS);
+    cr_assert_lt(took, TU_LOOSE(0.2), "50 copies slept together on one loop thread");
+    concur_swarm_destroy(sw);
+}
+
+Test(coro, swarm_fail_hard_and_stop_interrupt_copies)
+{
+    double t0 = tu_now();
+    concur_swarm *sw = co_swarm(8, CONCUR_SWARM_FAIL_HARD, 3);
+    cr_assert_eq(concur_swarm_wait(sw, TU_SAFETY), CONCUR_EIO);
+    cr_assert_eq(concur_swarm_errors(sw, 0, NULL), 1, "only the failing copy's error");
+    concur_swarm_destroy(sw); /* the 100 s sleeps were interrupted */
+    cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5));
+
+    t0 = tu_now();
+    sw = co_swarm(8, CONCUR_SWARM_COLLECT, 99);
+    cr_assert_eq(concur_swarm_stop(sw, TU_SAFETY), 0);
+    cr_assert(concur_swarm_done(sw));
+    concur_swarm_destroy(sw);
+    cr_assert_lt(tu_now() - t0, TU_LOOSE(0.5));
+}
+
+/* ---------------------------------------------------------------- awaiting futures */
+
+typedef struct await_job {
+    concur_pool *threads, *procs;
+    tu_gate *gate; /* the thread task waits for it */
+    _Atomic int ticks;      /* a sibling coroutine's progress while the waits go on */
+    _Atomic int ticks_seen; /* what the awaiting coroutine saw of it */
+    int rc_thread, rc_proc, rc_timeout, rc_any, rc_all;
+    size_t any_index;
+    int proc_value;
+} await_job;
+
+static int task_square(concur_task *t, const void *in, size_t len)
+{
+    (void)len;
+    int v = *(const int *)in;
+    v *= v;
+    return concur_task_return(t, &v, sizeof(v));
+}
+
+static int task_tick(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    await_job *j = tu_in_ptr(in, len);
+    for (int i = 0; i < 20; i++) {
+        atomic_fetch_add(&j->ticks, 1);
+        if (concur_co_sleep(0.01) != 0)
+            return CONCUR_ETASK;
+    }
+    return 0;
+}
+
+static int task_await(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    await_job *j = tu_in_ptr(in, len);
+    concur_future *tf = NULL, *pf = NULL;
+    int seven = 7;
+    if (concur_pool_submit(j->threads, tu_task_gate, &j->gate, sizeof(j->gate), &tf) != 0 ||
+        concur_pool_submit(j->procs, task_square, &seven, sizeof(seven), &pf) != 0)
+        return CONCUR_ETASK;
+    /* The thread task waits for the gate, which the test opens only after this timeout. */
+    j->rc_timeout = concur_future_wait(tf, 0.05);
+    concur_future *both[2] = {tf, pf};
+    j->rc_any = concur_wait_any(both, 2, TU_SAFETY, &j->any_index); /* the process one */
+    tu_gate_open(j->gate);
+    j->rc_all = concur_wait_all(both, 2, TU_SAFETY);
+    j->rc_thread = concur_future_collect(tf, TU_SAFETY, NULL, NULL);
+    const void *d = NULL;
+    size_t n = 0;
+    j->rc_proc = concur_future_collect(pf, TU_SAFETY, &d, &n);
+    if (j->rc_proc == 0 && n == sizeof(int))
+        memcpy(&j->proc_value, d, sizeof(int));
+    atomic_store(&j->ticks_seen, atomic_load(&j->ticks));
+    concur_future_release(tf);
+    concur_future_release(pf);
+    return 0;
+}
+
+Test(coro, awaits_thread_and_process_futures_while_others_run)
+{
+    await_job *j = TU_SHARED(await_job);
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 1};
+    j->procs = tu_pool_opts(&po); /* forked before the other threads start */
+    j->threads = tu_pool(1);
+    j->gate = tu_gate_new();
+    concur_pool *p = co_pool(1, 0);
+    concur_future *ticker = tu_submit(p, task_tick, TU_PTR_IN(j));
+    concur_future *awaiter = tu_submit(p, task_await, TU_PTR_IN(j));
+    wait_ok(awaiter);
+    wait_ok(ticker);
+    cr_assert_eq(concur_future_error(awaiter), 0);
+    cr_assert_eq(j->rc_timeout, CONCUR_ETIMEDOUT);
+    cr_assert_eq(j->rc_any, 0);
+    cr_assert_eq(j->any_index, 1, "the thread task still waits for its gate");
+    cr_assert_eq(j->rc_all, 0);
+    cr_assert_eq(j->rc_thread, 0);
+    cr_assert_eq(j->rc_proc, 0, "%s", concur_strerror(j->rc_proc));
+    cr_assert_eq(j->proc_value, 49);
+    /* The ticker kept running on the same loop thread while the other one waited. */
+    cr_assert_geq(atomic_load(&j->ticks_seen), 3, "ticks %d", atomic_load(&j->ticks_seen));
+    cr_assert_eq(concur_future_error(ticker), 0);
+    concur_future_release(ticker);
+    concur_future_release(awaiter);
+    concur_pool_destroy(p);
+    concur_pool_destroy(j->threads);
+    concur_pool_destroy(j->procs);
+    tu_gate_destroy(j->gate);
+}
+
+static int task_await_forever(concur_task *t, const void *in, size_t len)
+{
+    stop_job *j = tu_in_ptr(in, len);
+    concur_future *never = NULL;
+    if (concur_future_create(&never) != 0)
+        return CONCUR_ENOMEM;
+    atomic_store(&j->started, 1);
+    atomic_store(&j->rc, concur_future_wait(never, -1));
+    atomic_store(&j->stopped, concur_task_should_stop(t));
+    concur_future_release(never);
+    return 0;
+}
+
+Test(coro, cancel_interrupts_a_future_wait)
+{
+    concur_pool *p = co_pool(1, 0);
+    stop_job j = {0};
+    concur_future *f = tu_submit(p, task_await_forever, TU_PTR_IN(&j));
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&j.started), TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_not(concur_future_cancel(f));
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    cr_assert(atomic_load(&j.stopped));
+    cr_assert_eq(concur_future_error(f), CONCUR_ECANCELED);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}
