@@ -93,6 +93,14 @@ void wr_free(struct writer *w);
 
 /* Writes all of data to fd (retrying on EINTR and short writes). 0 or -errno. */
 int write_all(int fd, const void *data, size_t n);
+/* Appends one record (a joblog line, a --results row) to the regular file fd, opened with
+ * O_APPEND, with a single write(2): on a failed or short write (a full disk) the file is
+ * truncated back to where the record started, so no partial record is ever left. Only one
+ * writer may append to the file. 0 or -errno (-ENOSPC for a short write). */
+int append_record(int fd, const void *data, size_t n);
+
+/* The path a descriptor is open on (/proc/self/fd), for messages: false when unknown. */
+bool fd_path(int fd, char *out, size_t n);
 
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
@@ -317,8 +325,8 @@ void output_raw(struct output *o, int stream, const void *data, size_t n);
 /* Ends a burst of writes: flushes both writers and redraws the progress line. Returns 0,
  * or -errno of the first failed write (stdout closed, disk full). */
 int output_flush(struct output *o);
-/* The first write error: 0, or -errno; *name tells which stream. */
-int output_error(const struct output *o, const char **name);
+/* The first write error: 0, or -errno; *name and *fd tell which stream. */
+int output_error(const struct output *o, const char **name, int *fd);
 void output_free(struct output *o);
 
 /* ------------------------------------------------------------------ progress.c */

@@ -55,6 +55,7 @@ static struct job *job_get(struct app *a)
     buf_reset(&j->tag);
     buf_reset(&j->line);
     j->nargs = 0;
+    j->received = 0;
     j->have_line = j->have_tag = j->finished = false;
     j->print = true;
     return j;

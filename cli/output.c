@@ -105,17 +105,14 @@ int output_flush(struct output *o)
     return a ? a : b;
 }
 
-int output_error(const struct output *o, const char **name)
+int output_error(const struct output *o, const char **name, int *fd)
 {
-    if (o->out.err) {
-        *name = o->out.name;
-        return -o->out.err;
-    }
-    if (o->err.err) {
-        *name = o->err.name;
-        return -o->err.err;
-    }
-    return 0;
+    const struct writer *w = o->out.err ? &o->out : o->err.err ? &o->err : NULL;
+    if (!w)
+        return 0;
+    *name = w->name;
+    *fd = w->fd;
+    return -w->err;
 }
 
 void output_free(struct output *o)

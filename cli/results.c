@@ -12,8 +12,10 @@
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
  *           argument, \ becomes \\, TAB \t, and / becomes \_ ).
- * Jobs are written when they end, in completion order. Files are written with write(2)
- * and every write and close is checked.
+ * Jobs are written when they are delivered (in completion order, or in input order with
+ * -k), before their joblog line. Files are written with write(2) and every write and close
+ * is checked; a row of a .json/.csv/.tsv file is written with one write, and truncated
+ * away if that write is cut short (a full disk).
  */
 #include "cli.h"
 
@@ -73,7 +75,7 @@ int results_open(struct results **out, const char *path)
     if (ends_with(path, ".json") || ends_with(path, ".csv") || ends_with(path, ".tsv")) {
         r->kind = ends_with(path, ".json") ? R_JSON : R_CSV;
         r->sep = ends_with(path, ".tsv") ? '\t' : ',';
-        r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
         if (r->fd < 0)
             rc = -errno;
     } else {
@@ -244,10 +246,11 @@ int results_write(struct results *r, const struct jobdone *d)
             json_gnu(&r->b, d);
         else
             csv_row(r, d);
-        rc = buf_ok(&r->b) ? write_all(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
+        rc = buf_ok(&r->b) ? append_record(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
     }
-    if (rc)
-        cli_error("cannot write the results '%s': %s", r->path, concur_strerror(rc));
+    if (rc) /* in a directory, the buffer holds the path that failed */
+        cli_error("cannot write the results '%s': %s",
+                  r->kind == R_DIR && buf_ok(&r->b) ? r->b.p : r->path, concur_strerror(rc));
     return rc;
 }
 

@@ -43,6 +43,8 @@ struct job {
     char key[24];          /* --report: the sequence number */
     bool finished;         /* over; with -k, waiting to be printed */
     bool print;            /* its output is to be printed (not an interrupted job) */
+    struct jobdone done;   /* -k: how it ended, kept until its turn */
+    size_t received;       /* bytes of stdout (the joblog's Receive) */
 };
 
 struct qrec; /* a record read ahead (jobs.c) */

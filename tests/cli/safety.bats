@@ -1,0 +1,79 @@
+#!/usr/bin/env bats
+# Nothing is lost: a job is in the joblog only once its output was delivered; full disks,
+# kills and torn joblog lines; jobs that leave daemons behind; hostile input.
+
+load helpers
+bats_require_minimum_version 1.5.0
+
+# idle_with_one_child PID: PID has exactly one child left and is asleep (waiting for events)
+idle_with_one_child() {
+  [ "$(pgrep -P "$1" | wc -l)" -eq 1 ] && grep -q '^State:[[:space:]]*S' "/proc/$1/status"
+}
+
+# logged_seqs JOBLOG: the Seq of every job line (not the header), one a line
+logged_seqs() { tail -n +2 "$1" | cut -f1; }
+
+@test "stdout on /dev/full: no job is logged as done, and the message names the path" {
+  rc=0; "$CONCUR" -j1 --joblog jl echo ::: a b c >/dev/full 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -q "/dev/full" err
+  [ -z "$(logged_seqs jl)" ] || { echo "logged: $(cat jl)"; false; }
+}
+
+@test "stdout on a full disk: only jobs whose whole output was written are logged" {
+  mount_tmpfs fs 64
+  # 20000 bytes a job: three fit in 64 KiB, the fourth does not
+  rc=0
+  "$CONCUR" -j2 --joblog jl 'head -c 20000 /dev/zero | tr "\0" {}' ::: a b c d e f g h \
+    >fs/out 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -qF "$BATS_TEST_TMPDIR/fs/out" err || { echo "stderr: $(cat err)"; false; }
+  size=$(wc -c <fs/out)
+  n=$(logged_seqs jl | wc -l)
+  # every logged job's 20000 bytes are in the file, whole
+  [ $((n * 20000)) -le "$size" ] || { echo "$n logged, $size bytes written"; false; }
+  for s in $(logged_seqs jl); do
+    arg=$(printf '%s' abcdefgh | cut -c"$s")
+    [ "$(tr -cd "$arg" <fs/out | wc -c)" -eq 20000 ] || { echo "job $s logged, output cut"; false; }
+  done
+}
+
+@test "--results on a full disk: only jobs whose files were written are logged" {
+  mount_tmpfs fs 64
+  run --separate-stderr "$CONCUR" -j2 --joblog jl --results fs/res \
+    'head -c 20000 /dev/zero; : {}' ::: a b c d e f g h
+  [ "$status" -ne 0 ]
+  [[ $stderr == *"fs/res/1/"* ]] || { echo "stderr: $stderr"; false; }
+  [ "$(logged_seqs jl | wc -l)" -lt 8 ]
+  for s in $(logged_seqs jl); do
+    arg=$(printf '%s' abcdefgh | cut -c"$s")
+    [ "$(wc -c <"fs/res/1/$arg/stdout")" -eq 20000 ] || { echo "job $s logged, file cut"; false; }
+  done
+}
+
+@test "--results that cannot be written: the job is not logged, the message names the file" {
+  mkdir res
+  : >res/1 # a file where the directory for argument 1 should be
+  run --separate-stderr "$CONCUR" -j1 --joblog jl --results res echo ::: a b
+  [ "$status" -eq 255 ]
+  [[ $stderr == *"res/1/a"* ]] || { echo "stderr: $stderr"; false; }
+  [ -z "$(logged_seqs jl)" ] || { echo "logged: $(cat jl)"; false; }
+}
+
+@test "-k: jobs waiting for their turn are logged only once printed" {
+  # Job 1 is slow; 2..5 end first and wait for it. Killed before job 1 ends, concur must
+  # not have logged them.
+  start_bg out err -k -j5 --joblog jl "if [ {} = 1 ]; then sleep 20.$UNIQ; fi; echo {}" \
+    ::: 1 2 3 4 5
+  # 2..5 done: only job 1's shell is left, and concur is asleep (it handled their ends)
+  wait_until 10 idle_with_one_child "$BG_PID"
+  kill -KILL "$BG_PID"; wait "$BG_PID" || true
+  [ -z "$(logged_seqs jl)" ] || { echo "logged without output: $(cat jl)"; false; }
+  [ ! -s out ]
+}
+
+@test "20 random SIGKILL/SIGINT/SIGTERM, each followed by --resume: 0 lost, 0 duplicated" {
+  run "$CLI_SOURCE_DIR/tests/stress/kill_resume.sh" "$CONCUR" 20 200
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
