@@ -77,3 +77,39 @@ logged_seqs() { tail -n +2 "$1" | cut -f1; }
   echo "$output"
   [ "$status" -eq 0 ]
 }
+
+# joblog_well_formed FILE: every line has the 9 fields and the file ends with a newline
+joblog_well_formed() {
+  [ "$(tail -c1 "$1" | od -An -c | tr -d ' ')" = '\n' ] || { echo "no final newline"; return 1; }
+  local bad
+  bad=$(awk -F'\t' 'NF != 9' "$1")
+  [ -z "$bad" ] || { echo "malformed lines: $bad"; return 1; }
+}
+
+@test "a joblog line cut short by a full disk is removed: never a partial line" {
+  mount_tmpfs fs 16
+  long=$(printf 'x%.0s' $(seq 700)) # lines of about 760 bytes: they straddle pages
+  cmd="echo $long >/dev/null; : "
+  "$CONCUR" -j1 --joblog fs/jl "$cmd" ::: 1 2 3
+  head -c 1M /dev/zero >fs/fill 2>/dev/null || true # the disk is now full
+  rc=0; "$CONCUR" -j1 --joblog fs/jl --resume "$cmd" ::: $(seq 8) 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -q "cannot write the joblog 'fs/jl'" err
+  joblog_well_formed fs/jl
+  rm fs/fill
+  "$CONCUR" -j1 --joblog fs/jl --resume "$cmd" ::: $(seq 8)
+  joblog_well_formed fs/jl
+  [ "$(tail -n +2 fs/jl | cut -f1 | sort -n | paste -sd' ')" = "$(seq 8 | paste -sd' ')" ]
+}
+
+@test "--resume ignores a torn last joblog line, says so, and reruns that job" {
+  printf '%s\n' "Seq	Host	Starttime	JobRuntime	Send	Receive	Exitval	Signal	Command" \
+    "1	:	1.000	     0.100	0	2	0	0	echo 1" >jl
+  printf '2\t:\t1.000\t     0.100\t0\t2\t0\t0\techo' >>jl # cut in the middle of the command
+  run --separate-stderr "$CONCUR" -k --joblog jl --resume echo ::: 1 2 3
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf '2\n3')" ]
+  [[ $stderr == *"joblog 'jl' ends with an incomplete line"* ]] || { echo "stderr: $stderr"; false; }
+  joblog_well_formed jl
+  [ "$(tail -n +2 jl | cut -f1 | paste -sd' ')" = "1 2 3" ]
+}
