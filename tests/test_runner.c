@@ -178,6 +178,28 @@ Test(runner, timeout_kills_the_whole_group_and_keeps_partial_output)
     assert_no_children();
 }
 
+/* A command ends with its process: a daemon it started (in a session of its own, so out of
+ * reach of the group's signals) that still holds its stdout delays it by a short grace
+ * only, and what the command wrote is kept. */
+Test(runner, a_daemon_holding_stdout_does_not_hold_the_command)
+{
+    concur_cmd c = {.argv = SH("setsid sleep 30 & echo $!; head -c 100000 /dev/zero")};
+    double t0 = concur_now();
+    concur_runner *r = batch(&c, 1, NULL);
+    double dt = concur_now() - t0;
+    const concur_result *x = concur_runner_result(r, 0);
+    int daemon = atoi((const char *)x->out);
+    cr_assert_gt(daemon, 0);
+    cr_assert_eq(kill(daemon, SIGKILL), 0, "the daemon outlives the command");
+    cr_assert(x->success);
+    cr_assert_lt(dt, 10.0, "held %.1f s by the daemon", dt);
+    const char *nl = memchr(x->out, '\n', x->out_len);
+    cr_assert_not_null(nl);
+    cr_assert_eq(x->out_len - (size_t)(nl + 1 - (const char *)x->out), 100000);
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
 Test(runner, term_ignored_then_killed_after_grace)
 {
     concur_runner_opts o = {.kill_grace = 0.2};

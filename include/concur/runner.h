@@ -18,6 +18,9 @@
  * and inherit the environment unless the command replaces or extends it. No signal handler
  * is installed and SIGCHLD is not used; every child is reaped. A timeout sends the term
  * signal (SIGTERM by default) to the whole process group, then SIGKILL after a grace period.
+ * A command is over when its child has exited and its output pipes are at end of file, or
+ * 250 ms after the exit at the latest: pipes still held by a process that outlived the child
+ * (a daemon in a session of its own) are then read once more and closed.
  *
  * Two ways to use it:
  *  - concur_run_batch(): an array of commands in, an array of results out, in input order;

@@ -9,7 +9,9 @@
  * pipes and input socket join the runner's loop, tagged with the job's slot -> output is
  * appended to the job's captures (or handed to on_output), input is sent as the socket
  * takes it -> the pidfd becomes readable at exit and the child is reaped -> once exited and
- * both pipes are at EOF, the job is over (runner.c delivers it).
+ * both pipes are at EOF, the job is over (runner.c delivers it). Pipes still open after the
+ * exit (held by a process that outlived the child, such as a daemon it started) get
+ * OUTPUT_GRACE_NS more, then are closed: a job ends with its process.
  *
  * Captures: up to output_cap bytes in memory; past that the bytes go to an unlinked
  * O_TMPFILE and the whole stream is mapped read-only at the end, so the record still points
@@ -348,6 +350,24 @@ static void reap(concur_runner *r, struct job *j)
     j->exited = true;
     j->ended = concur__ended_siginfo(rc > 0 ? &si : NULL);
     concur__loop_close(&r->loop, &j->pidfd);
+    /* Output still to come gets a bounded grace (the deadline and the termination sequence
+     * are over with the process). */
+    if (j->out_fd >= 0 || j->err_fd >= 0)
+        concur__timer_arm(&r->loop, &j->timer, now_ns() + OUTPUT_GRACE_NS,
+                          job_tag(j->slot, TAG_TIMER));
+}
+
+int concur__job_close_output(concur_runner *r, struct job *j)
+{
+    int rc = 0;
+    /* What is there now, a bounded amount (a writer may go on), then the pipes close. */
+    for (int k = 0; k < 16 && j->out_fd >= 0 && !rc; k++)
+        rc = read_stream(r, j, &j->out_fd, &j->out, CONCUR_STDOUT);
+    for (int k = 0; k < 16 && j->err_fd >= 0 && !rc; k++)
+        rc = read_stream(r, j, &j->err_fd, &j->err, CONCUR_STDERR);
+    concur__loop_close(&r->loop, &j->out_fd);
+    concur__loop_close(&r->loop, &j->err_fd);
+    return rc;
 }
 
 int concur__job_event(concur_runner *r, struct job *j, int tag)

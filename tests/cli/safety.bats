@@ -113,3 +113,41 @@ joblog_well_formed() {
   joblog_well_formed jl
   [ "$(tail -n +2 jl | cut -f1 | paste -sd' ')" = "1 2 3" ]
 }
+
+@test "--timeout ends a job whose daemon holds its stdout (GNU parallel ends it too)" {
+  t0=$EPOCHREALTIME
+  run --separate-stderr timeout -k 1 20 "$CONCUR" --timeout 1 --joblog jl \
+    "setsid sleep 12.$UNIQ & sleep 30.$UNIQ; : {}" ::: x
+  t1=$EPOCHREALTIME
+  [ "$status" -eq 1 ]
+  elapsed_between "$t0" "$t1" 1 4
+  [ "$(tail -n1 jl | cut -f7,8)" = "$(printf -- '-1\t15')" ]
+}
+
+@test "a job ends with its process: a daemon holding its stdout gets a short grace" {
+  t0=$EPOCHREALTIME
+  run --separate-stderr timeout -k 1 20 "$CONCUR" "setsid sleep 12.$UNIQ & echo {}" ::: x
+  t1=$EPOCHREALTIME
+  [ "$status" -eq 0 ]
+  [ "$output" = "x" ]
+  elapsed_between "$t0" "$t1" 0 3
+}
+
+@test "output written just before the process exits is kept in full" {
+  # The shell's last write is still in the pipe when it exits.
+  "$CONCUR" -j4 'setsid sleep 12.'"$UNIQ"' & head -c 200000 /dev/zero | tr "\0" {}' \
+    ::: a b c d >out
+  [ "$(wc -c <out)" -eq 800000 ]
+}
+
+@test "SIGTERM ends concur promptly while a daemon holds a job's stdout" {
+  start_bg out err --joblog jl "setsid sleep 12.$UNIQ & sleep 30.$UNIQ; : {}" ::: x
+  wait_until 10 pgrep -f "30.$UNIQ"
+  t0=$EPOCHREALTIME
+  kill -TERM "$BG_PID"
+  rc=0; wait "$BG_PID" || rc=$?
+  t1=$EPOCHREALTIME
+  [ "$rc" -eq 143 ]
+  elapsed_between "$t0" "$t1" 0 3
+  [ -z "$(tail -n +2 jl)" ]
+}
