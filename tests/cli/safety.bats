@@ -151,3 +151,55 @@ joblog_well_formed() {
   elapsed_between "$t0" "$t1" 0 3
   [ -z "$(tail -n +2 jl)" ]
 }
+
+# exit_and_signal TOOL LINE: "Exitval Signal" of the joblog of one job of LINE ::: a
+exit_and_signal() {
+  local tool=$1 line=$2
+  if [ "$tool" = concur ]; then
+    "$CONCUR" --joblog jl.c "$line" ::: a >/dev/null 2>&1 || true
+    tail -n1 jl.c | cut -f7,8
+  else
+    parallel --will-cite --joblog jl.p "$line" ::: a >/dev/null 2>&1 || true
+    tail -n1 jl.p | cut -f7,8
+  fi
+}
+
+@test "a job killed by a signal through the shell is logged with the signal (GNU parallel's way)" {
+  printf '#!/bin/sh\nkill -9 $$\n' >killme
+  chmod +x killme
+  k=$BATS_TEST_TMPDIR/killme
+  # the last simple command of the line is exec'd, as bash -c does for GNU parallel
+  for line in "true; $k {}" "true && $k {}" "false || $k {}" "cd /; X=1 $k {}" \
+    "x=\$(echo 1); $k {}"; do
+    [ "$(exit_and_signal concur "$line")" = "$(printf '0\t9')" ] || {
+      echo "concur logs $(exit_and_signal concur "$line") for: $line"; false; }
+  done
+  # not exec'd (a redirection, a pipe, a group, a later command): the shell's 128 + 9
+  for line in "$k {} >/dev/null" "echo | $k {}" "{ $k {}; }" "$k {}; true"; do
+    want=$'137\t0'
+    [[ $line == *"; true" ]] && want=$'0\t0'
+    [ "$(exit_and_signal concur "$line")" = "$want" ] || {
+      echo "concur logs $(exit_and_signal concur "$line") for: $line"; false; }
+  done
+}
+
+@test "signals through the shell: the joblog's Exitval and Signal are GNU parallel's" {
+  need_parallel
+  printf '#!/bin/sh\nkill -9 $$\n' >killme
+  chmod +x killme
+  k=$BATS_TEST_TMPDIR/killme
+  for line in "$k {}" "true; $k {}" "true && $k {}" "X=1 $k {}" "$k {} >/dev/null" \
+    "echo | $k {}" "sleep 0 & $k {}" "if true; then $k {}; fi"; do
+    c=$(exit_and_signal concur "$line")
+    p=$(exit_and_signal parallel "$line")
+    [ "$c" = "$p" ] || { echo "for: $line: concur '$c', GNU parallel '$p'"; false; }
+  done
+}
+
+@test "exec'ing the last command keeps the line's meaning" {
+  run "$CONCUR" -k 'cd / && X=ok sh -c "echo \$X \$PWD"; : {}; X=1 printenv X' ::: a
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'ok /\n1')" ]
+  run "$CONCUR" -k 'echo "a\tb" {}' ::: x # a builtin keeps its shell meaning (not exec'd)
+  [ "$output" = "$(sh -c 'echo "a\tb" x')" ]
+}
