@@ -81,6 +81,10 @@ struct input {
     regex_t re;
     const char *lit;
     size_t litlen;
+    /* the elements of the record being built, and NUL bytes replaced in them */
+    struct item *items;
+    struct buf nulfix;
+    bool nul_warned;
 };
 
 /* ------------------------------------------------------------------ reading */
@@ -441,7 +445,8 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     }
     in->g = calloc(nspecs, sizeof(*in->g));
     in->u = calloc(nspecs, sizeof(*in->u));
-    if (!in->g || !in->u) {
+    in->items = calloc(nspecs, sizeof(*in->items));
+    if (!in->g || !in->u || !in->items) {
         rc = CONCUR_ENOMEM;
         goto fail;
     }
@@ -505,6 +510,47 @@ int input_count(struct input *in, size_t *total)
     return 0;
 }
 
+/* A NUL byte cannot be passed in an argument (it would end it there, and split it into
+ * more arguments when exec'd directly): as GNU parallel does, each one inside an element
+ * becomes the two characters \0, with a warning (once). Only -d with a NUL delimiter
+ * (-0) reads elements that hold none. The replaced elements live in in->nulfix until the
+ * next record. 0 or CONCUR_ENOMEM. */
+static int fix_nuls(struct input *in)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < in->ng; i++) {
+        const struct item *it = &in->items[i];
+        for (const char *p = it->p; (p = memchr(p, '\0', (size_t)(it->p + it->len - p))); p++)
+            need++;
+        if (need)
+            need += it->len;
+    }
+    if (!need)
+        return 0;
+    buf_reset(&in->nulfix);
+    if (!buf_reserve(&in->nulfix, need + 1))
+        return CONCUR_ENOMEM;
+    for (size_t i = 0; i < in->ng; i++) {
+        struct item *it = &in->items[i];
+        if (!memchr(it->p, '\0', it->len))
+            continue;
+        char *dst = in->nulfix.p + in->nulfix.len; /* reserved: never moves here */
+        for (size_t k = 0; k < it->len; k++)
+            if (it->p[k])
+                buf_addc(&in->nulfix, it->p[k]);
+            else
+                buf_add(&in->nulfix, "\\0", 2);
+        it->len = (size_t)(in->nulfix.p + in->nulfix.len - dst);
+        it->p = dst;
+    }
+    if (!in->nul_warned) {
+        in->nul_warned = true;
+        cli_warn("a NUL character in the input was replaced with \\0: a NUL cannot be passed "
+                 "in an argument (use -0 / --null for NUL-separated input)");
+    }
+    return 0;
+}
+
 /* Moves the first unit to its next element: 1, 0 at its end, or a negative code. */
 static int advance_first(struct input *in)
 {
@@ -551,21 +597,23 @@ int input_next(struct input *in, struct record *rec)
         in->done = true;
         return rc;
     }
-    rec->n = 0;
-    unsigned col = 0;
     for (size_t k = 0; k < in->nu; k++) {
         const struct unit *u = &in->u[k];
-        for (size_t i = u->first; i < u->first + u->count; i++) {
-            const struct igroup *g = &in->g[i];
-            struct item it = k == 0 ? g->cur : g->items[u->pos];
-            rc = in->colsep ? split_columns(in, rec, it.p, it.len, &col)
-                            : add_field(rec, it.p, it.len, ++col);
-            if (rc) {
-                cli_error("out of memory");
-                in->done = true;
-                return rc;
-            }
-        }
+        for (size_t i = u->first; i < u->first + u->count; i++)
+            in->items[i] = k == 0 ? in->g[i].cur : in->g[i].items[u->pos];
+    }
+    rec->n = 0;
+    unsigned col = 0;
+    rc = fix_nuls(in);
+    for (size_t i = 0; i < in->ng && !rc; i++) {
+        const struct item it = in->items[i];
+        rc = in->colsep ? split_columns(in, rec, it.p, it.len, &col)
+                        : add_field(rec, it.p, it.len, ++col);
+    }
+    if (rc) {
+        cli_error("out of memory");
+        in->done = true;
+        return rc;
     }
     return 1;
 }
@@ -586,5 +634,7 @@ void input_close(struct input *in)
         regfree(&in->re);
     free(in->g);
     free(in->u);
+    free(in->items);
+    buf_free(&in->nulfix);
     free(in);
 }

@@ -203,3 +203,17 @@ exit_and_signal() {
   run "$CONCUR" -k 'echo "a\tb" {}' ::: x # a builtin keeps its shell meaning (not exec'd)
   [ "$output" = "$(sh -c 'echo "a\tb" x')" ]
 }
+
+@test "a NUL inside an input line stays in one argument as \\0, with a warning (as GNU parallel)" {
+  printf 'a\0--evil\nb\n' >in
+  run --separate-stderr "$CONCUR" -k printf '[%s]' {} x <in
+  [ "$status" -eq 0 ]
+  [ "$output" = '[a\0--evil][x][b][x]' ]
+  [[ $stderr == *"NUL character in the input was replaced"* ]] || { echo "stderr: $stderr"; false; }
+  # shell mode, --colsep and a :::: file too
+  run --separate-stderr "$CONCUR" -k 'printf "[%s]" {} x' :::: in
+  [ "$output" = '[a\0--evil][x][b][x]' ]
+  run --separate-stderr "$CONCUR" -k --colsep - printf '[%s]' {1} {3} x <in
+  [ "$output" = '[a\0][evil][x][b][x]' ]
+  same_as_parallel --stdin in -k printf '[%s]' {} x
+}
