@@ -335,10 +335,12 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
             i += plen;
             continue;
         }
-        if (st == OUT && c == '\'') {
-            st = SQ;
-        } else if (st == OUT && c == '"') {
-            st = DQ;
+        if (st == OUT && (c == '\'' || c == '"')) {
+            st = c == '\'' ? SQ : DQ;
+            /* A quoted string makes a word even when empty and next to a placeholder
+             * that gives nothing (a missing {n}): an empty literal says so. */
+            struct seg empty = {.kind = S_LIT, .off = t->text.len, .len = 0};
+            add_seg(t, &empty);
         } else if ((st == SQ && c == '\'') || (st == DQ && c == '"')) {
             st = OUT;
         } else {

@@ -217,3 +217,37 @@ exit_and_signal() {
   [ "$output" = '[a\0][evil][x][b][x]' ]
   same_as_parallel --stdin in -k printf '[%s]' {} x
 }
+
+@test "an empty quoted word next to a placeholder that gives nothing stays a word" {
+  printf '#!/bin/sh\nfor a; do printf "[%%s]" "$a"; done\n' >printargs
+  chmod +x printargs
+  p=$BATS_TEST_TMPDIR/printargs # a simple line: exec'd without a shell
+  run "$CONCUR" "$p" "''{2}" x ::: a
+  [ "$output" = "[][x]" ]
+  run "$CONCUR" --shell "$p" "''{2}" x ::: a
+  [ "$output" = "[][x]" ]
+  same_as_parallel "$p" "''{2}" '""{3}' "{3}" x ::: a
+}
+
+@test "-d with a bad \\x escape is refused with a clear message" {
+  run --separate-stderr "$CONCUR" -d '\xZZ' echo ::: a
+  [ "$status" -eq 2 ]
+  [[ $stderr == *"bad value for -d: '\\xZZ' (\\x needs one or two hexadecimal digits"* ]] || {
+    echo "stderr: $stderr"; false; }
+  run "$CONCUR" -k -d '\x1f' echo < <(printf 'a\x1fb')
+  [ "$output" = "$(printf 'a\nb')" ]
+}
+
+@test "{= perl expression =} is refused with a clear message, never run literally" {
+  for args in "echo {=s/a/b/=}" "echo {= s/a/b/ =} x"; do
+    # shellcheck disable=SC2086
+    run --separate-stderr "$CONCUR" $args ::: a
+    [ "$status" -eq 2 ]
+    [[ $stderr == *"{= perl expression =} replacement strings are not supported"* ]]
+    [ -z "$output" ]
+  done
+  run --separate-stderr "$CONCUR" --tagstring '{=1=}' echo ::: a
+  [ "$status" -eq 2 ]
+  run "$CONCUR" echo '{=x' ::: a # not an expression
+  [ "$output" = "{=x a" ]
+}
