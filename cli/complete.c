@@ -430,8 +430,16 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
         return 1;
     }
     a->running--;
-    /* Killed because concur is stopping (a signal, --halt now, a write error): not done. */
-    bool interrupted = res->signal && !res->timeout && (a->stop_term || signal_pending(a));
+    /* Killed because concur is stopping (a signal, --halt now, a write error, a failure of
+     * the runner): not done. Nor is a job whose output could not be kept (a full TMPDIR):
+     * what it printed is incomplete. */
+    bool lost = res->spawned && res->error;
+    bool interrupted = lost || (res->signal && !res->timeout &&
+                                (res->stopped || a->stop_term || signal_pending(a)));
+    if (lost && !a->fatal) {
+        cli_error("%s", res->error_message ? res->error_message : concur_strerror(res->error));
+        fail_fatal(a, res->error);
+    }
     struct ending e;
     read_ending(a, j, res, &e);
     j->print = !interrupted;

@@ -488,6 +488,27 @@ Test(runner, output_past_the_cap_spills_and_stays_exact)
     concur_runner_destroy(r);
 }
 
+/* Output past the cap that cannot be spilled (TMPDIR missing): the run fails, and the
+ * command's record says why, naming the directory; it is not a success. */
+Test(runner, output_that_cannot_spill_fails_its_record_naming_tmpdir)
+{
+    cr_assert_eq(setenv("TMPDIR", "/nonexistent/concur-tmp", 1), 0);
+    concur_runner_opts o = {.output_cap = 1000};
+    concur_cmd c = {.argv = SH("head -c 5000 /dev/zero")};
+    concur_runner *r = NULL;
+    int rc = concur_run_batch(&c, 1, &o, &r);
+    cr_assert_eq(rc, CONCUR_ENOENT, "run: %d", rc);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert_not_null(x);
+    cr_assert(!x->success);
+    cr_assert_eq(x->error, CONCUR_ENOENT);
+    cr_assert_not_null(x->error_message);
+    cr_assert_not_null(strstr(x->error_message, "'/nonexistent/concur-tmp'"), "%s",
+                       x->error_message);
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
 Test(runner, truncate_policy_keeps_the_first_bytes)
 {
     concur_runner_opts o = {.output_cap = 100, .flags = CONCUR_RUN_TRUNCATE};

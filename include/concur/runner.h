@@ -30,8 +30,12 @@
  *
  * Captured output: each stream of each command keeps at most output_cap bytes in memory;
  * past it, the bytes go to an unlinked temporary file (O_TMPFILE in $TMPDIR or /tmp), so
- * nothing is lost and nothing is left behind. CONCUR_RUN_TRUNCATE keeps the first output_cap
- * bytes and drops the rest instead (the result says it was truncated).
+ * nothing is lost and nothing is left behind (where O_TMPFILE is not supported, a file made
+ * with mkstemp and unlinked at once). When that file cannot be written (the directory is
+ * full or missing), the command's record gets the error and an error_message naming the
+ * directory, success is false, and the run fails with that error (stopping as
+ * CONCUR_STOP_TERM). CONCUR_RUN_TRUNCATE keeps the first output_cap bytes and drops the rest
+ * instead (the result says it was truncated).
  */
 #ifndef CONCUR_RUNNER_H
 #define CONCUR_RUNNER_H

@@ -52,12 +52,32 @@ void concur__cap_free(concur_runner *r, struct capture *c)
     concur__cap_init(c);
 }
 
+/* An unlinked file in the runner's temporary directory: O_TMPFILE, or where the file system
+ * lacks it, a file made with mkstemp and unlinked at once. The fd or -errno. */
+static int tmp_file(const concur_runner *r)
+{
+    int fd = open(r->tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd >= 0 ? fd : -errno;
+    char *path;
+    if (asprintf(&path, "%s/concur-XXXXXX", r->tmpdir) < 0)
+        return CONCUR_ENOMEM;
+    fd = mkostemp(path, O_CLOEXEC);
+    int rc = fd >= 0 ? fd : -errno;
+    if (fd >= 0 && unlink(path) < 0) {
+        rc = -errno;
+        concur__close(&fd);
+    }
+    free(path);
+    return rc;
+}
+
 /* Past the cap: everything so far and from now on goes to an unlinked file. */
 static int cap_spill(concur_runner *r, struct capture *c, const void *data, size_t n)
 {
-    int fd = open(r->tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
+    int fd = tmp_file(r);
     if (fd < 0)
-        return -errno;
+        return fd;
     int rc = concur__write_all(fd, c->buf, c->len);
     if (!rc)
         rc = concur__write_all(fd, data, n);
@@ -297,6 +317,19 @@ int concur__job_spawn(concur_runner *r, struct job *j)
 
 /* ---------------------------------------------------------------- a running command */
 
+/* Output could not be kept (the temporary directory is full, no memory): the job's record
+ * says so, naming the directory; the run then fails (and stops) with @rc. */
+static void capture_failed(concur_runner *r, struct job *j, int rc)
+{
+    if (j->res.error)
+        return;
+    j->res.error = rc;
+    free(j->errmsg);
+    if (asprintf(&j->errmsg, "cannot keep the output in the temporary directory '%s': %s",
+                 r->tmpdir, concur_strerror(rc)) < 0)
+        j->errmsg = NULL;
+}
+
 static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
 {
     unsigned char buf[READ_CHUNK];
@@ -313,8 +346,10 @@ static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture 
             r->o.on_output(r, j->index, stream, buf, (size_t)n, r->o.cb_arg);
         } else {
             int rc = cap_append(r, c, buf, (size_t)n);
-            if (rc)
+            if (rc) {
+                capture_failed(r, j, rc);
                 return rc;
+            }
         }
         if ((size_t)n < sizeof(buf))
             return 0;
@@ -393,7 +428,7 @@ void concur__job_cmd_result(struct job *j)
         res->signal = j->ended.value;
         res->returncode = -j->ended.value;
     }
-    res->success = res->spawned && res->exit_code == 0 && !res->timeout;
+    res->success = res->spawned && res->exit_code == 0 && !res->timeout && !res->error;
     res->error_message = j->errmsg;
     int rc = cap_finish(&j->out);
     if (!rc)

@@ -251,3 +251,25 @@ exit_and_signal() {
   run "$CONCUR" echo '{=x' ::: a # not an expression
   [ "$output" = "{=x a" ]
 }
+
+@test "TMPDIR full: the message names it, the jobs are not logged, no partial output" {
+  mount_tmpfs fs 1024
+  # 20 MB a job: past the 16 MiB kept in memory, output spills to TMPDIR, which is full
+  rc=0
+  TMPDIR=$BATS_TEST_TMPDIR/fs "$CONCUR" -j2 --joblog jl 'head -c 20000000 /dev/zero; echo {}' \
+    ::: a b c >out 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -qF "temporary directory '$BATS_TEST_TMPDIR/fs'" err || { echo "stderr: $(cat err)"; false; }
+  [ -z "$(logged_seqs jl)" ] || { echo "logged: $(cat jl)"; false; }
+  [ ! -s out ] || { echo "$(wc -c <out) bytes of partial output printed"; false; }
+}
+
+@test "TMPDIR missing: the message names it, no job is logged as done" {
+  rc=0
+  TMPDIR=$BATS_TEST_TMPDIR/no/such/dir "$CONCUR" --joblog jl 'head -c 20000000 /dev/zero; : {}' \
+    ::: a >out 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -qF "temporary directory '$BATS_TEST_TMPDIR/no/such/dir'" err || { echo "stderr: $(cat err)"; false; }
+  [ -z "$(logged_seqs jl)" ]
+  [ ! -s out ]
+}
