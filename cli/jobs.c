@@ -408,6 +408,10 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
         goto fail;
     a->next_index = index + 1;
     a->running++;
+    if (a->fd_limit && a->running == a->fd_limit && !a->fd_warned && !a->input_done) {
+        a->fd_warned = true; /* -j0 is held at the limit from now on */
+        fd_limit_warning((int)a->fd_limit);
+    }
     if (a->prog)
         progress_started(a->prog);
     return 1;

@@ -273,3 +273,19 @@ exit_and_signal() {
   [ -z "$(logged_seqs jl)" ]
   [ ! -s out ]
 }
+
+@test "-j0 under a low open-file limit warns and runs as many jobs as the descriptors allow" {
+  run --separate-stderr bash -c 'ulimit -n 48 && exec "$0" -j0 "echo {}" ::: $(seq 100)' "$CONCUR"
+  [ "$status" -eq 0 ]
+  [ "$(printf '%s\n' "$output" | sort -n | paste -sd' ')" = "$(seq 100 | paste -sd' ')" ]
+  [[ $stderr == *"only enough file descriptors (ulimit -n 48) to run"* ]] || { echo "stderr: $stderr"; false; }
+  # a -j above the limit too
+  run --separate-stderr bash -c 'ulimit -n 48 && exec "$0" -j40 "echo {}" ::: $(seq 100)' "$CONCUR"
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 100 ]
+  [[ $stderr == *"only enough file descriptors"* ]]
+  # a limit that does not bite says nothing
+  run --separate-stderr bash -c 'ulimit -n 48 && exec "$0" -j0 "echo {}" ::: 1 2' "$CONCUR"
+  [ "$status" -eq 0 ]
+  [ -z "$stderr" ]
+}
