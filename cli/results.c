@@ -11,7 +11,8 @@
  *   *.tsv   the same with TABs;
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
- *           argument, \ becomes \\, TAB \t, and / becomes \_ ).
+ *           argument, \ becomes \\, TAB \t, and / becomes \_; as GNU parallel does, a
+ *           name longer than the file system allows, usually 255 bytes, is cut there).
  * Jobs are written when they are delivered (in completion order, or in input order with
  * -k), before their joblog line. Files are written with write(2) and every write and close
  * is checked; a row of a .json/.csv/.tsv file is written with one write, and truncated
@@ -35,6 +36,7 @@ struct results {
     int fd;
     char *path;
     bool header_done;
+    size_t name_max; /* the longest file name in the directory */
     struct buf b;
 };
 
@@ -81,6 +83,8 @@ int results_open(struct results **out, const char *path)
     } else {
         r->kind = R_DIR;
         rc = mkdir_p(r->path);
+        long max = rc ? -1 : pathconf(r->path, _PC_NAME_MAX);
+        r->name_max = max > 0 ? (size_t)max : 255;
     }
     if (rc) {
         cli_error("cannot create the results '%s': %s", path, strerror(-rc));
@@ -204,7 +208,8 @@ static int dir_job(struct results *r, const struct jobdone *d)
     buf_adds(b, r->path);
     for (size_t i = 0; i < d->nargs; i++) {
         buf_printf(b, "/%u/", d->args[i].col);
-        for (size_t k = 0; k < d->args[i].len; k++) {
+        size_t name = b->len;
+        for (size_t k = 0; k < d->args[i].len && b->len - name < r->name_max; k++) {
             char c = d->args[i].p[k];
             if (c == '\\')
                 buf_add(b, "\\\\", 2);
@@ -215,6 +220,8 @@ static int dir_job(struct results *r, const struct jobdone *d)
             else
                 buf_addc(b, c);
         }
+        if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
+            b->len = name + r->name_max;
     }
     if (!buf_ok(b))
         return CONCUR_ENOMEM;

@@ -289,3 +289,15 @@ exit_and_signal() {
   [ "$status" -eq 0 ]
   [ -z "$stderr" ]
 }
+
+@test "--results with an argument over 255 bytes: the name is cut as GNU parallel cuts it" {
+  long=$(printf 'x%.0s' $(seq 300))
+  slashes=$(printf 'a/%.0s' $(seq 200)) # escaped to 600 bytes
+  run "$CONCUR" --results res echo ::: "$long" "$slashes" short
+  [ "$status" -eq 0 ]
+  [ "$(cat "res/1/$(printf 'x%.0s' $(seq 255))/stdout")" = "$long" ]
+  [ "$(cat res/1/short/stdout)" = short ]
+  need_parallel
+  parallel --will-cite --results gnu echo ::: "$long" "$slashes" short
+  diff <(cd res && find . | sort) <(cd gnu && find . | sort)
+}
