@@ -151,6 +151,8 @@ void job_output(concur_runner *r, size_t index, int stream, const void *data, si
     }
     if (a->o.keep_order && index != a->next_print)
         return; /* not its turn: keep it */
+    if (!memchr(data, '\n', len))
+        return; /* no line ends here: the earlier bytes were looked at already (linear) */
     const struct buf *tag = job_tag(a, j);
     output_lines(&a->out, stream, pending, tag ? tag->p : NULL, tag ? tag->len : 0, false);
     output_flush(&a->out);

@@ -301,3 +301,20 @@ exit_and_signal() {
   parallel --will-cite --results gnu echo ::: "$long" "$slashes" short
   diff <(cd res && find . | sort) <(cd gnu && find . | sort)
 }
+
+@test "--line-buffer is linear on a long line without newline (100 MB)" {
+  # 100 MB with no newline: about 0.7 s here; a rescan of the pending bytes at every read
+  # (quadratic) took 8.8 s.
+  limit=4
+  [ -z "${CONCUR_SANITIZE:-}" ] || limit=10
+  t0=$EPOCHREALTIME
+  "$CONCUR" --line-buffer 'head -c 100000000 /dev/zero; : {}' ::: 1 >out
+  t1=$EPOCHREALTIME
+  [ "$(wc -c <out)" -eq 100000000 ]
+  elapsed_between "$t0" "$t1" 0 "$limit"
+  # and lines still come out whole, as they end
+  run "$CONCUR" --line-buffer -k --tag 'printf "a%.0s" $(seq 5000); echo; printf b' ::: x
+  [ "${#lines[@]}" -eq 2 ]
+  [ "${#lines[0]}" -eq 5002 ]
+  [ "${lines[1]}" = "$(printf 'x\tb')" ]
+}
