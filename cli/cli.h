@@ -291,6 +291,7 @@ struct jobdone {
     double start, runtime;
     const void *out, *err;
     size_t out_len, err_len;
+    bool out_mapped, err_mapped; /* a spilled output mapped from its file (see output.c) */
 };
 
 struct results;
@@ -313,9 +314,10 @@ struct output {
 
 void output_init(struct output *o, struct progress *prog);
 /* Grouped: a job's whole stdout, then its whole stderr; each line prefixed with `tag` and a
- * TAB when tag is not NULL. */
-void output_group(struct output *o, const void *out, size_t out_len, const void *err,
-                  size_t err_len, const char *tag, size_t tag_len);
+ * TAB when tag is not NULL. A buffer that is a mapping of a spilled output (d->out_mapped,
+ * d->err_mapped) has its pages dropped as they are written, so that a large output does not
+ * stay in memory. */
+void output_group(struct output *o, const struct jobdone *d, const char *tag, size_t tag_len);
 /* --line-buffer: writes the complete lines at the start of *pending (all of it when
  * `final`) to `stream` (CONCUR_STDOUT or CONCUR_STDERR), keeping a last partial line. */
 void output_lines(struct output *o, int stream, struct buf *pending, const char *tag,

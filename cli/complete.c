@@ -159,9 +159,8 @@ void job_output(concur_runner *r, size_t index, int stream, const void *data, si
     check_output(a);
 }
 
-/* Prints what a finished job has to say, from the given buffers. */
-static void print_job(struct app *a, struct job *j, const void *out, size_t out_len,
-                      const void *err, size_t err_len)
+/* Prints what a finished job has to say, from d's buffers. */
+static void print_job(struct app *a, struct job *j, const struct jobdone *d)
 {
     if (!j->print || a->o.report || a->o.results) /* GNU parallel prints nothing with --results */
         return;
@@ -173,7 +172,7 @@ static void print_job(struct app *a, struct job *j, const void *out, size_t out_
         output_lines(&a->out, CONCUR_STDERR, &j->err, tag ? tag->p : NULL, tag ? tag->len : 0,
                      true);
     } else {
-        output_group(&a->out, out, out_len, err, err_len, tag ? tag->p : NULL, tag ? tag->len : 0);
+        output_group(&a->out, d, tag ? tag->p : NULL, tag ? tag->len : 0);
     }
 }
 
@@ -257,6 +256,8 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
         j->received = res->out_len;
     d->err = res->err;
     d->err_len = res->err_len;
+    d->out_mapped = res->out_mapped;
+    d->err_mapped = res->err_mapped;
     if (!res->spawned) {
         /* The reason, as the job's stderr (where the shell would have put it). */
         buf_reset(&a->errmsg);
@@ -264,6 +265,7 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
                    res->error_message ? res->error_message : concur_strerror(res->error));
         d->err = a->errmsg.p;
         d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;
+        d->err_mapped = false;
     }
 }
 
@@ -291,6 +293,7 @@ static bool prepare_job(struct app *a, struct job *j, struct ending *e)
         d->out_len = a->json.len;
         d->err = NULL;
         d->err_len = 0;
+        d->out_mapped = d->err_mapped = false;
     }
     return true;
 }
@@ -334,7 +337,7 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
             return;
         }
     } else {
-        print_job(a, j, d->out, d->out_len, d->err, d->err_len);
+        print_job(a, j, d);
     }
     if (!a->jl)
         return; /* without a joblog, output is flushed once per burst (job_done) */
@@ -358,6 +361,7 @@ static void emit_held(struct app *a, struct job *j)
     d->out_len = j->out.len;
     d->err = j->err.p;
     d->err_len = j->err.len;
+    d->out_mapped = d->err_mapped = false; /* copies */
     emit(a, j, d);
 }
 

@@ -144,6 +144,11 @@ static int open_run(struct app *a)
 
 /* ------------------------------------------------------------------ the run */
 
+/* Bytes of a job's stdout (and of its stderr) kept in memory; past that, the runner spills
+ * them to an unlinked file in TMPDIR, and output.c drops the mapped pages as it writes
+ * them, so memory stays small whatever a job prints. */
+enum { OUTPUT_CAP = 1 << 20 };
+
 /* Descriptors each running job holds: its pidfd, two output pipes and, past the memory
  * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files). */
 static int fds_per_job(const struct cli_opts *o)
@@ -241,6 +246,7 @@ static int run(struct app *a)
     concur_runner_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.max_workers = job_limit(o);
+    ro.output_cap = OUTPUT_CAP;
     if (!o->jobs)
         a->fd_limit = (size_t)ro.max_workers;
     ro.timeout = o->timeout;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -484,6 +485,11 @@ Test(runner, output_past_the_cap_spills_and_stays_exact)
     cr_assert(!x->out_truncated);
     cr_assert_gt(x->out_len, 1000);
     cr_assert_eq(memcmp(x->out, "line0\nline1\n", 12), 0);
+    cr_assert_eq(memcmp(x->out + x->out_len - 9, "line1999\n", 9), 0);
+    cr_assert(x->out_mapped, "a spilled stream is a mapping of its file");
+    cr_assert(!x->err_mapped);
+    /* its pages may be dropped once read: they come back from the file */
+    cr_assert_eq(madvise((void *)x->out, x->out_len, MADV_DONTNEED), 0);
     cr_assert_eq(memcmp(x->out + x->out_len - 9, "line1999\n", 9), 0);
     concur_runner_destroy(r);
 }

@@ -150,6 +150,11 @@ typedef struct concur_result {
      *  empty one), and after an error or a timeout (a late answer is discarded). */
     const unsigned char *answer;
     size_t answer_len;
+    /** The stream went past output_cap and out (err) is a read-only private mapping of its
+     *  unlinked file. A caller that reads a large output once may drop the pages it has
+     *  read with madvise(MADV_DONTNEED), so its memory stays bounded: they would be read
+     *  back from the file if touched again. */
+    bool out_mapped, err_mapped;
 } concur_result;
 
 /** Flags for concur_runner_opts.flags. */

@@ -442,5 +442,7 @@ void concur__job_cmd_result(struct job *j)
     res->err = j->err.buf;
     res->err_len = j->err.len;
     res->out_truncated = j->out.truncated;
+    res->out_mapped = j->out.mapped;
+    res->err_mapped = j->err.mapped;
     res->err_truncated = j->err.truncated;
 }

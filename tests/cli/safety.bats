@@ -318,3 +318,21 @@ exit_and_signal() {
   [ "${#lines[0]}" -eq 5002 ]
   [ "${lines[1]}" = "$(printf 'x\tb')" ]
 }
+
+# peak_rss_kb FILE: the "Maximum resident set size" that /usr/bin/time -v wrote to FILE
+peak_rss_kb() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
+
+@test "grouped output spills: a 100 MB job peaks at 16 MB of memory at most, output exact" {
+  [ -x /usr/bin/time ] || skip "/usr/bin/time is not installed"
+  [ -z "${CONCUR_SANITIZE:-}" ] || skip "peak RSS is not meaningful under ${CONCUR_SANITIZE} sanitizer"
+  mkdir tmp
+  head -c 100000000 /dev/urandom >src
+  TMPDIR=$BATS_TEST_TMPDIR/tmp /usr/bin/time -v -o rss "$CONCUR" cat ::: src >out
+  cmp src out
+  echo "peak RSS: $(peak_rss_kb rss) kB"
+  [ "$(peak_rss_kb rss)" -le 16384 ]
+  TMPDIR=$BATS_TEST_TMPDIR/tmp /usr/bin/time -v -o rss "$CONCUR" --tag cat ::: src >out
+  echo "peak RSS with --tag: $(peak_rss_kb rss) kB"
+  [ "$(peak_rss_kb rss)" -le 16384 ]
+  [ -z "$(ls -A tmp)" ] # the spill files were unlinked
+}
