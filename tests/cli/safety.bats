@@ -336,3 +336,26 @@ peak_rss_kb() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
   [ "$(peak_rss_kb rss)" -le 16384 ]
   [ -z "$(ls -A tmp)" ] # the spill files were unlinked
 }
+
+@test "--colsep is a Perl regular expression (PCRE2), as GNU parallel's" {
+  printf 'a1,b22;c\tD x\n' >in
+  for re in '\d+' '[,;]' '(?<=b)\d' '\s' ',|;' '\W+?' '(?i)B'; do
+    same_as_parallel --stdin in -k --colsep "$re" echo {1}:{2}:{3}
+  done
+}
+
+@test "--colsep with stacked quantifiers fails fast with a clear message" {
+  t0=$EPOCHREALTIME
+  run --separate-stderr "$CONCUR" --colsep '(a{0,200}){0,200}{0,200}{0,200}' echo {1} ::: xay
+  t1=$EPOCHREALTIME
+  [ "$status" -eq 2 ]
+  [[ $stderr == *"bad --colsep"*"quantifier"* ]] || { echo "stderr: $stderr"; false; }
+  elapsed_between "$t0" "$t1" 0 2
+  # a pattern that backtracks without end on a line gives up at the match limit
+  t0=$EPOCHREALTIME
+  run --separate-stderr "$CONCUR" --colsep '(\w|\w\w)+\d' echo {1} ::: "$(printf 'a%.0s' $(seq 60))"
+  t1=$EPOCHREALTIME
+  [ "$status" -ne 0 ]
+  [[ $stderr == *"match limit"* ]] || { echo "stderr: $stderr"; false; }
+  elapsed_between "$t0" "$t1" 0 5
+}
