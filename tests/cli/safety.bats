@@ -359,3 +359,16 @@ peak_rss_kb() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
   [[ $stderr == *"match limit"* ]] || { echo "stderr: $stderr"; false; }
   elapsed_between "$t0" "$t1" 0 5
 }
+
+@test "the joblog's Receive counts stdout bytes (GNU parallel), also with --line-buffer and -k" {
+  for opts in "" "--line-buffer" "-k" "--line-buffer -k"; do
+    # shellcheck disable=SC2086
+    "$CONCUR" $opts -j2 --joblog jl 'printf "%{}s" "" | tr " " x; echo err >&2' ::: 7 100000 \
+      >/dev/null 2>&1
+    [ "$(tail -n +2 jl | sort -n | cut -f6 | paste -sd' ')" = "7 100000" ] || {
+      echo "Receive with '$opts': $(tail -n +2 jl | cut -f1,6 | paste -sd' ')"; false; }
+  done
+  need_parallel
+  parallel --will-cite --joblog gnu 'printf "%{}s" "" | tr " " x; echo err >&2' ::: 7 >/dev/null 2>&1
+  [ "$(tail -n1 gnu | cut -f6)" = 7 ]
+}
