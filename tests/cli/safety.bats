@@ -372,3 +372,18 @@ peak_rss_kb() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
   parallel --will-cite --joblog gnu 'printf "%{}s" "" | tr " " x; echo err >&2' ::: 7 >/dev/null 2>&1
   [ "$(tail -n1 gnu | cut -f6)" = 7 ]
 }
+
+@test "--bar on a terminal: the last line is drawn once and the cursor left below it" {
+  command -v script >/dev/null || skip "script(1) is not installed (a terminal is needed)"
+  script -qec "$CONCUR --bar true ::: 1 2 3" /dev/null >tty.out </dev/null
+  od -c tty.out | tail -4
+  [ "$(grep -o '100% 3/3' tty.out | wc -l)" -eq 1 ]
+  [ "$(tail -c 2 tty.out | od -An -c | tr -d ' ')" = '\r\n' ] # ends with a newline
+}
+
+@test "--progress elsewhere: the final line is not printed twice" {
+  run --separate-stderr "$CONCUR" --progress 'sleep 1.2; : {}' ::: x
+  [ "$status" -eq 0 ]
+  echo "$stderr"
+  [ "$(grep -c 'done 1' <<<"$stderr")" -eq 1 ]
+}
