@@ -387,3 +387,16 @@ peak_rss_kb() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
   echo "$stderr"
   [ "$(grep -c 'done 1' <<<"$stderr")" -eq 1 ]
 }
+
+@test "SIGHUP: the output of finished jobs is printed and logged, the running job is not" {
+  # -k: job 1 is slow; 2..5 end first and wait for their turn when SIGHUP comes.
+  start_bg out err -k -j5 --joblog jl "if [ {} = 1 ]; then sleep 20.$UNIQ; fi; echo {}" \
+    ::: 1 2 3 4 5
+  wait_until 10 idle_with_one_child "$BG_PID"
+  kill -HUP "$BG_PID"
+  rc=0; wait "$BG_PID" || rc=$?
+  [ "$rc" -eq 129 ]
+  [ "$(sort out | paste -sd' ')" = "2 3 4 5" ]
+  [ "$(logged_seqs jl | sort -n | paste -sd' ')" = "2 3 4 5" ]
+  assert_no_process "20.$UNIQ"
+}
