@@ -270,9 +270,12 @@ int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_
 bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
 /* Whether joblog_done needs the command line (only --resume-failed compares it). */
 bool joblog_needs_line(const struct joblog *jl);
-/* Appends one line for a finished job and flushes it. Returns 0 or -errno. */
-int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                 int exitval, int sig, const char *cmd, size_t cmd_len);
+/* The line of a finished job, built ahead (so that its output's write and the line's write
+ * follow each other as closely as they can), then appended with joblog_commit(). 0, or
+ * CONCUR_ENOMEM / -errno. */
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                   int exitval, int sig, const char *cmd, size_t cmd_len);
+int joblog_commit(struct joblog *jl);
 void joblog_close(struct joblog *jl);
 
 /* ------------------------------------------------------------------ results.c */

@@ -329,6 +329,13 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
 {
     if (!j->print)
         return;
+    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->start, d->runtime, j->received, d->exitval,
+                                    d->sig, d->cmd, d->cmd_len)
+                   : 0;
+    if (rc) {
+        fail_fatal(a, rc);
+        return;
+    }
     if (a->res) {
         if (a->fatal)
             return;
@@ -345,9 +352,7 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
     check_output(a);
     if (a->fatal)
         return;
-    int rc = joblog_write(a->jl, d->seq, d->start, d->runtime, j->received, d->exitval, d->sig,
-                          d->cmd, d->cmd_len);
-    if (rc) {
+    if ((rc = joblog_commit(a->jl)) != 0) {
         cli_error("cannot write the joblog '%s': %s", a->o.joblog, concur_strerror(rc));
         fail_fatal(a, rc);
     }

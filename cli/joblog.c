@@ -240,16 +240,19 @@ bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t l
     return e->ok && e->hash == fnv1a(line, len);
 }
 
-int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                 int exitval, int sig, const char *cmd, size_t cmd_len)
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                   int exitval, int sig, const char *cmd, size_t cmd_len)
 {
     buf_reset(&jl->line);
     buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start, runtime, received,
                exitval, sig);
     buf_add(&jl->line, cmd, cmd_len);
     buf_addc(&jl->line, '\n');
-    if (!buf_ok(&jl->line))
-        return CONCUR_ENOMEM;
+    return buf_ok(&jl->line) ? 0 : CONCUR_ENOMEM;
+}
+
+int joblog_commit(struct joblog *jl)
+{
     return append_record(jl->fd, jl->line.p, jl->line.len);
 }
 

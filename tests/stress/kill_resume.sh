@@ -26,26 +26,25 @@ dir=$(mktemp -d) || exit 1
 trap 'rm -rf "$dir"' EXIT
 cd "$dir" || exit 1
 
-# Background jobs of a non-interactive shell ignore SIGINT: restore its default.
+# A non-interactive shell may start commands with SIGINT ignored: restore its default.
 default_int=(env --default-signal=INT)
 "${default_int[@]}" true 2>/dev/null || default_int=()
 
 job='sleep 0.0$(({} % 10)); echo job-{}'
 signals=(KILL INT TERM)
 kills=()
-{ # (bash's notes of killed jobs go to /dev/null; concur's stderr goes to err)
+# timeout(1) sends the signal: it waits for concur, so the signal never reaches a process
+# that took over the pid of a concur that had already ended.
 for ((r = 0; r < rounds; r++)); do
   keep=()
   ((r % 2)) && keep=(-k)
-  "${default_int[@]}" "$concur" -j8 "${keep[@]}" --joblog jl --resume "$job" ::: $(seq "$jobs") \
-    >>out 2>>err </dev/null &
-  pid=$!
-  sleep "0.$(printf '%03d' $((20 + RANDOM % 130)))"
   sig=${signals[RANDOM % 3]}
-  kill -"$sig" "$pid" 2>/dev/null && kills+=("$sig")
-  wait "$pid"
+  after="0.$(printf '%03d' $((20 + RANDOM % 130)))"
+  timeout --foreground -s "$sig" "$after" "${default_int[@]}" "$concur" -j8 "${keep[@]}" --joblog jl \
+    --resume "$job" ::: $(seq "$jobs") >>out 2>>err </dev/null
+  st=$?
+  [[ $st -eq 124 || $st -gt 128 ]] && kills+=("$sig")
 done
-} 2>/dev/null
 "$concur" -j8 --joblog jl --resume "$job" ::: $(seq "$jobs") >>out 2>>err </dev/null
 rc=$?
 
