@@ -8,17 +8,20 @@
  *
  *   concur_runner result -> retry? (another attempt, while --retries allows and concur is
  *   not stopping) -> how it ended (exit value, signal, or why it could not start, which
- *   becomes its stderr) -> counted, timed (--timeout N%), logged (--joblog, --results; the
- *   --json object replaces its output) -> --halt -> printed now, or with -k kept until
- *   its turn -> its record back to the free list
+ *   becomes its stderr) -> counted, timed (--timeout N%), its command line and --json
+ *   object made -> --halt -> delivered now, or with -k kept until its turn: its --results
+ *   entry or its output written and flushed, and only then its joblog line -> its record
+ *   back to the free list
  *
  * The ring maps the runner's index to jobs that may still get output or print: the jobs
  * running when --line-buffer is on, and with -k also the finished jobs whose turn has not
  * come (and only those), with their output copied out of the runner's buffers. ring_lo is
  * the lowest index that may still be in it; with -k it is the next to print.
  *
- * Jobs killed because concur is stopping (a signal, --halt now, a write error) are not
- * done: neither counted, logged nor printed, and --resume runs them again.
+ * Jobs killed because concur is stopping (a signal, --halt now, a write error, a failure of
+ * the runner) and jobs whose output could not be kept (a full TMPDIR) are not done:
+ * neither counted, logged nor printed, and --resume runs them again. Nor is a job whose
+ * output could not be written logged.
  */
 #include "run.h"
 
@@ -298,8 +301,9 @@ static bool prepare_job(struct app *a, struct job *j, struct ending *e)
     return true;
 }
 
-/* A job that is done (not interrupted): counted, timed, logged, shown on the progress line,
- * and weighed by --halt. false as log_job. */
+/* A job that is done (not interrupted): counted, timed, prepared for its log and output
+ * (prepare_job), shown on the progress line, and weighed by --halt; it is logged when it
+ * is delivered (emit). false as prepare_job. */
 static bool account(struct app *a, struct job *j, struct ending *e)
 {
     a->completed++;
@@ -333,6 +337,7 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
                                     d->sig, d->cmd, d->cmd_len)
                    : 0;
     if (rc) {
+        cli_error("out of memory");
         fail_fatal(a, rc);
         return;
     }
