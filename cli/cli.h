@@ -93,6 +93,14 @@ void wr_free(struct writer *w);
 
 /* Writes all of data to fd (retrying on EINTR and short writes). 0 or -errno. */
 int write_all(int fd, const void *data, size_t n);
+/* Appends one record (a joblog line, a --results row) to the regular file fd, opened with
+ * O_APPEND, with a single write(2): on a failed or short write (a full disk) the file is
+ * truncated back to where the record started, so no partial record is ever left. Only one
+ * writer may append to the file. 0 or -errno (-ENOSPC for a short write). */
+int append_record(int fd, const void *data, size_t n);
+
+/* The path a descriptor is open on (/proc/self/fd), for messages: false when unknown. */
+bool fd_path(int fd, char *out, size_t n);
 
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
@@ -262,9 +270,12 @@ int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_
 bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
 /* Whether joblog_done needs the command line (only --resume-failed compares it). */
 bool joblog_needs_line(const struct joblog *jl);
-/* Appends one line for a finished job and flushes it. Returns 0 or -errno. */
-int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                 int exitval, int sig, const char *cmd, size_t cmd_len);
+/* The line of a finished job, built ahead (so that its output's write and the line's write
+ * follow each other as closely as they can), then appended with joblog_commit(). 0, or
+ * CONCUR_ENOMEM / -errno. */
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                   int exitval, int sig, const char *cmd, size_t cmd_len);
+int joblog_commit(struct joblog *jl);
 void joblog_close(struct joblog *jl);
 
 /* ------------------------------------------------------------------ results.c */
@@ -283,6 +294,7 @@ struct jobdone {
     double start, runtime;
     const void *out, *err;
     size_t out_len, err_len;
+    bool out_mapped, err_mapped; /* a spilled output mapped from its file (see output.c) */
 };
 
 struct results;
@@ -305,9 +317,10 @@ struct output {
 
 void output_init(struct output *o, struct progress *prog);
 /* Grouped: a job's whole stdout, then its whole stderr; each line prefixed with `tag` and a
- * TAB when tag is not NULL. */
-void output_group(struct output *o, const void *out, size_t out_len, const void *err,
-                  size_t err_len, const char *tag, size_t tag_len);
+ * TAB when tag is not NULL. A buffer that is a mapping of a spilled output (d->out_mapped,
+ * d->err_mapped) has its pages dropped as they are written, so that a large output does not
+ * stay in memory. */
+void output_group(struct output *o, const struct jobdone *d, const char *tag, size_t tag_len);
 /* --line-buffer: writes the complete lines at the start of *pending (all of it when
  * `final`) to `stream` (CONCUR_STDOUT or CONCUR_STDERR), keeping a last partial line. */
 void output_lines(struct output *o, int stream, struct buf *pending, const char *tag,
@@ -317,8 +330,8 @@ void output_raw(struct output *o, int stream, const void *data, size_t n);
 /* Ends a burst of writes: flushes both writers and redraws the progress line. Returns 0,
  * or -errno of the first failed write (stdout closed, disk full). */
 int output_flush(struct output *o);
-/* The first write error: 0, or -errno; *name tells which stream. */
-int output_error(const struct output *o, const char **name);
+/* The first write error: 0, or -errno; *name and *fd tell which stream. */
+int output_error(const struct output *o, const char **name, int *fd);
 void output_free(struct output *o);
 
 /* ------------------------------------------------------------------ progress.c */

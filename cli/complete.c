@@ -8,17 +8,20 @@
  *
  *   concur_runner result -> retry? (another attempt, while --retries allows and concur is
  *   not stopping) -> how it ended (exit value, signal, or why it could not start, which
- *   becomes its stderr) -> counted, timed (--timeout N%), logged (--joblog, --results; the
- *   --json object replaces its output) -> --halt -> printed now, or with -k kept until
- *   its turn -> its record back to the free list
+ *   becomes its stderr) -> counted, timed (--timeout N%), its command line and --json
+ *   object made -> --halt -> delivered now, or with -k kept until its turn: its --results
+ *   entry or its output written and flushed, and only then its joblog line -> its record
+ *   back to the free list
  *
  * The ring maps the runner's index to jobs that may still get output or print: the jobs
  * running when --line-buffer is on, and with -k also the finished jobs whose turn has not
  * come (and only those), with their output copied out of the runner's buffers. ring_lo is
  * the lowest index that may still be in it; with -k it is the next to print.
  *
- * Jobs killed because concur is stopping (a signal, --halt now, a write error) are not
- * done: neither counted, logged nor printed, and --resume runs them again.
+ * Jobs killed because concur is stopping (a signal, --halt now, a write error, a failure of
+ * the runner) and jobs whose output could not be kept (a full TMPDIR) are not done:
+ * neither counted, logged nor printed, and --resume runs them again. Nor is a job whose
+ * output could not be written logged.
  */
 #include "run.h"
 
@@ -69,9 +72,14 @@ void fail_fatal(struct app *a, int rc)
 void check_output(struct app *a)
 {
     const char *name;
-    int rc = output_error(&a->out, &name);
+    int fd;
+    int rc = output_error(&a->out, &name, &fd);
     if (rc && !a->fatal) {
-        cli_error("cannot write to %s: %s", name, strerror(-rc));
+        char path[4096];
+        if (fd_path(fd, path, sizeof(path)))
+            cli_error("cannot write to %s (%s): %s", name, path, strerror(-rc));
+        else
+            cli_error("cannot write to %s: %s", name, strerror(-rc));
         fail_fatal(a, rc);
     }
 }
@@ -136,6 +144,8 @@ void job_output(concur_runner *r, size_t index, int stream, const void *data, si
     if (!j)
         return;
     struct buf *pending = stream == CONCUR_STDERR ? &j->err : &j->out;
+    if (stream == CONCUR_STDOUT)
+        j->received += len;
     buf_add(pending, data, len);
     if (!buf_ok(pending)) {
         cli_error("out of memory");
@@ -144,15 +154,16 @@ void job_output(concur_runner *r, size_t index, int stream, const void *data, si
     }
     if (a->o.keep_order && index != a->next_print)
         return; /* not its turn: keep it */
+    if (!memchr(data, '\n', len))
+        return; /* no line ends here: the earlier bytes were looked at already (linear) */
     const struct buf *tag = job_tag(a, j);
     output_lines(&a->out, stream, pending, tag ? tag->p : NULL, tag ? tag->len : 0, false);
     output_flush(&a->out);
     check_output(a);
 }
 
-/* Prints what a finished job has to say, from the given buffers. */
-static void print_job(struct app *a, struct job *j, const void *out, size_t out_len,
-                      const void *err, size_t err_len)
+/* Prints what a finished job has to say, from d's buffers. */
+static void print_job(struct app *a, struct job *j, const struct jobdone *d)
 {
     if (!j->print || a->o.report || a->o.results) /* GNU parallel prints nothing with --results */
         return;
@@ -164,28 +175,7 @@ static void print_job(struct app *a, struct job *j, const void *out, size_t out_
         output_lines(&a->out, CONCUR_STDERR, &j->err, tag ? tag->p : NULL, tag ? tag->len : 0,
                      true);
     } else {
-        output_group(&a->out, out, out_len, err, err_len, tag ? tag->p : NULL, tag ? tag->len : 0);
-    }
-}
-
-/* -k: prints the jobs whose turn has come, in order. */
-static void print_ready(struct app *a)
-{
-    struct job **p;
-    while ((p = ring_at(a, a->next_print)) && *p && (*p)->finished) {
-        struct job *j = *p;
-        print_job(a, j, j->out.p, j->out.len, j->err.p, j->err.len);
-        *p = NULL;
-        a->ring_lo = ++a->next_print;
-        job_put(a, j);
-    }
-    /* --line-buffer: the next job, still running, now writes its lines as they come. */
-    if (a->o.out == OUT_LINE && (p = ring_at(a, a->next_print)) && *p) {
-        const struct buf *tag = job_tag(a, *p);
-        output_lines(&a->out, CONCUR_STDOUT, &(*p)->out, tag ? tag->p : NULL, tag ? tag->len : 0,
-                     false);
-        output_lines(&a->out, CONCUR_STDERR, &(*p)->err, tag ? tag->p : NULL, tag ? tag->len : 0,
-                     false);
+        output_group(&a->out, d, tag ? tag->p : NULL, tag ? tag->len : 0);
     }
 }
 
@@ -243,7 +233,7 @@ static void check_halt(struct app *a, struct job *j, bool failed, int exitval, i
 }
 
 /* How a finished job ended: what the joblog, --results and --json see (the command line is
- * filled in by log_job), and what it has to print (d.out, d.err). */
+ * filled in by prepare_job), and what it has to print (d.out, d.err). */
 struct ending {
     bool failed;
     struct jobdone d;
@@ -265,8 +255,12 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
     d->exitval = res->timeout ? -1 : res->signal ? 0 : d->exitcode;
     d->out = res->out;
     d->out_len = res->out_len;
+    if (a->o.out != OUT_LINE) /* --line-buffer counts as the output comes */
+        j->received = res->out_len;
     d->err = res->err;
     d->err_len = res->err_len;
+    d->out_mapped = res->out_mapped;
+    d->err_mapped = res->err_mapped;
     if (!res->spawned) {
         /* The reason, as the job's stderr (where the shell would have put it). */
         buf_reset(&a->errmsg);
@@ -274,14 +268,15 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
                    res->error_message ? res->error_message : concur_strerror(res->error));
         d->err = a->errmsg.p;
         d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;
+        d->err_mapped = false;
     }
 }
 
-/* The joblog's line, the --results entry and the --json object, which then replaces the
- * job's output. false when out of memory: the run is stopping and the job is left as is. */
-static bool log_job(struct app *a, struct job *j, struct ending *e)
+/* What a done job shows: its command line (joblog, --results, --json) and, with --json
+ * (unless --results takes the output), the JSON object instead of its output. false when
+ * out of memory: the run is stopping and the job is left as is. */
+static bool prepare_job(struct app *a, struct job *j, struct ending *e)
 {
-    const struct cli_opts *o = &a->o;
     struct jobdone *d = &e->d;
     const struct buf *line = job_line(a, j);
     if (!line) {
@@ -290,18 +285,7 @@ static bool log_job(struct app *a, struct job *j, struct ending *e)
     }
     d->cmd = line->p;
     d->cmd_len = line->len;
-    if (a->jl) {
-        size_t received = o->out == OUT_LINE ? 0 : d->out_len + d->err_len;
-        int rc = joblog_write(a->jl, d->seq, d->start, d->runtime, received, d->exitval, d->sig,
-                              d->cmd, d->cmd_len);
-        if (rc) {
-            cli_error("cannot write the joblog '%s': %s", o->joblog, concur_strerror(rc));
-            fail_fatal(a, rc);
-        }
-    }
-    if (a->res && results_write(a->res, d) != 0)
-        fail_fatal(a, CONCUR_EIO);
-    if (o->json) { /* the JSON object is the job's output */
+    if (a->o.json && !a->res) { /* the JSON object is the job's output */
         buf_reset(&a->json);
         json_job(&a->json, d);
         if (!buf_ok(&a->json)) {
@@ -312,12 +296,14 @@ static bool log_job(struct app *a, struct job *j, struct ending *e)
         d->out_len = a->json.len;
         d->err = NULL;
         d->err_len = 0;
+        d->out_mapped = d->err_mapped = false;
     }
     return true;
 }
 
-/* A job that is done (not interrupted): counted, timed, logged, shown on the progress line,
- * and weighed by --halt. false as log_job. */
+/* A job that is done (not interrupted): counted, timed, prepared for its log and output
+ * (prepare_job), shown on the progress line, and weighed by --halt; it is logged when it
+ * is delivered (emit). false as prepare_job. */
 static bool account(struct app *a, struct job *j, struct ending *e)
 {
     a->completed++;
@@ -329,7 +315,7 @@ static bool account(struct app *a, struct job *j, struct ending *e)
         hist_add(a, e->d.runtime);
     if (e->d.timeout)
         note(a, "warning: this job timed out and was killed", j);
-    if ((a->jl || a->res || a->o.json) && !log_job(a, j, e))
+    if ((a->jl || a->res || a->o.json) && !prepare_job(a, j, e))
         return false;
     if (a->prog)
         progress_done(a->prog, e->failed);
@@ -337,14 +323,88 @@ static bool account(struct app *a, struct job *j, struct ending *e)
     return true;
 }
 
-/* Prints the job now if its turn has come (then, with -k, those that waited for it), or
- * keeps a copy of what it has to print until then. */
+/* ------------------------------------------------------------------ delivery */
+
+/* Delivers a finished job: its --results entry or its output, then, once that was written
+ * (flushed) without error, its joblog line. A job is thus never logged as done while its
+ * output is lost: after a failed write, a crash or a kill, --resume runs it again. An
+ * interrupted job (not done) is neither written nor logged. */
+static void emit(struct app *a, struct job *j, const struct jobdone *d)
+{
+    if (!j->print)
+        return;
+    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->start, d->runtime, j->received, d->exitval,
+                                    d->sig, d->cmd, d->cmd_len)
+                   : 0;
+    if (rc) {
+        cli_error("out of memory");
+        fail_fatal(a, rc);
+        return;
+    }
+    if (a->res) {
+        if (a->fatal)
+            return;
+        if (results_write(a->res, d) != 0) {
+            fail_fatal(a, CONCUR_EIO);
+            return;
+        }
+    } else {
+        print_job(a, j, d);
+    }
+    if (!a->jl)
+        return; /* without a joblog, output is flushed once per burst (job_done) */
+    output_flush(&a->out);
+    check_output(a);
+    if (a->fatal)
+        return;
+    if ((rc = joblog_commit(a->jl)) != 0) {
+        cli_error("cannot write the joblog '%s': %s", a->o.joblog, concur_strerror(rc));
+        fail_fatal(a, rc);
+    }
+}
+
+/* -k: a job held until its turn, delivered from its copies. */
+static void emit_held(struct app *a, struct job *j)
+{
+    struct jobdone *d = &j->done;
+    d->out = j->out.p;
+    d->out_len = j->out.len;
+    d->err = j->err.p;
+    d->err_len = j->err.len;
+    d->out_mapped = d->err_mapped = false; /* copies */
+    emit(a, j, d);
+}
+
+/* -k: delivers the jobs whose turn has come, in order. */
+static void print_ready(struct app *a)
+{
+    struct job **p;
+    while ((p = ring_at(a, a->next_print)) && *p && (*p)->finished) {
+        struct job *j = *p;
+        emit_held(a, j);
+        *p = NULL;
+        a->ring_lo = ++a->next_print;
+        job_put(a, j);
+    }
+    /* --line-buffer: the next job, still running, now writes its lines as they come. */
+    if (a->o.out == OUT_LINE && (p = ring_at(a, a->next_print)) && *p) {
+        const struct buf *tag = job_tag(a, *p);
+        output_lines(&a->out, CONCUR_STDOUT, &(*p)->out, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     false);
+        output_lines(&a->out, CONCUR_STDERR, &(*p)->err, tag ? tag->p : NULL, tag ? tag->len : 0,
+                     false);
+    }
+}
+
+/* Delivers the job now if its turn has come (then, with -k, those that waited for it), or
+ * keeps a copy of what it has to deliver until then. */
 static void deliver(struct app *a, struct job *j, const struct jobdone *d)
 {
     const struct cli_opts *o = &a->o;
     if (o->keep_order && j->index != a->next_print) {
-        /* Not its turn: keep a copy of what it has to print. */
+        /* Not its turn: keep a copy of what it has to deliver. */
         j->finished = true;
+        j->done = *d;
         if (j->print && o->out != OUT_LINE) {
             buf_reset(&j->out);
             buf_reset(&j->err);
@@ -357,7 +417,7 @@ static void deliver(struct app *a, struct job *j, const struct jobdone *d)
         }
         return;
     }
-    print_job(a, j, d->out, d->out_len, d->err, d->err_len);
+    emit(a, j, d);
     if (a->use_ring) {
         if (o->keep_order) {
             struct job **p = ring_at(a, j->index);
@@ -382,11 +442,20 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
     if (!res->success && res->attempts < a->o.tries && !a->stop_term && !signal_pending(a)) {
         buf_reset(&j->out);
         buf_reset(&j->err);
+        j->received = 0;
         return 1;
     }
     a->running--;
-    /* Killed because concur is stopping (a signal, --halt now, a write error): not done. */
-    bool interrupted = res->signal && !res->timeout && (a->stop_term || signal_pending(a));
+    /* Killed because concur is stopping (a signal, --halt now, a write error, a failure of
+     * the runner): not done. Nor is a job whose output could not be kept (a full TMPDIR):
+     * what it printed is incomplete. */
+    bool lost = res->spawned && res->error;
+    bool interrupted = lost || (res->signal && !res->timeout &&
+                                (res->stopped || a->stop_term || signal_pending(a)));
+    if (lost && !a->fatal) {
+        cli_error("%s", res->error_message ? res->error_message : concur_strerror(res->error));
+        fail_fatal(a, res->error);
+    }
     struct ending e;
     read_ending(a, j, res, &e);
     j->print = !interrupted;
@@ -407,7 +476,7 @@ void print_leftovers(struct app *a)
         struct job **p = ring_at(a, i);
         if (p && *p) {
             if ((*p)->finished)
-                print_job(a, *p, (*p)->out.p, (*p)->out.len, (*p)->err.p, (*p)->err.len);
+                emit_held(a, *p);
             job_put(a, *p);
             *p = NULL;
         }

@@ -10,11 +10,11 @@
  * one (they are small in practice).
  *
  * Elements end with the delimiter (newline, NUL with -0, any string with -d); the last one
- * may lack it. With --colsep each element is split further into columns on a regular
- * expression (POSIX ERE after translating the common Perl escapes \t \n \s \d \w), with
- * Perl's split rules as GNU parallel uses them: empty trailing columns are kept, and a
- * pattern matching the empty string splits between characters. A pattern without regex
- * syntax is matched as a plain string.
+ * may lack it. With --colsep each element is split further into columns on a Perl-compatible
+ * regular expression (PCRE2, with limits on each match), with Perl's split rules as GNU
+ * parallel uses them: empty trailing columns are kept, and a pattern matching the empty
+ * string splits between characters. A pattern without regex syntax is matched as a plain
+ * string.
  *
  * Invariant: the fields of the record returned last point into the current block of the
  * stream, into the in-memory groups, or into argv, and stay valid until the next call.
@@ -24,7 +24,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <regex.h>
+#ifdef CONCUR_HAVE_PCRE2
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,9 +81,18 @@ struct input {
     /* --colsep */
     int intr_fd;
     bool colsep, use_re;
-    regex_t re;
+#ifdef CONCUR_HAVE_PCRE2
+    pcre2_code *re;
+    pcre2_match_data *md;
+    pcre2_match_context *mc;
+#endif
+    const char *pattern;
     const char *lit;
     size_t litlen;
+    /* the elements of the record being built, and NUL bytes replaced in them */
+    struct item *items;
+    struct buf nulfix;
+    bool nul_warned;
 };
 
 /* ------------------------------------------------------------------ reading */
@@ -267,7 +279,12 @@ static int count_file(struct reader *r, size_t *count)
 
 /* ------------------------------------------------------------------ --colsep */
 
-/* Perl-style escapes to POSIX ERE. */
+/* Limits on one --colsep match, so that a pattern with stacked quantifiers fails fast with
+ * a message instead of backtracking for ever: steps of the matcher, and its depth. */
+enum { COLSEP_MATCH_LIMIT = 10000000, COLSEP_DEPTH_LIMIT = 100000 };
+
+/* --colsep: a Perl-compatible regular expression (PCRE2), as in GNU parallel; a pattern
+ * without regex syntax is matched as a plain string. */
 static int compile_colsep(struct input *in, const char *pat)
 {
     if (!strpbrk(pat, ".[]()*+?{}|^$\\")) {
@@ -275,59 +292,30 @@ static int compile_colsep(struct input *in, const char *pat)
         in->litlen = strlen(pat);
         return 0;
     }
-    struct buf b = {0};
-    for (const char *p = pat; *p; p++) {
-        if (*p != '\\' || !p[1]) {
-            buf_addc(&b, *p);
-            continue;
-        }
-        switch (*++p) {
-        case 't':
-            buf_addc(&b, '\t');
-            break;
-        case 'n':
-            buf_addc(&b, '\n');
-            break;
-        case 'r':
-            buf_addc(&b, '\r');
-            break;
-        case 's':
-            buf_adds(&b, "[[:space:]]");
-            break;
-        case 'S':
-            buf_adds(&b, "[^[:space:]]");
-            break;
-        case 'd':
-            buf_adds(&b, "[0-9]");
-            break;
-        case 'D':
-            buf_adds(&b, "[^0-9]");
-            break;
-        case 'w':
-            buf_adds(&b, "[[:alnum:]_]");
-            break;
-        case 'W':
-            buf_adds(&b, "[^[:alnum:]_]");
-            break;
-        default:
-            buf_addc(&b, '\\');
-            buf_addc(&b, *p);
-        }
-    }
-    if (!buf_ok(&b)) {
-        buf_free(&b);
-        return CONCUR_ENOMEM;
-    }
-    int rc = regcomp(&in->re, b.p, REG_EXTENDED);
-    buf_free(&b);
-    if (rc) {
-        char msg[256];
-        regerror(rc, &in->re, msg, sizeof(msg));
-        cli_error("bad --colsep '%s': %s", pat, msg);
+#ifndef CONCUR_HAVE_PCRE2
+    cli_error("bad --colsep '%s': this concur was built without PCRE2, so --colsep takes a "
+              "plain string (no regular expression syntax)",
+              pat);
+    return CONCUR_EINVAL;
+#else
+    int err;
+    PCRE2_SIZE off;
+    in->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, 0, &err, &off, NULL);
+    if (!in->re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof(msg));
+        cli_error("bad --colsep '%s': %s at offset %zu", pat, (const char *)msg, (size_t)off);
         return CONCUR_EINVAL;
     }
+    in->pattern = pat;
+    in->md = pcre2_match_data_create_from_pattern(in->re, NULL);
+    in->mc = pcre2_match_context_create(NULL);
+    if (!in->md || !in->mc || pcre2_set_match_limit(in->mc, COLSEP_MATCH_LIMIT) != 0 ||
+        pcre2_set_depth_limit(in->mc, COLSEP_DEPTH_LIMIT) != 0)
+        return CONCUR_ENOMEM;
     in->use_re = true;
     return 0;
+#endif
 }
 
 static int add_field(struct record *rec, const char *p, size_t len, unsigned col)
@@ -344,26 +332,40 @@ static int add_field(struct record *rec, const char *p, size_t len, unsigned col
     return 0;
 }
 
-/* Next separator match in s[from, n): sets *ms, *me; false if none. */
-static bool colsep_match(struct input *in, const char *s, size_t n, size_t from, size_t *ms,
-                         size_t *me)
+/* Next separator match in s[from, n): sets *ms, *me and returns 1; 0 if none; CONCUR_EINVAL
+ * after a message when the pattern reached its match limits. */
+static int colsep_match(struct input *in, const char *s, size_t n, size_t from, size_t *ms,
+                        size_t *me)
 {
     if (from > n)
-        return false;
+        return 0;
     if (!in->use_re) {
         const char *d = memmem(s + from, n - from, in->lit, in->litlen);
         if (!d)
-            return false;
+            return 0;
         *ms = (size_t)(d - s);
         *me = *ms + in->litlen;
-        return true;
+        return 1;
     }
-    regmatch_t m = {.rm_so = (regoff_t)from, .rm_eo = (regoff_t)n};
-    if (regexec(&in->re, s, 1, &m, REG_STARTEND | (from ? REG_NOTBOL : 0)) != 0)
-        return false;
-    *ms = (size_t)m.rm_so;
-    *me = (size_t)m.rm_eo;
-    return true;
+#ifndef CONCUR_HAVE_PCRE2
+    return 0; /* not reached: without PCRE2 every pattern is a plain string */
+#else
+    int rc = pcre2_match(in->re, (PCRE2_SPTR)s, n, from, 0, in->md, in->mc);
+    if (rc == PCRE2_ERROR_NOMATCH)
+        return 0;
+    if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof(msg));
+        cli_error("--colsep '%s' gave up on an input line: %s (simplify the pattern: nested "
+                  "or stacked quantifiers backtrack without end)",
+                  in->pattern, (const char *)msg);
+        return CONCUR_EINVAL;
+    }
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(in->md);
+    *ms = ov[0];
+    *me = ov[1];
+    return 1;
+#endif
 }
 
 static int split_columns(struct input *in, struct record *rec, const char *s, size_t n,
@@ -371,7 +373,9 @@ static int split_columns(struct input *in, struct record *rec, const char *s, si
 {
     size_t start = 0, from = 0, ms, me;
     int rc;
-    while (from <= n && colsep_match(in, s, n, from, &ms, &me)) {
+    while (from <= n && (rc = colsep_match(in, s, n, from, &ms, &me)) != 0) {
+        if (rc < 0)
+            return rc;
         if (me == ms) {
             /* An empty match: never at the start of a field, nor at the very end. */
             if (ms == start || ms >= n) {
@@ -441,7 +445,8 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     }
     in->g = calloc(nspecs, sizeof(*in->g));
     in->u = calloc(nspecs, sizeof(*in->u));
-    if (!in->g || !in->u) {
+    in->items = calloc(nspecs, sizeof(*in->items));
+    if (!in->g || !in->u || !in->items) {
         rc = CONCUR_ENOMEM;
         goto fail;
     }
@@ -505,6 +510,47 @@ int input_count(struct input *in, size_t *total)
     return 0;
 }
 
+/* A NUL byte cannot be passed in an argument (it would end it there, and split it into
+ * more arguments when exec'd directly): as GNU parallel does, each one inside an element
+ * becomes the two characters \0, with a warning (once). Only -d with a NUL delimiter
+ * (-0) reads elements that hold none. The replaced elements live in in->nulfix until the
+ * next record. 0 or CONCUR_ENOMEM. */
+static int fix_nuls(struct input *in)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < in->ng; i++) {
+        const struct item *it = &in->items[i];
+        for (const char *p = it->p; (p = memchr(p, '\0', (size_t)(it->p + it->len - p))); p++)
+            need++;
+        if (need)
+            need += it->len;
+    }
+    if (!need)
+        return 0;
+    buf_reset(&in->nulfix);
+    if (!buf_reserve(&in->nulfix, need + 1))
+        return CONCUR_ENOMEM;
+    for (size_t i = 0; i < in->ng; i++) {
+        struct item *it = &in->items[i];
+        if (!memchr(it->p, '\0', it->len))
+            continue;
+        char *dst = in->nulfix.p + in->nulfix.len; /* reserved: never moves here */
+        for (size_t k = 0; k < it->len; k++)
+            if (it->p[k])
+                buf_addc(&in->nulfix, it->p[k]);
+            else
+                buf_add(&in->nulfix, "\\0", 2);
+        it->len = (size_t)(in->nulfix.p + in->nulfix.len - dst);
+        it->p = dst;
+    }
+    if (!in->nul_warned) {
+        in->nul_warned = true;
+        cli_warn("a NUL character in the input was replaced with \\0: a NUL cannot be passed "
+                 "in an argument (use -0 / --null for NUL-separated input)");
+    }
+    return 0;
+}
+
 /* Moves the first unit to its next element: 1, 0 at its end, or a negative code. */
 static int advance_first(struct input *in)
 {
@@ -551,21 +597,24 @@ int input_next(struct input *in, struct record *rec)
         in->done = true;
         return rc;
     }
-    rec->n = 0;
-    unsigned col = 0;
     for (size_t k = 0; k < in->nu; k++) {
         const struct unit *u = &in->u[k];
-        for (size_t i = u->first; i < u->first + u->count; i++) {
-            const struct igroup *g = &in->g[i];
-            struct item it = k == 0 ? g->cur : g->items[u->pos];
-            rc = in->colsep ? split_columns(in, rec, it.p, it.len, &col)
-                            : add_field(rec, it.p, it.len, ++col);
-            if (rc) {
-                cli_error("out of memory");
-                in->done = true;
-                return rc;
-            }
-        }
+        for (size_t i = u->first; i < u->first + u->count; i++)
+            in->items[i] = k == 0 ? in->g[i].cur : in->g[i].items[u->pos];
+    }
+    rec->n = 0;
+    unsigned col = 0;
+    rc = fix_nuls(in);
+    for (size_t i = 0; i < in->ng && !rc; i++) {
+        const struct item it = in->items[i];
+        rc = in->colsep ? split_columns(in, rec, it.p, it.len, &col)
+                        : add_field(rec, it.p, it.len, ++col);
+    }
+    if (rc) {
+        if (rc == CONCUR_ENOMEM)
+            cli_error("out of memory");
+        in->done = true;
+        return rc;
     }
     return 1;
 }
@@ -582,9 +631,14 @@ void input_close(struct input *in)
         free(g->items);
         free(g->data);
     }
-    if (in->use_re)
-        regfree(&in->re);
+#ifdef CONCUR_HAVE_PCRE2
+    pcre2_code_free(in->re);
+    pcre2_match_data_free(in->md);
+    pcre2_match_context_free(in->mc);
+#endif
     free(in->g);
     free(in->u);
+    free(in->items);
+    buf_free(&in->nulfix);
     free(in);
 }

@@ -3,9 +3,13 @@
  *
  * The file starts with the header
  *   Seq  Host  Starttime  JobRuntime  Send  Receive  Exitval  Signal  Command
- * (TAB-separated) and gets one line per finished job, in completion order, written with a
- * single write(2) as soon as the job is over, so that after a crash or an interrupt the
- * file lists exactly the jobs that were done. Host is ":" (this machine), Starttime is
+ * (TAB-separated) and gets one line per finished job, in the order the jobs' output is
+ * delivered, written with a single write(2) once the job's output (or its --results
+ * entry) was written without error, so that after a crash, a kill or a full disk the file
+ * lists only jobs whose output is safe. A write cut short (a full disk) is truncated away,
+ * so a line is either whole or absent; a torn last line left by a kill in the middle of a
+ * write is ignored when the file is read back (with a warning) and removed before new lines
+ * are appended. Host is ":" (this machine), Starttime is
  * seconds since the epoch with 3 decimals, JobRuntime is "%10.3f", Send is 0 (no stdin is
  * sent), Receive counts the bytes of output, Exitval is the exit status (-1 for a job
  * killed by its timeout, as GNU parallel logs it) and Signal the signal that ended it.
@@ -113,11 +117,15 @@ static int parse_line(struct joblog *jl, char *s, size_t n)
     return remember(jl, seq, fnv1a(f[8], (size_t)(end - f[8])), ev == 0 && sg == 0);
 }
 
-static int read_log(struct joblog *jl, int fd)
+/* Reads the joblog at fd: remembers its jobs. *complete is set to the length of its
+ * complete lines: a last line without its newline was torn (a full disk, a kill in the
+ * middle of a write) and is not trusted. */
+static int read_log(struct joblog *jl, int fd, off_t *complete)
 {
     struct buf b = {0};
     char blk[65536];
     int rc = 0;
+    off_t done = 0;
     for (;;) {
         ssize_t got = read(fd, blk, sizeof(blk));
         if (got < 0 && errno == EINTR)
@@ -138,6 +146,7 @@ static int read_log(struct joblog *jl, int fd)
         while ((nl = memchr(start, '\n', b.len - (size_t)(start - b.p))) != NULL) {
             if ((rc = parse_line(jl, start, (size_t)(nl - start))) != 0)
                 break;
+            done += nl + 1 - start;
             start = nl + 1;
         }
         size_t rest = b.len - (size_t)(start - b.p);
@@ -146,8 +155,7 @@ static int read_log(struct joblog *jl, int fd)
         if (rc)
             break;
     }
-    if (!rc && b.len)
-        rc = parse_line(jl, b.p, b.len); /* a last line without newline */
+    *complete = done;
     buf_free(&b);
     return rc;
 }
@@ -166,10 +174,16 @@ int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_
     jl->fd = -1;
     jl->resume_failed = resume_failed;
     bool append = resume || resume_failed;
+    off_t complete = -1; /* the length of the complete lines of the joblog read */
     if (append) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat rst;
         if (fd >= 0) {
-            rc = read_log(jl, fd);
+            rc = read_log(jl, fd, &complete);
+            if (!rc && fstat(fd, &rst) == 0 && rst.st_size > complete)
+                cli_warn("the joblog '%s' ends with an incomplete line (a write that was cut "
+                         "short): ignored%s",
+                         path, readonly ? "" : ", and removed");
             close(fd);
             if (rc) {
                 cli_error("cannot read the joblog '%s': %s", path, concur_strerror(rc));
@@ -189,16 +203,19 @@ int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_
     }
     jl->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0666);
     struct stat st;
-    if (jl->fd < 0 || fstat(jl->fd, &st) < 0) {
+    if (jl->fd < 0 || fstat(jl->fd, &st) < 0 ||
+        (complete >= 0 && st.st_size > complete && ftruncate(jl->fd, complete) < 0)) {
         rc = -errno;
         cli_error("cannot open the joblog '%s': %s", path, strerror(errno));
         joblog_close(jl);
         return rc;
     }
+    if (complete >= 0 && st.st_size > complete)
+        st.st_size = complete;
     if (st.st_size == 0) {
         static const char header[] =
             "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
-        if ((rc = write_all(jl->fd, header, sizeof(header) - 1)) != 0) {
+        if ((rc = append_record(jl->fd, header, sizeof(header) - 1)) != 0) {
             cli_error("cannot write the joblog '%s': %s", path, strerror(-rc));
             joblog_close(jl);
             return rc;
@@ -223,17 +240,20 @@ bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t l
     return e->ok && e->hash == fnv1a(line, len);
 }
 
-int joblog_write(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                 int exitval, int sig, const char *cmd, size_t cmd_len)
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
+                   int exitval, int sig, const char *cmd, size_t cmd_len)
 {
     buf_reset(&jl->line);
     buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start, runtime, received,
                exitval, sig);
     buf_add(&jl->line, cmd, cmd_len);
     buf_addc(&jl->line, '\n');
-    if (!buf_ok(&jl->line))
-        return CONCUR_ENOMEM;
-    return write_all(jl->fd, jl->line.p, jl->line.len);
+    return buf_ok(&jl->line) ? 0 : CONCUR_ENOMEM;
+}
+
+int joblog_commit(struct joblog *jl)
+{
+    return append_record(jl->fd, jl->line.p, jl->line.len);
 }
 
 void joblog_close(struct joblog *jl)

@@ -55,6 +55,7 @@ static struct job *job_get(struct app *a)
     buf_reset(&j->tag);
     buf_reset(&j->line);
     j->nargs = 0;
+    j->received = 0;
     j->have_line = j->have_tag = j->finished = false;
     j->print = true;
     return j;
@@ -407,6 +408,10 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
         goto fail;
     a->next_index = index + 1;
     a->running++;
+    if (a->fd_limit && a->running == a->fd_limit && !a->fd_warned && !a->input_done) {
+        a->fd_warned = true; /* -j0 is held at the limit from now on */
+        fd_limit_warning((int)a->fd_limit);
+    }
     if (a->prog)
         progress_started(a->prog);
     return 1;

@@ -28,9 +28,12 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <dirent.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -141,6 +144,63 @@ static int open_run(struct app *a)
 
 /* ------------------------------------------------------------------ the run */
 
+/* Bytes of a job's stdout (and of its stderr) kept in memory; past that, the runner spills
+ * them to an unlinked file in TMPDIR, and output.c drops the mapped pages as it writes
+ * them, so memory stays small whatever a job prints. */
+enum { OUTPUT_CAP = 1 << 20 };
+
+/* Descriptors each running job holds: its pidfd, two output pipes and, past the memory
+ * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files). */
+static int fds_per_job(const struct cli_opts *o)
+{
+    return o->out == OUT_UNGROUP ? 1 : o->out == OUT_LINE ? 3 : 5;
+}
+
+/* Descriptors open now (/proc/self/fd, less the one used to list it). */
+static long fds_open(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long n = 0;
+    if (!d)
+        return 3;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;
+}
+
+void fd_limit_warning(int jobs)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        cli_warn("only enough file descriptors (ulimit -n %llu) to run %d jobs at once; "
+                 "raise 'ulimit -n' to run more",
+                 (unsigned long long)rl.rlim_cur, jobs);
+}
+
+/* How many jobs may run at once within the limit on open files: -j0 (no limit), or a -j
+ * above what the descriptors allow, is brought down to it with a warning, as GNU parallel
+ * does, rather than failing when the descriptors run out (with -j0 the warning waits until
+ * the limit is reached: next_job). */
+static int job_limit(const struct cli_opts *o)
+{
+    enum { RESERVE = 16 }; /* the runner's own, a spawn in progress, --results files */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return o->jobs;
+    long room = (long)rl.rlim_cur - fds_open() - RESERVE;
+    long fit = room > 0 ? room / fds_per_job(o) : 0;
+    if (fit < 1)
+        fit = 1;
+    if (fit > INT_MAX)
+        fit = INT_MAX;
+    if (o->jobs > 0 && o->jobs <= fit)
+        return o->jobs;
+    if (o->jobs > 0)
+        fd_limit_warning((int)fit);
+    return (int)fit;
+}
+
 /* --dry-run: the command lines, one a line, without running them (--resume still skips
  * what the joblog has done). */
 static int dry_run(struct app *a)
@@ -185,7 +245,10 @@ static int run(struct app *a)
     a->out.prog = a->prog;
     concur_runner_opts ro;
     memset(&ro, 0, sizeof(ro));
-    ro.max_workers = o->jobs;
+    ro.max_workers = job_limit(o);
+    ro.output_cap = OUTPUT_CAP;
+    if (!o->jobs)
+        a->fd_limit = (size_t)ro.max_workers;
     ro.timeout = o->timeout;
     ro.term_seq = o->ntermseq ? o->termseq : NULL;
     ro.term_seq_len = o->ntermseq;

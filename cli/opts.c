@@ -337,13 +337,16 @@ static bool parse_halt(const char *s, struct cli_opts *o)
     return true;
 }
 
-/* Decodes a -d delimiter: \n \t \r \a \b \f \v \e \\ \0NN (octal) \NNN \xHH. */
-static bool decode_delim(const char *s, char **out, size_t *len)
+static const char DELIM_OOM[] = "out of memory";
+
+/* Decodes a -d delimiter: \n \t \r \a \b \f \v \e \\ \0NN (octal) \NNN \xHH. Returns
+ * NULL, or why the value is refused (DELIM_OOM when out of memory). */
+static const char *decode_delim(const char *s, char **out, size_t *len)
 {
     size_t n = strlen(s);
     char *d = malloc(n + 1), *p = d;
     if (!d)
-        return false;
+        return DELIM_OOM;
     for (size_t i = 0; i < n; i++) {
         if (s[i] != '\\' || i + 1 == n) {
             *p++ = s[i];
@@ -382,7 +385,11 @@ static bool decode_delim(const char *s, char **out, size_t *len)
                 v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
                 k++;
             }
-            *p++ = k ? (char)v : 'x';
+            if (!k) {
+                free(d);
+                return "\\x needs one or two hexadecimal digits, as in \\x1F";
+            }
+            *p++ = (char)v;
             break;
         }
         default:
@@ -401,7 +408,7 @@ static bool decode_delim(const char *s, char **out, size_t *len)
     *len = (size_t)(p - d);
     *p = '\0';
     *out = d;
-    return *len > 0;
+    return *len > 0 ? NULL : "empty delimiter";
 }
 
 /* ------------------------------------------------------------------ parsing */
@@ -444,6 +451,7 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
 {
     struct cli_opts *o = p->o;
     unsigned long v;
+    const char *why;
     switch (d->id) {
     case O_ARGFILE: {
         char **a = realloc(p->argfiles, (p->nargfiles + 1) * sizeof(*a));
@@ -456,14 +464,17 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_NULL:
         free(o->delim);
         o->delim = NULL;
-        if (!decode_delim("\\0", &o->delim, &o->delim_len))
+        if (decode_delim("\\0", &o->delim, &o->delim_len))
             return oom();
         break;
     case O_DELIM:
         free(o->delim);
         o->delim = NULL;
-        if (!decode_delim(val, &o->delim, &o->delim_len))
-            return usage_error("bad value for %s: '%s' (empty delimiter)", shown, val);
+        if ((why = decode_delim(val, &o->delim, &o->delim_len)) != NULL) {
+            char fmt[160]; /* the reason has no % in it */
+            snprintf(fmt, sizeof(fmt), "bad value for %%s: '%%s' (%s)", why);
+            return why == DELIM_OOM ? oom() : usage_error(fmt, shown, val);
+        }
         break;
     case O_COLSEP:
         if (!*val)
@@ -755,6 +766,29 @@ static int parse_groups(struct parse *p)
     return 0;
 }
 
+/* GNU parallel's {= perl expression =} needs perl: refused, rather than run literally. It
+ * may span several command words, so the words are looked at as the one line they make. */
+static int refuse_perl(const struct cli_opts *o)
+{
+    const char *in = NULL, *open_at = NULL;
+    bool closed = false;
+    for (int i = 0; i < o->ncmd && !closed; i++) {
+        const char *w = o->cmd[i];
+        if (!in && (open_at = strstr(w, "{=")) != NULL)
+            in = w;
+        /* the closing =} after it, in the same word or a later one */
+        closed = in && strstr(in == w ? open_at + 2 : w, "=}") != NULL;
+    }
+    if (!closed && o->tagstring && (open_at = strstr(o->tagstring, "{=")) != NULL) {
+        in = o->tagstring;
+        closed = strstr(open_at + 2, "=}") != NULL;
+    }
+    if (!closed)
+        return 0;
+    return usage_error("{= perl expression =} replacement strings are not supported: '%s'%s", in,
+                       " (use a shell command around {}, e.g. \"$(echo {} | sed ...)\")");
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -773,7 +807,7 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
 
     if ((rc = parse_groups(&p)) != 0)
         goto out;
-    if (!o->delim && !decode_delim("\\n", &o->delim, &o->delim_len)) {
+    if (!o->delim && decode_delim("\\n", &o->delim, &o->delim_len)) {
         rc = oom();
         goto out;
     }
@@ -782,6 +816,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
             usage_error("%s needs --joblog FILE%s", o->resume ? "--resume" : "--resume-failed", "");
         goto out;
     }
+    if ((rc = refuse_perl(o)) != 0)
+        goto out;
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)

@@ -20,6 +20,8 @@
 #include "cli.h"
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 void output_init(struct output *o, struct progress *prog)
 {
@@ -33,37 +35,57 @@ static struct writer *stream_writer(struct output *o, int stream)
     return stream == CONCUR_STDERR ? &o->err : &o->out;
 }
 
-/* Writes data, each line (and a last partial one) prefixed with "tag\t". */
-static void put_tagged(struct writer *w, const char *data, size_t n, const char *tag,
-                       size_t tag_len)
+/* A mapped output is written (or copied into the writer) a step at a time, and the pages
+ * behind are dropped: they are clean pages of the spill file, read back if ever touched. */
+enum { DROP_STEP = 1 << 20 };
+
+/* Drops the pages wholly inside [from, to) of a mapping (from is page-aligned: the start of
+ * the mapping, or a point reached before). Best effort: a failure only costs memory. */
+static void drop_pages(const char *from, const char *to)
 {
-    if (!tag) {
-        wr_add(w, data, n);
-        return;
-    }
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)from + page - 1) & ~(page - 1), b = (uintptr_t)to & ~(page - 1);
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Writes data, each line (and a last partial one) prefixed with "tag\t"; drops the pages
+ * of a mapped buffer as it goes. */
+static void put_tagged(struct writer *w, const char *data, size_t n, const char *tag,
+                       size_t tag_len, bool mapped)
+{
+    const char *base = data, *dropped = data;
     while (n) {
-        const char *nl = memchr(data, '\n', n);
-        size_t len = nl ? (size_t)(nl - data) + 1 : n;
-        wr_add(w, tag, tag_len);
-        wr_add(w, "\t", 1);
-        wr_add(w, data, len);
+        size_t len;
+        if (tag) {
+            const char *nl = memchr(data, '\n', n);
+            len = nl ? (size_t)(nl - data) + 1 : n;
+            wr_add(w, tag, tag_len);
+            wr_add(w, "\t", 1);
+        } else {
+            len = mapped && n > DROP_STEP ? DROP_STEP : n;
+        }
+        wr_add(w, data, len); /* written, or copied into the writer: done with */
         data += len;
         n -= len;
+        if (mapped && (size_t)(data - dropped) >= DROP_STEP) {
+            drop_pages(base, data);
+            dropped = data;
+        }
     }
 }
 
-void output_group(struct output *o, const void *out, size_t out_len, const void *err,
-                  size_t err_len, const char *tag, size_t tag_len)
+void output_group(struct output *o, const struct jobdone *d, const char *tag, size_t tag_len)
 {
-    if (!out_len && !err_len)
+    if (!d->out_len && !d->err_len)
         return;
     if (o->prog)
         progress_clear(o->prog);
-    put_tagged(&o->out, out, out_len, tag, tag_len);
+    put_tagged(&o->out, d->out, d->out_len, tag, tag_len, d->out_mapped);
     /* stdout first, whole, before any of the job's stderr */
-    if (err_len) {
+    if (d->err_len) {
         wr_flush(&o->out);
-        put_tagged(&o->err, err, err_len, tag, tag_len);
+        put_tagged(&o->err, d->err, d->err_len, tag, tag_len, d->err_mapped);
     }
 }
 
@@ -80,7 +102,7 @@ void output_lines(struct output *o, int stream, struct buf *pending, const char 
     if (o->prog)
         progress_clear(o->prog);
     struct writer *w = stream_writer(o, stream);
-    put_tagged(w, pending->p, n, tag, tag_len);
+    put_tagged(w, pending->p, n, tag, tag_len, false);
     /* Lines from different streams and jobs must come out whole: flush now. */
     wr_flush(w);
     memmove(pending->p, pending->p + n, pending->len - n);
@@ -105,17 +127,14 @@ int output_flush(struct output *o)
     return a ? a : b;
 }
 
-int output_error(const struct output *o, const char **name)
+int output_error(const struct output *o, const char **name, int *fd)
 {
-    if (o->out.err) {
-        *name = o->out.name;
-        return -o->out.err;
-    }
-    if (o->err.err) {
-        *name = o->err.name;
-        return -o->err.err;
-    }
-    return 0;
+    const struct writer *w = o->out.err ? &o->out : o->err.err ? &o->err : NULL;
+    if (!w)
+        return 0;
+    *name = w->name;
+    *fd = w->fd;
+    return -w->err;
 }
 
 void output_free(struct output *o)

@@ -3,9 +3,10 @@
  *
  * On a terminal the line is live: redrawn in place ("\r", then the line, then "erase to
  * the end of the line") at most ten times a second, taken away while job output is
- * written (progress_clear / progress_redraw) and left as a final line at the end. On
- * anything else (a file, a pipe) a plain line is printed at most once a second, and a last
- * one at the end, so logs stay readable.
+ * written (progress_clear / progress_redraw) and left as a final line at the end, once,
+ * with the cursor below it. On anything else (a file, a pipe) a plain line is printed at
+ * most once a second, and a last one at the end unless the line before says the same, so
+ * logs stay readable.
  *
  * The line is updated when jobs start and end; it is driven by the runner's callbacks,
  * so it needs no thread and no timer. The ETA is the time left at the average rate so
@@ -24,7 +25,9 @@
 struct progress {
     bool bar, eta, counts;
     bool tty, shown;
+    bool finished; /* the final line is out: nothing more is drawn */
     size_t total, done, failed, running;
+    size_t drawn_done, drawn_failed, drawn_running; /* the counts of the last line drawn */
     double t0, last;
     struct buf line;
 };
@@ -112,6 +115,9 @@ static void draw(struct progress *p, bool force)
     if (!force && p->last >= 0 && now - p->last < (p->tty ? 0.1 : 1.0))
         return;
     p->last = now;
+    p->drawn_done = p->done;
+    p->drawn_failed = p->failed;
+    p->drawn_running = p->running;
     buf_reset(&p->line);
     if (p->tty)
         buf_addc(&p->line, '\r');
@@ -155,16 +161,25 @@ void progress_clear(struct progress *p)
 
 void progress_redraw(struct progress *p)
 {
-    if (p->tty && !p->shown)
+    if (p->tty && !p->shown && !p->finished)
         draw(p, true);
 }
 
+/* The final line, once: on a terminal drawn (again, if output took it away) and ended with
+ * a newline, so the cursor is left below it; elsewhere printed unless the last line printed
+ * says the same already. Nothing is drawn after it. */
 void progress_finish(struct progress *p)
 {
-    draw(p, true);
+    if (p->finished)
+        return;
+    bool same = p->last >= 0 && p->drawn_done == p->done && p->drawn_failed == p->failed &&
+                p->drawn_running == p->running;
+    if (p->tty ? !p->shown || !same : !same)
+        draw(p, true);
     if (p->tty && p->shown)
         (void)write_all(2, "\n", 1);
     p->shown = false;
+    p->finished = true;
 }
 
 void progress_free(struct progress *p)

@@ -11,9 +11,12 @@
  *   *.tsv   the same with TABs;
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
- *           argument, \ becomes \\, TAB \t, and / becomes \_ ).
- * Jobs are written when they end, in completion order. Files are written with write(2)
- * and every write and close is checked.
+ *           argument, \ becomes \\, TAB \t, and / becomes \_; as GNU parallel does, a
+ *           name longer than the file system allows, usually 255 bytes, is cut there).
+ * Jobs are written when they are delivered (in completion order, or in input order with
+ * -k), before their joblog line. Files are written with write(2) and every write and close
+ * is checked; a row of a .json/.csv/.tsv file is written with one write, and truncated
+ * away if that write is cut short (a full disk).
  */
 #include "cli.h"
 
@@ -33,6 +36,7 @@ struct results {
     int fd;
     char *path;
     bool header_done;
+    size_t name_max; /* the longest file name in the directory */
     struct buf b;
 };
 
@@ -73,12 +77,14 @@ int results_open(struct results **out, const char *path)
     if (ends_with(path, ".json") || ends_with(path, ".csv") || ends_with(path, ".tsv")) {
         r->kind = ends_with(path, ".json") ? R_JSON : R_CSV;
         r->sep = ends_with(path, ".tsv") ? '\t' : ',';
-        r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
         if (r->fd < 0)
             rc = -errno;
     } else {
         r->kind = R_DIR;
         rc = mkdir_p(r->path);
+        long max = rc ? -1 : pathconf(r->path, _PC_NAME_MAX);
+        r->name_max = max > 0 ? (size_t)max : 255;
     }
     if (rc) {
         cli_error("cannot create the results '%s': %s", path, strerror(-rc));
@@ -202,7 +208,8 @@ static int dir_job(struct results *r, const struct jobdone *d)
     buf_adds(b, r->path);
     for (size_t i = 0; i < d->nargs; i++) {
         buf_printf(b, "/%u/", d->args[i].col);
-        for (size_t k = 0; k < d->args[i].len; k++) {
+        size_t name = b->len;
+        for (size_t k = 0; k < d->args[i].len && b->len - name < r->name_max; k++) {
             char c = d->args[i].p[k];
             if (c == '\\')
                 buf_add(b, "\\\\", 2);
@@ -213,6 +220,8 @@ static int dir_job(struct results *r, const struct jobdone *d)
             else
                 buf_addc(b, c);
         }
+        if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
+            b->len = name + r->name_max;
     }
     if (!buf_ok(b))
         return CONCUR_ENOMEM;
@@ -244,10 +253,11 @@ int results_write(struct results *r, const struct jobdone *d)
             json_gnu(&r->b, d);
         else
             csv_row(r, d);
-        rc = buf_ok(&r->b) ? write_all(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
+        rc = buf_ok(&r->b) ? append_record(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
     }
-    if (rc)
-        cli_error("cannot write the results '%s': %s", r->path, concur_strerror(rc));
+    if (rc) /* in a directory, the buffer holds the path that failed */
+        cli_error("cannot write the results '%s': %s",
+                  r->kind == R_DIR && buf_ok(&r->b) ? r->b.p : r->path, concur_strerror(rc));
     return rc;
 }
 

@@ -43,6 +43,8 @@ struct job {
     char key[24];          /* --report: the sequence number */
     bool finished;         /* over; with -k, waiting to be printed */
     bool print;            /* its output is to be printed (not an interrupted job) */
+    struct jobdone done;   /* -k: how it ended, kept until its turn */
+    size_t received;       /* bytes of stdout (the joblog's Receive) */
 };
 
 struct qrec; /* a record read ahead (jobs.c) */
@@ -77,6 +79,8 @@ struct app {
     size_t ring_cap, ring_lo, next_index;
     size_t next_print; /* -k: the runner index whose output comes next */
     bool use_ring;
+    size_t fd_limit; /* -j0: the jobs the open-file limit allows at once */
+    bool fd_warned;
 
     /* outcome */
     size_t completed, failed, succeeded;
@@ -112,6 +116,8 @@ void job_put(struct app *a, struct job *j);
 /* The job's command line as shown (built on demand). NULL when out of memory. */
 const struct buf *job_line(struct app *a, struct job *j);
 void slot_give(struct app *a, unsigned slot);
+/* Warns that the limit on open files allows only `jobs` jobs at once (main.c). */
+void fd_limit_warning(int jobs);
 /* Releases every job record and record read ahead, wherever it is. */
 void jobs_free(struct app *a);
 

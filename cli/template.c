@@ -335,10 +335,12 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
             i += plen;
             continue;
         }
-        if (st == OUT && c == '\'') {
-            st = SQ;
-        } else if (st == OUT && c == '"') {
-            st = DQ;
+        if (st == OUT && (c == '\'' || c == '"')) {
+            st = c == '\'' ? SQ : DQ;
+            /* A quoted string makes a word even when empty and next to a placeholder
+             * that gives nothing (a missing {n}): an empty literal says so. */
+            struct seg empty = {.kind = S_LIT, .off = t->text.len, .len = 0};
+            add_seg(t, &empty);
         } else if ((st == SQ && c == '\'') || (st == DQ && c == '"')) {
             st = OUT;
         } else {
@@ -628,6 +630,8 @@ static int make_argv(struct buf *strs, struct buf *vec, size_t n, char ***argv)
     return 0;
 }
 
+static const char *shell_line(const struct buf *line, struct buf *strs);
+
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
 {
@@ -653,7 +657,8 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         char **v = (char **)vec->p;
         v[0] = sh;
         v[1] = dash_c;
-        v[2] = line->p;
+        if (!(v[2] = (char *)shell_line(line, strs)))
+            return CONCUR_ENOMEM;
         v[3] = NULL;
         vec->len = 4 * sizeof(char *);
         *argv = v;
@@ -729,6 +734,132 @@ int split_simple(const char *s, size_t n, struct buf *strs)
     if (shell_word(w, first_len) || assignment(w, first_len))
         return -1;
     return count;
+}
+
+/* ------------------------------------------------------------------ the shell's last command */
+
+/* Builtins that also exist as programs but behave differently (dash's echo reads
+ * backslashes): exec'ing the program would change what the line does. */
+static bool builtin_program(const char *w, size_t n)
+{
+    static const char *const words[] = {"echo", "printf", "test", "[", "true", "false", "pwd", "kill"};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i]) == n && !memcmp(words[i], w, n))
+            return true;
+    return false;
+}
+
+/* Skips a $( ... ) or ` ... ` starting at s[i] (the '(' or the '`'): the index of its
+ * last byte, or n when it does not end. Quotes inside are honoured. */
+static size_t skip_subst(const char *s, size_t n, size_t i)
+{
+    char close = s[i] == '`' ? '`' : ')';
+    int depth = 1;
+    for (i++; i < n; i++) {
+        char c = s[i];
+        if (c == '\\')
+            i++;
+        else if (c == '\'' && close == ')') {
+            const char *q = memchr(s + i + 1, '\'', n - i - 1);
+            if (!q)
+                return n;
+            i = (size_t)(q - s);
+        } else if (close == ')' && c == '(')
+            depth++;
+        else if (c == close && --depth == 0)
+            return i;
+    }
+    return n;
+}
+
+/* Where the program of the last command of a shell line starts, when that command may be
+ * exec'd (as bash -c does, and so GNU parallel): the last element of a list (after ;, &&,
+ * || or a newline) with no pipe, redirection, grouping or comment, whose first word after
+ * plain NAME=value assignments is a plain program name (not a builtin or a keyword), in a
+ * line that starts nothing in the background, defines no function and sets no trap.
+ * Returns its offset, or -1. */
+static long last_simple_command(const char *s, size_t n)
+{
+    enum { OUT, SQ, DQ } st = OUT;
+    size_t start = 0;
+    bool complex = false; /* the current element has a pipe, a redirection, a group */
+    bool background = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (st == SQ) {
+            st = c == '\'' ? OUT : SQ;
+            continue;
+        }
+        if (c == '\\') {
+            i++;
+            continue;
+        }
+        if (c == '`' || (c == '$' && i + 1 < n && s[i + 1] == '(')) {
+            if ((i = skip_subst(s, n, c == '$' ? i + 1 : i)) >= n)
+                return -1;
+            continue;
+        }
+        if (st == DQ) {
+            st = c == '"' ? OUT : DQ;
+            continue;
+        }
+        if (c == '\'' || c == '"') {
+            st = c == '\'' ? SQ : DQ;
+        } else if (c == '&' && !(i + 1 < n && s[i + 1] == '&')) {
+            background = true; /* a job in the background (or a redirection: >&) */
+        } else if (c == ';' || c == '\n' || c == '&') {
+            start = i + 1 + (i + 1 < n && s[i + 1] == c);
+            i = start - 1;
+            complex = false;
+        } else if (c == '|' && i + 1 < n && s[i + 1] == '|') {
+            start = i + 2;
+            i++;
+            complex = false;
+        } else if (c == '#' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
+            return -1; /* a comment */
+        } else if (strchr("|<>(){}", c)) {
+            if (c == '(' && i + 1 < n && s[i + 1] == ')')
+                return -1; /* a function is defined */
+            complex = true;
+        }
+    }
+    if (st != OUT || complex || background)
+        return -1;
+    size_t w;
+    for (;;) { /* plain NAME=value words first: "NAME=value exec prog" exports them */
+        while (start < n && (s[start] == ' ' || s[start] == '\t'))
+            start++;
+        w = start;
+        while (w < n && s[w] != ' ' && s[w] != '\t') {
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./+-,:@%=",
+                        s[w]))
+                return -1; /* quoted or expanded: leave it to the shell */
+            w++;
+        }
+        if (!assignment(s + start, w - start))
+            break;
+        start = w;
+    }
+    if (w == start || shell_word(s + start, w - start) || builtin_program(s + start, w - start))
+        return -1;
+    if (memmem(s, n, "trap", 4))
+        return -1;
+    return (long)start;
+}
+
+/* The line /bin/sh -c runs: with "exec " before its last command when that is a simple
+ * command, so that a job killed by a signal is seen as killed (the shell would otherwise
+ * exit 128 + the signal). NULL when out of memory. */
+static const char *shell_line(const struct buf *line, struct buf *strs)
+{
+    long at = last_simple_command(line->p, line->len);
+    if (at < 0)
+        return line->p;
+    buf_reset(strs);
+    buf_add(strs, line->p, (size_t)at);
+    buf_adds(strs, "exec ");
+    buf_add(strs, line->p + at, line->len - (size_t)at);
+    return buf_ok(strs) ? strs->p : NULL;
 }
 
 size_t tpl_arg_cost(const struct tpl *t, size_t len)

@@ -123,6 +123,23 @@ int write_all(int fd, const void *data, size_t n)
     return 0;
 }
 
+int append_record(int fd, const void *data, size_t n)
+{
+    off_t start = lseek(fd, 0, SEEK_END);
+    if (start < 0)
+        return -errno;
+    ssize_t w;
+    do
+        w = write(fd, data, n);
+    while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)n)
+        return 0;
+    int err = w < 0 ? errno : ENOSPC; /* a short write to a file: the disk is full */
+    if (w > 0 && (ftruncate(fd, start) < 0 || lseek(fd, start, SEEK_SET) < 0))
+        return -errno;
+    return -err;
+}
+
 enum { WR_CAP = 64 * 1024 };
 
 void wr_init(struct writer *w, int fd, const char *name)
@@ -188,6 +205,17 @@ void wr_free(struct writer *w)
 }
 
 /* ------------------------------------------------------------------ messages */
+
+bool fd_path(int fd, char *out, size_t n)
+{
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(link, out, n - 1);
+    if (len <= 0)
+        return false;
+    out[len] = '\0';
+    return true;
+}
 
 static void vmessage(const char *prefix, const char *fmt, va_list ap)
 {

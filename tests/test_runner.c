@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -174,6 +175,28 @@ Test(runner, timeout_kills_the_whole_group_and_keeps_partial_output)
         char *p = strrchr(buf, ')');
         cr_assert(p && (p[2] == 'Z' || p[2] == 'X'), "grandchild %d still running: %s", gc, buf);
     }
+    concur_runner_destroy(r);
+    assert_no_children();
+}
+
+/* A command ends with its process: a daemon it started (in a session of its own, so out of
+ * reach of the group's signals) that still holds its stdout delays it by a short grace
+ * only, and what the command wrote is kept. */
+Test(runner, a_daemon_holding_stdout_does_not_hold_the_command)
+{
+    concur_cmd c = {.argv = SH("setsid sleep 30 & echo $!; head -c 100000 /dev/zero")};
+    double t0 = concur_now();
+    concur_runner *r = batch(&c, 1, NULL);
+    double dt = concur_now() - t0;
+    const concur_result *x = concur_runner_result(r, 0);
+    int daemon = atoi((const char *)x->out);
+    cr_assert_gt(daemon, 0);
+    cr_assert_eq(kill(daemon, SIGKILL), 0, "the daemon outlives the command");
+    cr_assert(x->success);
+    cr_assert_lt(dt, 10.0, "held %.1f s by the daemon", dt);
+    const char *nl = memchr(x->out, '\n', x->out_len);
+    cr_assert_not_null(nl);
+    cr_assert_eq(x->out_len - (size_t)(nl + 1 - (const char *)x->out), 100000);
     concur_runner_destroy(r);
     assert_no_children();
 }
@@ -463,7 +486,33 @@ Test(runner, output_past_the_cap_spills_and_stays_exact)
     cr_assert_gt(x->out_len, 1000);
     cr_assert_eq(memcmp(x->out, "line0\nline1\n", 12), 0);
     cr_assert_eq(memcmp(x->out + x->out_len - 9, "line1999\n", 9), 0);
+    cr_assert(x->out_mapped, "a spilled stream is a mapping of its file");
+    cr_assert(!x->err_mapped);
+    /* its pages may be dropped once read: they come back from the file */
+    cr_assert_eq(madvise((void *)x->out, x->out_len, MADV_DONTNEED), 0);
+    cr_assert_eq(memcmp(x->out + x->out_len - 9, "line1999\n", 9), 0);
     concur_runner_destroy(r);
+}
+
+/* Output past the cap that cannot be spilled (TMPDIR missing): the run fails, and the
+ * command's record says why, naming the directory; it is not a success. */
+Test(runner, output_that_cannot_spill_fails_its_record_naming_tmpdir)
+{
+    cr_assert_eq(setenv("TMPDIR", "/nonexistent/concur-tmp", 1), 0);
+    concur_runner_opts o = {.output_cap = 1000};
+    concur_cmd c = {.argv = SH("head -c 5000 /dev/zero")};
+    concur_runner *r = NULL;
+    int rc = concur_run_batch(&c, 1, &o, &r);
+    cr_assert_eq(rc, CONCUR_ENOENT, "run: %d", rc);
+    const concur_result *x = concur_runner_result(r, 0);
+    cr_assert_not_null(x);
+    cr_assert(!x->success);
+    cr_assert_eq(x->error, CONCUR_ENOENT);
+    cr_assert_not_null(x->error_message);
+    cr_assert_not_null(strstr(x->error_message, "'/nonexistent/concur-tmp'"), "%s",
+                       x->error_message);
+    concur_runner_destroy(r);
+    assert_no_children();
 }
 
 Test(runner, truncate_policy_keeps_the_first_bytes)

@@ -18,6 +18,9 @@
  * and inherit the environment unless the command replaces or extends it. No signal handler
  * is installed and SIGCHLD is not used; every child is reaped. A timeout sends the term
  * signal (SIGTERM by default) to the whole process group, then SIGKILL after a grace period.
+ * A command is over when its child has exited and its output pipes are at end of file, or
+ * 250 ms after the exit at the latest: pipes still held by a process that outlived the child
+ * (a daemon in a session of its own) are then read once more and closed.
  *
  * Two ways to use it:
  *  - concur_run_batch(): an array of commands in, an array of results out, in input order;
@@ -27,8 +30,12 @@
  *
  * Captured output: each stream of each command keeps at most output_cap bytes in memory;
  * past it, the bytes go to an unlinked temporary file (O_TMPFILE in $TMPDIR or /tmp), so
- * nothing is lost and nothing is left behind. CONCUR_RUN_TRUNCATE keeps the first output_cap
- * bytes and drops the rest instead (the result says it was truncated).
+ * nothing is lost and nothing is left behind (where O_TMPFILE is not supported, a file made
+ * with mkstemp and unlinked at once). When that file cannot be written (the directory is
+ * full or missing), the command's record gets the error and an error_message naming the
+ * directory, success is false, and the run fails with that error (stopping as
+ * CONCUR_STOP_TERM). CONCUR_RUN_TRUNCATE keeps the first output_cap bytes and drops the rest
+ * instead (the result says it was truncated).
  */
 #ifndef CONCUR_RUNNER_H
 #define CONCUR_RUNNER_H
@@ -146,6 +153,12 @@ typedef struct concur_result {
      *  empty one), and after an error or a timeout (a late answer is discarded). */
     const unsigned char *answer;
     size_t answer_len; /**< bytes at answer */
+    /** The stream went past output_cap and out (err) is a read-only private mapping of its
+     *  unlinked file. A caller that reads a large output once may drop the pages it has
+     *  read with madvise(MADV_DONTNEED), so its memory stays bounded: they would be read
+     *  back from the file if touched again. */
+    bool out_mapped;
+    bool err_mapped; /**< as out_mapped, for err */
 } concur_result;
 
 /** Flags for concur_runner_opts.flags. */

@@ -34,6 +34,10 @@ static inline uint64_t job_tag(size_t slot, int kind)
 }
 
 enum { READ_CHUNK = 65536, DEFAULT_CAP = 16u << 20 };
+/* How long output may still arrive once a command's process has ended: what its exit left
+ * in the pipes is read at once, and a process that outlives it while holding the pipes (a
+ * daemon started by the job, in a session of its own) holds the job no longer than this. */
+#define OUTPUT_GRACE_NS 250000000u
 /* How often the loop looks at function futures it could not register a callback on. */
 #define FN_POLL_NS 10000000u
 /* Capture buffers of finished jobs are kept for the next ones (a run of many jobs with
@@ -147,6 +151,9 @@ int concur__job_spawn(concur_runner *r, struct job *j);
 /* A loop event of kind @tag for command job @j. Returns a failure of the runner (e.g. a
  * full disk while spilling). */
 int concur__job_event(concur_runner *r, struct job *j, int tag);
+/* The output grace of an exited command is over: reads what its pipes hold now, then
+ * closes them (the job is then over). Returns as concur__job_event. */
+int concur__job_close_output(concur_runner *r, struct job *j);
 /* A command's part of its record (exit status, captures). */
 void concur__job_cmd_result(struct job *j);
 

@@ -11,7 +11,9 @@
  *
  * Timers: each job has one, armed for its deadline; when it fires, the term signal goes to
  * the job's process group (a function task is cancelled instead), and the timer is re-armed
- * for each next step of the termination sequence (SIGKILL after the last). A stop sends the
+ * for each next step of the termination sequence (SIGKILL after the last). Once a command's
+ * child has exited, the timer counts the output grace (OUTPUT_GRACE_NS) instead, after
+ * which pipes that are still open are closed. A stop sends the
  * first step at once. The runner's own timers wake the loop when the start delay is over
  * and, while some function futures carry no callback, to look at them.
  *
@@ -94,14 +96,18 @@ static void signal_job(concur_runner *r, struct job *j, int stage)
     j->kill_stage = stage;
     /* The group outlives its leader while members remain, and its id cannot be reused
      * while it exists, so this reaches exactly the job's tree. ESRCH: the group is gone. */
+    /* Once the child exited, its timer counts the output grace instead (members of its
+     * group that hold the pipes still get the signal). */
     if ((size_t)stage <= r->nseq) {
         const concur_term_step *st = &r->seq[stage - 1];
         (void)kill(-j->pid, st->signal);
-        concur__timer_arm(&r->loop, &j->timer, now_ns() + (uint64_t)(st->wait * 1e9),
-                          job_tag(j->slot, TAG_TIMER));
+        if (!j->exited)
+            concur__timer_arm(&r->loop, &j->timer, now_ns() + (uint64_t)(st->wait * 1e9),
+                              job_tag(j->slot, TAG_TIMER));
     } else {
         (void)kill(-j->pid, SIGKILL);
-        concur__timer_cancel(&r->loop, &j->timer);
+        if (!j->exited)
+            concur__timer_cancel(&r->loop, &j->timer);
     }
 }
 
@@ -111,23 +117,26 @@ static bool job_over(const struct job *j)
 }
 
 /* The job's timer fired: its deadline (the first step of the termination sequence, or a
- * function task's cancel), or the wait of a step is over (the next step). */
-static void job_timer(concur_runner *r, struct job *j)
+ * function task's cancel), the wait of a step is over (the next step), or, once the child
+ * exited, its output grace is over (the pipes are closed). Returns a failure of the runner. */
+static int job_timer(concur_runner *r, struct job *j)
 {
     if (job_over(j))
-        return;
+        return 0;
     if (j->fn) {
         if (j->fut && !j->expired)
             concur__fn_expire(r, j);
-        return;
+        return 0;
     }
-    /* Not over: its child runs, or members of its group still hold the output pipes. */
+    if (j->exited) /* pipes held by a process that outlived the child */
+        return concur__job_close_output(r, j);
     if (j->kill_stage == 0) {
         j->timed_out = true;
         signal_job(r, j, 1);
     } else if ((size_t)j->kill_stage <= r->nseq) {
         signal_job(r, j, j->kill_stage + 1);
     }
+    return 0;
 }
 
 static void apply_stop(concur_runner *r, int level)
@@ -410,11 +419,17 @@ static void dispatch(concur_runner *r, struct run *run, const concur__event *ev)
     struct job *j = slot < r->nslots ? r->slots[slot] : NULL;
     if (!j)
         return; /* an event for a job already finished in this batch */
+    int rc;
     if (tag == TAG_TIMER) {
-        job_timer(r, j); /* a function job it ends is delivered by deliver_fn_jobs() */
+        /* a function job it ends is delivered by deliver_fn_jobs() */
+        rc = job_timer(r, j);
+        if (rc)
+            run_fail(r, run, rc);
+        if (!j->fn && job_over(j) && (rc = finish_job(r, slot)) != 0)
+            run_fail(r, run, rc);
         return;
     }
-    int rc = concur__job_event(r, j, tag);
+    rc = concur__job_event(r, j, tag);
     if (rc)
         run_fail(r, run, rc);
     if (job_over(j) && (rc = finish_job(r, slot)) != 0)

@@ -9,7 +9,9 @@
  * pipes and input socket join the runner's loop, tagged with the job's slot -> output is
  * appended to the job's captures (or handed to on_output), input is sent as the socket
  * takes it -> the pidfd becomes readable at exit and the child is reaped -> once exited and
- * both pipes are at EOF, the job is over (runner.c delivers it).
+ * both pipes are at EOF, the job is over (runner.c delivers it). Pipes still open after the
+ * exit (held by a process that outlived the child, such as a daemon it started) get
+ * OUTPUT_GRACE_NS more, then are closed: a job ends with its process.
  *
  * Captures: up to output_cap bytes in memory; past that the bytes go to an unlinked
  * O_TMPFILE and the whole stream is mapped read-only at the end, so the record still points
@@ -50,12 +52,32 @@ void concur__cap_free(concur_runner *r, struct capture *c)
     concur__cap_init(c);
 }
 
+/* An unlinked file in the runner's temporary directory: O_TMPFILE, or where the file system
+ * lacks it, a file made with mkstemp and unlinked at once. The fd or -errno. */
+static int tmp_file(const concur_runner *r)
+{
+    int fd = open(r->tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd >= 0 ? fd : -errno;
+    char *path;
+    if (asprintf(&path, "%s/concur-XXXXXX", r->tmpdir) < 0)
+        return CONCUR_ENOMEM;
+    fd = mkostemp(path, O_CLOEXEC);
+    int rc = fd >= 0 ? fd : -errno;
+    if (fd >= 0 && unlink(path) < 0) {
+        rc = -errno;
+        concur__close(&fd);
+    }
+    free(path);
+    return rc;
+}
+
 /* Past the cap: everything so far and from now on goes to an unlinked file. */
 static int cap_spill(concur_runner *r, struct capture *c, const void *data, size_t n)
 {
-    int fd = open(r->tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_EXCL, 0600);
+    int fd = tmp_file(r);
     if (fd < 0)
-        return -errno;
+        return fd;
     int rc = concur__write_all(fd, c->buf, c->len);
     if (!rc)
         rc = concur__write_all(fd, data, n);
@@ -295,6 +317,19 @@ int concur__job_spawn(concur_runner *r, struct job *j)
 
 /* ---------------------------------------------------------------- a running command */
 
+/* Output could not be kept (the temporary directory is full, no memory): the job's record
+ * says so, naming the directory; the run then fails (and stops) with @rc. */
+static void capture_failed(concur_runner *r, struct job *j, int rc)
+{
+    if (j->res.error)
+        return;
+    j->res.error = rc;
+    free(j->errmsg);
+    if (asprintf(&j->errmsg, "cannot keep the output in the temporary directory '%s': %s",
+                 r->tmpdir, concur_strerror(rc)) < 0)
+        j->errmsg = NULL;
+}
+
 static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
 {
     unsigned char buf[READ_CHUNK];
@@ -311,8 +346,10 @@ static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture 
             r->o.on_output(r, j->index, stream, buf, (size_t)n, r->o.cb_arg);
         } else {
             int rc = cap_append(r, c, buf, (size_t)n);
-            if (rc)
+            if (rc) {
+                capture_failed(r, j, rc);
                 return rc;
+            }
         }
         if ((size_t)n < sizeof(buf))
             return 0;
@@ -348,6 +385,24 @@ static void reap(concur_runner *r, struct job *j)
     j->exited = true;
     j->ended = concur__ended_siginfo(rc > 0 ? &si : NULL);
     concur__loop_close(&r->loop, &j->pidfd);
+    /* Output still to come gets a bounded grace (the deadline and the termination sequence
+     * are over with the process). */
+    if (j->out_fd >= 0 || j->err_fd >= 0)
+        concur__timer_arm(&r->loop, &j->timer, now_ns() + OUTPUT_GRACE_NS,
+                          job_tag(j->slot, TAG_TIMER));
+}
+
+int concur__job_close_output(concur_runner *r, struct job *j)
+{
+    int rc = 0;
+    /* What is there now, a bounded amount (a writer may go on), then the pipes close. */
+    for (int k = 0; k < 16 && j->out_fd >= 0 && !rc; k++)
+        rc = read_stream(r, j, &j->out_fd, &j->out, CONCUR_STDOUT);
+    for (int k = 0; k < 16 && j->err_fd >= 0 && !rc; k++)
+        rc = read_stream(r, j, &j->err_fd, &j->err, CONCUR_STDERR);
+    concur__loop_close(&r->loop, &j->out_fd);
+    concur__loop_close(&r->loop, &j->err_fd);
+    return rc;
 }
 
 int concur__job_event(concur_runner *r, struct job *j, int tag)
@@ -373,7 +428,7 @@ void concur__job_cmd_result(struct job *j)
         res->signal = j->ended.value;
         res->returncode = -j->ended.value;
     }
-    res->success = res->spawned && res->exit_code == 0 && !res->timeout;
+    res->success = res->spawned && res->exit_code == 0 && !res->timeout && !res->error;
     res->error_message = j->errmsg;
     int rc = cap_finish(&j->out);
     if (!rc)
@@ -387,5 +442,7 @@ void concur__job_cmd_result(struct job *j)
     res->err = j->err.buf;
     res->err_len = j->err.len;
     res->out_truncated = j->out.truncated;
+    res->out_mapped = j->out.mapped;
+    res->err_mapped = j->err.mapped;
     res->err_truncated = j->err.truncated;
 }

@@ -29,12 +29,26 @@ concur_setup() {
   cd "$BATS_TEST_TMPDIR" || return 1
 }
 
-# Kill (by pid) whatever this test started and left behind.
+# Kill (by pid) whatever this test started and left behind; unmount its tmpfs mounts.
 concur_teardown() {
+  local m
+  for m in "${TMPFS_MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  TMPFS_MOUNTS=()
   local pids
   pids=$(pgrep -f -- "$UNIQ" 2>/dev/null) || return 0
   # shellcheck disable=SC2086
   kill -9 $pids 2>/dev/null || true
+}
+
+# mount_tmpfs DIR KB: mounts a tmpfs of KB kilobytes on DIR (created), for full-disk tests;
+# the teardown unmounts it. Skips the test, saying why, where mounting is not allowed (it
+# needs root, or CAP_SYS_ADMIN).
+TMPFS_MOUNTS=()
+mount_tmpfs() {
+  mkdir -p "$1"
+  mount -t tmpfs -o "size=${2}k" tmpfs "$1" 2>/dev/null ||
+    skip "cannot mount a tmpfs (needs root or CAP_SYS_ADMIN) for a full-disk test"
+  TMPFS_MOUNTS+=("$1")
 }
 
 # ---------------------------------------------------------------------------
@@ -122,7 +136,7 @@ assert_no_process() {
 zombie_children() {
   local f line rest state ppid p
   for f in /proc/[0-9]*/stat; do
-    line=$(cat "$f" 2>/dev/null) || continue
+    { read -r line <"$f"; } 2>/dev/null || continue # no fork per process: fast under load
     rest=${line##*) }          # after "pid (comm) "
     state=${rest%% *}
     rest=${rest#* }
