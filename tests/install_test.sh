@@ -35,6 +35,9 @@ libdir=$(PKG_CONFIG_PATH=$pcdir pkg-config --variable=libdir concur)
 libdir=$(cd "$libdir" && pwd -P) || fail "pkg-config libdir does not exist"
 [[ -e $libdir/libconcur.so && -e $libdir/libconcur.a ]] || fail "libconcur.{so,a} not in $libdir"
 [[ -f $prefix/include/concur.h ]] || fail "include/concur.h was not installed"
+# The shared library exports the public API only (no concur__ internals, no fcontext).
+leaked=$(nm -D --defined-only "$libdir/libconcur.so" | awk '{print $3}' | grep -Ev '^concur_[a-z0-9]' || true)
+[[ -z $leaked ]] || fail "libconcur.so exports names outside the API: $(echo $leaked)"
 
 # 1. pkg-config consumer, linked against the shared library.
 step "pkg-config: $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs concur)"
