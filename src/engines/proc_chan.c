@@ -68,15 +68,12 @@ int concur__chan_send(const concur__chan *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* One recv() of up to @cap bytes into @dst, waiting as needed. Returns the count (> 0),
- * or CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno. */
-ssize_t concur__chan_recv_some(const concur__chan *c, void *dst, size_t cap)
+/* One recv() of up to @cap bytes into @dst (@flags: MSG_DONTWAIT or 0), waiting as needed.
+ * The count (> 0), or CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno. */
+static ssize_t recv_some(const concur__chan *c, void *dst, size_t cap, int flags)
 {
     for (;;) {
-        /* Never asleep in recv(): a blocked reader of an AF_UNIX stream is woken each time
-         * its peer reads (the write-space wake-up shares the wait queue); one in poll() is
-         * woken for input only. */
-        ssize_t r = recv(c->fd, dst, cap, MSG_DONTWAIT);
+        ssize_t r = recv(c->fd, dst, cap, flags);
         if (r > 0)
             return r;
         if (r == 0)
@@ -91,6 +88,11 @@ ssize_t concur__chan_recv_some(const concur__chan *c, void *dst, size_t cap)
         }
         return errno == ECONNRESET ? CONCUR_EPIPE : -errno;
     }
+}
+
+ssize_t concur__chan_recv_some(const concur__chan *c, void *dst, size_t cap)
+{
+    return recv_some(c, dst, cap, MSG_DONTWAIT);
 }
 
 /* Receives exactly @len bytes. 0, CONCUR_EPIPE (EOF: peer gone), CONCUR_ETIMEDOUT, -errno.
@@ -113,11 +115,16 @@ int concur__chan_recv(const concur__chan *c, void *buf, size_t len)
         ssize_t r;
         if (rb && len < rb->cap / 2) {
             rb->off = rb->end = 0;
-            r = concur__chan_recv_some(c, rb->p, rb->cap);
+            /* Waiting for the next frame: never asleep in recv(), where a blocked reader of
+             * an AF_UNIX stream is woken each time its peer reads (the write-space wake-up
+             * shares the wait queue); one in poll() is woken for input only. */
+            r = recv_some(c, rb->p, rb->cap, MSG_DONTWAIT);
             if (r > 0)
                 rb->end = (size_t)r;
         } else {
-            r = concur__chan_recv_some(c, p, len);
+            /* Inside a big payload: the rest is coming, a blocking read takes it with
+             * fewer calls (a socket that blocks; the proxy's does not). */
+            r = recv_some(c, p, len, 0);
             if (r > 0) {
                 p += r;
                 len -= (size_t)r;
