@@ -506,16 +506,16 @@ Test(sys, malformed_answers_are_bad_at_once)
 
 Test(sys, long_messages_are_capped_and_the_rest_skipped)
 {
-    static unsigned char buf[3 * CONCUR__MSG_CAP];
-    static char msg[2 * CONCUR__MSG_CAP];
+    static unsigned char buf[3 * CONCUR__MSG_KEEP];
+    static char msg[2 * CONCUR__MSG_KEEP];
     memset(msg, 'm', sizeof msg);
     size_t n = make_result(buf, 1, CONCUR_EIO, "", 0, msg, sizeof msg);
     concur__rx rx;
     concur__rx_init(&rx, 1, true);
     cr_assert_eq(feed(&rx, buf, n), n, "the whole frame is consumed");
     cr_assert_eq(concur__rx_end(&rx), CONCUR__RX_RESULT);
-    cr_assert_eq(rx.text_len, (size_t)CONCUR__MSG_CAP);
-    cr_assert_eq(strlen(rx.text), (size_t)CONCUR__MSG_CAP);
+    cr_assert_eq(rx.text_len, CONCUR__MSG_KEEP);
+    cr_assert_eq(strlen(rx.text), CONCUR__MSG_KEEP);
     concur__rx_free(&rx);
 }
 

@@ -121,7 +121,8 @@ CONCUR_API bool concur_task_should_stop(const concur_task *t);
  * CONCUR_ECANCELED as soon as concur_task_should_stop(@p t) is true (looked at every 5 ms
  * at most, and before sleeping at all), CONCUR_EINVAL for a negative or NaN @p seconds.
  * The task then usually returns that code: `if ((rc = concur_task_sleep(t, 2)) != 0) return
- * rc;`. @p t may be NULL (a plain sleep). Any engine; a signal does not cut it short.
+ * rc;`. @p t may be NULL (a plain sleep). Any engine (in a coroutine it suspends only the
+ * coroutine); a signal does not cut it short.
  */
 CONCUR_API int concur_task_sleep(const concur_task *t, double seconds);
 

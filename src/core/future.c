@@ -904,6 +904,17 @@ int concur_task_sleep(const concur_task *t, double seconds)
     if (!(seconds >= 0))
         return CONCUR_EINVAL;
     uint64_t end = concur__deadline_ns(seconds);
+    if (concur__co_wait && t) {
+        /* In a coroutine: suspend it (a wait for a future that never completes, up to the
+         * end), so that the loop runs the others; a cancel or a timeout interrupts it. */
+        concur_future *never = NULL;
+        if (concur_future_create(&never) == 0) {
+            int rc = concur__co_wait(never, end);
+            concur_future_release(never);
+            if (rc != CONCUR__WAIT_THREAD)
+                return rc == CONCUR_ETIMEDOUT ? 0 : CONCUR_ECANCELED;
+        }
+    }
     for (;;) {
         if (concur_task_should_stop(t))
             return CONCUR_ECANCELED;

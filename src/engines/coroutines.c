@@ -468,7 +468,8 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
     cloop *L = w->ctx;
     L->tmpl = (concur_task){.worker_name = t->worker_name,
                             .user = t->user,
-                            .pool_stop = t->pool_stop};
+                            .pool_stop = t->pool_stop,
+                            .want_bt = t->want_bt};
     unsigned started = 1;
     spawn(L, f);
     while (L->nlive) {

@@ -60,9 +60,6 @@ struct iovec *concur__result_frame(concur__result_tx *tx, uint64_t id, int rc,
 
 enum { RX_HEAD, RX_RHEAD, RX_OUT, RX_MLEN, RX_MSG, RX_DONE, RX_SIG, RX_TEXT, RX_BAD };
 
-/* Message bytes kept: the message, and the backtrace that may follow it after a NUL. */
-#define MSG_KEEP ((size_t)CONCUR__MSG_CAP + CONCUR__BT_CAP)
-
 /* The fixed bytes of a RESULT payload besides its out and msg bytes. */
 #define RESULT_FIXED (sizeof(concur__result_head) + sizeof(uint64_t))
 
@@ -130,7 +127,7 @@ static unsigned on_msg_len(concur__rx *rx)
         return RX_BAD;
     if (!rx->msg_len)
         return RX_DONE;
-    text_alloc(rx, rx->msg_len < MSG_KEEP ? (size_t)rx->msg_len : MSG_KEEP);
+    text_alloc(rx, rx->msg_len < CONCUR__MSG_KEEP ? (size_t)rx->msg_len : CONCUR__MSG_KEEP);
     return RX_MSG;
 }
 
@@ -181,7 +178,7 @@ size_t concur__rx_room(concur__rx *rx, void *scratch, size_t cap, void **dst)
         break;
     case RX_MSG:
         left = due(rx, rx->msg_len);
-        k = text_room(rx, MSG_KEEP, left, dst);
+        k = text_room(rx, CONCUR__MSG_KEEP, left, dst);
         break;
     case RX_TEXT:
         k = text_room(rx, CONCUR__BT_CAP, left, dst);
@@ -226,7 +223,7 @@ void concur__rx_feed(concur__rx *rx, size_t k)
             next = on_msg_len(rx);
         break;
     case RX_MSG:
-        text_grew(rx, MSG_KEEP);
+        text_grew(rx, CONCUR__MSG_KEEP);
         if (rx->got == rx->msg_len)
             next = RX_DONE;
         break;

@@ -73,6 +73,9 @@ enum {
     CONCUR__BT_FRAMES = 64,    /* frames in a crash report's backtrace */
     CONCUR__RESULT_IOV = 7,    /* iovec entries of a RESULT frame */
 };
+/* Message bytes a receiver keeps: the message, and the backtrace that may follow it after a
+ * NUL (concur__result_frame). */
+#define CONCUR__MSG_KEEP ((size_t)CONCUR__MSG_CAP + CONCUR__BT_CAP)
 
 /* ---------------------------------------------------------------- sending a RESULT */
 
