@@ -140,6 +140,12 @@ static int interrupted(const co *c)
     uint32_t v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
     if ((v & ST_MASK) == CONCUR_RUNNING && !(v & F_CANCEL_REQ))
         return 0;
+    /* Another thread (the core's watchdog) is failing it right now: its outcome tells
+     * which interruption this is, and it is a few stores away. */
+    while ((v & ST_MASK) == ST_COMPLETING) {
+        cpu_relax();
+        v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
+    }
     if (!(v & F_CANCEL_REQ) && (v & ST_MASK) == CONCUR_FAILED &&
         c->t.f->err == CONCUR_ETASKTIMEOUT)
         return CONCUR_ETASKTIMEOUT;
