@@ -332,10 +332,11 @@ void concur__fn_result(struct job *j)
     /* The run counts from the hand-over to the pool (as a command's counts from its spawn)
      * to the end the future recorded, which may be earlier than this delivery. */
     concur_state st = concur_future_state(f);
-    double pending, running;
-    concur_future_durations(f, &pending, &running);
+    uint64_t end = atomic_load_explicit(&f->t_end, memory_order_relaxed); /* terminal: set */
     res->spawned = st != CONCUR_CANCELLED;
-    res->time_run = pending + running;
+    /* From the runner's own hand-over time, the one its deadline counts from (the
+     * future's submit time comes a little later, after the input is encoded). */
+    res->time_run = end > j->t_start ? (double)(end - j->t_start) / 1e9 : 0;
     if (st == CONCUR_DONE) {
         fn_answer(res, f);
         return;
