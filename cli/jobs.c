@@ -25,6 +25,17 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+
+/* Says that the limit on open files caps the jobs at @jobs at once (GNU parallel's warning). */
+void fd_limit_warning(int jobs)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        cli_warn("only enough file descriptors (ulimit -n %llu) to run %d jobs at once; "
+                 "raise 'ulimit -n' to run more",
+                 (unsigned long long)rl.rlim_cur, jobs);
+}
 
 /* GNU parallel's default limit on the length of a command line (-X, -m). */
 enum { MAX_LINE = 130000 };

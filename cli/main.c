@@ -169,15 +169,6 @@ static long fds_open(void)
     return n - 1;
 }
 
-void fd_limit_warning(int jobs)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        cli_warn("only enough file descriptors (ulimit -n %llu) to run %d jobs at once; "
-                 "raise 'ulimit -n' to run more",
-                 (unsigned long long)rl.rlim_cur, jobs);
-}
-
 /* How many jobs may run at once within the limit on open files: -j0 (no limit), or a -j
  * above what the descriptors allow, is brought down to it with a warning, as GNU parallel
  * does, rather than failing when the descriptors run out (with -j0 the warning waits until
