@@ -21,8 +21,11 @@
  * it wrote is in the pipe by then.
  *
  * Invariants:
- * - The supervisor is one detached thread, started by the first call and gone once no call
- *   is outstanding (it never keeps the process alive, and nothing is left to join). g.mu
+ * - The supervisor is one thread, started by the first call and gone once no call is
+ *   outstanding (it never keeps the process alive). The next start, or concur_fork_drain,
+ *   joins the one that left; a start returns only once the new thread is in its loop. So
+ *   no fork catches the supervisor in its thread's start-up or end (where a sanitizer
+ *   runtime allocates under locks that a child would inherit held). g.mu
  *   guards the list of calls, the running flag and the loop's fds; a call is put in the
  *   list, and its fds in the loop, under g.mu in the same critical section as its fork, so
  *   the supervisor never sees an empty list while a call is being made. The receive state
@@ -86,7 +89,8 @@ static struct {
     struct call *calls;  /* outstanding calls */
     size_t ndeadlines;   /* calls with a deadline in the list */
     bool running;        /* a supervisor thread serves the loop */
-    pthread_t thread;    /* valid while running */
+    bool joinable;       /* thread names a supervisor not joined yet (running, or leaving) */
+    pthread_t thread;    /* valid while joinable */
     concur__loop loop;   /* the running supervisor's; its fds fixed while it runs */
     concur__timer sweep; /* the supervisor's: the next deadline of a call */
     uint64_t next_id;
@@ -126,6 +130,7 @@ static void state_reset(bool walk)
     g.calls = NULL;
     g.ndeadlines = 0;
     g.running = false;
+    g.joinable = false; /* the parent's supervisor is no thread of this process */
     g.next_id = 0;
     CHECK_PTHREAD(pthread_mutex_init(&g.mu, NULL));
     CHECK_PTHREAD(pthread_cond_init(&g.idle, NULL));
@@ -335,8 +340,12 @@ static void dispatch(const concur__event *evs, int n)
 
 static void *supervise(void *arg)
 {
-    (void)arg;
+    _Atomic uint32_t *started = arg;
     pthread_setname_np(pthread_self(), "concur-fork"); /* cosmetic: failure is harmless */
+    /* The thread's start-up is over (the C library's, and a sanitizer runtime's, which
+     * allocates): the starter may fork now. */
+    atomic_store_explicit(started, 1, memory_order_release);
+    concur__futex_wake(started, 1);
     concur__event evs[EVENTS];
     for (;;) {
         mu_lock(&g.mu);
@@ -362,29 +371,43 @@ static void *supervise(void *arg)
     }
 }
 
-/* Under g.mu: starts the supervisor unless it runs. */
+/* Under g.mu: joins a supervisor that has left the loop. Its thread may still be ending
+ * (a sanitizer runtime hands its allocator caches back then, under locks that a fork must
+ * not catch); after the join nothing of it runs. */
+static void sup_join_locked(void)
+{
+    if (!g.joinable || g.running)
+        return;
+    CHECK_PTHREAD(pthread_join(g.thread, NULL));
+    g.joinable = false;
+}
+
+/* Under g.mu: starts the supervisor unless it runs, and returns once its thread is in the
+ * loop, so that a fork right after (this call's, or the application's) never catches the
+ * thread inside its start-up. */
 static int sup_start_locked(void)
 {
     if (g.running)
         return 0;
+    sup_join_locked();
     int rc = concur__loop_init(&g.loop);
     if (rc)
         return rc;
-    pthread_attr_t at;
-    CHECK_PTHREAD(pthread_attr_init(&at));
-    CHECK_PTHREAD(pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED));
+    static _Atomic uint32_t started;
+    atomic_store_explicit(&started, 0, memory_order_relaxed);
     /* The thread takes no signals: they belong to the application's threads. */
     sigset_t all, old;
     sigfillset(&all);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
-    rc = -pthread_create(&g.thread, &at, supervise, NULL);
+    rc = -pthread_create(&g.thread, NULL, supervise, (void *)&started);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
-    pthread_attr_destroy(&at);
     if (rc) {
         concur__loop_fini(&g.loop);
         return rc;
     }
-    g.running = true;
+    g.running = g.joinable = true;
+    while (!atomic_load_explicit(&started, memory_order_acquire))
+        (void)concur__futex_wait(&started, 0, UINT64_MAX); /* it never takes g.mu first */
     return 0;
 }
 
@@ -594,6 +617,8 @@ int concur_fork_drain(double timeout)
         else if (w && w != ETIMEDOUT)
             concur__panic(__FILE__, __LINE__, "pthread_cond_clockwait", w);
     }
+    if (!rc)
+        sup_join_locked(); /* drained means gone: a fork may follow */
     mu_unlock(&g.mu);
     return rc;
 }
