@@ -795,3 +795,134 @@ Test(coro, cancel_interrupts_a_future_wait)
     concur_future_release(f);
     concur_pool_destroy(p);
 }
+
+/* ---------------------------------------------------------------- fqueue and commands */
+
+typedef struct co_wait_job {
+    concur_fqueue *q;
+    concur_future *sig;
+    _Atomic int started; /* set by the waiter just before it waits */
+    _Atomic int rc;
+    concur_future *got;
+    int returncode; /* of the command runs */
+    char out[8];
+    _Atomic int other_done; /* the other coroutine ran to its end meanwhile */
+} co_wait_job;
+
+static int task_fq_get(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    co_wait_job *j = tu_in_ptr(in, len);
+    atomic_store(&j->started, 1);
+    atomic_store(&j->rc, concur_fqueue_get(j->q, TU_SAFETY, &j->got));
+    return 0;
+}
+
+/* Runs once the waiter is suspended (one loop: it ran from `started` to its suspension). */
+static int task_fq_complete(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    co_wait_job *j = tu_in_ptr(in, len);
+    while (!atomic_load(&j->started))
+        if (concur_co_yield() != 0)
+            return CONCUR_ECANCELED;
+    atomic_store(&j->other_done, 1);
+    return concur_future_set_result(j->sig, "x", 1);
+}
+
+Test(coro, fqueue_get_suspends_only_the_coroutine)
+{
+    concur_pool *p = co_pool(1, 0);
+    co_wait_job j = {0};
+    cr_assert_eq(concur_fqueue_create(&j.q), 0);
+    cr_assert_eq(concur_future_create(&j.sig), 0);
+    cr_assert_eq(concur_fqueue_put(j.q, j.sig), 0);
+    concur_future *getter = tu_submit(p, task_fq_get, TU_PTR_IN(&j));
+    concur_future *setter = tu_submit(p, task_fq_complete, TU_PTR_IN(&j));
+    wait_ok(getter);
+    wait_ok(setter);
+    cr_assert_eq(concur_future_error(setter), 0);
+    cr_assert_eq(atomic_load(&j.rc), 0, "%s", concur_strerror(atomic_load(&j.rc)));
+    cr_assert_eq(j.got, j.sig, "the finished future comes out of the queue");
+    concur_future_release(j.got);
+    /* An interrupted get: the queue holds a future that never finishes. */
+    concur_future *never;
+    cr_assert_eq(concur_future_create(&never), 0);
+    cr_assert_eq(concur_fqueue_put(j.q, never), 0);
+    atomic_store(&j.started, 0);
+    atomic_store(&j.rc, 1);
+    concur_future *f = tu_submit(p, task_fq_get, TU_PTR_IN(&j));
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(&j.started), TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_not(concur_future_cancel(f));
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    concur_future_release(f);
+    concur_future_release(getter);
+    concur_future_release(setter);
+    concur_pool_destroy(p);
+    concur_fqueue_destroy(j.q); /* releases never's queue reference */
+    concur_future_release(never);
+    concur_future_release(j.sig);
+}
+
+static int task_run_prog(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    co_wait_job *j = tu_in_ptr(in, len);
+    concur_prog_output o;
+    const char *echo[] = {"echo", "hi", NULL};
+    int rc = concur_run_prog(echo, NULL, 0, NULL, 0, &o);
+    if (rc)
+        return rc;
+    snprintf(j->out, sizeof(j->out), "%.*s", (int)o.out_len, (const char *)o.out);
+    concur_prog_output_free(&o);
+    /* Then one that runs until the test cancels this coroutine. */
+    const char *sleeper[] = {"sleep", "300", NULL};
+    atomic_store(&j->started, 1);
+    rc = concur_run_prog(sleeper, NULL, 0, NULL, 0, &o);
+    j->returncode = o.returncode;
+    concur_prog_output_free(&o);
+    atomic_store(&j->rc, rc);
+    return 0;
+}
+
+static int task_sleep_meanwhile(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    co_wait_job *j = tu_in_ptr(in, len);
+    while (!atomic_load(&j->started))
+        if (concur_co_sleep(0.001) != 0)
+            return CONCUR_ECANCELED;
+    for (int i = 0; i < 3; i++) /* the command runs all along */
+        if (concur_co_sleep(0.01) != 0)
+            return CONCUR_ECANCELED;
+    atomic_store(&j->other_done, 1);
+    return 0;
+}
+
+Test(coro, run_prog_suspends_only_the_coroutine_and_a_cancel_stops_the_command)
+{
+    concur_pool *p = co_pool(1, 0);
+    co_wait_job j = {.rc = 1};
+    concur_future *runner = tu_submit(p, task_run_prog, TU_PTR_IN(&j));
+    concur_future *other = tu_submit(p, task_sleep_meanwhile, TU_PTR_IN(&j));
+    /* With the loop's thread blocked in the 300 s command, this would time out. */
+    wait_ok(other);
+    cr_assert_eq(concur_future_error(other), 0);
+    cr_assert(atomic_load(&j.other_done));
+    cr_assert_eq(concur_future_wait(runner, 0), CONCUR_ETIMEDOUT, "the command still runs");
+    cr_assert_str_eq(j.out, "hi\n");
+    cr_assert_not(concur_future_cancel(runner));
+    cr_assert_eq(concur_future_error(runner), CONCUR_ECANCELED);
+    /* The coroutine's run stopped: the command got the term signal and was reaped. */
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(&j.rc), 0, "%s", concur_strerror(atomic_load(&j.rc)));
+    cr_assert_eq(j.returncode, -SIGTERM, "returncode %d", j.returncode);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no child is left");
+    cr_assert_eq(errno, ECHILD);
+    concur_future_release(runner);
+    concur_future_release(other);
+    concur_pool_destroy(p);
+}

@@ -8,9 +8,13 @@
  * (read() on a blocking fd, a mutex, sleep()), holds its whole loop: see the stall counter,
  * concur_pool_counts.max_stall_ns.
  *
- * Inside a coroutine the library's future waits (concur_future_wait, concur_future_collect,
- * concur_wait_all / concur_wait_any / concur_collect_all, as_done) suspend the coroutine as
- * well, and may also return CONCUR_ECANCELED or CONCUR_ETASKTIMEOUT (see Cancellation).
+ * Inside a coroutine the library's waits (concur_future_wait, concur_future_collect,
+ * concur_wait_all / concur_wait_any / concur_collect_all, as_done, concur_fqueue_get, and
+ * the runner: concur_runner_run, concur_run_batch, concur_run_prog) suspend the coroutine as
+ * well. The future waits and concur_fqueue_get may also return CONCUR_ECANCELED or
+ * CONCUR_ETASKTIMEOUT (see Cancellation); a run interrupted that way stops as by
+ * concur_runner_stop(CONCUR_STOP_TERM) and returns what a stopped run returns (its loop's
+ * thread blocks while the stopped commands end).
  *
  * Outside a coroutine (any other thread, a thread-pool task) each call does the blocking
  * equivalent in the calling thread: sleep with nanosleep, yield with sched_yield, wait

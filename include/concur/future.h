@@ -403,7 +403,9 @@ CONCUR_API int concur_fqueue_put(concur_fqueue *q, concur_future *f);
  * reference). @p timeout as for waits (0: do not block). Returns 0; CONCUR_EAGAIN when the
  * queue holds no futures at all (at once, even when blocking: nothing could ever come);
  * CONCUR_ETIMEDOUT when none has finished by the timeout (at once with timeout 0), as any
- * other wait.
+ * other wait. Inside a coroutine it suspends only the coroutine, and returns CONCUR_ECANCELED
+ * or CONCUR_ETASKTIMEOUT when that coroutine is interrupted (concur/coro.h).
+ * Thread-safe: any number of threads and coroutines may get from one queue.
  */
 CONCUR_API int concur_fqueue_get(concur_fqueue *q, double timeout, concur_future **out);
 

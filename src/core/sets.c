@@ -157,9 +157,18 @@ struct fq_node {
     bool done;
 };
 
+/* A coroutine waiting in concur_fqueue_get: it waits on a future of its own (which suspends
+ * it, future.c) that the next finished future completes. On the waiter's stack; linked
+ * under the queue's lock. */
+struct fq_co {
+    concur_future *sig;
+    struct fq_co *next;
+};
+
 struct concur_fqueue {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    struct fq_co *co; /* waiting coroutines */
     struct fq_node *waiting; /* registered, not finished (doubly linked) */
     struct fq_node *done_head, *done_tail;
     size_t nwaiting, ndone;
@@ -257,6 +266,11 @@ static void fq_cb(concur_future *f, void *arg)
     q->ndone++;
     q->outstanding--;
     CHECK_PTHREAD(pthread_cond_broadcast(&q->cv));
+    /* Under the lock, so a waiter's future outlives this: completing it only posts a
+     * wake-up to its loop, which never takes this lock. */
+    for (struct fq_co *w = q->co; w; w = w->next)
+        (void)concur_future_set_result(w->sig, NULL, 0);
+    q->co = NULL;
     mu_unlock(&q->mu);
 }
 
@@ -282,7 +296,24 @@ static int fq_get_node(concur_fqueue *q, uint64_t deadline, struct fq_node **out
             rc = CONCUR_ETIMEDOUT; /* timeout 0 included: an expired wait, as everywhere */
             break;
         }
-        if (deadline == UINT64_MAX) {
+        struct fq_co w = {.next = q->co};
+        if (concur__co_wait && concur_future_create(&w.sig) == 0) {
+            /* In a coroutine: suspend it, not its loop's thread (no memory: block). */
+            q->co = &w;
+            mu_unlock(&q->mu);
+            int r = concur_future_wait(w.sig, left_of(deadline));
+            mu_lock(&q->mu);
+            for (struct fq_co **pp = &q->co; *pp; pp = &(*pp)->next)
+                if (*pp == &w) {
+                    *pp = w.next;
+                    break;
+                }
+            concur_future_release(w.sig);
+            if (r && r != CONCUR_ETIMEDOUT) {
+                rc = r; /* the coroutine was cancelled or timed out */
+                break;
+            }
+        } else if (deadline == UINT64_MAX) {
             CHECK_PTHREAD(pthread_cond_wait(&q->cv, &q->mu));
         } else {
             struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),

@@ -412,6 +412,8 @@ static void fwait_settle(co *c, fwait *r)
     }
 }
 
+static int co_park(int fd, int timeout_ms);
+
 static int co_wait_future(concur_future *f, uint64_t deadline)
 {
     co *c = tls_co;
@@ -529,6 +531,7 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
     mu_unlock(&e->mu);
     concur__worker_set_ctx(w, L);
     concur__co_wait = co_wait_future; /* this thread's future waits suspend its coroutines */
+    concur__loop_park = co_park;      /* and so do the loops run inside them */
     return concur__worker_init_hook(w, t, hook_failed);
 }
 
@@ -753,6 +756,21 @@ static int wait_fd_until(int fd, int events, uint64_t deadline)
     if (rc)
         return rc;
     return ready_of(c->revents, EPOLLIN, EPOLLOUT, EPOLLERR | EPOLLHUP);
+}
+
+/* concur__loop_park (sys/os.h): a loop run inside a coroutine (the runner's, for run_prog
+ * and command batches) waits for its epoll fd here, so the other coroutines run meanwhile. */
+static int co_park(int fd, int timeout_ms)
+{
+    if (!tls_co)
+        return 1;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int rc = wait_fd_until(fd, CONCUR_CO_READ, deadline);
+    if (rc >= 0 || rc == CONCUR_ETIMEDOUT)
+        return 0;
+    if (rc == CONCUR_ECANCELED || rc == CONCUR_ETASKTIMEOUT)
+        return rc;
+    return 1; /* the fd could not be watched: the thread's way */
 }
 
 int concur_co_wait_fd(int fd, int events, double timeout)

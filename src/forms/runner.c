@@ -444,6 +444,11 @@ static void wait_and_dispatch(concur_runner *r, struct run *run)
     int n = concur__loop_wait(&r->loop, evs, EVENTS, false);
     if (n < 0)
         run_fail(r, run, n);
+    /* Run inside a coroutine that was cancelled or timed out: the run stops as by
+     * concur_runner_stop(CONCUR_STOP_TERM) (once: the wake-up it posts is not repeated). */
+    if (r->loop.parked_rc &&
+        atomic_load_explicit(&r->stop_req, memory_order_relaxed) < CONCUR_STOP_TERM)
+        (void)concur_runner_stop(r, CONCUR_STOP_TERM);
     for (int k = 0; k < n; k++)
         dispatch(r, run, &evs[k]);
     if (r->fn_running || r->nstale)
@@ -456,8 +461,9 @@ static void run_begin(concur_runner *r)
     r->wall_start = concur__wall_now();
     r->run_start = now_ns();
     r->next_start_ok = 0;
-    /* Forget stop requests made before this run. */
+    /* Forget stop requests made before this run, and an interrupted coroutine's. */
     concur__event_drain(r->loop.wake);
+    r->loop.parked_rc = 0;
     atomic_store_explicit(&r->stop_req, 0, memory_order_relaxed);
     /* Function tasks: the pool's size bounds them (the run's own pool is made to measure at
      * the first one). */

@@ -195,13 +195,22 @@ static int timeout_ms(const concur__loop *l, bool poll)
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+_Thread_local int (*concur__loop_park)(int fd, int timeout_ms);
+
 int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll)
 {
     struct epoll_event eb[WAIT_BATCH];
     if (max < 1)
         return -EINVAL;
-    int k = 0, n = epoll_wait(l->ep, eb, max < WAIT_BATCH ? max : WAIT_BATCH,
-                              timeout_ms(l, poll));
+    int ms = timeout_ms(l, poll);
+    if (ms != 0 && concur__loop_park && !l->parked_rc) {
+        int rc = concur__loop_park(l->ep, ms);
+        if (rc <= 0) /* ready, the time passed, or interrupted: look without blocking */
+            ms = 0;
+        if (rc < 0)
+            l->parked_rc = rc;
+    }
+    int k = 0, n = epoll_wait(l->ep, eb, max < WAIT_BATCH ? max : WAIT_BATCH, ms);
     if (n < 0) {
         if (errno != EINTR)
             return -errno;

@@ -133,7 +133,17 @@ typedef struct concur__loop {
     int wake; /* eventfd in the set with tag CONCUR__LOOP_WAKE, or -1 */
     concur__timer *root;
     uint64_t seq;
+    int parked_rc; /* set by concur__loop_wait when a coroutine's wait was interrupted */
 } concur__loop;
+
+/* A coroutine's wait for a loop, set by the coroutine engine on its loop threads: suspends
+ * the calling coroutine until @fd (an epoll fd) is readable or @timeout_ms passes (-1: no
+ * limit), so a loop run inside a coroutine (the runner's) lets the other coroutines run.
+ * Returns 0 (ready, or the time passed), 1 when the caller is no coroutine (wait the
+ * thread's way), or CONCUR_ECANCELED / CONCUR_ETASKTIMEOUT when the coroutine was
+ * interrupted: concur__loop_wait then returns no events at once and sets parked_rc, and
+ * later waits of that loop block the thread (the loop's owner is expected to wind down). */
+extern _Thread_local int (*concur__loop_park)(int fd, int timeout_ms);
 
 /* A loop that owns nothing (what concur__loop_fini leaves). */
 #define CONCUR__LOOP_NONE ((concur__loop){.ep = -1, .wake = -1})
