@@ -1,5 +1,5 @@
 /*
- * test_swarm.c - swarms (concur/swarm.h) on both engines: n copies running at once, each
+ * test_swarm.c - swarms (concur/swarm.h) on the three engines: n copies running at once, each
  * with its own index; n <= 0; the timing of copies sharing an iterator (conc 1..4 x data
  * 1..4); collect / suppress / fail_hard with the exact error, fail_hard when the failing
  * copy is the last one or when all fail at once; stop keeping finished work and returning
@@ -7,12 +7,13 @@
  * copies that exit, abort or are killed; pool options passed through; the process-wide
  * default engine seen from another thread; no fd and no child left after destroy.
  *
- * Copies of both engines share state through one page mapped MAP_SHARED before the swarm
+ * Copies of every engine share state through one page mapped MAP_SHARED before the swarm
  * starts (a process swarm forks its fork server at start), so the same copy functions run
  * on threads and on processes. Copies wait for each other by polling atomics in that page
- * (with naps and a deadline): process-private gates do not cross processes. Thread copies
- * sleep in short slices and give up when concur_task_should_stop() turns true (a thread
- * cannot be killed); process copies sleep in one blocking call, which a stop kills.
+ * (with naps and a deadline): process-private gates do not cross processes. Thread and
+ * coroutine copies sleep in short slices of concur_co_sleep (which suspends a coroutine, so
+ * the copies sharing its loop run on) and give up when concur_task_should_stop() turns true
+ * (a thread cannot be killed); process copies sleep in one blocking call, which a stop kills.
  */
 #include "testutil.h"
 
@@ -30,8 +31,10 @@
 TestSuite(swarm, .timeout = TU_TIMEOUT, .fini = tu_fini);
 TestSuite(swarm_threads, .timeout = TU_TIMEOUT, .fini = tu_fini);
 TestSuite(swarm_processes, .timeout = TU_TIMEOUT, .fini = tu_fini);
+TestSuite(swarm_coroutines, .timeout = TU_TIMEOUT, .fini = tu_fini);
 
-/* One test body run on each engine: BOTH(name) { ... uses engine `e` ... } */
+/* One test body run on each engine: BOTH(name) { ... uses engine `e` ... } (threads,
+ * processes, coroutines: concurrently's AsyncIO and Gevent engines). */
 #define BOTH(name)                                                                                 \
     static void name(concur_engine e);                                                             \
     Test(swarm_threads, name)                                                                      \
@@ -41,6 +44,10 @@ TestSuite(swarm_processes, .timeout = TU_TIMEOUT, .fini = tu_fini);
     Test(swarm_processes, name)                                                                    \
     {                                                                                              \
         name(CONCUR_ENGINE_PROCESSES);                                                             \
+    }                                                                                              \
+    Test(swarm_coroutines, name)                                                                   \
+    {                                                                                              \
+        name(CONCUR_ENGINE_COROUTINES);                                                            \
     }                                                                                              \
     static void name(concur_engine e)
 
@@ -68,7 +75,7 @@ static shared *shared_new(concur_engine e)
     void *p = mmap(NULL, sizeof(shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
     shared *s = p; /* zeroed by mmap */
-    s->cooperative = e == CONCUR_ENGINE_THREADS;
+    s->cooperative = e != CONCUR_ENGINE_PROCESSES;
     s->fail_item = -1;
     return s;
 }
@@ -110,7 +117,8 @@ static concur_swarm_err first_error(concur_swarm *sw, size_t count, int code, co
 
 /* ---- what copies do ----------------------------------------------------------------- */
 
-/* Sleeps @secs; a thread copy in slices, false once it should stop. */
+/* Sleeps @secs; a thread or coroutine copy in slices, false once it should stop. A slice is
+ * concur_co_sleep: it suspends a coroutine (copies share a loop) and sleeps a thread. */
 static bool nap(concur_task *t, const shared *s, double secs)
 {
     if (!s->cooperative) {
@@ -122,20 +130,19 @@ static bool nap(concur_task *t, const shared *s, double secs)
         if (concur_task_should_stop(t))
             return false;
         double left = end - tu_now();
-        tu_sleep(left < 0.002 ? left : 0.002);
+        if (concur_co_sleep(left < 0.002 ? left : 0.002) != 0)
+            return false; /* a coroutine interrupted */
     }
     return !concur_task_should_stop(t);
 }
 
-/* Waits until @a reaches @want (TU_SAFETY at most); false if it did not. */
+/* Waits until @a reaches @want (TU_SAFETY at most); false if it did not. Naps as nap(). */
 static bool await_count(atomic_int *a, int want)
 {
     double end = tu_now() + TU_SAFETY;
     while (atomic_load(a) < want)
-        if (tu_now() > end)
+        if (tu_now() > end || concur_co_sleep(0.001) != 0)
             return false;
-        else
-            tu_nap();
     return true;
 }
 
@@ -227,7 +234,7 @@ BOTH(starts_n_copies_at_once)
     cr_assert_eq(atomic_load(&s->all_seen), 5, "every copy saw the 5 running at once");
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(atomic_load(&s->seen[i]), 1, "index %d seen once", i);
-        if (e == CONCUR_ENGINE_THREADS)
+        if (e != CONCUR_ENGINE_PROCESSES)
             cr_assert_eq(s->pid[i], getpid());
         else
             cr_assert_neq(s->pid[i], getpid(), "copy %d runs in a worker process", i);
@@ -765,10 +772,16 @@ static pid_t only_child(void)
     return (pid_t)first;
 }
 
+/* Waits for the gate to open, napping as nap() (coroutine copies share a loop). */
 static int copy_gate(concur_task *t, const void *in, size_t len)
 {
     (void)t;
-    tu_gate_pass(tu_in_ptr(in, len));
+    tu_gate *g = tu_in_ptr(in, len);
+    tu_gate_arrive(g);
+    double end = tu_now() + TU_SAFETY;
+    while (!tu_gate_is_open(g))
+        if (tu_now() > end || concur_co_sleep(0.001) != 0)
+            return CONCUR_ETIMEDOUT;
     return 0;
 }
 
