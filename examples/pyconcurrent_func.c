@@ -21,8 +21,9 @@
  * the prefix followed by its arg. The function's return value is its success (0), and its
  * answer is bytes set with concur_task_return(); here the text of the Python dictionary.
  * "For the equivalent multiprocessor version simply replace ProcRunAsyncio with ProcRunMp":
- * here the example runs twice, on worker threads and then on worker processes, and only
- * opts.engine differs. The sleeps are a tenth of the original's (0.1 to 0.7 s, timeout 3 s)
+ * here the example runs on coroutines (ProcRunAsyncio: the tasks share one loop thread, and
+ * concur_task_sleep suspends only the sleeping one, as asyncio.sleep does), then on worker
+ * processes (ProcRunMp), then on worker threads; only opts.engine differs. The sleeps are a tenth of the original's (0.1 to 0.7 s, timeout 3 s)
  * so that the example runs in under two seconds.
  *
  * Exit status: 0 when every task succeeded with the expected answer, 1 otherwise.
@@ -37,8 +38,9 @@
 static int test_func(concur_task *t, const char *key, int argc, const char *const *args)
 {
     double secs = atof(args[argc - 1]); /* pull off the last argument */
-    /* A thread cannot be killed: when its task times out (or the run is stopped),
-     * concur_task_should_stop() becomes true, and concur_task_sleep() returns early. */
+    /* A thread or a coroutine cannot be killed: when its task times out (or the run is
+     * stopped), concur_task_should_stop() becomes true and concur_task_sleep() returns
+     * early. On coroutines the sleep suspends this task only. */
     if (concur_task_sleep(t, secs) != 0)
         return concur_task_fail(t, CONCUR_ECANCELED, "stopped after its timeout");
     char answer[256];
@@ -53,8 +55,8 @@ static int test_func(concur_task *t, const char *key, int argc, const char *cons
     return concur_task_return(t, answer, (size_t)n); /* 0: success */
 }
 
-/* Runs the example on @engine: the only line that differs between ProcRunAsyncio (threads)
- * and ProcRunMp (processes). Returns the number of tasks that did not answer as expected. */
+/* Runs the example on @engine: the only line that differs between ProcRunAsyncio
+ * (coroutines) and ProcRunMp (processes). Returns the number of tasks that did not answer as expected. */
 static int run_all(concur_engine engine)
 {
     const char *const pargs[] = {"dummy-arg", NULL};
@@ -95,9 +97,11 @@ static int run_all(concur_engine engine)
 
 int main(void)
 {
-    printf("-- ProcRunAsyncio: worker threads\n");
-    int failures = run_all(CONCUR_ENGINE_THREADS);
+    printf("-- ProcRunAsyncio: coroutines\n");
+    int failures = run_all(CONCUR_ENGINE_COROUTINES);
     printf("-- ProcRunMp: worker processes\n");
     failures += run_all(CONCUR_ENGINE_PROCESSES);
+    printf("-- worker threads\n");
+    failures += run_all(CONCUR_ENGINE_THREADS);
     return failures ? 1 : 0;
 }

@@ -21,11 +21,11 @@
  * it wrote is in the pipe by then.
  *
  * Invariants:
- * - The supervisor is one thread, started by the first call and gone once no call is
- *   outstanding (it never keeps the process alive). The next start, or concur_fork_drain,
- *   joins the one that left; a start returns only once the new thread is in its loop. So
- *   no fork catches the supervisor in its thread's start-up or end (where a sanitizer
- *   runtime allocates under locks that a child would inherit held). g.mu
+ * - The supervisor is one detached thread, started by the first call and gone once no call
+ *   is outstanding (it never keeps the process alive, and nothing is left to join). A start
+ *   returns only once the new thread is in its loop, so no fork catches it in its thread's
+ *   start-up (where a sanitizer runtime allocates under locks that a child would inherit
+ *   held; glibc's allocator is fork-safe, GCC 12's sanitizer allocators are not). g.mu
  *   guards the list of calls, the running flag and the loop's fds; a call is put in the
  *   list, and its fds in the loop, under g.mu in the same critical section as its fork, so
  *   the supervisor never sees an empty list while a call is being made. The receive state
@@ -89,8 +89,7 @@ static struct {
     struct call *calls;  /* outstanding calls */
     size_t ndeadlines;   /* calls with a deadline in the list */
     bool running;        /* a supervisor thread serves the loop */
-    bool joinable;       /* thread names a supervisor not joined yet (running, or leaving) */
-    pthread_t thread;    /* valid while joinable */
+    pthread_t thread;    /* valid while running */
     concur__loop loop;   /* the running supervisor's; its fds fixed while it runs */
     concur__timer sweep; /* the supervisor's: the next deadline of a call */
     uint64_t next_id;
@@ -130,7 +129,6 @@ static void state_reset(bool walk)
     g.calls = NULL;
     g.ndeadlines = 0;
     g.running = false;
-    g.joinable = false; /* the parent's supervisor is no thread of this process */
     g.next_id = 0;
     CHECK_PTHREAD(pthread_mutex_init(&g.mu, NULL));
     CHECK_PTHREAD(pthread_cond_init(&g.idle, NULL));
@@ -371,17 +369,6 @@ static void *supervise(void *arg)
     }
 }
 
-/* Under g.mu: joins a supervisor that has left the loop. Its thread may still be ending
- * (a sanitizer runtime hands its allocator caches back then, under locks that a fork must
- * not catch); after the join nothing of it runs. */
-static void sup_join_locked(void)
-{
-    if (!g.joinable || g.running)
-        return;
-    CHECK_PTHREAD(pthread_join(g.thread, NULL));
-    g.joinable = false;
-}
-
 /* Under g.mu: starts the supervisor unless it runs, and returns once its thread is in the
  * loop, so that a fork right after (this call's, or the application's) never catches the
  * thread inside its start-up. */
@@ -389,7 +376,6 @@ static int sup_start_locked(void)
 {
     if (g.running)
         return 0;
-    sup_join_locked();
     int rc = concur__loop_init(&g.loop);
     if (rc)
         return rc;
@@ -399,13 +385,17 @@ static int sup_start_locked(void)
     sigset_t all, old;
     sigfillset(&all);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
-    rc = -pthread_create(&g.thread, NULL, supervise, (void *)&started);
+    pthread_attr_t at;
+    CHECK_PTHREAD(pthread_attr_init(&at));
+    CHECK_PTHREAD(pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED));
+    rc = -pthread_create(&g.thread, &at, supervise, (void *)&started);
+    pthread_attr_destroy(&at);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
     if (rc) {
         concur__loop_fini(&g.loop);
         return rc;
     }
-    g.running = g.joinable = true;
+    g.running = true;
     while (!atomic_load_explicit(&started, memory_order_acquire))
         (void)concur__futex_wait(&started, 0, UINT64_MAX); /* it never takes g.mu first */
     return 0;
@@ -617,8 +607,6 @@ int concur_fork_drain(double timeout)
         else if (w && w != ETIMEDOUT)
             concur__panic(__FILE__, __LINE__, "pthread_cond_clockwait", w);
     }
-    if (!rc)
-        sup_join_locked(); /* drained means gone: a fork may follow */
     mu_unlock(&g.mu);
     return rc;
 }
