@@ -6,7 +6,7 @@
  *                ns per switch (one yield hands the loop to the other coroutine).
  *   co_spawn     1,000,000 empty coroutines: submit (batches of 10,000), run, complete,
  *                wait, release: ns per task.
- *   co_sleep     100,000 coroutines each sleeping 1 s, all at once: wall seconds from the
+ *   co_sleep [N] N coroutines (default 100,000) each sleeping 1 s, all at once: wall seconds from the
  *                first submit to the last completion, and the process's peak RSS (KiB).
  *   co_pingpong  two coroutines on one loop bounce one byte over a non-blocking socketpair
  *                (concur_co_read / concur_co_write), 20,000 round trips: us per round trip.
@@ -133,17 +133,17 @@ static int sleeper(concur_task *t, const void *in, size_t len)
     return concur_co_sleep(1.0);
 }
 
-static void co_sleep(void)
+static void co_sleep(size_t n)
 {
     concur_pool *p = co_pool();
     concur_input *ins;
     concur_future **f;
-    arrays(SLEEPERS, &ins, &f);
+    arrays(n, &ins, &f);
     uint64_t t0 = bench_now_ns();
-    int rc = concur_pool_submit_batch(p, sleeper, ins, SLEEPERS, f);
+    int rc = concur_pool_submit_batch(p, sleeper, ins, n, f);
     if (rc)
         die("submit", rc);
-    wait_release(f, SLEEPERS);
+    wait_release(f, n);
     double wall = (double)(bench_now_ns() - t0) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -203,7 +203,7 @@ int main(int argc, char **argv)
     else if (!strcmp(b, "co_spawn"))
         co_spawn();
     else if (!strcmp(b, "co_sleep"))
-        co_sleep();
+        co_sleep(argc > 2 ? strtoul(argv[2], NULL, 10) : SLEEPERS);
     else if (!strcmp(b, "co_pingpong"))
         co_pingpong();
     else {
