@@ -13,7 +13,9 @@ fail() {
 gone() { # pid: true once it is no longer running (a zombie counts as gone)
     i=0
     while [ $i -lt 50 ]; do
-        st=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+        [ -r "/proc/$1/stat" ] || return 0
+        # The state is the field after the command's ")": Z for a zombie.
+        st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
         case $st in Z*) return 0 ;; esac
         sleep 0.1
         i=$((i + 1))
