@@ -779,17 +779,25 @@ static int task_await_forever(concur_task *t, const void *in, size_t len)
     return 0;
 }
 
+/* Once the task of @f has set *started (it is about to suspend), cancels it, shuts the pool
+ * down and checks that the suspension returned CONCUR_ECANCELED into *rc. */
+static void cancel_once_started(concur_pool *p, concur_future *f, _Atomic int *started,
+                                _Atomic int *rc)
+{
+    bool ok;
+    TU_POLL_UNTIL(ok, atomic_load(started), TU_SAFETY);
+    cr_assert(ok);
+    cr_assert_not(concur_future_cancel(f));
+    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
+    cr_assert_eq(atomic_load(rc), CONCUR_ECANCELED);
+}
+
 Test(coro, cancel_interrupts_a_future_wait)
 {
     concur_pool *p = co_pool(1, 0);
     stop_job j = {0};
     concur_future *f = tu_submit(p, task_await_forever, TU_PTR_IN(&j));
-    bool ok;
-    TU_POLL_UNTIL(ok, atomic_load(&j.started), TU_SAFETY);
-    cr_assert(ok);
-    cr_assert_not(concur_future_cancel(f));
-    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
-    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    cancel_once_started(p, f, &j.started, &j.rc);
     cr_assert(atomic_load(&j.stopped));
     cr_assert_eq(concur_future_error(f), CONCUR_ECANCELED);
     concur_future_release(f);
@@ -852,12 +860,7 @@ Test(coro, fqueue_get_suspends_only_the_coroutine)
     atomic_store(&j.started, 0);
     atomic_store(&j.rc, 1);
     concur_future *f = tu_submit(p, task_fq_get, TU_PTR_IN(&j));
-    bool ok;
-    TU_POLL_UNTIL(ok, atomic_load(&j.started), TU_SAFETY);
-    cr_assert(ok);
-    cr_assert_not(concur_future_cancel(f));
-    cr_assert_eq(concur_pool_shutdown(p, 0, TU_SAFETY), 0);
-    cr_assert_eq(atomic_load(&j.rc), CONCUR_ECANCELED);
+    cancel_once_started(p, f, &j.started, &j.rc);
     concur_future_release(f);
     concur_future_release(getter);
     concur_future_release(setter);

@@ -412,8 +412,6 @@ static void fwait_settle(co *c, fwait *r)
     }
 }
 
-static int co_park(int fd, int timeout_ms);
-
 static int co_wait_future(concur_future *f, uint64_t deadline)
 {
     co *c = tls_co;
@@ -506,6 +504,8 @@ static void loop_free(cloop *L)
     concur__slab_fini(&L->slab);
     free(L);
 }
+
+static int co_park(int fd, int timeout_ms);
 
 static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
 {

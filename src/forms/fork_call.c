@@ -90,6 +90,7 @@ static struct {
     size_t ndeadlines;   /* calls with a deadline in the list */
     bool running;        /* a supervisor thread serves the loop */
     pthread_t thread;    /* valid while running */
+    _Atomic uint32_t started; /* set by a new supervisor once it is in its loop */
     concur__loop loop;   /* the running supervisor's; its fds fixed while it runs */
     concur__timer sweep; /* the supervisor's: the next deadline of a call */
     uint64_t next_id;
@@ -338,12 +339,12 @@ static void dispatch(const concur__event *evs, int n)
 
 static void *supervise(void *arg)
 {
-    _Atomic uint32_t *started = arg;
+    (void)arg;
     pthread_setname_np(pthread_self(), "concur-fork"); /* cosmetic: failure is harmless */
     /* The thread's start-up is over (the C library's, and a sanitizer runtime's, which
      * allocates): the starter may fork now. */
-    atomic_store_explicit(started, 1, memory_order_release);
-    concur__futex_wake(started, 1);
+    atomic_store_explicit(&g.started, 1, memory_order_release);
+    concur__futex_wake(&g.started, 1);
     concur__event evs[EVENTS];
     for (;;) {
         mu_lock(&g.mu);
@@ -379,25 +380,24 @@ static int sup_start_locked(void)
     int rc = concur__loop_init(&g.loop);
     if (rc)
         return rc;
-    static _Atomic uint32_t started;
-    atomic_store_explicit(&started, 0, memory_order_relaxed);
+    atomic_store_explicit(&g.started, 0, memory_order_relaxed);
+    pthread_attr_t at;
+    CHECK_PTHREAD(pthread_attr_init(&at));
+    CHECK_PTHREAD(pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED));
     /* The thread takes no signals: they belong to the application's threads. */
     sigset_t all, old;
     sigfillset(&all);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
-    pthread_attr_t at;
-    CHECK_PTHREAD(pthread_attr_init(&at));
-    CHECK_PTHREAD(pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED));
-    rc = -pthread_create(&g.thread, &at, supervise, (void *)&started);
-    pthread_attr_destroy(&at);
+    rc = -pthread_create(&g.thread, &at, supervise, NULL);
     CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
+    pthread_attr_destroy(&at);
     if (rc) {
         concur__loop_fini(&g.loop);
         return rc;
     }
     g.running = true;
-    while (!atomic_load_explicit(&started, memory_order_acquire))
-        (void)concur__futex_wait(&started, 0, UINT64_MAX); /* it never takes g.mu first */
+    while (!atomic_load_explicit(&g.started, memory_order_acquire))
+        (void)concur__futex_wait(&g.started, 0, UINT64_MAX); /* it never takes g.mu first */
     return 0;
 }
 
