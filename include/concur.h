@@ -25,5 +25,6 @@
 #include "concur/swarm.h"
 #include "concur/fork.h"
 #include "concur/coro.h"
+#include "concur/mpi.h"
 
 #endif

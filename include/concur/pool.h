@@ -80,6 +80,7 @@ typedef enum concur_engine {
     CONCUR_ENGINE_THREADS = 0, /**< worker threads in this process */
     CONCUR_ENGINE_PROCESSES,   /**< worker processes forked from a fork server */
     CONCUR_ENGINE_COROUTINES,  /**< coroutines on loop threads in this process */
+    CONCUR_ENGINE_MPI,         /**< the other MPI ranks (concur/mpi.h, libconcur_mpi) */
 } concur_engine;
 
 /**
@@ -148,6 +149,10 @@ typedef struct concur_pool_opts {
      *  (guard page or canary, docs/coroutines.md). Above 1 GiB: CONCUR_EINVAL. Other
      *  engines: any non-zero value is CONCUR_EINVAL. */
     size_t coroutine_stack_size;
+    /** MPI pools: run tasks in threads of each rank's own process instead of its local
+     *  process pool: the lowest latency, but a task that crashes ends the MPI job, and
+     *  worker limits are CONCUR_EINVAL. Other engines: true is CONCUR_EINVAL. */
+    bool mpi_in_process;
 } concur_pool_opts;
 
 /**

@@ -225,6 +225,9 @@ bool concur__task_complete(concur_task *t, int rc, uint64_t t_end);
 bool concur__pool_code_ok(const concur_pool *p, const void *fn);
 /* True when @p's tasks run in this process and may use the caller's memory (threads). */
 bool concur__pool_shares_memory(const concur_pool *p);
+/* True when @p's workers have an address layout of their own (MPI ranks): a function
+ * passed inside a task's input travels as a reference (sys/code.h), not a pointer. */
+bool concur__pool_remote_code(const concur_pool *p);
 
 /* Crash reports from a fatal-signal handler (concur__crash_report, concur__die_of_signal)
  * and the rest of the codec of what crosses a process boundary. At the end: it stands on

@@ -546,6 +546,8 @@ const concur__engine_class *concur__engine_class_of(concur_engine e)
         return &concur__processes_class;
     case CONCUR_ENGINE_COROUTINES:
         return &concur__coroutines_class;
+    case CONCUR_ENGINE_MPI:
+        return NULL; /* chosen by concur__mpi_class(), which needs the options */
     }
     return NULL;
 }
@@ -924,6 +926,13 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     if (opts)
         o = *opts;
     const concur__engine_class *cls = concur__engine_class_of(o.engine);
+    if (o.engine == CONCUR_ENGINE_MPI) {
+        int why = 0;
+        if (!(cls = concur__mpi_class(&o, &why)))
+            return why;
+    } else if (o.mpi_in_process) {
+        return CONCUR_EINVAL;
+    }
     if (!cls || o.max_workers < 0 || (o.name && strlen(o.name) > NAME_MAX_) ||
         o.task_timeout != o.task_timeout || o.idle_timeout != o.idle_timeout)
         return CONCUR_EINVAL;
@@ -938,9 +947,10 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     snprintf(p->name, sizeof(p->name), "%s", o.name ? o.name : "pool");
     p->o.name = p->name;
     p->ncpu = concur_cpu_count();
-    p->max_workers = o.max_workers         ? o.max_workers
-                     : cls->default_workers ? cls->default_workers
-                                            : p->ncpu;
+    p->max_workers = o.max_workers            ? o.max_workers
+                     : cls->default_workers_fn ? cls->default_workers_fn()
+                     : cls->default_workers    ? cls->default_workers
+                                               : p->ncpu;
     p->idle_ns = o.idle_timeout > 0 ? (uint64_t)(o.idle_timeout * 1e9) : 0;
     if (p->idle_ns == 0 && o.idle_timeout > 0)
         p->idle_ns = 1;
@@ -998,6 +1008,11 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     mu_unlock(&g_reg_mu);
     *out = p;
     return 0;
+}
+
+bool concur__pool_remote_code(const concur_pool *p)
+{
+    return p->cls->remote_code;
 }
 
 bool concur__pool_shares_memory(const concur_pool *p)

@@ -21,7 +21,8 @@
  *     cls->worker_end(w)                       release what worker_start made
  *
  * Adding an engine: a file in src/engines/ that defines a concur__engine_class, one value
- * in concur_engine (include/concur/pool.h), one line in concur__engine_class_of(), and the
+ * in concur_engine (include/concur/pool.h), one line in concur__engine_class_of() (the MPI
+ * engine, built only with MPI, is picked through concur__mpi_class instead), and the
  * pool suites built once more against it (tests/CMakeLists: CONCUR_ENGINE_SUITES).
  */
 #ifndef CONCUR_CORE_POOL_H
@@ -40,8 +41,12 @@ typedef struct concur__engine_class {
     bool shares_memory;
     /* Workers get a slot number, 0 .. max_workers-1, unique among the live workers. */
     bool slots;
+    /* Workers have their own address layout (concur__pool_remote_code). */
+    bool remote_code;
     /* max_workers when the options say 0; 0 here: the CPU count. */
     int default_workers;
+    /* Optional, in place of default_workers: computed at each pool's creation. */
+    int (*default_workers_fn)(void);
     /* Checks the engine's own options and sets up pool-wide state (*state; NULL is fine).
      * Called once from concur_pool_create; a negative code fails the creation. */
     int (*create)(concur_pool *p, const concur_pool_opts *o, void **state);
@@ -82,8 +87,14 @@ extern const concur__engine_class concur__threads_class;
 extern const concur__engine_class concur__processes_class;
 extern const concur__engine_class concur__coroutines_class;
 
-/* The class of @e, or NULL for a value that names no engine. */
+/* The class of @e, or NULL for a value that names no engine (and for CONCUR_ENGINE_MPI). */
 const concur__engine_class *concur__engine_class_of(concur_engine e);
+
+/* The class of an MPI pool with options @o: the MPI engine's on rank 0 of a run with other
+ * ranks, the process (or, with mpi_in_process, thread) engine's without them. NULL with
+ * the code in *why: CONCUR_ENOTSUP (a library built without MPI, concur_mpi_init not
+ * called), CONCUR_EINVAL. engines/mpi_off.c or engines/mpi.c. */
+const concur__engine_class *concur__mpi_class(const concur_pool_opts *o, int *why);
 
 enum { CONCUR__WORKER_NAME = 64 + 48 };
 

@@ -57,19 +57,23 @@
 #include <string.h>
 
 #include "core/concur_impl.h"
+#include "sys/code.h"
 
 /* ------------------------------------------------------------------------------------ */
-/* The wire format of a chunk: input and result headers. Both are 48 bytes, a multiple of
- * any fundamental alignment, so items and outputs that follow them are as aligned as the
+/* The wire format of a chunk: input and result headers (64 and 48 bytes), multiples of any
+ * fundamental alignment, so items and outputs that follow them are as aligned as the
  * buffer holding them. */
 
 typedef struct chunk_hdr {
-    concur_map_fn fn;
+    concur_map_fn fn; /* NULL when it travels as fn_ref instead */
     uint64_t in_size;
     uint64_t out_size;
     uint64_t count; /* items in the chunk */
     uint64_t base;  /* input index of the chunk's first item */
     uint64_t tag;   /* the map's slot number, echoed in the result */
+    /* fn for a pool whose workers have their own address layout (MPI ranks): (object,
+     * offset), looked up where the chunk runs (sys/code.h). */
+    concur__code_ref fn_ref;
 } chunk_hdr;
 
 typedef struct result_hdr {
@@ -151,6 +155,10 @@ static int chunk_task(concur_task *t, const void *in, size_t len)
     if (len < sizeof h)
         return concur_task_fail(t, CONCUR_EINVAL, "map chunk: input of %zu bytes", len);
     memcpy(&h, in, sizeof h);
+    if (!h.fn && h.fn_ref.module &&
+        !(h.fn = (concur_map_fn)(uintptr_t)concur__code_addr(&h.fn_ref, true)))
+        return concur_task_fail(t, CONCUR_ENOTLOADED,
+                                "map chunk: the per-item function is not loaded here");
     size_t count = (size_t)h.count, in_size = (size_t)h.in_size, out_size = (size_t)h.out_size;
     if (!h.fn || h.count != count || h.in_size != in_size || h.out_size != out_size ||
         (in_size && count > (SIZE_MAX - sizeof h) / in_size) || len != sizeof h + count * in_size ||
@@ -360,8 +368,8 @@ static void copy_items(const source *s, size_t first, size_t count, unsigned cha
         }
 }
 
-static void put_hdr(unsigned char *dst, concur_map_fn fn, const concur_map_opts *o, size_t in_size,
-                    size_t base, size_t count, size_t tag)
+static void put_hdr(unsigned char *dst, concur_pool *p, concur_map_fn fn, const concur_map_opts *o,
+                    size_t in_size, size_t base, size_t count, size_t tag)
 {
     chunk_hdr h = {.fn = fn,
                    .in_size = in_size,
@@ -369,6 +377,10 @@ static void put_hdr(unsigned char *dst, concur_map_fn fn, const concur_map_opts 
                    .count = count,
                    .base = base,
                    .tag = tag};
+    /* check_opts made sure the function has a reference */
+    if (concur__pool_remote_code(p) &&
+        concur__code_ref_of((const void *)(uintptr_t)fn, true, &h.fn_ref) == 0)
+        h.fn = NULL;
     memcpy(dst, &h, sizeof h);
 }
 
@@ -433,7 +445,7 @@ static int submit_group(concur_pool *p, concur_map_fn fn, const concur_map_opts 
     for (size_t c = c0; c < c0 + nch; c++) {
         size_t b = 0, e = 0;
         concur_chunk_bounds(n, k, c, &b, &e);
-        put_hdr(w, fn, o, s->in_size, b, e - b, c);
+        put_hdr(w, p, fn, o, s->in_size, b, e - b, c);
         copy_items(s, b, e - b, w + sizeof(chunk_hdr));
         ins[c - c0].data = w;
         ins[c - c0].len = sizeof(chunk_hdr) + (e - b) * s->in_size;
@@ -1225,7 +1237,7 @@ static int submit_staged(concur_map_iter *m)
     slot *s = take_slot(m, m->next_chunk, &tag);
     if (!s)
         return 0;
-    put_hdr(m->stage, m->fn, &m->o, m->src.in_size, m->next_item, m->staged, tag);
+    put_hdr(m->stage, m->pool, m->fn, &m->o, m->src.in_size, m->next_item, m->staged, tag);
     concur_future *f = NULL;
     int rc = concur_pool_submit(m->pool, chunk_task, m->stage,
                                 sizeof(chunk_hdr) + m->staged * m->src.in_size, &f);

@@ -439,3 +439,78 @@ bool concur__fate_fail(concur_future *f, const concur__fate *fa, const char *bac
     return concur__future_fail_info(f, STATE_BIT(CONCUR_RUNNING), fa->code, fa->text, fa->signal,
                                     fa->exit_status, backtrace, false, fa->limit);
 }
+
+/* ---------------------------------------------------------------- outcome records */
+
+static char *put(char *p, const void *src, size_t n)
+{
+    if (p && n)
+        memcpy(p, src, n);
+    return p ? p + n : NULL;
+}
+
+size_t concur__outcome_encode(concur_future *f, bool own_errors, void *dst)
+{
+    concur__outcome_head h = {.state = (int32_t)concur_future_state(f), .exit_status = -1};
+    const void *out = NULL;
+    size_t out_len = 0;
+    concur_error_info info = {0};
+    if (h.state == CONCUR_DONE) {
+        (void)concur_future_result(f, &out, &out_len); /* DONE: cannot fail */
+        h.out_len = out_len;
+    } else if (h.state == CONCUR_FAILED) {
+        (void)concur_future_error_info(f, &info); /* FAILED: cannot fail */
+        h.code = info.code;
+        h.signal = info.signal;
+        h.exit_status = info.exit_status;
+        bool made = info.code == CONCUR_ECRASHED || info.code == CONCUR_ETASKTIMEOUT ||
+                    info.code == CONCUR_ECANCELED;
+        h.flags = (info.remote || (own_errors && !made) ? CONCUR__OUT_REMOTE : 0) |
+                  (info.limit ? CONCUR__OUT_LIMIT : 0);
+        h.msg_len = info.message ? strlen(info.message) : 0;
+        h.bt_len = info.backtrace ? strlen(info.backtrace) : 0;
+    }
+    char *p = put(dst, &h, sizeof(h));
+    p = put(p, out, out_len);
+    p = put(p, info.message, h.msg_len);
+    (void)put(p, info.backtrace, h.bt_len);
+    return sizeof(h) + out_len + h.msg_len + h.bt_len;
+}
+
+/* A copy of @n bytes at @p as a string, or NULL (none, or no memory). */
+static char *text_dup(const char *p, uint64_t n)
+{
+    return n ? strndup(p, n) : NULL;
+}
+
+bool concur__outcome_apply(concur_future *f, const void *rec, size_t len, uint64_t t_end)
+{
+    const uint32_t running = STATE_BIT(CONCUR_RUNNING);
+    concur__outcome_head h;
+    if (len < sizeof(h))
+        return concur__future_fail(f, running, CONCUR_EIO, "a malformed outcome record");
+    memcpy(&h, rec, sizeof(h));
+    const char *p = (const char *)rec + sizeof(h);
+    size_t rest = len - sizeof(h);
+    if (h.out_len > rest || h.msg_len > rest - h.out_len ||
+        h.bt_len != rest - h.out_len - h.msg_len)
+        return concur__future_fail(f, running, CONCUR_EIO, "a malformed outcome record");
+    if (h.state == CONCUR_DONE) {
+        concur_task t = {.f = f};
+        if (concur__buf_set(&t.out, p, h.out_len) != 0)
+            return concur__future_fail(f, running, CONCUR_ENOMEM, "no memory for the result");
+        return concur__task_complete(&t, 0, t_end);
+    }
+    if (h.state == CONCUR_CANCELLED)
+        return concur__future_fail(f, running, CONCUR_ECANCELED,
+                                   "cancelled where it was sent, before it ran");
+    if (h.state != CONCUR_FAILED || h.code >= 0)
+        return concur__future_fail(f, running, CONCUR_EIO, "a malformed outcome record");
+    char *msg = text_dup(p + h.out_len, h.msg_len);
+    char *bt = text_dup(p + h.out_len + h.msg_len, h.bt_len);
+    bool mine = concur__future_fail_info(f, running, h.code, msg, h.signal, h.exit_status, bt,
+                                         h.flags & CONCUR__OUT_REMOTE, h.flags & CONCUR__OUT_LIMIT);
+    free(msg);
+    free(bt);
+    return mine;
+}

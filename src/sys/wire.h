@@ -177,6 +177,34 @@ void concur__crash_prime(void);
 void concur__crash_report(int fd, const void *head, size_t len);
 _Noreturn void concur__die_of_signal(int sig);
 
+/* ---------------------------------------------------------------- outcome records */
+
+/*
+ * How a task ended in another process, as one record (MPI ranks send it back whole): the
+ * head, then out_len result bytes, msg_len message bytes and bt_len backtrace bytes (no
+ * NULs). state is CONCUR_DONE (the result), CONCUR_FAILED (code, message and the rest of
+ * concur_error_info) or CONCUR_CANCELLED (cancelled there before it ran).
+ */
+typedef struct concur__outcome_head {
+    int32_t state, code, signal, exit_status;
+    uint32_t flags; /* CONCUR__OUT_REMOTE, CONCUR__OUT_LIMIT */
+    uint32_t reserved;
+    uint64_t out_len, msg_len, bt_len;
+} concur__outcome_head;
+enum { CONCUR__OUT_REMOTE = 1, CONCUR__OUT_LIMIT = 2 };
+_Static_assert(sizeof(concur__outcome_head) == 48, "wire layout");
+
+/* The record of the terminal future @f, written at @dst when it is not NULL; returns its
+ * size either way (call once without @dst to size the buffer). @own_errors: the task ran
+ * in the sender's own process (a thread), so an error that concur did not make (a crash, a
+ * timeout, a cancel) is the task's own and is marked remote for the receiver. */
+size_t concur__outcome_encode(concur_future *f, bool own_errors, void *dst);
+
+/* Completes the RUNNING future @f with the record @rec of @len bytes (the outcome of its
+ * task elsewhere), at @t_end. A record that is malformed fails @f with CONCUR_EIO. Returns
+ * false when @f was completed by someone else first (the outcome is dropped). */
+bool concur__outcome_apply(concur_future *f, const void *rec, size_t len, uint64_t t_end);
+
 /* ---------------------------------------------------------------- fates */
 
 /* How a process ended, from a wait status or from waitid's siginfo. */

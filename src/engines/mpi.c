@@ -1,0 +1,441 @@
+/*
+ * engines/mpi.c - the MPI engine on rank 0: each worker of the pool core is a slot bound to
+ * one serving rank (engines/mpi_rank.c runs the other side). libconcur_mpi only.
+ *
+ *   create       sends OPEN to every serving rank: each makes a local pool (processes, or
+ *                threads with mpi_in_process) with as many workers as this pool has slots
+ *                on it, task_timeout, limits and hooks translated to its own addresses
+ *   worker_run   sends TASK {function as (object, offset), input}, and while tasks are
+ *                short and more are queued than the other slots would take, up to WINDOW
+ *                more; then receives outcomes on the slot's own tag, in whatever order
+ *                the rank finishes them, and completes each future from its record
+ *   kill/cancel  KILL / CANCEL of a task a slot has in flight, to its rank
+ *   stop         STOP (shutdown with CONCUR_SHUTDOWN_CANCEL) to every rank
+ *   destroy      CLOSE to every rank
+ *
+ * The rank enforces task_timeout (own_timeouts): its local process pool kills the worker
+ * process, and the outcome says so. A crash there is an outcome like any other.
+ */
+#include "engines/mpi_proto.h"
+
+#include <errno.h>
+#include <sched.h>
+
+enum { WINDOW = 32 };
+#define SHORT_NS 200000u /* a task under this is short: the slot may hand over more */
+
+_Atomic int concur__mpi_open_pools;
+static _Atomic uint32_t g_pool_no;
+static _Atomic uint32_t g_chan;
+
+struct engine {
+    uint32_t no;
+    int max_workers;
+    _Atomic(const void *) last_ok; /* the function code_ok accepted last */
+};
+
+/* A slot: the worker thread's channel to its rank and the tasks it has there. */
+typedef struct slot {
+    int rank, tag;
+    uint32_t pool;
+    pthread_mutex_t mu; /* guards fl/n against kill and cancel from other threads */
+    concur_future *fl[WINDOW];
+    unsigned n;
+    uint64_t last_run_ns; /* UINT64_MAX: none yet */
+    const void *last_fn;  /* the function of the last task, and its reference */
+    concur__code_ref last_ref;
+    char *buf; /* the message being sent */
+    size_t cap;
+    uint64_t last_msg; /* when the last outcome arrived */
+} slot;
+
+static int send_req(int rank, const mpi_req *r, const void *extra, size_t len, char **buf,
+                    size_t *cap)
+{
+    size_t total = sizeof(*r) + len;
+    if (total > MPI_MSG_MAX)
+        return CONCUR_ESIZE;
+    if (total > *cap) {
+        size_t c = total < 4096 ? 4096 : total;
+        char *b = realloc(*buf, c);
+        if (!b)
+            return CONCUR_ENOMEM;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf, r, sizeof(*r));
+    if (len)
+        memcpy(*buf + sizeof(*r), extra, len);
+    return MPI_Send(*buf, (int)total, MPI_BYTE, rank, TAG_REQ, concur__mpi_comm) == MPI_SUCCESS
+               ? 0
+               : CONCUR_EIO;
+}
+
+/* A request without payload, from any thread. */
+static int send_small(int rank, uint32_t type, uint32_t pool, uint64_t id)
+{
+    mpi_req r = {.type = type, .pool = pool, .id = id};
+    return MPI_Send(&r, sizeof(r), MPI_BYTE, rank, TAG_REQ, concur__mpi_comm) == MPI_SUCCESS
+               ? 0
+               : CONCUR_EIO;
+}
+
+/* ---------------------------------------------------------------- the pool */
+
+/* Slot i runs on rank 1 + i % (ranks - 1): how many of @max slots that is for @rank. */
+static uint32_t slots_on(int rank, int max)
+{
+    int serving = concur__mpi_nranks - 1;
+    int k = rank - 1;
+    return (uint32_t)(max / serving + (k < max % serving ? 1 : 0));
+}
+
+static int code_of(const void *p, bool exec, concur__code_ref *ref)
+{
+    return concur__code_ref_of(p, exec, ref) ? CONCUR_EINVAL : 0;
+}
+
+static int open_msg(const concur_pool_opts *o, mpi_open *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->flags = (o->mpi_in_process ? OPEN_IN_PROCESS : 0) |
+               (o->error_backtrace ? OPEN_BACKTRACE : 0);
+    m->task_timeout = o->task_timeout;
+    m->idle_timeout = o->idle_timeout;
+    m->cpu_limit = o->worker_cpu_limit;
+    m->mem_limit = o->worker_memory_limit;
+    m->max_tasks_per_worker = o->max_tasks_per_worker;
+    snprintf(m->name, sizeof(m->name), "%s", o->name ? o->name : "pool");
+    int rc = code_of((const void *)(uintptr_t)o->initializer, true, &m->init);
+    if (!rc)
+        rc = code_of((const void *)(uintptr_t)o->finalizer, true, &m->final);
+    if (!rc)
+        rc = code_of(o->init_arg, false, &m->init_arg);
+    if (!rc)
+        rc = code_of(o->final_arg, false, &m->final_arg);
+    if (!rc)
+        rc = code_of(o->user, false, &m->user);
+    return rc;
+}
+
+static int create(concur_pool *p, const concur_pool_opts *o, void **state)
+{
+    *state = NULL;
+    if (o->coroutine_stack_size != 0 ||
+        (o->mpi_in_process && (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0)))
+        return CONCUR_EINVAL;
+    mpi_open m;
+    int rc = open_msg(o, &m);
+    if (rc)
+        return rc;
+    struct engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return CONCUR_ENOMEM;
+    e->no = atomic_fetch_add(&g_pool_no, 1) + 1;
+    e->max_workers = concur__pool_max_workers(p);
+    char *buf = NULL;
+    size_t cap = 0;
+    for (int k = 1; k < concur__mpi_nranks && !rc; k++) {
+        m.slots = slots_on(k, e->max_workers);
+        mpi_req r = {.type = REQ_OPEN, .pool = e->no};
+        rc = send_req(k, &r, &m, sizeof(m), &buf, &cap);
+    }
+    free(buf);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    atomic_fetch_add(&concur__mpi_open_pools, 1);
+    *state = e;
+    return 0;
+}
+
+static void destroy(void *state)
+{
+    struct engine *e = state;
+    if (!e)
+        return;
+    for (int k = 1; k < concur__mpi_nranks; k++)
+        (void)send_small(k, REQ_CLOSE, e->no, 0);
+    atomic_fetch_sub(&concur__mpi_open_pools, 1);
+    free(e);
+}
+
+static void stop(void *state)
+{
+    struct engine *e = state;
+    for (int k = 1; k < concur__mpi_nranks; k++)
+        (void)send_small(k, REQ_STOP, e->no, 0);
+}
+
+static bool code_ok(const void *state, const void *fn)
+{
+    struct engine *e = (struct engine *)state;
+    if (atomic_load_explicit(&e->last_ok, memory_order_relaxed) == fn)
+        return true;
+    concur__code_ref ref;
+    if (concur__code_ref_of(fn, true, &ref) != 0)
+        return false;
+    atomic_store_explicit(&e->last_ok, fn, memory_order_relaxed);
+    return true;
+}
+
+/* ---------------------------------------------------------------- a slot */
+
+static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
+{
+    (void)t;
+    *hook_failed = false;
+    struct engine *e = concur__pool_engine_state(w->pool);
+    slot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return CONCUR_ENOMEM;
+    s->rank = 1 + w->slot % (concur__mpi_nranks - 1);
+    s->pool = e->no;
+    int ub = 32767; /* the least MPI_TAG_UB the standard allows */
+    s->tag = TAG_CHAN0 + (int)(atomic_fetch_add(&g_chan, 1) % (uint32_t)(ub - TAG_CHAN0));
+    s->last_run_ns = UINT64_MAX;
+    CHECK_PTHREAD(pthread_mutex_init(&s->mu, NULL));
+    concur__worker_set_ctx(w, s);
+    return 0;
+}
+
+static void worker_end(concur__worker *w)
+{
+    slot *s = w->ctx;
+    concur__worker_set_ctx(w, NULL);
+    if (!s)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    free(s->buf);
+    free(s);
+}
+
+static int worker_final(concur__worker *w, concur_task *t)
+{
+    (void)w;
+    (void)t;
+    return 0; /* the finalizer runs in the ranks' local workers as they end */
+}
+
+/* Sends @f's task; on failure @f fails at once. True when it went out. */
+static bool send_task(slot *s, concur_future *f)
+{
+    if (f->fn != s->last_fn) {
+        if (concur__code_ref_of((const void *)(uintptr_t)f->fn, true, &s->last_ref) != 0) {
+            concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ENOTLOADED, NULL);
+            return false;
+        }
+        s->last_fn = (const void *)(uintptr_t)f->fn;
+    }
+    mpi_req r = {.type = REQ_TASK, .pool = s->pool, .id = f->id, .chan = (uint32_t)s->tag,
+                 .fn = s->last_ref};
+    f->t_start = now_ns();
+    int rc = send_req(s->rank, &r, buf_data(&f->in), f->in.len, &s->buf, &s->cap);
+    if (rc) {
+        concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), rc,
+                            rc == CONCUR_ESIZE ? "the input is too big for one MPI message"
+                                               : "sending the task to its rank failed");
+        return false;
+    }
+    mu_lock(&s->mu);
+    s->fl[s->n++] = f;
+    mu_unlock(&s->mu);
+    return true;
+}
+
+/* Waits for the next outcome on the slot's tag: 0 with the message, or CONCUR_EIO. */
+static int wait_outcome(slot *s, MPI_Message *msg, int *len)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Improbe(s->rank, s->tag, concur__mpi_comm, &flag, msg, &st) != MPI_SUCCESS)
+            return CONCUR_EIO;
+        uint64_t now = now_ns();
+        if (flag) {
+            s->last_msg = now;
+            return MPI_Get_count(&st, MPI_BYTE, len) == MPI_SUCCESS ? 0 : CONCUR_EIO;
+        }
+        uint64_t pause = mpi_poll_pause(now - s->last_msg);
+        if (!pause) {
+            (void)sched_yield(); /* cannot fail on Linux */
+        } else {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
+            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
+        }
+    }
+}
+
+/* Takes the future with @id out of the slot's list (NULL: none has it). */
+static concur_future *take(slot *s, uint64_t id)
+{
+    concur_future *f = NULL;
+    mu_lock(&s->mu);
+    for (unsigned i = 0; i < s->n; i++) {
+        if (s->fl[i]->id == id) {
+            f = s->fl[i];
+            s->fl[i] = s->fl[--s->n];
+            break;
+        }
+    }
+    mu_unlock(&s->mu);
+    return f;
+}
+
+/* The pool breaks when a rank's local pool cannot run its tasks (its initializer failed,
+ * its workers cannot start), as a pool whose own worker failed so. */
+static void maybe_break(concur__worker *w, concur_future *f)
+{
+    int code = concur_future_error(f);
+    if (code == CONCUR_EINITIALIZER || code == CONCUR_EBROKEN)
+        concur__pool_break(w->pool, code, code == CONCUR_EINITIALIZER ? "initializer" : "rank",
+                           w, concur_future_error_message(f), code);
+}
+
+/* Receives one outcome and completes its future. Returns it (the engine's reference is the
+ * caller's), or NULL when the message was not one (then every task in flight fails: the
+ * slot cannot tell which one it was for). */
+static concur_future *receive_one(slot *s)
+{
+    MPI_Message msg;
+    int len = 0;
+    int rc = wait_outcome(s, &msg, &len);
+    char *b = NULL;
+    if (!rc && !(b = malloc(len > 0 ? (size_t)len : 1)))
+        rc = CONCUR_ENOMEM;
+    if (!rc && MPI_Mrecv(b, len, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        rc = CONCUR_EIO;
+    concur_future *f = NULL;
+    mpi_reply h;
+    if (!rc && (size_t)len >= sizeof(h)) {
+        memcpy(&h, b, sizeof(h));
+        f = take(s, h.id);
+    }
+    uint64_t end = now_ns();
+    if (f) {
+        s->last_run_ns = end - f->t_start;
+        (void)concur__outcome_apply(f, b + sizeof(h), (size_t)len - sizeof(h), end);
+    }
+    free(b);
+    return f;
+}
+
+/* Fails every task in flight (the channel broke) and returns how many. */
+static unsigned fail_all(slot *s)
+{
+    unsigned n = 0;
+    while (s->n) {
+        concur_future *f = take(s, s->fl[0]->id);
+        concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_EIO,
+                            "the outcome from its rank could not be received");
+        concur_future_release(f);
+        n++;
+    }
+    return n;
+}
+
+static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
+{
+    (void)t;
+    concur_pool *p = w->pool;
+    slot *s = w->ctx;
+    int max = concur__pool_max_workers(p);
+    unsigned ran = 0;
+    if (!send_task(s, f)) {
+        concur_future_release(f);
+        return 1;
+    }
+    while (s->n) {
+        /* More only while tasks are short and more are queued than the other slots would
+         * take, as the process engine's pipelining. */
+        while (s->n < WINDOW && s->n + ran < room && s->last_run_ns < SHORT_NS) {
+            int others = concur__pool_nworkers(p) - 1;
+            if (others + 1 < max || concur__pool_pending(p) <= (uint64_t)others)
+                break;
+            bool popped;
+            concur_future *g = concur__worker_pop(w, &popped);
+            if (g && !send_task(s, g)) {
+                concur_future_release(g);
+                ran++;
+            } else if (!g && !popped) {
+                break;
+            }
+        }
+        if (s->n == 1)
+            concur__worker_ready(w); /* its last task: it is free once this completes */
+        concur_future *done = receive_one(s);
+        if (!done) {
+            ran += fail_all(s);
+            break;
+        }
+        maybe_break(w, done);
+        concur_future_release(done); /* the engine's reference */
+        concur__pool_progress(p);
+        ran++;
+    }
+    return ran;
+}
+
+/* ---------------------------------------------------------------- kill and cancel */
+
+struct find {
+    const concur_future *f;
+    uint32_t type;
+    bool sent;
+};
+
+static bool find_op(void *ctx, void *arg)
+{
+    slot *s = ctx;
+    struct find *q = arg;
+    bool has = false;
+    mu_lock(&s->mu);
+    for (unsigned i = 0; i < s->n && !has; i++)
+        has = s->fl[i] == q->f;
+    mu_unlock(&s->mu);
+    if (has)
+        q->sent = send_small(s->rank, q->type, s->pool, q->f->id) == 0;
+    return has;
+}
+
+static bool kill_running(concur_pool *p, concur_future *f)
+{
+    if (concur__pool_opts(p)->mpi_in_process)
+        return false; /* a thread cannot be killed */
+    struct find q = {.f = f, .type = REQ_KILL};
+    return concur__pool_each_worker(p, find_op, &q) && q.sent;
+}
+
+static void cancel_running(concur_pool *p, concur_future *f)
+{
+    struct find q = {.f = f, .type = REQ_CANCEL};
+    (void)concur__pool_each_worker(p, find_op, &q);
+}
+
+/* Every serving rank's CPUs. */
+static int default_workers(void)
+{
+    int n = 0;
+    for (int k = 1; k < concur__mpi_nranks; k++)
+        n += concur__mpi_cpus ? concur__mpi_cpus[k] : 1;
+    return n > 0 ? n : 1;
+}
+
+const concur__engine_class concur__mpi_engine_class = {
+    .kind = "mpi",
+    .own_timeouts = true,
+    .slots = true,
+    .remote_code = true,
+    .default_workers_fn = default_workers,
+    .create = create,
+    .destroy = destroy,
+    .stop = stop,
+    .code_ok = code_ok,
+    .worker_start = worker_start,
+    .worker_run = worker_run,
+    .worker_final = worker_final,
+    .worker_end = worker_end,
+    .kill_running = kill_running,
+    .cancel_running = cancel_running,
+};

@@ -1,0 +1,135 @@
+/*
+ * engines/mpi_init.c - concur/mpi.h: starting and ending MPI, and which class an MPI pool
+ * gets (libconcur_mpi only).
+ *
+ * MPI is started only under a launcher (mpirun, srun: their environment says so), with
+ * MPI_THREAD_MULTIPLE since every rank-0 slot thread talks to its rank itself. All traffic
+ * goes through a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN, so the application's
+ * own messages never meet concur's and an MPI error is a return code, not an abort. Each
+ * rank reports its CPU count to rank 0 (MPI_Gather): the default max_workers of a pool.
+ */
+#include "engines/mpi_proto.h"
+
+#include <stdlib.h>
+
+MPI_Comm concur__mpi_comm = MPI_COMM_NULL;
+int concur__mpi_nranks = 1, concur__mpi_myrank = 0;
+int *concur__mpi_cpus;
+
+extern const concur__engine_class concur__mpi_engine_class; /* engines/mpi.c */
+/* Pools of the MPI engine alive on rank 0 (engines/mpi.c). */
+extern _Atomic int concur__mpi_open_pools;
+
+static bool g_inited, g_started, g_finalized;
+
+/* Whether a launcher started this process (Open MPI, PMIx, PMI-1/2, Slurm's srun). */
+static bool under_launcher(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE",
+                                       "PMI_RANK", "SLURM_STEP_ID"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (getenv(vars[i]))
+            return true;
+    return false;
+}
+
+static int finalize(bool force);
+
+/* At exit the pools still open were shut down by the core's exit handler (registered after
+ * this one, so it ran first): their ranks are told to leave all the same. */
+static void at_exit(void)
+{
+    (void)finalize(true);
+}
+
+/* Tells every serving rank to leave. */
+static void send_exit(void)
+{
+    mpi_req r = {.type = REQ_EXIT};
+    for (int k = 1; k < concur__mpi_nranks; k++)
+        (void)MPI_Send(&r, sizeof(r), MPI_BYTE, k, TAG_REQ, concur__mpi_comm);
+}
+
+int concur_mpi_init(int *argc, char ***argv)
+{
+    if (g_inited)
+        return CONCUR_EBUSY;
+    g_inited = true;
+    if (!under_launcher())
+        return 0; /* one process: MPI pools run locally */
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+        return CONCUR_EIO;
+    g_started = true;
+    int rank = 0, size = 1;
+    if (provided < MPI_THREAD_MULTIPLE ||
+        MPI_Comm_dup(MPI_COMM_WORLD, &concur__mpi_comm) != MPI_SUCCESS ||
+        MPI_Comm_set_errhandler(concur__mpi_comm, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
+        MPI_Comm_rank(concur__mpi_comm, &rank) != MPI_SUCCESS ||
+        MPI_Comm_size(concur__mpi_comm, &size) != MPI_SUCCESS) {
+        if (rank != 0)
+            exit(1); /* mpirun ends the job */
+        return provided < MPI_THREAD_MULTIPLE ? CONCUR_ENOTSUP : CONCUR_EIO;
+    }
+    concur__mpi_myrank = rank;
+    concur__mpi_nranks = size;
+    int cpus = concur_cpu_count();
+    if (rank == 0 && !(concur__mpi_cpus = calloc((size_t)size, sizeof(int))))
+        return CONCUR_ENOMEM;
+    if (MPI_Gather(&cpus, 1, MPI_INT, concur__mpi_cpus, 1, MPI_INT, 0, concur__mpi_comm) !=
+        MPI_SUCCESS) {
+        if (rank != 0)
+            exit(1);
+        return CONCUR_EIO;
+    }
+    if (rank != 0)
+        concur__mpi_serve();
+    if (atexit(at_exit) != 0) {
+        send_exit(); /* without the handler the ranks would wait for ever */
+        return CONCUR_ENOMEM;
+    }
+    return 0;
+}
+
+int concur_mpi_finalize(void)
+{
+    return finalize(false);
+}
+
+static int finalize(bool force)
+{
+    if (!g_started || g_finalized || concur__mpi_myrank != 0)
+        return 0;
+    if (!force && atomic_load(&concur__mpi_open_pools) > 0)
+        return CONCUR_EBUSY;
+    g_finalized = true;
+    send_exit();
+    (void)MPI_Comm_free(&concur__mpi_comm);
+    (void)MPI_Finalize();
+    free(concur__mpi_cpus);
+    concur__mpi_cpus = NULL;
+    concur__mpi_nranks = 1;
+    return 0;
+}
+
+int concur_mpi_rank(void)
+{
+    return concur__mpi_myrank;
+}
+
+int concur_mpi_size(void)
+{
+    return concur__mpi_nranks;
+}
+
+const concur__engine_class *concur__mpi_class(const concur_pool_opts *o, int *why)
+{
+    *why = 0;
+    if (!g_inited) {
+        *why = CONCUR_ENOTSUP; /* concur_mpi_init was not called */
+        return NULL;
+    }
+    if (concur__mpi_nranks > 1 && !g_finalized)
+        return &concur__mpi_engine_class;
+    return o->mpi_in_process ? &concur__threads_class : &concur__processes_class;
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs test_mpi on 3 ranks under mpirun, then alone (one process, pools run locally).
+# usage: run.sh MPIEXEC TEST_MPI PLUGIN
+set -uo pipefail
+mpiexec=$1 test=$2 plugin=$3
+# As root, Open MPI refuses to start without these; on a 2-CPU machine 3 ranks need
+# --oversubscribe. Single-copy transfers between ranks (CMA) need ptrace rights that
+# containers often withhold: plain copies instead.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+status=0
+echo "# mpirun -n 3"
+"$mpiexec" -n 3 --oversubscribe "$test" "$plugin" || status=1
+echo "# without mpirun"
+"$test" "$plugin" || status=1
+exit $status
