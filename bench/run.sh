@@ -111,8 +111,15 @@ co_sleep         gevent       peer_python_co.py
 co_pingpong      concur       concur
 co_pingpong      asyncio      peer_python_co.py
 co_pingpong      gevent       peer_python_co.py
+
+mpi_throughput   concur       mpi.sh
+mpi_throughput   mpi4py       mpi.sh
+mpi_map          concur       mpi.sh
+mpi_map          mpi4py       mpi.sh
+mpi_latency      concur       mpi.sh
+mpi_latency      mpi4py       mpi.sh
 '
-DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*' 'mpi_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.

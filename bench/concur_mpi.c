@@ -1,0 +1,91 @@
+/* concur's side of the mpi_* benchmarks (the MPI engine). Run by bench/mpi.sh as
+ * `mpirun -n 3 concur_mpi BENCH`: rank 0 measures, ranks 1 and 2 serve the tasks (one
+ * worker slot per CPU of theirs, each rank's tasks in its local process pool: crash
+ * isolation on). The tasks are the thread and process benches' (concur_bench.h).
+ *   mpi_throughput  20,000 tiny tasks submitted one by one, then each awaited and checked;
+ *                   a warm-up of 2,000, then the median of 3 passes
+ *   mpi_map         concur_map of 2x+1 over 10,000,000 ints in chunks of 250,000
+ *                   (3 warm-up passes, the median of 9)
+ *   mpi_latency     submit -> result of one tiny task, back to back: 200 warm-up round
+ *                   trips, then the median of 2,000 */
+#include "concur_bench.h"
+
+static concur_pool *mpi_pool(void)
+{
+    return cb_pool(CONCUR_ENGINE_MPI, 0);
+}
+
+static void submit_wait(concur_pool *p, concur_future **fs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = concur_pool_submit(p, cb_twice_plus_one, &i, sizeof(i), &fs[i]);
+        if (rc)
+            cb_die("submit", rc);
+    }
+    for (int i = 0; i < n; i++) {
+        int y = 0;
+        int rc = concur_future_get(fs[i], CONCUR_FOREVER, &y, sizeof(y));
+        if (rc || y != i * 2 + 1)
+            cb_die("mpi_throughput: wrong result", rc ? rc : CONCUR_ETASK);
+        concur_future_release(fs[i]);
+    }
+}
+
+static void mpi_throughput(void)
+{
+    const int n = 20000;
+    concur_pool *p = mpi_pool();
+    concur_future **fs = cb_malloc(sizeof(*fs) * (size_t)n);
+    submit_wait(p, fs, n / 10);
+    uint64_t t[3];
+    for (int k = 0; k < 3; k++) {
+        uint64_t t0 = bench_now_ns();
+        submit_wait(p, fs, n);
+        t[k] = bench_now_ns() - t0;
+    }
+    bench_result("mpi_throughput", CB_SYSTEM, "tasks_per_s", n / (bench_median_u64(t, 3) / 1e9),
+                 "tasks/s");
+    free(fs);
+    concur_pool_destroy(p);
+}
+
+static void mpi_map(void)
+{
+    const size_t n = 10000000;
+    concur_pool *p = mpi_pool();
+    double ns = cb_median_map_ns(p, n, 250000);
+    bench_result("mpi_map", CB_SYSTEM, "elements_per_s", n / (ns / 1e9), "elements/s");
+    concur_pool_destroy(p);
+}
+
+static void mpi_latency(void)
+{
+    concur_pool *p = mpi_pool();
+    bench_result("mpi_latency", CB_SYSTEM, "median_us", cb_median_round_trip_us(p, 200, 2000, NULL),
+                 "us");
+    concur_pool_destroy(p);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = concur_mpi_init(&argc, &argv);
+    if (rc)
+        cb_die("concur_mpi_init", rc);
+    if (argc != 2) {
+        fprintf(stderr, "usage: mpirun -n 3 concur_mpi mpi_throughput|mpi_map|mpi_latency\n");
+        return 2;
+    }
+    if (concur_mpi_size() < 2)
+        printf("NOTE %s concur: one rank (no mpirun): the pool runs locally\n", argv[1]);
+    if (!strcmp(argv[1], "mpi_throughput"))
+        mpi_throughput();
+    else if (!strcmp(argv[1], "mpi_map"))
+        mpi_map();
+    else if (!strcmp(argv[1], "mpi_latency"))
+        mpi_latency();
+    else {
+        fprintf(stderr, "concur_mpi: unknown bench %s\n", argv[1]);
+        return 2;
+    }
+    return concur_mpi_finalize() ? 1 : 0;
+}
