@@ -13,6 +13,9 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 if ldd "$test" 2>/dev/null | grep -q libasan; then
   export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan.supp:fast_unwind_on_malloc=0:print_suppressions=0"
 fi
+if ldd "$test" 2>/dev/null | grep -q libtsan; then
+  export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$(dirname "$0")/tsan.supp"
+fi
 status=0
 echo "# mpirun -n 3"
 "$mpiexec" -n 3 --oversubscribe "$test" "$plugin" || status=1
