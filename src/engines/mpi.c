@@ -20,13 +20,14 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 
-enum { WINDOW = 32 };
+enum { WINDOW = 32, TAG_UB = 32767 /* the least MPI_TAG_UB the standard allows */ };
 #define SHORT_NS 200000u /* a task under this is short: the slot may hand over more */
 
 _Atomic int concur__mpi_open_pools;
 static _Atomic uint32_t g_pool_no;
-static _Atomic uint32_t g_chan;
+static uint32_t g_chan; /* under g_rx_mu */
 
 struct engine {
     uint32_t no;
@@ -46,8 +47,205 @@ typedef struct slot {
     concur__code_ref last_ref;
     char *buf; /* the message being sent */
     size_t cap;
-    uint64_t last_msg; /* when the last outcome arrived */
+    /* Outcomes the receiver took for this slot (under g_rx_mu), and the word the slot
+     * sleeps on until one is there. */
+    struct rxmsg *inbox, **inbox_tail;
+    _Atomic uint32_t seq;
 } slot;
+
+/* ---- receiving: one thread probes for every slot ----
+ *
+ * Several threads polling MPI back to back fight over its progress lock and take the CPUs
+ * from the ranks (four spinning slots on 2 CPUs cut throughput by four). So one receiver
+ * thread per process, started with the first MPI pool, probes for any outcome from any
+ * rank and puts it in its slot's inbox, waking the slot, which sleeps on it. While no task
+ * is in flight the receiver sleeps until one is sent; otherwise it polls back to back
+ * after a message and with growing sleeps when none comes (mpi_poll_pause). */
+
+typedef struct rxmsg {
+    struct rxmsg *next;
+    size_t len;
+    char data[];
+} rxmsg;
+
+static pthread_mutex_t g_rx_mu = PTHREAD_MUTEX_INITIALIZER;
+static slot *g_by_tag[TAG_UB]; /* the live slots by tag (under g_rx_mu) */
+static pthread_t g_rx_thread;
+static bool g_rx_started;       /* under g_rx_mu */
+static _Atomic bool g_rx_stop;  /* the receiver leaves */
+static _Atomic int g_rx_err;    /* MPI failed in the receiver: every wait fails */
+static _Atomic int g_inflight;  /* tasks sent and not received */
+static _Atomic uint32_t g_rx_seq; /* the receiver sleeps on it while nothing is in flight */
+
+static void inbox_put_locked(slot *s, rxmsg *m)
+{
+    m->next = NULL;
+    *s->inbox_tail = m;
+    s->inbox_tail = &m->next;
+    atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
+    concur__futex_wake(&s->seq, 1);
+}
+
+static rxmsg *inbox_take_locked(slot *s)
+{
+    rxmsg *m = s->inbox;
+    if (m && !(s->inbox = m->next))
+        s->inbox_tail = &s->inbox;
+    return m;
+}
+
+/* A task went out: the receiver looks for its outcome. */
+static void rx_expect(void)
+{
+    if (atomic_fetch_add_explicit(&g_inflight, 1, memory_order_seq_cst) == 0) {
+        atomic_fetch_add_explicit(&g_rx_seq, 1, memory_order_seq_cst);
+        concur__futex_wake(&g_rx_seq, 1);
+    }
+}
+
+/* Receives one message from any rank: NULL when there is none yet (*rc 0) or MPI failed
+ * (*rc CONCUR_EIO, or CONCUR_ENOMEM). */
+static rxmsg *probe_any(int *tag, int *rc)
+{
+    int flag = 0, len = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    *rc = 0;
+    if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, concur__mpi_comm, &flag, &msg, &st) !=
+            MPI_SUCCESS ||
+        (flag && MPI_Get_count(&st, MPI_BYTE, &len) != MPI_SUCCESS)) {
+        *rc = CONCUR_EIO;
+        return NULL;
+    }
+    if (!flag)
+        return NULL;
+    rxmsg *m = malloc(sizeof(*m) + (size_t)len);
+    if (!m) {
+        (void)MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncated: dropped */
+        *rc = CONCUR_ENOMEM;
+        return NULL;
+    }
+    if (MPI_Mrecv(m->data, len, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        free(m);
+        *rc = CONCUR_EIO;
+        return NULL;
+    }
+    m->len = (size_t)len;
+    *tag = st.MPI_TAG;
+    return m;
+}
+
+/* Wakes every slot (the receiver failed or leaves). */
+static void wake_all_locked(void)
+{
+    for (int i = TAG_CHAN0; i < TAG_UB; i++) {
+        slot *o = g_by_tag[i];
+        if (o) {
+            atomic_fetch_add_explicit(&o->seq, 1, memory_order_seq_cst);
+            concur__futex_wake(&o->seq, 1);
+        }
+    }
+}
+
+static void *rx_main(void *arg)
+{
+    (void)arg;
+    uint64_t last = now_ns();
+    while (!atomic_load_explicit(&g_rx_stop, memory_order_acquire)) {
+        /* Nothing in flight: after the spin window it sleeps until a task is sent (within
+         * the window a task sent back to back finds it polling, without a wake-up). */
+        uint32_t seq = atomic_load_explicit(&g_rx_seq, memory_order_seq_cst);
+        if (!atomic_load_explicit(&g_inflight, memory_order_seq_cst) &&
+            now_ns() - last >= POLL_SPIN_NS) {
+            (void)concur__futex_wait(&g_rx_seq, seq, UINT64_MAX);
+            last = now_ns();
+            continue;
+        }
+        int tag = -1, rc = 0;
+        rxmsg *m = probe_any(&tag, &rc);
+        if (rc == CONCUR_EIO) {
+            mu_lock(&g_rx_mu);
+            atomic_store(&g_rx_err, CONCUR_EIO);
+            wake_all_locked();
+            mu_unlock(&g_rx_mu);
+            break;
+        }
+        uint64_t now = now_ns();
+        if (m) {
+            mu_lock(&g_rx_mu);
+            slot *to = tag >= 0 && tag < TAG_UB ? g_by_tag[tag] : NULL;
+            if (to)
+                inbox_put_locked(to, m);
+            mu_unlock(&g_rx_mu);
+            if (!to)
+                free(m); /* for a slot that is gone */
+            last = now;
+            continue;
+        }
+        uint64_t pause = mpi_poll_pause(now - last);
+        if (!pause) {
+            (void)sched_yield(); /* cannot fail on Linux */
+        } else {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
+            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
+        }
+    }
+    return NULL;
+}
+
+/* Starts the receiver with the first MPI pool. 0 or -errno. */
+static int rx_start(void)
+{
+    int rc = 0;
+    mu_lock(&g_rx_mu);
+    if (!g_rx_started) {
+        sigset_t all, old;
+        sigfillset(&all);
+        CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &all, &old));
+        rc = -pthread_create(&g_rx_thread, NULL, rx_main, NULL);
+        CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
+        g_rx_started = rc == 0;
+        if (g_rx_started)
+            pthread_setname_np(g_rx_thread, "concur-mpi-rx"); /* cosmetic */
+    }
+    mu_unlock(&g_rx_mu);
+    return rc;
+}
+
+void concur__mpi_rx_stop(void)
+{
+    mu_lock(&g_rx_mu);
+    bool started = g_rx_started;
+    g_rx_started = false;
+    mu_unlock(&g_rx_mu);
+    if (!started)
+        return;
+    atomic_store_explicit(&g_rx_stop, true, memory_order_release);
+    atomic_fetch_add_explicit(&g_rx_seq, 1, memory_order_seq_cst);
+    concur__futex_wake(&g_rx_seq, 1);
+    CHECK_PTHREAD(pthread_join(g_rx_thread, NULL));
+    atomic_store(&g_rx_stop, false);
+}
+
+/* The next outcome for @s: its message, or NULL with *rc (the receiver failed). */
+static rxmsg *wait_outcome(slot *s, int *rc)
+{
+    *rc = 0;
+    mu_lock(&g_rx_mu);
+    for (;;) {
+        rxmsg *m = inbox_take_locked(s);
+        if (m || (*rc = atomic_load(&g_rx_err))) {
+            mu_unlock(&g_rx_mu);
+            if (m)
+                atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
+            return m;
+        }
+        uint32_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
+        mu_unlock(&g_rx_mu);
+        (void)concur__futex_wait(&s->seq, seq, UINT64_MAX);
+        mu_lock(&g_rx_mu);
+    }
+}
 
 static int send_req(int rank, const mpi_req *r, const void *extra, size_t len, char **buf,
                     size_t *cap)
@@ -128,6 +326,8 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     int rc = open_msg(o, &m);
     if (rc)
         return rc;
+    if ((rc = rx_start()) != 0)
+        return rc;
     struct engine *e = calloc(1, sizeof(*e));
     if (!e)
         return CONCUR_ENOMEM;
@@ -192,10 +392,25 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
         return CONCUR_ENOMEM;
     s->rank = 1 + w->slot % (concur__mpi_nranks - 1);
     s->pool = e->no;
-    int ub = 32767; /* the least MPI_TAG_UB the standard allows */
-    s->tag = TAG_CHAN0 + (int)(atomic_fetch_add(&g_chan, 1) % (uint32_t)(ub - TAG_CHAN0));
     s->last_run_ns = UINT64_MAX;
+    s->inbox_tail = &s->inbox;
     CHECK_PTHREAD(pthread_mutex_init(&s->mu, NULL));
+    /* A tag of its own: the next free one after the last given out. */
+    mu_lock(&g_rx_mu);
+    for (int k = 0; k < TAG_UB - TAG_CHAN0; k++) {
+        int tag = TAG_CHAN0 + (int)(g_chan++ % (uint32_t)(TAG_UB - TAG_CHAN0));
+        if (!g_by_tag[tag]) {
+            g_by_tag[tag] = s;
+            s->tag = tag;
+            break;
+        }
+    }
+    mu_unlock(&g_rx_mu);
+    if (!s->tag) { /* 32,751 slots alive in one process */
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return CONCUR_EAGAIN;
+    }
     concur__worker_set_ctx(w, s);
     return 0;
 }
@@ -206,6 +421,11 @@ static void worker_end(concur__worker *w)
     concur__worker_set_ctx(w, NULL);
     if (!s)
         return;
+    mu_lock(&g_rx_mu);
+    g_by_tag[s->tag] = NULL;
+    for (rxmsg *m; (m = inbox_take_locked(s));)
+        free(m); /* nothing is in flight: nothing is there */
+    mu_unlock(&g_rx_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->buf);
     free(s);
@@ -241,30 +461,8 @@ static bool send_task(slot *s, concur_future *f)
     mu_lock(&s->mu);
     s->fl[s->n++] = f;
     mu_unlock(&s->mu);
+    rx_expect();
     return true;
-}
-
-/* Waits for the next outcome on the slot's tag: 0 with the message, or CONCUR_EIO. */
-static int wait_outcome(slot *s, MPI_Message *msg, int *len)
-{
-    for (;;) {
-        int flag = 0;
-        MPI_Status st;
-        if (MPI_Improbe(s->rank, s->tag, concur__mpi_comm, &flag, msg, &st) != MPI_SUCCESS)
-            return CONCUR_EIO;
-        uint64_t now = now_ns();
-        if (flag) {
-            s->last_msg = now;
-            return MPI_Get_count(&st, MPI_BYTE, len) == MPI_SUCCESS ? 0 : CONCUR_EIO;
-        }
-        uint64_t pause = mpi_poll_pause(now - s->last_msg);
-        if (!pause) {
-            (void)sched_yield(); /* cannot fail on Linux */
-        } else {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
-            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
-        }
-    }
 }
 
 /* Takes the future with @id out of the slot's list (NULL: none has it). */
@@ -298,26 +496,20 @@ static void maybe_break(concur__worker *w, concur_future *f)
  * slot cannot tell which one it was for). */
 static concur_future *receive_one(slot *s)
 {
-    MPI_Message msg;
-    int len = 0;
-    int rc = wait_outcome(s, &msg, &len);
-    char *b = NULL;
-    if (!rc && !(b = malloc(len > 0 ? (size_t)len : 1)))
-        rc = CONCUR_ENOMEM;
-    if (!rc && MPI_Mrecv(b, len, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-        rc = CONCUR_EIO;
+    int rc;
+    rxmsg *m = wait_outcome(s, &rc);
     concur_future *f = NULL;
     mpi_reply h;
-    if (!rc && (size_t)len >= sizeof(h)) {
-        memcpy(&h, b, sizeof(h));
+    if (m && m->len >= sizeof(h)) {
+        memcpy(&h, m->data, sizeof(h));
         f = take(s, h.id);
     }
     uint64_t end = now_ns();
     if (f) {
         s->last_run_ns = end - f->t_start;
-        (void)concur__outcome_apply(f, b + sizeof(h), (size_t)len - sizeof(h), end);
+        (void)concur__outcome_apply(f, m->data + sizeof(h), m->len - sizeof(h), end);
     }
-    free(b);
+    free(m);
     return f;
 }
 

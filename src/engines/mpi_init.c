@@ -103,6 +103,7 @@ static int finalize(bool force)
     if (!force && atomic_load(&concur__mpi_open_pools) > 0)
         return CONCUR_EBUSY;
     g_finalized = true;
+    concur__mpi_rx_stop();
     send_exit();
     (void)MPI_Comm_free(&concur__mpi_comm);
     (void)MPI_Finalize();

@@ -75,13 +75,20 @@ extern MPI_Comm concur__mpi_comm;
 extern int concur__mpi_nranks, concur__mpi_myrank;
 extern int *concur__mpi_cpus;
 
+/* Stops rank 0's receiver thread, if it runs (engines/mpi.c): before MPI_Finalize. */
+void concur__mpi_rx_stop(void);
+
 /* The serving rank's loop (engines/mpi_rank.c): never returns. */
 _Noreturn void concur__mpi_serve(void);
 
 /* ---- polling ---- */
 
-#define POLL_SPIN_NS 200000u  /* back-to-back polls for this long after the last message */
-#define POLL_MIN_NS 10000u    /* then sleeps from this ... */
+/* Back-to-back polls for this long after the last message. Longer than a round trip on a
+ * loaded machine: a side that sleeps between messages of a back-to-back stream makes the
+ * next round trip longer, and so its own next sleep (latency snowballed to 750 us with a
+ * window of 200 us on 2 CPUs shared by 3 ranks). */
+#define POLL_SPIN_NS 2000000u
+#define POLL_MIN_NS 20000u    /* then sleeps from this ... */
 #define POLL_MAX_NS 1000000u  /* ... doubling up to this */
 
 /* The pause before the next poll, @quiet_ns after the last message: 0 (yield the CPU and
