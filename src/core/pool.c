@@ -1061,6 +1061,12 @@ static void record_drop(concur_future *f)
 int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
                        concur_future **out)
 {
+    return concur__pool_submit_as(p, fn, in, len, 0, out);
+}
+
+int concur__pool_submit_as(concur_pool *p, concur_fn fn, const void *in, size_t len,
+                           uint64_t as_id, concur_future **out)
+{
     if (!p || !fn || (!in && len))
         return CONCUR_EINVAL;
     if (unlikely(p->cls->code_ok != NULL) && !p->cls->code_ok(p->es, fn))
@@ -1083,7 +1089,7 @@ int concur_pool_submit(concur_pool *p, concur_fn fn, const void *in, size_t len,
         record_drop(f);
         return rc;
     }
-    future_init_engine(f, &p->engine, fn, id, now_ns());
+    future_init_engine(f, &p->engine, fn, as_id ? as_id : id, now_ns());
     if (out)
         *out = f;
     else

@@ -119,6 +119,12 @@ struct concur__worker {
 
 /* ---- what engines call ---- */
 
+/* concur_pool_submit, with @as_id as the task's id when it is not 0 (concur_task_id and
+ * the future's id): an MPI rank runs the tasks of a rank-0 pool under their ids there,
+ * which are unique within that pool. */
+int concur__pool_submit_as(concur_pool *p, concur_fn fn, const void *in, size_t len,
+                           uint64_t as_id, concur_future **out);
+
 const concur_pool_opts *concur__pool_opts(const concur_pool *p);
 int concur__pool_max_workers(const concur_pool *p);
 int concur__pool_nworkers(const concur_pool *p);

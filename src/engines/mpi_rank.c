@@ -283,7 +283,8 @@ static void run_task(const mpi_req *r, const void *in, size_t len)
     void *fn = NULL;
     char m[200];
     int rc = refuse(r, rp, &fn, m, sizeof(m));
-    if (!rc && (rc = concur_pool_submit(rp->p, (concur_fn)(uintptr_t)fn, in, len, &rt->f)))
+    if (!rc && (rc = concur__pool_submit_as(rp->p, (concur_fn)(uintptr_t)fn, in, len, r->id,
+                                                &rt->f)))
         snprintf(m, sizeof(m), "%s", concur_pool_error_message(rp->p));
     if (rc) {
         fail_here(rt, rc, m);

@@ -156,7 +156,7 @@ static int chunk_task(concur_task *t, const void *in, size_t len)
         return concur_task_fail(t, CONCUR_EINVAL, "map chunk: input of %zu bytes", len);
     memcpy(&h, in, sizeof h);
     if (!h.fn && h.fn_ref.module &&
-        !(h.fn = (concur_map_fn)(uintptr_t)concur__code_addr(&h.fn_ref, true)))
+        !(h.fn = (concur_map_fn)(uintptr_t)concur__code_unpack(NULL, &h.fn_ref)))
         return concur_task_fail(t, CONCUR_ENOTLOADED,
                                 "map chunk: the per-item function is not loaded here");
     size_t count = (size_t)h.count, in_size = (size_t)h.in_size, out_size = (size_t)h.out_size;
@@ -378,9 +378,9 @@ static void put_hdr(unsigned char *dst, concur_pool *p, concur_map_fn fn, const 
                    .base = base,
                    .tag = tag};
     /* check_opts made sure the function has a reference */
-    if (concur__pool_remote_code(p) &&
-        concur__code_ref_of((const void *)(uintptr_t)fn, true, &h.fn_ref) == 0)
-        h.fn = NULL;
+    const void *ptr;
+    concur__code_pack((const void *)(uintptr_t)fn, concur__pool_remote_code(p), &ptr, &h.fn_ref);
+    h.fn = (concur_map_fn)(uintptr_t)ptr;
     memcpy(dst, &h, sizeof h);
 }
 

@@ -23,15 +23,18 @@
 #include <sys/epoll.h>
 
 #include "forms/run_state.h"
+#include "sys/code.h"
 
 /* The input of a function task, as it travels to its worker (a thread, or a worker process:
  * the pool copies it there): this head, the key with its NUL when has_key, then argc
  * NUL-terminated arguments. Both ends are the same program, so the function pointer is
- * passed as it is (the process pool's rule for task functions applies to it). */
+ * passed as it is (the process pool's rule for task functions applies to it), or as a
+ * reference for workers with an address layout of their own (MPI ranks: fn is NULL). */
 struct fn_head {
     concur_run_fn fn;
     uint32_t argc;
     uint32_t has_key;
+    concur__code_ref fn_ref;
 };
 
 /* Appended to the answer by fn_task when the function returned a status (>= 0); the runner
@@ -94,6 +97,9 @@ static int fn_task(concur_task *t, const void *in, size_t len)
     if (len < sizeof(h))
         return concur_task_fail(t, CONCUR_EINVAL, "malformed function task");
     memcpy(&h, in, sizeof(h));
+    if (!(h.fn = (concur_run_fn)(uintptr_t)concur__code_unpack((const void *)(uintptr_t)h.fn,
+                                                                &h.fn_ref)))
+        return concur_task_fail(t, CONCUR_ENOTLOADED, "the task's function is not loaded here");
     const char *p = (const char *)in + sizeof(h), *end = (const char *)in + len;
     const char *stack_argv[FN_STACK_ARGV];
     const char **argv = stack_argv;
@@ -154,7 +160,11 @@ static size_t fn_layout(const concur_runner *r, const struct job *j, unsigned ch
 static size_t fn_encode(const concur_runner *r, const struct job *j, unsigned char *buf, size_t cap,
                         unsigned char **heap)
 {
-    struct fn_head h = {.fn = j->fn, .argc = 0, .has_key = j->cmd.key != NULL};
+    struct fn_head h = {.argc = 0, .has_key = j->cmd.key != NULL};
+    const void *ptr;
+    concur__code_pack((const void *)(uintptr_t)j->fn, concur__pool_remote_code(r->fn_pool), &ptr,
+                      &h.fn_ref);
+    h.fn = (concur_run_fn)(uintptr_t)ptr;
     size_t len = fn_layout(r, j, NULL, &h.argc);
     unsigned char *b = buf;
     if (len > cap && !(b = *heap = malloc(len)))

@@ -58,7 +58,7 @@ struct concur_swarm {
 static bool engine_ok(concur_engine e)
 {
     return e == CONCUR_ENGINE_THREADS || e == CONCUR_ENGINE_PROCESSES ||
-           e == CONCUR_ENGINE_COROUTINES;
+           e == CONCUR_ENGINE_COROUTINES || e == CONCUR_ENGINE_MPI;
 }
 
 int concur_swarm_set_default_engine(concur_engine engine)

@@ -14,6 +14,7 @@
 #define CONCUR_SYS_CODE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct concur__code_ref {
@@ -30,5 +31,23 @@ int concur__code_ref_of(const void *addr, bool exec, concur__code_ref *ref);
  * the offset falls outside its segments (executable ones with @exec). {0, 0} gives NULL.
  * Thread-safe. */
 void *concur__code_addr(const concur__code_ref *ref, bool exec);
+
+/* A function that travels inside a task's input (the map family's per-item function, a
+ * runner function task's): as its pointer for workers that share this address layout, as a
+ * reference (*ptr NULL) for those that do not (@remote: concur__pool_remote_code). */
+static inline void concur__code_pack(const void *fn, bool remote, const void **ptr,
+                                     concur__code_ref *ref)
+{
+    *ref = (concur__code_ref){0, 0};
+    *ptr = fn;
+    if (remote && concur__code_ref_of(fn, true, ref) == 0)
+        *ptr = NULL;
+}
+
+/* Where the task runs: the function packed as @ptr / @ref, or NULL (not loaded here). */
+static inline void *concur__code_unpack(const void *ptr, const concur__code_ref *ref)
+{
+    return ptr ? (void *)(uintptr_t)ptr : concur__code_addr(ref, true);
+}
 
 #endif

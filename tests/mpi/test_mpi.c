@@ -364,6 +364,75 @@ static void map_runs_across_ranks(void)
     printf("ok %s\n", test_name);
 }
 
+/* A swarm copy: index 1 fails with its own error, the others succeed. */
+static int swarm_copy(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    if (concur_swarm_index(t) == 1)
+        return concur_task_fail(t, -7, "copy 1 fails on rank %d", concur_mpi_rank());
+    return 0;
+}
+
+static void swarms_run_on_ranks(void)
+{
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_MPI};
+    concur_swarm_opts so = {.mode = CONCUR_SWARM_COLLECT, .pool = &po};
+    concur_swarm *sw;
+    int rc = concur_swarm_start(&sw, 4, swarm_copy, NULL, 0, &so);
+    CHECK(rc == 0, "start: %s", concur_strerror(rc));
+    rc = concur_swarm_wait(sw, 60);
+    concur_swarm_err e = {0};
+    size_t n = concur_swarm_errors(sw, 0, &e);
+    concur_swarm_destroy(sw);
+    CHECK(rc == CONCUR_ETASK, "wait: %d", rc);
+    CHECK(n == 1 && e.index == 1 && e.code == -7, "errors %zu: copy %d code %d", n, e.index,
+          e.code);
+    printf("ok %s\n", test_name);
+}
+
+/* A runner function task: answers "key:arg0,arg1" and exits with status argc. */
+static int run_fn(concur_task *t, const char *key, int argc, const char *const *argv)
+{
+    char out[128];
+    int n = snprintf(out, sizeof(out), "%s:%s@%d", key ? key : "-", argc ? argv[0] : "",
+                     concur_mpi_rank() > 0);
+    int rc = concur_task_return(t, out, (size_t)n);
+    return rc ? rc : argc;
+}
+
+static void runner_functions_run_on_ranks(void)
+{
+    concur_pool *p = mpi_pool(0, 0, false);
+    if (!p)
+        return;
+    const char *a1[] = {"x", NULL}, *a2[] = {"y", "z", NULL};
+    concur_cmd cmds[2] = {{.argv = a1, .key = "one", .fn = run_fn},
+                          {.argv = a2, .key = "two", .fn = run_fn}};
+    concur_runner_opts ro = {.pool = p};
+    concur_runner *r = NULL;
+    int rc = concur_run_batch(cmds, 2, &ro, &r);
+    bool ok = rc == 0 && concur_runner_count(r) == 2;
+    char got[2][64] = {"", ""};
+    int status[2] = {-1, -1};
+    for (size_t i = 0; ok && i < 2; i++) {
+        const concur_result *res = concur_runner_result(r, i);
+        size_t k = res->key && !strcmp(res->key, "two");
+        snprintf(got[k], sizeof(got[k]), "%.*s", (int)res->answer_len,
+                 res->answer ? (const char *)res->answer : "");
+        status[k] = res->returncode;
+    }
+    concur_runner_destroy(r);
+    concur_pool_destroy(p);
+    CHECK(ok, "run_batch: %s", concur_strerror(rc));
+    char want0[32], want1[32];
+    snprintf(want0, sizeof(want0), "one:x@%d", concur_mpi_size() > 1);
+    snprintf(want1, sizeof(want1), "two:y@%d", concur_mpi_size() > 1);
+    CHECK(!strcmp(got[0], want0) && status[0] == 1, "one: '%s' status %d", got[0], status[0]);
+    CHECK(!strcmp(got[1], want1) && status[1] == 2, "two: '%s' status %d", got[1], status[1]);
+    printf("ok %s\n", test_name);
+}
+
 #define RUN(call)                                                                          \
     do {                                                                                   \
         test_name = #call;                                                                 \
@@ -390,6 +459,8 @@ int main(int argc, char **argv)
     RUN(hooks_and_static_args_travel());
     RUN(unknown_function_fails_its_future(plugin));
     RUN(map_runs_across_ranks());
+    RUN(swarms_run_on_ranks());
+    RUN(runner_functions_run_on_ranks());
     RUN(crash_mix_loses_nothing());
     rc = concur_mpi_finalize();
     if (rc) {
