@@ -75,6 +75,13 @@ typedef struct concur_pool concur_pool;
  * task interrupt its current or next suspension and fail its future at once. Per-worker
  * limits are CONCUR_EINVAL; a build without Boost.Context's fcontext refuses the engine
  * with CONCUR_ENOTSUP.
+ *
+ * CONCUR_ENGINE_MPI runs the tasks on the other ranks of an MPI job (concur/mpi.h,
+ * docs/mpi.md): the program links libconcur_mpi and calls concur_mpi_init() first. Each
+ * rank runs its tasks in a local process pool (crash isolation as above); functions and
+ * static data travel as (loaded object, offset). Without a launcher the pool runs locally
+ * as a process pool. In libconcur, or before concur_mpi_init(), creation fails with
+ * CONCUR_ENOTSUP.
  */
 typedef enum concur_engine {
     CONCUR_ENGINE_THREADS = 0, /**< worker threads in this process */
