@@ -23,6 +23,9 @@
 #include <signal.h>
 
 enum { WINDOW = 32, TAG_UB = 32767 /* the least MPI_TAG_UB the standard allows */ };
+/* Tasks of one slot go to its rank together, in one message of up to this many bytes (a
+ * bigger input goes alone). */
+#define BATCH_BYTES ((size_t)256 << 10)
 #define SHORT_NS 200000u /* a task under this is short: the slot may hand over more */
 
 _Atomic int concur__mpi_open_pools;
@@ -45,8 +48,9 @@ typedef struct slot {
     uint64_t last_run_ns; /* UINT64_MAX: none yet */
     const void *last_fn;  /* the function of the last task, and its reference */
     concur__code_ref last_ref;
-    char *buf; /* the message being sent */
-    size_t cap;
+    char *buf; /* the message being built: records {u64 len, mpi_req, input} */
+    size_t len, cap;
+    unsigned nbatch; /* tasks in it (the last nbatch of fl) */
     /* Outcomes the receiver took for this slot (under g_rx_mu), and the word the slot
      * sleeps on until one is there. */
     struct rxmsg *inbox, **inbox_tail;
@@ -94,10 +98,10 @@ static rxmsg *inbox_take_locked(slot *s)
     return m;
 }
 
-/* A task went out: the receiver looks for its outcome. */
-static void rx_expect(void)
+/* @n tasks went out: the receiver looks for their outcomes. */
+static void rx_expect(int n)
 {
-    if (atomic_fetch_add_explicit(&g_inflight, 1, memory_order_seq_cst) == 0) {
+    if (atomic_fetch_add_explicit(&g_inflight, n, memory_order_seq_cst) == 0) {
         atomic_fetch_add_explicit(&g_rx_seq, 1, memory_order_seq_cst);
         concur__futex_wake(&g_rx_seq, 1);
     }
@@ -236,8 +240,6 @@ static rxmsg *wait_outcome(slot *s, int *rc)
         rxmsg *m = inbox_take_locked(s);
         if (m || (*rc = atomic_load(&g_rx_err))) {
             mu_unlock(&g_rx_mu);
-            if (m)
-                atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
             return m;
         }
         uint32_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
@@ -247,35 +249,11 @@ static rxmsg *wait_outcome(slot *s, int *rc)
     }
 }
 
-static int send_req(int rank, const mpi_req *r, const void *extra, size_t len, char **buf,
-                    size_t *cap)
-{
-    size_t total = sizeof(*r) + len;
-    if (total > MPI_MSG_MAX)
-        return CONCUR_ESIZE;
-    if (total > *cap) {
-        size_t c = total < 4096 ? 4096 : total;
-        char *b = realloc(*buf, c);
-        if (!b)
-            return CONCUR_ENOMEM;
-        *buf = b;
-        *cap = c;
-    }
-    memcpy(*buf, r, sizeof(*r));
-    if (len)
-        memcpy(*buf + sizeof(*r), extra, len);
-    return MPI_Send(*buf, (int)total, MPI_BYTE, rank, TAG_REQ, concur__mpi_comm) == MPI_SUCCESS
-               ? 0
-               : CONCUR_EIO;
-}
-
 /* A request without payload, from any thread. */
 static int send_small(int rank, uint32_t type, uint32_t pool, uint64_t id)
 {
     mpi_req r = {.type = type, .pool = pool, .id = id};
-    return MPI_Send(&r, sizeof(r), MPI_BYTE, rank, TAG_REQ, concur__mpi_comm) == MPI_SUCCESS
-               ? 0
-               : CONCUR_EIO;
+    return concur__mpi_send_one(rank, &r, NULL, 0);
 }
 
 /* ---------------------------------------------------------------- the pool */
@@ -333,14 +311,11 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
         return CONCUR_ENOMEM;
     e->no = atomic_fetch_add(&g_pool_no, 1) + 1;
     e->max_workers = concur__pool_max_workers(p);
-    char *buf = NULL;
-    size_t cap = 0;
     for (int k = 1; k < concur__mpi_nranks && !rc; k++) {
         m.slots = slots_on(k, e->max_workers);
         mpi_req r = {.type = REQ_OPEN, .pool = e->no};
-        rc = send_req(k, &r, &m, sizeof(m), &buf, &cap);
+        rc = concur__mpi_send_one(k, &r, &m, sizeof(m));
     }
-    free(buf);
     if (rc) {
         free(e);
         return rc;
@@ -438,31 +413,77 @@ static int worker_final(concur__worker *w, concur_task *t)
     return 0; /* the finalizer runs in the ranks' local workers as they end */
 }
 
-/* Sends @f's task; on failure @f fails at once. True when it went out. */
-static bool send_task(slot *s, concur_future *f)
+static unsigned flush(slot *s);
+
+/* Adds @f's task to the slot's next message (flushing the message first when it would grow
+ * past BATCH_BYTES). On failure @f fails at once: false. */
+static bool queue_task(slot *s, concur_future *f)
 {
+    const uint32_t running = STATE_BIT(CONCUR_RUNNING);
     if (f->fn != s->last_fn) {
         if (concur__code_ref_of((const void *)(uintptr_t)f->fn, true, &s->last_ref) != 0) {
-            concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ENOTLOADED, NULL);
+            concur__future_fail(f, running, CONCUR_ENOTLOADED, NULL);
             return false;
         }
         s->last_fn = (const void *)(uintptr_t)f->fn;
     }
-    mpi_req r = {.type = REQ_TASK, .pool = s->pool, .id = f->id, .chan = (uint32_t)s->tag,
-                 .fn = s->last_ref};
-    f->t_start = now_ns();
-    int rc = send_req(s->rank, &r, buf_data(&f->in), f->in.len, &s->buf, &s->cap);
-    if (rc) {
-        concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), rc,
-                            rc == CONCUR_ESIZE ? "the input is too big for one MPI message"
-                                               : "sending the task to its rank failed");
+    uint64_t rec = sizeof(mpi_req) + (uint64_t)f->in.len;
+    if (rec > MPI_MSG_MAX - sizeof(rec)) {
+        concur__future_fail(f, running, CONCUR_ESIZE, "the input is too big for one MPI message");
         return false;
     }
+    if (s->len && s->len + sizeof(rec) + rec > BATCH_BYTES)
+        (void)flush(s);
+    size_t need = s->len + sizeof(rec) + (size_t)rec;
+    if (need > s->cap) {
+        size_t c = need < 4096 ? 4096 : need;
+        char *nb = realloc(s->buf, c);
+        if (!nb) {
+            concur__future_fail(f, running, CONCUR_ENOMEM, "no memory to send the task");
+            return false;
+        }
+        s->buf = nb;
+        s->cap = c;
+    }
+    mpi_req r = {.type = REQ_TASK, .pool = s->pool, .id = f->id, .chan = (uint32_t)s->tag,
+                 .fn = s->last_ref};
+    char *w = s->buf + s->len;
+    memcpy(w, &rec, sizeof(rec));
+    memcpy(w + sizeof(rec), &r, sizeof(r));
+    if (f->in.len)
+        memcpy(w + sizeof(rec) + sizeof(r), buf_data(&f->in), f->in.len);
+    s->len = need;
+    s->nbatch++;
+    f->t_start = now_ns();
     mu_lock(&s->mu);
     s->fl[s->n++] = f;
     mu_unlock(&s->mu);
-    rx_expect();
     return true;
+}
+
+/* Sends the tasks queued in the slot's message, in one MPI message. Returns how many
+ * failed (sending failed: they are completed with the error and released). */
+static unsigned flush(slot *s)
+{
+    if (!s->len)
+        return 0;
+    unsigned k = s->nbatch;
+    int rc = MPI_Send(s->buf, (int)s->len, MPI_BYTE, s->rank, TAG_REQ, concur__mpi_comm);
+    s->len = 0;
+    s->nbatch = 0;
+    if (rc == MPI_SUCCESS) {
+        rx_expect((int)k);
+        return 0;
+    }
+    for (unsigned i = 0; i < k; i++) { /* the batch is the last k of the list */
+        mu_lock(&s->mu);
+        concur_future *f = s->fl[--s->n];
+        mu_unlock(&s->mu);
+        concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_EIO,
+                            "sending the task to its rank failed");
+        concur_future_release(f);
+    }
+    return k;
 }
 
 /* Takes the future with @id out of the slot's list (NULL: none has it). */
@@ -491,26 +512,43 @@ static void maybe_break(concur__worker *w, concur_future *f)
                            w, concur_future_error_message(f), code);
 }
 
-/* Receives one outcome and completes its future. Returns it (the engine's reference is the
- * caller's), or NULL when the message was not one (then every task in flight fails: the
- * slot cannot tell which one it was for). */
-static concur_future *receive_one(slot *s)
+/* Receives one message of outcomes ({u64 len, mpi_reply, outcome record} each) and
+ * completes their futures. Returns how many, 0 when the receiver failed or the message
+ * was not one (then the slot cannot tell which task it was for). */
+static unsigned receive(concur__worker *w, slot *s)
 {
     int rc;
     rxmsg *m = wait_outcome(s, &rc);
-    concur_future *f = NULL;
-    mpi_reply h;
-    if (m && m->len >= sizeof(h)) {
-        memcpy(&h, m->data, sizeof(h));
-        f = take(s, h.id);
-    }
-    uint64_t end = now_ns();
-    if (f) {
-        s->last_run_ns = end - f->t_start;
-        (void)concur__outcome_apply(f, m->data + sizeof(h), m->len - sizeof(h), end);
+    if (!m)
+        return 0;
+    unsigned done = 0;
+    size_t off = 0;
+    while (off < m->len) {
+        uint64_t rl;
+        mpi_reply h;
+        if (m->len - off < sizeof(rl))
+            break;
+        memcpy(&rl, m->data + off, sizeof(rl));
+        off += sizeof(rl);
+        if (rl < sizeof(h) || rl > m->len - off)
+            break;
+        memcpy(&h, m->data + off, sizeof(h));
+        concur_future *f = take(s, h.id);
+        uint64_t end = now_ns();
+        if (f) {
+            s->last_run_ns = end - f->t_start;
+            (void)concur__outcome_apply(f, m->data + off + sizeof(h), (size_t)rl - sizeof(h),
+                                        end);
+            maybe_break(w, f);
+            concur_future_release(f); /* the engine's reference */
+            concur__pool_progress(w->pool);
+            done++;
+        }
+        off += (size_t)rl;
     }
     free(m);
-    return f;
+    atomic_fetch_sub_explicit(&g_inflight, (int)done, memory_order_relaxed);
+    return done;
 }
 
 /* Fails every task in flight (the channel broke) and returns how many. */
@@ -524,47 +562,56 @@ static unsigned fail_all(slot *s)
         concur_future_release(f);
         n++;
     }
+    atomic_fetch_sub_explicit(&g_inflight, (int)n, memory_order_relaxed);
     return n;
+}
+
+/* Queues more tasks while they are short and more are queued than the other slots would
+ * take (the process engine's pipelining), at most WINDOW in flight and @room in all.
+ * Returns how many failed at once (released). */
+static unsigned refill(concur__worker *w, slot *s, unsigned ran, unsigned room)
+{
+    concur_pool *p = w->pool;
+    int max = concur__pool_max_workers(p);
+    unsigned failed = 0;
+    while (s->n < WINDOW && s->n + ran + failed < room && s->last_run_ns < SHORT_NS) {
+        int others = concur__pool_nworkers(p) - 1;
+        if (others + 1 < max || concur__pool_pending(p) <= (uint64_t)others)
+            break;
+        bool popped;
+        concur_future *g = concur__worker_pop(w, &popped);
+        if (g && !queue_task(s, g)) {
+            concur_future_release(g);
+            failed++;
+        } else if (!g && !popped) {
+            break;
+        }
+    }
+    return failed;
 }
 
 static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
 {
     (void)t;
-    concur_pool *p = w->pool;
     slot *s = w->ctx;
-    int max = concur__pool_max_workers(p);
     unsigned ran = 0;
-    if (!send_task(s, f)) {
+    if (!queue_task(s, f)) {
         concur_future_release(f);
-        return 1;
+        ran++;
     }
-    while (s->n) {
-        /* More only while tasks are short and more are queued than the other slots would
-         * take, as the process engine's pipelining. */
-        while (s->n < WINDOW && s->n + ran < room && s->last_run_ns < SHORT_NS) {
-            int others = concur__pool_nworkers(p) - 1;
-            if (others + 1 < max || concur__pool_pending(p) <= (uint64_t)others)
-                break;
-            bool popped;
-            concur_future *g = concur__worker_pop(w, &popped);
-            if (g && !send_task(s, g)) {
-                concur_future_release(g);
-                ran++;
-            } else if (!g && !popped) {
-                break;
-            }
-        }
+    for (;;) {
+        ran += refill(w, s, ran, room);
+        ran += flush(s);
+        if (!s->n)
+            break;
         if (s->n == 1)
             concur__worker_ready(w); /* its last task: it is free once this completes */
-        concur_future *done = receive_one(s);
-        if (!done) {
+        unsigned k = receive(w, s);
+        if (!k) {
             ran += fail_all(s);
             break;
         }
-        maybe_break(w, done);
-        concur_future_release(done); /* the engine's reference */
-        concur__pool_progress(p);
-        ran++;
+        ran += k;
     }
     return ran;
 }

@@ -42,12 +42,31 @@ static void at_exit(void)
     (void)finalize(true);
 }
 
+int concur__mpi_send_one(int rank, const mpi_req *r, const void *extra, size_t len)
+{
+    uint64_t rec = sizeof(*r) + (uint64_t)len;
+    if (rec > MPI_MSG_MAX - sizeof(rec))
+        return CONCUR_ESIZE;
+    char small[sizeof(rec) + sizeof(*r) + 256];
+    char *b = sizeof(rec) + rec <= sizeof(small) ? small : malloc(sizeof(rec) + (size_t)rec);
+    if (!b)
+        return CONCUR_ENOMEM;
+    memcpy(b, &rec, sizeof(rec));
+    memcpy(b + sizeof(rec), r, sizeof(*r));
+    if (len)
+        memcpy(b + sizeof(rec) + sizeof(*r), extra, len);
+    int rc = MPI_Send(b, (int)(sizeof(rec) + rec), MPI_BYTE, rank, TAG_REQ, concur__mpi_comm);
+    if (b != small)
+        free(b);
+    return rc == MPI_SUCCESS ? 0 : CONCUR_EIO;
+}
+
 /* Tells every serving rank to leave. */
 static void send_exit(void)
 {
     mpi_req r = {.type = REQ_EXIT};
     for (int k = 1; k < concur__mpi_nranks; k++)
-        (void)MPI_Send(&r, sizeof(r), MPI_BYTE, k, TAG_REQ, concur__mpi_comm);
+        (void)concur__mpi_send_one(k, &r, NULL, 0);
 }
 
 int concur_mpi_init(int *argc, char ***argv)

@@ -9,8 +9,11 @@
  * (MPI_Improbe + MPI_Mrecv: safe with several threads probing). Messages are bytes in
  * native byte order (every rank runs the same program on the same kind of machine):
  *
- *   rank 0 -> rank r, TAG_REQ   mpi_req, then: OPEN mpi_open; TASK the input bytes
- *   rank r -> rank 0, channel   mpi_reply, then the outcome record (sys/wire.h)
+ *   rank 0 -> rank r, TAG_REQ   records {u64 len, mpi_req, then: OPEN mpi_open; TASK the
+ *                               input bytes}: a slot sends the tasks it hands over at once
+ *                               in one message
+ *   rank r -> rank 0, channel   records {u64 len, mpi_reply, the outcome record
+ *                               (sys/wire.h)}: the outcomes a rank has for a slot at once
  *
  * Nothing here blocks in MPI: waits are MPI_Improbe / MPI_Test polls, first back to back
  * (yielding the CPU) while answers are due soon, then with sleeps growing to POLL_MAX_NS,
@@ -74,6 +77,10 @@ extern MPI_Comm concur__mpi_comm;
 /* Ranks, and the CPU count of each (gathered at init; NULL on serving ranks). */
 extern int concur__mpi_nranks, concur__mpi_myrank;
 extern int *concur__mpi_cpus;
+
+/* Sends one request (a message of one record) to @rank: 0, CONCUR_ESIZE, CONCUR_ENOMEM or
+ * CONCUR_EIO. Any thread. */
+int concur__mpi_send_one(int rank, const mpi_req *r, const void *extra, size_t len);
 
 /* Stops rank 0's receiver thread, if it runs (engines/mpi.c): before MPI_Finalize. */
 void concur__mpi_rx_stop(void);

@@ -118,48 +118,104 @@ static void fail_here(rtask *rt, int code, const char *msg)
     push_done(rt);
 }
 
-static void send_outcome(rtask *rt)
+/* The outcomes going to one channel: records {u64 len, mpi_reply, outcome}. */
+typedef struct batch {
+    uint32_t chan;
+    char *buf;
+    size_t len, cap;
+} batch;
+
+enum { BATCHES = 64 };
+#define BATCH_BYTES ((size_t)256 << 10) /* a bigger outcome goes alone */
+
+static void send_batch(batch *g)
 {
-    size_t n = sizeof(mpi_reply) + concur__outcome_encode(rt->f, rt->own_errors, NULL);
-    sent *s = malloc(sizeof(*s));
-    char *b = s ? malloc(n) : NULL;
-    if (!b || n > MPI_MSG_MAX) {
-        free(s);
-        free(b);
-        /* No memory for the record, or a result past MPI's size: say so instead. */
-        concur_future_release(rt->f);
-        fail_here(rt, b ? CONCUR_ESIZE : CONCUR_ENOMEM,
-                  b ? "the result is too big for one MPI message"
-                    : "no memory for the outcome on its rank");
+    if (!g->len)
         return;
-    }
-    mpi_reply h = {.id = rt->id, .pool = rt->pool};
-    memcpy(b, &h, sizeof(h));
-    (void)concur__outcome_encode(rt->f, rt->own_errors, b + sizeof(h));
-    s->buf = b;
-    if (MPI_Isend(b, (int)n, MPI_BYTE, 0, (int)rt->chan, concur__mpi_comm, &s->req) !=
-        MPI_SUCCESS)
+    sent *s = malloc(sizeof(*s));
+    if (!s)
+        mpi_failed(); /* no memory for 24 bytes: the rank cannot go on */
+    s->buf = g->buf;
+    if (MPI_Isend(g->buf, (int)g->len, MPI_BYTE, 0, (int)g->chan, concur__mpi_comm,
+                  &s->req) != MPI_SUCCESS)
         mpi_failed();
     s->next = g_sent;
     g_sent = s;
+    g->buf = NULL;
+    g->len = g->cap = 0;
+}
+
+/* Appends the outcome of @rt to the batch of its channel (sending the batch first when it
+ * would grow past BATCH_BYTES) and frees @rt. */
+static void add_outcome(batch *groups, unsigned *ng, rtask *rt)
+{
+    batch *g = NULL;
+    for (unsigned i = 0; i < *ng && !g; i++)
+        if (groups[i].chan == rt->chan)
+            g = &groups[i];
+    if (!g) {
+        if (*ng == BATCHES) { /* a 65th channel at once: the first batch goes now */
+            send_batch(&groups[0]);
+            groups[0] = groups[--*ng];
+        }
+        g = &groups[(*ng)++];
+        *g = (batch){.chan = rt->chan};
+    }
+    uint64_t rl = sizeof(mpi_reply) + concur__outcome_encode(rt->f, rt->own_errors, NULL);
+    if (rl > MPI_MSG_MAX - sizeof(rl)) {
+        /* A result past MPI's size: its task fails instead. */
+        concur_future_release(rt->f);
+        fail_here(rt, CONCUR_ESIZE, "the result is too big for one MPI message");
+        return;
+    }
+    if (g->len && g->len + sizeof(rl) + rl > BATCH_BYTES)
+        send_batch(g);
+    size_t need = g->len + sizeof(rl) + (size_t)rl;
+    if (need > g->cap) {
+        size_t c = need < 4096 ? 4096 : need;
+        char *nb = realloc(g->buf, c);
+        if (!nb)
+            mpi_failed(); /* the rank cannot report: mpirun ends the job */
+        g->buf = nb;
+        g->cap = c;
+    }
+    mpi_reply h = {.id = rt->id, .pool = rt->pool};
+    char *w = g->buf + g->len;
+    memcpy(w, &rl, sizeof(rl));
+    memcpy(w + sizeof(rl), &h, sizeof(h));
+    (void)concur__outcome_encode(rt->f, rt->own_errors, w + sizeof(rl) + sizeof(h));
+    g->len = need;
     concur_future_release(rt->f);
     free(rt);
 }
 
-/* Sends the outcome of every task done so far. True when there was one. */
+/* Sends the outcome of every task done so far, one message per channel. True when there
+ * was one. */
 static bool drain_done(void)
 {
     rtask *rt = atomic_exchange_explicit(&g_done, NULL, memory_order_acquire);
-    bool any = rt != NULL;
+    if (!rt)
+        return false;
+    rtask *fifo = NULL; /* the stack holds the newest first */
     while (rt) {
+        rtask *next = rt->dnext;
+        rt->dnext = fifo;
+        fifo = rt;
+        rt = next;
+    }
+    batch groups[BATCHES];
+    unsigned ng = 0;
+    for (rt = fifo; rt;) {
         rtask *next = rt->dnext;
         if (rt->listed)
             unlist(rt);
         rt->listed = false;
-        send_outcome(rt); /* may push rt again, as a failure: the next pass sends it */
+        add_outcome(groups, &ng, rt); /* may push rt again, as a failure: sent next pass */
         rt = next;
     }
-    return any;
+    for (unsigned i = 0; i < ng; i++)
+        send_batch(&groups[i]);
+    return true;
 }
 
 /* Frees the sends that completed; with @all waits for every one. */
@@ -319,7 +375,7 @@ _Noreturn static void leave(void)
     exit(0);
 }
 
-static void handle(const char *b, size_t len)
+static void handle_one(const char *b, size_t len)
 {
     mpi_req r;
     if (len < sizeof(r))
@@ -358,6 +414,21 @@ static void handle(const char *b, size_t len)
         break;
     case REQ_EXIT:
         leave();
+    }
+}
+
+/* A message of requests: records {u64 len, request}. */
+static void handle(const char *b, size_t len)
+{
+    size_t off = 0;
+    while (len - off >= sizeof(uint64_t)) {
+        uint64_t rl;
+        memcpy(&rl, b + off, sizeof(rl));
+        off += sizeof(rl);
+        if (rl > len - off)
+            return; /* not a message of ours */
+        handle_one(b + off, (size_t)rl);
+        off += (size_t)rl;
     }
 }
 
