@@ -506,7 +506,10 @@ static concur_future *take(slot *s, uint64_t id)
  * its workers cannot start), as a pool whose own worker failed so. */
 static void maybe_break(concur__worker *w, concur_future *f)
 {
-    int code = concur_future_error(f);
+    concur_error_info info;
+    if (concur_future_error_info(f, &info) != 0 || info.remote)
+        return; /* done, or the task's own error */
+    int code = info.code;
     if (code == CONCUR_EINITIALIZER || code == CONCUR_EBROKEN)
         concur__pool_break(w->pool, code, code == CONCUR_EINITIALIZER ? "initializer" : "rank",
                            w, concur_future_error_message(f), code);

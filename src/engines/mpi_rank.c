@@ -210,7 +210,16 @@ static bool drain_done(void)
         if (rt->listed)
             unlist(rt);
         rt->listed = false;
-        add_outcome(groups, &ng, rt); /* may push rt again, as a failure: sent next pass */
+        rpool *rp = find_pool(rt->pool);
+        if (concur_future_state(rt->f) == CONCUR_CANCELLED && rp && rp->p &&
+            concur_pool_is_broken(rp->p)) {
+            /* Cancelled because the local pool broke (its initializer failed): rank 0
+             * gets the pool's error, and breaks its pool the same way. */
+            concur_future_release(rt->f);
+            fail_here(rt, concur_pool_check(rp->p), concur_pool_error_message(rp->p));
+        } else {
+            add_outcome(groups, &ng, rt); /* may push rt again, as a failure */
+        }
         rt = next;
     }
     for (unsigned i = 0; i < ng; i++)

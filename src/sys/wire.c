@@ -464,7 +464,9 @@ size_t concur__outcome_encode(concur_future *f, bool own_errors, void *dst)
         h.signal = info.signal;
         h.exit_status = info.exit_status;
         bool made = info.code == CONCUR_ECRASHED || info.code == CONCUR_ETASKTIMEOUT ||
-                    info.code == CONCUR_ECANCELED;
+                    info.code == CONCUR_ECANCELED || info.code == CONCUR_EINITIALIZER ||
+                    info.code == CONCUR_EBROKEN || info.code == CONCUR_ECLOSED ||
+                    info.code == CONCUR_ENOTLOADED;
         h.flags = (info.remote || (own_errors && !made) ? CONCUR__OUT_REMOTE : 0) |
                   (info.limit ? CONCUR__OUT_LIMIT : 0);
         h.msg_len = info.message ? strlen(info.message) : 0;

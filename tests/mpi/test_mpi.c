@@ -84,6 +84,12 @@ static int init_hook(concur_task *t, void *arg)
     return 0;
 }
 
+static int failing_init(concur_task *t, void *arg)
+{
+    (void)arg;
+    return concur_task_fail(t, -9, "no database on rank %d", concur_mpi_rank());
+}
+
 static int read_init(concur_task *t, const void *in, size_t len)
 {
     (void)in;
@@ -304,6 +310,24 @@ static void hooks_and_static_args_travel(void)
     CHECK(concur_pool_submit(p, read_init, NULL, 0, &f) == 0, "submit");
     CHECK(concur_future_get(f, 30, &y, sizeof(y)) == 0 && y == 1234, "value %d", y);
     concur_future_release(f);
+    concur_pool_destroy(p);
+
+    /* An initializer that fails on the ranks breaks the pool. */
+    concur_pool_opts bad = {.engine = CONCUR_ENGINE_MPI, .max_workers = 1,
+                            .initializer = failing_init};
+    rc = concur_pool_create(&p, &bad);
+    CHECK(rc == 0, "create: %s", concur_strerror(rc));
+    CHECK(concur_pool_submit(p, read_init, NULL, 0, &f) == 0, "submit");
+    CHECK(concur_future_wait(f, 30) == 0, "wait");
+    rc = concur_future_error(f);
+    concur_future_release(f);
+    bool broken = concur_pool_is_broken(p);
+    const char *why = concur_pool_error_message(p);
+    /* on ranks the task gets the pool's error; a local process pool cancels it */
+    CHECK(rc == CONCUR_EINITIALIZER || (concur_mpi_size() == 1 && rc == CONCUR_ECANCELED),
+          "task: %d", rc);
+    CHECK(broken && why && strstr(why, "no database"), "pool broken %d: %s", broken,
+          why ? why : "(null)");
     concur_pool_destroy(p);
 
     int on_stack = 5;
