@@ -503,16 +503,23 @@ static concur_future *take(slot *s, uint64_t id)
 }
 
 /* The pool breaks when a rank's local pool cannot run its tasks (its initializer failed,
- * its workers cannot start), as a pool whose own worker failed so. */
-static void maybe_break(concur__worker *w, concur_future *f)
+ * its workers cannot start), as a pool whose own worker failed so: seen in the outcome
+ * record @rec before its future completes, so that whoever sees the future failed sees
+ * the pool broken too. */
+static void maybe_break(concur__worker *w, const char *rec, size_t len)
 {
-    concur_error_info info;
-    if (concur_future_error_info(f, &info) != 0 || info.remote)
-        return; /* done, or the task's own error */
-    int code = info.code;
-    if (code == CONCUR_EINITIALIZER || code == CONCUR_EBROKEN)
-        concur__pool_break(w->pool, code, code == CONCUR_EINITIALIZER ? "initializer" : "rank",
-                           w, concur_future_error_message(f), code);
+    concur__outcome_head h;
+    if (len < sizeof(h))
+        return;
+    memcpy(&h, rec, sizeof(h));
+    if (h.state != CONCUR_FAILED || (h.flags & CONCUR__OUT_REMOTE) ||
+        (h.code != CONCUR_EINITIALIZER && h.code != CONCUR_EBROKEN) ||
+        h.out_len + h.msg_len > len - sizeof(h))
+        return;
+    char *msg = h.msg_len ? strndup(rec + sizeof(h) + h.out_len, h.msg_len) : NULL;
+    concur__pool_break(w->pool, h.code, h.code == CONCUR_EINITIALIZER ? "initializer" : "rank", w,
+                       msg, h.code);
+    free(msg);
 }
 
 /* Receives one message of outcomes ({u64 len, mpi_reply, outcome record} each) and
@@ -539,10 +546,10 @@ static unsigned receive(concur__worker *w, slot *s)
         concur_future *f = take(s, h.id);
         uint64_t end = now_ns();
         if (f) {
+            const char *rec = m->data + off + sizeof(h);
             s->last_run_ns = end - f->t_start;
-            (void)concur__outcome_apply(f, m->data + off + sizeof(h), (size_t)rl - sizeof(h),
-                                        end);
-            maybe_break(w, f);
+            maybe_break(w, rec, (size_t)rl - sizeof(h));
+            (void)concur__outcome_apply(f, rec, (size_t)rl - sizeof(h), end);
             concur_future_release(f); /* the engine's reference */
             concur__pool_progress(w->pool);
             done++;
