@@ -63,8 +63,8 @@ static void settle_modes(struct app *a)
         o->keep_order = false; /* children write straight to our stdout */
     a->use_ring = o->keep_order || o->out == OUT_LINE;
     a->need_line = o->joblog || o->json || o->results;
-    a->per_job = o->max_args ? o->max_args : 1;
-    a->budget = (o->ctx_replace || o->multi) && !o->max_args;
+    a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
+    a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -122,9 +122,15 @@ static int open_run(struct app *a)
         cli_error("out of memory");
         return rc;
     }
-    if ((rc = input_open(&a->in, o, a->sigfd)) != 0)
+    if (o->pipe)
+        rc = pipe_open(&a->pin, o, a->sigfd);
+    else
+        rc = input_open(&a->in, o, a->sigfd);
+    if (rc != 0)
         return rc;
-    if (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER)) {
+    /* The number of jobs is known ahead (--pipe: unknown, 0). */
+    if (!o->pipe &&
+        (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
         if ((rc = input_count(a->in, &records)) != 0)
             return rc;
@@ -318,6 +324,7 @@ static void app_free(struct app *a)
 {
     concur_runner_destroy(a->runner);
     jobs_free(a);
+    pipe_close(a->pin); /* after the jobs: they give their blocks back */
     free(a->ring);
     free(a->slots);
     free(a->hist);
