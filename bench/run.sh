@@ -72,6 +72,9 @@ launch_memory  xargs          launch.sh
 launch_memory  parallel       launch.sh
 launch_memory  floor          launch.sh
 
+pipe_throughput  concur      pipe.sh
+pipe_throughput  parallel    pipe.sh
+
 pp_throughput    concur       concur
 pp_throughput    python_pool  peer_python_pp.py
 pp_throughput    python_ppe   peer_python_pp.py
@@ -112,7 +115,7 @@ co_pingpong      concur       concur
 co_pingpong      asyncio      peer_python_co.py
 co_pingpong      gevent       peer_python_co.py
 '
-DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'pipe_*' 'co_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
