@@ -235,8 +235,12 @@ struct pipe_in;
  * message). */
 int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd);
 /* The next block: 1 with *out set (the caller's until pipe_put), 0 at the end of the input,
+ * CONCUR_EAGAIN (after pipe_can_wait: no data now, call again once stdin is readable),
  * CONCUR_EINTR (a signal while waiting), or another negative code after a message. */
 int pipe_next(struct pipe_in *p, struct pblock **out);
+/* Whether stdin can be waited for by the runner's loop (a pipe or a socket): if so,
+ * pipe_next() never blocks from now on and answers CONCUR_EAGAIN instead. */
+bool pipe_can_wait(struct pipe_in *p);
 /* A block back to the free list (NULL accepted). */
 void pipe_put(struct pipe_in *p, struct pblock *b);
 /* Frees a block that no pipe_in will take back (NULL accepted). */

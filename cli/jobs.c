@@ -271,7 +271,7 @@ static int build_pipe_job(struct app *a, struct job **out)
         return 0;
     int rc = pipe_next(a->pin, &b);
     if (rc <= 0) {
-        a->input_done = true;
+        a->input_done = rc != CONCUR_EAGAIN; /* EAGAIN: no data yet (the runner waits) */
         return rc;
     }
     struct job *j = job_get(a);
@@ -382,6 +382,8 @@ static int pull_job(struct app *a, struct job **out)
             stop_run(a, CONCUR_STOP_TERM);
             return 0;
         }
+        if (rc == CONCUR_EAGAIN) /* --pipe: the runner calls again once stdin is readable */
+            return rc;
         if (rc <= 0) {
             if (rc < 0)
                 a->fatal = rc;

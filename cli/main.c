@@ -260,6 +260,10 @@ static int run(struct app *a)
         ro.on_output = job_output;
     if (o->report)
         ro.flags |= CONCUR_RUN_KEEP_RESULTS;
+    if (a->pin && pipe_can_wait(a->pin)) { /* --pipe: waiting for stdin holds up no job */
+        ro.flags |= CONCUR_RUN_SOURCE_WAIT;
+        ro.source_fd = 0;
+    }
     rc = concur_runner_create(&a->runner, &ro);
     if (rc) {
         cli_error("cannot start: %s", concur_strerror(rc));

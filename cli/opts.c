@@ -634,6 +634,9 @@ static int settle_pipe(struct parse *p)
                            "::: or :::: groups", " or -a");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
+    if (o->halt_pct && o->halt_when != HALT_NEVER)
+        return usage_error("--halt with a percentage needs the number of jobs, which %s%s",
+                           "--pipe does not know", " (give a count instead)");
     if (!o->block_size)
         o->block_size = 1 << 20;
     /* Neither given: records end with a newline; one given: the other is empty. */

@@ -14,6 +14,11 @@
  * A round that cuts nothing (a record longer than the block) grows the block size by 30%
  * with a warning, and reads on. Blocks are never empty: empty input runs no job.
  *
+ * Reading never holds up the jobs when standard input is a pipe or a socket: the runner
+ * then watches it (CONCUR_RUN_SOURCE_WAIT), and pipe_next() answers CONCUR_EAGAIN instead of
+ * waiting for data, going on where it was at the next call; running jobs are fed and their
+ * output read meanwhile. A regular file is read as it comes (it never makes us wait).
+ *
  * Memory: a block stays with its job until the job is over (retries run it again), then
  * comes back to the free list (pipe_put). The runner asks for a block only when a slot is
  * free, so at most one block per running job plus the one being read are held at once,
@@ -30,6 +35,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct pipe_in {
@@ -44,6 +50,9 @@ struct pipe_in {
     size_t nrec;  /* -N (times -L): records per block; 0: cut by size */
     size_t lines; /* -L without -N: lines per record */
     bool eof, done;
+    bool may_wait; /* the runner waits for stdin: CONCUR_EAGAIN rather than a blocking read */
+    bool filling;  /* a round is being read: `want` bytes more */
+    size_t want;
     bool in_round; /* the round's buffer is being cut */
     bool wrote;    /* a block was cut in this round */
 };
@@ -92,14 +101,25 @@ void pblock_free(struct pblock *b)
 
 /* ------------------------------------------------------------------ reading */
 
-/* Reads into cur->mem[end, end + want): less only at the end of the input. 0, CONCUR_EINTR
- * (a signal while waiting) or -errno after a message. */
-static int read_more(struct pipe_in *p, size_t want)
+/* Reads the rest of the round into cur->mem[end, end + want): less only at the end of the
+ * input. 0; CONCUR_EAGAIN when the runner waits for stdin (may_wait) and it has nothing
+ * now: the next call goes on; CONCUR_EINTR (a signal while waiting); or -errno after a
+ * message. */
+static int read_more(struct pipe_in *p)
 {
     char *dst = p->cur->mem;
-    while (want > 0) {
-        /* Wait for input and for a signal together (see input.c). */
-        if (p->intr_fd >= 0) {
+    while (p->want > 0) {
+        if (p->may_wait) { /* never block: the runner's loop watches stdin and signals */
+            struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+            int n = poll(&pf, 1, 0);
+            if (n < 0 && errno != EINTR) {
+                int e = errno;
+                cli_error("error reading standard input: %s", strerror(e));
+                return -e;
+            }
+            if (n == 0)
+                return CONCUR_EAGAIN;
+        } else if (p->intr_fd >= 0) { /* wait for input and for a signal (see input.c) */
             struct pollfd pf[2] = {{.fd = p->fd, .events = POLLIN},
                                    {.fd = p->intr_fd, .events = POLLIN}};
             if (poll(pf, 2, -1) < 0 && errno != EINTR) {
@@ -110,10 +130,10 @@ static int read_more(struct pipe_in *p, size_t want)
             if (pf[1].revents & POLLIN)
                 return CONCUR_EINTR;
         }
-        ssize_t n = read(p->fd, dst + p->end, want);
+        ssize_t n = read(p->fd, dst + p->end, p->want);
         if (n > 0) {
             p->end += (size_t)n;
-            want -= (size_t)n;
+            p->want -= (size_t)n;
         } else if (n == 0) {
             p->eof = true;
             return 0;
@@ -126,9 +146,9 @@ static int read_more(struct pipe_in *p, size_t want)
     return 0;
 }
 
-/* One round: the unconsumed bytes are moved to the front and topped up to the next
- * multiple of the block size (GNU parallel's read_block). */
-static int read_round(struct pipe_in *p)
+/* Starts a round: the unconsumed bytes are moved to the front, to be topped up to the next
+ * multiple of the block size (GNU parallel's read_block) by read_more(). */
+static int begin_round(struct pipe_in *p)
 {
     size_t have = p->end - p->start;
     size_t want = p->bs - have % p->bs;
@@ -151,7 +171,9 @@ static int read_round(struct pipe_in *p)
     }
     p->start = 0;
     p->end = have;
-    return read_more(p, want);
+    p->want = want;
+    p->filling = true;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ cutting */
@@ -266,8 +288,11 @@ int pipe_next(struct pipe_in *p, struct pblock **out)
                 p->bs = bs;
             }
         }
-        if ((rc = read_round(p)) != 0)
+        if (!p->filling && (rc = begin_round(p)) != 0)
             return rc;
+        if ((rc = read_more(p)) != 0)
+            return rc;
+        p->filling = false;
         p->in_round = true;
         p->wrote = false;
     }
@@ -302,6 +327,13 @@ int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
         p->lines = o->max_lines;
     *out = p;
     return 0;
+}
+
+bool pipe_can_wait(struct pipe_in *p)
+{
+    struct stat st;
+    p->may_wait = fstat(p->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+    return p->may_wait;
 }
 
 void pipe_close(struct pipe_in *p)

@@ -134,6 +134,8 @@ load helpers
   [ "$status" -eq 2 ]
   run "$CONCUR" --pipe --block 1X cat </dev/null
   [ "$status" -eq 2 ]
+  run "$CONCUR" --pipe --halt soon,fail=50% cat </dev/null
+  [ "$status" -eq 2 ]
 }
 
 @test "--block takes GNU parallel's unit prefixes" {
@@ -153,4 +155,17 @@ load helpers
   [ "$(awk '{s += $1} END {print s}' counts)" -eq $((200 * 1024 * 1024 / 36)) ]
   echo "peak RSS $(cat rss) KB" >&3
   [ "$(cat rss)" -lt "$limit" ]
+}
+
+@test "--pipe: waiting for slow input holds up no running job" {
+  # The first block's job must get its block, end and be printed while the input is quiet;
+  # with --timeout 2 it would be killed if the wait for the next block held it up.
+  local rc=0
+  { echo first; sleep 3; echo second; } |
+    "$CONCUR" --pipe --block 6 --timeout 2 --joblog log 'cat; date +%s' >out 2>err || rc=$?
+  [ "$rc" -eq 0 ]
+  [ "$(grep -c -e first -e second out)" -eq 2 ]
+  # The first job ended well before the second line came.
+  [ "$(awk 'NR == 2 {print $4 < 1}' log)" -eq 1 ]
+  ! grep -q 'timed out' err
 }
