@@ -210,6 +210,8 @@ static ptrdiff_t find_last(const char *s, size_t n, const char *sep, size_t sep_
  * 0 when the round cuts no (more) block. */
 static size_t next_cut(struct pipe_in *p)
 {
+    if (!p->cur || p->end == p->start) /* nothing left in the round */
+        return 0;
     const char *s = p->cur->mem + p->start;
     size_t n = p->end - p->start;
     if (p->lines) { /* -L: the most whole groups of L lines; once a round */
@@ -224,8 +226,6 @@ static size_t next_cut(struct pipe_in *p)
         return cut;
     }
     if (p->nrec) { /* -N: the N-th separator, the search starting at the second byte */
-        if (n == 0)
-            return 0;
         ptrdiff_t i = 0;
         for (size_t k = 0; k < p->nrec && i >= 0; k++)
             i = find_from(s, n, p->sep, p->sep_len, (size_t)i + 1);
@@ -241,8 +241,8 @@ static size_t next_cut(struct pipe_in *p)
 static int cut_block(struct pipe_in *p, size_t len, struct pblock **out)
 {
     size_t rest = p->end - p->start - len;
-    struct pblock *b = block_get(p, len <= rest ? len : p->cur->cap);
-    if (!b) {
+    struct pblock *b = NULL;
+    if (rest > 0 && !(b = block_get(p, len <= rest ? len : p->cur->cap))) {
         cli_error("out of memory reading standard input");
         return CONCUR_ENOMEM;
     }
@@ -253,7 +253,8 @@ static int cut_block(struct pipe_in *p, size_t len, struct pblock **out)
         *out = b;
         return 1;
     }
-    /* The round's buffer becomes the block; the rest moves to a buffer of its own. */
+    /* The round's buffer becomes the block; the rest (if any) moves to a buffer of its own
+     * (none: the next round takes one). */
     struct pblock *blk = p->cur;
     blk->data = blk->mem + p->start;
     blk->len = len;

@@ -169,3 +169,23 @@ load helpers
   [ "$(awk 'NR == 2 {print $4 < 1}' log)" -eq 1 ]
   ! grep -q 'timed out' err
 }
+
+@test "--pipe --retries gives a failing job its block again" {
+  seq 1 4 | "$CONCUR" --pipe -N2 --retries 3 'cat >>seen; exit 1' || true
+  [ "$(wc -l <seen)" -eq 12 ]
+  [ "$(sort seen | uniq -c | awk '{print $1}' | sort -u)" = 3 ]
+}
+
+@test "--pipe with --line-buffer and -u" {
+  seq 1 1000 >in
+  "$CONCUR" --pipe --block 1k --line-buffer cat <in | sort -n | cmp - in
+  "$CONCUR" --pipe --block 1k -u cat <in | sort -n | cmp - in
+}
+
+@test "--pipe: blocks that end exactly at the end of a round, and at the end of the input" {
+  head -c 4096 /dev/zero | tr '\0' 'q' >in
+  run "$CONCUR" -k --pipe --recend '' --block 1K wc -c <in
+  [ "$output" = "$(printf '1024\n1024\n1024\n1024')" ]
+  seq 1 12 >in
+  same_as_parallel --stdin in -k --pipe -N 3 --block 9 'cat; echo ---'
+}
