@@ -263,7 +263,8 @@ static void job_seal(struct job *j)
         j->args[i].p = j->argbuf.p + (uintptr_t)j->args[i].p;
 }
 
-/* --pipe: the job's stdin is the next block, and it has no arguments. */
+/* --pipe: the job's stdin is the next block; its one argument is empty ({} is '' on the
+ * command line, as with GNU parallel). */
 static int build_pipe_job(struct app *a, struct job **out)
 {
     struct pblock *b = NULL;
@@ -279,6 +280,14 @@ static int build_pipe_job(struct app *a, struct job **out)
         pipe_put(a->pin, b);
         return CONCUR_ENOMEM;
     }
+    static const struct field empty = {"", 0, 1};
+    job_add_record(j, &empty, 1);
+    if (!buf_ok(&j->argbuf)) {
+        job_put(a, j);
+        pipe_put(a->pin, b);
+        return CONCUR_ENOMEM;
+    }
+    job_seal(j);
     j->block = b;
     j->sent = b->len;
     j->seq = ++a->next_seq;

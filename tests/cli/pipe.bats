@@ -67,9 +67,9 @@ load helpers
   [[ "$output" == *"warning: a record is longer than --block 100"* ]]
 }
 
-@test "--pipe: {#} and {%} work, nothing is appended to the command" {
+@test "--pipe: {#} and {%} work, {} is empty, nothing is appended to the command" {
   seq 1 9 >in
-  same_as_parallel --stdin in -k -j2 --pipe -N3 'echo job {#}; wc -l'
+  same_as_parallel --stdin in -k -j2 --pipe -N3 'echo job {#} {} "[{}]"; wc -l'
   run "$CONCUR" -k -j1 --pipe -N4 'echo {#} {%}' <in
   [ "$output" = "$(printf '1 1\n2 1\n3 1')" ]
 }
