@@ -115,7 +115,7 @@ co_pingpong      concur       concur
 co_pingpong      asyncio      peer_python_co.py
 co_pingpong      gevent       peer_python_co.py
 '
-DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'pipe_*' 'co_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
