@@ -156,10 +156,11 @@ static int open_run(struct app *a)
 enum { OUTPUT_CAP = 1 << 20 };
 
 /* Descriptors each running job holds: its pidfd, two output pipes and, past the memory
- * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files). */
+ * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files); with --pipe,
+ * also the socket of its stdin. */
 static int fds_per_job(const struct cli_opts *o)
 {
-    return o->out == OUT_UNGROUP ? 1 : o->out == OUT_LINE ? 3 : 5;
+    return (o->out == OUT_UNGROUP ? 1 : o->out == OUT_LINE ? 3 : 5) + (o->pipe ? 1 : 0);
 }
 
 /* Descriptors open now (/proc/self/fd, less the one used to list it). */

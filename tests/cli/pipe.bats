@@ -189,3 +189,16 @@ load helpers
   seq 1 12 >in
   same_as_parallel --stdin in -k --pipe -N 3 --block 9 'cat; echo ---'
 }
+
+@test "--pipe: a signal stops it while it waits for a quiet pipe" {
+  mkfifo fifo
+  { echo a; sleep 20.$UNIQ; } >fifo &
+  local t0=$SECONDS rc=0
+  "$CONCUR" --pipe --block 2 cat <fifo >out &
+  local pid=$!
+  sleep 0.5
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 143 ]
+  [ $((SECONDS - t0)) -lt 10 ]
+}
