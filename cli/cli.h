@@ -8,6 +8,7 @@
  * main.c reads the command line (opts.c) and sets up one run, whose state main.c, jobs.c
  * and complete.c share (run.h). The flow of one job:
  *   input.c     pulls the next record (one element of every input group, split on --colsep)
+ *   pipe.c      --pipe instead: cuts standard input into blocks, each the stdin of a job
  *   jobs.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
  *               and hands it to the runner from the runner's source callback
  *   template.c  turns the job into an argv: the command words with the placeholders
