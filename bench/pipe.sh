@@ -5,13 +5,12 @@
 #   bench/pipe.sh pipe_throughput SYSTEM     SYSTEM: concur | parallel
 #
 # Each system runs `--pipe --block 1M -j 2 wc -l` with stdin redirected from a generated
-# text file in $TMPDIR (lines of 36 bytes), checks that the counts add up to the file's
-# lines, and prints
+# text file in $TMPDIR (lines of 36 bytes; synced, then read once so that it is in the page
+# cache), checks that the counts add up to the file's lines, and prints
 #   RESULT pipe_throughput SYSTEM gb_per_s VALUE GB/s     (input bytes / wall time, 1e9)
 #   RESULT pipe_throughput SYSTEM peak_kib VALUE kib      (peak RSS, GNU time %M)
-# or "SKIPPED reason" (exit 0). The file is read from the page cache (one untimed pass
-# first), so the figure is the runner's, not the disk's. Diagnostics go to stderr; exit
-# status 1 when a run fails.
+# or "SKIPPED reason" (exit 0). The figure is the runner's, not the disk's. Diagnostics go
+# to stderr; exit status 1 when a run fails.
 #
 # Environment (run.sh sets the first):
 #   CONCUR_CLI      the concur CLI (default: build/bench/cli/concur)
@@ -73,7 +72,9 @@ pass() {
   K=$(tail -n 1 "$out.rss")
 }
 
-cat "$input" >/dev/null # into the page cache
+# On disk, not dirty (a write-back during the passes moved them by 2x), and in the page cache.
+sync "$input" || fail "cannot sync $input"
+cat "$input" >/dev/null
 times=() peak=0
 for ((p = 0; p < PASSES; p++)); do
   pass
