@@ -31,12 +31,19 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* A pipe on stdin is grown to this (the unprivileged limit by default, fs.pipe-max-size):
+ * the producer and concur then trade up to a megabyte at a wake-up instead of 64 KiB.
+ * Measured with cat of 1 GB into --pipe --block 1M wc -l on 2 cores: the same wall time
+ * (the copies through the pipe bound it), about 15% less system time. */
+enum { PIPE_SIZE = 1 << 20 };
 
 struct pipe_in {
     int fd;
@@ -334,6 +341,9 @@ bool pipe_can_wait(struct pipe_in *p)
 {
     struct stat st;
     p->may_wait = fstat(p->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+    if (p->may_wait && S_ISFIFO(st.st_mode) && fcntl(p->fd, F_SETPIPE_SZ, PIPE_SIZE) < 0) {
+        /* Not an error: the pipe keeps its size, and is read in more, smaller pieces. */
+    }
     return p->may_wait;
 }
 
