@@ -72,6 +72,9 @@ launch_memory  xargs          launch.sh
 launch_memory  parallel       launch.sh
 launch_memory  floor          launch.sh
 
+pipe_throughput  concur      pipe.sh
+pipe_throughput  parallel    pipe.sh
+
 pp_throughput    concur       concur
 pp_throughput    python_pool  peer_python_pp.py
 pp_throughput    python_ppe   peer_python_pp.py

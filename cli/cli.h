@@ -8,6 +8,7 @@
  * main.c reads the command line (opts.c) and sets up one run, whose state main.c, jobs.c
  * and complete.c share (run.h). The flow of one job:
  *   input.c     pulls the next record (one element of every input group, split on --colsep)
+ *   pipe.c      --pipe instead: cuts standard input into blocks, each the stdin of a job
  *   jobs.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
  *               and hands it to the runner from the runner's source callback
  *   template.c  turns the job into an argv: the command words with the placeholders
@@ -146,6 +147,12 @@ struct cli_opts {
     bool ctx_replace; /* -X */
     bool multi;       /* -m */
     bool quote;       /* -q */
+    /* --pipe */
+    bool pipe;
+    size_t block_size;       /* --block (default 1M) */
+    char *recend, *recstart; /* decoded (--recend default "\n") */
+    size_t recend_len, recstart_len;
+    size_t max_lines; /* -L N (0: not given) */
     bool shell;       /* --shell: always /bin/sh -c */
     /* scheduling */
     int jobs;           /* resolved -j (0: no limit) */
@@ -211,6 +218,37 @@ int input_next(struct input *in, struct record *rec);
 int input_count(struct input *in, size_t *total);
 void input_close(struct input *in);
 
+/* ------------------------------------------------------------------ pipe.c */
+
+/* A block of standard input (--pipe): data[0, len) within mem[0, cap). */
+struct pblock {
+    struct pblock *next;
+    char *mem;
+    size_t cap;
+    const char *data;
+    size_t len;
+};
+
+struct pipe_in;
+
+/* Prepares to cut standard input into blocks as *o says (--block, --recend, --recstart,
+ * -N / -n, -L). Reads wait on intr_fd too (as input_open). 0 or CONCUR_ENOMEM (after a
+ * message). */
+int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd);
+/* The next block: 1 with *out set (the caller's until pipe_put), 0 at the end of the input,
+ * CONCUR_EAGAIN (after pipe_can_wait: no data now, call again once stdin is readable),
+ * CONCUR_EINTR (a signal while waiting), or another negative code after a message. */
+int pipe_next(struct pipe_in *p, struct pblock **out);
+/* Whether stdin can be waited for by the runner's loop (a pipe or a socket): if so,
+ * pipe_next() never blocks from now on and answers CONCUR_EAGAIN instead. */
+bool pipe_can_wait(struct pipe_in *p);
+/* A block back to the free list (NULL accepted). */
+void pipe_put(struct pipe_in *p, struct pblock *b);
+/* Frees a block that no pipe_in will take back (NULL accepted). */
+void pblock_free(struct pblock *b);
+/* Frees *p and its free list (not the blocks handed out). NULL accepted. */
+void pipe_close(struct pipe_in *p);
+
 /* ------------------------------------------------------------------ template.c */
 
 /* What a template is expanded with: one job. */
@@ -273,8 +311,8 @@ bool joblog_needs_line(const struct joblog *jl);
 /* The line of a finished job, built ahead (so that its output's write and the line's write
  * follow each other as closely as they can), then appended with joblog_commit(). 0, or
  * CONCUR_ENOMEM / -errno. */
-int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                   int exitval, int sig, const char *cmd, size_t cmd_len);
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t sent,
+                   size_t received, int exitval, int sig, const char *cmd, size_t cmd_len);
 int joblog_commit(struct joblog *jl);
 void joblog_close(struct joblog *jl);
 

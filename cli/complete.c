@@ -333,8 +333,8 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
 {
     if (!j->print)
         return;
-    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->start, d->runtime, j->received, d->exitval,
-                                    d->sig, d->cmd, d->cmd_len)
+    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->start, d->runtime, j->sent, j->received,
+                                    d->exitval, d->sig, d->cmd, d->cmd_len)
                    : 0;
     if (rc) {
         cli_error("out of memory");
@@ -446,6 +446,8 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
         return 1;
     }
     a->running--;
+    pipe_put(a->pin, j->block); /* --pipe: its stdin is no longer needed */
+    j->block = NULL;
     /* Killed because concur is stopping (a signal, --halt now, a write error, a failure of
      * the runner): not done. Nor is a job whose output could not be kept (a full TMPDIR):
      * what it printed is incomplete. */

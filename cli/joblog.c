@@ -240,12 +240,12 @@ bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t l
     return e->ok && e->hash == fnv1a(line, len);
 }
 
-int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t received,
-                   int exitval, int sig, const char *cmd, size_t cmd_len)
+int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t sent,
+                   size_t received, int exitval, int sig, const char *cmd, size_t cmd_len)
 {
     buf_reset(&jl->line);
-    buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start, runtime, received,
-               exitval, sig);
+    buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t", seq, start, runtime, sent,
+               received, exitval, sig);
     buf_add(&jl->line, cmd, cmd_len);
     buf_addc(&jl->line, '\n');
     return buf_ok(&jl->line) ? 0 : CONCUR_ENOMEM;

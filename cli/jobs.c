@@ -67,6 +67,8 @@ static struct job *job_get(struct app *a)
     buf_reset(&j->line);
     j->nargs = 0;
     j->received = 0;
+    j->block = NULL;
+    j->sent = 0;
     j->have_line = j->have_tag = j->finished = false;
     j->print = true;
     return j;
@@ -82,6 +84,7 @@ static void job_free(struct job *j)
     buf_free(&j->err);
     buf_free(&j->tag);
     buf_free(&j->report_arg);
+    pblock_free(j->block);
     free(j->args);
     free(j);
 }
@@ -90,6 +93,8 @@ static void job_free(struct job *j)
  * Big buffers are released so that one huge job does not pin its memory. */
 void job_put(struct app *a, struct job *j)
 {
+    pipe_put(a->pin, j->block);
+    j->block = NULL;
     if (a->o.report) {
         j->next = a->kept_jobs;
         a->kept_jobs = j;
@@ -258,6 +263,38 @@ static void job_seal(struct job *j)
         j->args[i].p = j->argbuf.p + (uintptr_t)j->args[i].p;
 }
 
+/* --pipe: the job's stdin is the next block; its one argument is empty ({} is '' on the
+ * command line, as with GNU parallel). */
+static int build_pipe_job(struct app *a, struct job **out)
+{
+    struct pblock *b = NULL;
+    if (a->input_done)
+        return 0;
+    int rc = pipe_next(a->pin, &b);
+    if (rc <= 0) {
+        a->input_done = rc != CONCUR_EAGAIN; /* EAGAIN: no data yet (the runner waits) */
+        return rc;
+    }
+    struct job *j = job_get(a);
+    if (!j) {
+        pipe_put(a->pin, b);
+        return CONCUR_ENOMEM;
+    }
+    static const struct field empty = {"", 0, 1};
+    job_add_record(j, &empty, 1);
+    if (!buf_ok(&j->argbuf)) {
+        job_put(a, j);
+        pipe_put(a->pin, b);
+        return CONCUR_ENOMEM;
+    }
+    job_seal(j);
+    j->block = b;
+    j->sent = b->len;
+    j->seq = ++a->next_seq;
+    *out = j;
+    return 1;
+}
+
 /* Records are added until the job has per_job of them, or (-X / -m) until the next one
  * would make the command line too long: that one is pushed back for the next job. */
 int build_job(struct app *a, struct job **out)
@@ -266,6 +303,8 @@ int build_job(struct app *a, struct job **out)
     size_t n, nrec = 0, bytes = 0;
     struct job *j = NULL;
     int rc;
+    if (a->pin) /* --pipe: a block of stdin, no arguments */
+        return build_pipe_job(a, out);
     while (nrec < a->per_job) {
         if ((rc = next_record(a, &f, &n)) <= 0) {
             if (rc < 0)
@@ -352,6 +391,8 @@ static int pull_job(struct app *a, struct job **out)
             stop_run(a, CONCUR_STOP_TERM);
             return 0;
         }
+        if (rc == CONCUR_EAGAIN) /* --pipe: the runner calls again once stdin is readable */
+            return rc;
         if (rc <= 0) {
             if (rc < 0)
                 a->fatal = rc;
@@ -397,6 +438,10 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
     j->have_line = j->have_line || a->need_line || !tpl_is_direct(a->tpl);
     cmd->argv = (const char *const *)argv;
     cmd->user = j;
+    if (j->block) {
+        cmd->input = j->block->data;
+        cmd->input_len = j->block->len;
+    }
     if (a->o.timeout_pct > 0 && a->hist_count)
         cmd->timeout = hist_median(a) * a->o.timeout_pct / 100.0;
     if (a->o.report) {

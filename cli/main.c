@@ -63,8 +63,8 @@ static void settle_modes(struct app *a)
         o->keep_order = false; /* children write straight to our stdout */
     a->use_ring = o->keep_order || o->out == OUT_LINE;
     a->need_line = o->joblog || o->json || o->results;
-    a->per_job = o->max_args ? o->max_args : 1;
-    a->budget = (o->ctx_replace || o->multi) && !o->max_args;
+    a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
+    a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -122,9 +122,15 @@ static int open_run(struct app *a)
         cli_error("out of memory");
         return rc;
     }
-    if ((rc = input_open(&a->in, o, a->sigfd)) != 0)
+    if (o->pipe)
+        rc = pipe_open(&a->pin, o, a->sigfd);
+    else
+        rc = input_open(&a->in, o, a->sigfd);
+    if (rc != 0)
         return rc;
-    if (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER)) {
+    /* The number of jobs is known ahead (--pipe: unknown, 0). */
+    if (!o->pipe &&
+        (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
         if ((rc = input_count(a->in, &records)) != 0)
             return rc;
@@ -150,10 +156,11 @@ static int open_run(struct app *a)
 enum { OUTPUT_CAP = 1 << 20 };
 
 /* Descriptors each running job holds: its pidfd, two output pipes and, past the memory
- * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files). */
+ * cap, two spill files (-u: the pidfd only; --line-buffer: no spill files); with --pipe,
+ * also the socket of its stdin. */
 static int fds_per_job(const struct cli_opts *o)
 {
-    return o->out == OUT_UNGROUP ? 1 : o->out == OUT_LINE ? 3 : 5;
+    return (o->out == OUT_UNGROUP ? 1 : o->out == OUT_LINE ? 3 : 5) + (o->pipe ? 1 : 0);
 }
 
 /* Descriptors open now (/proc/self/fd, less the one used to list it). */
@@ -254,6 +261,10 @@ static int run(struct app *a)
         ro.on_output = job_output;
     if (o->report)
         ro.flags |= CONCUR_RUN_KEEP_RESULTS;
+    if (a->pin && pipe_can_wait(a->pin)) { /* --pipe: waiting for stdin holds up no job */
+        ro.flags |= CONCUR_RUN_SOURCE_WAIT;
+        ro.source_fd = 0;
+    }
     rc = concur_runner_create(&a->runner, &ro);
     if (rc) {
         cli_error("cannot start: %s", concur_strerror(rc));
@@ -318,6 +329,7 @@ static void app_free(struct app *a)
 {
     concur_runner_destroy(a->runner);
     jobs_free(a);
+    pipe_close(a->pin); /* after the jobs: they give their blocks back */
     free(a->ring);
     free(a->slots);
     free(a->hist);

@@ -38,6 +38,14 @@ enum optid {
     O_M,
     O_QUOTE,
     O_SHELL,
+    O_PIPE,
+    O_SPREAD,
+    O_BLOCK,
+    O_BLOCKSIZE,
+    O_RECEND,
+    O_RECSTART,
+    O_MAXREPL,
+    O_MAXLINES,
     O_JOBS,
     O_TIMEOUT,
     O_TERMSEQ,
@@ -86,6 +94,14 @@ static const struct optdef optdefs[] = {
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
+    {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL},
+    {O_BLOCK, 0, "block", "SIZE", "blocks of about SIZE bytes (k, K, M, G...; default 1M)", NULL},
+    {O_BLOCKSIZE, 0, "block-size", "SIZE", NULL, NULL},
+    {O_RECEND, 0, "recend", "STR", "records end with STR (default \\n; '' for none)", NULL},
+    {O_RECSTART, 0, "recstart", "STR", "records start with STR", NULL},
+    {O_MAXREPL, 'N', "max-replace-args", "N", "with --pipe: N records per job (as -n)", NULL},
+    {O_MAXLINES, 'L', NULL, "N", "with --pipe: a record is N lines", NULL},
     {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
@@ -411,6 +427,60 @@ static const char *decode_delim(const char *s, char **out, size_t *len)
     return *len > 0 ? NULL : "empty delimiter";
 }
 
+/* A size with GNU parallel's unit prefixes: k m g t p are powers of 1000, K M G T P powers
+ * of 1024 ("1M", "10k", "1.5K"); the value is rounded down. false when malformed or below
+ * 1. */
+static bool parse_size(const char *s, size_t *out)
+{
+    static const char units[] = "kmgtpKMGTP";
+    char *end;
+    if (!*s || *s == '-' || *s == '+')
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v))
+        return false;
+    if (*end) {
+        const char *u = strchr(units, *end);
+        if (!u || end[1])
+            return false;
+        int k = (int)(u - units);
+        double base = k < 5 ? 1000.0 : 1024.0;
+        for (int i = 0; i <= k % 5; i++)
+            v *= base;
+    }
+    if (!(v >= 1) || v >= 0x1p62)
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+/* --recend / --recstart: as GNU parallel, \0 \n \r \t \' \" and \\ are decoded, any
+ * other backslash is kept. Returns false when out of memory. */
+static bool decode_recsep(const char *s, char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    char *d = malloc(n + 1), *p = d;
+    if (!d)
+        return false;
+    static const char keys[] = "0nrt'\"\\";
+    static const char plain[] = {'\0', '\n', '\r', '\t', '\'', '"', '\\'};
+    for (size_t i = 0; i < n; i++) {
+        const char *esc = i + 1 < n && s[i] == '\\' ? strchr(keys, s[i + 1]) : NULL;
+        if (!esc || !*esc) {
+            *p++ = s[i];
+            continue;
+        }
+        *p++ = plain[esc - keys];
+        i++;
+    }
+    *p = '\0';
+    free(*out);
+    *out = d;
+    *len = (size_t)(p - d);
+    return true;
+}
+
 /* ------------------------------------------------------------------ parsing */
 
 static int separator(const char *s)
@@ -444,6 +514,8 @@ struct parse {
     int i;           /* the word being read */
     char **argfiles; /* the -a file names, in the order given */
     size_t nargfiles;
+    char pipe_only[128]; /* a --pipe option given, as written (refused without --pipe) */
+    bool recend_set, recstart_set;
 };
 
 /* The options of the Input and Commands sections (see apply). */
@@ -503,6 +575,75 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     default:
         break;
     }
+    return 0;
+}
+
+/* The options of the Pipe section. */
+static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, const char *shown)
+{
+    struct cli_opts *o = p->o;
+    size_t v;
+    if (d->id != O_PIPE && d->id != O_SPREAD)
+        snprintf(p->pipe_only, sizeof(p->pipe_only), "%s", shown);
+    switch (d->id) {
+    case O_PIPE:
+    case O_SPREAD:
+        o->pipe = true;
+        break;
+    case O_BLOCK:
+    case O_BLOCKSIZE:
+        if (!parse_size(val, &o->block_size))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
+    case O_RECEND:
+    case O_RECSTART: {
+        bool end = d->id == O_RECEND;
+        if (!decode_recsep(val, end ? &o->recend : &o->recstart,
+                           end ? &o->recend_len : &o->recstart_len))
+            return oom();
+        *(end ? &p->recend_set : &p->recstart_set) = true;
+        break;
+    }
+    case O_MAXREPL:
+        if (!parse_size(val, &v) || v > 1000000)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_args = v;
+        break;
+    case O_MAXLINES:
+        if (!parse_size(val, &v) || v > 1000000)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_lines = v;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* --pipe's defaults and what cannot go with it. 0 or the exit status of a usage error. */
+static int settle_pipe(struct parse *p)
+{
+    struct cli_opts *o = p->o;
+    if (!o->pipe) {
+        if (p->pipe_only[0])
+            return usage_error("%s needs --pipe%s", p->pipe_only, "");
+        return 0;
+    }
+    if (o->ngroups)
+        return usage_error("--pipe reads standard input: it cannot be used with %s%s",
+                           "::: or :::: groups", " or -a");
+    if (o->ncmd == 0)
+        return usage_error("--pipe needs a command%s%s", "", "");
+    if (o->halt_pct && o->halt_when != HALT_NEVER)
+        return usage_error("--halt with a percentage needs the number of jobs, which %s%s",
+                           "--pipe does not know", " (give a count instead)");
+    if (!o->block_size)
+        o->block_size = 1 << 20;
+    /* Neither given: records end with a newline; one given: the other is empty. */
+    if (!p->recend_set && !decode_recsep(p->recstart_set ? "" : "\\n", &o->recend, &o->recend_len))
+        return oom();
+    if (!p->recstart_set && !decode_recsep("", &o->recstart, &o->recstart_len))
+        return oom();
     return 0;
 }
 
@@ -614,6 +755,8 @@ static int apply(struct parse *p, const struct optdef *d, const char *val, const
 {
     if (d->id <= O_SHELL)
         return apply_input(p, d, val, shown);
+    if (d->id <= O_MAXLINES)
+        return apply_pipe(p, d, val, shown);
     if (d->id <= O_DELAY)
         return apply_sched(p->o, d, val, shown);
     if (d->id <= O_REPORT)
@@ -818,6 +961,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
     }
     if ((rc = refuse_perl(o)) != 0)
         goto out;
+    if ((rc = settle_pipe(&p)) != 0)
+        goto out;
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)
@@ -830,7 +975,10 @@ void opts_free(struct cli_opts *o)
     free(o->groups);
     free(o->argfiles);
     free(o->delim);
+    free(o->recend);
+    free(o->recstart);
     o->groups = NULL;
     o->argfiles = NULL;
     o->delim = NULL;
+    o->recend = o->recstart = NULL;
 }

@@ -45,6 +45,8 @@ struct job {
     bool print;            /* its output is to be printed (not an interrupted job) */
     struct jobdone done;   /* -k: how it ended, kept until its turn */
     size_t received;       /* bytes of stdout (the joblog's Receive) */
+    struct pblock *block;  /* --pipe: its stdin, held until it is over */
+    size_t sent;           /* --pipe: bytes of its stdin (the joblog's Send) */
 };
 
 struct qrec; /* a record read ahead (jobs.c) */
@@ -53,6 +55,7 @@ struct app {
     struct cli_opts o;
     struct tpl *tpl, *tagtpl;
     struct input *in;
+    struct pipe_in *pin; /* --pipe: standard input in blocks (then `in` is NULL) */
     struct record rec;
     struct joblog *jl;
     struct results *res;

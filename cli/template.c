@@ -438,8 +438,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     bool any = false;
     for (int w = 0; w < o->ncmd && !any; w++)
         any = has_placeholder(o->cmd[w], strlen(o->cmd[w]));
-    if (!t->raw && !any) {
-        /* No placeholder: the arguments are appended, as " {}". */
+    if (!t->raw && !any && !o->pipe) {
+        /* No placeholder: the arguments are appended, as " {}" (--pipe: none to append). */
         struct seg all = {.kind = S_ARG};
         begin_piece(t, &t->line);
         add_lit(t, " ", 1);

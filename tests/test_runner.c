@@ -446,6 +446,91 @@ Test(runner, stop_fd_stops_the_run)
     assert_no_children();
 }
 
+/* CONCUR_RUN_SOURCE_WAIT: a source whose second command comes only once a pipe has a byte,
+ * which the first command's on_done writes. The loop must run the first command to its end
+ * while the source has nothing. */
+struct waiting_source {
+    int fds[2]; /* [0] non-blocking */
+    int eagain;
+    size_t order[2], ndone, nsuccess;
+};
+
+static const char *const first_argv[] = {"/bin/sh", "-c", "echo first", NULL};
+static const char *const second_argv[] = {"/bin/sh", "-c", "echo second", NULL};
+
+static int waiting_source(void *arg, size_t index, concur_cmd *cmd)
+{
+    struct waiting_source *w = arg;
+    if (index == 0) {
+        cmd->argv = first_argv;
+        return 1;
+    }
+    if (index > 1)
+        return 0;
+    char c;
+    if (read(w->fds[0], &c, 1) != 1) {
+        cr_assert_eq(errno, EAGAIN);
+        w->eagain++;
+        return CONCUR_EAGAIN;
+    }
+    cmd->argv = second_argv;
+    return 1;
+}
+
+static int waiting_source_done(concur_runner *r, const concur_result *res, void *arg)
+{
+    struct waiting_source *w = arg;
+    (void)r;
+    w->nsuccess += res->success;
+    w->order[w->ndone++] = res->index;
+    if (res->index == 0)
+        cr_assert_eq(write(w->fds[1], "x", 1), 1);
+    return 0;
+}
+
+Test(runner, source_wait_runs_commands_while_the_source_has_none)
+{
+    struct waiting_source w = {0};
+    cr_assert_eq(pipe2(w.fds, O_CLOEXEC), 0);
+    cr_assert_eq(fcntl(w.fds[0], F_SETFL, O_NONBLOCK), 0);
+    concur_runner_opts o = {.max_workers = 2,
+                            .flags = CONCUR_RUN_SOURCE_WAIT,
+                            .source_fd = w.fds[0],
+                            .on_done = waiting_source_done,
+                            .cb_arg = &w};
+    concur_runner *r;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, waiting_source, &w), 0);
+    cr_assert_eq(w.ndone, 2);
+    cr_assert_eq(w.nsuccess, 2);
+    cr_assert_eq(w.order[0], 0);
+    cr_assert_eq(w.order[1], 1);
+    cr_assert_geq(w.eagain, 1);
+    /* Without the flag, CONCUR_EAGAIN is the source's error. */
+    concur_runner_destroy(r);
+    o.flags = 0;
+    w.ndone = 0;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, waiting_source, &w), CONCUR_EAGAIN);
+    concur_runner_destroy(r);
+    /* A descriptor epoll refuses fails the run, as it waits for it. */
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(null, 0);
+    char c;
+    while (read(w.fds[0], &c, 1) == 1) {
+    }
+    o.flags = CONCUR_RUN_SOURCE_WAIT;
+    o.source_fd = null;
+    w.ndone = 0;
+    cr_assert_eq(concur_runner_create(&r, &o), 0);
+    cr_assert_eq(concur_runner_run(r, waiting_source, &w), -EPERM);
+    concur_runner_destroy(r);
+    close(null);
+    close(w.fds[0]);
+    close(w.fds[1]);
+    assert_no_children();
+}
+
 static int retry_failures(concur_runner *r, const concur_result *res, void *arg)
 {
     (void)r;

@@ -168,6 +168,9 @@ enum {
     CONCUR_RUN_TRUNCATE = 1 << 2,     /**< cap captured output instead of spilling to a file */
     CONCUR_RUN_INHERIT_STDIN = 1 << 3, /**< children without input inherit stdin */
     CONCUR_RUN_MERGE_STDERR = 1 << 4, /**< stderr goes to the stdout capture */
+    /** The source may answer CONCUR_EAGAIN (no command yet): see concur_source_fn and
+     *  concur_runner_opts.source_fd. */
+    CONCUR_RUN_SOURCE_WAIT = 1 << 5,
 };
 
 /** Which stream an output callback receives. */
@@ -248,6 +251,13 @@ typedef struct concur_runner_opts {
      *  from the hand-over, so tasks queued behind other work of the pool may time out
      *  before they start. It must stay open during runs and not be destroyed during one. */
     concur_pool *pool;
+    /** With CONCUR_RUN_SOURCE_WAIT: the descriptor the source reads its commands from (0
+     *  for standard input). When the source answers CONCUR_EAGAIN, the loop watches it (it
+     *  never reads it) and calls the source again once it is readable or hung up; meanwhile
+     *  running commands are fed, drained and reaped. It must be a descriptor epoll accepts
+     *  (a pipe, a socket, a terminal; not a regular file or /dev/null: the run then fails
+     *  with -EPERM), open during runs. Unused without the flag. */
+    int source_fd;
 } concur_runner_opts;
 
 /** Creates a runner. Returns 0, CONCUR_EINVAL (a bad option, an engine that does not exist)
@@ -262,6 +272,12 @@ CONCUR_API void concur_runner_destroy(concur_runner *r);
  * returns 0 when there are no more, or a negative code to end the run with that error (the
  * commands already started still finish). Called in the runner's thread when a slot is free.
  * *cmd starts zeroed.
+ *
+ * With CONCUR_RUN_SOURCE_WAIT, CONCUR_EAGAIN is not an error: there is no command yet (the
+ * source would have to block, e.g. on a pipe with no data). The runner then calls it again,
+ * for the same index, once concur_runner_opts.source_fd is readable, and keeps running the
+ * commands started meanwhile. A source that blocks instead holds up the whole loop: no input
+ * is fed, no output read, no timeout applied while it waits.
  */
 typedef int (*concur_source_fn)(void *arg, size_t index, concur_cmd *cmd);
 

@@ -27,6 +27,7 @@ enum { TAG_PID = 0, TAG_OUT = 1, TAG_ERR = 2, TAG_IN = 3, TAG_TIMER = 4, TAG_BIT
 #define EV_FN_DONE (UINT64_MAX - 2) /* a function task ended */
 #define EV_START (UINT64_MAX - 3)   /* the start delay is over */
 #define EV_FN_POLL (UINT64_MAX - 4) /* time to look at unwatched function futures */
+#define EV_SOURCE (UINT64_MAX - 5)  /* the source's fd is readable (CONCUR_RUN_SOURCE_WAIT) */
 
 static inline uint64_t job_tag(size_t slot, int kind)
 {

@@ -292,6 +292,7 @@ struct run {
     void *arg;
     size_t index; /* of the next command from the source */
     bool source_done;
+    bool source_waiting; /* it said CONCUR_EAGAIN: its fd is watched (EV_SOURCE) */
     int result;
 };
 
@@ -335,6 +336,14 @@ static struct job *pull_job(concur_runner *r, struct run *run)
     concur_cmd cmd;
     memset(&cmd, 0, sizeof(cmd));
     int rc = run->src(run->arg, run->index, &cmd);
+    if (rc == CONCUR_EAGAIN && (r->o.flags & CONCUR_RUN_SOURCE_WAIT)) {
+        /* Nothing yet: the loop watches its fd, and asks again once it is readable. */
+        if ((rc = concur__loop_add(&r->loop, r->o.source_fd, EPOLLIN, EV_SOURCE)) != 0)
+            run_fail(r, run, rc);
+        else
+            run->source_waiting = true;
+        return NULL;
+    }
     if (rc <= 0) {
         run->source_done = true;
         if (rc < 0) {
@@ -350,7 +359,18 @@ static struct job *pull_job(concur_runner *r, struct run *run)
 
 static bool more_to_start(const concur_runner *r, const struct run *run)
 {
-    return r->held || r->retry_head || !run->source_done;
+    return r->held || r->retry_head || (!run->source_done && !run->source_waiting);
+}
+
+/* The source's fd is no longer watched (it became readable, or the run is over). */
+static void source_unwatch(concur_runner *r, struct run *run)
+{
+    if (!run->source_waiting)
+        return;
+    run->source_waiting = false;
+    int rc = concur__loop_del(&r->loop, r->o.source_fd);
+    if (rc)
+        run_fail(r, run, rc);
 }
 
 /* Starts what may start: while a slot is free, the start delay is over and jobs remain. */
@@ -407,6 +427,9 @@ static void dispatch(concur_runner *r, struct run *run, const concur__event *ev)
         (void)concur__loop_del(&r->loop, r->o.stop_fd);
         r->stop_fd_armed = false;
         run_stopped(r, run, CONCUR_STOP_TERM);
+        return;
+    case EV_SOURCE: /* the source may have a command now: start_ready() asks it */
+        source_unwatch(r, run);
         return;
     case EV_START:   /* the start delay is over: start_ready() goes on */
     case EV_FN_POLL: /* deliver_fn_jobs() looks at the futures */
@@ -516,6 +539,7 @@ int concur_runner_run(concur_runner *r, concur_source_fn src, void *arg)
             break;
         wait_and_dispatch(r, &run);
     }
+    source_unwatch(r, &run);
     run_end(r);
     return run.result;
 }

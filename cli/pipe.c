@@ -1,0 +1,361 @@
+/*
+ * pipe.c - --pipe: standard input cut into blocks, each block the stdin of one job.
+ *
+ * The cuts are GNU parallel's. Input is read a round at a time: the unconsumed bytes are
+ * topped up to the next multiple of the block size (--block, 1M by default), or to the end
+ * of the input. Then, in one round:
+ *   - by default, one block ends after the last record separator of the buffer (--recend
+ *     followed by --recstart; "\n" when neither is given), and the partial record after it
+ *     starts the next round; at the end of the input, what is left is the last block;
+ *   - with -N (or -n) N, as many blocks of exactly N records as the buffer holds (the
+ *     search for separators starts at the second byte, so a record is never empty at the
+ *     start of a block); with -L too, N * L records;
+ *   - with -L L alone, one block of the most whole groups of L lines the buffer holds.
+ * A round that cuts nothing (a record longer than the block) grows the block size by 30%
+ * with a warning, and reads on. Blocks are never empty: empty input runs no job.
+ *
+ * Reading never holds up the jobs when standard input is a pipe or a socket: the runner
+ * then watches it (CONCUR_RUN_SOURCE_WAIT), and pipe_next() answers CONCUR_EAGAIN instead of
+ * waiting for data, going on where it was at the next call; running jobs are fed and their
+ * output read meanwhile. A regular file is read as it comes (it never makes us wait).
+ *
+ * Memory: a block stays with its job until the job is over (retries run it again), then
+ * comes back to the free list (pipe_put). The runner asks for a block only when a slot is
+ * free, so at most one block per running job plus the one being read are held at once,
+ * each about the block size: memory does not grow with the input.
+ *
+ * Cutting a block out of the buffer moves whichever side is smaller: the block is copied
+ * into a buffer of its own when it is the small part (-N 1 over a large round), else the
+ * buffer becomes the block and the partial record is copied to a fresh buffer.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A pipe on stdin is grown to this (the unprivileged limit by default, fs.pipe-max-size):
+ * the producer and concur then trade up to a megabyte at a wake-up instead of 64 KiB.
+ * Measured with cat of 1 GB into --pipe --block 1M wc -l on 2 cores: the same wall time
+ * (the copies through the pipe bound it), about 15% less system time. */
+enum { PIPE_SIZE = 1 << 20 };
+
+struct pipe_in {
+    int fd;
+    int intr_fd;
+    struct pblock *cur; /* the round's bytes: cur->mem[start, end) */
+    size_t start, end;
+    struct pblock *free_list;
+    size_t bs; /* the block size now (grows past long records) */
+    char *sep; /* recend followed by recstart */
+    size_t sep_len, recend_len;
+    size_t nrec;  /* -N (times -L): records per block; 0: cut by size */
+    size_t lines; /* -L without -N: lines per record */
+    bool eof, done;
+    bool may_wait; /* the runner waits for stdin: CONCUR_EAGAIN rather than a blocking read */
+    bool filling;  /* a round is being read: `want` bytes more */
+    size_t want;
+    bool in_round; /* the round's buffer is being cut */
+    bool wrote;    /* a block was cut in this round */
+};
+
+/* ------------------------------------------------------------------ buffers */
+
+static struct pblock *block_get(struct pipe_in *p, size_t cap)
+{
+    struct pblock *b = p->free_list;
+    if (b) {
+        p->free_list = b->next;
+    } else if (!(b = calloc(1, sizeof(*b)))) {
+        return NULL;
+    }
+    b->next = NULL;
+    if (b->cap < cap) {
+        char *m = realloc(b->mem, cap);
+        if (!m) {
+            b->next = p->free_list;
+            p->free_list = b;
+            return NULL;
+        }
+        b->mem = m;
+        b->cap = cap;
+    }
+    b->data = b->mem;
+    b->len = 0;
+    return b;
+}
+
+void pipe_put(struct pipe_in *p, struct pblock *b)
+{
+    if (!b)
+        return;
+    b->next = p->free_list;
+    p->free_list = b;
+}
+
+void pblock_free(struct pblock *b)
+{
+    if (b) {
+        free(b->mem);
+        free(b);
+    }
+}
+
+/* ------------------------------------------------------------------ reading */
+
+/* Reads the rest of the round into cur->mem[end, end + want): less only at the end of the
+ * input. 0; CONCUR_EAGAIN when the runner waits for stdin (may_wait) and it has nothing
+ * now: the next call goes on; CONCUR_EINTR (a signal while waiting); or -errno after a
+ * message. */
+static int read_more(struct pipe_in *p)
+{
+    char *dst = p->cur->mem;
+    while (p->want > 0) {
+        if (p->may_wait) { /* never block: the runner's loop watches stdin and signals */
+            struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+            int n = poll(&pf, 1, 0);
+            if (n < 0 && errno != EINTR) {
+                int e = errno;
+                cli_error("error reading standard input: %s", strerror(e));
+                return -e;
+            }
+            if (n == 0)
+                return CONCUR_EAGAIN;
+        } else if (p->intr_fd >= 0) { /* wait for input and for a signal (see input.c) */
+            struct pollfd pf[2] = {{.fd = p->fd, .events = POLLIN},
+                                   {.fd = p->intr_fd, .events = POLLIN}};
+            if (poll(pf, 2, -1) < 0 && errno != EINTR) {
+                int e = errno;
+                cli_error("error reading standard input: %s", strerror(e));
+                return -e;
+            }
+            if (pf[1].revents & POLLIN)
+                return CONCUR_EINTR;
+        }
+        ssize_t n = read(p->fd, dst + p->end, p->want);
+        if (n > 0) {
+            p->end += (size_t)n;
+            p->want -= (size_t)n;
+        } else if (n == 0) {
+            p->eof = true;
+            return 0;
+        } else if (errno != EINTR) {
+            int e = errno;
+            cli_error("error reading standard input: %s", strerror(e));
+            return -e;
+        }
+    }
+    return 0;
+}
+
+/* Starts a round: the unconsumed bytes are moved to the front, to be topped up to the next
+ * multiple of the block size (GNU parallel's read_block) by read_more(). */
+static int begin_round(struct pipe_in *p)
+{
+    size_t have = p->end - p->start;
+    size_t want = p->bs - have % p->bs;
+    if (have + want < have) {
+        cli_error("--block is too large");
+        return CONCUR_EINVAL;
+    }
+    if (!p->cur || p->cur->cap < have + want) {
+        struct pblock *b = block_get(p, have + want);
+        if (!b) {
+            cli_error("out of memory reading standard input (block of %zu bytes)", have + want);
+            return CONCUR_ENOMEM;
+        }
+        if (have)
+            memcpy(b->mem, p->cur->mem + p->start, have);
+        pipe_put(p, p->cur);
+        p->cur = b;
+    } else if (p->start > 0) {
+        memmove(p->cur->mem, p->cur->mem + p->start, have);
+    }
+    p->start = 0;
+    p->end = have;
+    p->want = want;
+    p->filling = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ cutting */
+
+/* Perl's index(): the first @sep at or after @from in [s, s+n), or -1. An empty @sep is
+ * found at min(from, n). */
+static ptrdiff_t find_from(const char *s, size_t n, const char *sep, size_t sep_len, size_t from)
+{
+    if (from > n)
+        from = n;
+    if (sep_len == 0)
+        return (ptrdiff_t)from;
+    const char *hit = sep_len == 1 ? memchr(s + from, sep[0], n - from)
+                                   : memmem(s + from, n - from, sep, sep_len);
+    return hit ? hit - s : -1;
+}
+
+/* Perl's rindex(): the last @sep in [s, s+n), or -1. An empty @sep is found at n. */
+static ptrdiff_t find_last(const char *s, size_t n, const char *sep, size_t sep_len)
+{
+    if (sep_len == 0)
+        return (ptrdiff_t)n;
+    if (sep_len == 1) {
+        const char *hit = memrchr(s, sep[0], n);
+        return hit ? hit - s : -1;
+    }
+    for (size_t i = n >= sep_len ? n - sep_len + 1 : 0; i-- > 0;)
+        if (s[i] == sep[0] && !memcmp(s + i, sep, sep_len))
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+/* Where the next block of this round ends (bytes from the start of the round's data), or
+ * 0 when the round cuts no (more) block. */
+static size_t next_cut(struct pipe_in *p)
+{
+    if (!p->cur || p->end == p->start) /* nothing left in the round */
+        return 0;
+    const char *s = p->cur->mem + p->start;
+    size_t n = p->end - p->start;
+    if (p->lines) { /* -L: the most whole groups of L lines; once a round */
+        if (p->wrote)
+            return 0;
+        size_t count = 0;
+        for (const char *q = s; (q = memchr(q, '\n', (size_t)(s + n - q))) != NULL; q++)
+            count++;
+        size_t want = count / p->lines * p->lines, cut = 0;
+        for (size_t k = 0; k < want; k++)
+            cut = (size_t)((const char *)memchr(s + cut, '\n', n - cut) - s) + 1;
+        return cut;
+    }
+    if (p->nrec) { /* -N: the N-th separator, the search starting at the second byte */
+        ptrdiff_t i = 0;
+        for (size_t k = 0; k < p->nrec && i >= 0; k++)
+            i = find_from(s, n, p->sep, p->sep_len, (size_t)i + 1);
+        return i < 0 ? 0 : (size_t)i + p->recend_len;
+    }
+    if (p->eof || p->wrote) /* by size: once a round, and the end goes whole */
+        return 0;
+    ptrdiff_t i = find_last(s, n, p->sep, p->sep_len);
+    return i < 0 ? 0 : (size_t)i + p->recend_len;
+}
+
+/* Hands out the first @len bytes of the round as a block, moving the smaller side. */
+static int cut_block(struct pipe_in *p, size_t len, struct pblock **out)
+{
+    size_t rest = p->end - p->start - len;
+    struct pblock *b = NULL;
+    if (rest > 0 && !(b = block_get(p, len <= rest ? len : p->cur->cap))) {
+        cli_error("out of memory reading standard input");
+        return CONCUR_ENOMEM;
+    }
+    if (len <= rest) { /* the block is the small part: copy it out */
+        memcpy(b->mem, p->cur->mem + p->start, len);
+        b->len = len;
+        p->start += len;
+        *out = b;
+        return 1;
+    }
+    /* The round's buffer becomes the block; the rest (if any) moves to a buffer of its own
+     * (none: the next round takes one). */
+    struct pblock *blk = p->cur;
+    blk->data = blk->mem + p->start;
+    blk->len = len;
+    if (rest)
+        memcpy(b->mem, blk->data + len, rest);
+    p->cur = b;
+    p->start = 0;
+    p->end = rest;
+    *out = blk;
+    return 1;
+}
+
+int pipe_next(struct pipe_in *p, struct pblock **out)
+{
+    int rc;
+    while (!p->done) {
+        if (p->in_round) {
+            size_t cut = next_cut(p);
+            if (cut > 0) {
+                p->wrote = true;
+                return cut_block(p, cut, out);
+            }
+            p->in_round = false;
+            if (p->eof) { /* what is left is the last block */
+                p->done = true;
+                size_t left = p->end - p->start;
+                return left ? cut_block(p, left, out) : 0;
+            }
+            if (!p->wrote) { /* a record longer than the block: read on, in bigger rounds */
+                size_t bs = (size_t)ceil((double)p->bs * 1.3 + 1);
+                cli_warn("a record is longer than --block %zu; using --block %zu", p->bs, bs);
+                p->bs = bs;
+            }
+        }
+        if (!p->filling && (rc = begin_round(p)) != 0)
+            return rc;
+        if ((rc = read_more(p)) != 0)
+            return rc;
+        p->filling = false;
+        p->in_round = true;
+        p->wrote = false;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ set-up */
+
+int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
+{
+    struct pipe_in *p = calloc(1, sizeof(*p));
+    if (!p) {
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    p->fd = 0;
+    p->intr_fd = intr_fd;
+    p->bs = o->block_size;
+    p->recend_len = o->recend_len;
+    p->sep_len = o->recend_len + o->recstart_len;
+    p->sep = malloc(p->sep_len + 1);
+    if (!p->sep) {
+        free(p);
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    memcpy(p->sep, o->recend, o->recend_len);
+    memcpy(p->sep + o->recend_len, o->recstart, o->recstart_len);
+    if (o->max_args)
+        p->nrec = o->max_args * (o->max_lines ? o->max_lines : 1);
+    else
+        p->lines = o->max_lines;
+    *out = p;
+    return 0;
+}
+
+bool pipe_can_wait(struct pipe_in *p)
+{
+    struct stat st;
+    p->may_wait = fstat(p->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+    if (p->may_wait && S_ISFIFO(st.st_mode) && fcntl(p->fd, F_SETPIPE_SZ, PIPE_SIZE) < 0) {
+        /* Not an error: the pipe keeps its size, and is read in more, smaller pieces. */
+    }
+    return p->may_wait;
+}
+
+void pipe_close(struct pipe_in *p)
+{
+    if (!p)
+        return;
+    pblock_free(p->cur);
+    for (struct pblock *b = p->free_list, *n; b; b = n) {
+        n = b->next;
+        pblock_free(b);
+    }
+    free(p->sep);
+    free(p);
+}
