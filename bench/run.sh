@@ -122,7 +122,7 @@ mpi_map          mpi4py       mpi.sh
 mpi_latency      concur       mpi.sh
 mpi_latency      mpi4py       mpi.sh
 '
-DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*' 'mpi_*')
+DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*' 'mpi_*' 'pipe_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed
 
 # Which direction is better, from the metric and unit of a RESULT line.
