@@ -4,8 +4,9 @@
  *
  * A switch is one jump_fcontext: it saves the callee-saved registers on the current stack,
  * stores that stack pointer as the context it returns to the other side, and loads the
- * other side's. A fiber's first resume enters entry() with the scheduler's context; every
- * suspension hands the fiber's context back to concur__fiber_resume, which keeps it.
+ * other side's. The side that arrives keeps the context left behind for whoever jumped:
+ * the scheduler (s->from NULL) or the fiber that switched to it (s->from), whether it
+ * arrives in entry() (a first start) or back in a suspension or a switch.
  */
 #include "sys/fiber.h"
 #include "sys/os.h"
@@ -73,18 +74,39 @@ static _Noreturn void overflowed(void)
     abort();
 }
 
+static void check_canary(const concur__fiber *f)
+{
+    if (f->canary && *f->canary != CONCUR__CANARY)
+        overflowed();
+}
+
+/* Arrived in fiber @f by a jump that left @fctx behind: it belongs to whoever jumped (the
+ * scheduler, or the fiber that switched here), and ASan learns which stack was left. */
+static void arrived(concur__fiber_sched *s, concur__fiber *f, void *fake, fcontext_t fctx)
+{
+    concur__fiber *jumper = s->from;
+    if (jumper) {
+        jumper->ctx = fctx;
+        ASAN_FINISH(fake, NULL, NULL);
+    } else {
+        s->ctx = fctx;
+        ASAN_FINISH(fake, &s->asan_bottom, &s->asan_size);
+    }
+    s->cur = f;
+}
+
 static _Noreturn void entry(transfer_t t)
 {
     concur__fiber_sched *s = t.data;
-    s->ctx = t.fctx;
-    ASAN_FINISH(NULL, &s->asan_bottom, &s->asan_size);
     concur__fiber *f = s->cur;
+    arrived(s, f, NULL, t.fctx);
     f->fn(f->arg);
     f->finished = true;
+    s->from = f;
     /* No fake stack to keep: this stack is done. */
     ASAN_START(NULL, s->asan_bottom, s->asan_size);
     TSAN_SWITCH(s->tsan);
-    jump_fcontext(s->ctx, NULL);
+    jump_fcontext(s->ctx, s);
     abort(); /* a finished fiber is never resumed */
 }
 
@@ -106,27 +128,41 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
 #endif
 }
 
-void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
+concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
 {
     s->cur = f;
+    s->from = NULL;
     ASAN_START(&s->asan_fake, f->lo, f->size);
     TSAN_SWITCH(f->tsan);
     transfer_t r = jump_fcontext(f->ctx, s);
     ASAN_FINISH(s->asan_fake, NULL, NULL);
-    f->ctx = r.fctx;
+    concur__fiber *back = s->from; /* only fibers jump to the scheduler */
+    back->ctx = r.fctx;
     s->cur = NULL;
-    if (f->canary && *f->canary != CONCUR__CANARY)
-        overflowed();
+    check_canary(back);
+    return back;
 }
 
 void concur__fiber_suspend(concur__fiber_sched *s)
 {
     concur__fiber *f = s->cur;
+    s->from = f;
     ASAN_START(&f->asan_fake, s->asan_bottom, s->asan_size);
     TSAN_SWITCH(s->tsan);
     transfer_t r = jump_fcontext(s->ctx, s);
-    s->ctx = r.fctx;
-    ASAN_FINISH(f->asan_fake, &s->asan_bottom, &s->asan_size);
+    arrived(s, f, f->asan_fake, r.fctx);
+}
+
+void concur__fiber_switch(concur__fiber_sched *s, concur__fiber *to)
+{
+    concur__fiber *f = s->cur;
+    check_canary(f);
+    s->from = f;
+    s->cur = to;
+    ASAN_START(&f->asan_fake, to->lo, to->size);
+    TSAN_SWITCH(to->tsan);
+    transfer_t r = jump_fcontext(to->ctx, s);
+    arrived(s, f, f->asan_fake, r.fctx);
 }
 
 #else /* no fcontext: nothing may run (callers check concur__fiber_supported) */
@@ -143,7 +179,7 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
     abort();
 }
 
-void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
+concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
 {
     (void)s, (void)f;
     abort();
@@ -152,6 +188,12 @@ void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
 void concur__fiber_suspend(concur__fiber_sched *s)
 {
     (void)s;
+    abort();
+}
+
+void concur__fiber_switch(concur__fiber_sched *s, concur__fiber *to)
+{
+    (void)s, (void)to;
     abort();
 }
 #endif

@@ -7,8 +7,10 @@
  * false and nothing here may be called but the stack slab.
  *
  * A thread that runs fibers owns a concur__fiber_sched: it resumes a fiber, the fiber runs
- * until it suspends (back to the scheduler) or its function returns. Fibers never switch
- * to each other directly and never move between threads.
+ * until it suspends (back to the scheduler), switches straight to another fiber (which
+ * then runs in its place, and may itself suspend or switch), or its function returns.
+ * Fibers never move between threads. Every jump says who made it (sched.from), so the
+ * side that wakes up knows whose context to keep: the scheduler's, or a fiber's.
  *
  * Stacks (concur__slab, one per thread that runs fibers; no locking). Stacks are slots of
  * mmap'd chunks (MAP_NORESERVE: untouched pages cost no memory), several per mapping, and
@@ -58,6 +60,7 @@ typedef struct concur__fiber {
 typedef struct concur__fiber_sched {
     void *ctx;             /* fcontext of the scheduler while a fiber runs */
     concur__fiber *cur;    /* the running fiber, or NULL */
+    concur__fiber *from;   /* the fiber that made the last jump; NULL: the scheduler */
     const void *asan_bottom; /* the scheduler's stack, for ASan */
     size_t asan_size;
     void *asan_fake;
@@ -75,12 +78,19 @@ void concur__fiber_sched_init(concur__fiber_sched *s);
 void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
                         void (*fn)(void *arg), void *arg);
 
-/* Runs @f until it suspends or returns (f->finished). The scheduler's thread only. Stops
- * the process when the stack's canary was overwritten (see above). */
-void concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f);
+/* Runs @f until a fiber comes back to the scheduler: @f or, after switches, another one
+ * (returned) that suspended or returned (its finished flag). The scheduler's thread only.
+ * Stops the process when that fiber's stack canary was overwritten (see above). */
+concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f);
 
-/* From inside the running fiber: back to the scheduler; returns when resumed. */
+/* From inside the running fiber: back to the scheduler; returns when resumed (by the
+ * scheduler or by another fiber's switch). */
 void concur__fiber_suspend(concur__fiber_sched *s);
+
+/* From inside the running fiber: straight to @to (started, or resumed where it stopped)
+ * without going through the scheduler; returns when this fiber is resumed. The running
+ * fiber's canary is checked first. */
+void concur__fiber_switch(concur__fiber_sched *s, concur__fiber *to);
 
 /* Releases what the sanitizers keep for a finished (or never started) fiber. */
 void concur__fiber_release(concur__fiber *f);
