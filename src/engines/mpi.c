@@ -547,7 +547,9 @@ static unsigned receive(concur__worker *w, slot *s)
         uint64_t end = now_ns();
         if (f) {
             const char *rec = m->data + off + sizeof(h);
-            s->last_run_ns = end - f->t_start;
+            /* Its run time on the rank, not since it was sent: the tasks behind it in the
+             * window waited there, and a slot that counted that would stop pipelining. */
+            s->last_run_ns = h.run_ns;
             maybe_break(w, rec, (size_t)rl - sizeof(h));
             (void)concur__outcome_apply(f, rec, (size_t)rl - sizeof(h), end);
             concur_future_release(f); /* the engine's reference */

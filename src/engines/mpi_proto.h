@@ -65,6 +65,7 @@ typedef struct mpi_reply {
     uint64_t id;
     uint32_t pool;
     uint32_t reserved;
+    uint64_t run_ns; /* how long the task ran on the rank (its local future's run time) */
 } mpi_reply;
 
 /* The largest message: MPI counts bytes in an int. */

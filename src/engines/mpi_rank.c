@@ -179,7 +179,9 @@ static void add_outcome(batch *groups, unsigned *ng, rtask *rt)
         g->buf = nb;
         g->cap = c;
     }
-    mpi_reply h = {.id = rt->id, .pool = rt->pool};
+    double pending = 0, running = 0;
+    concur_future_durations(rt->f, &pending, &running);
+    mpi_reply h = {.id = rt->id, .pool = rt->pool, .run_ns = (uint64_t)(running * 1e9)};
     char *w = g->buf + g->len;
     memcpy(w, &rl, sizeof(rl));
     memcpy(w + sizeof(rl), &h, sizeof(h));
