@@ -73,6 +73,50 @@ static inline uint64_t cb_round_trip(concur_pool *p, int i)
     return dt;
 }
 
+/* Submits cb_twice_plus_one(i) for each i < @n, one by one, each with its future in @fs,
+ * then collects, checks and releases every future. */
+static inline void cb_submit_wait(concur_pool *p, concur_future **fs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = concur_pool_submit(p, cb_twice_plus_one, &i, sizeof(i), &fs[i]);
+        if (rc)
+            cb_die("submit", rc);
+    }
+    for (int i = 0; i < n; i++) {
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = concur_future_collect(fs[i], CONCUR_FOREVER, &data, &len);
+        if (rc || len != sizeof(int) || *(const int *)data != i * 2 + 1)
+            cb_die("throughput: wrong result", rc ? rc : CONCUR_ETASK);
+        concur_future_release(fs[i]);
+    }
+}
+
+/* A throughput bench: a warm-up pass of @n / 10 tasks, then 3 passes of @n; prints the
+ * RESULT of @bench (tasks per second, from the median pass) and a NOTE with the spread. */
+static inline void cb_throughput(concur_pool *p, const char *bench, int n)
+{
+    concur_future **fs = cb_malloc(sizeof(*fs) * (size_t)n);
+    cb_submit_wait(p, fs, n / 10);
+    uint64_t t[3];
+    for (int k = 0; k < 3; k++) {
+        uint64_t t0 = bench_now_ns();
+        cb_submit_wait(p, fs, n);
+        t[k] = bench_now_ns() - t0;
+    }
+    bench_result(bench, CB_SYSTEM, "tasks_per_s", n / (bench_median_u64(t, 3) / 1e9), "tasks/s");
+    /* The spread of the passes: on 2 CPUs the caller and the workers share them, and a
+     * pass's rate depends on how the scheduler places them. */
+    uint64_t lo = t[0], hi = t[0];
+    for (int k = 1; k < 3; k++) {
+        lo = t[k] < lo ? t[k] : lo;
+        hi = t[k] > hi ? t[k] : hi;
+    }
+    printf("NOTE %s concur passes: slowest %.0f, fastest %.0f tasks/s\n", bench, n / (hi / 1e9),
+           n / (lo / 1e9));
+    free(fs);
+}
+
 /* @warm round trips, then the median of @n, in microseconds; @pause (may be NULL) runs
  * before each one. */
 static inline double cb_median_round_trip_us(concur_pool *p, int warm, int n,

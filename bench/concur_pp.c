@@ -10,47 +10,10 @@ static concur_pool *pp_pool(void) { return cb_pool(CONCUR_ENGINE_PROCESSES, BENC
 
 /* pp_throughput: 100,000 tiny tasks submitted one by one, each with its future, then every
  * future waited, checked and released. A warm-up pass of 10,000, then the median of 3. */
-static void submit_wait(concur_pool *p, concur_future **fs, int n)
-{
-    for (int i = 0; i < n; i++) {
-        int rc = concur_pool_submit(p, cb_twice_plus_one, &i, sizeof(i), &fs[i]);
-        if (rc)
-            cb_die("submit", rc);
-    }
-    for (int i = 0; i < n; i++) {
-        const void *data = NULL;
-        size_t len = 0;
-        int rc = concur_future_collect(fs[i], CONCUR_FOREVER, &data, &len);
-        if (rc || len != sizeof(int) || *(const int *)data != i * 2 + 1)
-            cb_die("pp_throughput: wrong result", rc ? rc : CONCUR_ETASK);
-        concur_future_release(fs[i]);
-    }
-}
-
 static void pp_throughput(void)
 {
-    const int n = 100000;
     concur_pool *p = pp_pool();
-    concur_future **fs = cb_malloc(sizeof(*fs) * (size_t)n);
-    submit_wait(p, fs, n / 10);
-    uint64_t t[3];
-    for (int k = 0; k < 3; k++) {
-        uint64_t t0 = bench_now_ns();
-        submit_wait(p, fs, n);
-        t[k] = bench_now_ns() - t0;
-    }
-    bench_result("pp_throughput", CB_SYSTEM, "tasks_per_s", n / (bench_median_u64(t, 3) / 1e9),
-                 "tasks/s");
-    /* The spread of the passes: on 2 CPUs the caller, the proxies and the workers share
-     * them, and a pass's rate depends on how the scheduler places them. */
-    uint64_t lo = t[0], hi = t[0];
-    for (int k = 1; k < 3; k++) {
-        lo = t[k] < lo ? t[k] : lo;
-        hi = t[k] > hi ? t[k] : hi;
-    }
-    printf("NOTE pp_throughput concur passes: slowest %.0f, fastest %.0f tasks/s\n",
-           n / (hi / 1e9), n / (lo / 1e9));
-    free(fs);
+    cb_throughput(p, "pp_throughput", 100000);
     concur_pool_destroy(p);
 }
 
