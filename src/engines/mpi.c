@@ -45,26 +45,45 @@ typedef struct slot {
     pthread_mutex_t mu; /* guards fl/n against kill and cancel from other threads */
     concur_future *fl[WINDOW];
     unsigned n;
-    uint64_t last_run_ns; /* UINT64_MAX: none yet */
+    concur__worker *w;
+    /* how long its last task ran on the rank (UINT64_MAX: none yet); the receiver writes it */
+    _Atomic uint64_t last_run_ns;
     const void *last_fn;  /* the function of the last task, and its reference */
     concur__code_ref last_ref;
     char *buf; /* the message being built: records {u64 len, mpi_req, input} */
     size_t len, cap;
     unsigned nbatch; /* tasks in it (the last nbatch of fl) */
-    /* Outcomes the receiver took for this slot (under g_rx_mu), and the word the slot
-     * sleeps on until one is there. */
-    struct rxmsg *inbox, **inbox_tail;
+    /* The receiver completes the slot's futures itself (delivering: it is at it) and wakes
+     * the slot, asleep on seq (sleeping), once no more than wake_at tasks are in flight:
+     * then the slot hands over more, or leaves when none is. */
+    _Atomic int delivering, sleeping;
+    _Atomic unsigned wake_at;
     _Atomic uint32_t seq;
+    /* The slot's last task in flight, handed back to it to complete (under mu). */
+    concur_future *last_f;
+    char *last_rec;
+    size_t last_len;
 } slot;
+
+/* Tasks in flight (the receiver takes them out as they complete). */
+static unsigned inflight(slot *s)
+{
+    mu_lock(&s->mu);
+    unsigned n = s->n;
+    mu_unlock(&s->mu);
+    return n;
+}
 
 /* ---- receiving: one thread probes for every slot ----
  *
  * Several threads polling MPI back to back fight over its progress lock and take the CPUs
  * from the ranks (four spinning slots on 2 CPUs cut throughput by four). So one receiver
  * thread per process, started with the first MPI pool, probes for any outcome from any
- * rank and puts it in its slot's inbox, waking the slot, which sleeps on it. While no task
- * is in flight the receiver sleeps until one is sent; otherwise it polls back to back
- * after a message and with growing sleeps when none comes (mpi_poll_pause). */
+ * rank and completes the futures of the slot it is for; the slot, asleep meanwhile, is
+ * woken only when its window has room again or is empty (a wake-up per message cost more
+ * than the rest of a task). While no task is in flight the receiver sleeps until one is
+ * sent; otherwise it polls back to back after a message and with growing sleeps when none
+ * comes (mpi_poll_pause). Completion callbacks of the futures run in the receiver. */
 
 typedef struct rxmsg {
     struct rxmsg *next;
@@ -80,23 +99,6 @@ static _Atomic bool g_rx_stop;  /* the receiver leaves */
 static _Atomic int g_rx_err;    /* MPI failed in the receiver: every wait fails */
 static _Atomic int g_inflight;  /* tasks sent and not received */
 static _Atomic uint32_t g_rx_seq; /* the receiver sleeps on it while nothing is in flight */
-
-static void inbox_put_locked(slot *s, rxmsg *m)
-{
-    m->next = NULL;
-    *s->inbox_tail = m;
-    s->inbox_tail = &m->next;
-    atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
-    concur__futex_wake(&s->seq, 1);
-}
-
-static rxmsg *inbox_take_locked(slot *s)
-{
-    rxmsg *m = s->inbox;
-    if (m && !(s->inbox = m->next))
-        s->inbox_tail = &s->inbox;
-    return m;
-}
 
 /* @n tasks went out: the receiver looks for their outcomes. */
 static void rx_expect(int n)
@@ -151,6 +153,8 @@ static void wake_all_locked(void)
     }
 }
 
+static void deliver(slot *s, const rxmsg *m);
+
 static void *rx_main(void *arg)
 {
     (void)arg;
@@ -178,11 +182,14 @@ static void *rx_main(void *arg)
         if (m) {
             mu_lock(&g_rx_mu);
             slot *to = tag >= 0 && tag < TAG_UB ? g_by_tag[tag] : NULL;
-            if (to)
-                inbox_put_locked(to, m);
+            if (to) /* worker_end waits for it: the slot stays */
+                atomic_store_explicit(&to->delivering, 1, memory_order_relaxed);
             mu_unlock(&g_rx_mu);
-            if (!to)
-                free(m); /* for a slot that is gone */
+            if (to) {
+                deliver(to, m);
+                atomic_store_explicit(&to->delivering, 0, memory_order_release);
+            }
+            free(m); /* a message for a slot that is gone is dropped */
             last = now;
             continue;
         }
@@ -229,24 +236,6 @@ void concur__mpi_rx_stop(void)
     concur__futex_wake(&g_rx_seq, 1);
     CHECK_PTHREAD(pthread_join(g_rx_thread, NULL));
     atomic_store(&g_rx_stop, false);
-}
-
-/* The next outcome for @s: its message, or NULL with *rc (the receiver failed). */
-static rxmsg *wait_outcome(slot *s, int *rc)
-{
-    *rc = 0;
-    mu_lock(&g_rx_mu);
-    for (;;) {
-        rxmsg *m = inbox_take_locked(s);
-        if (m || (*rc = atomic_load(&g_rx_err))) {
-            mu_unlock(&g_rx_mu);
-            return m;
-        }
-        uint32_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
-        mu_unlock(&g_rx_mu);
-        (void)concur__futex_wait(&s->seq, seq, UINT64_MAX);
-        mu_lock(&g_rx_mu);
-    }
 }
 
 /* A request without payload, from any thread. */
@@ -367,8 +356,8 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
         return CONCUR_ENOMEM;
     s->rank = 1 + w->slot % (concur__mpi_nranks - 1);
     s->pool = e->no;
-    s->last_run_ns = UINT64_MAX;
-    s->inbox_tail = &s->inbox;
+    s->w = w;
+    atomic_init(&s->last_run_ns, UINT64_MAX);
     CHECK_PTHREAD(pthread_mutex_init(&s->mu, NULL));
     /* A tag of its own: the next free one after the last given out. */
     mu_lock(&g_rx_mu);
@@ -398,9 +387,10 @@ static void worker_end(concur__worker *w)
         return;
     mu_lock(&g_rx_mu);
     g_by_tag[s->tag] = NULL;
-    for (rxmsg *m; (m = inbox_take_locked(s));)
-        free(m); /* nothing is in flight: nothing is there */
     mu_unlock(&g_rx_mu);
+    /* The receiver may still be in deliver() for this slot (its last outcome): wait. */
+    while (atomic_load_explicit(&s->delivering, memory_order_acquire))
+        (void)sched_yield(); /* cannot fail on Linux */
     pthread_mutex_destroy(&s->mu);
     free(s->buf);
     free(s);
@@ -522,16 +512,72 @@ static void maybe_break(concur__worker *w, const char *rec, size_t len)
     free(msg);
 }
 
-/* Receives one message of outcomes ({u64 len, mpi_reply, outcome record} each) and
- * completes their futures. Returns how many, 0 when the receiver failed or the message
- * was not one (then the slot cannot tell which task it was for). */
-static unsigned receive(concur__worker *w, slot *s)
+/* In the receiver: takes the task @id out of @s's list, and when it was the last one in
+ * flight hands it back to the slot to complete (*handed; its record copied), in the same
+ * critical section: a slot that sees none in flight sees the hand-over too. The slot is
+ * then awake when the caller, woken by that completion, submits its next task (the round
+ * trip of a lone task). Returns the future, or NULL when no task has that id. */
+static concur_future *take_outcome(slot *s, uint64_t id, const char *rec, size_t len,
+                                   bool *handed)
 {
-    int rc;
-    rxmsg *m = wait_outcome(s, &rc);
-    if (!m)
-        return 0;
-    unsigned done = 0;
+    char *copy = malloc(len ? len : 1); /* NULL: the receiver completes it */
+    concur_future *f = NULL;
+    mu_lock(&s->mu);
+    for (unsigned i = 0; i < s->n; i++) {
+        if (s->fl[i]->id == id) {
+            f = s->fl[i];
+            s->fl[i] = s->fl[--s->n];
+            break;
+        }
+    }
+    if (f && !s->n && copy && !s->last_f) { /* one at a time: the slot may not have taken
+                                               the one before yet */
+        memcpy(copy, rec, len);
+        s->last_f = f;
+        s->last_rec = copy;
+        s->last_len = len;
+        copy = NULL;
+        *handed = true;
+    }
+    mu_unlock(&s->mu);
+    free(copy);
+    return f;
+}
+
+/* In the receiver, after taking a task out of @s's list: wakes the slot if it waits for as
+ * few tasks in flight as there are now. */
+static void wake_slot(slot *s)
+{
+    unsigned n = inflight(s);
+    atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&s->sleeping, memory_order_seq_cst) &&
+        n <= atomic_load_explicit(&s->wake_at, memory_order_relaxed))
+        concur__futex_wake(&s->seq, 1);
+}
+
+/* In the slot: completes the future the receiver handed over, if any. */
+static void complete_handed(slot *s)
+{
+    mu_lock(&s->mu);
+    concur_future *f = s->last_f;
+    char *rec = s->last_rec;
+    size_t len = s->last_len;
+    s->last_f = NULL;
+    s->last_rec = NULL;
+    mu_unlock(&s->mu);
+    if (!f)
+        return;
+    (void)concur__outcome_apply(f, rec, len, now_ns());
+    free(rec);
+    concur_future_release(f); /* the engine's reference */
+    concur__pool_progress(s->w->pool);
+}
+
+/* In the receiver: completes the futures of the outcomes in @m ({u64 len, mpi_reply,
+ * outcome record} each) that are @s's, waking @s when it waits for that. */
+static void deliver(slot *s, const rxmsg *m)
+{
+    int done = 0;
     size_t off = 0;
     while (off < m->len) {
         uint64_t rl;
@@ -543,24 +589,44 @@ static unsigned receive(concur__worker *w, slot *s)
         if (rl < sizeof(h) || rl > m->len - off)
             break;
         memcpy(&h, m->data + off, sizeof(h));
-        concur_future *f = take(s, h.id);
-        uint64_t end = now_ns();
+        const char *rec = m->data + off + sizeof(h);
+        size_t len = (size_t)rl - sizeof(h);
+        bool handed = false;
+        concur_future *f = take_outcome(s, h.id, rec, len, &handed);
         if (f) {
-            const char *rec = m->data + off + sizeof(h);
             /* Its run time on the rank, not since it was sent: the tasks behind it in the
              * window waited there, and a slot that counted that would stop pipelining. */
-            s->last_run_ns = h.run_ns;
-            maybe_break(w, rec, (size_t)rl - sizeof(h));
-            (void)concur__outcome_apply(f, rec, (size_t)rl - sizeof(h), end);
-            concur_future_release(f); /* the engine's reference */
-            concur__pool_progress(w->pool);
+            atomic_store_explicit(&s->last_run_ns, h.run_ns, memory_order_relaxed);
+            maybe_break(s->w, rec, len);
             done++;
+            wake_slot(s);
+            if (handed)
+                continue;
+            (void)concur__outcome_apply(f, rec, len, now_ns());
+            concur_future_release(f); /* the engine's reference */
+            concur__pool_progress(s->w->pool);
         }
         off += (size_t)rl;
     }
-    free(m);
-    atomic_fetch_sub_explicit(&g_inflight, (int)done, memory_order_relaxed);
-    return done;
+    atomic_fetch_sub_explicit(&g_inflight, done, memory_order_relaxed);
+}
+
+/* In the slot: waits until no more than @wake_at of its tasks are in flight. 0, or the
+ * receiver's failure. */
+static int wait_progress(slot *s, unsigned wake_at)
+{
+    atomic_store_explicit(&s->wake_at, wake_at, memory_order_relaxed);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
+        atomic_store_explicit(&s->sleeping, 1, memory_order_seq_cst);
+        unsigned n = inflight(s);
+        int err = atomic_load(&g_rx_err);
+        if (n <= wake_at || err) {
+            atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
+            return err;
+        }
+        (void)concur__futex_wait(&s->seq, seq, UINT64_MAX);
+    }
 }
 
 /* Fails every task in flight (the channel broke) and returns how many. */
@@ -578,54 +644,63 @@ static unsigned fail_all(slot *s)
     return n;
 }
 
+static bool wants_more(concur__worker *w, const slot *s);
+
 /* Queues more tasks while they are short and more are queued than the other slots would
- * take (the process engine's pipelining), at most WINDOW in flight and @room in all.
- * Returns how many failed at once (released). */
-static unsigned refill(concur__worker *w, slot *s, unsigned ran, unsigned room)
+ * take (the process engine's pipelining), at most WINDOW in flight and @room in all
+ * (@taken so far). Returns how many it took (those that failed at once are complete). */
+static unsigned refill(concur__worker *w, slot *s, unsigned taken, unsigned room)
 {
-    concur_pool *p = w->pool;
-    int max = concur__pool_max_workers(p);
-    unsigned failed = 0;
-    while (s->n < WINDOW && s->n + ran + failed < room && s->last_run_ns < SHORT_NS) {
-        int others = concur__pool_nworkers(p) - 1;
-        if (others + 1 < max || concur__pool_pending(p) <= (uint64_t)others)
-            break;
+    unsigned got = 0;
+    while (taken + got < room && inflight(s) < WINDOW && wants_more(w, s)) {
         bool popped;
         concur_future *g = concur__worker_pop(w, &popped);
-        if (g && !queue_task(s, g)) {
-            concur_future_release(g);
-            failed++;
-        } else if (!g && !popped) {
+        if (g) {
+            got++;
+            if (!queue_task(s, g))
+                concur_future_release(g);
+        } else if (!popped) {
             break;
         }
     }
-    return failed;
+    return got;
+}
+
+/* Whether the slot would hand over more if its window had room. */
+static bool wants_more(concur__worker *w, const slot *s)
+{
+    concur_pool *p = w->pool;
+    int others = concur__pool_nworkers(p) - 1;
+    return atomic_load_explicit(&s->last_run_ns, memory_order_relaxed) < SHORT_NS &&
+           others + 1 >= concur__pool_max_workers(p) &&
+           concur__pool_pending(p) > (uint64_t)others;
 }
 
 static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
 {
     (void)t;
     slot *s = w->ctx;
-    unsigned ran = 0;
-    if (!queue_task(s, f)) {
+    unsigned taken = 1;
+    if (!queue_task(s, f))
         concur_future_release(f);
-        ran++;
-    }
     for (;;) {
-        ran += refill(w, s, ran, room);
-        ran += flush(s);
-        if (!s->n)
-            break;
-        if (s->n == 1)
-            concur__worker_ready(w); /* its last task: it is free once this completes */
-        unsigned k = receive(w, s);
-        if (!k) {
-            ran += fail_all(s);
+        taken += refill(w, s, taken, room);
+        (void)flush(s); /* what failed to go is completed with its error */
+        unsigned n = inflight(s);
+        if (!n) {
+            complete_handed(s); /* its last one, if the receiver handed it over */
             break;
         }
-        ran += k;
+        if (n == 1)
+            concur__worker_ready(w); /* its last task: it is free once this completes */
+        int rc = wait_progress(s, wants_more(w, s) && taken < room ? WINDOW / 2 : 0);
+        complete_handed(s);
+        if (rc) {
+            (void)fail_all(s);
+            break;
+        }
     }
-    return ran;
+    return taken; /* every one of them is complete */
 }
 
 /* ---------------------------------------------------------------- kill and cancel */

@@ -95,7 +95,7 @@ _Noreturn void concur__mpi_serve(void);
  * loaded machine: a side that sleeps between messages of a back-to-back stream makes the
  * next round trip longer, and so its own next sleep (latency snowballed to 750 us with a
  * window of 200 us on 2 CPUs shared by 3 ranks). */
-#define POLL_SPIN_NS 2000000u
+#define POLL_SPIN_NS 1000000u
 #define POLL_MIN_NS 20000u    /* then sleeps from this ... */
 #define POLL_MAX_NS 1000000u  /* ... doubling up to this */
 
