@@ -28,7 +28,6 @@ enum { WINDOW = 32, TAG_UB = 32767 /* the least MPI_TAG_UB the standard allows *
 #define BATCH_BYTES ((size_t)256 << 10)
 #define SHORT_NS 200000u /* a task under this is short: the slot may hand over more */
 
-_Atomic int concur__mpi_open_pools;
 static _Atomic uint32_t g_pool_no;
 static uint32_t g_chan; /* under g_rx_mu */
 
@@ -204,6 +203,8 @@ static void *rx_main(void *arg)
     return NULL;
 }
 
+static void rx_stop(void);
+
 /* Starts the receiver with the first MPI pool. 0 or -errno. */
 static int rx_start(void)
 {
@@ -216,14 +217,17 @@ static int rx_start(void)
         rc = -pthread_create(&g_rx_thread, NULL, rx_main, NULL);
         CHECK_PTHREAD(pthread_sigmask(SIG_SETMASK, &old, NULL));
         g_rx_started = rc == 0;
-        if (g_rx_started)
+        if (g_rx_started) {
             pthread_setname_np(g_rx_thread, "concur-mpi-rx"); /* cosmetic */
+            concur__mpi_before_finalize = rx_stop;
+        }
     }
     mu_unlock(&g_rx_mu);
     return rc;
 }
 
-void concur__mpi_rx_stop(void)
+/* Stops the receiver (concur_mpi_finalize, before MPI_Finalize). */
+static void rx_stop(void)
 {
     mu_lock(&g_rx_mu);
     bool started = g_rx_started;
@@ -748,7 +752,7 @@ static int default_workers(void)
     return n > 0 ? n : 1;
 }
 
-const concur__engine_class concur__mpi_engine_class = {
+static const concur__engine_class mpi_class = {
     .kind = "mpi",
     .own_timeouts = true,
     .slots = true,
@@ -765,3 +769,15 @@ const concur__engine_class concur__mpi_engine_class = {
     .kill_running = kill_running,
     .cancel_running = cancel_running,
 };
+
+const concur__engine_class *concur__mpi_class(const concur_pool_opts *o, int *why)
+{
+    *why = 0;
+    if (!concur__mpi_inited()) {
+        *why = CONCUR_ENOTSUP; /* concur_mpi_init was not called */
+        return NULL;
+    }
+    if (concur__mpi_live())
+        return &mpi_class;
+    return o->mpi_in_process ? &concur__threads_class : &concur__processes_class;
+}

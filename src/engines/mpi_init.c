@@ -16,9 +16,8 @@ MPI_Comm concur__mpi_comm = MPI_COMM_NULL;
 int concur__mpi_nranks = 1, concur__mpi_myrank = 0;
 int *concur__mpi_cpus;
 
-extern const concur__engine_class concur__mpi_engine_class; /* engines/mpi.c */
-/* Pools of the MPI engine alive on rank 0 (engines/mpi.c). */
-extern _Atomic int concur__mpi_open_pools;
+_Atomic int concur__mpi_open_pools;
+void (*concur__mpi_before_finalize)(void);
 
 static bool g_inited, g_started, g_finalized;
 
@@ -122,7 +121,8 @@ static int finalize(bool force)
     if (!force && atomic_load(&concur__mpi_open_pools) > 0)
         return CONCUR_EBUSY;
     g_finalized = true;
-    concur__mpi_rx_stop();
+    if (concur__mpi_before_finalize)
+        concur__mpi_before_finalize();
     send_exit();
     (void)MPI_Comm_free(&concur__mpi_comm);
     (void)MPI_Finalize();
@@ -142,14 +142,12 @@ int concur_mpi_size(void)
     return concur__mpi_nranks;
 }
 
-const concur__engine_class *concur__mpi_class(const concur_pool_opts *o, int *why)
+bool concur__mpi_inited(void)
 {
-    *why = 0;
-    if (!g_inited) {
-        *why = CONCUR_ENOTSUP; /* concur_mpi_init was not called */
-        return NULL;
-    }
-    if (concur__mpi_nranks > 1 && !g_finalized)
-        return &concur__mpi_engine_class;
-    return o->mpi_in_process ? &concur__threads_class : &concur__processes_class;
+    return g_inited;
+}
+
+bool concur__mpi_live(void)
+{
+    return concur__mpi_nranks > 1 && !g_finalized;
 }

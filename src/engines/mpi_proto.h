@@ -83,8 +83,14 @@ extern int *concur__mpi_cpus;
  * CONCUR_EIO. Any thread. */
 int concur__mpi_send_one(int rank, const mpi_req *r, const void *extra, size_t len);
 
-/* Stops rank 0's receiver thread, if it runs (engines/mpi.c): before MPI_Finalize. */
-void concur__mpi_rx_stop(void);
+/* Pools of the MPI engine alive on rank 0 (engines/mpi.c counts them). */
+extern _Atomic int concur__mpi_open_pools;
+/* Called by concur_mpi_finalize before MPI_Finalize, when set: engines/mpi.c stops its
+ * receiver thread there. */
+extern void (*concur__mpi_before_finalize)(void);
+/* Whether concur_mpi_init was called; whether MPI runs with other ranks (not finalized). */
+bool concur__mpi_inited(void);
+bool concur__mpi_live(void);
 
 /* The serving rank's loop (engines/mpi_rank.c): never returns. */
 _Noreturn void concur__mpi_serve(void);
