@@ -480,18 +480,23 @@ static unsigned flush(slot *s)
     return k;
 }
 
-/* Takes the future with @id out of the slot's list (NULL: none has it). */
-static concur_future *take(slot *s, uint64_t id)
+/* Under s->mu: takes the future with @id out of the slot's list (NULL: none has it). */
+static concur_future *take_locked(slot *s, uint64_t id)
 {
-    concur_future *f = NULL;
-    mu_lock(&s->mu);
     for (unsigned i = 0; i < s->n; i++) {
         if (s->fl[i]->id == id) {
-            f = s->fl[i];
+            concur_future *f = s->fl[i];
             s->fl[i] = s->fl[--s->n];
-            break;
+            return f;
         }
     }
+    return NULL;
+}
+
+static concur_future *take(slot *s, uint64_t id)
+{
+    mu_lock(&s->mu);
+    concur_future *f = take_locked(s, id);
     mu_unlock(&s->mu);
     return f;
 }
@@ -524,27 +529,19 @@ static void maybe_break(concur__worker *w, const char *rec, size_t len)
 static concur_future *take_outcome(slot *s, uint64_t id, const char *rec, size_t len,
                                    bool *handed)
 {
-    char *copy = malloc(len ? len : 1); /* NULL: the receiver completes it */
-    concur_future *f = NULL;
     mu_lock(&s->mu);
-    for (unsigned i = 0; i < s->n; i++) {
-        if (s->fl[i]->id == id) {
-            f = s->fl[i];
-            s->fl[i] = s->fl[--s->n];
-            break;
-        }
-    }
-    if (f && !s->n && copy && !s->last_f) { /* one at a time: the slot may not have taken
-                                               the one before yet */
+    concur_future *f = take_locked(s, id);
+    /* One at a time: the slot may not have taken the one before yet. Without memory for
+     * the copy, the receiver completes it. */
+    char *copy = f && !s->n && !s->last_f ? malloc(len ? len : 1) : NULL;
+    if (copy) {
         memcpy(copy, rec, len);
         s->last_f = f;
         s->last_rec = copy;
         s->last_len = len;
-        copy = NULL;
         *handed = true;
     }
     mu_unlock(&s->mu);
-    free(copy);
     return f;
 }
 
