@@ -201,8 +201,9 @@ static void co_main(void *arg)
     c->rc = f->fn(&c->t, buf_data(&f->in), f->in.len);
 }
 
-/* Starts the RUNNING future @f as a coroutine (takes over the engine's reference). */
-static void spawn(cloop *L, concur_future *f)
+/* Starts the RUNNING future @f as a coroutine (takes over the engine's reference); its
+ * start time is @now (one clock read for the tasks a pass admits). */
+static void spawn(cloop *L, concur_future *f, uint64_t now)
 {
     uint64_t *canary;
     void *lo = concur__slab_get(&L->slab, &canary);
@@ -221,7 +222,7 @@ static void spawn(cloop *L, concur_future *f)
     c->fd = -1;
     c->stack = lo;
     c->canary = canary;
-    f->t_start = now_ns();
+    f->t_start = now;
     if (L->e->timeout_ns)
         concur__timer_arm(&L->loop, &c->ttimer, f->t_start + L->e->timeout_ns,
                           tag_of(c, TAG_TIMEOUT));
@@ -496,11 +497,14 @@ static unsigned admit(cloop *L, unsigned room)
     if (share < room)
         room = (unsigned)share;
     unsigned got = 0;
+    uint64_t now = 0;
     while (got < room && concur__pool_pending(p) > 0) {
         bool popped;
         concur_future *f = concur__worker_pop(L->w, &popped);
         if (f) {
-            spawn(L, f);
+            if (!now)
+                now = now_ns();
+            spawn(L, f, now);
             got++;
         } else if (!popped) {
             break;
@@ -519,7 +523,7 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
                             .pool_stop = t->pool_stop,
                             .want_bt = t->want_bt};
     unsigned started = 1;
-    spawn(L, f);
+    spawn(L, f, now_ns());
     while (L->nlive) {
         run_ready(L);
         /* After the pass, not before: a task that blocks its thread from the start never
