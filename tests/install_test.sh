@@ -3,7 +3,8 @@
 # Usage: tests/install_test.sh <source dir> <build dir>
 # Installs the build into a temporary prefix, then checks that an outside program can use
 # it through pkg-config (shared libconcur.so) and through find_package(concur) (both the
-# concur::concur and concur::static targets). Exits non-zero on any failure.
+# concur::concur and concur::static targets), and, in a build with MPI, libconcur_mpi the
+# same two ways. Exits non-zero on any failure.
 set -euo pipefail
 
 src=${1:?usage: install_test.sh <source dir> <build dir>}
@@ -74,6 +75,37 @@ LD_LIBRARY_PATH=$libdir "$tmp/consumer/build/shared_app" >"$tmp/shared_app.out" 
 "$tmp/consumer/build/static_app" >"$tmp/static_app.out" 2>&1 \
   || { cat "$tmp/static_app.out" >&2; fail "concur::static consumer exited non-zero"; }
 step "find_package consumers (concur::concur, concur::static) ran OK"
+
+# 2b. With MPI (concur-mpi.pc installed): a pkg-config consumer of libconcur_mpi runs alone
+#     (one process: the MPI pool runs locally); libconcur_mpi exports the API only; a
+#     find_package consumer links concur::concur_mpi.
+if [[ -f $pcdir/concur-mpi.pc ]]; then
+  mpi_example=$src/examples/mpi_primes.c
+  step "pkg-config concur-mpi: $(PKG_CONFIG_PATH=$pcdir pkg-config --libs concur-mpi)"
+  # shellcheck disable=SC2046 # word splitting of the pkg-config output is intended
+  cc -o "$tmp/mpi_example" "$mpi_example" $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs concur-mpi) \
+    || fail "compiling $mpi_example with concur-mpi's pkg-config flags"
+  LD_LIBRARY_PATH=$libdir "$tmp/mpi_example" >"$tmp/mpi_example.out" 2>&1 \
+    || { cat "$tmp/mpi_example.out" >&2; fail "the concur-mpi example exited non-zero"; }
+  leaked=$(nm -D --defined-only "$libdir/libconcur_mpi.so" | awk '{print $3}' | grep -Ev '^concur_[a-z0-9]' || true)
+  [[ -z $leaked ]] || fail "libconcur_mpi.so exports names outside the API: $(echo $leaked)"
+  mkdir -p "$tmp/mpi_consumer"
+  cp "$mpi_example" "$tmp/mpi_consumer/main.c"
+  cat >"$tmp/mpi_consumer/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.16)
+project(concur_mpi_consumer LANGUAGES C)
+find_package(concur 0.1 REQUIRED)
+add_executable(mpi_app main.c)
+target_link_libraries(mpi_app PRIVATE concur::concur_mpi)
+CMAKE
+  {
+    cmake -S "$tmp/mpi_consumer" -B "$tmp/mpi_consumer/build" -DCMAKE_PREFIX_PATH="$prefix" &&
+    cmake --build "$tmp/mpi_consumer/build"
+  } >"$tmp/mpi_consumer.log" 2>&1 || { cat "$tmp/mpi_consumer.log" >&2; fail "the concur::concur_mpi consumer did not build"; }
+  LD_LIBRARY_PATH=$libdir "$tmp/mpi_consumer/build/mpi_app" >"$tmp/mpi_app.out" 2>&1 \
+    || { cat "$tmp/mpi_app.out" >&2; fail "the concur::concur_mpi consumer exited non-zero"; }
+  step "concur-mpi consumers (pkg-config, concur::concur_mpi) ran OK"
+fi
 
 # 3. A machine without Criterion (pkg-config hidden from CMake): the library and the
 #    command build and install; the configure step says the tests are not built.
