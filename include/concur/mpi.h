@@ -49,7 +49,10 @@ extern "C" {
  * Starts MPI (MPI_Init_thread with MPI_THREAD_MULTIPLE) when the program was started by an
  * MPI launcher, and makes this process rank 0's coordinator or a serving rank. Call it once,
  * at the top of main, before any thread or pool starts; @p argc and @p argv are main's (MPI
- * may remove its own arguments). Returns 0 on rank 0 (and without a launcher). On every
+ * may remove its own arguments). A program that started MPI itself (MPI_Init_thread with
+ * MPI_THREAD_MULTIPLE) may call it afterwards: concur then uses that MPI and leaves
+ * MPI_Finalize to the program on rank 0 (serving ranks still end inside this call).
+ * Returns 0 on rank 0 (and without a launcher). On every
  * other rank it does not return: it serves tasks and then calls exit(0) (exit(1) when MPI
  * fails there). Errors on rank 0: CONCUR_ENOTSUP (a library built without MPI, or an MPI
  * without MPI_THREAD_MULTIPLE), CONCUR_EBUSY (called twice), CONCUR_EIO (MPI failed to
@@ -58,7 +61,8 @@ extern "C" {
 CONCUR_API int concur_mpi_init(int *argc, char ***argv);
 
 /**
- * Ends the MPI side on rank 0: every serving rank is told to exit, then MPI_Finalize runs.
+ * Ends the MPI side on rank 0: every serving rank is told to exit, then MPI_Finalize runs
+ * (unless the program started MPI itself: then it calls MPI_Finalize, after this).
  * Pools with CONCUR_ENGINE_MPI must be destroyed first (CONCUR_EBUSY otherwise). Also done
  * at exit() when the program did not call it. Returns 0 (also when MPI was never started
  * or was finalized already). Not thread-safe: call it from main's thread.

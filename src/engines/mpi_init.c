@@ -20,6 +20,7 @@ _Atomic int concur__mpi_open_pools;
 void (*concur__mpi_before_finalize)(void);
 
 static bool g_inited, g_started, g_finalized;
+static bool g_own_mpi; /* concur_mpi_init started MPI (not the program): it ends it too */
 
 /* Whether a launcher started this process (Open MPI, PMIx, PMI-1/2, Slurm's srun). */
 static bool under_launcher(void)
@@ -73,13 +74,24 @@ int concur_mpi_init(int *argc, char ***argv)
     if (g_inited)
         return CONCUR_EBUSY;
     g_inited = true;
-    if (!under_launcher())
-        return 0; /* one process: MPI pools run locally */
-    int provided = 0;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+    int already = 0, provided = 0;
+    if (MPI_Initialized(&already) != MPI_SUCCESS)
         return CONCUR_EIO;
+    if (!already && !under_launcher())
+        return 0; /* one process: MPI pools run locally */
+    if (already) { /* the program started MPI itself: it also ends it */
+        if (MPI_Query_thread(&provided) != MPI_SUCCESS)
+            return CONCUR_EIO;
+    } else {
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+            return CONCUR_EIO;
+        g_own_mpi = true;
+    }
     g_started = true;
     int rank = 0, size = 1;
+    /* The rank first: on an error below, only rank 0 may return to the program. */
+    if (MPI_Comm_rank(MPI_COMM_WORLD, &rank) != MPI_SUCCESS)
+        return CONCUR_EIO;
     if (provided < MPI_THREAD_MULTIPLE ||
         MPI_Comm_dup(MPI_COMM_WORLD, &concur__mpi_comm) != MPI_SUCCESS ||
         MPI_Comm_set_errhandler(concur__mpi_comm, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
@@ -125,7 +137,8 @@ static int finalize(bool force)
         concur__mpi_before_finalize();
     send_exit();
     (void)MPI_Comm_free(&concur__mpi_comm);
-    (void)MPI_Finalize();
+    if (g_own_mpi)
+        (void)MPI_Finalize();
     free(concur__mpi_cpus);
     concur__mpi_cpus = NULL;
     concur__mpi_nranks = 1;

@@ -7,6 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 status=0
 echo "# mpirun -n 3"
 bash "$here/mpirun.sh" "$mpiexec" "$test" "$plugin" || status=1
+echo "# mpirun -n 3, MPI started by the program"
+bash "$here/mpirun.sh" "$mpiexec" "$test" "$plugin" --own-mpi || status=1
 echo "# without mpirun"
 "$test" "$plugin" || status=1
 exit $status

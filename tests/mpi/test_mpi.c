@@ -7,6 +7,7 @@
 #include <concur.h>
 
 #include <dlfcn.h>
+#include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,8 +493,45 @@ static void runner_functions_run_on_ranks(void)
         fflush(stdout);                                                                    \
     } while (0)
 
+/* `test_mpi PLUGIN --own-mpi`: the program starts MPI itself before concur_mpi_init and
+ * ends it after concur_mpi_finalize; one case runs. */
+static int own_mpi(int argc, char **argv)
+{
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        printf("not ok MPI_Init_thread\n");
+        return 1;
+    }
+    int rc = concur_mpi_init(&argc, &argv);
+    if (rc) {
+        printf("not ok concur_mpi_init after the program's MPI_Init_thread: %s\n",
+               concur_strerror(rc));
+        return 1;
+    }
+    RUN(tasks_run_on_the_other_ranks());
+    rc = concur_mpi_finalize();
+    if (rc) {
+        printf("not ok concur_mpi_finalize: %s\n", concur_strerror(rc));
+        failures++;
+    }
+    int finalized = 1;
+    MPI_Finalized(&finalized);
+    if (finalized) {
+        printf("not ok concur_mpi_finalize ended the program's MPI\n");
+        failures++;
+    }
+    if (MPI_Finalize() != MPI_SUCCESS) {
+        printf("not ok MPI_Finalize\n");
+        failures++;
+    }
+    printf("# %d failed\n", failures);
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && !strcmp(argv[2], "--own-mpi"))
+        return own_mpi(argc, argv);
     int rc = concur_mpi_init(&argc, &argv);
     if (rc) {
         printf("not ok concur_mpi_init: %s\n", concur_strerror(rc));
