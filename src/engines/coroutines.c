@@ -139,11 +139,22 @@ static uint64_t coarse_ns(void)
 
 /* What a suspension of @c returns now without waiting: 0 (it may wait), CONCUR_ECANCELED
  * (cancelled while running, or the pool stops) or CONCUR_ETASKTIMEOUT. */
-static int interrupted(const co *c)
+static int interrupted_slow(const co *c, uint32_t v);
+
+/* The check of every suspension and switch: inline, two loads when nothing happened. */
+static inline int interrupted(const co *c)
+{
+    uint32_t v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
+    if (likely((v & ST_MASK) == CONCUR_RUNNING && !(v & F_CANCEL_REQ)) &&
+        !(c->t.pool_stop && atomic_load_explicit(c->t.pool_stop, memory_order_relaxed)))
+        return 0;
+    return interrupted_slow(c, v);
+}
+
+static int interrupted_slow(const co *c, uint32_t v)
 {
     if (c->t.pool_stop && atomic_load_explicit(c->t.pool_stop, memory_order_relaxed))
         return CONCUR_ECANCELED;
-    uint32_t v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
     if ((v & ST_MASK) == CONCUR_RUNNING && !(v & F_CANCEL_REQ))
         return 0;
     /* Cancelled, and the canceller has not failed the future yet (its cancel_running call
