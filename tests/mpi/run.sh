@@ -9,6 +9,8 @@ echo "# mpirun -n 3"
 bash "$here/mpirun.sh" "$mpiexec" "$test" "$plugin" || status=1
 echo "# mpirun -n 3, MPI started by the program"
 bash "$here/mpirun.sh" "$mpiexec" "$test" "$plugin" --own-mpi || status=1
+echo "# mpirun -n 3, main returns with its pool open"
+timeout 60 bash "$here/mpirun.sh" "$mpiexec" "$test" "$plugin" --leave-open || status=1
 echo "# without mpirun"
 "$test" "$plugin" || status=1
 exit $status

@@ -528,10 +528,30 @@ static int own_mpi(int argc, char **argv)
     return failures ? 1 : 0;
 }
 
+/* `test_mpi PLUGIN --leave-open`: a task runs, then main returns with the pool open and
+ * MPI not finalized: the exit handlers shut the pool down and send the ranks home (a rank
+ * left waiting would hang mpirun; run.sh runs this under a time limit). */
+static int leave_open(int argc, char **argv)
+{
+    if (concur_mpi_init(&argc, &argv) != 0)
+        return 1;
+    concur_pool *p = mpi_pool(0, 0, false);
+    concur_future *f;
+    int x = 20, y = 0;
+    if (!p || concur_pool_submit(p, twice_plus_one, &x, sizeof(x), &f) != 0)
+        return 1;
+    int rc = concur_future_get(f, 30, &y, sizeof(y));
+    concur_future_release(f);
+    printf("%s leave_open (%d)\n", rc == 0 && y == 41 ? "ok" : "not ok", y);
+    return rc == 0 && y == 41 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 2 && !strcmp(argv[2], "--own-mpi"))
         return own_mpi(argc, argv);
+    if (argc > 2 && !strcmp(argv[2], "--leave-open"))
+        return leave_open(argc, argv);
     int rc = concur_mpi_init(&argc, &argv);
     if (rc) {
         printf("not ok concur_mpi_init: %s\n", concur_strerror(rc));
