@@ -7,8 +7,9 @@
  *                on it, task_timeout, limits and hooks translated to its own addresses
  *   worker_run   sends TASK {function as (object, offset), input}, and while tasks are
  *                short and more are queued than the other slots would take, up to WINDOW
- *                more; then receives outcomes on the slot's own tag, in whatever order
- *                the rank finishes them, and completes each future from its record
+ *                more, in one message; the outcomes come back on the slot's own tag, in
+ *                whatever order the rank finishes them, and the receiver thread completes
+ *                each future from its record; the slot sleeps until its window has room
  *   kill/cancel  KILL / CANCEL of a task a slot has in flight, to its rank
  *   stop         STOP (shutdown with CONCUR_SHUTDOWN_CANCEL) to every rank
  *   destroy      CLOSE to every rank
@@ -85,7 +86,6 @@ static unsigned inflight(slot *s)
  * comes (mpi_poll_pause). Completion callbacks of the futures run in the receiver. */
 
 typedef struct rxmsg {
-    struct rxmsg *next;
     size_t len;
     char data[];
 } rxmsg;
@@ -95,7 +95,7 @@ static slot *g_by_tag[TAG_UB]; /* the live slots by tag (under g_rx_mu) */
 static pthread_t g_rx_thread;
 static bool g_rx_started;       /* under g_rx_mu */
 static _Atomic bool g_rx_stop;  /* the receiver leaves */
-static _Atomic int g_rx_err;    /* MPI failed in the receiver: every wait fails */
+static _Atomic int g_rx_err;    /* the receiver failed: every wait fails, with this code */
 static _Atomic int g_inflight;  /* tasks sent and not received */
 static _Atomic uint32_t g_rx_seq; /* the receiver sleeps on it while nothing is in flight */
 
@@ -170,9 +170,9 @@ static void *rx_main(void *arg)
         }
         int tag = -1, rc = 0;
         rxmsg *m = probe_any(&tag, &rc);
-        if (rc == CONCUR_EIO) {
+        if (rc) { /* MPI failed, or an outcome was lost for want of memory */
             mu_lock(&g_rx_mu);
-            atomic_store(&g_rx_err, CONCUR_EIO);
+            atomic_store(&g_rx_err, rc);
             wake_all_locked();
             mu_unlock(&g_rx_mu);
             break;
@@ -493,13 +493,6 @@ static concur_future *take_locked(slot *s, uint64_t id)
     return NULL;
 }
 
-static concur_future *take(slot *s, uint64_t id)
-{
-    mu_lock(&s->mu);
-    concur_future *f = take_locked(s, id);
-    mu_unlock(&s->mu);
-    return f;
-}
 
 /* The pool breaks when a rank's local pool cannot run its tasks (its initializer failed,
  * its workers cannot start), as a pool whose own worker failed so: seen in the outcome
@@ -634,8 +627,12 @@ static int wait_progress(slot *s, unsigned wake_at)
 static unsigned fail_all(slot *s)
 {
     unsigned n = 0;
-    while (s->n) {
-        concur_future *f = take(s, s->fl[0]->id);
+    for (;;) {
+        mu_lock(&s->mu);
+        concur_future *f = s->n ? s->fl[--s->n] : NULL;
+        mu_unlock(&s->mu);
+        if (!f)
+            break;
         concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_EIO,
                             "the outcome from its rank could not be received");
         concur_future_release(f);
