@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs a program on 3 local ranks: mpirun.sh MPIEXEC PROGRAM [ARGS...]
+# Exit status: the program's (mpirun's), or 77 when mpirun cannot start ranks here.
 # As root, Open MPI refuses to start without the ALLOW_RUN_AS_ROOT pair; on a 2-CPU machine 3
 # ranks need --oversubscribe. Single-copy transfers between ranks (CMA) need ptrace rights
 # that containers often withhold: plain copies instead. Under a sanitizer, Open MPI's own
@@ -17,5 +18,12 @@ if [[ $libs == *libasan* ]]; then
 fi
 if [[ $libs == *libtsan* ]]; then
   export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$here/tsan.supp"
+fi
+# A machine where mpirun cannot start ranks at all (a container without the shared memory
+# or the network Open MPI needs): status 77, CTest's SKIP_RETURN_CODE, with the reason.
+if ! probe=$(timeout 60 "$mpiexec" -n 2 --oversubscribe true </dev/null 2>&1); then
+  echo "SKIP: $mpiexec cannot start 2 ranks on this machine:"
+  printf '%s\n' "$probe" | head -n 20
+  exit 77
 fi
 exec "$mpiexec" -n 3 --oversubscribe "$@" </dev/null
