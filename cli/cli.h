@@ -147,6 +147,7 @@ struct cli_opts {
     bool ctx_replace; /* -X */
     bool multi;       /* -m */
     bool quote;       /* -q */
+    bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
     bool pipe;
     size_t block_size;       /* --block (default 1M) */

@@ -76,6 +76,7 @@ struct input {
     struct unit *u;
     size_t nu;
     bool started, done;
+    bool skip_blank; /* -r */
     const char *delim;
     size_t dlen;
     /* --colsep */
@@ -438,6 +439,7 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     in->delim = o->delim;
     in->dlen = o->delim_len;
     in->intr_fd = intr_fd;
+    in->skip_blank = o->no_run_if_empty;
     if (nspecs == 0) { /* no input source: standard input */
         stdin_spec = (struct group_spec){true, false, dash, 1};
         specs = &stdin_spec;
@@ -569,11 +571,11 @@ static int advance_first(struct input *in)
     return 1;
 }
 
-int input_next(struct input *in, struct record *rec)
+/* Moves to the next element of the product and sets in->items: 1, 0 at the end, or a
+ * negative code. */
+static int next_items(struct input *in)
 {
     int rc;
-    if (in->done)
-        return 0;
     if (!in->started) {
         in->started = true;
         for (size_t k = 1; k < in->nu; k++)
@@ -593,14 +595,37 @@ int input_next(struct input *in, struct record *rec)
         }
         rc = k == 0 ? advance_first(in) : 1;
     }
-    if (rc <= 0) {
-        in->done = true;
+    if (rc <= 0)
         return rc;
-    }
     for (size_t k = 0; k < in->nu; k++) {
         const struct unit *u = &in->u[k];
         for (size_t i = u->first; i < u->first + u->count; i++)
             in->items[i] = k == 0 ? in->g[i].cur : in->g[i].items[u->pos];
+    }
+    return 1;
+}
+
+/* -r: whether every element of the record is empty or only blanks (spaces, tabs, newlines). */
+static bool items_blank(const struct input *in)
+{
+    for (size_t i = 0; i < in->ng; i++)
+        for (size_t k = 0; k < in->items[i].len; k++)
+            if (!strchr(" \t\n\r\f\v", in->items[i].p[k]) || !in->items[i].p[k])
+                return false;
+    return true;
+}
+
+int input_next(struct input *in, struct record *rec)
+{
+    int rc;
+    if (in->done)
+        return 0;
+    do
+        rc = next_items(in);
+    while (rc > 0 && in->skip_blank && items_blank(in));
+    if (rc <= 0) {
+        in->done = true;
+        return rc;
     }
     rec->n = 0;
     unsigned col = 0;

@@ -38,6 +38,7 @@ enum optid {
     O_M,
     O_QUOTE,
     O_SHELL,
+    O_NORUNEMPTY,
     O_PIPE,
     O_SPREAD,
     O_BLOCK,
@@ -94,6 +95,8 @@ static const struct optdef optdefs[] = {
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
+     NULL},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
     {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL},
     {O_BLOCK, 0, "block", "SIZE", "blocks of about SIZE bytes (k, K, M, G...; default 1M)", NULL},
@@ -103,6 +106,7 @@ static const struct optdef optdefs[] = {
     {O_MAXREPL, 'N', "max-replace-args", "N", "with --pipe: N records per job (as -n)", NULL},
     {O_MAXLINES, 'L', NULL, "N", "with --pipe: a record is N lines", NULL},
     {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
+    {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
     {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
@@ -155,8 +159,12 @@ static void print_help(void)
             n = snprintf(head, sizeof(head), "  -%c", d->shortname);
         else
             n = snprintf(head, sizeof(head), "      --%s", d->longname);
-        if (i + 1 < NOPTS && !optdefs[i + 1].help) /* an alias */
-            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", optdefs[i + 1].longname);
+        if (i + 1 < NOPTS && !optdefs[i + 1].help) { /* an alias */
+            const struct optdef *a = &optdefs[i + 1];
+            if (a->shortname)
+                n += snprintf(head + n, sizeof(head) - (size_t)n, ", -%c", a->shortname);
+            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", a->longname);
+        }
         if (d->arg)
             snprintf(head + n, sizeof(head) - (size_t)n, " %s", d->arg);
         buf_printf(&b, "%-26s%s%s\n", head,
@@ -572,6 +580,9 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_SHELL:
         o->shell = true;
         break;
+    case O_NORUNEMPTY:
+        o->no_run_if_empty = true;
+        break;
     default:
         break;
     }
@@ -753,7 +764,7 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
  * wrote it. Each section of --help has its own function (enum optid follows the sections). */
 static int apply(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
-    if (d->id <= O_SHELL)
+    if (d->id <= O_NORUNEMPTY)
         return apply_input(p, d, val, shown);
     if (d->id <= O_MAXLINES)
         return apply_pipe(p, d, val, shown);
