@@ -178,6 +178,8 @@ struct cli_opts {
     bool resume, resume_failed;
     bool bar, eta, progress;
     bool dry_run, report;
+    bool trace;   /* -t: each command line on stderr as it starts */
+    bool verbose; /* -v: each command line on stdout, before the job's output */
 };
 
 /* Parses argv into *o. Returns 0 to run, 1 when --help or --version was printed (exit 0),

@@ -62,7 +62,7 @@ static void settle_modes(struct app *a)
     if (o->out == OUT_UNGROUP)
         o->keep_order = false; /* children write straight to our stdout */
     a->use_ring = o->keep_order || o->out == OUT_LINE;
-    a->need_line = o->joblog || o->json || o->results;
+    a->need_line = o->joblog || o->json || o->results || o->trace || o->verbose;
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
 }

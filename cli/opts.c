@@ -70,6 +70,8 @@ enum optid {
     O_PROGRESS,
     O_DRYRUN,
     O_REPORT,
+    O_TRACE,
+    O_VERBOSE,
     O_WILLCITE,
     O_HELP,
     O_VERSION,
@@ -129,6 +131,8 @@ static const struct optdef optdefs[] = {
     {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL},
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
+    {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
+    {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
     {O_HELP, 'h', "help", NULL, "print this help and exit", NULL},
     {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL},
@@ -753,6 +757,12 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_REPORT:
         o->report = true;
         break;
+    case O_TRACE:
+        o->trace = true;
+        break;
+    case O_VERBOSE:
+        o->verbose = true;
+        break;
     default:
         break;
     }
@@ -770,7 +780,7 @@ static int apply(struct parse *p, const struct optdef *d, const char *val, const
         return apply_pipe(p, d, val, shown);
     if (d->id <= O_DELAY)
         return apply_sched(p->o, d, val, shown);
-    if (d->id <= O_REPORT)
+    if (d->id <= O_VERBOSE)
         return apply_output(p->o, d, val, shown);
     switch (d->id) {
     case O_WILLCITE:

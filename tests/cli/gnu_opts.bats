@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Small GNU parallel options accepted for compatibility: -P, -r.
+# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v.
 
 load helpers
 
@@ -33,4 +33,33 @@ load helpers
 @test "without -r blank lines are arguments" {
   printf '  \n\na\n' >in
   same_as_parallel --stdin in -k echo '[{}]'
+}
+
+@test "-t prints each command line on stderr, as GNU parallel does" {
+  need_parallel
+  "$CONCUR" -k -t echo ::: 'a b' c '$x' 2>c_err >c_out
+  parallel --will-cite -k -t echo ::: 'a b' c '$x' 2>p_err >p_out </dev/null
+  cmp c_err p_err
+  cmp c_out p_out
+}
+
+@test "-v prints each command line before its output" {
+  same_as_parallel -k -v echo ::: 'a b' c
+  same_as_parallel -k -v --tag echo ::: a b
+  same_as_parallel -k -v 'echo {}; echo {} again' ::: a b
+}
+
+@test "-t and -v together" {
+  need_parallel
+  "$CONCUR" -t -v echo ::: a 2>c_err >c_out
+  parallel --will-cite -t -v echo ::: a 2>p_err >p_out </dev/null
+  cmp c_err p_err
+  cmp c_out p_out
+}
+
+@test "-v with --json prints only the JSON" {
+  run "$CONCUR" -v --json echo ::: a
+  [ "$status" -eq 0 ]
+  [[ $output == "{"* ]]
+  [ "$(printf '%s\n' "$output" | wc -l)" -eq 1 ]
 }
