@@ -147,6 +147,7 @@ struct cli_opts {
     bool ctx_replace; /* -X */
     bool multi;       /* -m */
     bool quote;       /* -q */
+    const char *replace; /* -I STR: STR instead of {} (NULL: not given) */
     bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
     bool pipe;
@@ -266,8 +267,9 @@ struct tpl;
 
 /* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
 int tpl_compile(struct tpl **out, const struct cli_opts *o);
-/* Compiles a --tagstring (placeholders expanded without quoting). */
-int tpl_compile_plain(struct tpl **out, const char *s);
+/* Compiles a --tagstring (placeholders expanded without quoting); `replace` is -I's
+ * string (NULL: {}). */
+int tpl_compile_plain(struct tpl **out, const char *s, const char *replace);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its

@@ -37,6 +37,7 @@ enum optid {
     O_X,
     O_M,
     O_QUOTE,
+    O_REPLACE,
     O_SHELL,
     O_NORUNEMPTY,
     O_PIPE,
@@ -96,6 +97,7 @@ static const struct optdef optdefs[] = {
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
+    {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
     {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
      NULL},
@@ -580,6 +582,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         break;
     case O_QUOTE:
         o->quote = true;
+        break;
+    case O_REPLACE:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->replace = val;
         break;
     case O_SHELL:
         o->shell = true;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v.
+# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v, -I.
 
 load helpers
 
@@ -62,4 +62,18 @@ load helpers
   [ "$status" -eq 0 ]
   [[ $output == "{"* ]]
   [ "$(printf '%s\n' "$output" | wc -l)" -eq 1 ]
+}
+
+@test "-I STR replaces {} as GNU parallel does" {
+  same_as_parallel -k -I XX echo XX ::: a b
+  same_as_parallel -k -I XX echo XX {} {.} {1} '{1.}' {#} ::: d/a.b
+  same_as_parallel -k -I XX --tagstring 'XX {}' echo ::: a b
+  same_as_parallel -k -I XX echo ::: a b
+  same_as_parallel -k --replace=@@ 'echo @@ | tr a A' ::: a b
+}
+
+@test "-I '' is refused" {
+  run "$CONCUR" -I '' echo ::: a
+  [ "$status" -eq 2 ]
+  [[ $output == *"bad value for -I: ''"* ]]
 }
