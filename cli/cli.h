@@ -142,6 +142,7 @@ struct cli_opts {
     char *delim; /* decoded -d / -0 delimiter (default "\n") */
     size_t delim_len;
     const char *colsep; /* --colsep regexp, or NULL */
+    bool link;          /* --link: groups in step, the shorter ones wrapping around */
     /* building commands */
     size_t max_args;  /* -n N (0: not given) */
     bool ctx_replace; /* -X */

@@ -77,6 +77,8 @@ struct input {
     size_t nu;
     bool started, done;
     bool skip_blank; /* -r */
+    bool link;       /* --link: one unit of groups read in full, the shorter ones wrapping */
+    size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
     size_t dlen;
     /* --colsep */
@@ -453,16 +455,23 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
         goto fail;
     }
     in->ng = nspecs;
+    in->link = o->link && nspecs > 1;
     for (size_t i = 0; i < nspecs; i++) {
-        if (i == 0 || !specs[i].linked)
+        if (i == 0 || !(specs[i].linked || in->link))
             in->u[in->nu++].first = i;
         in->u[in->nu - 1].count++;
     }
     for (size_t i = 0; i < nspecs; i++) {
         bool first_unit = i < in->u[0].count;
-        if ((rc = open_group(in, &in->g[i], &specs[i], first_unit)) != 0)
+        if ((rc = open_group(in, &in->g[i], &specs[i], first_unit && !in->link)) != 0)
             goto fail;
     }
+    for (size_t i = 0; in->link && i < nspecs; i++) /* the longest group; none if one is empty */
+        if (in->g[i].n > in->link_len)
+            in->link_len = in->g[i].n;
+    for (size_t i = 0; in->link && i < nspecs; i++)
+        if (in->g[i].n == 0)
+            in->link_len = 0;
     for (size_t k = 1; k < in->nu; k++) {
         struct unit *u = &in->u[k];
         u->len = SIZE_MAX;
@@ -486,6 +495,10 @@ fail:
 
 int input_count(struct input *in, size_t *total)
 {
+    if (in->link) {
+        *total = in->link_len;
+        return 0;
+    }
     size_t t = 1, first = SIZE_MAX;
     for (size_t k = 1; k < in->nu; k++)
         t = in->u[k].len && t > SIZE_MAX / in->u[k].len ? SIZE_MAX : t * in->u[k].len;
@@ -556,6 +569,14 @@ static int fix_nuls(struct input *in)
 /* Moves the first unit to its next element: 1, 0 at its end, or a negative code. */
 static int advance_first(struct input *in)
 {
+    if (in->link) {
+        if (in->link_pos >= in->link_len)
+            return 0;
+        for (size_t i = 0; i < in->ng; i++)
+            in->g[i].cur = in->g[i].items[in->link_pos % in->g[i].n];
+        in->link_pos++;
+        return 1;
+    }
     for (size_t i = 0; i < in->u[0].count; i++) {
         struct igroup *g = &in->g[i];
         if (g->stream) {

@@ -33,6 +33,8 @@ enum optid {
     O_NULL,
     O_DELIM,
     O_COLSEP,
+    O_LINK,
+    O_XAPPLY,
     O_MAXARGS,
     O_X,
     O_M,
@@ -93,6 +95,8 @@ static const struct optdef optdefs[] = {
     {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
+    {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
+    {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
@@ -566,6 +570,10 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         if (!*val)
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
+        break;
+    case O_LINK:
+    case O_XAPPLY:
+        o->link = true;
         break;
     case O_MAXARGS:
         if (!parse_uint(val, &v) || v == 0 || v > 1000000)

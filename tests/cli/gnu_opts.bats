@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v, -I.
+# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v, -I, --link.
 
 load helpers
 
@@ -76,4 +76,26 @@ load helpers
   run "$CONCUR" -I '' echo ::: a
   [ "$status" -eq 2 ]
   [[ $output == *"bad value for -I: ''"* ]]
+}
+
+@test "--link takes the groups in step, wrapping the shorter ones, as GNU parallel" {
+  same_as_parallel -k --link echo ::: a b c ::: 1 2 3
+  same_as_parallel -k --link echo ::: a b c ::: 1 2
+  same_as_parallel -k --link echo ::: a b c ::: 1 2 3 4 5
+  same_as_parallel -k --xapply echo ::: a b c ::: 1 2 ::: x y z w
+  printf '1\n2\n' >nums
+  printf 'a\nb\nc\n' >letters
+  same_as_parallel -k --link echo :::: letters nums
+  same_as_parallel -k --link echo {2} {1} ::: a b c :::: nums
+}
+
+@test "--link with an empty group runs nothing" {
+  run "$CONCUR" --link echo ::: a b ::: ::: 1
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+}
+
+@test "--link with one input source changes nothing" {
+  printf 'a\nb\n' | "$CONCUR" -k --link echo >out
+  [ "$(cat out)" = "$(printf 'a\nb')" ]
 }
