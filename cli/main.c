@@ -200,7 +200,7 @@ static int job_limit(const struct cli_opts *o)
 }
 
 /* --dry-run: the command lines, one a line, without running them (--resume still skips
- * what the joblog has done). */
+ * what the joblog has done); with -t, on stderr as well, as GNU parallel does. */
 static int dry_run(struct app *a)
 {
     struct job *j;
@@ -215,9 +215,10 @@ static int dry_run(struct app *a)
         }
         if (a->jl && (a->o.resume || a->o.resume_failed))
             skip = joblog_done(a->jl, j->seq, line->p, line->len);
-        if (!skip) {
-            wr_add(&a->out.out, line->p, line->len);
-            wr_add(&a->out.out, "\n", 1);
+        for (int k = 0; !skip && k < 1 + a->o.trace; k++) { /* -t: on stderr too */
+            struct writer *w = k ? &a->out.err : &a->out.out;
+            wr_add(w, line->p, line->len);
+            wr_add(w, "\n", 1);
         }
         job_put(a, j);
         if (a->out.out.err)

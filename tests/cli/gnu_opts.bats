@@ -99,3 +99,12 @@ load helpers
   printf 'a\nb\n' | "$CONCUR" -k --link echo >out
   [ "$(cat out)" = "$(printf 'a\nb')" ]
 }
+
+@test "--dry-run with -t prints the commands on stderr too" {
+  need_parallel
+  "$CONCUR" -k --dry-run -t echo ::: a b 2>c_err >c_out
+  parallel --will-cite -k --dry-run -t echo ::: a b 2>p_err >p_out </dev/null
+  cmp c_err p_err
+  cmp c_out p_out
+  [ "$(cat c_out)" = "$(printf 'echo a\necho b')" ]
+}
