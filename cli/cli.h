@@ -144,11 +144,11 @@ struct cli_opts {
     const char *colsep; /* --colsep regexp, or NULL */
     bool link;          /* --link: groups in step, the shorter ones wrapping around */
     /* building commands */
-    size_t max_args;  /* -n N (0: not given) */
-    bool ctx_replace; /* -X */
-    bool multi;       /* -m */
-    bool quote;       /* -q */
-    const char *replace; /* -I STR: STR instead of {} (NULL: not given) */
+    size_t max_args;      /* -n N (0: not given) */
+    bool ctx_replace;     /* -X */
+    bool multi;           /* -m */
+    bool quote;           /* -q */
+    const char *replace;  /* -I STR: STR instead of {} (NULL: not given) */
     bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
     bool pipe;
