@@ -142,11 +142,14 @@ struct cli_opts {
     char *delim; /* decoded -d / -0 delimiter (default "\n") */
     size_t delim_len;
     const char *colsep; /* --colsep regexp, or NULL */
+    bool link;          /* --link: groups in step, the shorter ones wrapping around */
     /* building commands */
-    size_t max_args;  /* -n N (0: not given) */
-    bool ctx_replace; /* -X */
-    bool multi;       /* -m */
-    bool quote;       /* -q */
+    size_t max_args;      /* -n N (0: not given) */
+    bool ctx_replace;     /* -X */
+    bool multi;           /* -m */
+    bool quote;           /* -q */
+    const char *replace;  /* -I STR: STR instead of {} (NULL: not given) */
+    bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
     bool pipe;
     size_t block_size;       /* --block (default 1M) */
@@ -177,6 +180,8 @@ struct cli_opts {
     bool resume, resume_failed;
     bool bar, eta, progress;
     bool dry_run, report;
+    bool trace;   /* -t: each command line on stderr as it starts */
+    bool verbose; /* -v: each command line on stdout, before the job's output */
 };
 
 /* Parses argv into *o. Returns 0 to run, 1 when --help or --version was printed (exit 0),
@@ -263,8 +268,9 @@ struct tpl;
 
 /* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
 int tpl_compile(struct tpl **out, const struct cli_opts *o);
-/* Compiles a --tagstring (placeholders expanded without quoting). */
-int tpl_compile_plain(struct tpl **out, const char *s);
+/* Compiles a --tagstring (placeholders expanded without quoting); `replace` is -I's
+ * string (NULL: {}). */
+int tpl_compile_plain(struct tpl **out, const char *s, const char *replace);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its

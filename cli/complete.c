@@ -175,6 +175,17 @@ static void print_job(struct app *a, struct job *j, const struct jobdone *d)
         output_lines(&a->out, CONCUR_STDERR, &j->err, tag ? tag->p : NULL, tag ? tag->len : 0,
                      true);
     } else {
+        if (a->o.verbose && a->o.out == OUT_GROUP && !a->o.json) { /* -v: tagged too */
+            if (tag) {
+                output_raw(&a->out, CONCUR_STDOUT, tag->p, tag->len);
+                output_raw(&a->out, CONCUR_STDOUT, "\t", 1);
+            }
+            if (job_show_line(a, j, CONCUR_STDOUT) != 0) {
+                cli_error("out of memory");
+                fail_fatal(a, CONCUR_ENOMEM);
+                return;
+            }
+        }
         output_group(&a->out, d, tag ? tag->p : NULL, tag ? tag->len : 0);
     }
 }

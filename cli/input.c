@@ -76,6 +76,9 @@ struct input {
     struct unit *u;
     size_t nu;
     bool started, done;
+    bool skip_blank; /* -r */
+    bool link;       /* --link: one unit of groups read in full, the shorter ones wrapping */
+    size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
     size_t dlen;
     /* --colsep */
@@ -438,6 +441,7 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     in->delim = o->delim;
     in->dlen = o->delim_len;
     in->intr_fd = intr_fd;
+    in->skip_blank = o->no_run_if_empty;
     if (nspecs == 0) { /* no input source: standard input */
         stdin_spec = (struct group_spec){true, false, dash, 1};
         specs = &stdin_spec;
@@ -451,16 +455,23 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
         goto fail;
     }
     in->ng = nspecs;
+    in->link = o->link && nspecs > 1;
     for (size_t i = 0; i < nspecs; i++) {
-        if (i == 0 || !specs[i].linked)
+        if (i == 0 || !(specs[i].linked || in->link))
             in->u[in->nu++].first = i;
         in->u[in->nu - 1].count++;
     }
     for (size_t i = 0; i < nspecs; i++) {
         bool first_unit = i < in->u[0].count;
-        if ((rc = open_group(in, &in->g[i], &specs[i], first_unit)) != 0)
+        if ((rc = open_group(in, &in->g[i], &specs[i], first_unit && !in->link)) != 0)
             goto fail;
     }
+    for (size_t i = 0; in->link && i < nspecs; i++) /* the longest group; none if one is empty */
+        if (in->g[i].n > in->link_len)
+            in->link_len = in->g[i].n;
+    for (size_t i = 0; in->link && i < nspecs; i++)
+        if (in->g[i].n == 0)
+            in->link_len = 0;
     for (size_t k = 1; k < in->nu; k++) {
         struct unit *u = &in->u[k];
         u->len = SIZE_MAX;
@@ -484,6 +495,10 @@ fail:
 
 int input_count(struct input *in, size_t *total)
 {
+    if (in->link) {
+        *total = in->link_len;
+        return 0;
+    }
     size_t t = 1, first = SIZE_MAX;
     for (size_t k = 1; k < in->nu; k++)
         t = in->u[k].len && t > SIZE_MAX / in->u[k].len ? SIZE_MAX : t * in->u[k].len;
@@ -554,6 +569,14 @@ static int fix_nuls(struct input *in)
 /* Moves the first unit to its next element: 1, 0 at its end, or a negative code. */
 static int advance_first(struct input *in)
 {
+    if (in->link) {
+        if (in->link_pos >= in->link_len)
+            return 0;
+        for (size_t i = 0; i < in->ng; i++)
+            in->g[i].cur = in->g[i].items[in->link_pos % in->g[i].n];
+        in->link_pos++;
+        return 1;
+    }
     for (size_t i = 0; i < in->u[0].count; i++) {
         struct igroup *g = &in->g[i];
         if (g->stream) {
@@ -569,11 +592,11 @@ static int advance_first(struct input *in)
     return 1;
 }
 
-int input_next(struct input *in, struct record *rec)
+/* Moves to the next element of the product and sets in->items: 1, 0 at the end, or a
+ * negative code. */
+static int next_items(struct input *in)
 {
     int rc;
-    if (in->done)
-        return 0;
     if (!in->started) {
         in->started = true;
         for (size_t k = 1; k < in->nu; k++)
@@ -593,14 +616,37 @@ int input_next(struct input *in, struct record *rec)
         }
         rc = k == 0 ? advance_first(in) : 1;
     }
-    if (rc <= 0) {
-        in->done = true;
+    if (rc <= 0)
         return rc;
-    }
     for (size_t k = 0; k < in->nu; k++) {
         const struct unit *u = &in->u[k];
         for (size_t i = u->first; i < u->first + u->count; i++)
             in->items[i] = k == 0 ? in->g[i].cur : in->g[i].items[u->pos];
+    }
+    return 1;
+}
+
+/* -r: whether every element of the record is empty or only blanks (spaces, tabs, newlines). */
+static bool items_blank(const struct input *in)
+{
+    for (size_t i = 0; i < in->ng; i++)
+        for (size_t k = 0; k < in->items[i].len; k++)
+            if (!strchr(" \t\n\r\f\v", in->items[i].p[k]) || !in->items[i].p[k])
+                return false;
+    return true;
+}
+
+int input_next(struct input *in, struct record *rec)
+{
+    int rc;
+    if (in->done)
+        return 0;
+    do
+        rc = next_items(in);
+    while (rc > 0 && in->skip_blank && items_blank(in));
+    if (rc <= 0) {
+        in->done = true;
+        return rc;
     }
     rec->n = 0;
     unsigned col = 0;

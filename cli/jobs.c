@@ -119,6 +119,16 @@ const struct buf *job_line(struct app *a, struct job *j)
     return &j->line;
 }
 
+int job_show_line(struct app *a, struct job *j, int stream)
+{
+    const struct buf *line = job_line(a, j);
+    if (!line)
+        return CONCUR_ENOMEM;
+    output_raw(&a->out, stream, line->p, line->len);
+    output_raw(&a->out, stream, "\n", 1);
+    return 0;
+}
+
 static void free_list(struct job *j)
 {
     for (struct job *n; j; j = n) {
@@ -436,6 +446,13 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
                         a->need_line && !j->have_line)) != 0)
         goto fail;
     j->have_line = j->have_line || a->need_line || !tpl_is_direct(a->tpl);
+    /* -t as the job starts; -v too when its output is not printed in one piece at its end. */
+    if (a->o.trace && (rc = job_show_line(a, j, CONCUR_STDERR)) != 0)
+        goto fail;
+    if (a->o.verbose && a->o.out != OUT_GROUP && (rc = job_show_line(a, j, CONCUR_STDOUT)) != 0)
+        goto fail;
+    if (a->o.trace || (a->o.verbose && a->o.out != OUT_GROUP))
+        output_flush(&a->out);
     cmd->argv = (const char *const *)argv;
     cmd->user = j;
     if (j->block) {

@@ -62,7 +62,7 @@ static void settle_modes(struct app *a)
     if (o->out == OUT_UNGROUP)
         o->keep_order = false; /* children write straight to our stdout */
     a->use_ring = o->keep_order || o->out == OUT_LINE;
-    a->need_line = o->joblog || o->json || o->results;
+    a->need_line = o->joblog || o->json || o->results || o->trace || o->verbose;
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
 }
@@ -118,7 +118,7 @@ static int open_run(struct app *a)
         return rc;
     }
     if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
-        (o->tagstring && (rc = tpl_compile_plain(&a->tagtpl, o->tagstring)) != 0)) {
+        (o->tagstring && (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->replace)) != 0)) {
         cli_error("out of memory");
         return rc;
     }
@@ -200,7 +200,7 @@ static int job_limit(const struct cli_opts *o)
 }
 
 /* --dry-run: the command lines, one a line, without running them (--resume still skips
- * what the joblog has done). */
+ * what the joblog has done); with -t, on stderr as well, as GNU parallel does. */
 static int dry_run(struct app *a)
 {
     struct job *j;
@@ -215,9 +215,10 @@ static int dry_run(struct app *a)
         }
         if (a->jl && (a->o.resume || a->o.resume_failed))
             skip = joblog_done(a->jl, j->seq, line->p, line->len);
-        if (!skip) {
-            wr_add(&a->out.out, line->p, line->len);
-            wr_add(&a->out.out, "\n", 1);
+        for (int k = 0; !skip && k < 1 + a->o.trace; k++) { /* -t: on stderr too */
+            struct writer *w = k ? &a->out.err : &a->out.out;
+            wr_add(w, line->p, line->len);
+            wr_add(w, "\n", 1);
         }
         job_put(a, j);
         if (a->out.out.err)

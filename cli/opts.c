@@ -33,11 +33,15 @@ enum optid {
     O_NULL,
     O_DELIM,
     O_COLSEP,
+    O_LINK,
+    O_XAPPLY,
     O_MAXARGS,
     O_X,
     O_M,
     O_QUOTE,
+    O_REPLACE,
     O_SHELL,
+    O_NORUNEMPTY,
     O_PIPE,
     O_SPREAD,
     O_BLOCK,
@@ -69,6 +73,8 @@ enum optid {
     O_PROGRESS,
     O_DRYRUN,
     O_REPORT,
+    O_TRACE,
+    O_VERBOSE,
     O_WILLCITE,
     O_HELP,
     O_VERSION,
@@ -89,11 +95,16 @@ static const struct optdef optdefs[] = {
     {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
+    {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
+    {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
+    {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
+     NULL},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
     {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL},
     {O_BLOCK, 0, "block", "SIZE", "blocks of about SIZE bytes (k, K, M, G...; default 1M)", NULL},
@@ -103,6 +114,7 @@ static const struct optdef optdefs[] = {
     {O_MAXREPL, 'N', "max-replace-args", "N", "with --pipe: N records per job (as -n)", NULL},
     {O_MAXLINES, 'L', NULL, "N", "with --pipe: a record is N lines", NULL},
     {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
+    {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
     {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
@@ -125,6 +137,8 @@ static const struct optdef optdefs[] = {
     {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL},
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
+    {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
+    {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
     {O_HELP, 'h', "help", NULL, "print this help and exit", NULL},
     {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL},
@@ -155,8 +169,12 @@ static void print_help(void)
             n = snprintf(head, sizeof(head), "  -%c", d->shortname);
         else
             n = snprintf(head, sizeof(head), "      --%s", d->longname);
-        if (i + 1 < NOPTS && !optdefs[i + 1].help) /* an alias */
-            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", optdefs[i + 1].longname);
+        if (i + 1 < NOPTS && !optdefs[i + 1].help) { /* an alias */
+            const struct optdef *a = &optdefs[i + 1];
+            if (a->shortname)
+                n += snprintf(head + n, sizeof(head) - (size_t)n, ", -%c", a->shortname);
+            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", a->longname);
+        }
         if (d->arg)
             snprintf(head + n, sizeof(head) - (size_t)n, " %s", d->arg);
         buf_printf(&b, "%-26s%s%s\n", head,
@@ -553,6 +571,10 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
         break;
+    case O_LINK:
+    case O_XAPPLY:
+        o->link = true;
+        break;
     case O_MAXARGS:
         if (!parse_uint(val, &v) || v == 0 || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -569,8 +591,16 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_QUOTE:
         o->quote = true;
         break;
+    case O_REPLACE:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->replace = val;
+        break;
     case O_SHELL:
         o->shell = true;
+        break;
+    case O_NORUNEMPTY:
+        o->no_run_if_empty = true;
         break;
     default:
         break;
@@ -742,6 +772,12 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_REPORT:
         o->report = true;
         break;
+    case O_TRACE:
+        o->trace = true;
+        break;
+    case O_VERBOSE:
+        o->verbose = true;
+        break;
     default:
         break;
     }
@@ -753,13 +789,13 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
  * wrote it. Each section of --help has its own function (enum optid follows the sections). */
 static int apply(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
-    if (d->id <= O_SHELL)
+    if (d->id <= O_NORUNEMPTY)
         return apply_input(p, d, val, shown);
     if (d->id <= O_MAXLINES)
         return apply_pipe(p, d, val, shown);
     if (d->id <= O_DELAY)
         return apply_sched(p->o, d, val, shown);
-    if (d->id <= O_REPORT)
+    if (d->id <= O_VERBOSE)
         return apply_output(p->o, d, val, shown);
     switch (d->id) {
     case O_WILLCITE:

@@ -118,6 +118,9 @@ int next_job(void *arg, size_t index, concur_cmd *cmd);
 void job_put(struct app *a, struct job *j);
 /* The job's command line as shown (built on demand). NULL when out of memory. */
 const struct buf *job_line(struct app *a, struct job *j);
+/* -t / -v: writes the job's command line and a newline to `stream` (CONCUR_STDOUT or
+ * CONCUR_STDERR) through a->out. 0 or CONCUR_ENOMEM. */
+int job_show_line(struct app *a, struct job *j, int stream);
 void slot_give(struct app *a, unsigned slot);
 /* Warns that the limit on open files allows only `jobs` jobs at once (main.c). */
 void fd_limit_warning(int jobs);

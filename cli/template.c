@@ -54,7 +54,15 @@ struct tpl {
     struct buf line;  /* struct piece[] */
     struct buf words; /* struct piece[] */
     size_t piece_seg; /* first segment of the piece being built */
+    const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
+    size_t rep_len;
 };
+
+static void set_replace(struct tpl *t, const char *rep)
+{
+    t->rep = rep && *rep ? rep : NULL;
+    t->rep_len = t->rep ? strlen(rep) : 0;
+}
 
 #define SEGS(t) ((struct seg *)(t)->segs.p)
 #define NSEGS(t) ((t)->segs.len / sizeof(struct seg))
@@ -64,8 +72,16 @@ struct tpl {
 /* ------------------------------------------------------------------ placeholders */
 
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
-static size_t parse_ph(const char *s, size_t n, struct seg *out)
+static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg *out)
 {
+    if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
+        memset(out, 0, sizeof(*out));
+        out->kind = S_ARG;
+        if (n >= t->rep_len && !memcmp(s, t->rep, t->rep_len))
+            return t->rep_len;
+        if (n >= 2 && s[0] == '{' && s[1] == '}')
+            return 0;
+    }
     if (n < 2 || s[0] != '{')
         return 0;
     const char *close = memchr(s, '}', n < 16 ? n : 16);
@@ -101,6 +117,8 @@ static size_t parse_ph(const char *s, size_t n, struct seg *out)
         mod = M_BASENOEXT;
     else
         return 0;
+    if (t->rep && pos && mod == M_NONE)
+        return 0; /* as GNU parallel: with -I, {n} is plain text ({n.} and the others are not) */
     out->kind = S_ARG;
     out->mod = mod;
     out->pos = pos;
@@ -259,7 +277,7 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
      * the blank gaps between them. It also decides whether the line is simple. */
     for (size_t i = 0; i < n;) {
         struct seg ph;
-        size_t plen = parse_ph(s + i, n - i, &ph);
+        size_t plen = parse_ph(t, s + i, n - i, &ph);
         char c = s[i];
         if (st == OUT && (c == ' ' || c == '\t')) {
             if (in_token)
@@ -316,7 +334,7 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     st = OUT;
     for (size_t i = 0; i < n;) {
         struct seg ph;
-        size_t plen = parse_ph(s + i, n - i, &ph);
+        size_t plen = parse_ph(t, s + i, n - i, &ph);
         char c = s[i];
         if (st == OUT && (c == ' ' || c == '\t')) {
             if (in_word)
@@ -358,11 +376,11 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     buf_free(&first);
 }
 
-static bool has_placeholder(const char *s, size_t n)
+static bool has_placeholder(const struct tpl *t, const char *s, size_t n)
 {
     struct seg ph;
     for (size_t i = 0; i < n; i++)
-        if (s[i] == '{' && parse_ph(s + i, n - i, &ph))
+        if (parse_ph(t, s + i, n - i, &ph))
             return true;
     return false;
 }
@@ -386,7 +404,7 @@ static void compile_quoted(struct tpl *t, const struct cli_opts *o)
             begin_piece(t, pieces);
             for (;;) {
                 struct seg ph;
-                size_t plen = i < n ? parse_ph(s + i, n - i, &ph) : 0;
+                size_t plen = i < n ? parse_ph(t, s + i, n - i, &ph) : 0;
                 if (i < n && !plen) {
                     i++;
                     continue;
@@ -419,6 +437,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     struct buf line = {0};
     if (!t)
         return CONCUR_ENOMEM;
+    set_replace(t, o->replace);
     if (o->ncmd == 0) {
         t->raw = true;
     } else if (o->quote) {
@@ -437,7 +456,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     }
     bool any = false;
     for (int w = 0; w < o->ncmd && !any; w++)
-        any = has_placeholder(o->cmd[w], strlen(o->cmd[w]));
+        any = has_placeholder(t, o->cmd[w], strlen(o->cmd[w]));
     if (!t->raw && !any && !o->pipe) {
         /* No placeholder: the arguments are appended, as " {}" (--pipe: none to append). */
         struct seg all = {.kind = S_ARG};
@@ -462,17 +481,18 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     return 0;
 }
 
-int tpl_compile_plain(struct tpl **out, const char *s)
+int tpl_compile_plain(struct tpl **out, const char *s, const char *replace)
 {
     struct tpl *t = calloc(1, sizeof(*t));
     if (!t)
         return CONCUR_ENOMEM;
+    set_replace(t, replace);
     t->plain = true;
     size_t n = strlen(s);
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
         struct seg ph;
-        size_t plen = parse_ph(s + i, n - i, &ph);
+        size_t plen = parse_ph(t, s + i, n - i, &ph);
         if (plen) {
             add_seg(t, &ph);
             i += plen;
