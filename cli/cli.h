@@ -177,6 +177,7 @@ struct cli_opts {
     const char *results;
     bool json;
     const char *joblog;
+    const char *tmpdir; /* --tmpdir: where output past the memory cap spills */
     bool resume, resume_failed;
     bool bar, eta, progress;
     bool dry_run, report;

@@ -246,6 +246,7 @@ static int run(struct app *a)
     memset(&ro, 0, sizeof(ro));
     ro.max_workers = job_limit(o);
     ro.output_cap = OUTPUT_CAP;
+    ro.tmpdir = o->tmpdir; /* NULL: $TMPDIR */
     if (!o->jobs)
         a->fd_limit = (size_t)ro.max_workers;
     ro.timeout = o->timeout;

@@ -73,6 +73,7 @@ enum optid {
     O_PROGRESS,
     O_DRYRUN,
     O_REPORT,
+    O_TMPDIR,
     O_TRACE,
     O_VERBOSE,
     O_WILLCITE,
@@ -137,6 +138,7 @@ static const struct optdef optdefs[] = {
     {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL},
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
+    {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
     {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
@@ -771,6 +773,9 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         break;
     case O_REPORT:
         o->report = true;
+        break;
+    case O_TMPDIR:
+        o->tmpdir = val;
         break;
     case O_TRACE:
         o->trace = true;

@@ -258,6 +258,9 @@ typedef struct concur_runner_opts {
      *  (a pipe, a socket, a terminal; not a regular file or /dev/null: the run then fails
      *  with -EPERM), open during runs. Unused without the flag. */
     int source_fd;
+    /** The directory where output past output_cap spills (an unlinked file per stream);
+     *  copied. NULL or "": $TMPDIR, else /tmp. */
+    const char *tmpdir;
 } concur_runner_opts;
 
 /** Creates a runner. Returns 0, CONCUR_EINVAL (a bad option, an engine that does not exist)

@@ -102,7 +102,7 @@ struct concur_runner {
     concur_result *kept;
     size_t nkept, capkept;
     struct job **keptjobs; /* owners of kept results' buffers */
-    const char *tmpdir;
+    char *tmpdir; /* opts.tmpdir, $TMPDIR or /tmp; owned */
     unsigned char *pool[POOL_BUFS];
     size_t pool_cap[POOL_BUFS];
     size_t npool;

@@ -588,8 +588,9 @@ int concur_runner_create(concur_runner **out, const concur_runner_opts *opts)
         return CONCUR_ENOMEM;
     r->loop = CONCUR__LOOP_NONE;
     int rc = set_options(r, &o);
-    const char *t = getenv("TMPDIR");
-    r->tmpdir = t && *t ? t : "/tmp";
+    const char *t = o.tmpdir && *o.tmpdir ? o.tmpdir : getenv("TMPDIR");
+    if (!rc && !(r->tmpdir = strdup(t && *t ? t : "/tmp")))
+        rc = CONCUR_ENOMEM;
     if (!rc)
         rc = concur__loop_init(&r->loop);
     if (!rc && o.stop_fd > 0 &&
@@ -613,6 +614,7 @@ void concur_runner_destroy(concur_runner *r)
     for (size_t i = 0; i < r->capkept; i++)
         job_free(r, r->keptjobs ? r->keptjobs[i] : NULL);
     free(r->keptjobs);
+    free(r->tmpdir);
     while (r->npool)
         free(r->pool[--r->npool]);
     free(r->stale); /* empty after every run */

@@ -178,5 +178,5 @@ max_overlap() {
 CONCUR_OPTIONS=(
   -a -0 --null -d --colsep --link --xapply -n -X -q -I --replace -r --no-run-if-empty --pipe --spreadstdin --block --recend --recstart -N -L -j -P --max-procs --timeout --termseq --retries --halt --delay
   --line-buffer -u -k --tag --tagstring --results --json --joblog --resume --resume-failed
-  --bar --eta --progress --dry-run --report -t -v --help --version
+  --bar --eta --progress --dry-run --report --tmpdir -t -v --help --version
 )

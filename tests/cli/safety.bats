@@ -277,6 +277,19 @@ exit_and_signal() {
   [ ! -s out ]
 }
 
+@test "--tmpdir: output past the memory cap spills there (a missing one is named), not in TMPDIR" {
+  mkdir -p spill
+  rc=0
+  TMPDIR=$BATS_TEST_TMPDIR/no/such/dir "$CONCUR" --tmpdir spill 'head -c 3000000 /dev/zero; : {}' \
+    ::: a >out 2>err || rc=$?
+  [ "$rc" -eq 0 ] || { echo "stderr: $(cat err)"; false; }
+  [ "$(wc -c <out)" -eq 3000000 ]
+  rc=0
+  "$CONCUR" --tmpdir no/such/spill 'head -c 20000000 /dev/zero; : {}' ::: a >out 2>err || rc=$?
+  [ "$rc" -eq 255 ]
+  grep -qF "temporary directory 'no/such/spill'" err || { echo "stderr: $(cat err)"; false; }
+}
+
 @test "-j0 under a low open-file limit warns and runs as many jobs as the descriptors allow" {
   run --separate-stderr bash -c 'ulimit -n 48 && exec "$0" -j0 "echo {}" ::: $(seq 100)' "$CONCUR"
   [ "$status" -eq 0 ]
