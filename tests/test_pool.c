@@ -196,7 +196,8 @@ Test(pool, spawn_workers_capped_at_max)
     concur_pool *p = tu_pool(2);
     cr_assert_eq(concur_pool_spawn_workers(p, 5), 2);
     bool ok;
-    TU_POLL_UNTIL(ok, tu_counts(p).workers == 2, TU_SAFETY);
+    /* Started, and idle: a worker counts as busy until it reaches its idle wait. */
+    TU_POLL_UNTIL(ok, tu_counts(p).workers == 2 && tu_counts(p).free == 2, TU_SAFETY);
     cr_assert(ok);
     cr_assert_eq(concur_pool_spawn_workers(p, 1), 0, "already at max_workers");
     concur_pool_counts c = tu_counts(p);
