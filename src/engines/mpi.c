@@ -34,7 +34,6 @@ static uint32_t g_chan; /* under g_rx_mu */
 
 struct engine {
     uint32_t no;
-    int max_workers;
     _Atomic(const void *) last_ok; /* the function code_ok accepted last */
 };
 
@@ -303,9 +302,8 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     if (!e)
         return CONCUR_ENOMEM;
     e->no = atomic_fetch_add(&g_pool_no, 1) + 1;
-    e->max_workers = concur__pool_max_workers(p);
     for (int k = 1; k < concur__mpi_nranks && !rc; k++) {
-        m.slots = slots_on(k, e->max_workers);
+        m.slots = slots_on(k, concur__pool_max_workers(p));
         mpi_req r = {.type = REQ_OPEN, .pool = e->no};
         rc = concur__mpi_send_one(k, &r, &m, sizeof(m));
     }
