@@ -169,6 +169,7 @@ struct cli_opts {
     double halt_value; /* count, or percent when halt_pct */
     bool halt_pct;
     double delay; /* --delay seconds */
+    bool mpi;     /* --mpi: the jobs run on the ranks of an MPI job */
     /* output */
     enum out_mode out;
     bool keep_order;
@@ -318,8 +319,9 @@ bool joblog_needs_line(const struct joblog *jl);
 /* The line of a finished job, built ahead (so that its output's write and the line's write
  * follow each other as closely as they can), then appended with joblog_commit(). 0, or
  * CONCUR_ENOMEM / -errno. */
-int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t sent,
-                   size_t received, int exitval, int sig, const char *cmd, size_t cmd_len);
+int joblog_prepare(struct joblog *jl, size_t seq, const char *host, double start, double runtime,
+                   size_t sent, size_t received, int exitval, int sig, const char *cmd,
+                   size_t cmd_len);
 int joblog_commit(struct joblog *jl);
 void joblog_close(struct joblog *jl);
 
@@ -340,6 +342,7 @@ struct jobdone {
     const void *out, *err;
     size_t out_len, err_len;
     bool out_mapped, err_mapped; /* a spilled output mapped from its file (see output.c) */
+    const char *host; /* --mpi: the host of the rank that ran it (NULL: this one) */
 };
 
 struct results;

@@ -344,8 +344,8 @@ static void emit(struct app *a, struct job *j, const struct jobdone *d)
 {
     if (!j->print)
         return;
-    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->start, d->runtime, j->sent, j->received,
-                                    d->exitval, d->sig, d->cmd, d->cmd_len)
+    int rc = a->jl ? joblog_prepare(a->jl, d->seq, d->host, d->start, d->runtime, j->sent,
+                                    j->received, d->exitval, d->sig, d->cmd, d->cmd_len)
                    : 0;
     if (rc) {
         cli_error("out of memory");
@@ -448,7 +448,14 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
 {
     struct app *a = arg;
     struct job *j = res->user;
+    concur_result mres;
+    const char *host = NULL;
     (void)r;
+    if (a->mpi_pool) { /* on another rank, the job's record is the function's answer */
+        res = mpi_result(res, &mres, &host);
+        if (!res->function)
+            host = a->mpi_host; /* rank 0 ran it */
+    }
     /* Another try? (The runner allows it while attempts <= retries.) */
     if (!res->success && res->attempts < a->o.tries && !a->stop_term && !signal_pending(a)) {
         buf_reset(&j->out);
@@ -457,6 +464,7 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
         return 1;
     }
     a->running--;
+    mpi_job_over(a, j);
     pipe_put(a->pin, j->block); /* --pipe: its stdin is no longer needed */
     j->block = NULL;
     /* Killed because concur is stopping (a signal, --halt now, a write error, a failure of
@@ -471,6 +479,10 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
     }
     struct ending e;
     read_ending(a, j, res, &e);
+    if (host) { /* kept with the job: -k may print it after the record is gone */
+        snprintf(j->mpi_host, sizeof(j->mpi_host), "%s", host);
+        e.d.host = j->mpi_host;
+    }
     j->print = !interrupted;
     if (!interrupted && !account(a, j, &e))
         return 0;

@@ -9,7 +9,8 @@
  * lists only jobs whose output is safe. A write cut short (a full disk) is truncated away,
  * so a line is either whole or absent; a torn last line left by a kill in the middle of a
  * write is ignored when the file is read back (with a warning) and removed before new lines
- * are appended. Host is ":" (this machine), Starttime is
+ * are appended. Host is ":" (this machine) or, with --mpi, the host of the rank that ran
+ * the job; Starttime is
  * seconds since the epoch with 3 decimals, JobRuntime is "%10.3f", Send is 0 (no stdin is
  * sent), Receive counts the bytes of output, Exitval is the exit status (-1 for a job
  * killed by its timeout, as GNU parallel logs it) and Signal the signal that ended it.
@@ -240,12 +241,13 @@ bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t l
     return e->ok && e->hash == fnv1a(line, len);
 }
 
-int joblog_prepare(struct joblog *jl, size_t seq, double start, double runtime, size_t sent,
-                   size_t received, int exitval, int sig, const char *cmd, size_t cmd_len)
+int joblog_prepare(struct joblog *jl, size_t seq, const char *host, double start, double runtime,
+                   size_t sent, size_t received, int exitval, int sig, const char *cmd,
+                   size_t cmd_len)
 {
     buf_reset(&jl->line);
-    buf_printf(&jl->line, "%zu\t:\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t", seq, start, runtime, sent,
-               received, exitval, sig);
+    buf_printf(&jl->line, "%zu\t%s\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t", seq, host ? host : ":",
+               start, runtime, sent, received, exitval, sig);
     buf_add(&jl->line, cmd, cmd_len);
     buf_addc(&jl->line, '\n');
     return buf_ok(&jl->line) ? 0 : CONCUR_ENOMEM;

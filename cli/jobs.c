@@ -79,6 +79,7 @@ static void job_free(struct job *j)
     buf_free(&j->argbuf);
     buf_free(&j->strs);
     buf_free(&j->vec);
+    buf_free(&j->mpi_vec);
     buf_free(&j->line);
     buf_free(&j->out);
     buf_free(&j->err);
@@ -461,6 +462,8 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
     }
     if (a->o.timeout_pct > 0 && a->hist_count)
         cmd->timeout = hist_median(a) * a->o.timeout_pct / 100.0;
+    if (a->mpi_pool && (rc = mpi_cmd(a, j, cmd)) != 0)
+        goto fail;
     if (a->o.report) {
         snprintf(j->key, sizeof(j->key), "%zu", j->seq);
         buf_reset(&j->report_arg);
@@ -490,6 +493,7 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
     return 1;
 fail:
     slot_give(a, j->slot);
+    mpi_job_over(a, j);
     job_put(a, j);
     cli_error("out of memory");
     a->fatal = rc;

@@ -267,6 +267,8 @@ static int run(struct app *a)
         ro.flags |= CONCUR_RUN_SOURCE_WAIT;
         ro.source_fd = 0;
     }
+    if ((rc = mpi_setup(a, &ro)) != 0)
+        return rc;
     rc = concur_runner_create(&a->runner, &ro);
     if (rc) {
         cli_error("cannot start: %s", concur_strerror(rc));
@@ -330,6 +332,7 @@ static int finish(struct app *a, int rc)
 static void app_free(struct app *a)
 {
     concur_runner_destroy(a->runner);
+    mpi_end(a); /* after the runner: it hands the pool its last tasks */
     jobs_free(a);
     pipe_close(a->pin); /* after the jobs: they give their blocks back */
     free(a->ring);
@@ -359,6 +362,10 @@ int main(int argc, char **argv)
     int rc = opts_parse(argc, argv, &a->o);
     if (rc)
         return rc == 1 ? 0 : rc;
+    if (a->o.mpi && (rc = mpi_begin(a, &argc, &argv)) != 0) {
+        opts_free(&a->o);
+        return rc;
+    }
     settle_modes(a);
     output_init(&a->out, NULL);
     guard_std_fds(&a->out);

@@ -56,6 +56,7 @@ enum optid {
     O_RETRIES,
     O_HALT,
     O_DELAY,
+    O_MPI,
     O_GROUP,
     O_LINEBUF,
     O_LB,
@@ -121,6 +122,8 @@ static const struct optdef optdefs[] = {
     {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
     {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
     {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
+    {O_MPI, 0, "mpi", NULL, "run the jobs on the ranks of an MPI job (mpirun -n N concur --mpi)",
+     NULL},
     {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output"},
     {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL},
     {O_LB, 0, "lb", NULL, NULL, NULL},
@@ -710,6 +713,9 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
         if (!parse_duration(val, &o->delay))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
+    case O_MPI:
+        o->mpi = true;
+        break;
     default:
         break;
     }
@@ -798,7 +804,7 @@ static int apply(struct parse *p, const struct optdef *d, const char *val, const
         return apply_input(p, d, val, shown);
     if (d->id <= O_MAXLINES)
         return apply_pipe(p, d, val, shown);
-    if (d->id <= O_DELAY)
+    if (d->id <= O_MPI)
         return apply_sched(p->o, d, val, shown);
     if (d->id <= O_VERBOSE)
         return apply_output(p->o, d, val, shown);

@@ -126,10 +126,13 @@ void json_job(struct buf *b, const struct jobdone *d)
 /* GNU parallel's object for --results FILE.json. */
 static void json_gnu(struct buf *b, const struct jobdone *d)
 {
+    const char *host = d->host ? d->host : ":";
+    buf_printf(b, "{ \"Seq\": %zu, \"Host\": \"", d->seq);
+    json_string(b, host, strlen(host));
     buf_printf(b,
-               "{ \"Seq\": %zu, \"Host\": \":\", \"Starttime\": %.3f, \"JobRuntime\": %.3f, "
-               "\"Send\": 0, \"Receive\": %zu, \"Exitval\": %d, \"Signal\": %d, \"Command\": \"",
-               d->seq, d->start, d->runtime, d->out_len + d->err_len, d->exitval, d->sig);
+               "\", \"Starttime\": %.3f, \"JobRuntime\": %.3f, \"Send\": 0, \"Receive\": %zu, "
+               "\"Exitval\": %d, \"Signal\": %d, \"Command\": \"",
+               d->start, d->runtime, d->out_len + d->err_len, d->exitval, d->sig);
     json_string(b, d->cmd, d->cmd_len);
     buf_adds(b, "\", \"V\": [ ");
     json_args(b, d);
@@ -175,8 +178,11 @@ static void csv_row(struct results *r, const struct jobdone *d)
         buf_printf(b, "%cStdout%cStderr\n", sep, sep);
         r->header_done = true;
     }
-    buf_printf(b, "%zu%c:%c%.3f%c%.3f%c0%c%zu%c%d%c%d%c", d->seq, sep, sep, d->start, sep,
-               d->runtime, sep, sep, d->out_len + d->err_len, sep, d->exitval, sep, d->sig, sep);
+    const char *host = d->host ? d->host : ":";
+    buf_printf(b, "%zu%c", d->seq, sep);
+    csv_field(b, host, strlen(host), sep);
+    buf_printf(b, "%c%.3f%c%.3f%c0%c%zu%c%d%c%d%c", sep, d->start, sep, d->runtime, sep, sep,
+               d->out_len + d->err_len, sep, d->exitval, sep, d->sig, sep);
     csv_field(b, d->cmd, d->cmd_len, sep);
     for (size_t i = 0; i < d->nargs; i++) {
         buf_addc(b, sep);

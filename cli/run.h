@@ -47,6 +47,10 @@ struct job {
     size_t received;       /* bytes of stdout (the joblog's Receive) */
     struct pblock *block;  /* --pipe: its stdin, held until it is over */
     size_t sent;           /* --pipe: bytes of its stdin (the joblog's Send) */
+    char mpi_ctl[32];      /* --mpi: its timeout, the first word of its task's argv */
+    struct buf mpi_vec;    /* --mpi: its task's argv */
+    char mpi_host[256];    /* --mpi: the host of the rank that ran it */
+    bool mpi_local;        /* --mpi: rank 0 runs it (one of its -j) */
 };
 
 struct qrec; /* a record read ahead (jobs.c) */
@@ -63,6 +67,11 @@ struct app {
     struct output out;
     concur_runner *runner;
     int sigfd;
+    concur_pool *mpi_pool; /* --mpi on several ranks: where the jobs run */
+    int mpi_ranks;         /* the other ranks, which run jobs too (0: a local run) */
+    size_t mpi_per_rank;   /* jobs at once on each rank (-j) */
+    size_t mpi_local;      /* jobs rank 0 runs itself now */
+    char mpi_host[256];    /* rank 0's host */
 
     /* building jobs */
     size_t next_seq;
@@ -151,5 +160,24 @@ void stop_run(struct app *a, int how);
 void fail_fatal(struct app *a, int rc);
 /* After writing output: a failed write to stdout/stderr stops everything. */
 void check_output(struct app *a);
+
+/* ------------------------------------------------------------------ mpi.c */
+
+/* --mpi, right after the options are read: in concur, replaces the process by concur-mpi;
+ * in concur-mpi, starts MPI (the serving ranks never return) and checks what cannot go with
+ * it. 0 to go on (a local run when there is no other rank), or an exit status. */
+int mpi_begin(struct app *a, int *argc, char ***argv);
+/* The runner options and the pool of ranks of an MPI run (nothing for a local run). 0 or a
+ * negative code, after a message. */
+int mpi_setup(struct app *a, concur_runner_opts *ro);
+/* Runs the job on rank 0 when it has room for one more of its own, else makes its command a
+ * task for another rank. 0 or CONCUR_ENOMEM. */
+int mpi_cmd(struct app *a, struct job *j, concur_cmd *cmd);
+/* The job is over (not to be retried): rank 0's room, if it ran there. */
+void mpi_job_over(struct app *a, struct job *j);
+/* The result of an MPI job as a local job's (see mpi.c); *host: the rank's host or NULL. */
+const concur_result *mpi_result(const concur_result *res, concur_result *out, const char **host);
+/* Destroys the pool of ranks and ends MPI. */
+void mpi_end(struct app *a);
 
 #endif

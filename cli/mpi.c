@@ -1,0 +1,409 @@
+/*
+ * mpi.c - concur --mpi: the jobs of one run on the ranks of an MPI job (docs/mpi.md).
+ *
+ * `mpirun -n N concur --mpi [options] CMD ::: args` starts concur on every rank. The concur
+ * command does not load MPI itself: with --mpi it replaces itself (execv) by concur-mpi,
+ * the same tool linked with libconcur_mpi and installed beside it, so a plain run never
+ * pays for MPI. In concur-mpi every rank but 0 stays in concur_mpi_init(), serving; rank 0
+ * runs the command line as a local run would, and runs -j jobs itself as a local run does;
+ * the other jobs are function tasks (run_remote) on an MPI pool of -j slots per serving
+ * rank, so that every rank runs -j jobs at a time. The rank that takes a job runs
+ * its command with the runner (capture, --timeout, --termseq; a cancel from rank 0 stops it
+ * as a signal stops a local run) and answers with the job's record (struct rec), which rank
+ * 0 reads back into the result its callbacks handle for a local job (mpi_result): output,
+ * -k, --tag, --joblog (its Host column names the rank's host), --results, --halt,
+ * --retries and --resume work unchanged.
+ *
+ * Output comes back when a job ends, so -u, --line-buffer and --pipe are refused, as is
+ * --report. Without a launcher, or with one rank, the run is local.
+ */
+#include "run.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ the record */
+
+/* A job's record as a rank sends it back: this header, then the stdout and stderr bytes,
+ * then the error message and the host name, each NUL-terminated (the NUL counted). */
+enum { REC_MAGIC = 0x6d727563 }; /* "curm" */
+enum { R_SUCCESS = 1, R_TIMEOUT = 2, R_STOPPED = 4, R_SPAWNED = 8 };
+
+struct rec {
+    uint32_t magic, flags;
+    int32_t exit_code, sig, error, pad;
+    double start, run;
+    uint64_t out_len, err_len, msg_len, host_len;
+};
+
+/* Reads the record of an MPI job into *out (a copy of @res with the command's outcome; its
+ * buffers point into @res's answer) and its host into *host. A job that has no record (it
+ * never reached a rank, or the run was stopped before it answered) is a failed start,
+ * except that a cancel (the run's stop) is a job stopped by a signal. Returns the result to
+ * use. */
+const concur_result *mpi_result(const concur_result *res, concur_result *out, const char **host)
+{
+    struct rec h;
+    *out = *res;
+    *host = NULL;
+    if (!res->function)
+        return res;
+    if (!res->answer || res->answer_len < sizeof(h)) {
+        if (res->error == CONCUR_ECANCELED) {
+            out->spawned = true; /* stopped by the run's stop: neither printed nor logged */
+            out->stopped = true;
+            out->signal = SIGTERM;
+            out->error = 0;
+        } else {
+            out->spawned = false;
+            if (!out->error)
+                out->error = CONCUR_EIO;
+        }
+        return out;
+    }
+    memcpy(&h, res->answer, sizeof(h));
+    const unsigned char *p = res->answer + sizeof(h);
+    uint64_t room = res->answer_len - sizeof(h);
+    if (h.magic != REC_MAGIC || h.out_len > room || h.err_len > room - h.out_len ||
+        h.msg_len > room - h.out_len - h.err_len ||
+        h.host_len != room - h.out_len - h.err_len - h.msg_len ||
+        (h.msg_len && p[h.out_len + h.err_len + h.msg_len - 1]) ||
+        (h.host_len && p[room - 1])) {
+        out->spawned = false;
+        out->error = CONCUR_EIO;
+        out->error_message = "concur: a malformed job record came back from its rank";
+        return out;
+    }
+    out->success = h.flags & R_SUCCESS;
+    out->timeout = h.flags & R_TIMEOUT;
+    out->stopped = h.flags & R_STOPPED;
+    out->spawned = h.flags & R_SPAWNED;
+    out->exit_code = h.exit_code;
+    out->signal = h.sig;
+    out->returncode = h.sig ? -h.sig : h.exit_code;
+    out->error = h.error;
+    out->time_start = h.start;
+    out->time_run = h.run;
+    out->out = p;
+    out->out_len = (size_t)h.out_len;
+    out->err = p + h.out_len;
+    out->err_len = (size_t)h.err_len;
+    out->out_mapped = out->err_mapped = false;
+    out->error_message = h.msg_len > 1 ? (const char *)p + h.out_len + h.err_len : NULL;
+    *host = h.host_len > 1 ? (const char *)p + room - h.host_len : NULL;
+    out->answer = NULL;
+    out->answer_len = 0;
+    return out;
+}
+
+#ifdef CONCUR_CLI_MPI
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+/* The options every rank parsed from the same command line: the serving ranks read the
+ * job's --termseq and --tmpdir from them. Set before they start serving. */
+static const struct cli_opts *g_opts;
+
+/* Ends a rank's command when rank 0 cancels its task (a stop: a signal, --halt now):
+ * should_stop is looked at every 5 ms, and the runner's stop descriptor is made readable. */
+struct watch {
+    concur_task *t;
+    int efd;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+};
+
+static void *watch_main(void *arg)
+{
+    struct watch *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (concur_task_should_stop(w->t)) {
+            uint64_t one = 1;
+            if (write(w->efd, &one, sizeof(one)) < 0) {
+                /* EAGAIN: it is readable already */
+            }
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 5000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts); /* ETIMEDOUT: look again */
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* The job's record as its answer (see struct rec). 0 or CONCUR_ENOMEM. */
+static int answer_record(concur_task *t, const concur_result *res, const char *host)
+{
+    const char *msg = res->error_message ? res->error_message : "";
+    struct rec h = {
+        .magic = REC_MAGIC,
+        .flags = (res->success ? R_SUCCESS : 0) | (res->timeout ? R_TIMEOUT : 0) |
+                 (res->stopped ? R_STOPPED : 0) | (res->spawned ? R_SPAWNED : 0),
+        .exit_code = res->exit_code,
+        .sig = res->signal,
+        .error = res->error,
+        .start = res->time_start,
+        .run = res->time_run,
+        .out_len = res->out_len,
+        .err_len = res->err_len,
+        .msg_len = strlen(msg) + 1,
+        .host_len = strlen(host) + 1,
+    };
+    size_t total = sizeof(h) + res->out_len + res->err_len + h.msg_len + h.host_len;
+    unsigned char *p = concur_task_result_alloc(t, total);
+    if (!p)
+        return CONCUR_ENOMEM;
+    memcpy(p, &h, sizeof(h));
+    p += sizeof(h);
+    if (res->out_len)
+        memcpy(p, res->out, res->out_len);
+    p += res->out_len;
+    if (res->err_len)
+        memcpy(p, res->err, res->err_len);
+    p += res->err_len;
+    memcpy(p, msg, h.msg_len);
+    memcpy(p + h.msg_len, host, h.host_len);
+    return 0;
+}
+
+/* Runs one job on this rank: argv[0] is its timeout (seconds, 0: none), the rest its
+ * command. Answers the job's record; fails only when the job could not be run at all. */
+static int run_remote(concur_task *t, const char *key, int argc, const char *const *argv)
+{
+    (void)key;
+    if (argc < 2)
+        return concur_task_fail(t, CONCUR_EINVAL, "a job without a command");
+    char *end;
+    double timeout = strtod(argv[0], &end);
+    const char **v = calloc((size_t)argc, sizeof(*v));
+    if (!v)
+        return concur_task_fail(t, CONCUR_ENOMEM, "out of memory");
+    memcpy(v, argv + 1, (size_t)(argc - 1) * sizeof(*v));
+    struct watch w = {.t = t, .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    if (w.efd < 0) {
+        int e = errno;
+        free(v);
+        return concur_task_fail(t, -e, "eventfd: %s", strerror(e));
+    }
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    pthread_t th;
+    int trc = pthread_create(&th, NULL, watch_main, &w);
+
+    concur_runner_opts ro;
+    memset(&ro, 0, sizeof(ro));
+    ro.max_workers = 1;
+    ro.timeout = *end == '\0' && timeout > 0 ? timeout : 0;
+    ro.output_cap = 1 << 20;
+    ro.tmpdir = g_opts->tmpdir;
+    ro.term_seq = g_opts->ntermseq ? g_opts->termseq : NULL;
+    ro.term_seq_len = g_opts->ntermseq;
+    ro.stop_fd = w.efd;
+    concur_cmd c = {.argv = v};
+    concur_runner *r = NULL;
+    int rc = trc ? -trc : concur_run_batch(&c, 1, &ro, &r);
+
+    if (!trc) {
+        pthread_mutex_lock(&w.mu);
+        w.done = true;
+        pthread_cond_signal(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(th, NULL);
+    }
+    const concur_result *res = r ? concur_runner_result(r, 0) : NULL;
+    if (res) {
+        char host[256];
+        if (gethostname(host, sizeof(host)) != 0)
+            strcpy(host, "?");
+        host[sizeof(host) - 1] = '\0';
+        rc = answer_record(t, res, host);
+    }
+    concur_runner_destroy(r);
+    close(w.efd);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    free(v);
+    if (rc)
+        return concur_task_fail(t, rc, "running the job: %s", concur_strerror(rc));
+    return 0;
+}
+
+int mpi_begin(struct app *a, int *argc, char ***argv)
+{
+    g_opts = &a->o;
+    int rc = concur_mpi_init(argc, argv); /* the serving ranks stay in there */
+    if (rc) {
+        cli_error("--mpi: cannot start MPI: %s", concur_strerror(rc));
+        return EXIT_OTHER;
+    }
+    if (concur_mpi_size() <= 1)
+        return 0; /* no other rank: a local run */
+    const struct cli_opts *o = &a->o;
+    const char *bad = o->pipe                 ? "--pipe"
+                      : o->out == OUT_UNGROUP ? "-u"
+                      : o->out == OUT_LINE    ? "--line-buffer"
+                      : o->report             ? "--report"
+                                              : NULL;
+    if (bad) {
+        cli_error("--mpi returns each job's output when it ends: it cannot be used with %s",
+                  bad);
+        return EXIT_USAGE;
+    }
+    a->mpi_ranks = concur_mpi_size() - 1;
+    if (gethostname(a->mpi_host, sizeof(a->mpi_host)) != 0)
+        strcpy(a->mpi_host, "?");
+    a->mpi_host[sizeof(a->mpi_host) - 1] = '\0';
+    return 0;
+}
+
+int mpi_setup(struct app *a, concur_runner_opts *ro)
+{
+    if (!a->mpi_ranks)
+        return 0;
+    long per = a->o.jobs > 0 ? a->o.jobs : concur_cpu_count();
+    if (per > ro->max_workers && ro->max_workers > 0)
+        per = ro->max_workers; /* what the open-file limit allows rank 0's own jobs */
+    long total = per * a->mpi_ranks;
+    if (total > INT_MAX - per)
+        total = INT_MAX - per;
+    a->mpi_per_rank = (size_t)per;
+    concur_pool_opts po;
+    memset(&po, 0, sizeof(po));
+    po.engine = CONCUR_ENGINE_MPI;
+    po.max_workers = (int)total;
+    po.mpi_in_process = true; /* each job is a command in its own process group anyway */
+    int rc = concur_pool_create(&a->mpi_pool, &po);
+    if (rc) {
+        cli_error("--mpi: cannot create the pool of ranks: %s", concur_strerror(rc));
+        return rc;
+    }
+    ro->pool = a->mpi_pool;
+    ro->max_workers = (int)(total + per); /* and rank 0's own */
+    a->fd_limit = 0; /* the jobs' descriptors are on the ranks */
+    return 0;
+}
+
+int mpi_cmd(struct app *a, struct job *j, concur_cmd *cmd)
+{
+    if (a->mpi_local < a->mpi_per_rank) { /* rank 0 has room for one more of its own */
+        a->mpi_local++;
+        j->mpi_local = true;
+        return 0;
+    }
+    j->mpi_local = false;
+    double timeout = cmd->timeout > 0 ? cmd->timeout : a->o.timeout;
+    snprintf(j->mpi_ctl, sizeof(j->mpi_ctl), "%.17g", timeout > 0 ? timeout : 0.0);
+    buf_reset(&j->mpi_vec);
+    const char *ctl = j->mpi_ctl;
+    buf_add(&j->mpi_vec, &ctl, sizeof(ctl));
+    for (const char *const *p = cmd->argv; *p; p++)
+        buf_add(&j->mpi_vec, p, sizeof(*p));
+    const char *nul = NULL;
+    buf_add(&j->mpi_vec, &nul, sizeof(nul));
+    if (!buf_ok(&j->mpi_vec))
+        return CONCUR_ENOMEM;
+    cmd->argv = (const char *const *)(void *)j->mpi_vec.p;
+    cmd->fn = run_remote;
+    cmd->timeout = -1; /* timed on its rank: here it would count the transfer too */
+    return 0;
+}
+
+void mpi_job_over(struct app *a, struct job *j)
+{
+    if (j->mpi_local) {
+        j->mpi_local = false;
+        a->mpi_local--;
+    }
+}
+
+void mpi_end(struct app *a)
+{
+    concur_pool_destroy(a->mpi_pool);
+    a->mpi_pool = NULL;
+    if (a->mpi_ranks)
+        (void)concur_mpi_finalize();
+}
+
+#else /* the concur command: no MPI here */
+
+/* The size of the MPI job this process was started in, from its launcher's environment
+ * (Open MPI's mpirun, a PMI launcher such as srun); 0 when none started it. */
+static long launcher_size(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return strtol(v, NULL, 10);
+    }
+    return 0;
+}
+
+int mpi_begin(struct app *a, int *argc, char ***argv)
+{
+    (void)a;
+    (void)argc;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash && (size_t)(slash + 1 - self) + sizeof("concur-mpi") <= sizeof(self)) {
+            strcpy(slash + 1, "concur-mpi");
+            execv(self, *argv); /* returns only on failure */
+            if (errno != ENOENT) {
+                cli_error("--mpi: cannot run %s: %s", self, strerror(errno));
+                return EXIT_OTHER;
+            }
+        }
+    }
+    if (launcher_size() > 1) {
+        cli_error("--mpi: concur-mpi is not installed beside concur (built without MPI?)");
+        return EXIT_USAGE;
+    }
+    return 0; /* not under a launcher: a local run */
+}
+
+int mpi_setup(struct app *a, concur_runner_opts *ro)
+{
+    (void)a;
+    (void)ro;
+    return 0;
+}
+
+int mpi_cmd(struct app *a, struct job *j, concur_cmd *cmd)
+{
+    (void)a;
+    (void)j;
+    (void)cmd;
+    return 0;
+}
+
+void mpi_job_over(struct app *a, struct job *j)
+{
+    (void)a;
+    (void)j;
+}
+
+void mpi_end(struct app *a)
+{
+    (void)a;
+}
+
+#endif
