@@ -12,7 +12,7 @@
  *   jobs.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
  *               and hands it to the runner from the runner's source callback
  *   template.c  turns the job into an argv: the command words with the placeholders
- *               replaced, exec'd directly when the line is simple, else /bin/sh -c LINE
+ *               replaced, exec'd directly when the line is simple, else $SHELL -c LINE
  *   (runner)    spawns, captures, times out, retries: concur_runner_run()
  *   complete.c  takes the ended job back from the runner: retry, log, print, --halt
  *   output.c    writes the job's output (grouped, line-buffered or ungrouped, tagged,
@@ -156,7 +156,9 @@ struct cli_opts {
     char *recend, *recstart; /* decoded (--recend default "\n") */
     size_t recend_len, recstart_len;
     size_t max_lines; /* -L N (0: not given) */
-    bool shell;       /* --shell: always /bin/sh -c */
+    bool shell;       /* --shell: always run the line with the shell */
+    /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
+    const char *shell_path;
     /* scheduling */
     int jobs;           /* resolved -j (0: no limit) */
     double timeout;     /* seconds, 0: none */
@@ -275,9 +277,9 @@ int tpl_compile_plain(struct tpl **out, const char *s, const char *replace);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its
- * arguments (simple lines, or -q), or of /bin/sh -c LINE. Strings go to `strs` (and
- * `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until these
- * buffers are reset. `line` receives the command line as GNU parallel shows it (joblog,
+ * arguments (simple lines, or -q), or of SHELL -c LINE (o->shell_path). Strings go to
+ * `strs` (and `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until
+ * these buffers are reset. `line` receives the command line as GNU parallel shows it (joblog,
  * --dry-run) when `want_line`; otherwise it is used only when the line must be run by a
  * shell. Returns 0 or CONCUR_ENOMEM. */
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* In the order of the table below, section by section: apply() relies on it. */
 enum optid {
@@ -103,7 +104,7 @@ static const struct optdef optdefs[] = {
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
-    {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
     {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
      NULL},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
@@ -973,6 +974,49 @@ static int refuse_perl(const struct cli_opts *o)
                        " (use a shell command around {}, e.g. \"$(echo {} | sed ...)\")");
 }
 
+/* Whether a shell takes another syntax than sh's: GNU parallel quotes arguments for csh,
+ * fish and rc; concur quotes for sh only, so it runs those users' lines with /bin/sh. */
+static bool foreign_shell(const char *path)
+{
+    static const char *const names[] = {"csh", "tcsh", "bsd-csh", "fish", "rc"};
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(base, names[i]))
+            return true;
+    return false;
+}
+
+/* The shell that runs command lines, as GNU parallel picks it: $PARALLEL_SHELL, else
+ * $SHELL, else /bin/sh (GNU parallel first looks for the shell it was started from; concur
+ * does not). A name without a slash is looked up in $PATH. 0, or EXIT_OTHER after a
+ * message when it cannot be executed. */
+static int pick_shell(struct cli_opts *o)
+{
+    const char *s = getenv("PARALLEL_SHELL");
+    if (!s || !*s)
+        s = getenv("SHELL");
+    if (!s || !*s)
+        s = "/bin/sh";
+    if (foreign_shell(s))
+        s = "/bin/sh";
+    bool found = strchr(s, '/') && access(s, X_OK) == 0;
+    const char *path = getenv("PATH");
+    while (!strchr(s, '/') && !found && path && *path) {
+        size_t len = strcspn(path, ":");
+        char full[4096];
+        int n = snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? path : ".", s);
+        found = n > 0 && (size_t)n < sizeof(full) && access(full, X_OK) == 0;
+        path += len + (path[len] == ':');
+    }
+    if (!found) {
+        cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
+        return EXIT_OTHER;
+    }
+    o->shell_path = s;
+    return 0;
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -1003,6 +1047,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
     if ((rc = refuse_perl(o)) != 0)
         goto out;
     if ((rc = settle_pipe(&p)) != 0)
+        goto out;
+    if ((rc = pick_shell(o)) != 0)
         goto out;
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */

@@ -7,10 +7,10 @@
  * stays literal). -q quotes the command words too. Without any placeholder, " {}" is
  * appended. Without command words, the arguments themselves are the command line.
  *
- * Running a shell for every job would cost a fork and an exec of /bin/sh each time, so the
+ * Running a shell for every job would cost a fork and an exec of the shell each time, so the
  * template is compiled once into two forms:
  *   - the line: literal pieces and placeholders, expanded with shell quoting. This is what
- *     the joblog and --dry-run show, and what /bin/sh -c runs when a shell is needed;
+ *     the joblog and --dry-run show, and what $SHELL -c runs when a shell is needed;
  *   - the words: when the line is "simple" (plain words and '...' / "..." strings, no shell
  *     syntax outside quotes, no placeholder inside quotes, no leading VAR=, not a shell
  *     builtin), the argv the shell would build from it, with the quotes removed. Each job
@@ -56,6 +56,7 @@ struct tpl {
     size_t piece_seg; /* first segment of the piece being built */
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
+    const char *shell; /* what runs the lines that need a shell */
 };
 
 static void set_replace(struct tpl *t, const char *rep)
@@ -254,6 +255,18 @@ static bool shell_word(const char *w, size_t n)
     return false;
 }
 
+/* A function bash exports (export -f NAME puts BASH_FUNC_NAME%%=() {...} in the
+ * environment): only the shell can run it, so a line calling it is never exec'd directly. */
+static bool exported_function(const char *w, size_t n)
+{
+    extern char **environ;
+    for (char **e = environ; *e; e++)
+        if (!strncmp(*e, "BASH_FUNC_", 10) && !strncmp(*e + 10, w, n) &&
+            !strncmp(*e + 10 + n, "%%=", 3))
+            return true;
+    return false;
+}
+
 /* NAME= at the start of a word: a variable assignment. */
 static bool assignment(const char *w, size_t n)
 {
@@ -371,7 +384,8 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     if (in_word)
         end_piece(t, &t->words, ctx_replace);
     const char *w = first.p ? first.p : "";
-    t->direct = nwords > 0 && !shell_word(w, first.len) && !assignment(w, first.len);
+    t->direct = nwords > 0 && !shell_word(w, first.len) && !assignment(w, first.len) &&
+                !exported_function(w, first.len);
     t->text.failed |= first.failed;
     buf_free(&first);
 }
@@ -438,6 +452,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     if (!t)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
+    t->shell = o->shell_path;
     if (o->ncmd == 0) {
         t->raw = true;
     } else if (o->quote) {
@@ -655,7 +670,7 @@ static const char *shell_line(const struct buf *line, struct buf *strs);
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
 {
-    static char sh[] = "/bin/sh", dash_c[] = "-c";
+    static char dash_c[] = "-c";
     buf_reset(strs);
     if (want_line || !t->direct) {
         buf_reset(line);
@@ -675,7 +690,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         if (!buf_reserve(vec, 4 * sizeof(char *)))
             return CONCUR_ENOMEM;
         char **v = (char **)vec->p;
-        v[0] = sh;
+        v[0] = (char *)t->shell;
         v[1] = dash_c;
         if (!(v[2] = (char *)shell_line(line, strs)))
             return CONCUR_ENOMEM;
@@ -751,7 +766,7 @@ int split_simple(const char *s, size_t n, struct buf *strs)
     if (in_word)
         buf_addnul(strs);
     const char *w = strs->p + first_start;
-    if (shell_word(w, first_len) || assignment(w, first_len))
+    if (shell_word(w, first_len) || assignment(w, first_len) || exported_function(w, first_len))
         return -1;
     return count;
 }
@@ -860,14 +875,15 @@ static long last_simple_command(const char *s, size_t n)
             break;
         start = w;
     }
-    if (w == start || shell_word(s + start, w - start) || builtin_program(s + start, w - start))
+    if (w == start || shell_word(s + start, w - start) || builtin_program(s + start, w - start) ||
+        exported_function(s + start, w - start))
         return -1;
     if (memmem(s, n, "trap", 4))
         return -1;
     return (long)start;
 }
 
-/* The line /bin/sh -c runs: with "exec " before its last command when that is a simple
+/* The line the shell runs (SHELL -c): with "exec " before its last command when that is a simple
  * command, so that a job killed by a signal is seen as killed (the shell would otherwise
  * exit 128 + the signal). NULL when out of memory. */
 static const char *shell_line(const struct buf *line, struct buf *strs)
