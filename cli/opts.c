@@ -933,19 +933,16 @@ static int parse_groups(struct parse *p)
         int start = i;
         while (i < p->argc && !separator(argv[i]))
             i++;
+        /* As GNU parallel: a :::+ / ::::+ with no group before it starts the first. */
         if (sep <= 2) {
-            if (sep == 2 && o->ngroups == 0)
-                return usage_error("'%s' needs a group before it%s", ":::+", "");
-            if (!add_group(o, false, sep == 2, argv + start, (size_t)(i - start)))
+            if (!add_group(o, false, sep == 2 && o->ngroups, argv + start, (size_t)(i - start)))
                 return oom();
             continue;
         }
         if (i == start)
             return usage_error("'%s' needs a file name%s", argv[start - 1], "");
-        if (sep == 4 && o->ngroups == 0)
-            return usage_error("'%s' needs a group before it%s", "::::+", "");
-        for (int k = start; k < i; k++)
-            if (!add_group(o, true, sep == 4 && k == start, argv + k, 1))
+        for (int k = start; k < i; k++) /* ::::+ links each of its files */
+            if (!add_group(o, true, sep == 4 && o->ngroups, argv + k, 1))
                 return oom();
     }
     return 0;

@@ -51,3 +51,28 @@ load helpers
   run env SHELL=/bin/tcsh "$CONCUR" 'echo $0' ::: x
   [ "$output" = "/bin/sh x" ]
 }
+
+# ------------------------------------------------------------------ ::::+
+
+@test "::::+ links every one of its files to the previous group, as GNU parallel" {
+  printf 'a\nb\nc\n' >f1
+  printf '1\n2\n3\n' >f2
+  printf 'x\ny\n' >f3
+  run "$CONCUR" -k echo ::: A B ::::+ f1 f2
+  [ "$output" = "$(printf 'A a 1\nB b 2')" ]
+  same_as_parallel -k echo ::: A B ::::+ f1 f2
+  same_as_parallel -k echo :::: f3 ::::+ f1 f2
+  same_as_parallel -k echo ::: A B ::::+ f1 ::: Z
+  same_as_parallel -k echo :::: f1 ::::+ f2 :::: f3
+}
+
+@test ":::+ and ::::+ as the first input source start the first group" {
+  printf 'a\nb\nc\n' >f1
+  printf '1\n2\n3\n' >f2
+  run "$CONCUR" -k echo ::::+ f1 f2
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'a 1\nb 2\nc 3')" ]
+  same_as_parallel -k echo ::::+ f1 f2
+  same_as_parallel -k echo ::::+ f1 ::: P Q
+  same_as_parallel -k echo :::+ a b ::: 1 2
+}
