@@ -141,7 +141,10 @@ struct cli_opts {
     /* input splitting */
     char *delim; /* decoded -d / -0 delimiter (default "\n") */
     size_t delim_len;
+    bool delim_given;   /* -d: it splits ::: arguments too */
     const char *colsep; /* --colsep regexp, or NULL */
+    bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
+    bool trim_set;              /* --trim given */
     bool link;          /* --link: groups in step, the shorter ones wrapping around */
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
@@ -175,7 +178,8 @@ struct cli_opts {
     enum out_mode out;
     bool keep_order;
     bool tag;
-    const char *tagstring;
+    char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
+    size_t tagstring_len;
     const char *results;
     bool json;
     const char *joblog;
@@ -271,9 +275,9 @@ struct tpl;
 
 /* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
 int tpl_compile(struct tpl **out, const struct cli_opts *o);
-/* Compiles a --tagstring (placeholders expanded without quoting); `replace` is -I's
- * string (NULL: {}). */
-int tpl_compile_plain(struct tpl **out, const char *s, const char *replace);
+/* Compiles a --tagstring of n bytes (placeholders expanded without quoting); `replace` is
+ * -I's string (NULL: {}). */
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const char *replace);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its

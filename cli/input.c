@@ -77,6 +77,8 @@ struct input {
     size_t nu;
     bool started, done;
     bool skip_blank; /* -r */
+    bool split_on_delim;        /* -d: split ::: arguments on the delimiter */
+    bool trim_left, trim_right; /* --trim, --colsep */
     bool link;       /* --link: one unit of groups read in full, the shorter ones wrapping */
     size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
@@ -396,21 +398,38 @@ static int split_columns(struct input *in, struct record *rec, const char *s, si
 
 /* ------------------------------------------------------------------ groups */
 
+/* The items of a ::: group. With -d, as GNU parallel does, each argument is split further
+ * on the delimiter, every piece kept: "a,b," with -d , gives a, b and an empty argument.
+ * Without -d an argument stays whole (GNU parallel splits it on newlines). */
+static int split_args(const struct input *in, struct igroup *g, const struct group_spec *spec)
+{
+    size_t n = 0;
+    size_t dlen = in->split_on_delim ? in->dlen : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < spec->n; i++) {
+            const char *p = spec->items[i], *end = p + strlen(p), *d;
+            while (dlen && (d = find_delim(p, (size_t)(end - p), in->delim, dlen)) != NULL) {
+                if (pass)
+                    g->items[g->n++] = (struct item){p, (size_t)(d - p)};
+                n++;
+                p = d + dlen;
+            }
+            if (pass)
+                g->items[g->n++] = (struct item){p, (size_t)(end - p)};
+            n++;
+        }
+        if (pass == 0 && n && !(g->items = malloc(n * sizeof(*g->items))))
+            return CONCUR_ENOMEM;
+    }
+    return 0;
+}
+
 static int open_group(struct input *in, struct igroup *g, const struct group_spec *spec,
                       bool stream)
 {
     g->linked = spec->linked;
-    if (!spec->is_file) {
-        g->n = spec->n;
-        if (g->n) {
-            g->items = malloc(g->n * sizeof(*g->items));
-            if (!g->items)
-                return CONCUR_ENOMEM;
-        }
-        for (size_t i = 0; i < g->n; i++)
-            g->items[i] = (struct item){spec->items[i], strlen(spec->items[i])};
-        return 0;
-    }
+    if (!spec->is_file)
+        return split_args(in, g, spec);
     struct reader *r = &g->rd;
     r->name = strcmp(spec->items[0], "-") ? spec->items[0] : "standard input";
     r->delim = in->delim;
@@ -442,6 +461,9 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     in->dlen = o->delim_len;
     in->intr_fd = intr_fd;
     in->skip_blank = o->no_run_if_empty;
+    in->split_on_delim = o->delim_given;
+    in->trim_left = o->trim_left;
+    in->trim_right = o->trim_right;
     if (nspecs == 0) { /* no input source: standard input */
         stdin_spec = (struct group_spec){true, false, dash, 1};
         specs = &stdin_spec;
@@ -636,6 +658,21 @@ static bool items_blank(const struct input *in)
     return true;
 }
 
+/* --trim (and --colsep's default): white space (Perl's \s) taken off each argument. */
+static void trim_fields(const struct input *in, struct record *rec)
+{
+    static const char blanks[] = " \t\n\r\f\v";
+    for (size_t i = 0; i < rec->n; i++) {
+        struct field *f = &rec->f[i];
+        while (in->trim_left && f->len && memchr(blanks, f->p[0], sizeof(blanks) - 1)) {
+            f->p++;
+            f->len--;
+        }
+        while (in->trim_right && f->len && memchr(blanks, f->p[f->len - 1], sizeof(blanks) - 1))
+            f->len--;
+    }
+}
+
 int input_next(struct input *in, struct record *rec)
 {
     int rc;
@@ -662,6 +699,7 @@ int input_next(struct input *in, struct record *rec)
         in->done = true;
         return rc;
     }
+    trim_fields(in, rec);
     return 1;
 }
 

@@ -118,7 +118,8 @@ static int open_run(struct app *a)
         return rc;
     }
     if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
-        (o->tagstring && (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->replace)) != 0)) {
+        (o->tagstring &&
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o->replace)) != 0)) {
         cli_error("out of memory");
         return rc;
     }

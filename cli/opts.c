@@ -34,6 +34,7 @@ enum optid {
     O_NULL,
     O_DELIM,
     O_COLSEP,
+    O_TRIM,
     O_LINK,
     O_XAPPLY,
     O_MAXARGS,
@@ -97,6 +98,7 @@ static const struct optdef optdefs[] = {
     {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
+    {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
@@ -128,7 +130,8 @@ static const struct optdef optdefs[] = {
     {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL},
     {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL},
     {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL},
-    {O_TAGSTRING, 0, "tagstring", "STR", "prefix output lines with STR and a TAB", NULL},
+    {O_TAGSTRING, 0, "tagstring", "STR", "prefix lines with STR (\\t \\n \\r \\NNN decoded), a TAB",
+     NULL},
     {O_RESULTS, 0, "results", "PATH", "save output in PATH (.json, .csv, .tsv or a dir)", NULL},
     {O_JSON, 0, "json", NULL, "print a JSON object per job instead of its output", NULL},
     {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (GNU parallel's format)", NULL},
@@ -502,6 +505,56 @@ static bool decode_recsep(const char *s, char **out, size_t *len)
     return true;
 }
 
+/* One pass of GNU parallel's unquote_printf: every "\\" + `key` (key 'd': one digit, 'D':
+ * three) replaced, left to right; digits are octal, as Perl reads "\\NNN". */
+static void unquote_pass(struct buf *out, const char *s, size_t n, char key, char to)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t digits = key == 'D' ? 3 : key == 'd' ? 1 : 0, k = 0;
+        unsigned v = 0;
+        if (s[i] == '\\' && digits) {
+            while (k < digits && i + 1 + k < n && s[i + 1 + k] >= '0' && s[i + 1 + k] <= '7')
+                v = v * 8 + (unsigned)(s[i + 1 + k++] - '0');
+            if (k == digits) {
+                buf_addc(out, (char)v);
+                i += k;
+                continue;
+            }
+        } else if (s[i] == '\\' && i + 1 < n && s[i + 1] == key) {
+            buf_addc(out, to);
+            i++;
+            continue;
+        }
+        buf_addc(out, s[i]);
+    }
+}
+
+/* GNU parallel's unquote_printf (--tagstring): \t, \n, \r, then \NNN and \N (octal), each
+ * a pass over the result of the one before. A malloc'd string (it may hold NUL bytes: its
+ * length in *len), or NULL when out of memory. */
+static char *unquote_printf(const char *s, size_t *len)
+{
+    static const char keys[][2] = {{'t', '\t'}, {'n', '\n'}, {'r', '\r'}, {'D', 0}, {'d', 0}};
+    struct buf a = {0}, b = {0};
+    buf_adds(&a, s);
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        buf_reset(&b);
+        unquote_pass(&b, a.p ? a.p : "", a.len, keys[k][0], keys[k][1]);
+        struct buf t = a;
+        a = b;
+        b = t;
+    }
+    buf_addc(&a, '\0');
+    bool ok = buf_ok(&a) && buf_ok(&b);
+    buf_free(&b);
+    if (!ok) {
+        buf_free(&a);
+        return NULL;
+    }
+    *len = a.len - 1;
+    return a.p;
+}
+
 /* ------------------------------------------------------------------ parsing */
 
 static int separator(const char *s)
@@ -561,6 +614,7 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return oom();
         break;
     case O_DELIM:
+        o->delim_given = true;
         free(o->delim);
         o->delim = NULL;
         if ((why = decode_delim(val, &o->delim, &o->delim_len)) != NULL) {
@@ -573,6 +627,14 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         if (!*val)
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
+        break;
+    case O_TRIM:
+        if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
+            strcmp(val, "rl"))
+            return usage_error("bad value for %s: '%s' (n, l, r, lr or rl)", shown, val);
+        o->trim_set = true;
+        o->trim_left = strchr(val, 'l') != NULL;
+        o->trim_right = strchr(val, 'r') != NULL;
         break;
     case O_LINK:
     case O_XAPPLY:
@@ -739,7 +801,9 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         o->tag = true;
         break;
     case O_TAGSTRING:
-        o->tagstring = val;
+        free(o->tagstring);
+        if (!(o->tagstring = unquote_printf(val, &o->tagstring_len)))
+            return oom();
         break;
     case O_RESULTS:
         if (!*val)
@@ -1041,6 +1105,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
             usage_error("%s needs --joblog FILE%s", o->resume ? "--resume" : "--resume-failed", "");
         goto out;
     }
+    if (o->colsep && !o->trim_set) /* GNU parallel trims columns unless told */
+        o->trim_left = o->trim_right = true;
     if ((rc = refuse_perl(o)) != 0)
         goto out;
     if ((rc = settle_pipe(&p)) != 0)
@@ -1061,6 +1127,8 @@ void opts_free(struct cli_opts *o)
     free(o->delim);
     free(o->recend);
     free(o->recstart);
+    free(o->tagstring);
+    o->tagstring = NULL;
     o->groups = NULL;
     o->argfiles = NULL;
     o->delim = NULL;

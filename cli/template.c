@@ -496,14 +496,13 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     return 0;
 }
 
-int tpl_compile_plain(struct tpl **out, const char *s, const char *replace)
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const char *replace)
 {
     struct tpl *t = calloc(1, sizeof(*t));
     if (!t)
         return CONCUR_ENOMEM;
     set_replace(t, replace);
     t->plain = true;
-    size_t n = strlen(s);
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
         struct seg ph;

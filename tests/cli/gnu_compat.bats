@@ -76,3 +76,61 @@ load helpers
   same_as_parallel -k echo ::::+ f1 ::: P Q
   same_as_parallel -k echo :::+ a b ::: 1 2
 }
+
+# ------------------------------------------------------------------ -d, --colsep, --tagstring
+
+@test "-d splits ::: arguments too, every piece kept, as GNU parallel" {
+  run "$CONCUR" -k -d , echo '[{}]' ::: a,b, c
+  [ "$output" = "$(printf '[a]\n[b]\n[]\n[c]')" ]
+  same_as_parallel -k -d , echo '[{}]' ::: a,b c
+  same_as_parallel -k -d , echo ::: a,b ::: 1,2
+  same_as_parallel -k -d , --link echo ::: a,b ::: 1,2,3
+  same_as_parallel -k -d , echo '[{}]' ::: ,, x ''
+  same_as_parallel -k -d ab echo '[{}]' ::: xaby xbay
+  same_as_parallel -k -d , -n2 echo '[{}]' ::: a,b,c
+}
+
+@test "-d '\\n' splits ::: arguments on newlines; without -d they stay whole (a choice)" {
+  run "$CONCUR" -k -d '\n' echo '[{}]' ::: $'a\nb' c
+  [ "$output" = "$(printf '[a]\n[b]\n[c]')" ]
+  same_as_parallel -k -d '\n' echo '[{}]' ::: $'a\nb' $'c\n' d
+  same_as_parallel -k -0 echo '[{}]' ::: $'a\nb' c
+  run "$CONCUR" -k echo '[{}]' ::: $'a\nb'
+  [ "$output" = "$(printf '[a\nb]')" ]
+}
+
+@test "--colsep trims blanks around each column, as GNU parallel" {
+  printf ' a , b ,c \n' >in
+  run "$CONCUR" --colsep , echo '[{1}][{2}][{3}]' <in
+  [ "$output" = "[a][b][c]" ]
+  same_as_parallel --stdin in -k --colsep , echo '[{1}][{2}][{3}]'
+  same_as_parallel --stdin in -k --colsep , echo '[{}]'
+  same_as_parallel --stdin in -k --colsep , --tag echo '{1}'
+  printf ' a \t b \tc \n' >tabs
+  same_as_parallel --stdin tabs -k --colsep '\t' echo '[{1}][{2}][{3}]'
+  same_as_parallel -k --colsep , echo '[{1}][{2}]' ::: ' x , y '
+}
+
+@test "--trim n|l|r|lr chooses the trimming, with or without --colsep" {
+  printf ' a , b \n' >in
+  run "$CONCUR" --colsep , --trim n echo '[{1}]' <in
+  [ "$output" = "[ a ]" ]
+  same_as_parallel --stdin in --colsep , --trim l echo '[{1}]' '[{2}]'
+  same_as_parallel --stdin in --colsep , --trim r echo '[{1}]' '[{2}]'
+  same_as_parallel -k --trim lr echo '[{}]' ::: ' a ' $'\tb\t'
+  same_as_parallel --trim rl echo '[{}]' ::: ' a '
+  run "$CONCUR" --trim x echo ::: a
+  [ "$status" -eq 2 ]
+  [[ $output == *"bad value for --trim: 'x'"* ]]
+}
+
+@test "--tagstring expands \\t \\n \\r and octal escapes, as GNU parallel" {
+  run "$CONCUR" --tagstring 'x\ty{}' echo ::: a
+  [ "$output" = "$(printf 'x\tya\ta')" ]
+  need_parallel
+  for t in 'x\ty{}' 'x\ny\\n\q' '\101\0z' '\\t\1' '{}\r'; do
+    "$CONCUR" -k --tagstring "$t" echo ::: a b >c_out
+    parallel --will-cite -k --tagstring "$t" echo ::: a b >p_out </dev/null
+    cmp c_out p_out
+  done
+}
