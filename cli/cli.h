@@ -313,10 +313,11 @@ void json_string(struct buf *b, const void *data, size_t n);
 struct joblog;
 
 /* Opens --joblog FILE: truncated, or appended to with --resume / --resume-failed after
- * reading which jobs are done. With `readonly` (--dry-run) the file is only read. Returns 0
+ * reading which jobs are done; +FILE: appended to, no header; -: standard output, through
+ * stdout_w. With `readonly` (--dry-run) the file is only read. Returns 0
  * or a negative code after printing a message. */
 int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
-                bool readonly);
+                bool readonly, struct writer *stdout_w);
 /* Whether job seq (with this command line) is done according to the joblog read at open. */
 bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
 /* Whether joblog_done needs the command line (only --resume-failed compares it). */
@@ -350,8 +351,9 @@ struct jobdone {
 
 struct results;
 
-/* --results PATH: a .json file, a .csv/.tsv file, or a directory. 0 or negative. */
-int results_open(struct results **out, const char *path);
+/* --results PATH: a .json file, a .csv/.tsv file (-.json, -.csv, -.tsv: standard output,
+ * through stdout_w), or a directory. 0 or negative. */
+int results_open(struct results **out, const char *path, struct writer *stdout_w);
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
 int results_close(struct results *r);                          /* 0 or -errno */
 /* The JSON object of --json and --results FILE.json, with a trailing newline. */

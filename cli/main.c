@@ -143,8 +143,8 @@ static int open_run(struct app *a)
         cli_error("out of memory");
         return CONCUR_ENOMEM;
     }
-    if (o->joblog &&
-        (rc = joblog_open(&a->jl, o->joblog, o->resume, o->resume_failed, o->dry_run)) != 0)
+    if (o->joblog && (rc = joblog_open(&a->jl, o->joblog, o->resume, o->resume_failed, o->dry_run,
+                                       &a->out.out)) != 0)
         return rc;
     return 0;
 }
@@ -237,7 +237,7 @@ static int run(struct app *a)
 {
     const struct cli_opts *o = &a->o;
     int rc;
-    if (o->results && (rc = results_open(&a->res, o->results)) != 0)
+    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out)) != 0)
         return rc;
     if ((o->bar || o->eta || o->progress) &&
         (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs)) != 0)

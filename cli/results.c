@@ -9,6 +9,7 @@
  *           Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command, V1..Vn,
  *           Stdout, Stderr), fields quoted when they hold a quote, a blank or a comma;
  *   *.tsv   the same with TABs;
+ *   -.json, -.csv, -.tsv  these on standard output (GNU parallel's special names);
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
  *           argument, \ becomes \\, TAB \t, and / becomes \_; as GNU parallel does, a
@@ -34,6 +35,7 @@ struct results {
     enum rkind kind;
     char sep;
     int fd;
+    struct writer *w; /* -.json, -.csv, -.tsv: standard output's writer (fd is -1) */
     char *path;
     bool header_done;
     size_t name_max; /* the longest file name in the directory */
@@ -63,7 +65,7 @@ static int mkdir_p(char *path)
     }
 }
 
-int results_open(struct results **out, const char *path)
+int results_open(struct results **out, const char *path, struct writer *stdout_w)
 {
     struct results *r = calloc(1, sizeof(*r));
     int rc = 0;
@@ -77,6 +79,11 @@ int results_open(struct results **out, const char *path)
     if (ends_with(path, ".json") || ends_with(path, ".csv") || ends_with(path, ".tsv")) {
         r->kind = ends_with(path, ".json") ? R_JSON : R_CSV;
         r->sep = ends_with(path, ".tsv") ? '\t' : ',';
+        if (!strcmp(path, "-.json") || !strcmp(path, "-.csv") || !strcmp(path, "-.tsv")) {
+            r->w = stdout_w;
+            *out = r;
+            return 0;
+        }
         r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
         if (r->fd < 0)
             rc = -errno;
@@ -244,7 +251,7 @@ static int dir_job(struct results *r, const struct jobdone *d)
 
 int results_write(struct results *r, const struct jobdone *d)
 {
-    int rc;
+    int rc = 0;
     buf_reset(&r->b);
     if (r->kind == R_DIR) {
         rc = dir_job(r, d);
@@ -253,7 +260,12 @@ int results_write(struct results *r, const struct jobdone *d)
             json_gnu(&r->b, d);
         else
             csv_row(r, d);
-        rc = buf_ok(&r->b) ? append_record(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
+        if (!buf_ok(&r->b))
+            rc = CONCUR_ENOMEM;
+        else if (r->w) /* its errors are the writer's (output_error) */
+            wr_add(r->w, r->b.p, r->b.len);
+        else
+            rc = append_record(r->fd, r->b.p, r->b.len);
     }
     if (rc) /* in a directory, the buffer holds the path that failed */
         cli_error("cannot write the results '%s': %s",

@@ -134,3 +134,53 @@ load helpers
     cmp c_out p_out
   done
 }
+
+# ------------------------------------------------------------------ --results -.json, --joblog
+
+@test "--results -.json, -.csv, -.tsv write the results to standard output" {
+  run "$CONCUR" -k --results -.json echo ::: a b
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 2 ]
+  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\n", "Stderr": "" }' ]]
+  [[ ${lines[1]} == '{ "Seq": 2, '*'"V": [ "b" ]'* ]]
+  [ -z "$(ls -A)" ] # no file named -.json
+  "$CONCUR" -k --results -.csv echo ::: a 'b c' >out
+  [ "$(head -1 out)" = "Seq,Host,Starttime,JobRuntime,Send,Receive,Exitval,Signal,Command,V1,Stdout,Stderr" ]
+  [ "$(cut -d, -f9,10 out | sed -n 2p)" = '"echo a",a' ]
+  "$CONCUR" --results -.tsv echo ::: a >out
+  [ "$(head -1 out | cut -f1,12)" = "$(printf 'Seq\tStderr')" ]
+  need_parallel
+  parallel --will-cite --results -.tsv echo ::: a >p_out </dev/null
+  [ "$(head -1 out)" = "$(head -1 p_out)" ]
+}
+
+@test "--joblog - writes the joblog to standard output, each line after its job's output" {
+  run "$CONCUR" -k --joblog - echo ::: a b
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 5 ]
+  [ "${lines[0]}" = "$(printf 'Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand')" ]
+  [ "${lines[1]}" = a ]
+  [[ ${lines[2]} == $'1\t:\t'*$'\techo a' ]]
+  [ "${lines[3]}" = b ]
+  [[ ${lines[4]} == $'2\t:\t'*$'\techo b' ]]
+  [ -z "$(ls -A)" ] # no file named -
+  need_parallel
+  parallel --will-cite -k --joblog - echo ::: a b </dev/null | cut -f1,7-9 >p_out
+  printf '%s\n' "${lines[@]}" | cut -f1,7-9 >c_out
+  cmp c_out p_out
+}
+
+@test "--joblog +FILE appends to FILE without a header, as GNU parallel" {
+  "$CONCUR" --joblog log echo ::: a >/dev/null
+  "$CONCUR" --joblog +log echo ::: b >/dev/null
+  "$CONCUR" --joblog +new echo ::: c >/dev/null
+  [ "$(cut -f1,9 log)" = "$(printf 'Seq\tCommand\n1\techo a\n1\techo b')" ]
+  [ "$(cut -f1,9 new)" = "$(printf '1\techo c')" ]
+  # --resume reads FILE back
+  run "$CONCUR" -k --joblog +new --resume echo ::: c d
+  [ "$output" = d ]
+  [ "$(cut -f1,9 new)" = "$(printf '1\techo c\n2\techo d')" ]
+  need_parallel
+  parallel --will-cite --joblog +p_new echo ::: c >/dev/null </dev/null
+  [ "$(cut -f1,9 p_new)" = "$(cut -f1,9 new | head -1)" ]
+}
