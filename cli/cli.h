@@ -148,6 +148,7 @@ struct cli_opts {
     bool link;          /* --link: groups in step, the shorter ones wrapping around */
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
+    size_t max_chars;     /* -s N: command lines shorter than N bytes (0: not given) */
     bool ctx_replace;     /* -X */
     bool multi;           /* -m */
     bool quote;           /* -q */

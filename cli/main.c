@@ -65,6 +65,7 @@ static void settle_modes(struct app *a)
     a->need_line = o->joblog || o->json || o->results || o->trace || o->verbose;
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
+    a->max_chars = o->pipe ? 0 : o->max_chars;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -338,6 +339,8 @@ static void app_free(struct app *a)
     free(a->hist);
     free(a->rec.f);
     buf_free(&a->scratch);
+    buf_free(&a->trial);
+    buf_free(&a->recn);
     buf_free(&a->errmsg);
     buf_free(&a->json);
     progress_free(a->prog);

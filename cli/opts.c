@@ -38,6 +38,7 @@ enum optid {
     O_LINK,
     O_XAPPLY,
     O_MAXARGS,
+    O_MAXCHARS,
     O_X,
     O_M,
     O_QUOTE,
@@ -102,6 +103,7 @@ static const struct optdef optdefs[] = {
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
+    {O_MAXCHARS, 's', "max-chars", "N", "command lines of fewer than N characters", NULL},
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
@@ -645,6 +647,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         if (!parse_uint(val, &v) || v == 0 || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
         o->max_args = v;
+        break;
+    case O_MAXCHARS:
+        if (!parse_uint(val, &v) || v == 0 || v > (1ul << 30))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_chars = v;
         break;
     case O_X:
         o->ctx_replace = true;

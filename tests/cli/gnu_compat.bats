@@ -184,3 +184,33 @@ load helpers
   parallel --will-cite --joblog +p_new echo ::: c >/dev/null </dev/null
   [ "$(cut -f1,9 p_new)" = "$(cut -f1,9 new | head -1)" ]
 }
+
+# ------------------------------------------------------------------ -s
+
+@test "-s N: -X / -m command lines shorter than N characters, as GNU parallel" {
+  run "$CONCUR" -k -j1 -s 20 -X echo ::: a b c d e f g h i j k l m n o p
+  [ "$output" = "$(printf 'a b c d e f g\nh i j k l m n\no p')" ]
+  same_as_parallel -k -j1 -s 30 -m echo ::: aa bb cc dd ee ff gg hh ii jj kk ll
+  same_as_parallel -k -j1 -s 12 -X echo 'x{}y' ::: a b c d e
+  same_as_parallel -k -j1 -s 14 -m echo {} ::: 'a b' c 'd e'
+  # the last records are spread over the job slots
+  same_as_parallel -k -j2 -s 20 -X echo ::: a b c d e f g h i j k l m n o p
+  same_as_parallel -k -j3 -s 20 -X echo ::: a b c d e f g h i j k l m n o p q r s t u v w x y z
+  same_as_parallel -k -j4 -s 25 -m echo ::: a b c d e ::: 1 2
+}
+
+@test "-s N with -n: both limits apply" {
+  run "$CONCUR" -k -n 3 -s 10 echo ::: a b c d
+  [ "$output" = "$(printf 'a b\nc d')" ]
+  same_as_parallel -k -n 3 -s 10 echo ::: a b c d
+  same_as_parallel -k --max-chars=12 echo {} ::: a b
+}
+
+@test "-s N: an argument too long for the limit stops concur (exit 255), as GNU parallel" {
+  run "$CONCUR" -s 10 echo ::: aaaaaaaaaaaaaaaaaaaaaa
+  [ "$status" -eq 255 ]
+  [[ $output == *"command line too long (27 >= 10): echo aaaaaaaaaaaaaaaaaaaaaa"* ]]
+  same_as_parallel -k -j1 -s 10 -X echo ::: a aaaaaaaaaaaaaaaaaaaaaa
+  run "$CONCUR" -s 0 echo ::: a
+  [ "$status" -eq 2 ]
+}
