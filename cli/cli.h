@@ -175,6 +175,8 @@ struct cli_opts {
     double halt_value; /* count, or percent when halt_pct */
     bool halt_pct;
     double delay; /* --delay seconds */
+    int nice;     /* --nice N: the niceness of concur and its jobs */
+    bool nice_set; /* --nice given */
     /* output */
     enum out_mode out;
     bool keep_order;

@@ -108,6 +108,15 @@ static int setup_signals(struct app *a)
     return 0;
 }
 
+/* --nice N: the niceness the jobs run at, absolute as in GNU parallel (which sets it in
+ * each child). concur sets its own and the jobs inherit it: the library starts them with
+ * no hook in the child. Lowering it needs privileges: a failure is a warning. */
+static void set_nice(const struct cli_opts *o)
+{
+    if (o->nice_set && !o->dry_run && setpriority(PRIO_PROCESS, 0, o->nice) < 0)
+        cli_warn("cannot set the niceness to %d: %s", o->nice, strerror(errno));
+}
+
 /* Opens what the run reads and writes, up to the joblog (--dry-run reads it too). Returns 0
  * or a negative code, after a message when one is due. */
 static int open_run(struct app *a)
@@ -366,8 +375,10 @@ int main(int argc, char **argv)
     settle_modes(a);
     output_init(&a->out, NULL);
     guard_std_fds(&a->out);
-    if ((rc = open_run(a)) == 0)
+    if ((rc = open_run(a)) == 0) {
+        set_nice(&a->o);
         rc = a->o.dry_run ? dry_run(a) : run(a);
+    }
     int status = finish(a, rc);
     app_free(a);
     return status;

@@ -44,6 +44,7 @@ enum optid {
     O_QUOTE,
     O_REPLACE,
     O_SHELL,
+    O_ENV,
     O_NORUNEMPTY,
     O_PIPE,
     O_SPREAD,
@@ -58,6 +59,7 @@ enum optid {
     O_TERMSEQ,
     O_RETRIES,
     O_HALT,
+    O_NICE,
     O_DELAY,
     O_GROUP,
     O_LINEBUF,
@@ -77,6 +79,7 @@ enum optid {
     O_DRYRUN,
     O_REPORT,
     O_TMPDIR,
+    O_COMPRESS,
     O_TRACE,
     O_VERBOSE,
     O_WILLCITE,
@@ -109,6 +112,7 @@ static const struct optdef optdefs[] = {
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
+    {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
     {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
      NULL},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
@@ -125,6 +129,7 @@ static const struct optdef optdefs[] = {
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
     {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
     {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
+    {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL},
     {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
     {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output"},
     {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL},
@@ -146,6 +151,7 @@ static const struct optdef optdefs[] = {
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
     {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
+    {O_COMPRESS, 0, "compress", NULL, "accepted: spilled output is not compressed", NULL},
     {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
@@ -672,6 +678,10 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_SHELL:
         o->shell = true;
         break;
+    case O_ENV: /* the jobs inherit concur's environment: NAME reaches them if exported */
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        break;
     case O_NORUNEMPTY:
         o->no_run_if_empty = true;
         break;
@@ -777,6 +787,16 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
         if (!parse_halt(val, o))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
+    case O_NICE: {
+        char *end;
+        errno = 0;
+        long n = strtol(val, &end, 10);
+        if (errno || end == val || *end || n < -20 || n > 19)
+            return usage_error("bad value for %s: '%s' (-20 to 19)", shown, val);
+        o->nice = (int)n;
+        o->nice_set = true;
+        break;
+    }
     case O_DELAY:
         if (!parse_duration(val, &o->delay))
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -849,6 +869,8 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         break;
     case O_TMPDIR:
         o->tmpdir = val;
+        break;
+    case O_COMPRESS: /* nothing to compress: see concur.1 */
         break;
     case O_TRACE:
         o->trace = true;

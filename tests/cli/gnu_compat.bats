@@ -214,3 +214,38 @@ load helpers
   run "$CONCUR" -s 0 echo ::: a
   [ "$status" -eq 2 ]
 }
+
+# ------------------------------------------------------------------ --nice, --env, --compress
+
+@test "--nice N runs the jobs at niceness N (absolute, as GNU parallel)" {
+  run "$CONCUR" -k --nice 7 'echo {} $(ps -o ni= -p $$)' ::: a b
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'a 7\nb 7')" ]
+  run nice -n 3 "$CONCUR" --nice 5 'echo $(ps -o ni= -p $$) {}' ::: a
+  [ "$output" = "5 a" ]
+  need_parallel
+  nice -n 3 parallel --will-cite --nice 5 'echo $(ps -o ni= -p $$) {}' ::: a >p_out </dev/null
+  [ "$(cat p_out)" = "5 a" ]
+  run "$CONCUR" --nice 20 echo ::: a
+  [ "$status" -eq 2 ]
+}
+
+@test "--env NAME is accepted; exported variables reach the jobs" {
+  export CONCUR_T_VAR="x y"
+  run "$CONCUR" --env CONCUR_T_VAR 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  [ "$status" -eq 0 ]
+  [ "$output" = "[x y] a" ]
+  same_as_parallel --env CONCUR_T_VAR 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  run "$CONCUR" --env _ --env 'CONCUR_T*' 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  [ "$output" = "[x y] a" ]
+  run "$CONCUR" --env '' echo ::: a
+  [ "$status" -eq 2 ]
+}
+
+@test "--compress is accepted and changes nothing in the output" {
+  same_as_parallel -k --compress 'seq {}' ::: 3 2
+  # past the 1 MiB kept in memory, output spills to a file: still whole
+  "$CONCUR" --compress 'seq 300000; : {}' ::: a >out
+  [ "$(wc -l <out)" -eq 300000 ]
+  [ "$(tail -1 out)" = 300000 ]
+}
