@@ -152,6 +152,7 @@ struct cli_opts {
     bool ctx_replace;     /* -X */
     bool multi;           /* -m */
     bool quote;           /* -q */
+    bool plus;            /* --plus: GNU parallel's extra replacement strings */
     const char *replace;  /* -I STR: STR instead of {} (NULL: not given) */
     bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
@@ -278,9 +279,9 @@ struct tpl;
 
 /* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
 int tpl_compile(struct tpl **out, const struct cli_opts *o);
-/* Compiles a --tagstring of n bytes (placeholders expanded without quoting); `replace` is
- * -I's string (NULL: {}). */
-int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const char *replace);
+/* Compiles a --tagstring of n bytes (placeholders expanded without quoting), with the -I
+ * and --plus of *o. */
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its
@@ -297,6 +298,10 @@ int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line);
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out);
 /* About how many bytes one argument of `len` bytes adds to the command line (-X, -m). */
 size_t tpl_arg_cost(const struct tpl *t, size_t len);
+/* --plus's {##} and {0#}: whether the template needs the number of jobs, which
+ * tpl_set_total() then gives it. */
+bool tpl_needs_total(const struct tpl *t);
+void tpl_set_total(struct tpl *t, size_t total);
 /* Whether the command is exec'd without a shell (for tests and messages). */
 bool tpl_is_direct(const struct tpl *t);
 

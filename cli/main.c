@@ -129,7 +129,7 @@ static int open_run(struct app *a)
     }
     if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
         (o->tagstring &&
-         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o->replace)) != 0)) {
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
         cli_error("out of memory");
         return rc;
     }
@@ -140,13 +140,17 @@ static int open_run(struct app *a)
     if (rc != 0)
         return rc;
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
+    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl));
     if (!o->pipe &&
-        (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
+        (total || o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
         if ((rc = input_count(a->in, &records)) != 0)
             return rc;
         a->total_jobs = (records + a->per_job - 1) / a->per_job;
     }
+    tpl_set_total(a->tpl, a->total_jobs);
+    if (a->tagtpl)
+        tpl_set_total(a->tagtpl, a->total_jobs);
     if (a->budget && (rc = plan_multi(a)) != 0)
         return rc;
     if (o->timeout_pct > 0 && !(a->hist = calloc(HIST_N, sizeof(*a->hist)))) {

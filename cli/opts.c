@@ -42,6 +42,7 @@ enum optid {
     O_X,
     O_M,
     O_QUOTE,
+    O_PLUS,
     O_REPLACE,
     O_SHELL,
     O_ENV,
@@ -110,6 +111,7 @@ static const struct optdef optdefs[] = {
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%}... (see man)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
     {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
@@ -669,6 +671,9 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         break;
     case O_QUOTE:
         o->quote = true;
+        break;
+    case O_PLUS:
+        o->plus = true;
         break;
     case O_REPLACE:
         if (!*val)

@@ -29,8 +29,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT };
-enum mod { M_NONE, M_NOEXT, M_BASE, M_DIR, M_BASENOEXT };
+enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0 };
+/* M_NOEXT..M_NOEXT3: {.} {..} {...}; M_BASENOEXT..3: {/.} {/..} {/...}; M_EXT..3: {+.}
+ * {+..} {+...}; M_PDIR: {+/}. The order matters (apply_mod). */
+enum mod {
+    M_NONE,
+    M_BASE,
+    M_DIR,
+    M_PDIR,
+    M_NOEXT,
+    M_NOEXT2,
+    M_NOEXT3,
+    M_BASENOEXT,
+    M_BASENOEXT2,
+    M_BASENOEXT3,
+    M_EXT,
+    M_EXT2,
+    M_EXT3,
+};
 
 struct seg {
     enum seg_kind kind;
@@ -57,6 +73,9 @@ struct tpl {
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
     const char *shell; /* what runs the lines that need a shell */
+    bool plus;         /* --plus: its replacement strings are placeholders */
+    size_t total;      /* {##} {0#}: the number of jobs (tpl_set_total) */
+    unsigned slots;    /* {0%}: the number of job slots */
 };
 
 static void set_replace(struct tpl *t, const char *rep)
@@ -99,29 +118,31 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         out->kind = S_SLOT;
         return len;
     }
+    if (t->plus && e - p == 2 &&
+        (!memcmp(p, "##", 2) || !memcmp(p, "0#", 2) || !memcmp(p, "0%", 2))) {
+        out->kind = p[0] == '#' ? S_TOTAL : p[1] == '#' ? S_SEQ0 : S_SLOT0;
+        return len;
+    }
     unsigned pos = 0;
     while (p < e && *p >= '0' && *p <= '9' && pos < 100000)
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (p != s + 1 && pos == 0)
         return 0; /* {0} */
+    /* the modifiers, by enum mod; those after {/.} need --plus */
+    static const char *const mods[] = {"",   "/",   "//",   "+/", ".",   "..",  "...",
+                                       "/.", "/..", "/...", "+.", "+..", "+..."};
     size_t m = (size_t)(e - p);
-    enum mod mod;
-    if (m == 0)
-        mod = M_NONE;
-    else if (m == 1 && *p == '.')
-        mod = M_NOEXT;
-    else if (m == 1 && *p == '/')
-        mod = M_BASE;
-    else if (m == 2 && p[0] == '/' && p[1] == '/')
-        mod = M_DIR;
-    else if (m == 2 && p[0] == '/' && p[1] == '.')
-        mod = M_BASENOEXT;
-    else
+    int mod = -1;
+    for (int k = 0; k < (int)(sizeof(mods) / sizeof(mods[0])) && mod < 0; k++)
+        if (strlen(mods[k]) == m && !memcmp(p, mods[k], m) &&
+            (t->plus || (k != M_PDIR && k != M_NOEXT2 && k != M_NOEXT3 && k <= M_BASENOEXT)))
+            mod = k;
+    if (mod < 0)
         return 0;
     if (t->rep && pos && mod == M_NONE)
         return 0; /* as GNU parallel: with -I, {n} is plain text ({n.} and the others are not) */
     out->kind = S_ARG;
-    out->mod = mod;
+    out->mod = (enum mod)mod;
     out->pos = pos;
     return len;
 }
@@ -167,13 +188,23 @@ static void dir_of(const char *s, size_t n, const char **d, size_t *dn)
     }
 }
 
+/* Where the last k extensions of s start (at their first dot), as --plus's
+ * s:\.[^/.]*\.[^/.]*$:: finds them (k dots after it, no slash): n when there are fewer. */
+static size_t exts_at(const char *s, size_t n, int k)
+{
+    size_t i = n;
+    for (int dots = 0; i > 0 && s[i - 1] != '/';) {
+        i--;
+        if (s[i] == '.' && ++dots == k)
+            return i;
+    }
+    return n;
+}
+
 static void apply_mod(enum mod m, const char **p, size_t *n)
 {
     switch (m) {
     case M_NONE:
-        break;
-    case M_NOEXT:
-        *n = noext_len(*p, *n);
         break;
     case M_BASE:
         base_of(p, n);
@@ -181,10 +212,35 @@ static void apply_mod(enum mod m, const char **p, size_t *n)
     case M_DIR:
         dir_of(*p, *n, p, n);
         break;
-    case M_BASENOEXT:
-        base_of(p, n);
-        *n = noext_len(*p, *n);
+    case M_PDIR: { /* {+/}: s:/[^/]*$:: || s:.*$:: */
+        const char *slash = memrchr(*p, '/', *n);
+        *n = slash ? (size_t)(slash - *p) : 0;
         break;
+    }
+    case M_BASENOEXT:
+    case M_BASENOEXT2:
+    case M_BASENOEXT3:
+        base_of(p, n);
+        m = (enum mod)(m - M_BASENOEXT + M_NOEXT);
+        /* fall through */
+    case M_NOEXT:
+    case M_NOEXT2:
+    case M_NOEXT3:
+        *n = m == M_NOEXT ? noext_len(*p, *n) : exts_at(*p, *n, (int)(m - M_NOEXT + 1));
+        break;
+    case M_EXT: { /* {+.}: s:.*\.:: || s:.*$:: (after the last dot, slashes or not) */
+        const char *dot = memrchr(*p, '.', *n);
+        *n = dot ? (size_t)(*p + *n - dot - 1) : 0;
+        *p = dot ? dot + 1 : *p;
+        break;
+    }
+    case M_EXT2:
+    case M_EXT3: { /* {+..}: s:.*\.([^/.]*\.[^/.]*)$:$1: || s:.*$:: */
+        size_t at = exts_at(*p, *n, (int)(m - M_EXT + 1));
+        *p += at < *n ? at + 1 : *n;
+        *n = at < *n ? *n - at - 1 : 0;
+        break;
+    }
     }
 }
 
@@ -453,6 +509,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
     t->shell = o->shell_path;
+    t->plus = o->plus;
+    t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     if (o->ncmd == 0) {
         t->raw = true;
     } else if (o->quote) {
@@ -496,12 +554,14 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     return 0;
 }
 
-int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const char *replace)
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o)
 {
     struct tpl *t = calloc(1, sizeof(*t));
     if (!t)
         return CONCUR_ENOMEM;
-    set_replace(t, replace);
+    set_replace(t, o->replace);
+    t->plus = o->plus;
+    t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     t->plain = true;
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
@@ -540,6 +600,19 @@ bool tpl_is_direct(const struct tpl *t)
     return t->direct;
 }
 
+bool tpl_needs_total(const struct tpl *t)
+{
+    for (size_t i = 0; i < NSEGS(t); i++)
+        if (SEGS(t)[i].kind == S_TOTAL || SEGS(t)[i].kind == S_SEQ0)
+            return true;
+    return false;
+}
+
+void tpl_set_total(struct tpl *t, size_t total)
+{
+    t->total = total;
+}
+
 /* ------------------------------------------------------------------ expanding */
 
 enum how { QUOTED, WORDS, PLAIN };
@@ -554,6 +627,17 @@ static void put_value(struct buf *b, const struct field *f, enum mod m, enum how
         shell_quote(b, p, n);
     else
         buf_add(b, p, n);
+}
+
+/* GNU parallel's 1+int(log10(n)): the digits of n (1 for 0). */
+static int digits(size_t n)
+{
+    int d = 1;
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
 }
 
 /* Expands one piece into b. `only` >= 0 binds {} to that argument alone (-X). In WORDS
@@ -577,6 +661,15 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
             break;
         case S_SLOT:
             buf_printf(b, "%u", j->slot);
+            break;
+        case S_TOTAL:
+            buf_printf(b, "%zu", t->total);
+            break;
+        case S_SEQ0: /* as wide as the number of jobs */
+            buf_printf(b, "%0*zu", digits(t->total), j->seq);
+            break;
+        case S_SLOT0: /* as wide as the number of slots */
+            buf_printf(b, "%0*u", digits(t->slots), j->slot);
             break;
         case S_ARG:
             if (s->pos > 0) {

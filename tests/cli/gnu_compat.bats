@@ -249,3 +249,32 @@ load helpers
   [ "$(wc -l <out)" -eq 300000 ]
   [ "$(tail -1 out)" = 300000 ]
 }
+
+# ------------------------------------------------------------------ --plus
+
+@test "--plus: {+/} {+.} {+..} {+...} {..} {...} {/..} {/...} as GNU parallel" {
+  run "$CONCUR" --plus echo '{..}:{+..}:{+/}:{/..}:{+.}:{...}:{+...}' ::: dir/a.tar.gz
+  [ "$output" = "dir/a:tar.gz:dir:a:gz:dir/a.tar.gz:" ]
+  t='{}:{+/}:{+.}:{+..}:{+...}:{..}:{...}:{/..}:{/...}:{.}:{/.}:{1..}:{1+/}:{1+..}'
+  for a in a.b.c.d dir/a.b.c /x.y/file d.e/f.g.h/a.b a..b . '' a/ /a .a.b; do
+    same_as_parallel --plus echo "$t" ::: "$a"
+  done
+  same_as_parallel -k --plus echo {2...} {1/..} ::: a.b.c.d ::: x/y.z.w.q
+}
+
+@test "--plus: {##} is the number of jobs, {0#} and {0%} are zero-padded" {
+  run "$CONCUR" -k --plus echo '{##}' '{0#}' ::: $(seq 10)
+  [ "${lines[0]}" = "10 01" ]
+  [ "${lines[9]}" = "10 10" ]
+  same_as_parallel -k --plus echo {##} {#} {0#} ::: a b c d e f g h i j k
+  same_as_parallel -k -j 12 --plus echo {0%} ::: a
+  same_as_parallel -k --plus --tagstring '{##}-{0#}' echo ::: a b
+  printf 'a\nb\nc\n' >in
+  same_as_parallel --stdin in -k --plus echo {##}
+}
+
+@test "without --plus its replacement strings are plain text" {
+  run "$CONCUR" echo '{..}' '{+/}' '{##}' ::: a.b.c
+  [ "$output" = "{..} {+/} {##} a.b.c" ]
+  same_as_parallel -k echo '{..}' '{+/}' '{##}' ::: a.b.c
+}
