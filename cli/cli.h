@@ -146,6 +146,11 @@ struct cli_opts {
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
     bool link;          /* --link: groups in step, the shorter ones wrapping around */
+    bool header;        /* --header :: the first element of each group names its columns */
+    /* --header: the names of the columns, as fields whose col is their column (set from
+     * input_header() once the input is open; they point into the input) */
+    const struct field *names;
+    size_t nnames;
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
     size_t max_chars;     /* -s N: command lines shorter than N bytes (0: not given) */
@@ -232,6 +237,8 @@ int input_next(struct input *in, struct record *rec);
 /* Number of records in all (for --bar, --eta and --halt N%). May read the first group in
  * full when it cannot be counted otherwise (a pipe). Call before input_next(). */
 int input_count(struct input *in, size_t *total);
+/* --header: the column names (fields whose col is the column they name); none without it. */
+void input_header(const struct input *in, const struct field **names, size_t *n);
 void input_close(struct input *in);
 
 /* ------------------------------------------------------------------ pipe.c */
@@ -363,6 +370,8 @@ struct results;
  * through stdout_w), or a directory. 0 or negative. */
 int results_open(struct results **out, const char *path, struct writer *stdout_w);
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
+/* --header: a results directory names its levels by the columns' names, not numbers. */
+void results_set_names(struct results *r, const struct field *names, size_t n);
 int results_close(struct results *r);                          /* 0 or -errno */
 /* The JSON object of --json and --results FILE.json, with a trailing newline. */
 void json_job(struct buf *b, const struct jobdone *d);

@@ -127,18 +127,20 @@ static int open_run(struct app *a)
         cli_error("cannot set up signals: %s", strerror(-rc));
         return rc;
     }
-    if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
-        (o->tagstring &&
-         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
-        cli_error("out of memory");
-        return rc;
-    }
     if (o->pipe)
         rc = pipe_open(&a->pin, o, a->sigfd);
     else
         rc = input_open(&a->in, o, a->sigfd);
     if (rc != 0)
         return rc;
+    if (a->in) /* --header: the templates know the columns' names */
+        input_header(a->in, &a->o.names, &a->o.nnames);
+    if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
+        (o->tagstring &&
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
+        cli_error("out of memory");
+        return rc;
+    }
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
     bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl));
     if (!o->pipe &&
@@ -253,6 +255,8 @@ static int run(struct app *a)
     int rc;
     if (o->results && (rc = results_open(&a->res, o->results, &a->out.out)) != 0)
         return rc;
+    if (a->res)
+        results_set_names(a->res, o->names, o->nnames);
     if ((o->bar || o->eta || o->progress) &&
         (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs)) != 0)
         return rc;

@@ -35,6 +35,7 @@ enum optid {
     O_DELIM,
     O_COLSEP,
     O_TRIM,
+    O_HEADER,
     O_LINK,
     O_XAPPLY,
     O_MAXARGS,
@@ -104,6 +105,7 @@ static const struct optdef optdefs[] = {
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
     {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
+    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name}", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
@@ -639,6 +641,13 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
         break;
+    case O_HEADER: /* ':', or GNU parallel's forms of "the first line" */
+        if (strcmp(val, ":") && strcmp(val, ".*\\n") && strcmp(val, "1"))
+            return usage_error("bad value for %s: '%s' (only ':', '.*\\n' or 1: the first "
+                               "line)",
+                               shown, val);
+        o->header = true;
+        break;
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
             strcmp(val, "rl"))
@@ -750,6 +759,8 @@ static int settle_pipe(struct parse *p)
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
+    if (o->header)
+        return usage_error("--header is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
     if (o->halt_pct && o->halt_when != HALT_NEVER)

@@ -39,6 +39,8 @@ struct results {
     char *path;
     bool header_done;
     size_t name_max; /* the longest file name in the directory */
+    const struct field *names; /* --header: the columns' names */
+    size_t nnames;
     struct buf b;
 };
 
@@ -209,26 +211,46 @@ static int write_file(const char *path, const void *data, size_t n)
     return rc;
 }
 
+void results_set_names(struct results *r, const struct field *names, size_t n)
+{
+    r->names = names;
+    r->nnames = n;
+}
+
+/* One level of a results directory: an argument or a column's name, escaped as GNU
+ * parallel does and cut to the longest file name. */
+static void dir_level(struct results *r, const char *p, size_t len)
+{
+    struct buf *b = &r->b;
+    size_t name = b->len;
+    for (size_t k = 0; k < len && b->len - name < r->name_max; k++) {
+        char c = p[k];
+        if (c == '\\')
+            buf_add(b, "\\\\", 2);
+        else if (c == '\t')
+            buf_add(b, "\\t", 2);
+        else if (c == '/')
+            buf_add(b, "\\_", 2);
+        else
+            buf_addc(b, c);
+    }
+    if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
+        b->len = name + r->name_max;
+}
+
 static int dir_job(struct results *r, const struct jobdone *d)
 {
     struct buf *b = &r->b;
     buf_adds(b, r->path);
     for (size_t i = 0; i < d->nargs; i++) {
-        buf_printf(b, "/%u/", d->args[i].col);
-        size_t name = b->len;
-        for (size_t k = 0; k < d->args[i].len && b->len - name < r->name_max; k++) {
-            char c = d->args[i].p[k];
-            if (c == '\\')
-                buf_add(b, "\\\\", 2);
-            else if (c == '\t')
-                buf_add(b, "\\t", 2);
-            else if (c == '/')
-                buf_add(b, "\\_", 2);
-            else
-                buf_addc(b, c);
-        }
-        if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
-            b->len = name + r->name_max;
+        unsigned col = d->args[i].col;
+        buf_addc(b, '/');
+        if (col >= 1 && col <= r->nnames)
+            dir_level(r, r->names[col - 1].p, r->names[col - 1].len);
+        else
+            buf_printf(b, "%u", col);
+        buf_addc(b, '/');
+        dir_level(r, d->args[i].p, d->args[i].len);
     }
     if (!buf_ok(b))
         return CONCUR_ENOMEM;

@@ -74,6 +74,8 @@ struct tpl {
     size_t rep_len;
     const char *shell; /* what runs the lines that need a shell */
     bool plus;         /* --plus: its replacement strings are placeholders */
+    const struct field *names; /* --header: the columns' names ({name} is {col}) */
+    size_t nnames;
     size_t total;      /* {##} {0#}: the number of jobs (tpl_set_total) */
     unsigned slots;    /* {0%}: the number of job slots */
 };
@@ -91,9 +93,45 @@ static void set_replace(struct tpl *t, const char *rep)
 
 /* ------------------------------------------------------------------ placeholders */
 
+/* The modifier of m bytes at p ("", "/", "."...): an enum mod, or -1. Those after {/.}
+ * need --plus. */
+static int match_mod(const struct tpl *t, const char *p, size_t m)
+{
+    static const char *const mods[] = {"",   "/",   "//",   "+/", ".",   "..",  "...",
+                                       "/.", "/..", "/...", "+.", "+..", "+..."};
+    for (int k = 0; k < (int)(sizeof(mods) / sizeof(mods[0])); k++)
+        if (strlen(mods[k]) == m && !memcmp(p, mods[k], m) &&
+            (t->plus || (k != M_PDIR && k != M_NOEXT2 && k != M_NOEXT3 && k <= M_BASENOEXT)))
+            return k;
+    return -1;
+}
+
+/* --header: {name} and {name.}, {name/}... for a column's name. Its length, or 0. */
+static size_t parse_name(const struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    for (size_t i = 0; i < t->nnames && n > 2 && s[0] == '{'; i++) {
+        const struct field *f = &t->names[i];
+        if (!f->len || f->len + 2 > n || memcmp(s + 1, f->p, f->len))
+            continue;
+        const char *close = memchr(s + 1 + f->len, '}', n - 1 - f->len);
+        int mod = close ? match_mod(t, s + 1 + f->len, (size_t)(close - s) - 1 - f->len) : -1;
+        if (mod < 0)
+            continue;
+        memset(out, 0, sizeof(*out));
+        out->kind = S_ARG;
+        out->mod = (enum mod)mod;
+        out->pos = f->col;
+        return (size_t)(close - s) + 1;
+    }
+    return 0;
+}
+
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
 static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg *out)
 {
+    size_t named = parse_name(t, s, n, out);
+    if (named)
+        return named;
     if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
         memset(out, 0, sizeof(*out));
         out->kind = S_ARG;
@@ -128,15 +166,7 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (p != s + 1 && pos == 0)
         return 0; /* {0} */
-    /* the modifiers, by enum mod; those after {/.} need --plus */
-    static const char *const mods[] = {"",   "/",   "//",   "+/", ".",   "..",  "...",
-                                       "/.", "/..", "/...", "+.", "+..", "+..."};
-    size_t m = (size_t)(e - p);
-    int mod = -1;
-    for (int k = 0; k < (int)(sizeof(mods) / sizeof(mods[0])) && mod < 0; k++)
-        if (strlen(mods[k]) == m && !memcmp(p, mods[k], m) &&
-            (t->plus || (k != M_PDIR && k != M_NOEXT2 && k != M_NOEXT3 && k <= M_BASENOEXT)))
-            mod = k;
+    int mod = match_mod(t, p, (size_t)(e - p));
     if (mod < 0)
         return 0;
     if (t->rep && pos && mod == M_NONE)
@@ -511,6 +541,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     t->shell = o->shell_path;
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
+    t->names = o->names;
+    t->nnames = o->nnames;
     if (o->ncmd == 0) {
         t->raw = true;
     } else if (o->quote) {
@@ -562,6 +594,8 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
     set_replace(t, o->replace);
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
+    t->names = o->names;
+    t->nnames = o->nnames;
     t->plain = true;
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {

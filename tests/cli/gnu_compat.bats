@@ -278,3 +278,45 @@ load helpers
   [ "$output" = "{..} {+/} {##} a.b.c" ]
   same_as_parallel -k echo '{..}' '{+/}' '{##}' ::: a.b.c
 }
+
+# ------------------------------------------------------------------ --header
+
+@test "--header : with ::: groups: {name} is the column the first argument names" {
+  run "$CONCUR" -k --header : echo {a} {b} ::: a 1 2 ::: b x y
+  [ "$output" = "$(printf '1 x\n1 y\n2 x\n2 y')" ]
+  same_as_parallel -k --header : echo {a}-{b} ::: a 1 2 :::+ b x y
+  same_as_parallel -k --header : echo ::: a 1 2
+  same_as_parallel -k --header 1 echo {a} ::: a 1
+  same_as_parallel -k --header : --link echo {x} {a} ::: x 1 2 3 ::: a p q
+}
+
+@test "--header : with :::: files and standard input, with modifiers" {
+  printf 'f\na.b\ndir/c.d\n' >fl
+  run "$CONCUR" -k --header : echo '{f.}' '{f/}' :::: fl
+  [ "$output" = "$(printf 'a a.b\ndir/c c.d')" ]
+  same_as_parallel -k --header : echo '{f.}' '{f/}' '{f//}' {1} :::: fl ::: g h i
+  same_as_parallel --stdin fl -k --header : echo '{f/.}'
+  # the header is not a job: {##} and --bar count the others
+  same_as_parallel -k --header : --plus echo '{f}' '{##}' :::: fl
+  same_as_parallel --stdin fl -k --header : --plus echo '{f}' '{##}'
+}
+
+@test "--header : with --colsep names each column" {
+  printf 'n,v\n1,2\n3,4\n' >csv
+  run "$CONCUR" -k --header : --colsep , echo '{v}-{n}' :::: csv
+  [ "$output" = "$(printf '2-1\n4-3')" ]
+  same_as_parallel -k --header : --colsep , echo '{v}-{n}-{1}' :::: csv
+  same_as_parallel --stdin csv -k --header : --colsep , --tag echo '{n}'
+  printf 'n\tv\n1\t2\n' >tsv
+  same_as_parallel --stdin tsv -k --header : --colsep '\t' echo '{n}{v}'
+}
+
+@test "--header : names the levels of a --results directory" {
+  "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
+  [ "$(cat r/a/1/stdout)" = 1 ]
+  [ "$(cat r/a/2/stdout)" = 2 ]
+  run "$CONCUR" --header x echo ::: a
+  [ "$status" -eq 2 ]
+  run "$CONCUR" --pipe --header : cat </dev/null
+  [ "$status" -eq 2 ]
+}
