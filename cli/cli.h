@@ -12,7 +12,7 @@
  *   jobs.c      gathers records into a job (-n, -X), skips it if --resume says it is done,
  *               and hands it to the runner from the runner's source callback
  *   template.c  turns the job into an argv: the command words with the placeholders
- *               replaced, exec'd directly when the line is simple, else /bin/sh -c LINE
+ *               replaced, exec'd directly when the line is simple, else $SHELL -c LINE
  *   (runner)    spawns, captures, times out, retries: concur_runner_run()
  *   complete.c  takes the ended job back from the runner: retry, log, print, --halt
  *   output.c    writes the job's output (grouped, line-buffered or ungrouped, tagged,
@@ -141,13 +141,23 @@ struct cli_opts {
     /* input splitting */
     char *delim; /* decoded -d / -0 delimiter (default "\n") */
     size_t delim_len;
+    bool delim_given;   /* -d: it splits ::: arguments too */
     const char *colsep; /* --colsep regexp, or NULL */
+    bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
+    bool trim_set;              /* --trim given */
     bool link;          /* --link: groups in step, the shorter ones wrapping around */
+    bool header;        /* --header :: the first element of each group names its columns */
+    /* --header: the names of the columns, as fields whose col is their column (set from
+     * input_header() once the input is open; they point into the input) */
+    const struct field *names;
+    size_t nnames;
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
+    size_t max_chars;     /* -s N: command lines shorter than N bytes (0: not given) */
     bool ctx_replace;     /* -X */
     bool multi;           /* -m */
     bool quote;           /* -q */
+    bool plus;            /* --plus: GNU parallel's extra replacement strings */
     const char *replace;  /* -I STR: STR instead of {} (NULL: not given) */
     bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
@@ -156,7 +166,9 @@ struct cli_opts {
     char *recend, *recstart; /* decoded (--recend default "\n") */
     size_t recend_len, recstart_len;
     size_t max_lines; /* -L N (0: not given) */
-    bool shell;       /* --shell: always /bin/sh -c */
+    bool shell;       /* --shell: always run the line with the shell */
+    /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
+    const char *shell_path;
     /* scheduling */
     int jobs;           /* resolved -j (0: no limit) */
     double timeout;     /* seconds, 0: none */
@@ -170,11 +182,14 @@ struct cli_opts {
     bool halt_pct;
     double delay; /* --delay seconds */
     bool mpi;     /* --mpi: the jobs run on the ranks of an MPI job */
+    int nice;     /* --nice N: the niceness of concur and its jobs */
+    bool nice_set; /* --nice given */
     /* output */
     enum out_mode out;
     bool keep_order;
     bool tag;
-    const char *tagstring;
+    char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
+    size_t tagstring_len;
     const char *results;
     bool json;
     const char *joblog;
@@ -223,6 +238,8 @@ int input_next(struct input *in, struct record *rec);
 /* Number of records in all (for --bar, --eta and --halt N%). May read the first group in
  * full when it cannot be counted otherwise (a pipe). Call before input_next(). */
 int input_count(struct input *in, size_t *total);
+/* --header: the column names (fields whose col is the column they name); none without it. */
+void input_header(const struct input *in, const struct field **names, size_t *n);
 void input_close(struct input *in);
 
 /* ------------------------------------------------------------------ pipe.c */
@@ -270,15 +287,15 @@ struct tpl;
 
 /* Compiles the command words of *o into a template. Returns 0 or CONCUR_ENOMEM. */
 int tpl_compile(struct tpl **out, const struct cli_opts *o);
-/* Compiles a --tagstring (placeholders expanded without quoting); `replace` is -I's
- * string (NULL: {}). */
-int tpl_compile_plain(struct tpl **out, const char *s, const char *replace);
+/* Compiles a --tagstring of n bytes (placeholders expanded without quoting), with the -I
+ * and --plus of *o. */
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o);
 void tpl_free(struct tpl *t);
 
 /* Builds what the runner executes for job *j: an argv either of the program and its
- * arguments (simple lines, or -q), or of /bin/sh -c LINE. Strings go to `strs` (and
- * `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until these
- * buffers are reset. `line` receives the command line as GNU parallel shows it (joblog,
+ * arguments (simple lines, or -q), or of SHELL -c LINE (o->shell_path). Strings go to
+ * `strs` (and `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until
+ * these buffers are reset. `line` receives the command line as GNU parallel shows it (joblog,
  * --dry-run) when `want_line`; otherwise it is used only when the line must be run by a
  * shell. Returns 0 or CONCUR_ENOMEM. */
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
@@ -289,6 +306,10 @@ int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line);
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out);
 /* About how many bytes one argument of `len` bytes adds to the command line (-X, -m). */
 size_t tpl_arg_cost(const struct tpl *t, size_t len);
+/* --plus's {##} and {0#}: whether the template needs the number of jobs, which
+ * tpl_set_total() then gives it. */
+bool tpl_needs_total(const struct tpl *t);
+void tpl_set_total(struct tpl *t, size_t total);
 /* Whether the command is exec'd without a shell (for tests and messages). */
 bool tpl_is_direct(const struct tpl *t);
 
@@ -308,10 +329,11 @@ void json_string(struct buf *b, const void *data, size_t n);
 struct joblog;
 
 /* Opens --joblog FILE: truncated, or appended to with --resume / --resume-failed after
- * reading which jobs are done. With `readonly` (--dry-run) the file is only read. Returns 0
+ * reading which jobs are done; +FILE: appended to, no header; -: standard output, through
+ * stdout_w. With `readonly` (--dry-run) the file is only read. Returns 0
  * or a negative code after printing a message. */
 int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
-                bool readonly);
+                bool readonly, struct writer *stdout_w);
 /* Whether job seq (with this command line) is done according to the joblog read at open. */
 bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
 /* Whether joblog_done needs the command line (only --resume-failed compares it). */
@@ -347,9 +369,12 @@ struct jobdone {
 
 struct results;
 
-/* --results PATH: a .json file, a .csv/.tsv file, or a directory. 0 or negative. */
-int results_open(struct results **out, const char *path);
+/* --results PATH: a .json file, a .csv/.tsv file (-.json, -.csv, -.tsv: standard output,
+ * through stdout_w), or a directory. 0 or negative. */
+int results_open(struct results **out, const char *path, struct writer *stdout_w);
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
+/* --header: a results directory names its levels by the columns' names, not numbers. */
+void results_set_names(struct results *r, const struct field *names, size_t n);
 int results_close(struct results *r);                          /* 0 or -errno */
 /* The JSON object of --json and --results FILE.json, with a trailing newline. */
 void json_job(struct buf *b, const struct jobdone *d);

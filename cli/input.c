@@ -44,6 +44,8 @@ struct reader {
     char *buf;
     size_t cap, start, end, scan;
     bool eof;
+    off_t origin; /* the file offset of the first element (-1: unknown, a pipe) */
+    bool header;  /* --header: the first element was taken as the header */
     const char *delim;
     size_t dlen;
     int intr_fd; /* readable: stop reading (a signalfd), or -1 */
@@ -77,6 +79,8 @@ struct input {
     size_t nu;
     bool started, done;
     bool skip_blank; /* -r */
+    bool split_on_delim;        /* -d: split ::: arguments on the delimiter */
+    bool trim_left, trim_right; /* --trim, --colsep */
     bool link;       /* --link: one unit of groups read in full, the shorter ones wrapping */
     size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
@@ -92,6 +96,9 @@ struct input {
     const char *pattern;
     const char *lit;
     size_t litlen;
+    /* --header: the first element of each group, copied, and the names it gives */
+    struct buf hdr;
+    struct record names;
     /* the elements of the record being built, and NUL bytes replaced in them */
     struct item *items;
     struct buf nulfix;
@@ -243,7 +250,7 @@ static int load_group(struct igroup *g, struct reader *r)
 /* Counts the elements of a regular file from its current offset, without consuming it. */
 static int count_file(struct reader *r, size_t *count)
 {
-    off_t off = lseek(r->fd, 0, SEEK_CUR);
+    off_t off = r->origin >= 0 ? r->origin : lseek(r->fd, 0, SEEK_CUR);
     if (off < 0)
         return -errno;
     char *blk = malloc(BLOCK + 16);
@@ -277,6 +284,8 @@ static int count_file(struct reader *r, size_t *count)
     }
     free(blk);
     *count = n + (pending ? 1 : 0);
+    if (r->header && *count) /* --header: taken already */
+        (*count)--;
     return 0;
 }
 
@@ -396,21 +405,38 @@ static int split_columns(struct input *in, struct record *rec, const char *s, si
 
 /* ------------------------------------------------------------------ groups */
 
+/* The items of a ::: group. With -d, as GNU parallel does, each argument is split further
+ * on the delimiter, every piece kept: "a,b," with -d , gives a, b and an empty argument.
+ * Without -d an argument stays whole (GNU parallel splits it on newlines). */
+static int split_args(const struct input *in, struct igroup *g, const struct group_spec *spec)
+{
+    size_t n = 0;
+    size_t dlen = in->split_on_delim ? in->dlen : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < spec->n; i++) {
+            const char *p = spec->items[i], *end = p + strlen(p), *d;
+            while (dlen && (d = find_delim(p, (size_t)(end - p), in->delim, dlen)) != NULL) {
+                if (pass)
+                    g->items[g->n++] = (struct item){p, (size_t)(d - p)};
+                n++;
+                p = d + dlen;
+            }
+            if (pass)
+                g->items[g->n++] = (struct item){p, (size_t)(end - p)};
+            n++;
+        }
+        if (pass == 0 && n && !(g->items = malloc(n * sizeof(*g->items))))
+            return CONCUR_ENOMEM;
+    }
+    return 0;
+}
+
 static int open_group(struct input *in, struct igroup *g, const struct group_spec *spec,
                       bool stream)
 {
     g->linked = spec->linked;
-    if (!spec->is_file) {
-        g->n = spec->n;
-        if (g->n) {
-            g->items = malloc(g->n * sizeof(*g->items));
-            if (!g->items)
-                return CONCUR_ENOMEM;
-        }
-        for (size_t i = 0; i < g->n; i++)
-            g->items[i] = (struct item){spec->items[i], strlen(spec->items[i])};
-        return 0;
-    }
+    if (!spec->is_file)
+        return split_args(in, g, spec);
     struct reader *r = &g->rd;
     r->name = strcmp(spec->items[0], "-") ? spec->items[0] : "standard input";
     r->delim = in->delim;
@@ -420,11 +446,92 @@ static int open_group(struct input *in, struct igroup *g, const struct group_spe
     int rc = open_file(spec->items[0], &r->fd, &r->own_fd);
     if (rc)
         return rc;
+    r->origin = lseek(r->fd, 0, SEEK_CUR);
     if (stream) {
         g->stream = true;
         return 0;
     }
     return load_group(g, r);
+}
+
+/* --trim (and --colsep's default): white space (Perl's \s) taken off each argument. */
+static void trim_fields(const struct input *in, struct record *rec)
+{
+    static const char blanks[] = " \t\n\r\f\v";
+    for (size_t i = 0; i < rec->n; i++) {
+        struct field *f = &rec->f[i];
+        while (in->trim_left && f->len && memchr(blanks, f->p[0], sizeof(blanks) - 1)) {
+            f->p++;
+            f->len--;
+        }
+        while (in->trim_right && f->len && memchr(blanks, f->p[f->len - 1], sizeof(blanks) - 1))
+            f->len--;
+    }
+}
+
+/* The lengths the product goes by: with --link the longest group (none if one is empty),
+ * else each unit's shortest member. */
+static void set_lengths(struct input *in)
+{
+    in->link_len = 0;
+    for (size_t i = 0; in->link && i < in->ng; i++)
+        if (in->g[i].n > in->link_len)
+            in->link_len = in->g[i].n;
+    for (size_t i = 0; in->link && i < in->ng; i++)
+        if (in->g[i].n == 0)
+            in->link_len = 0;
+    for (size_t k = 1; k < in->nu; k++) {
+        struct unit *u = &in->u[k];
+        u->len = SIZE_MAX;
+        for (size_t i = u->first; i < u->first + u->count; i++)
+            if (in->g[i].n < u->len)
+                u->len = in->g[i].n;
+    }
+}
+
+/* --header: the first element of every group is its header, not an argument. The headers
+ * are copied to in->hdr and split into in->names as a record would be (--colsep columns,
+ * --trim): the names of the columns {1} {2}... Then the lengths the product goes by are
+ * set again. 0 or a negative code. */
+static int take_header(struct input *in)
+{
+    size_t *len = calloc(in->ng, sizeof(*len));
+    int rc = len ? 0 : CONCUR_ENOMEM;
+    for (size_t i = 0; i < in->ng && !rc; i++) {
+        struct igroup *g = &in->g[i];
+        struct item it = {"", 0};
+        if (g->stream) {
+            rc = reader_next(&g->rd, &it);
+            g->rd.header = rc > 0;
+            rc = rc < 0 ? rc : 0;
+        } else if (g->n) {
+            it = g->items[0];
+            memmove(g->items, g->items + 1, --g->n * sizeof(*g->items));
+        }
+        len[i] = it.len;
+        buf_add(&in->hdr, it.p, it.len);
+    }
+    if (!rc && !buf_ok(&in->hdr))
+        rc = CONCUR_ENOMEM;
+    unsigned col = 0;
+    const char *p = in->hdr.p;
+    for (size_t i = 0; i < in->ng && !rc; i++) {
+        rc = in->colsep ? split_columns(in, &in->names, p, len[i], &col)
+                        : add_field(&in->names, p, len[i], ++col);
+        p += len[i];
+    }
+    free(len);
+    if (rc)
+        return rc;
+    trim_fields(in, &in->names);
+    set_lengths(in);
+    return 0;
+}
+
+void input_header(const struct input *in, const struct field **names, size_t *n)
+{
+    *names = in->names.f;
+    *n = in->names.n;
 }
 
 int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
@@ -442,6 +549,9 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     in->dlen = o->delim_len;
     in->intr_fd = intr_fd;
     in->skip_blank = o->no_run_if_empty;
+    in->split_on_delim = o->delim_given;
+    in->trim_left = o->trim_left;
+    in->trim_right = o->trim_right;
     if (nspecs == 0) { /* no input source: standard input */
         stdin_spec = (struct group_spec){true, false, dash, 1};
         specs = &stdin_spec;
@@ -466,24 +576,14 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
         if ((rc = open_group(in, &in->g[i], &specs[i], first_unit && !in->link)) != 0)
             goto fail;
     }
-    for (size_t i = 0; in->link && i < nspecs; i++) /* the longest group; none if one is empty */
-        if (in->g[i].n > in->link_len)
-            in->link_len = in->g[i].n;
-    for (size_t i = 0; in->link && i < nspecs; i++)
-        if (in->g[i].n == 0)
-            in->link_len = 0;
-    for (size_t k = 1; k < in->nu; k++) {
-        struct unit *u = &in->u[k];
-        u->len = SIZE_MAX;
-        for (size_t i = u->first; i < u->first + u->count; i++)
-            if (in->g[i].n < u->len)
-                u->len = in->g[i].n;
-    }
+    set_lengths(in);
     if (o->colsep) {
         in->colsep = true;
         if ((rc = compile_colsep(in, o->colsep)) != 0)
             goto fail;
     }
+    if (o->header && (rc = take_header(in)) != 0)
+        goto fail;
     *out = in;
     return 0;
 fail:
@@ -662,6 +762,7 @@ int input_next(struct input *in, struct record *rec)
         in->done = true;
         return rc;
     }
+    trim_fields(in, rec);
     return 1;
 }
 
@@ -686,5 +787,7 @@ void input_close(struct input *in)
     free(in->u);
     free(in->items);
     buf_free(&in->nulfix);
+    buf_free(&in->hdr);
+    free(in->names.f);
     free(in);
 }

@@ -16,6 +16,9 @@
  * killed by its timeout, as GNU parallel logs it) and Signal the signal that ended it.
  * Jobs killed because concur itself was interrupted are not logged: they are not done.
  *
+ * --joblog +FILE appends to FILE and writes no header; --joblog - writes the header and the
+ * lines to standard output, each line after its job's output (as GNU parallel does).
+ *
  * Resuming reads the file back first. A job is identified by its sequence number:
  * --resume skips every job the file lists; --resume-failed skips only those that
  * succeeded (Exitval 0, Signal 0) with the same command line, so failed and changed jobs
@@ -39,6 +42,7 @@ struct entry {
 
 struct joblog {
     int fd;
+    struct writer *w; /* --joblog -: standard output's writer (fd is -1) */
     char *path;
     bool resume_failed;
     struct entry *tab; /* open addressing, power-of-two size */
@@ -161,20 +165,32 @@ static int read_log(struct joblog *jl, int fd, off_t *complete)
     return rc;
 }
 
+static const char header[] =
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+
 int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
-                bool readonly)
+                bool readonly, struct writer *stdout_w)
 {
+    bool plus = path[0] == '+'; /* +FILE: appended to, without a header */
     struct joblog *jl = calloc(1, sizeof(*jl));
     int rc = 0;
     *out = NULL;
-    if (!jl || !(jl->path = strdup(path))) {
+    if (!jl || !(jl->path = strdup(path + plus))) {
         free(jl);
         cli_error("out of memory");
         return CONCUR_ENOMEM;
     }
+    path += plus;
     jl->fd = -1;
     jl->resume_failed = resume_failed;
-    bool append = resume || resume_failed;
+    if (!plus && !strcmp(path, "-")) { /* standard output: nothing to resume from */
+        jl->w = stdout_w;
+        if (!readonly)
+            wr_add(jl->w, header, sizeof(header) - 1);
+        *out = jl;
+        return 0;
+    }
+    bool append = resume || resume_failed || plus;
     off_t complete = -1; /* the length of the complete lines of the joblog read */
     if (append) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -213,9 +229,7 @@ int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_
     }
     if (complete >= 0 && st.st_size > complete)
         st.st_size = complete;
-    if (st.st_size == 0) {
-        static const char header[] =
-            "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+    if (st.st_size == 0 && !plus) {
         if ((rc = append_record(jl->fd, header, sizeof(header) - 1)) != 0) {
             cli_error("cannot write the joblog '%s': %s", path, strerror(-rc));
             joblog_close(jl);
@@ -255,6 +269,10 @@ int joblog_prepare(struct joblog *jl, size_t seq, const char *host, double start
 
 int joblog_commit(struct joblog *jl)
 {
+    if (jl->w) { /* its errors are the writer's (output_error) */
+        wr_add(jl->w, jl->line.p, jl->line.len);
+        return 0;
+    }
     return append_record(jl->fd, jl->line.p, jl->line.len);
 }
 

@@ -217,7 +217,7 @@ int plan_multi(struct app *a)
     struct qrec **tail = &a->qhead;
     size_t count = 0, bytes = 0;
     int rc = 1;
-    while (bytes <= MAX_LINE) {
+    while (bytes <= (a->max_chars ? a->max_chars : MAX_LINE)) {
         const struct field *f;
         size_t n;
         if ((rc = input_next(a->in, &a->rec)) <= 0)
@@ -234,8 +234,10 @@ int plan_multi(struct app *a)
     }
     if (rc < 0)
         return rc;
-    if (rc == 0) {
+    if (rc == 0)
         a->input_done = true;
+    if (rc == 0 && !a->max_chars) { /* -s: spread by build_job, as GNU parallel does */
+        a->spread = true;
         size_t slots = a->o.jobs > 0 ? (size_t)a->o.jobs : (count ? count : 1);
         a->per_job = count ? (count + slots - 1) / slots : 1;
     } else {
@@ -306,7 +308,79 @@ static int build_pipe_job(struct app *a, struct job **out)
     return 1;
 }
 
-/* Records are added until the job has per_job of them, or (-X / -m) until the next one
+/* -s: the length of job j's command line as it stands (its fields not sealed yet; j->line
+ * is used as scratch). 0 or CONCUR_ENOMEM. */
+static int trial_len(struct app *a, struct job *j, size_t *len)
+{
+    buf_reset(&a->trial);
+    if (!buf_reserve(&a->trial, j->nargs * sizeof(struct field)))
+        return CONCUR_ENOMEM;
+    struct field *f = (struct field *)a->trial.p;
+    for (size_t i = 0; i < j->nargs; i++) {
+        f[i] = j->args[i];
+        f[i].p = j->argbuf.p + (uintptr_t)j->args[i].p;
+    }
+    struct jobview v = {f, j->nargs, a->next_seq + 1, 1};
+    int rc = tpl_line(a->tpl, &v, &j->line);
+    *len = j->line.len;
+    return rc;
+}
+
+/* -s: whether the record just added (n fields) keeps j's command line shorter than the
+ * limit, as GNU parallel counts it (the line with its quoting). 1: it fits; 0: it does not
+ * and was taken back out; CONCUR_ENOMEM; or -E2BIG, after a message, when one record alone
+ * is too long (GNU parallel stops there too). */
+static int fits_max_chars(struct app *a, struct job *j, size_t n, size_t nrec)
+{
+    size_t len;
+    if (!buf_ok(&j->argbuf) || trial_len(a, j, &len) != 0)
+        return CONCUR_ENOMEM;
+    if (len < a->max_chars)
+        return 1;
+    if (nrec == 0) {
+        cli_error("command line too long (%zu >= %zu): %s", len, a->max_chars, j->line.p);
+        return -E2BIG;
+    }
+    j->nargs -= n;
+    j->argbuf.len = (uintptr_t)j->args[j->nargs].p;
+    return 0;
+}
+
+/* Pushes a record back: the first of the next job. 0 or CONCUR_ENOMEM. */
+static int push_back(struct app *a, const struct field *f, size_t n)
+{
+    struct qrec *q = qrec_new(f, n);
+    if (!q)
+        return CONCUR_ENOMEM;
+    q->next = a->qhead;
+    a->qhead = q;
+    return 0;
+}
+
+/* -s with -X / -m: the input ended while job j was filled with its nrec records. As GNU
+ * parallel does, once: the records per job become nrec / jobs slots (rounded up), and j
+ * keeps that many; the others are pushed back. 0 or CONCUR_ENOMEM. */
+static int spread_last(struct app *a, struct job *j, size_t *nrec)
+{
+    size_t slots = a->o.jobs > 0 ? (size_t)a->o.jobs : *nrec;
+    const size_t *recn = (const size_t *)a->recn.p;
+    a->spread = true;
+    a->per_job = (*nrec + slots - 1) / slots;
+    for (; *nrec > a->per_job; (*nrec)--) {
+        size_t n = recn[*nrec - 1];
+        struct field *f = j->args + j->nargs - n;
+        size_t start = (uintptr_t)f[0].p;
+        for (size_t i = 0; i < n; i++)
+            f[i].p = j->argbuf.p + (uintptr_t)f[i].p;
+        if (push_back(a, f, n) != 0)
+            return CONCUR_ENOMEM;
+        j->nargs -= n;
+        j->argbuf.len = start;
+    }
+    return 0;
+}
+
+/* Records are added until the job has per_job of them, or (-X / -m, -s) until the next one
  * would make the command line too long: that one is pushed back for the next job. */
 int build_job(struct app *a, struct job **out)
 {
@@ -314,24 +388,22 @@ int build_job(struct app *a, struct job **out)
     size_t n, nrec = 0, bytes = 0;
     struct job *j = NULL;
     int rc;
+    bool eof = false;
     if (a->pin) /* --pipe: a block of stdin, no arguments */
         return build_pipe_job(a, out);
+    buf_reset(&a->recn);
     while (nrec < a->per_job) {
         if ((rc = next_record(a, &f, &n)) <= 0) {
             if (rc < 0)
                 goto fail;
+            eof = true;
             break;
         }
-        if (a->budget && nrec > 0) {
+        if (a->budget && nrec > 0 && !a->max_chars) {
             size_t c = records_cost(a, f, n);
             if (bytes + c > MAX_LINE) { /* does not fit: first of the next job */
-                struct qrec *q = qrec_new(f, n);
-                if (!q) {
-                    rc = CONCUR_ENOMEM;
+                if ((rc = push_back(a, f, n)) != 0)
                     goto fail;
-                }
-                q->next = a->qhead;
-                a->qhead = q;
                 break;
             }
             bytes += c;
@@ -343,14 +415,23 @@ int build_job(struct app *a, struct job **out)
             goto fail;
         }
         job_add_record(j, f, n);
+        if (a->max_chars && (rc = fits_max_chars(a, j, n, nrec)) <= 0) {
+            if (rc < 0 || (rc = push_back(a, f, n)) != 0)
+                goto fail;
+            break;
+        }
+        buf_add(&a->recn, &n, sizeof(n));
         nrec++;
     }
     if (!j)
         return 0;
-    if (!buf_ok(&j->argbuf)) {
+    if (!buf_ok(&j->argbuf) || !buf_ok(&a->recn)) {
         rc = CONCUR_ENOMEM;
         goto fail;
     }
+    if (eof && a->budget && a->max_chars && !a->spread && nrec > 1 &&
+        (rc = spread_last(a, j, &nrec)) != 0)
+        goto fail;
     job_seal(j);
     j->seq = ++a->next_seq;
     *out = j;

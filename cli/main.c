@@ -65,6 +65,7 @@ static void settle_modes(struct app *a)
     a->need_line = o->joblog || o->json || o->results || o->trace || o->verbose;
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
+    a->max_chars = o->pipe ? 0 : o->max_chars;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -107,6 +108,15 @@ static int setup_signals(struct app *a)
     return 0;
 }
 
+/* --nice N: the niceness the jobs run at, absolute as in GNU parallel (which sets it in
+ * each child). concur sets its own and the jobs inherit it: the library starts them with
+ * no hook in the child. Lowering it needs privileges: a failure is a warning. */
+static void set_nice(const struct cli_opts *o)
+{
+    if (o->nice_set && !o->dry_run && setpriority(PRIO_PROCESS, 0, o->nice) < 0)
+        cli_warn("cannot set the niceness to %d: %s", o->nice, strerror(errno));
+}
+
 /* Opens what the run reads and writes, up to the joblog (--dry-run reads it too). Returns 0
  * or a negative code, after a message when one is due. */
 static int open_run(struct app *a)
@@ -117,33 +127,40 @@ static int open_run(struct app *a)
         cli_error("cannot set up signals: %s", strerror(-rc));
         return rc;
     }
-    if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
-        (o->tagstring && (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->replace)) != 0)) {
-        cli_error("out of memory");
-        return rc;
-    }
     if (o->pipe)
         rc = pipe_open(&a->pin, o, a->sigfd);
     else
         rc = input_open(&a->in, o, a->sigfd);
     if (rc != 0)
         return rc;
+    if (a->in) /* --header: the templates know the columns' names */
+        input_header(a->in, &a->o.names, &a->o.nnames);
+    if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
+        (o->tagstring &&
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
+        cli_error("out of memory");
+        return rc;
+    }
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
+    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl));
     if (!o->pipe &&
-        (o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
+        (total || o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
         if ((rc = input_count(a->in, &records)) != 0)
             return rc;
         a->total_jobs = (records + a->per_job - 1) / a->per_job;
     }
+    tpl_set_total(a->tpl, a->total_jobs);
+    if (a->tagtpl)
+        tpl_set_total(a->tagtpl, a->total_jobs);
     if (a->budget && (rc = plan_multi(a)) != 0)
         return rc;
     if (o->timeout_pct > 0 && !(a->hist = calloc(HIST_N, sizeof(*a->hist)))) {
         cli_error("out of memory");
         return CONCUR_ENOMEM;
     }
-    if (o->joblog &&
-        (rc = joblog_open(&a->jl, o->joblog, o->resume, o->resume_failed, o->dry_run)) != 0)
+    if (o->joblog && (rc = joblog_open(&a->jl, o->joblog, o->resume, o->resume_failed, o->dry_run,
+                                       &a->out.out)) != 0)
         return rc;
     return 0;
 }
@@ -236,8 +253,10 @@ static int run(struct app *a)
 {
     const struct cli_opts *o = &a->o;
     int rc;
-    if (o->results && (rc = results_open(&a->res, o->results)) != 0)
+    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out)) != 0)
         return rc;
+    if (a->res)
+        results_set_names(a->res, o->names, o->nnames);
     if ((o->bar || o->eta || o->progress) &&
         (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs)) != 0)
         return rc;
@@ -340,6 +359,8 @@ static void app_free(struct app *a)
     free(a->hist);
     free(a->rec.f);
     buf_free(&a->scratch);
+    buf_free(&a->trial);
+    buf_free(&a->recn);
     buf_free(&a->errmsg);
     buf_free(&a->json);
     progress_free(a->prog);
@@ -369,8 +390,10 @@ int main(int argc, char **argv)
     settle_modes(a);
     output_init(&a->out, NULL);
     guard_std_fds(&a->out);
-    if ((rc = open_run(a)) == 0)
+    if ((rc = open_run(a)) == 0) {
+        set_nice(&a->o);
         rc = a->o.dry_run ? dry_run(a) : run(a);
+    }
     int status = finish(a, rc);
     app_free(a);
     return status;

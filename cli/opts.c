@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* In the order of the table below, section by section: apply() relies on it. */
 enum optid {
@@ -33,14 +34,19 @@ enum optid {
     O_NULL,
     O_DELIM,
     O_COLSEP,
+    O_TRIM,
+    O_HEADER,
     O_LINK,
     O_XAPPLY,
     O_MAXARGS,
+    O_MAXCHARS,
     O_X,
     O_M,
     O_QUOTE,
+    O_PLUS,
     O_REPLACE,
     O_SHELL,
+    O_ENV,
     O_NORUNEMPTY,
     O_PIPE,
     O_SPREAD,
@@ -55,6 +61,7 @@ enum optid {
     O_TERMSEQ,
     O_RETRIES,
     O_HALT,
+    O_NICE,
     O_DELAY,
     O_MPI,
     O_GROUP,
@@ -75,6 +82,7 @@ enum optid {
     O_DRYRUN,
     O_REPORT,
     O_TMPDIR,
+    O_COMPRESS,
     O_TRACE,
     O_VERBOSE,
     O_WILLCITE,
@@ -97,14 +105,19 @@ static const struct optdef optdefs[] = {
     {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
+    {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
+    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name}", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
+    {O_MAXCHARS, 's', "max-chars", "N", "command lines of fewer than N characters", NULL},
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%}... (see man)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
-    {O_SHELL, 0, "shell", NULL, "always run the command line with /bin/sh -c", NULL},
+    {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
+    {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
     {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
      NULL},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
@@ -121,6 +134,7 @@ static const struct optdef optdefs[] = {
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
     {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
     {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
+    {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL},
     {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
     {O_MPI, 0, "mpi", NULL, "run the jobs on the ranks of an MPI job (mpirun -n N concur --mpi)",
      NULL},
@@ -130,10 +144,12 @@ static const struct optdef optdefs[] = {
     {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL},
     {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL},
     {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL},
-    {O_TAGSTRING, 0, "tagstring", "STR", "prefix output lines with STR and a TAB", NULL},
-    {O_RESULTS, 0, "results", "PATH", "save output in PATH (.json, .csv, .tsv or a dir)", NULL},
+    {O_TAGSTRING, 0, "tagstring", "STR", "prefix lines with STR (\\t \\n \\r \\NNN decoded), a TAB",
+     NULL},
+    {O_RESULTS, 0, "results", "PATH",
+     "save output in PATH (.json .csv .tsv, a dir; -.json: stdout)", NULL},
     {O_JSON, 0, "json", NULL, "print a JSON object per job instead of its output", NULL},
-    {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (GNU parallel's format)", NULL},
+    {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (+FILE: append; -: stdout)", NULL},
     {O_RESUME, 0, "resume", NULL, "skip the jobs the joblog lists", NULL},
     {O_RESUMEF, 0, "resume-failed", NULL, "skip the jobs the joblog lists as succeeded", NULL},
     {O_BAR, 0, "bar", NULL, "show a progress bar on stderr", NULL},
@@ -142,6 +158,7 @@ static const struct optdef optdefs[] = {
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
     {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
+    {O_COMPRESS, 0, "compress", NULL, "accepted: spilled output is not compressed", NULL},
     {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
@@ -504,6 +521,56 @@ static bool decode_recsep(const char *s, char **out, size_t *len)
     return true;
 }
 
+/* One pass of GNU parallel's unquote_printf: every "\\" + `key` (key 'd': one digit, 'D':
+ * three) replaced, left to right; digits are octal, as Perl reads "\\NNN". */
+static void unquote_pass(struct buf *out, const char *s, size_t n, char key, char to)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t digits = key == 'D' ? 3 : key == 'd' ? 1 : 0, k = 0;
+        unsigned v = 0;
+        if (s[i] == '\\' && digits) {
+            while (k < digits && i + 1 + k < n && s[i + 1 + k] >= '0' && s[i + 1 + k] <= '7')
+                v = v * 8 + (unsigned)(s[i + 1 + k++] - '0');
+            if (k == digits) {
+                buf_addc(out, (char)v);
+                i += k;
+                continue;
+            }
+        } else if (s[i] == '\\' && i + 1 < n && s[i + 1] == key) {
+            buf_addc(out, to);
+            i++;
+            continue;
+        }
+        buf_addc(out, s[i]);
+    }
+}
+
+/* GNU parallel's unquote_printf (--tagstring): \t, \n, \r, then \NNN and \N (octal), each
+ * a pass over the result of the one before. A malloc'd string (it may hold NUL bytes: its
+ * length in *len), or NULL when out of memory. */
+static char *unquote_printf(const char *s, size_t *len)
+{
+    static const char keys[][2] = {{'t', '\t'}, {'n', '\n'}, {'r', '\r'}, {'D', 0}, {'d', 0}};
+    struct buf a = {0}, b = {0};
+    buf_adds(&a, s);
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        buf_reset(&b);
+        unquote_pass(&b, a.p ? a.p : "", a.len, keys[k][0], keys[k][1]);
+        struct buf t = a;
+        a = b;
+        b = t;
+    }
+    buf_addc(&a, '\0');
+    bool ok = buf_ok(&a) && buf_ok(&b);
+    buf_free(&b);
+    if (!ok) {
+        buf_free(&a);
+        return NULL;
+    }
+    *len = a.len - 1;
+    return a.p;
+}
+
 /* ------------------------------------------------------------------ parsing */
 
 static int separator(const char *s)
@@ -563,6 +630,7 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return oom();
         break;
     case O_DELIM:
+        o->delim_given = true;
         free(o->delim);
         o->delim = NULL;
         if ((why = decode_delim(val, &o->delim, &o->delim_len)) != NULL) {
@@ -576,6 +644,21 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
         break;
+    case O_HEADER: /* ':', or GNU parallel's forms of "the first line" */
+        if (strcmp(val, ":") && strcmp(val, ".*\\n") && strcmp(val, "1"))
+            return usage_error("bad value for %s: '%s' (only ':', '.*\\n' or 1: the first "
+                               "line)",
+                               shown, val);
+        o->header = true;
+        break;
+    case O_TRIM:
+        if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
+            strcmp(val, "rl"))
+            return usage_error("bad value for %s: '%s' (n, l, r, lr or rl)", shown, val);
+        o->trim_set = true;
+        o->trim_left = strchr(val, 'l') != NULL;
+        o->trim_right = strchr(val, 'r') != NULL;
+        break;
     case O_LINK:
     case O_XAPPLY:
         o->link = true;
@@ -584,6 +667,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         if (!parse_uint(val, &v) || v == 0 || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
         o->max_args = v;
+        break;
+    case O_MAXCHARS:
+        if (!parse_uint(val, &v) || v == 0 || v > (1ul << 30))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_chars = v;
         break;
     case O_X:
         o->ctx_replace = true;
@@ -596,6 +684,9 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_QUOTE:
         o->quote = true;
         break;
+    case O_PLUS:
+        o->plus = true;
+        break;
     case O_REPLACE:
         if (!*val)
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -603,6 +694,10 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         break;
     case O_SHELL:
         o->shell = true;
+        break;
+    case O_ENV: /* the jobs inherit concur's environment: NAME reaches them if exported */
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_NORUNEMPTY:
         o->no_run_if_empty = true;
@@ -667,6 +762,8 @@ static int settle_pipe(struct parse *p)
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
+    if (o->header)
+        return usage_error("--header is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
     if (o->halt_pct && o->halt_when != HALT_NEVER)
@@ -709,6 +806,16 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
         if (!parse_halt(val, o))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
+    case O_NICE: {
+        char *end;
+        errno = 0;
+        long n = strtol(val, &end, 10);
+        if (errno || end == val || *end || n < -20 || n > 19)
+            return usage_error("bad value for %s: '%s' (-20 to 19)", shown, val);
+        o->nice = (int)n;
+        o->nice_set = true;
+        break;
+    }
     case O_DELAY:
         if (!parse_duration(val, &o->delay))
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -744,7 +851,9 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         o->tag = true;
         break;
     case O_TAGSTRING:
-        o->tagstring = val;
+        free(o->tagstring);
+        if (!(o->tagstring = unquote_printf(val, &o->tagstring_len)))
+            return oom();
         break;
     case O_RESULTS:
         if (!*val)
@@ -782,6 +891,8 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         break;
     case O_TMPDIR:
         o->tmpdir = val;
+        break;
+    case O_COMPRESS: /* nothing to compress: see concur.1 */
         break;
     case O_TRACE:
         o->trace = true;
@@ -938,19 +1049,16 @@ static int parse_groups(struct parse *p)
         int start = i;
         while (i < p->argc && !separator(argv[i]))
             i++;
+        /* As GNU parallel: a :::+ / ::::+ with no group before it starts the first. */
         if (sep <= 2) {
-            if (sep == 2 && o->ngroups == 0)
-                return usage_error("'%s' needs a group before it%s", ":::+", "");
-            if (!add_group(o, false, sep == 2, argv + start, (size_t)(i - start)))
+            if (!add_group(o, false, sep == 2 && o->ngroups, argv + start, (size_t)(i - start)))
                 return oom();
             continue;
         }
         if (i == start)
             return usage_error("'%s' needs a file name%s", argv[start - 1], "");
-        if (sep == 4 && o->ngroups == 0)
-            return usage_error("'%s' needs a group before it%s", "::::+", "");
-        for (int k = start; k < i; k++)
-            if (!add_group(o, true, sep == 4 && k == start, argv + k, 1))
+        for (int k = start; k < i; k++) /* ::::+ links each of its files */
+            if (!add_group(o, true, sep == 4 && o->ngroups, argv + k, 1))
                 return oom();
     }
     return 0;
@@ -977,6 +1085,49 @@ static int refuse_perl(const struct cli_opts *o)
         return 0;
     return usage_error("{= perl expression =} replacement strings are not supported: '%s'%s", in,
                        " (use a shell command around {}, e.g. \"$(echo {} | sed ...)\")");
+}
+
+/* Whether a shell takes another syntax than sh's: GNU parallel quotes arguments for csh,
+ * fish and rc; concur quotes for sh only, so it runs those users' lines with /bin/sh. */
+static bool foreign_shell(const char *path)
+{
+    static const char *const names[] = {"csh", "tcsh", "bsd-csh", "fish", "rc"};
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(base, names[i]))
+            return true;
+    return false;
+}
+
+/* The shell that runs command lines, as GNU parallel picks it: $PARALLEL_SHELL, else
+ * $SHELL, else /bin/sh (GNU parallel first looks for the shell it was started from; concur
+ * does not). A name without a slash is looked up in $PATH. 0, or EXIT_OTHER after a
+ * message when it cannot be executed. */
+static int pick_shell(struct cli_opts *o)
+{
+    const char *s = getenv("PARALLEL_SHELL");
+    if (!s || !*s)
+        s = getenv("SHELL");
+    if (!s || !*s)
+        s = "/bin/sh";
+    if (foreign_shell(s))
+        s = "/bin/sh";
+    bool found = strchr(s, '/') && access(s, X_OK) == 0;
+    const char *path = getenv("PATH");
+    while (!strchr(s, '/') && !found && path && *path) {
+        size_t len = strcspn(path, ":");
+        char full[4096];
+        int n = snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? path : ".", s);
+        found = n > 0 && (size_t)n < sizeof(full) && access(full, X_OK) == 0;
+        path += len + (path[len] == ':');
+    }
+    if (!found) {
+        cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
+        return EXIT_OTHER;
+    }
+    o->shell_path = s;
+    return 0;
 }
 
 int opts_parse(int argc, char **argv, struct cli_opts *o)
@@ -1006,9 +1157,13 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
             usage_error("%s needs --joblog FILE%s", o->resume ? "--resume" : "--resume-failed", "");
         goto out;
     }
+    if (o->colsep && !o->trim_set) /* GNU parallel trims columns unless told */
+        o->trim_left = o->trim_right = true;
     if ((rc = refuse_perl(o)) != 0)
         goto out;
     if ((rc = settle_pipe(&p)) != 0)
+        goto out;
+    if ((rc = pick_shell(o)) != 0)
         goto out;
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
@@ -1024,6 +1179,8 @@ void opts_free(struct cli_opts *o)
     free(o->delim);
     free(o->recend);
     free(o->recstart);
+    free(o->tagstring);
+    o->tagstring = NULL;
     o->groups = NULL;
     o->argfiles = NULL;
     o->delim = NULL;

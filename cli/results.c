@@ -9,6 +9,7 @@
  *           Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command, V1..Vn,
  *           Stdout, Stderr), fields quoted when they hold a quote, a blank or a comma;
  *   *.tsv   the same with TABs;
+ *   -.json, -.csv, -.tsv  these on standard output (GNU parallel's special names);
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
  *           argument, \ becomes \\, TAB \t, and / becomes \_; as GNU parallel does, a
@@ -34,9 +35,12 @@ struct results {
     enum rkind kind;
     char sep;
     int fd;
+    struct writer *w; /* -.json, -.csv, -.tsv: standard output's writer (fd is -1) */
     char *path;
     bool header_done;
     size_t name_max; /* the longest file name in the directory */
+    const struct field *names; /* --header: the columns' names */
+    size_t nnames;
     struct buf b;
 };
 
@@ -63,7 +67,7 @@ static int mkdir_p(char *path)
     }
 }
 
-int results_open(struct results **out, const char *path)
+int results_open(struct results **out, const char *path, struct writer *stdout_w)
 {
     struct results *r = calloc(1, sizeof(*r));
     int rc = 0;
@@ -77,6 +81,11 @@ int results_open(struct results **out, const char *path)
     if (ends_with(path, ".json") || ends_with(path, ".csv") || ends_with(path, ".tsv")) {
         r->kind = ends_with(path, ".json") ? R_JSON : R_CSV;
         r->sep = ends_with(path, ".tsv") ? '\t' : ',';
+        if (!strcmp(path, "-.json") || !strcmp(path, "-.csv") || !strcmp(path, "-.tsv")) {
+            r->w = stdout_w;
+            *out = r;
+            return 0;
+        }
         r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
         if (r->fd < 0)
             rc = -errno;
@@ -208,26 +217,46 @@ static int write_file(const char *path, const void *data, size_t n)
     return rc;
 }
 
+void results_set_names(struct results *r, const struct field *names, size_t n)
+{
+    r->names = names;
+    r->nnames = n;
+}
+
+/* One level of a results directory: an argument or a column's name, escaped as GNU
+ * parallel does and cut to the longest file name. */
+static void dir_level(struct results *r, const char *p, size_t len)
+{
+    struct buf *b = &r->b;
+    size_t name = b->len;
+    for (size_t k = 0; k < len && b->len - name < r->name_max; k++) {
+        char c = p[k];
+        if (c == '\\')
+            buf_add(b, "\\\\", 2);
+        else if (c == '\t')
+            buf_add(b, "\\t", 2);
+        else if (c == '/')
+            buf_add(b, "\\_", 2);
+        else
+            buf_addc(b, c);
+    }
+    if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
+        b->len = name + r->name_max;
+}
+
 static int dir_job(struct results *r, const struct jobdone *d)
 {
     struct buf *b = &r->b;
     buf_adds(b, r->path);
     for (size_t i = 0; i < d->nargs; i++) {
-        buf_printf(b, "/%u/", d->args[i].col);
-        size_t name = b->len;
-        for (size_t k = 0; k < d->args[i].len && b->len - name < r->name_max; k++) {
-            char c = d->args[i].p[k];
-            if (c == '\\')
-                buf_add(b, "\\\\", 2);
-            else if (c == '\t')
-                buf_add(b, "\\t", 2);
-            else if (c == '/')
-                buf_add(b, "\\_", 2);
-            else
-                buf_addc(b, c);
-        }
-        if (b->len - name > r->name_max) /* as GNU parallel: cut to the longest file name */
-            b->len = name + r->name_max;
+        unsigned col = d->args[i].col;
+        buf_addc(b, '/');
+        if (col >= 1 && col <= r->nnames)
+            dir_level(r, r->names[col - 1].p, r->names[col - 1].len);
+        else
+            buf_printf(b, "%u", col);
+        buf_addc(b, '/');
+        dir_level(r, d->args[i].p, d->args[i].len);
     }
     if (!buf_ok(b))
         return CONCUR_ENOMEM;
@@ -250,7 +279,7 @@ static int dir_job(struct results *r, const struct jobdone *d)
 
 int results_write(struct results *r, const struct jobdone *d)
 {
-    int rc;
+    int rc = 0;
     buf_reset(&r->b);
     if (r->kind == R_DIR) {
         rc = dir_job(r, d);
@@ -259,7 +288,12 @@ int results_write(struct results *r, const struct jobdone *d)
             json_gnu(&r->b, d);
         else
             csv_row(r, d);
-        rc = buf_ok(&r->b) ? append_record(r->fd, r->b.p, r->b.len) : CONCUR_ENOMEM;
+        if (!buf_ok(&r->b))
+            rc = CONCUR_ENOMEM;
+        else if (r->w) /* its errors are the writer's (output_error) */
+            wr_add(r->w, r->b.p, r->b.len);
+        else
+            rc = append_record(r->fd, r->b.p, r->b.len);
     }
     if (rc) /* in a directory, the buffer holds the path that failed */
         cli_error("cannot write the results '%s': %s",

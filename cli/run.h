@@ -80,6 +80,10 @@ struct app {
     struct qrec *qhead, *qcur; /* -X: records read ahead; the one being copied */
     size_t per_job;            /* records per job */
     bool budget;               /* -X / -m: also limited by the length of a command line */
+    size_t max_chars;          /* -s: the exact limit on a command line (0: none) */
+    struct buf trial;          /* -s: the fields of a job being built (struct field[]) */
+    struct buf recn;           /* -s with -X / -m: the fields of each record of that job */
+    bool spread;               /* -X / -m: the last records were spread over the slots */
     bool need_line;            /* build the command line with every job */
     size_t total_jobs;         /* for --bar/--eta/--halt N%: 0 when unknown */
 

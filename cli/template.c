@@ -7,10 +7,10 @@
  * stays literal). -q quotes the command words too. Without any placeholder, " {}" is
  * appended. Without command words, the arguments themselves are the command line.
  *
- * Running a shell for every job would cost a fork and an exec of /bin/sh each time, so the
+ * Running a shell for every job would cost a fork and an exec of the shell each time, so the
  * template is compiled once into two forms:
  *   - the line: literal pieces and placeholders, expanded with shell quoting. This is what
- *     the joblog and --dry-run show, and what /bin/sh -c runs when a shell is needed;
+ *     the joblog and --dry-run show, and what $SHELL -c runs when a shell is needed;
  *   - the words: when the line is "simple" (plain words and '...' / "..." strings, no shell
  *     syntax outside quotes, no placeholder inside quotes, no leading VAR=, not a shell
  *     builtin), the argv the shell would build from it, with the quotes removed. Each job
@@ -29,8 +29,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT };
-enum mod { M_NONE, M_NOEXT, M_BASE, M_DIR, M_BASENOEXT };
+enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0 };
+/* M_NOEXT..M_NOEXT3: {.} {..} {...}; M_BASENOEXT..3: {/.} {/..} {/...}; M_EXT..3: {+.}
+ * {+..} {+...}; M_PDIR: {+/}. The order matters (apply_mod). */
+enum mod {
+    M_NONE,
+    M_BASE,
+    M_DIR,
+    M_PDIR,
+    M_NOEXT,
+    M_NOEXT2,
+    M_NOEXT3,
+    M_BASENOEXT,
+    M_BASENOEXT2,
+    M_BASENOEXT3,
+    M_EXT,
+    M_EXT2,
+    M_EXT3,
+};
 
 struct seg {
     enum seg_kind kind;
@@ -56,6 +72,12 @@ struct tpl {
     size_t piece_seg; /* first segment of the piece being built */
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
+    const char *shell; /* what runs the lines that need a shell */
+    bool plus;         /* --plus: its replacement strings are placeholders */
+    const struct field *names; /* --header: the columns' names ({name} is {col}) */
+    size_t nnames;
+    size_t total;      /* {##} {0#}: the number of jobs (tpl_set_total) */
+    unsigned slots;    /* {0%}: the number of job slots */
 };
 
 static void set_replace(struct tpl *t, const char *rep)
@@ -71,9 +93,45 @@ static void set_replace(struct tpl *t, const char *rep)
 
 /* ------------------------------------------------------------------ placeholders */
 
+/* The modifier of m bytes at p ("", "/", "."...): an enum mod, or -1. Those after {/.}
+ * need --plus. */
+static int match_mod(const struct tpl *t, const char *p, size_t m)
+{
+    static const char *const mods[] = {"",   "/",   "//",   "+/", ".",   "..",  "...",
+                                       "/.", "/..", "/...", "+.", "+..", "+..."};
+    for (int k = 0; k < (int)(sizeof(mods) / sizeof(mods[0])); k++)
+        if (strlen(mods[k]) == m && !memcmp(p, mods[k], m) &&
+            (t->plus || (k != M_PDIR && k != M_NOEXT2 && k != M_NOEXT3 && k <= M_BASENOEXT)))
+            return k;
+    return -1;
+}
+
+/* --header: {name} and {name.}, {name/}... for a column's name. Its length, or 0. */
+static size_t parse_name(const struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    for (size_t i = 0; i < t->nnames && n > 2 && s[0] == '{'; i++) {
+        const struct field *f = &t->names[i];
+        if (!f->len || f->len + 2 > n || memcmp(s + 1, f->p, f->len))
+            continue;
+        const char *close = memchr(s + 1 + f->len, '}', n - 1 - f->len);
+        int mod = close ? match_mod(t, s + 1 + f->len, (size_t)(close - s) - 1 - f->len) : -1;
+        if (mod < 0)
+            continue;
+        memset(out, 0, sizeof(*out));
+        out->kind = S_ARG;
+        out->mod = (enum mod)mod;
+        out->pos = f->col;
+        return (size_t)(close - s) + 1;
+    }
+    return 0;
+}
+
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
 static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg *out)
 {
+    size_t named = parse_name(t, s, n, out);
+    if (named)
+        return named;
     if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
         memset(out, 0, sizeof(*out));
         out->kind = S_ARG;
@@ -98,29 +156,23 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         out->kind = S_SLOT;
         return len;
     }
+    if (t->plus && e - p == 2 &&
+        (!memcmp(p, "##", 2) || !memcmp(p, "0#", 2) || !memcmp(p, "0%", 2))) {
+        out->kind = p[0] == '#' ? S_TOTAL : p[1] == '#' ? S_SEQ0 : S_SLOT0;
+        return len;
+    }
     unsigned pos = 0;
     while (p < e && *p >= '0' && *p <= '9' && pos < 100000)
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (p != s + 1 && pos == 0)
         return 0; /* {0} */
-    size_t m = (size_t)(e - p);
-    enum mod mod;
-    if (m == 0)
-        mod = M_NONE;
-    else if (m == 1 && *p == '.')
-        mod = M_NOEXT;
-    else if (m == 1 && *p == '/')
-        mod = M_BASE;
-    else if (m == 2 && p[0] == '/' && p[1] == '/')
-        mod = M_DIR;
-    else if (m == 2 && p[0] == '/' && p[1] == '.')
-        mod = M_BASENOEXT;
-    else
+    int mod = match_mod(t, p, (size_t)(e - p));
+    if (mod < 0)
         return 0;
     if (t->rep && pos && mod == M_NONE)
         return 0; /* as GNU parallel: with -I, {n} is plain text ({n.} and the others are not) */
     out->kind = S_ARG;
-    out->mod = mod;
+    out->mod = (enum mod)mod;
     out->pos = pos;
     return len;
 }
@@ -166,13 +218,23 @@ static void dir_of(const char *s, size_t n, const char **d, size_t *dn)
     }
 }
 
+/* Where the last k extensions of s start (at their first dot), as --plus's
+ * s:\.[^/.]*\.[^/.]*$:: finds them (k dots after it, no slash): n when there are fewer. */
+static size_t exts_at(const char *s, size_t n, int k)
+{
+    size_t i = n;
+    for (int dots = 0; i > 0 && s[i - 1] != '/';) {
+        i--;
+        if (s[i] == '.' && ++dots == k)
+            return i;
+    }
+    return n;
+}
+
 static void apply_mod(enum mod m, const char **p, size_t *n)
 {
     switch (m) {
     case M_NONE:
-        break;
-    case M_NOEXT:
-        *n = noext_len(*p, *n);
         break;
     case M_BASE:
         base_of(p, n);
@@ -180,10 +242,35 @@ static void apply_mod(enum mod m, const char **p, size_t *n)
     case M_DIR:
         dir_of(*p, *n, p, n);
         break;
-    case M_BASENOEXT:
-        base_of(p, n);
-        *n = noext_len(*p, *n);
+    case M_PDIR: { /* {+/}: s:/[^/]*$:: || s:.*$:: */
+        const char *slash = memrchr(*p, '/', *n);
+        *n = slash ? (size_t)(slash - *p) : 0;
         break;
+    }
+    case M_BASENOEXT:
+    case M_BASENOEXT2:
+    case M_BASENOEXT3:
+        base_of(p, n);
+        m = (enum mod)(m - M_BASENOEXT + M_NOEXT);
+        /* fall through */
+    case M_NOEXT:
+    case M_NOEXT2:
+    case M_NOEXT3:
+        *n = m == M_NOEXT ? noext_len(*p, *n) : exts_at(*p, *n, (int)(m - M_NOEXT + 1));
+        break;
+    case M_EXT: { /* {+.}: s:.*\.:: || s:.*$:: (after the last dot, slashes or not) */
+        const char *dot = memrchr(*p, '.', *n);
+        *n = dot ? (size_t)(*p + *n - dot - 1) : 0;
+        *p = dot ? dot + 1 : *p;
+        break;
+    }
+    case M_EXT2:
+    case M_EXT3: { /* {+..}: s:.*\.([^/.]*\.[^/.]*)$:$1: || s:.*$:: */
+        size_t at = exts_at(*p, *n, (int)(m - M_EXT + 1));
+        *p += at < *n ? at + 1 : *n;
+        *n = at < *n ? *n - at - 1 : 0;
+        break;
+    }
     }
 }
 
@@ -250,6 +337,18 @@ static bool shell_word(const char *w, size_t n)
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strlen(words[i]) == n && !memcmp(words[i], w, n))
+            return true;
+    return false;
+}
+
+/* A function bash exports (export -f NAME puts BASH_FUNC_NAME%%=() {...} in the
+ * environment): only the shell can run it, so a line calling it is never exec'd directly. */
+static bool exported_function(const char *w, size_t n)
+{
+    extern char **environ;
+    for (char **e = environ; *e; e++)
+        if (!strncmp(*e, "BASH_FUNC_", 10) && !strncmp(*e + 10, w, n) &&
+            !strncmp(*e + 10 + n, "%%=", 3))
             return true;
     return false;
 }
@@ -371,7 +470,8 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     if (in_word)
         end_piece(t, &t->words, ctx_replace);
     const char *w = first.p ? first.p : "";
-    t->direct = nwords > 0 && !shell_word(w, first.len) && !assignment(w, first.len);
+    t->direct = nwords > 0 && !shell_word(w, first.len) && !assignment(w, first.len) &&
+                !exported_function(w, first.len);
     t->text.failed |= first.failed;
     buf_free(&first);
 }
@@ -438,6 +538,11 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     if (!t)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
+    t->shell = o->shell_path;
+    t->plus = o->plus;
+    t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
+    t->names = o->names;
+    t->nnames = o->nnames;
     if (o->ncmd == 0) {
         t->raw = true;
     } else if (o->quote) {
@@ -481,14 +586,17 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     return 0;
 }
 
-int tpl_compile_plain(struct tpl **out, const char *s, const char *replace)
+int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o)
 {
     struct tpl *t = calloc(1, sizeof(*t));
     if (!t)
         return CONCUR_ENOMEM;
-    set_replace(t, replace);
+    set_replace(t, o->replace);
+    t->plus = o->plus;
+    t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
+    t->names = o->names;
+    t->nnames = o->nnames;
     t->plain = true;
-    size_t n = strlen(s);
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
         struct seg ph;
@@ -526,6 +634,19 @@ bool tpl_is_direct(const struct tpl *t)
     return t->direct;
 }
 
+bool tpl_needs_total(const struct tpl *t)
+{
+    for (size_t i = 0; i < NSEGS(t); i++)
+        if (SEGS(t)[i].kind == S_TOTAL || SEGS(t)[i].kind == S_SEQ0)
+            return true;
+    return false;
+}
+
+void tpl_set_total(struct tpl *t, size_t total)
+{
+    t->total = total;
+}
+
 /* ------------------------------------------------------------------ expanding */
 
 enum how { QUOTED, WORDS, PLAIN };
@@ -540,6 +661,17 @@ static void put_value(struct buf *b, const struct field *f, enum mod m, enum how
         shell_quote(b, p, n);
     else
         buf_add(b, p, n);
+}
+
+/* GNU parallel's 1+int(log10(n)): the digits of n (1 for 0). */
+static int digits(size_t n)
+{
+    int d = 1;
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
 }
 
 /* Expands one piece into b. `only` >= 0 binds {} to that argument alone (-X). In WORDS
@@ -563,6 +695,15 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
             break;
         case S_SLOT:
             buf_printf(b, "%u", j->slot);
+            break;
+        case S_TOTAL:
+            buf_printf(b, "%zu", t->total);
+            break;
+        case S_SEQ0: /* as wide as the number of jobs */
+            buf_printf(b, "%0*zu", digits(t->total), j->seq);
+            break;
+        case S_SLOT0: /* as wide as the number of slots */
+            buf_printf(b, "%0*u", digits(t->slots), j->slot);
             break;
         case S_ARG:
             if (s->pos > 0) {
@@ -655,7 +796,7 @@ static const char *shell_line(const struct buf *line, struct buf *strs);
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
 {
-    static char sh[] = "/bin/sh", dash_c[] = "-c";
+    static char dash_c[] = "-c";
     buf_reset(strs);
     if (want_line || !t->direct) {
         buf_reset(line);
@@ -675,7 +816,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         if (!buf_reserve(vec, 4 * sizeof(char *)))
             return CONCUR_ENOMEM;
         char **v = (char **)vec->p;
-        v[0] = sh;
+        v[0] = (char *)t->shell;
         v[1] = dash_c;
         if (!(v[2] = (char *)shell_line(line, strs)))
             return CONCUR_ENOMEM;
@@ -751,7 +892,7 @@ int split_simple(const char *s, size_t n, struct buf *strs)
     if (in_word)
         buf_addnul(strs);
     const char *w = strs->p + first_start;
-    if (shell_word(w, first_len) || assignment(w, first_len))
+    if (shell_word(w, first_len) || assignment(w, first_len) || exported_function(w, first_len))
         return -1;
     return count;
 }
@@ -860,14 +1001,15 @@ static long last_simple_command(const char *s, size_t n)
             break;
         start = w;
     }
-    if (w == start || shell_word(s + start, w - start) || builtin_program(s + start, w - start))
+    if (w == start || shell_word(s + start, w - start) || builtin_program(s + start, w - start) ||
+        exported_function(s + start, w - start))
         return -1;
     if (memmem(s, n, "trap", 4))
         return -1;
     return (long)start;
 }
 
-/* The line /bin/sh -c runs: with "exec " before its last command when that is a simple
+/* The line the shell runs (SHELL -c): with "exec " before its last command when that is a simple
  * command, so that a job killed by a signal is seen as killed (the shell would otherwise
  * exit 128 + the signal). NULL when out of memory. */
 static const char *shell_line(const struct buf *line, struct buf *strs)

@@ -176,7 +176,7 @@ max_overlap() {
 
 # The options concur documents (short options with a long alias are listed by the short one).
 CONCUR_OPTIONS=(
-  -a -0 --null -d --colsep --link --xapply -n -X -q -I --replace -r --no-run-if-empty --pipe --spreadstdin --block --recend --recstart -N -L -j -P --max-procs --timeout --termseq --retries --halt --delay
+  -a -0 --null -d --colsep --trim --header --link --xapply -n -s --max-chars -X -q --plus -I --replace -r --no-run-if-empty --pipe --spreadstdin --block --recend --recstart -N -L -j -P --max-procs --timeout --termseq --retries --halt --nice --delay --env --compress
   --line-buffer -u -k --tag --tagstring --results --json --joblog --resume --resume-failed
   --bar --eta --progress --dry-run --report --tmpdir -t -v --help --version
 )

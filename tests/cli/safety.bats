@@ -203,8 +203,11 @@ exit_and_signal() {
   run "$CONCUR" -k 'cd / && X=ok sh -c "echo \$X \$PWD"; : {}; X=1 printenv X' ::: a
   [ "$status" -eq 0 ]
   [ "$output" = "$(printf 'ok /\n1')" ]
-  run "$CONCUR" -k 'echo "a\tb" {}' ::: x # a builtin keeps its shell meaning (not exec'd)
+  # a builtin keeps its shell's meaning (not exec'd): dash's echo reads \t, bash's does not
+  run env SHELL=/bin/sh "$CONCUR" -k 'echo "a\tb" {}' ::: x
   [ "$output" = "$(sh -c 'echo "a\tb" x')" ]
+  run env SHELL=/bin/bash "$CONCUR" -k 'echo "a\tb" {}' ::: x
+  [ "$output" = "$(bash -c 'echo "a\tb" x')" ]
 }
 
 @test "a NUL inside an input line stays in one argument as \\0, with a warning (as GNU parallel)" {

@@ -1,0 +1,322 @@
+#!/usr/bin/env bats
+# GNU parallel compatibility (issue 14): the shell jobs run in, ::::+, -d with :::, --colsep
+# trimming, --tagstring escapes, --results/--joblog forms, -s, --header, --env, --nice,
+# --plus, --compress.
+
+load helpers
+
+# ------------------------------------------------------------------ the shell
+
+@test "lines that need a shell run in \$SHELL: bash syntax works with SHELL=bash" {
+  run env SHELL=/bin/bash "$CONCUR" -k 'cat <(echo {})' ::: a b
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'a\nb')" ]
+  run env SHELL=/bin/bash "$CONCUR" 'echo $0' ::: x
+  [ "$output" = "/bin/bash x" ]
+}
+
+@test "an exported bash function runs as a command, as in GNU parallel" {
+  myfunc() { echo "func:$1"; }
+  export -f myfunc
+  export SHELL=/bin/bash
+  same_as_parallel -k myfunc ::: a 'b c'
+  run "$CONCUR" -k myfunc ::: a
+  [ "$output" = "func:a" ]
+  # as the last command of a line too (not exec'd as a program)
+  run "$CONCUR" -k 'true; myfunc {}' ::: a
+  [ "$output" = "func:a" ]
+  # and with no command words: the argument is the command line
+  run "$CONCUR" -k ::: 'myfunc z'
+  [ "$output" = "func:z" ]
+}
+
+@test "without SHELL the lines run with /bin/sh" {
+  run env -u SHELL -u PARALLEL_SHELL "$CONCUR" 'echo $0' ::: x
+  [ "$status" -eq 0 ]
+  [ "$output" = "/bin/sh x" ]
+}
+
+@test "PARALLEL_SHELL comes before SHELL" {
+  run env SHELL=/bin/sh PARALLEL_SHELL=/bin/bash "$CONCUR" 'echo $0' ::: x
+  [ "$output" = "/bin/bash x" ]
+}
+
+@test "a shell that cannot be found is an error, as in GNU parallel" {
+  run env SHELL=/nonexistent/sh "$CONCUR" echo ::: x
+  [ "$status" -eq 255 ]
+  [[ $output == *"shell '/nonexistent/sh' not found"* ]]
+}
+
+@test "csh-like shells: the lines run with /bin/sh (they are quoted for sh)" {
+  run env SHELL=/bin/tcsh "$CONCUR" 'echo $0' ::: x
+  [ "$output" = "/bin/sh x" ]
+}
+
+# ------------------------------------------------------------------ ::::+
+
+@test "::::+ links every one of its files to the previous group, as GNU parallel" {
+  printf 'a\nb\nc\n' >f1
+  printf '1\n2\n3\n' >f2
+  printf 'x\ny\n' >f3
+  run "$CONCUR" -k echo ::: A B ::::+ f1 f2
+  [ "$output" = "$(printf 'A a 1\nB b 2')" ]
+  same_as_parallel -k echo ::: A B ::::+ f1 f2
+  same_as_parallel -k echo :::: f3 ::::+ f1 f2
+  same_as_parallel -k echo ::: A B ::::+ f1 ::: Z
+  same_as_parallel -k echo :::: f1 ::::+ f2 :::: f3
+}
+
+@test ":::+ and ::::+ as the first input source start the first group" {
+  printf 'a\nb\nc\n' >f1
+  printf '1\n2\n3\n' >f2
+  run "$CONCUR" -k echo ::::+ f1 f2
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'a 1\nb 2\nc 3')" ]
+  same_as_parallel -k echo ::::+ f1 f2
+  same_as_parallel -k echo ::::+ f1 ::: P Q
+  same_as_parallel -k echo :::+ a b ::: 1 2
+}
+
+# ------------------------------------------------------------------ -d, --colsep, --tagstring
+
+@test "-d splits ::: arguments too, every piece kept, as GNU parallel" {
+  run "$CONCUR" -k -d , echo '[{}]' ::: a,b, c
+  [ "$output" = "$(printf '[a]\n[b]\n[]\n[c]')" ]
+  same_as_parallel -k -d , echo '[{}]' ::: a,b c
+  same_as_parallel -k -d , echo ::: a,b ::: 1,2
+  same_as_parallel -k -d , --link echo ::: a,b ::: 1,2,3
+  same_as_parallel -k -d , echo '[{}]' ::: ,, x ''
+  same_as_parallel -k -d ab echo '[{}]' ::: xaby xbay
+  same_as_parallel -k -d , -n2 echo '[{}]' ::: a,b,c
+}
+
+@test "-d '\\n' splits ::: arguments on newlines; without -d they stay whole (a choice)" {
+  run "$CONCUR" -k -d '\n' echo '[{}]' ::: $'a\nb' c
+  [ "$output" = "$(printf '[a]\n[b]\n[c]')" ]
+  same_as_parallel -k -d '\n' echo '[{}]' ::: $'a\nb' $'c\n' d
+  same_as_parallel -k -0 echo '[{}]' ::: $'a\nb' c
+  run "$CONCUR" -k echo '[{}]' ::: $'a\nb'
+  [ "$output" = "$(printf '[a\nb]')" ]
+}
+
+@test "--colsep trims blanks around each column, as GNU parallel" {
+  printf ' a , b ,c \n' >in
+  run "$CONCUR" --colsep , echo '[{1}][{2}][{3}]' <in
+  [ "$output" = "[a][b][c]" ]
+  same_as_parallel --stdin in -k --colsep , echo '[{1}][{2}][{3}]'
+  same_as_parallel --stdin in -k --colsep , echo '[{}]'
+  same_as_parallel --stdin in -k --colsep , --tag echo '{1}'
+  printf ' a \t b \tc \n' >tabs
+  same_as_parallel --stdin tabs -k --colsep '\t' echo '[{1}][{2}][{3}]'
+  same_as_parallel -k --colsep , echo '[{1}][{2}]' ::: ' x , y '
+}
+
+@test "--trim n|l|r|lr chooses the trimming, with or without --colsep" {
+  printf ' a , b \n' >in
+  run "$CONCUR" --colsep , --trim n echo '[{1}]' <in
+  [ "$output" = "[ a ]" ]
+  same_as_parallel --stdin in --colsep , --trim l echo '[{1}]' '[{2}]'
+  same_as_parallel --stdin in --colsep , --trim r echo '[{1}]' '[{2}]'
+  same_as_parallel -k --trim lr echo '[{}]' ::: ' a ' $'\tb\t'
+  same_as_parallel --trim rl echo '[{}]' ::: ' a '
+  run "$CONCUR" --trim x echo ::: a
+  [ "$status" -eq 2 ]
+  [[ $output == *"bad value for --trim: 'x'"* ]]
+}
+
+@test "--tagstring expands \\t \\n \\r and octal escapes, as GNU parallel" {
+  run "$CONCUR" --tagstring 'x\ty{}' echo ::: a
+  [ "$output" = "$(printf 'x\tya\ta')" ]
+  need_parallel
+  for t in 'x\ty{}' 'x\ny\\n\q' '\101\0z' '\\t\1' '{}\r'; do
+    "$CONCUR" -k --tagstring "$t" echo ::: a b >c_out
+    parallel --will-cite -k --tagstring "$t" echo ::: a b >p_out </dev/null
+    cmp c_out p_out
+  done
+}
+
+# ------------------------------------------------------------------ --results -.json, --joblog
+
+@test "--results -.json, -.csv, -.tsv write the results to standard output" {
+  run "$CONCUR" -k --results -.json echo ::: a b
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 2 ]
+  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\n", "Stderr": "" }' ]]
+  [[ ${lines[1]} == '{ "Seq": 2, '*'"V": [ "b" ]'* ]]
+  [ -z "$(ls -A)" ] # no file named -.json
+  "$CONCUR" -k --results -.csv echo ::: a 'b c' >out
+  [ "$(head -1 out)" = "Seq,Host,Starttime,JobRuntime,Send,Receive,Exitval,Signal,Command,V1,Stdout,Stderr" ]
+  [ "$(cut -d, -f9,10 out | sed -n 2p)" = '"echo a",a' ]
+  "$CONCUR" --results -.tsv echo ::: a >out
+  [ "$(head -1 out | cut -f1,12)" = "$(printf 'Seq\tStderr')" ]
+  need_parallel
+  parallel --will-cite --results -.tsv echo ::: a >p_out </dev/null
+  [ "$(head -1 out)" = "$(head -1 p_out)" ]
+}
+
+@test "--joblog - writes the joblog to standard output, each line after its job's output" {
+  run "$CONCUR" -k --joblog - echo ::: a b
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 5 ]
+  [ "${lines[0]}" = "$(printf 'Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand')" ]
+  [ "${lines[1]}" = a ]
+  [[ ${lines[2]} == $'1\t:\t'*$'\techo a' ]]
+  [ "${lines[3]}" = b ]
+  [[ ${lines[4]} == $'2\t:\t'*$'\techo b' ]]
+  [ -z "$(ls -A)" ] # no file named -
+  need_parallel
+  parallel --will-cite -k --joblog - echo ::: a b </dev/null | cut -f1,7-9 >p_out
+  printf '%s\n' "${lines[@]}" | cut -f1,7-9 >c_out
+  cmp c_out p_out
+}
+
+@test "--joblog +FILE appends to FILE without a header, as GNU parallel" {
+  "$CONCUR" --joblog log echo ::: a >/dev/null
+  "$CONCUR" --joblog +log echo ::: b >/dev/null
+  "$CONCUR" --joblog +new echo ::: c >/dev/null
+  [ "$(cut -f1,9 log)" = "$(printf 'Seq\tCommand\n1\techo a\n1\techo b')" ]
+  [ "$(cut -f1,9 new)" = "$(printf '1\techo c')" ]
+  # --resume reads FILE back
+  run "$CONCUR" -k --joblog +new --resume echo ::: c d
+  [ "$output" = d ]
+  [ "$(cut -f1,9 new)" = "$(printf '1\techo c\n2\techo d')" ]
+  need_parallel
+  parallel --will-cite --joblog +p_new echo ::: c >/dev/null </dev/null
+  [ "$(cut -f1,9 p_new)" = "$(cut -f1,9 new | head -1)" ]
+}
+
+# ------------------------------------------------------------------ -s
+
+@test "-s N: -X / -m command lines shorter than N characters, as GNU parallel" {
+  run "$CONCUR" -k -j1 -s 20 -X echo ::: a b c d e f g h i j k l m n o p
+  [ "$output" = "$(printf 'a b c d e f g\nh i j k l m n\no p')" ]
+  same_as_parallel -k -j1 -s 30 -m echo ::: aa bb cc dd ee ff gg hh ii jj kk ll
+  same_as_parallel -k -j1 -s 12 -X echo 'x{}y' ::: a b c d e
+  same_as_parallel -k -j1 -s 14 -m echo {} ::: 'a b' c 'd e'
+  # the last records are spread over the job slots
+  same_as_parallel -k -j2 -s 20 -X echo ::: a b c d e f g h i j k l m n o p
+  same_as_parallel -k -j3 -s 20 -X echo ::: a b c d e f g h i j k l m n o p q r s t u v w x y z
+  same_as_parallel -k -j4 -s 25 -m echo ::: a b c d e ::: 1 2
+}
+
+@test "-s N with -n: both limits apply" {
+  run "$CONCUR" -k -n 3 -s 10 echo ::: a b c d
+  [ "$output" = "$(printf 'a b\nc d')" ]
+  same_as_parallel -k -n 3 -s 10 echo ::: a b c d
+  same_as_parallel -k --max-chars=12 echo {} ::: a b
+}
+
+@test "-s N: an argument too long for the limit stops concur (exit 255), as GNU parallel" {
+  run "$CONCUR" -s 10 echo ::: aaaaaaaaaaaaaaaaaaaaaa
+  [ "$status" -eq 255 ]
+  [[ $output == *"command line too long (27 >= 10): echo aaaaaaaaaaaaaaaaaaaaaa"* ]]
+  same_as_parallel -k -j1 -s 10 -X echo ::: a aaaaaaaaaaaaaaaaaaaaaa
+  run "$CONCUR" -s 0 echo ::: a
+  [ "$status" -eq 2 ]
+}
+
+# ------------------------------------------------------------------ --nice, --env, --compress
+
+@test "--nice N runs the jobs at niceness N (absolute, as GNU parallel)" {
+  run "$CONCUR" -k --nice 7 'echo {} $(ps -o ni= -p $$)' ::: a b
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'a 7\nb 7')" ]
+  run nice -n 3 "$CONCUR" --nice 5 'echo $(ps -o ni= -p $$) {}' ::: a
+  [ "$output" = "5 a" ]
+  need_parallel
+  nice -n 3 parallel --will-cite --nice 5 'echo $(ps -o ni= -p $$) {}' ::: a >p_out </dev/null
+  [ "$(cat p_out)" = "5 a" ]
+  run "$CONCUR" --nice 20 echo ::: a
+  [ "$status" -eq 2 ]
+}
+
+@test "--env NAME is accepted; exported variables reach the jobs" {
+  export CONCUR_T_VAR="x y"
+  run "$CONCUR" --env CONCUR_T_VAR 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  [ "$status" -eq 0 ]
+  [ "$output" = "[x y] a" ]
+  same_as_parallel --env CONCUR_T_VAR 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  run "$CONCUR" --env _ --env 'CONCUR_T*' 'echo "[$CONCUR_T_VAR]" {}' ::: a
+  [ "$output" = "[x y] a" ]
+  run "$CONCUR" --env '' echo ::: a
+  [ "$status" -eq 2 ]
+}
+
+@test "--compress is accepted and changes nothing in the output" {
+  same_as_parallel -k --compress 'seq {}' ::: 3 2
+  # past the 1 MiB kept in memory, output spills to a file: still whole
+  "$CONCUR" --compress 'seq 300000; : {}' ::: a >out
+  [ "$(wc -l <out)" -eq 300000 ]
+  [ "$(tail -1 out)" = 300000 ]
+}
+
+# ------------------------------------------------------------------ --plus
+
+@test "--plus: {+/} {+.} {+..} {+...} {..} {...} {/..} {/...} as GNU parallel" {
+  run "$CONCUR" --plus echo '{..}:{+..}:{+/}:{/..}:{+.}:{...}:{+...}' ::: dir/a.tar.gz
+  [ "$output" = "dir/a:tar.gz:dir:a:gz:dir/a.tar.gz:" ]
+  t='{}:{+/}:{+.}:{+..}:{+...}:{..}:{...}:{/..}:{/...}:{.}:{/.}:{1..}:{1+/}:{1+..}'
+  for a in a.b.c.d dir/a.b.c /x.y/file d.e/f.g.h/a.b a..b . '' a/ /a .a.b; do
+    same_as_parallel --plus echo "$t" ::: "$a"
+  done
+  same_as_parallel -k --plus echo {2...} {1/..} ::: a.b.c.d ::: x/y.z.w.q
+}
+
+@test "--plus: {##} is the number of jobs, {0#} and {0%} are zero-padded" {
+  run "$CONCUR" -k --plus echo '{##}' '{0#}' ::: $(seq 10)
+  [ "${lines[0]}" = "10 01" ]
+  [ "${lines[9]}" = "10 10" ]
+  same_as_parallel -k --plus echo {##} {#} {0#} ::: a b c d e f g h i j k
+  same_as_parallel -k -j 12 --plus echo {0%} ::: a
+  same_as_parallel -k --plus --tagstring '{##}-{0#}' echo ::: a b
+  printf 'a\nb\nc\n' >in
+  same_as_parallel --stdin in -k --plus echo {##}
+}
+
+@test "without --plus its replacement strings are plain text" {
+  run "$CONCUR" echo '{..}' '{+/}' '{##}' ::: a.b.c
+  [ "$output" = "{..} {+/} {##} a.b.c" ]
+  same_as_parallel -k echo '{..}' '{+/}' '{##}' ::: a.b.c
+}
+
+# ------------------------------------------------------------------ --header
+
+@test "--header : with ::: groups: {name} is the column the first argument names" {
+  run "$CONCUR" -k --header : echo {a} {b} ::: a 1 2 ::: b x y
+  [ "$output" = "$(printf '1 x\n1 y\n2 x\n2 y')" ]
+  same_as_parallel -k --header : echo {a}-{b} ::: a 1 2 :::+ b x y
+  same_as_parallel -k --header : echo ::: a 1 2
+  same_as_parallel -k --header 1 echo {a} ::: a 1
+  same_as_parallel -k --header : --link echo {x} {a} ::: x 1 2 3 ::: a p q
+}
+
+@test "--header : with :::: files and standard input, with modifiers" {
+  printf 'f\na.b\ndir/c.d\n' >fl
+  run "$CONCUR" -k --header : echo '{f.}' '{f/}' :::: fl
+  [ "$output" = "$(printf 'a a.b\ndir/c c.d')" ]
+  same_as_parallel -k --header : echo '{f.}' '{f/}' '{f//}' {1} :::: fl ::: g h i
+  same_as_parallel --stdin fl -k --header : echo '{f/.}'
+  # the header is not a job: {##} and --bar count the others
+  same_as_parallel -k --header : --plus echo '{f}' '{##}' :::: fl
+  same_as_parallel --stdin fl -k --header : --plus echo '{f}' '{##}'
+}
+
+@test "--header : with --colsep names each column" {
+  printf 'n,v\n1,2\n3,4\n' >csv
+  run "$CONCUR" -k --header : --colsep , echo '{v}-{n}' :::: csv
+  [ "$output" = "$(printf '2-1\n4-3')" ]
+  same_as_parallel -k --header : --colsep , echo '{v}-{n}-{1}' :::: csv
+  same_as_parallel --stdin csv -k --header : --colsep , --tag echo '{n}'
+  printf 'n\tv\n1\t2\n' >tsv
+  same_as_parallel --stdin tsv -k --header : --colsep '\t' echo '{n}{v}'
+}
+
+@test "--header : names the levels of a --results directory" {
+  "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
+  [ "$(cat r/a/1/stdout)" = 1 ]
+  [ "$(cat r/a/2/stdout)" = 2 ]
+  run "$CONCUR" --header x echo ::: a
+  [ "$status" -eq 2 ]
+  run "$CONCUR" --pipe --header : cat </dev/null
+  [ "$status" -eq 2 ]
+}
