@@ -121,6 +121,8 @@ mpi_map          concur       mpi.sh
 mpi_map          mpi4py       mpi.sh
 mpi_latency      concur       mpi.sh
 mpi_latency      mpi4py       mpi.sh
+mpi_cli          concur       mpi.sh
+mpi_cli          local        mpi.sh
 '
 DEFAULT_SELECTION=('tp_*' 'pp_*' 'launch_*' 'co_*' 'mpi_*' 'pipe_*')
 RUN_TIMEOUT=120   # seconds per program run; past it the run counts as failed

@@ -106,11 +106,101 @@ const concur_result *mpi_result(const concur_result *res, concur_result *out, co
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <time.h>
 
 /* The options every rank parsed from the same command line: the serving ranks read the
  * job's --termseq and --tmpdir from them. Set before they start serving. */
 static const struct cli_opts *g_opts;
+
+/* Signals. mpirun (and srun) pass SIGINT, SIGTERM and SIGHUP on to every rank. The stop
+ * signals are blocked before MPI starts its threads, so that none of them dies of one:
+ * rank 0 reads them from the signalfd of a local run (main.c), and a serving rank from
+ * signal_main, which stops the jobs running there (their watchers see g_signal) and
+ * refuses new ones. A serving rank then waits for rank 0 to end the job (it got the signal
+ * too, stops the run and releases the ranks); if rank 0 does not within STOP_GRACE_MS of
+ * the rank's last job ending, the rank dies of the signal. */
+enum { STOP_GRACE_MS = 3000 };
+static atomic_int g_signal;  /* the signal that stopped this serving rank, or 0 */
+static atomic_int g_running; /* jobs running on this rank */
+
+struct sigwatch {
+    int sigfd, quitfd; /* quitfd: readable once rank 0 is past MPI's start: stop watching */
+    pthread_t th;
+};
+
+/* Whether the quit descriptor became readable within @ms milliseconds. */
+static bool quit_within(int quitfd, int ms)
+{
+    struct pollfd p = {.fd = quitfd, .events = POLLIN};
+    int n = poll(&p, 1, ms);
+    return n > 0 || (n < 0 && errno != EINTR);
+}
+
+static void *signal_main(void *arg)
+{
+    struct sigwatch *sw = arg;
+    struct pollfd p[2] = {{.fd = sw->quitfd, .events = POLLIN}, {.fd = sw->sigfd, .events = POLLIN}};
+    struct signalfd_siginfo si;
+    for (;;) {
+        int n = poll(p, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || p[0].revents)
+            return NULL;
+        if (read(sw->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            break;
+    }
+    atomic_store(&g_signal, (int)si.ssi_signo);
+    do { /* the jobs here stop (their watchers look every 5 ms) */
+        if (quit_within(sw->quitfd, 10))
+            return NULL;
+    } while (atomic_load(&g_running) > 0);
+    if (quit_within(sw->quitfd, STOP_GRACE_MS))
+        return NULL;
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, (int)si.ssi_signo);
+    signal((int)si.ssi_signo, SIG_DFL);
+    raise((int)si.ssi_signo); /* pending: blocked in this thread too */
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL); /* and delivered: the rank ends */
+    return NULL;
+}
+
+/* Blocks the stop signals (and SIGPIPE) before MPI starts its threads, and starts
+ * signal_main. 0 or a negative errno. */
+static int sigwatch_start(struct sigwatch *sw)
+{
+    sigset_t set, pipe;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sw->sigfd = sw->quitfd = -1;
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || sigprocmask(SIG_BLOCK, &pipe, NULL) < 0)
+        return -errno;
+    if ((sw->sigfd = signalfd(-1, &set, SFD_CLOEXEC)) < 0 ||
+        (sw->quitfd = eventfd(0, EFD_CLOEXEC)) < 0)
+        return -errno;
+    int rc = pthread_create(&sw->th, NULL, signal_main, sw);
+    return -rc;
+}
+
+/* Rank 0, past MPI's start: the local run reads the signals from now on. A signal that
+ * came meanwhile is raised again for it (it stays pending: it is blocked). */
+static void sigwatch_stop(struct sigwatch *sw)
+{
+    uint64_t one = 1;
+    if (write(sw->quitfd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+        pthread_join(sw->th, NULL);
+    close(sw->sigfd);
+    close(sw->quitfd);
+    int sig = atomic_load(&g_signal);
+    if (sig)
+        kill(getpid(), sig);
+}
 
 /* Ends a rank's command when rank 0 cancels its task (a stop: a signal, --halt now):
  * should_stop is looked at every 5 ms, and the runner's stop descriptor is made readable. */
@@ -127,7 +217,7 @@ static void *watch_main(void *arg)
     struct watch *w = arg;
     pthread_mutex_lock(&w->mu);
     while (!w->done) {
-        if (concur_task_should_stop(w->t)) {
+        if (concur_task_should_stop(w->t) || atomic_load(&g_signal)) {
             uint64_t one = 1;
             if (write(w->efd, &one, sizeof(one)) < 0) {
                 /* EAGAIN: it is readable already */
@@ -182,6 +272,8 @@ static int answer_record(concur_task *t, const concur_result *res, const char *h
     return 0;
 }
 
+static int run_job(concur_task *t, int argc, const char *const *argv);
+
 /* Runs one job on this rank: argv[0] is its timeout (seconds, 0: none), the rest its
  * command. Answers the job's record; fails only when the job could not be run at all. */
 static int run_remote(concur_task *t, const char *key, int argc, const char *const *argv)
@@ -189,6 +281,16 @@ static int run_remote(concur_task *t, const char *key, int argc, const char *con
     (void)key;
     if (argc < 2)
         return concur_task_fail(t, CONCUR_EINVAL, "a job without a command");
+    atomic_fetch_add(&g_running, 1);
+    int rc = run_job(t, argc, argv);
+    atomic_fetch_sub(&g_running, 1);
+    return rc;
+}
+
+static int run_job(concur_task *t, int argc, const char *const *argv)
+{
+    if (atomic_load(&g_signal)) /* this rank is stopping */
+        return concur_task_fail(t, CONCUR_ECANCELED, "the rank was stopped by a signal");
     char *end;
     double timeout = strtod(argv[0], &end);
     const char **v = calloc((size_t)argc, sizeof(*v));
@@ -247,7 +349,14 @@ static int run_remote(concur_task *t, const char *key, int argc, const char *con
 int mpi_begin(struct app *a, int *argc, char ***argv)
 {
     g_opts = &a->o;
-    int rc = concur_mpi_init(argc, argv); /* the serving ranks stay in there */
+    static struct sigwatch sw; /* the serving ranks' signal_main uses it until they exit */
+    int rc = sigwatch_start(&sw);
+    if (rc) {
+        cli_error("--mpi: cannot set up signals: %s", strerror(-rc));
+        return EXIT_OTHER;
+    }
+    rc = concur_mpi_init(argc, argv); /* the serving ranks stay in there */
+    sigwatch_stop(&sw);
     if (rc) {
         cli_error("--mpi: cannot start MPI: %s", concur_strerror(rc));
         return EXIT_OTHER;

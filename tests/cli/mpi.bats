@@ -105,3 +105,28 @@ skip_if_no_ranks() {
   [[ $output == $'a\nb' || $output == $'b\na' ]]
   [[ $(tail -n +2 jl | cut -f2 | sort -u) == ":" ]]
 }
+
+running_sleeps() { [[ $(pgrep -c -f -- "^sleep 60\.$UNIQ") -eq $1 ]]; } # the jobs, not concur
+
+@test "--mpi: SIGTERM to mpirun stops the jobs on every rank; nothing is left, nothing logged" {
+  bash "$CLI_SOURCE_DIR/tests/mpi/mpirun.sh" "$MPIEXEC" "$CONCUR" --mpi -j1 --joblog jl \
+    "sleep 60.$UNIQ" ::: 1 2 3 >out 2>err &
+  local pid=$!
+  # one job per rank (-j1 on each of the 3): all three running; or mpirun could not start
+  until running_sleeps 3; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" && status=0 || status=$?
+      output=$(cat out)
+      skip_if_no_ranks
+      echo "mpirun ended with $status before the jobs ran: $output $(cat err)"; return 1
+    fi
+    sleep 0.02
+  done
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  [[ $rc -ne 0 ]]
+  assert_no_process "sleep 60.$UNIQ"
+  wait_until 10 no_process_matching "--mpi -j1 --joblog jl sleep 60.$UNIQ"
+  [[ $(wc -l <jl) -eq 1 ]] # the header: no job ended
+}
