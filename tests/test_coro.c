@@ -174,6 +174,7 @@ Test(coro, yield_interleaves)
 
 typedef struct fd_job {
     int fd;
+    int peer; /* the socket pair's other end, where a task needs it */
     int rc;
     double waited;
 } fd_job;
@@ -220,6 +221,84 @@ Test(coro, wait_fd_times_out_then_sees_data)
     cr_assert_lt(r.waited, 0.1, "woken by the data, not the timeout");
     concur_future_release(fr);
     concur_future_release(fw);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The engine keeps an fd's epoll registration between waits (one shot, re-armed). An fd
+ * number closed and given to a new file must still be watched (the old file open elsewhere,
+ * so its disabled registration lingers), and an event on the old file must wake no one. */
+static int task_fd_reuse(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    fd_job *j = tu_in_ptr(in, len);
+    int a[2], b[2], keep;
+    socket_pair(a);
+    socket_pair(b);
+    j->rc = -1000;
+    if (write(a[1], "x", 1) != 1 || concur_co_wait_fd(a[0], CONCUR_CO_READ, TU_SAFETY) !=
+                                        CONCUR_CO_READ)
+        return 0;
+    int num = a[0];
+    if ((keep = dup(a[0])) < 0 || dup2(b[0], num) != num) /* num: now the new file */
+        return 0;
+    close(b[0]);
+    j->rc = -2000;
+    if (write(b[1], "y", 1) != 1 || concur_co_wait_fd(num, CONCUR_CO_READ, TU_SAFETY) !=
+                                        CONCUR_CO_READ)
+        return 0;
+    char c;
+    j->rc = -3000;
+    if (read(num, &c, 1) != 1 || c != 'y' || write(a[1], "z", 1) != 1)
+        return 0;
+    j->rc = concur_co_wait_fd(num, CONCUR_CO_READ, 0.05); /* the old file's byte: not this fd */
+    close(num);
+    close(keep);
+    close(a[1]);
+    close(b[1]);
+    return 0;
+}
+
+static int task_wait_long(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    fd_job *j = tu_in_ptr(in, len);
+    j->rc = concur_co_wait_fd(j->fd, CONCUR_CO_READ, TU_SAFETY);
+    return 0;
+}
+
+/* Runs while task_wait_long waits on the same fd: gets -EEXIST, then writes its peer. */
+static int task_second_waiter(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    fd_job *j = tu_in_ptr(in, len);
+    j->rc = concur_co_wait_fd(j->fd, CONCUR_CO_READ, TU_SAFETY);
+    if (write(j->peer, "x", 1) != 1)
+        j->rc = -1000;
+    return 0;
+}
+
+Test(coro, fd_registrations_survive_reuse_and_one_waiter_per_fd)
+{
+    concur_pool *p = co_pool(1, 0);
+    fd_job r = {0};
+    concur_future *f = tu_submit(p, task_fd_reuse, TU_PTR_IN(&r));
+    wait_ok(f);
+    concur_future_release(f);
+    cr_assert_eq(r.rc, CONCUR_ETIMEDOUT, "got %d", r.rc);
+
+    int sv[2];
+    socket_pair(sv);
+    fd_job first = {.fd = sv[0]}, second = {.fd = sv[0], .peer = sv[1]};
+    concur_future *ff = tu_submit(p, task_wait_long, TU_PTR_IN(&first));
+    concur_future *fs = tu_submit(p, task_second_waiter, TU_PTR_IN(&second));
+    wait_ok(ff);
+    wait_ok(fs);
+    cr_assert_eq(second.rc, -EEXIST, "got %d", second.rc);
+    cr_assert_eq(first.rc, CONCUR_CO_READ, "got %d", first.rc);
+    concur_future_release(ff);
+    concur_future_release(fs);
     concur_pool_destroy(p);
     close(sv[0]);
     close(sv[1]);

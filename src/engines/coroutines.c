@@ -85,6 +85,7 @@ typedef struct co {
     int wake_rc;            /* what the suspension returns, set by who woke it */
     int fd;                 /* W_FD: the fd in the loop's epoll set */
     uint32_t revents;
+    bool fd_fired;          /* W_FD: the fd's event ended the wait (its one shot is spent) */
     fwait *wrec; /* W_FUTURE: its record */
     int rc;      /* the task function's return value */
     void *stack;
@@ -119,6 +120,8 @@ struct cloop {
     _Atomic int check;   /* a cancel or a stop arrived: scan the waiting coroutines */
     fwait *_Atomic inbox; /* futures completed for waiting coroutines (any thread) */
     cloop *prev, *next;  /* in the engine's list */
+    co **fdw;            /* by fd: the coroutine waiting on it, or NULL (see arm_fd) */
+    size_t nfdw;
 };
 
 static _Thread_local co *tls_co; /* the running coroutine of this thread */
@@ -195,7 +198,9 @@ static void wake(cloop *L, co *c, int rc)
         return;
     concur__timer_cancel(&L->loop, &c->timer);
     if (c->wait == W_FD) {
-        (void)concur__loop_del(&L->loop, c->fd); /* it is in the set: cannot fail */
+        L->fdw[c->fd] = NULL;
+        if (!c->fd_fired) /* a timeout or a cancel: disarm it (a closed fd is gone already) */
+            (void)concur__loop_del(&L->loop, c->fd);
         c->fd = -1;
     }
     c->wait = W_NONE;
@@ -364,6 +369,7 @@ static void dispatch(cloop *L, const concur__event *ev)
     case TAG_FD:
         if (c->wait == W_FD) {
             c->revents = ev->events;
+            c->fd_fired = true;
             wake(L, c, 0);
         }
         break;
@@ -559,6 +565,7 @@ static void loop_free(cloop *L)
 {
     concur__loop_fini(&L->loop);
     concur__slab_fini(&L->slab);
+    free(L->fdw);
     free(L);
 }
 
@@ -792,6 +799,38 @@ static int poll_until(int fd, int events, uint64_t deadline)
     }
 }
 
+/* Watches @fd for @ev for @c, one shot. The registration stays in the epoll set after it
+ * fires (EPOLLONESHOT disables it), so the next wait on the fd, the common case of a
+ * coroutine doing I/O, re-arms it with one epoll_ctl (MOD) instead of an ADD and a DEL. A
+ * disabled registration reports nothing, and one whose fd was closed left the set by itself:
+ * MOD then fails with ENOENT and the fd is added. One coroutine waits on an fd at a time:
+ * another gets -EEXIST, as from epoll. */
+static int arm_fd(cloop *L, co *c, int fd, uint32_t ev)
+{
+    if ((size_t)fd >= L->nfdw) {
+        size_t n = L->nfdw ? L->nfdw : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        co **t = realloc(L->fdw, n * sizeof(*t));
+        if (!t)
+            return CONCUR_ENOMEM;
+        memset(t + L->nfdw, 0, (n - L->nfdw) * sizeof(*t));
+        L->fdw = t;
+        L->nfdw = n;
+    }
+    if (L->fdw[fd])
+        return -EEXIST;
+    ev |= EPOLLONESHOT;
+    int rc = concur__loop_mod(&L->loop, fd, ev, tag_of(c, TAG_FD));
+    if (rc == -ENOENT)
+        rc = concur__loop_add(&L->loop, fd, ev, tag_of(c, TAG_FD));
+    if (rc)
+        return rc;
+    L->fdw[fd] = c;
+    c->fd_fired = false;
+    return 0;
+}
+
 static int wait_fd_until(int fd, int events, uint64_t deadline)
 {
     co *c = tls_co;
@@ -804,7 +843,7 @@ static int wait_fd_until(int fd, int events, uint64_t deadline)
         return poll_until(fd, events, deadline); /* only look */
     uint32_t ev = ((events & CONCUR_CO_READ) ? EPOLLIN : 0) |
                   ((events & CONCUR_CO_WRITE) ? EPOLLOUT : 0);
-    rc = concur__loop_add(&c->L->loop, fd, ev, tag_of(c, TAG_FD));
+    rc = arm_fd(c->L, c, fd, ev);
     if (rc)
         return rc;
     c->fd = fd;
