@@ -25,6 +25,8 @@
  */
 #include "run.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -444,6 +446,33 @@ static void deliver(struct app *a, struct job *j, const struct jobdone *d)
         print_ready(a);
 }
 
+/* How many runs job j may get in all: --retries N (0: until it succeeds), or the value of
+ * --retries with replacement strings expanded for j, as GNU parallel does (its test suite
+ * runs --retries {//} on 1/11 2/22 3/33). An expansion that is not a number is refused
+ * for that job, with a message: GNU parallel reads it as 0 (retry forever), which a typo
+ * should not cause. */
+static unsigned job_tries(struct app *a, struct job *j)
+{
+    if (!a->triestpl)
+        return a->o.tries ? a->o.tries : UINT_MAX;
+    struct jobview v = view_of(j);
+    buf_reset(&a->scratch);
+    tpl_plain(a->triestpl, &v, &a->scratch);
+    buf_addc(&a->scratch, '\0');
+    if (!buf_ok(&a->scratch))
+        return 1;
+    const char *s = a->scratch.p;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || n > 1000000) {
+        cli_error("--retries %s: '%s' is not a number of tries: job %zu is not retried",
+                  a->o.tries_tpl, s, j->seq);
+        return 1;
+    }
+    return n ? (unsigned)n : UINT_MAX;
+}
+
 int job_done(concur_runner *r, const concur_result *res, void *arg)
 {
     struct app *a = arg;
@@ -457,7 +486,7 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
             host = a->mpi_host; /* rank 0 ran it */
     }
     /* Another try? (The runner allows it while attempts <= retries.) */
-    if (!res->success && res->attempts < a->o.tries && !a->stop_term && !signal_pending(a)) {
+    if (!res->success && !a->stop_term && !signal_pending(a) && res->attempts < job_tries(a, j)) {
         buf_reset(&j->out);
         buf_reset(&j->err);
         j->received = 0;

@@ -137,12 +137,15 @@ static int open_run(struct app *a)
         input_header(a->in, &a->o.names, &a->o.nnames);
     if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
         (o->tagstring &&
-         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0) ||
+        (o->tries_tpl &&
+         (rc = tpl_compile_plain(&a->triestpl, o->tries_tpl, strlen(o->tries_tpl), o)) != 0)) {
         cli_error("out of memory");
         return rc;
     }
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
-    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl));
+    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl)) ||
+                 (a->triestpl && tpl_needs_total(a->triestpl));
     if (!o->pipe &&
         (total || o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
@@ -153,6 +156,8 @@ static int open_run(struct app *a)
     tpl_set_total(a->tpl, a->total_jobs);
     if (a->tagtpl)
         tpl_set_total(a->tagtpl, a->total_jobs);
+    if (a->triestpl)
+        tpl_set_total(a->triestpl, a->total_jobs);
     if (a->budget && (rc = plan_multi(a)) != 0)
         return rc;
     if (o->timeout_pct > 0 && !(a->hist = calloc(HIST_N, sizeof(*a->hist)))) {
@@ -271,7 +276,8 @@ static int run(struct app *a)
     ro.timeout = o->timeout;
     ro.term_seq = o->ntermseq ? o->termseq : NULL;
     ro.term_seq_len = o->ntermseq;
-    ro.retries = o->tries > 1 ? o->tries - 1 : 0;
+    /* --retries 0 (until it succeeds) or per job ({}): complete.c decides each retry. */
+    ro.retries = o->tries == 0 || o->tries_tpl ? UINT_MAX : o->tries - 1;
     ro.start_delay = o->delay;
     ro.on_done = job_done;
     ro.cb_arg = a;
@@ -368,6 +374,7 @@ static void app_free(struct app *a)
     input_close(a->in);
     tpl_free(a->tpl);
     tpl_free(a->tagtpl);
+    tpl_free(a->triestpl);
     output_free(&a->out);
     opts_free(&a->o);
     if (a->sigfd >= 0)

@@ -132,7 +132,7 @@ static const struct optdef optdefs[] = {
     {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
-    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
+    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times (0: until it succeeds)", NULL},
     {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
     {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL},
     {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
@@ -798,9 +798,13 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_RETRIES:
-        if (!parse_uint(val, &v) || v > 1000000)
-            return usage_error("bad value for %s: '%s'", shown, val);
-        o->tries = (unsigned)v;
+        /* As GNU parallel, the value may hold replacement strings ({}, {//}...): it is
+         * expanded for each job (complete.c). */
+        o->tries_tpl = strchr(val, '{') ? val : NULL;
+        if (!o->tries_tpl && (!parse_uint(val, &v) || v > 1000000))
+            return usage_error("bad value for %s: '%s' (a number, 0: until it succeeds)", shown,
+                               val);
+        o->tries = o->tries_tpl ? 1 : (unsigned)v;
         break;
     case O_HALT:
         if (!parse_halt(val, o))

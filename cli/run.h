@@ -57,7 +57,7 @@ struct qrec; /* a record read ahead (jobs.c) */
 
 struct app {
     struct cli_opts o;
-    struct tpl *tpl, *tagtpl;
+    struct tpl *tpl, *tagtpl, *triestpl; /* the command, --tagstring, --retries {...} */
     struct input *in;
     struct pipe_in *pin; /* --pipe: standard input in blocks (then `in` is NULL) */
     struct record rec;

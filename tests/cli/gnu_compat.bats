@@ -320,3 +320,29 @@ load helpers
   run "$CONCUR" --pipe --header : cat </dev/null
   [ "$status" -eq 2 ]
 }
+
+# ------------------------------------------------------------------ --retries
+
+@test "--retries with replacement strings: expanded for each job (GNU's par_retries_replacement_string)" {
+  run "$CONCUR" --retries {//} 'echo {/} >>tries; exit {/}' ::: 1/11 2/22 3/33
+  [ "$status" -eq 3 ]
+  [ "$(sort tries)" = "$(printf '11\n22\n22\n33\n33\n33')" ]
+  if command -v parallel >/dev/null; then
+    parallel --will-cite --retries {//} 'echo {/} >>gnu; exit {/}' ::: 1/11 2/22 3/33 || true
+    [ "$(sort tries)" = "$(sort gnu)" ]
+  fi
+  # a value that is not a number: that job is not retried, and concur says why
+  run "$CONCUR" --retries {} 'echo {} >>once; exit 1' ::: a
+  [ "$status" -eq 1 ]
+  [ "$(cat once)" = a ]
+  [[ "$output" == *"--retries {}: 'a' is not a number of tries"* ]]
+}
+
+@test "--retries 0: as GNU parallel, a failing job runs again until it succeeds" {
+  run "$CONCUR" --retries 0 'n=$(cat n 2>/dev/null || echo 0); echo $((n + 1)) >n; [ $n -ge 4 ] && echo {}' ::: ok
+  [ "$status" -eq 0 ]
+  [ "$output" = ok ]
+  [ "$(cat n)" = 5 ]
+  run "$CONCUR" --retries x true ::: a
+  [ "$status" -eq 2 ]
+}
