@@ -305,8 +305,6 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
 int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line);
 /* A --tagstring: placeholders replaced by the plain values. */
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out);
-/* About how many bytes one argument of `len` bytes adds to the command line (-X, -m). */
-size_t tpl_arg_cost(const struct tpl *t, size_t len);
 /* --plus's {##} and {0#}: whether the template needs the number of jobs, which
  * tpl_set_total() then gives it. */
 bool tpl_needs_total(const struct tpl *t);

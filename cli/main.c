@@ -66,6 +66,15 @@ static void settle_modes(struct app *a)
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
     a->max_chars = o->pipe ? 0 : o->max_chars;
+    /* GNU parallel's limit on a command line: -X / -m fill lines up to it, and -s cannot
+     * raise it (GNU parallel warns and keeps its own). */
+    size_t usable = o->pipe ? 0 : gnu_usable_line();
+    if (a->max_chars > usable && usable) {
+        cli_warn("value for option -s should be < %zu", usable);
+        a->max_chars = usable;
+    }
+    if ((o->ctx_replace || o->multi) && !a->max_chars)
+        a->max_chars = usable;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -158,8 +167,8 @@ static int open_run(struct app *a)
         tpl_set_total(a->tagtpl, a->total_jobs);
     if (a->triestpl)
         tpl_set_total(a->triestpl, a->total_jobs);
-    if (a->budget && (rc = plan_multi(a)) != 0)
-        return rc;
+    if (a->budget) /* -X / -m: as many records as the line holds (build_job) */
+        a->per_job = SIZE_MAX;
     if (o->timeout_pct > 0 && !(a->hist = calloc(HIST_N, sizeof(*a->hist)))) {
         cli_error("out of memory");
         return CONCUR_ENOMEM;

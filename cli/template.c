@@ -72,12 +72,12 @@ struct tpl {
     size_t piece_seg; /* first segment of the piece being built */
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
-    const char *shell; /* what runs the lines that need a shell */
-    bool plus;         /* --plus: its replacement strings are placeholders */
+    const char *shell;         /* what runs the lines that need a shell */
+    bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
     size_t nnames;
-    size_t total;      /* {##} {0#}: the number of jobs (tpl_set_total) */
-    unsigned slots;    /* {0%}: the number of job slots */
+    size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
+    unsigned slots; /* {0%}: the number of job slots */
 };
 
 static void set_replace(struct tpl *t, const char *rep)
@@ -903,7 +903,8 @@ int split_simple(const char *s, size_t n, struct buf *strs)
  * backslashes): exec'ing the program would change what the line does. */
 static bool builtin_program(const char *w, size_t n)
 {
-    static const char *const words[] = {"echo", "printf", "test", "[", "true", "false", "pwd", "kill"};
+    static const char *const words[] = {"echo", "printf", "test", "[",
+                                        "true", "false",  "pwd",  "kill"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strlen(words[i]) == n && !memcmp(words[i], w, n))
             return true;
@@ -1022,21 +1023,4 @@ static const char *shell_line(const struct buf *line, struct buf *strs)
     buf_adds(strs, "exec ");
     buf_add(strs, line->p + at, line->len - (size_t)at);
     return buf_ok(strs) ? strs->p : NULL;
-}
-
-size_t tpl_arg_cost(const struct tpl *t, size_t len)
-{
-    /* Each -X context word is repeated per argument: its literal text counts again. */
-    const struct piece *pcs = (const struct piece *)t->line.p;
-    const struct seg *segs = (const struct seg *)t->segs.p;
-    size_t cost = 0, nctx = 0;
-    for (size_t k = 0; k < NPIECES(t->line); k++) {
-        if (!pcs[k].ctx)
-            continue;
-        nctx++;
-        for (size_t i = pcs[k].first; i < pcs[k].first + pcs[k].nsegs; i++)
-            cost += segs[i].kind == S_LIT ? segs[i].len : len + 2;
-        cost++; /* the space before the repetition */
-    }
-    return nctx ? cost : len + 3; /* quotes and a space */
 }

@@ -346,3 +346,25 @@ load helpers
   run "$CONCUR" --retries x true ::: a
   [ "$status" -eq 2 ]
 }
+
+# ------------------------------------------------------------------ -X / -m line length
+
+@test "-X / -m without -s fill command lines to GNU parallel's length (63664 with 4 kB pages)" {
+  [ "$(getconf PAGESIZE)" = 4096 ] || skip "the limit depends on the page size"
+  seq 1 30000 >in
+  run bash -c '"$CONCUR" -X -k -j2 echo <in | awk "{print NF, length(\$0)}"'
+  [ "$output" = "$(printf '12460 63653\n10609 63653\n3466 20795\n3465 20789')" ]
+  same_as_parallel --stdin in -k -j2 -X echo
+  same_as_parallel --stdin in -k -j3 -m echo 'a{}b'
+  seq 1 12000 | sed 's/$/ x/' >spaced # quoted arguments count with their quotes
+  same_as_parallel -k -j2 -X echo :::: spaced
+}
+
+@test "-s above GNU parallel's limit: a warning, and the limit stays GNU's" {
+  [ "$(getconf PAGESIZE)" = 4096 ] || skip "the limit depends on the page size"
+  seq 1 30000 >in
+  "$CONCUR" -s 100000 -X -k -j2 echo <in >out 2>err
+  [ "$(cat err)" = "concur: warning: value for option -s should be < 63664" ]
+  [ "$(awk 'NR == 1 {print length($0)}' out)" = 63653 ]
+  same_as_parallel --stdin in -s 100000 -k -j2 -X echo
+}
