@@ -374,6 +374,7 @@ static void app_free(struct app *a)
     free(a->hist);
     free(a->rec.f);
     buf_free(&a->scratch);
+    buf_free(&a->halt_msg);
     buf_free(&a->trial);
     buf_free(&a->recn);
     buf_free(&a->errmsg);

@@ -108,9 +108,10 @@ struct app {
     int signo;
     uint32_t *hist; /* HIST_N buckets, with --timeout N% */
     size_t hist_count;
-    struct buf scratch; /* messages */
-    struct buf errmsg;  /* why a job could not start */
-    struct buf json;    /* --json: the finished job's object */
+    struct buf scratch;  /* messages */
+    struct buf halt_msg; /* --halt's notes on the job that just ended, printed after it */
+    struct buf errmsg;   /* why a job could not start */
+    struct buf json;     /* --json: the finished job's object */
 };
 
 /* What a template is expanded with for job j. */

@@ -368,3 +368,41 @@ load helpers
   [ "$(awk 'NR == 1 {print length($0)}' out)" = 63653 ]
   same_as_parallel --stdin in -s 100000 -k -j2 -X echo
 }
+
+# ------------------------------------------------------------------ --halt's messages
+
+# stderr_as_parallel ARGS...: concur's and GNU parallel's stdout and stderr, merged in the
+# order they were written (-j1: one job at a time), are the same but for the program name.
+stderr_as_parallel() {
+  need_parallel
+  local c p
+  c=$("$CONCUR" "$@" 2>&1; echo "exit $?")
+  p=$(parallel --will-cite "$@" 2>&1; echo "exit $?")
+  [ "${c//concur:/parallel:}" = "$p" ] || { printf 'concur:\n%s\nparallel:\n%s\n' "$c" "$p"; false; }
+}
+
+@test "--halt notes the job in GNU parallel's words, after its output" {
+  run "$CONCUR" -j1 --halt now,fail=1 'echo {}; exit {}' ::: 0 1 2
+  [ "$status" -eq 1 ]
+  [ "$output" = "$(printf '0\n1\nconcur: This job failed:\necho 1; exit 1')" ]
+  stderr_as_parallel -j1 --halt soon,fail=1 'echo {}; exit {}' ::: 0 1 2 3
+  stderr_as_parallel -j1 --halt now,success=1 'echo {}; exit {}' ::: 1 0 2
+  stderr_as_parallel -j1 --halt soon,done=1 'echo {}; exit {}' ::: 0 1
+  stderr_as_parallel -j1 --halt soon,fail=50% 'echo {}; exit {}' ::: 0 1 2 3
+}
+
+@test "--halt soon: 'Starting no more jobs', and later failures noted too, as GNU parallel" {
+  # job 1 fails once job 2 runs; job 2 fails once the note about job 1 is out
+  local job='if [ {} = 1 ]; then until [ -e ERR.2 ]; do sleep 0.01; done; exit 1; fi
+touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
+  local rc=0
+  "$CONCUR" -j2 --halt soon,fail=1 "${job//ERR/err}" ::: 1 2 2>err || rc=$?
+  [ "$rc" -eq 1 ]
+  local cmd1="${job//ERR/err}" cmd2="${job//ERR/err}"
+  cmd1=${cmd1//\{\}/1} cmd2=${cmd2//\{\}/2}
+  [ "$(cat err)" = "$(printf 'concur: This job failed:\n%s\nconcur: Starting no more jobs. Waiting for 1 jobs to finish.\nconcur: This job failed:\n%s' "$cmd1" "$cmd2")" ]
+  if command -v parallel >/dev/null; then
+    parallel --will-cite -j2 --halt soon,fail=1 "${job//ERR/gnu}" ::: 1 2 2>gnu || true
+    diff <(sed 's/^concur:/parallel:/; s/\berr\b/gnu/g' err) gnu
+  fi
+}
