@@ -406,3 +406,29 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     diff <(sed 's/^concur:/parallel:/; s/\berr\b/gnu/g' err) gnu
   fi
 }
+
+# ------------------------------------------------------------------ CR-NL input
+
+@test "input lines ending in CR-NL: GNU parallel's warning, once; the CR stays in the argument" {
+  printf 'a\r\nb\r\nc\r\nd\r\n' >dos
+  "$CONCUR" -k echo :::: dos >out 2>err
+  [ "$(cat err)" = 'concur: warning: The first three values end in CR-NL. Consider using -d "\r\n"' ]
+  [ "$(cat out)" = "$(printf 'a\r\nb\r\nc\r\nd\r')" ]
+  same_as_parallel --stdin dos -k echo
+  if command -v parallel >/dev/null; then
+    parallel --will-cite -k echo :::: dos 2>gnu >/dev/null
+    [ "$(sed 's/^concur: warning:/parallel: Warning:/' err)" = "$(cat gnu)" ]
+  fi
+  # from standard input too; not when one of the first three ends in a plain newline
+  "$CONCUR" -k echo <dos 2>err >/dev/null
+  [ -s err ]
+  printf 'a\r\nb\nc\r\nd\r\n' | "$CONCUR" -k echo 2>err >/dev/null
+  [ ! -s err ]
+  # nor with -d (the delimiter was chosen) or fewer than three values
+  "$CONCUR" -d '\n' echo :::: dos 2>err >/dev/null
+  [ ! -s err ]
+  printf 'a\r\nb\r\n' | "$CONCUR" echo 2>err >/dev/null
+  [ ! -s err ]
+  run "$CONCUR" -k -d '\r\n' echo :::: dos
+  [ "$output" = "$(printf 'a\nb\nc\nd')" ]
+}
