@@ -297,6 +297,8 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
         d->err = a->errmsg.p;
         d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;
         d->err_mapped = false;
+        if (a->o.out == OUT_LINE) /* --line-buffer prints what is pending in j->err */
+            buf_add(&j->err, d->err, d->err_len);
     }
 }
 

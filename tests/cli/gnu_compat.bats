@@ -432,3 +432,24 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   run "$CONCUR" -k -d '\r\n' echo :::: dos
   [ "$output" = "$(printf 'a\nb\nc\nd')" ]
 }
+
+# ------------------------------------------------------------------ --line-buffer
+
+@test "--line-buffer: a command that cannot run says so, as without --line-buffer" {
+  local rc=0
+  "$CONCUR" nonexistent_cmd_$UNIQ ::: 1 2>grouped || rc=$?
+  [ "$rc" -eq 1 ]
+  grep -q "nonexistent_cmd_$UNIQ" grouped
+  rc=0
+  "$CONCUR" --line-buffer nonexistent_cmd_$UNIQ ::: 1 2>lb || rc=$?
+  [ "$rc" -eq 1 ]
+  cmp grouped lb
+  "$CONCUR" --line-buffer --tag nonexistent_cmd_$UNIQ ::: 1 2>lbtag || true
+  [ "$(cat lbtag)" = "1	$(cat grouped)" ]
+  if command -v parallel >/dev/null; then # GNU parallel's shell says it in both modes
+    rc=0
+    parallel --will-cite --line-buffer nonexistent_cmd_$UNIQ ::: 1 2>gnu || rc=$?
+    [ "$rc" -eq 1 ]
+    grep -q "nonexistent_cmd_$UNIQ" gnu
+  fi
+}
