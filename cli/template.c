@@ -78,7 +78,21 @@ struct tpl {
     size_t nnames;
     size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
     unsigned slots; /* {0%}: the number of job slots */
+    /* While the command words are compiled as one line: where the spaces that join them
+     * are (a placeholder does not span two words, as in GNU parallel). */
+    const char *join_base;
+    const size_t *joins;
+    size_t njoins;
 };
+
+/* Whether p, in the line being compiled, is a space that joins two command words. */
+static bool joining_space(const struct tpl *t, const char *p)
+{
+    for (size_t i = 0; t->join_base && i < t->njoins; i++)
+        if (p == t->join_base + t->joins[i])
+            return true;
+    return false;
+}
 
 static void set_replace(struct tpl *t, const char *rep)
 {
@@ -142,7 +156,12 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     }
     if (n < 2 || s[0] != '{')
         return 0;
-    const char *close = memchr(s, '}', n < 16 ? n : 16);
+    /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
+     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. */
+    size_t digits = strspn(s + 1, "0123456789"), at = 1 + digits;
+    while (digits && at < n && strchr(" \t\n\r\f\v", s[at]) && s[at] && !joining_space(t, s + at))
+        at++;
+    const char *close = memchr(s + at, '}', n - at < 16 ? n - at : 16);
     if (!close)
         return 0;
     size_t len = (size_t)(close - s) + 1;
@@ -166,6 +185,9 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (p != s + 1 && pos == 0)
         return 0; /* {0} */
+    if (p != s + 1 + digits)
+        return 0; /* a number too long */
+    p = s + at;
     int mod = match_mod(t, p, (size_t)(e - p));
     if (mod < 0)
         return 0;
@@ -550,12 +572,21 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         if (o->shell)
             t->direct = false;
     } else {
+        struct buf joins = {0};
         for (int w = 0; w < o->ncmd; w++) {
-            if (w)
+            if (w) {
+                buf_add(&joins, &line.len, sizeof(line.len));
                 buf_addc(&line, ' ');
+            }
             buf_adds(&line, o->cmd[w]);
         }
+        t->join_base = line.p;
+        t->joins = (const size_t *)joins.p;
+        t->njoins = buf_ok(&joins) ? joins.len / sizeof(size_t) : 0;
         scan_line(t, line.p ? line.p : "", line.len, o->ctx_replace);
+        t->join_base = NULL;
+        t->text.failed |= joins.failed;
+        buf_free(&joins);
         if (o->shell)
             t->direct = false;
     }

@@ -453,3 +453,26 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     grep -q "nonexistent_cmd_$UNIQ" gnu
   fi
 }
+
+# ------------------------------------------------------------------ split replacement strings
+
+@test "a replacement string split by white space or a newline, as GNU parallel reads it" {
+  local nl=$'\n'
+  # after the number of a positional one, white space (newlines too) is allowed
+  run "$CONCUR" -k echo "{1${nl}.}" "{2 }" ::: a.x/b.c ::: d
+  [ "$output" = "a.x/b d" ]
+  same_as_parallel -k echo "{1${nl}.}" "{2 }" "{1	}" "{1${nl}${nl}}" "{1  //}" ::: a.x/b.c ::: d
+  same_as_parallel -k -X echo "x{1${nl}}y" ::: a b ::: c
+  # anywhere else it is plain text, which the shell then reads
+  same_as_parallel -k echo "{ 1}" "{. }" "{1/ }" "{1 1}" ::: a.x/b.c ::: d
+  same_as_parallel -k echo "{${nl}}" ::: a
+  same_as_parallel -k echo "'{'${nl}'}'" ::: a
+  same_as_parallel -k echo "{}${nl}echo {}" ::: a
+  # nor across two command words: the arguments are appended
+  run "$CONCUR" -k echo '{1' '}' ::: a ::: b
+  [ "$output" = "{1 } a b" ]
+  same_as_parallel -k echo '{1' '}' ::: a ::: b
+  # -I: a replacement string with a newline in it
+  same_as_parallel -k -I "X${nl}Y" echo "aX${nl}Yb" ::: a
+  same_as_parallel -k --tagstring "{${nl}}" echo ::: a
+}
