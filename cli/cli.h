@@ -412,7 +412,8 @@ struct progress;
 
 /* Creates the status line for --bar / --eta / --progress (flags as given). total is the
  * number of jobs, or 0 when unknown. */
-int progress_create(struct progress **out, bool bar, bool eta, bool progress, size_t total);
+int progress_create(struct progress **out, bool bar, bool eta, bool progress, size_t total,
+                    int jobs); /* jobs: run at once (--eta's header) */
 void progress_started(struct progress *p);
 void progress_done(struct progress *p, bool failed);
 void progress_skipped(struct progress *p);

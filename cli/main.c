@@ -272,7 +272,8 @@ static int run(struct app *a)
     if (a->res)
         results_set_names(a->res, o->names, o->nnames);
     if ((o->bar || o->eta || o->progress) &&
-        (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs)) != 0)
+        (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs,
+                              job_limit(o))) != 0)
         return rc;
     a->out.prog = a->prog;
     concur_runner_opts ro;

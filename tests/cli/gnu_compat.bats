@@ -476,3 +476,23 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   same_as_parallel -k -I "X${nl}Y" echo "aX${nl}Yb" ::: a
   same_as_parallel -k --tagstring "{${nl}}" echo ::: a
 }
+
+# ------------------------------------------------------------------ --eta
+
+@test "--eta writes GNU parallel's header and status lines on stderr" {
+  "$CONCUR" -j2 --eta echo ::: 1 2 3 >out 2>err
+  [ "$(sort out)" = "$(printf '1\n2\n3')" ]
+  local ncpu
+  ncpu=$(nproc)
+  [ "$(sed -n 2,5p err)" = "$(printf 'Computers / CPU cores / Max jobs to run\n1:local / %s / 2\n\nComputer:jobs running/jobs completed/%%of started jobs/Average seconds to complete' "$ncpu")" ]
+  # then "\r" and a status, each time; the last one says that all are done, then a newline
+  local last
+  last=$(tail -n 1 err | tr '\r' '\n' | tail -n 1)
+  [[ "$last" =~ ^ETA:\ [0-9]+s\ Left:\ 0\ AVG:\ [0-9]+\.[0-9]{2}s\ \ local:0/3/100%/[0-9]+\.[0-9]s\ $ ]]
+  [ "$(tail -c 1 err | od -An -c | tr -d ' ')" = '\n' ]
+  if command -v parallel >/dev/null; then # the same lines (GNU's order varies with timing)
+    parallel --will-cite -j2 --eta echo ::: 1 2 3 2>gnu >/dev/null
+    grep -qxF "1:local / $ncpu / 2" gnu
+    [[ "$(tail -n 1 gnu | tr '\r' '\n' | tail -n 1)" =~ ^ETA:\ [0-9]+s\ Left:\ 0\ AVG:\ [0-9]+\.[0-9]{2}s\ \ local:0/3/100%/[0-9]+\.[0-9]s\ $ ]]
+  fi
+}
