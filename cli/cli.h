@@ -146,7 +146,8 @@ struct cli_opts {
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
     bool link;                  /* --link: groups in step, the shorter ones wrapping around */
-    bool header;                /* --header :: the first element of each group names its columns */
+    bool header;       /* --header (not 0): the first element of each group names its columns */
+    bool header_files; /* --header 0: the names of the :::: / -a files name columns */
     /* --header: the names of the columns, as fields whose col is their column (set from
      * input_header() once the input is open; they point into the input) */
     const struct field *names;

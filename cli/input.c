@@ -539,7 +539,9 @@ static int take_header(struct input *in)
             memmove(g->items, g->items + 1, --g->n * sizeof(*g->items));
         }
         len[i] = it.len;
-        buf_add(&in->hdr, it.p, it.len);
+        if (len[i] && it.p[len[i] - 1] == '\r') /* GNU parallel: a DOS line end is not a name */
+            len[i]--;
+        buf_add(&in->hdr, it.p, len[i]);
     }
     if (!rc && !buf_ok(&in->hdr))
         rc = CONCUR_ENOMEM;
@@ -613,6 +615,14 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
             goto fail;
     }
     if (o->header && (rc = take_header(in)) != 0)
+        goto fail;
+    /* --header 0: as GNU parallel, the files' names name columns: the first file {1}, the
+     * second {2}... (counting files only, as GNU parallel does) */
+    unsigned id = 0;
+    for (size_t i = 0; o->header_files && i < o->ngroups && !rc; i++)
+        if (o->groups[i].is_file)
+            rc = add_field(&in->names, o->groups[i].items[0], strlen(o->groups[i].items[0]), ++id);
+    if (rc)
         goto fail;
     *out = in;
     return 0;

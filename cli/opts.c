@@ -106,7 +106,7 @@ static const struct optdef optdefs[] = {
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
     {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
-    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name}", NULL},
+    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name} (0: files)", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
@@ -644,12 +644,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
         break;
-    case O_HEADER: /* ':', or GNU parallel's forms of "the first line" */
-        if (strcmp(val, ":") && strcmp(val, ".*\\n") && strcmp(val, "1"))
-            return usage_error("bad value for %s: '%s' (only ':', '.*\\n' or 1: the first "
-                               "line)",
-                               shown, val);
-        o->header = true;
+    case O_HEADER:
+        /* As GNU parallel without --pipe: any value (its regexp matters with --pipe only)
+         * takes the first line, but 0, with which the files' names name the columns. */
+        o->header = strcmp(val, "0") != 0;
+        o->header_files = !o->header;
         break;
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
@@ -762,7 +761,7 @@ static int settle_pipe(struct parse *p)
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
-    if (o->header)
+    if (o->header || o->header_files)
         return usage_error("--header is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
@@ -1163,6 +1162,10 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
     }
     if (o->colsep && !o->trim_set) /* GNU parallel trims columns unless told */
         o->trim_left = o->trim_right = true;
+    /* and --header splits on TAB without --colsep (decided after the trimming, as there:
+     * these columns are not trimmed) */
+    if ((o->header || o->header_files) && !o->colsep)
+        o->colsep = "\\t";
     if ((rc = refuse_perl(o)) != 0)
         goto out;
     if ((rc = settle_pipe(&p)) != 0)

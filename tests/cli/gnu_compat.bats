@@ -315,8 +315,6 @@ load helpers
   "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
   [ "$(cat r/a/1/stdout)" = 1 ]
   [ "$(cat r/a/2/stdout)" = 2 ]
-  run "$CONCUR" --header x echo ::: a
-  [ "$status" -eq 2 ]
   run "$CONCUR" --pipe --header : cat </dev/null
   [ "$status" -eq 2 ]
 }
@@ -495,4 +493,34 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     grep -qxF "1:local / $ncpu / 2" gnu
     [[ "$(tail -n 1 gnu | tr '\r' '\n' | tail -n 1)" =~ ^ETA:\ [0-9]+s\ Left:\ 0\ AVG:\ [0-9]+\.[0-9]{2}s\ \ local:0/3/100%/[0-9]+\.[0-9]s\ $ ]]
   fi
+}
+
+# ------------------------------------------------------------------ more --header forms
+
+@test "--header REGEXP (any value but 0): the first line, as GNU parallel without --pipe" {
+  printf 'n\tv\n1\t2\n3\t4\n' >tsv
+  run "$CONCUR" -k --header '.*\n.*\n' echo '{v}' :::: tsv
+  [ "$output" = "$(printf '2\n4')" ]
+  same_as_parallel -k --header 2 echo '{n}' :::: tsv
+  same_as_parallel -k --header x echo '{n}' :::: tsv
+  same_as_parallel -k --header x echo ::: a b
+}
+
+@test "--header without --colsep splits TAB-separated lines, untrimmed; a CR-NL header is read" {
+  printf 'n\tv\n1\t2\n 3 \t4\n' >tsv
+  run "$CONCUR" -k --header : echo '[{n}]' '{v}' :::: tsv
+  [ "$output" = "$(printf '[1] 2\n[ 3 ] 4')" ]
+  same_as_parallel -k --header : echo '[{n}]' '{v}' '{}' :::: tsv
+  same_as_parallel --stdin tsv -k --header : --tag echo '{v}'
+  printf 'h\r\nv\r\n' >dos
+  same_as_parallel --stdin dos -k --header : echo '[{h}]'
+}
+
+@test "--header 0: the files' names name their columns, as GNU parallel" {
+  printf 'n\tv\n1\t2\n' >t1
+  printf 'x\ny\n' >f2
+  run "$CONCUR" -k --header 0 echo '{f2}' :::: f2
+  [ "$output" = "$(printf 'x\ny')" ]
+  same_as_parallel -k --header 0 echo '{t1}' '{f2}' :::: t1 f2
+  same_as_parallel -k --header 0 echo '{f2}' ::: q :::: f2
 }
