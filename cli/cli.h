@@ -141,12 +141,13 @@ struct cli_opts {
     /* input splitting */
     char *delim; /* decoded -d / -0 delimiter (default "\n") */
     size_t delim_len;
-    bool delim_given;   /* -d: it splits ::: arguments too */
-    const char *colsep; /* --colsep regexp, or NULL */
+    bool delim_given;           /* -d: it splits ::: arguments too */
+    const char *colsep;         /* --colsep regexp, or NULL */
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
-    bool link;          /* --link: groups in step, the shorter ones wrapping around */
-    bool header;        /* --header :: the first element of each group names its columns */
+    bool link;                  /* --link: groups in step, the shorter ones wrapping around */
+    bool header;       /* --header (not 0): the first element of each group names its columns */
+    bool header_files; /* --header 0: the names of the :::: / -a files name columns */
     /* --header: the names of the columns, as fields whose col is their column (set from
      * input_header() once the input is open; they point into the input) */
     const struct field *names;
@@ -170,19 +171,20 @@ struct cli_opts {
     /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
     const char *shell_path;
     /* scheduling */
-    int jobs;           /* resolved -j (0: no limit) */
-    double timeout;     /* seconds, 0: none */
-    double timeout_pct; /* --timeout N%: percent of the median run time, 0: not used */
+    int jobs;                     /* resolved -j (0: no limit) */
+    double timeout;               /* seconds, 0: none */
+    double timeout_pct;           /* --timeout N%: percent of the median run time, 0: not used */
     concur_term_step termseq[32]; /* from --termseq; none: the runner's default */
     size_t ntermseq;
-    unsigned tries;     /* --retries N: total runs per job (0 and 1: no retry) */
+    unsigned tries;        /* --retries N: total runs per job (1: no retry; 0: until it succeeds) */
+    const char *tries_tpl; /* --retries with replacement strings ({}, {//}...): per job */
     enum halt_when halt_when;
     enum halt_on halt_on;
     double halt_value; /* count, or percent when halt_pct */
     bool halt_pct;
-    double delay; /* --delay seconds */
-    bool mpi;     /* --mpi: the jobs run on the ranks of an MPI job */
-    int nice;     /* --nice N: the niceness of concur and its jobs */
+    double delay;  /* --delay seconds */
+    bool mpi;      /* --mpi: the jobs run on the ranks of an MPI job */
+    int nice;      /* --nice N: the niceness of concur and its jobs */
     bool nice_set; /* --nice given */
     /* output */
     enum out_mode out;
@@ -304,8 +306,6 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
 int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line);
 /* A --tagstring: placeholders replaced by the plain values. */
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out);
-/* About how many bytes one argument of `len` bytes adds to the command line (-X, -m). */
-size_t tpl_arg_cost(const struct tpl *t, size_t len);
 /* --plus's {##} and {0#}: whether the template needs the number of jobs, which
  * tpl_set_total() then gives it. */
 bool tpl_needs_total(const struct tpl *t);
@@ -364,7 +364,7 @@ struct jobdone {
     const void *out, *err;
     size_t out_len, err_len;
     bool out_mapped, err_mapped; /* a spilled output mapped from its file (see output.c) */
-    const char *host; /* --mpi: the host of the rank that ran it (NULL: this one) */
+    const char *host;            /* --mpi: the host of the rank that ran it (NULL: this one) */
 };
 
 struct results;
@@ -375,7 +375,7 @@ int results_open(struct results **out, const char *path, struct writer *stdout_w
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
 /* --header: a results directory names its levels by the columns' names, not numbers. */
 void results_set_names(struct results *r, const struct field *names, size_t n);
-int results_close(struct results *r);                          /* 0 or -errno */
+int results_close(struct results *r); /* 0 or -errno */
 /* The JSON object of --json and --results FILE.json, with a trailing newline. */
 void json_job(struct buf *b, const struct jobdone *d);
 
@@ -413,7 +413,8 @@ struct progress;
 
 /* Creates the status line for --bar / --eta / --progress (flags as given). total is the
  * number of jobs, or 0 when unknown. */
-int progress_create(struct progress **out, bool bar, bool eta, bool progress, size_t total);
+int progress_create(struct progress **out, bool bar, bool eta, bool progress, size_t total,
+                    int jobs); /* jobs: run at once (--eta's header) */
 void progress_started(struct progress *p);
 void progress_done(struct progress *p, bool failed);
 void progress_skipped(struct progress *p);

@@ -25,6 +25,8 @@
  */
 #include "run.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -96,17 +98,22 @@ static bool signal_pending(struct app *a)
     return a->interrupted;
 }
 
-/* A message on stderr, in the flow of the output (the progress line is taken away). */
-static void note(struct app *a, const char *what, struct job *j)
+/* A message in the flow of the output (the progress line is taken away): "concur: WHAT: "
+ * and the job's command line on stderr; with `own_line` (GNU parallel's
+ * --halt notes), "concur: WHAT:" then the command line on a line of its own, added to
+ * a->halt_msg instead: it is printed after the job's output (job_done). */
+static void note(struct app *a, const char *what, struct job *j, bool own_line)
 {
     const struct buf *line = job_line(a, j);
-    buf_reset(&a->scratch);
-    buf_printf(&a->scratch, "concur: %s: ", what);
+    struct buf *b = own_line ? &a->halt_msg : &a->scratch;
+    if (!own_line)
+        buf_reset(b);
+    buf_printf(b, "concur: %s:%c", what, own_line ? '\n' : ' ');
     if (line)
-        buf_add(&a->scratch, line->p, line->len);
-    buf_addc(&a->scratch, '\n');
-    if (buf_ok(&a->scratch))
-        output_raw(&a->out, CONCUR_STDERR, a->scratch.p, a->scratch.len);
+        buf_add(b, line->p, line->len);
+    buf_addc(b, '\n');
+    if (!own_line && buf_ok(b))
+        output_raw(&a->out, CONCUR_STDERR, b->p, b->len);
 }
 
 /* ------------------------------------------------------------------ output */
@@ -192,22 +199,38 @@ static void print_job(struct app *a, struct job *j, const struct jobdone *d)
 
 /* ------------------------------------------------------------------ a finished job */
 
+/* --halt soon: GNU parallel's words when jobs are still running. */
+static void halt_waiting(struct app *a)
+{
+    if (a->o.halt_when != HALT_SOON || a->running == 0)
+        return;
+    buf_printf(&a->halt_msg, "concur: Starting no more jobs. Waiting for %zu jobs to finish.\n",
+               a->running);
+}
+
+/* --halt, after the job's output, with GNU parallel's notes ("This job failed:" and the
+ * command line). As GNU parallel, the jobs that end after the halt (soon) are noted too,
+ * without changing the exit status. */
 static void check_halt(struct app *a, struct job *j, bool failed, int exitval, int sig)
 {
     const struct cli_opts *o = &a->o;
-    if (o->halt_when == HALT_NEVER || a->halted)
+    if (o->halt_when == HALT_NEVER)
         return;
     size_t count;
     if (o->halt_on == HALT_FAIL && failed) {
-        note(a, "this job failed", j);
+        note(a, "This job failed", j, true);
         count = a->failed;
     } else if (o->halt_on == HALT_SUCCESS && !failed) {
-        note(a, "this job succeeded", j);
+        note(a, "This job succeeded", j, true);
         count = a->succeeded;
     } else if (o->halt_on == HALT_DONE) {
-        note(a, "this job finished", j);
+        note(a, "This job finished", j, true);
         count = a->completed;
     } else {
+        return;
+    }
+    if (a->halted) {
+        halt_waiting(a);
         return;
     }
     double need = o->halt_value;
@@ -233,13 +256,7 @@ static void check_halt(struct app *a, struct job *j, bool failed, int exitval, i
         stop_run(a, CONCUR_STOP_TERM);
     } else {
         stop_run(a, CONCUR_STOP_START);
-        if (a->running > 1) {
-            buf_reset(&a->scratch);
-            buf_printf(&a->scratch, "concur: starting no more jobs; waiting for %zu to finish\n",
-                       a->running - 1);
-            if (buf_ok(&a->scratch))
-                output_raw(&a->out, CONCUR_STDERR, a->scratch.p, a->scratch.len);
-        }
+        halt_waiting(a);
     }
 }
 
@@ -280,6 +297,8 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
         d->err = a->errmsg.p;
         d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;
         d->err_mapped = false;
+        if (a->o.out == OUT_LINE) /* --line-buffer prints what is pending in j->err */
+            buf_add(&j->err, d->err, d->err_len);
     }
 }
 
@@ -325,7 +344,7 @@ static bool account(struct app *a, struct job *j, struct ending *e)
     if (!e->failed)
         hist_add(a, e->d.runtime);
     if (e->d.timeout)
-        note(a, "warning: this job timed out and was killed", j);
+        note(a, "warning: this job timed out and was killed", j, false);
     if ((a->jl || a->res || a->o.json) && !prepare_job(a, j, e))
         return false;
     if (a->prog)
@@ -444,6 +463,33 @@ static void deliver(struct app *a, struct job *j, const struct jobdone *d)
         print_ready(a);
 }
 
+/* How many runs job j may get in all: --retries N (0: until it succeeds), or the value of
+ * --retries with replacement strings expanded for j, as GNU parallel does (its test suite
+ * runs --retries {//} on 1/11 2/22 3/33). An expansion that is not a number is refused
+ * for that job, with a message: GNU parallel reads it as 0 (retry forever), which a typo
+ * should not cause. */
+static unsigned job_tries(struct app *a, struct job *j)
+{
+    if (!a->triestpl)
+        return a->o.tries ? a->o.tries : UINT_MAX;
+    struct jobview v = view_of(j);
+    buf_reset(&a->scratch);
+    tpl_plain(a->triestpl, &v, &a->scratch);
+    buf_addc(&a->scratch, '\0');
+    if (!buf_ok(&a->scratch))
+        return 1;
+    const char *s = a->scratch.p;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || n > 1000000) {
+        cli_error("--retries %s: '%s' is not a number of tries: job %zu is not retried",
+                  a->o.tries_tpl, s, j->seq);
+        return 1;
+    }
+    return n ? (unsigned)n : UINT_MAX;
+}
+
 int job_done(concur_runner *r, const concur_result *res, void *arg)
 {
     struct app *a = arg;
@@ -457,7 +503,7 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
             host = a->mpi_host; /* rank 0 ran it */
     }
     /* Another try? (The runner allows it while attempts <= retries.) */
-    if (!res->success && res->attempts < a->o.tries && !a->stop_term && !signal_pending(a)) {
+    if (!res->success && !a->stop_term && !signal_pending(a) && res->attempts < job_tries(a, j)) {
         buf_reset(&j->out);
         buf_reset(&j->err);
         j->received = 0;
@@ -489,6 +535,9 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
     slot_give(a, j->slot);
     deliver(a, j, &e.d);
     output_flush(&a->out);
+    if (a->halt_msg.len && buf_ok(&a->halt_msg)) /* after the job's output, as GNU parallel */
+        output_raw(&a->out, CONCUR_STDERR, a->halt_msg.p, a->halt_msg.len);
+    buf_reset(&a->halt_msg);
     check_output(a);
     return 0;
 }

@@ -35,6 +35,13 @@
 
 enum { BLOCK = 64 * 1024 };
 
+/* GNU parallel's check of DOS line ends: of the first three elements read from files and
+ * standard input (all of them together), with the default newline delimiter. */
+struct crnl {
+    unsigned cr, nl;
+    bool decided;
+};
+
 /* A delimited stream read in blocks. Data lives in buf[start, end); buf[end] is always
  * writable so the last element can be NUL-terminated. */
 struct reader {
@@ -48,7 +55,8 @@ struct reader {
     bool header;  /* --header: the first element was taken as the header */
     const char *delim;
     size_t dlen;
-    int intr_fd; /* readable: stop reading (a signalfd), or -1 */
+    int intr_fd;       /* readable: stop reading (a signalfd), or -1 */
+    struct crnl *crnl; /* the input's CR-NL check (NULL: not with this delimiter) */
 };
 
 struct item {
@@ -78,10 +86,10 @@ struct input {
     struct unit *u;
     size_t nu;
     bool started, done;
-    bool skip_blank; /* -r */
+    bool skip_blank;            /* -r */
     bool split_on_delim;        /* -d: split ::: arguments on the delimiter */
     bool trim_left, trim_right; /* --trim, --colsep */
-    bool link;       /* --link: one unit of groups read in full, the shorter ones wrapping */
+    bool link; /* --link: one unit of groups read in full, the shorter ones wrapping */
     size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
     size_t dlen;
@@ -103,6 +111,7 @@ struct input {
     struct item *items;
     struct buf nulfix;
     bool nul_warned;
+    struct crnl crnl;
 };
 
 /* ------------------------------------------------------------------ reading */
@@ -180,6 +189,23 @@ static int reader_fill(struct reader *r)
     }
 }
 
+/* As GNU parallel: when the first three elements end in CR (lines ending in CR-NL, from a
+ * DOS file), the CR is part of each argument, which is seldom wanted: a warning says so. */
+static void check_crnl(struct crnl *c, const struct item *it)
+{
+    if (!c || c->decided)
+        return;
+    if (it->len && it->p[it->len - 1] == '\r')
+        c->cr++;
+    else
+        c->nl++;
+    if (c->cr == 3 || c->nl == 3) {
+        c->decided = true;
+        if (c->nl == 0)
+            cli_warn("The first three values end in CR-NL. Consider using -d \"\\r\\n\"");
+    }
+}
+
 /* Next element: 1, 0 at the end, or a negative code. */
 static int reader_next(struct reader *r, struct item *it)
 {
@@ -194,6 +220,7 @@ static int reader_next(struct reader *r, struct item *it)
                 r->buf[r->start + it->len] = '\0';
                 r->start += it->len + r->dlen;
                 r->scan = 0;
+                check_crnl(r->crnl, it);
                 return 1;
             }
             /* A delimiter may straddle the end of what we have. */
@@ -206,6 +233,7 @@ static int reader_next(struct reader *r, struct item *it)
             it->len = r->end - r->start;
             r->buf[r->end] = '\0';
             r->start = r->end;
+            check_crnl(r->crnl, it);
             return 1;
         }
         int rc = reader_fill(r);
@@ -442,6 +470,8 @@ static int open_group(struct input *in, struct igroup *g, const struct group_spe
     r->delim = in->delim;
     r->dlen = in->dlen;
     r->intr_fd = in->intr_fd;
+    /* GNU parallel checks the default newline delimiter only (not -d, not -0) */
+    r->crnl = in->dlen == 1 && in->delim[0] == '\n' && !in->split_on_delim ? &in->crnl : NULL;
     r->fd = -1;
     int rc = open_file(spec->items[0], &r->fd, &r->own_fd);
     if (rc)
@@ -509,7 +539,9 @@ static int take_header(struct input *in)
             memmove(g->items, g->items + 1, --g->n * sizeof(*g->items));
         }
         len[i] = it.len;
-        buf_add(&in->hdr, it.p, it.len);
+        if (len[i] && it.p[len[i] - 1] == '\r') /* GNU parallel: a DOS line end is not a name */
+            len[i]--;
+        buf_add(&in->hdr, it.p, len[i]);
     }
     if (!rc && !buf_ok(&in->hdr))
         rc = CONCUR_ENOMEM;
@@ -583,6 +615,14 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
             goto fail;
     }
     if (o->header && (rc = take_header(in)) != 0)
+        goto fail;
+    /* --header 0: as GNU parallel, the files' names name columns: the first file {1}, the
+     * second {2}... (counting files only, as GNU parallel does) */
+    unsigned id = 0;
+    for (size_t i = 0; o->header_files && i < o->ngroups && !rc; i++)
+        if (o->groups[i].is_file)
+            rc = add_field(&in->names, o->groups[i].items[0], strlen(o->groups[i].items[0]), ++id);
+    if (rc)
         goto fail;
     *out = in;
     return 0;

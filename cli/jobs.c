@@ -17,7 +17,7 @@
  *     allocates nothing per job; with --report they are kept instead, since the runner's
  *     kept results point into them;
  *   - a job's argument fields point into its own argbuf (sealed once argbuf stops moving);
- *   - records read ahead (-X / -m, or one pushed back because it did not fit) wait in a
+ *   - records pushed back (one that did not fit, or those -X / -m spread to later jobs) wait in a
  *     queue that next_record() drains before reading more input.
  */
 #include "run.h"
@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 /* Says that the limit on open files caps the jobs at @jobs at once (GNU parallel's warning). */
 void fd_limit_warning(int jobs)
@@ -37,10 +38,7 @@ void fd_limit_warning(int jobs)
                  (unsigned long long)rl.rlim_cur, jobs);
 }
 
-/* GNU parallel's default limit on the length of a command line (-X, -m). */
-enum { MAX_LINE = 130000 };
-
-/* A record waiting to become part of a job (-X reads ahead). */
+/* A record waiting to become part of a job (pushed back). */
 struct qrec {
     struct qrec *next;
     size_t n;
@@ -156,7 +154,7 @@ void jobs_free(struct app *a)
 
 /* ------------------------------------------------------------------ building jobs */
 
-/* Copies a record into a queue entry (-X read-ahead, or a record pushed back). */
+/* Copies a record into a queue entry (a record pushed back). */
 static struct qrec *qrec_new(const struct field *f, size_t n)
 {
     size_t bytes = 0;
@@ -177,7 +175,7 @@ static struct qrec *qrec_new(const struct field *f, size_t n)
     return q;
 }
 
-/* The next record: read ahead ones first. 1, 0 at the end, or a negative code. */
+/* The next record: pushed back ones first. 1, 0 at the end, or a negative code. */
 static int next_record(struct app *a, const struct field **f, size_t *n)
 {
     free(a->qcur);
@@ -201,49 +199,32 @@ static int next_record(struct app *a, const struct field **f, size_t *n)
     return 1;
 }
 
-static size_t records_cost(struct app *a, const struct field *f, size_t n)
+/* GNU parallel finds the longest command line it can run ("echo ccc...", run by a shell: on
+ * Linux, one argument of at most 32 pages) by a search that stops within 1%, and keeps
+ * (that - 3000) / 2 for its command lines ("3000 for wrapping, div 2 for hexing"). The same
+ * search on the same limit gives the same number (63664 with 4 kB pages). */
+size_t gnu_usable_line(void)
 {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += tpl_arg_cost(a->tpl, f[i].len);
-    return c;
-}
-
-/* -X / -m without -n: read ahead up to one command line's worth. If the input ends
- * within it, spread the records evenly over the job slots (GNU parallel's behaviour);
- * otherwise fill each command line. */
-int plan_multi(struct app *a)
-{
-    struct qrec **tail = &a->qhead;
-    size_t count = 0, bytes = 0;
-    int rc = 1;
-    while (bytes <= (a->max_chars ? a->max_chars : MAX_LINE)) {
-        const struct field *f;
-        size_t n;
-        if ((rc = input_next(a->in, &a->rec)) <= 0)
-            break;
-        f = a->rec.f;
-        n = a->rec.n;
-        struct qrec *q = qrec_new(f, n);
-        if (!q)
-            return CONCUR_ENOMEM;
-        *tail = q;
-        tail = &q->next;
-        count++;
-        bytes += records_cost(a, f, n);
+    long page = sysconf(_SC_PAGESIZE), argmax = sysconf(_SC_ARG_MAX);
+    size_t limit = (size_t)(page > 0 ? page : 4096) * 32 - 1; /* MAX_ARG_STRLEN, its NUL */
+    if (argmax > 0 && (size_t)argmax < limit)
+        limit = (size_t)argmax;
+    size_t len = 324, lower = len, upper;
+    while (len <= 100000000 && len * 16 <= limit) /* GNU's upper bound: 100 MB */
+        len *= 16;
+    if (len > 100000000)
+        return (len - 3000) / 2;
+    lower = len;
+    upper = len * 16;
+    /* GNU's binary_find_max: until the bounds are 1 apart or within 1% */
+    while (lower + 1 < upper && (double)lower / (double)upper <= 0.99) {
+        size_t mid = lower + (upper - lower) / 2;
+        if (mid <= limit)
+            lower = mid;
+        else
+            upper = mid;
     }
-    if (rc < 0)
-        return rc;
-    if (rc == 0)
-        a->input_done = true;
-    if (rc == 0 && !a->max_chars) { /* -s: spread by build_job, as GNU parallel does */
-        a->spread = true;
-        size_t slots = a->o.jobs > 0 ? (size_t)a->o.jobs : (count ? count : 1);
-        a->per_job = count ? (count + slots - 1) / slots : 1;
-    } else {
-        a->per_job = SIZE_MAX;
-    }
-    return 0;
+    return (lower - 3000) / 2;
 }
 
 /* Appends a record's fields to the job's arguments. */
@@ -308,19 +289,23 @@ static int build_pipe_job(struct app *a, struct job **out)
     return 1;
 }
 
-/* -s: the length of job j's command line as it stands (its fields not sealed yet; j->line
- * is used as scratch). 0 or CONCUR_ENOMEM. */
-static int trial_len(struct app *a, struct job *j, size_t *len)
+/* -s: the length of the command line of job j's first `first` fields followed by its fields
+ * from `from` on (its fields not sealed yet; j->line is used as scratch). 0 or
+ * CONCUR_ENOMEM. */
+static int trial_len(struct app *a, struct job *j, size_t first, size_t from, size_t *len)
 {
+    size_t n = first + (j->nargs - from);
     buf_reset(&a->trial);
-    if (!buf_reserve(&a->trial, j->nargs * sizeof(struct field)))
+    if (!buf_reserve(&a->trial, n * sizeof(struct field)))
         return CONCUR_ENOMEM;
     struct field *f = (struct field *)a->trial.p;
-    for (size_t i = 0; i < j->nargs; i++) {
-        f[i] = j->args[i];
-        f[i].p = j->argbuf.p + (uintptr_t)j->args[i].p;
+    for (size_t i = 0, k = 0; i < j->nargs; i++) {
+        if (i >= first && i < from)
+            continue;
+        f[k] = j->args[i];
+        f[k++].p = j->argbuf.p + (uintptr_t)j->args[i].p;
     }
-    struct jobview v = {f, j->nargs, a->next_seq + 1, 1};
+    struct jobview v = {f, n, a->next_seq + 1, 1};
     int rc = tpl_line(a->tpl, &v, &j->line);
     *len = j->line.len;
     return rc;
@@ -329,14 +314,31 @@ static int trial_len(struct app *a, struct job *j, size_t *len)
 /* -s: whether the record just added (n fields) keeps j's command line shorter than the
  * limit, as GNU parallel counts it (the line with its quoting). 1: it fits; 0: it does not
  * and was taken back out; CONCUR_ENOMEM; or -E2BIG, after a message, when one record alone
- * is too long (GNU parallel stops there too). */
+ * is too long (GNU parallel stops there too).
+ *
+ * Building the whole line for each record would be quadratic (-X fills lines of 60 kB with
+ * 10000 records). A record adds the same length whatever the other records are (its words,
+ * quoted, in each place the template repeats; GNU parallel counts lengths this way too), so
+ * that length is measured on the line of the first record and this one alone. */
 static int fits_max_chars(struct app *a, struct job *j, size_t n, size_t nrec)
 {
-    size_t len;
-    if (!buf_ok(&j->argbuf) || trial_len(a, j, &len) != 0)
+    size_t len, pair;
+    if (!buf_ok(&j->argbuf))
         return CONCUR_ENOMEM;
-    if (len < a->max_chars)
+    if (nrec == 0) {
+        if (trial_len(a, j, n, n, &len) != 0)
+            return CONCUR_ENOMEM;
+        a->first_fields = n;
+        a->first_len = len;
+    } else {
+        if (trial_len(a, j, a->first_fields, j->nargs - n, &pair) != 0)
+            return CONCUR_ENOMEM;
+        len = a->line_len + (pair - a->first_len);
+    }
+    if (len < a->max_chars) {
+        a->line_len = len;
         return 1;
+    }
     if (nrec == 0) {
         cli_error("command line too long (%zu >= %zu): %s", len, a->max_chars, j->line.p);
         return -E2BIG;
@@ -385,7 +387,7 @@ static int spread_last(struct app *a, struct job *j, size_t *nrec)
 int build_job(struct app *a, struct job **out)
 {
     const struct field *f;
-    size_t n, nrec = 0, bytes = 0;
+    size_t n, nrec = 0;
     struct job *j = NULL;
     int rc;
     bool eof = false;
@@ -398,17 +400,6 @@ int build_job(struct app *a, struct job **out)
                 goto fail;
             eof = true;
             break;
-        }
-        if (a->budget && nrec > 0 && !a->max_chars) {
-            size_t c = records_cost(a, f, n);
-            if (bytes + c > MAX_LINE) { /* does not fit: first of the next job */
-                if ((rc = push_back(a, f, n)) != 0)
-                    goto fail;
-                break;
-            }
-            bytes += c;
-        } else if (a->budget) {
-            bytes += records_cost(a, f, n);
         }
         if (!j && !(j = job_get(a))) {
             rc = CONCUR_ENOMEM;

@@ -66,6 +66,15 @@ static void settle_modes(struct app *a)
     a->per_job = o->max_args && !o->pipe ? o->max_args : 1;
     a->budget = (o->ctx_replace || o->multi) && !o->max_args && !o->pipe;
     a->max_chars = o->pipe ? 0 : o->max_chars;
+    /* GNU parallel's limit on a command line: -X / -m fill lines up to it, and -s cannot
+     * raise it (GNU parallel warns and keeps its own). */
+    size_t usable = o->pipe ? 0 : gnu_usable_line();
+    if (a->max_chars > usable && usable) {
+        cli_warn("value for option -s should be < %zu", usable);
+        a->max_chars = usable;
+    }
+    if ((o->ctx_replace || o->multi) && !a->max_chars)
+        a->max_chars = usable;
 }
 
 /* Standard descriptors that are closed at start would otherwise be reused by the first
@@ -137,12 +146,15 @@ static int open_run(struct app *a)
         input_header(a->in, &a->o.names, &a->o.nnames);
     if ((rc = tpl_compile(&a->tpl, o)) != 0 ||
         (o->tagstring &&
-         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0)) {
+         (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0) ||
+        (o->tries_tpl &&
+         (rc = tpl_compile_plain(&a->triestpl, o->tries_tpl, strlen(o->tries_tpl), o)) != 0)) {
         cli_error("out of memory");
         return rc;
     }
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
-    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl));
+    bool total = tpl_needs_total(a->tpl) || (a->tagtpl && tpl_needs_total(a->tagtpl)) ||
+                 (a->triestpl && tpl_needs_total(a->triestpl));
     if (!o->pipe &&
         (total || o->bar || o->eta || o->progress || (o->halt_pct && o->halt_when != HALT_NEVER))) {
         size_t records = 0;
@@ -153,8 +165,10 @@ static int open_run(struct app *a)
     tpl_set_total(a->tpl, a->total_jobs);
     if (a->tagtpl)
         tpl_set_total(a->tagtpl, a->total_jobs);
-    if (a->budget && (rc = plan_multi(a)) != 0)
-        return rc;
+    if (a->triestpl)
+        tpl_set_total(a->triestpl, a->total_jobs);
+    if (a->budget) /* -X / -m: as many records as the line holds (build_job) */
+        a->per_job = SIZE_MAX;
     if (o->timeout_pct > 0 && !(a->hist = calloc(HIST_N, sizeof(*a->hist)))) {
         cli_error("out of memory");
         return CONCUR_ENOMEM;
@@ -258,7 +272,8 @@ static int run(struct app *a)
     if (a->res)
         results_set_names(a->res, o->names, o->nnames);
     if ((o->bar || o->eta || o->progress) &&
-        (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs)) != 0)
+        (rc = progress_create(&a->prog, o->bar, o->eta, o->progress, a->total_jobs,
+                              job_limit(o))) != 0)
         return rc;
     a->out.prog = a->prog;
     concur_runner_opts ro;
@@ -271,7 +286,8 @@ static int run(struct app *a)
     ro.timeout = o->timeout;
     ro.term_seq = o->ntermseq ? o->termseq : NULL;
     ro.term_seq_len = o->ntermseq;
-    ro.retries = o->tries > 1 ? o->tries - 1 : 0;
+    /* --retries 0 (until it succeeds) or per job ({}): complete.c decides each retry. */
+    ro.retries = o->tries == 0 || o->tries_tpl ? UINT_MAX : o->tries - 1;
     ro.start_delay = o->delay;
     ro.on_done = job_done;
     ro.cb_arg = a;
@@ -359,6 +375,7 @@ static void app_free(struct app *a)
     free(a->hist);
     free(a->rec.f);
     buf_free(&a->scratch);
+    buf_free(&a->halt_msg);
     buf_free(&a->trial);
     buf_free(&a->recn);
     buf_free(&a->errmsg);
@@ -368,6 +385,7 @@ static void app_free(struct app *a)
     input_close(a->in);
     tpl_free(a->tpl);
     tpl_free(a->tagtpl);
+    tpl_free(a->triestpl);
     output_free(&a->out);
     opts_free(&a->o);
     if (a->sigfd >= 0)

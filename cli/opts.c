@@ -106,7 +106,7 @@ static const struct optdef optdefs[] = {
      NULL},
     {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
     {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
-    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name}", NULL},
+    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name} (0: files)", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
@@ -132,7 +132,7 @@ static const struct optdef optdefs[] = {
     {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
     {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
-    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times in all", NULL},
+    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times (0: until it succeeds)", NULL},
     {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
     {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL},
     {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
@@ -644,12 +644,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->colsep = val;
         break;
-    case O_HEADER: /* ':', or GNU parallel's forms of "the first line" */
-        if (strcmp(val, ":") && strcmp(val, ".*\\n") && strcmp(val, "1"))
-            return usage_error("bad value for %s: '%s' (only ':', '.*\\n' or 1: the first "
-                               "line)",
-                               shown, val);
-        o->header = true;
+    case O_HEADER:
+        /* As GNU parallel without --pipe: any value (its regexp matters with --pipe only)
+         * takes the first line, but 0, with which the files' names name the columns. */
+        o->header = strcmp(val, "0") != 0;
+        o->header_files = !o->header;
         break;
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
@@ -762,7 +761,7 @@ static int settle_pipe(struct parse *p)
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
-    if (o->header)
+    if (o->header || o->header_files)
         return usage_error("--header is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
@@ -798,9 +797,13 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_RETRIES:
-        if (!parse_uint(val, &v) || v > 1000000)
-            return usage_error("bad value for %s: '%s'", shown, val);
-        o->tries = (unsigned)v;
+        /* As GNU parallel, the value may hold replacement strings ({}, {//}...): it is
+         * expanded for each job (complete.c). */
+        o->tries_tpl = strchr(val, '{') ? val : NULL;
+        if (!o->tries_tpl && (!parse_uint(val, &v) || v > 1000000))
+            return usage_error("bad value for %s: '%s' (a number, 0: until it succeeds)", shown,
+                               val);
+        o->tries = o->tries_tpl ? 1 : (unsigned)v;
         break;
     case O_HALT:
         if (!parse_halt(val, o))
@@ -1159,6 +1162,10 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
     }
     if (o->colsep && !o->trim_set) /* GNU parallel trims columns unless told */
         o->trim_left = o->trim_right = true;
+    /* and --header splits on TAB without --colsep (decided after the trimming, as there:
+     * these columns are not trimmed) */
+    if ((o->header || o->header_files) && !o->colsep)
+        o->colsep = "\\t";
     if ((rc = refuse_perl(o)) != 0)
         goto out;
     if ((rc = settle_pipe(&p)) != 0)

@@ -14,6 +14,14 @@
  * counted) the bar shows counts only.
  *
  *   [##########..........]  50% 500/1000  ETA 12s  running 4  failed 2
+ *
+ * --eta alone (no --bar) writes what GNU parallel writes: a header naming the computer
+ * ("local"), its CPUs and the jobs run at once, then, each time, "\r" and
+ *
+ *   ETA: 12s Left: 500 AVG: 0.02s  local:4/500/100%/0.0s
+ *
+ * (jobs running/completed/% of the jobs started/seconds per completed job), with GNU
+ * parallel's smoothed estimate, and a newline at the end.
  */
 #include "cli.h"
 
@@ -24,6 +32,10 @@
 
 struct progress {
     bool bar, eta, counts;
+    bool gnu_eta; /* --eta without --bar: GNU parallel's format */
+    size_t started;
+    double first_done, smoothed; /* GNU parallel's ETA: from the first completed job */
+    long last_eta;
     bool tty, shown;
     bool finished; /* the final line is out: nothing more is drawn */
     size_t total, done, failed, running;
@@ -32,7 +44,7 @@ struct progress {
     struct buf line;
 };
 
-int progress_create(struct progress **out, bool bar, bool eta, bool counts, size_t total)
+int progress_create(struct progress **out, bool bar, bool eta, bool counts, size_t total, int jobs)
 {
     struct progress *p = calloc(1, sizeof(*p));
     if (!p)
@@ -40,12 +52,51 @@ int progress_create(struct progress **out, bool bar, bool eta, bool counts, size
     p->bar = bar;
     p->eta = eta;
     p->counts = counts;
+    p->gnu_eta = eta && !bar;
     p->tty = isatty(2);
     p->total = total;
     p->t0 = mono_now();
     p->last = -1;
     *out = p;
+    if (p->gnu_eta) { /* GNU parallel's header (its one computer is this one) */
+        buf_printf(&p->line,
+                   "\nComputers / CPU cores / Max jobs to run\n1:local / %d / %d\n\n"
+                   "Computer:jobs running/jobs completed/%%of started jobs/Average seconds to "
+                   "complete\n",
+                   concur_cpu_count(), jobs);
+        if (buf_ok(&p->line))
+            (void)write_all(2, p->line.p, p->line.len); /* best effort, as all progress */
+    }
     return 0;
+}
+
+/* GNU parallel's --eta status (its compute_eta and progress): the time per job is the
+ * time since the first job completed over the jobs completed, smoothed as more complete;
+ * an estimate less than 10% above the last one keeps the last one. */
+static void compose_gnu_eta(struct progress *p, struct buf *b)
+{
+    double now = mono_now();
+    size_t total = p->total > p->done && p->total != SIZE_MAX ? p->total : p->done;
+    size_t left = total - p->done;
+    double avg = 0;
+    long eta = 0;
+    if (p->done) {
+        double pct = total ? (double)p->done / (double)total : 1;
+        avg = (now - p->first_done) / (double)p->done;
+        if (p->smoothed == 0)
+            p->smoothed = avg;
+        p->smoothed = (1 - pct) * p->smoothed + pct * avg;
+        eta = (long)((double)left * p->smoothed);
+        if ((double)eta * 0.9 < (double)p->last_eta && p->last_eta < eta)
+            eta = p->last_eta;
+        else
+            p->last_eta = eta;
+    }
+    buf_printf(b, "ETA: %lds Left: %zu AVG: %.2fs  ", eta, left, avg);
+    if (p->started)
+        buf_printf(b, "local:%zu/%zu/%d%%/%.1fs ", p->running, p->done,
+                   (int)((double)(p->running + p->done) * 100 / (double)p->started),
+                   p->done ? (now - p->t0) / (double)p->done : 0.0);
 }
 
 static void fmt_secs(struct buf *b, double s)
@@ -119,19 +170,27 @@ static void draw(struct progress *p, bool force)
     p->drawn_failed = p->failed;
     p->drawn_running = p->running;
     buf_reset(&p->line);
-    if (p->tty)
+    if (p->gnu_eta) { /* "\r" and the status, on a terminal or not, as GNU parallel */
         buf_addc(&p->line, '\r');
-    else
-        buf_adds(&p->line, "concur: ");
-    compose(p, &p->line);
-    buf_adds(&p->line, p->tty ? "\033[K" : "\n");
-    if (buf_ok(&p->line) && write_all(2, p->line.p, p->line.len) == 0 && p->tty)
+        compose_gnu_eta(p, &p->line);
+        if (p->tty)
+            buf_adds(&p->line, "\033[K");
+    } else {
+        if (p->tty)
+            buf_addc(&p->line, '\r');
+        else
+            buf_adds(&p->line, "concur: ");
+        compose(p, &p->line);
+        buf_adds(&p->line, p->tty ? "\033[K" : "\n");
+    }
+    if (buf_ok(&p->line) && write_all(2, p->line.p, p->line.len) == 0 && (p->tty || p->gnu_eta))
         p->shown = true;
 }
 
 void progress_started(struct progress *p)
 {
     p->running++;
+    p->started++;
     draw(p, false);
 }
 
@@ -139,7 +198,8 @@ void progress_done(struct progress *p, bool failed)
 {
     if (p->running)
         p->running--;
-    p->done++;
+    if (!p->done++)
+        p->first_done = mono_now();
     if (failed)
         p->failed++;
     draw(p, false);
@@ -153,7 +213,7 @@ void progress_skipped(struct progress *p)
 
 void progress_clear(struct progress *p)
 {
-    if (p->shown) {
+    if (p->shown && p->tty) { /* elsewhere (GNU's --eta) the lines stay as written */
         (void)write_all(2, "\r\033[K", 4);
         p->shown = false;
     }
@@ -176,7 +236,7 @@ void progress_finish(struct progress *p)
                 p->drawn_running == p->running;
     if (p->tty ? !p->shown || !same : !same)
         draw(p, true);
-    if (p->tty && p->shown)
+    if ((p->tty || p->gnu_eta) && p->shown)
         (void)write_all(2, "\n", 1);
     p->shown = false;
     p->finished = true;

@@ -53,11 +53,11 @@ struct job {
     bool mpi_local;        /* --mpi: rank 0 runs it (one of its -j) */
 };
 
-struct qrec; /* a record read ahead (jobs.c) */
+struct qrec; /* a record pushed back (jobs.c) */
 
 struct app {
     struct cli_opts o;
-    struct tpl *tpl, *tagtpl;
+    struct tpl *tpl, *tagtpl, *triestpl; /* the command, --tagstring, --retries {...} */
     struct input *in;
     struct pipe_in *pin; /* --pipe: standard input in blocks (then `in` is NULL) */
     struct record rec;
@@ -77,15 +77,17 @@ struct app {
     size_t next_seq;
     bool input_done;
     struct job *free_jobs, *kept_jobs;
-    struct qrec *qhead, *qcur; /* -X: records read ahead; the one being copied */
-    size_t per_job;            /* records per job */
-    bool budget;               /* -X / -m: also limited by the length of a command line */
-    size_t max_chars;          /* -s: the exact limit on a command line (0: none) */
-    struct buf trial;          /* -s: the fields of a job being built (struct field[]) */
-    struct buf recn;           /* -s with -X / -m: the fields of each record of that job */
-    bool spread;               /* -X / -m: the last records were spread over the slots */
-    bool need_line;            /* build the command line with every job */
-    size_t total_jobs;         /* for --bar/--eta/--halt N%: 0 when unknown */
+    struct qrec *qhead, *qcur;      /* records pushed back; the one being copied */
+    size_t per_job;                 /* records per job */
+    bool budget;                    /* -X / -m: also limited by the length of a command line */
+    size_t max_chars;               /* -s: the exact limit on a command line (0: none) */
+    size_t first_fields, first_len; /* -s: the job's first record: fields, line length */
+    size_t line_len;                /* -s: the length of the job's line as it stands */
+    struct buf trial;               /* -s: the fields of a job being built (struct field[]) */
+    struct buf recn;                /* -s with -X / -m: the fields of each record of that job */
+    bool spread;                    /* -X / -m: the last records were spread over the slots */
+    bool need_line;                 /* build the command line with every job */
+    size_t total_jobs;              /* for --bar/--eta/--halt N%: 0 when unknown */
 
     /* running */
     unsigned char *slots;
@@ -106,9 +108,10 @@ struct app {
     int signo;
     uint32_t *hist; /* HIST_N buckets, with --timeout N% */
     size_t hist_count;
-    struct buf scratch; /* messages */
-    struct buf errmsg;  /* why a job could not start */
-    struct buf json;    /* --json: the finished job's object */
+    struct buf scratch;  /* messages */
+    struct buf halt_msg; /* --halt's notes on the job that just ended, printed after it */
+    struct buf errmsg;   /* why a job could not start */
+    struct buf json;     /* --json: the finished job's object */
 };
 
 /* What a template is expanded with for job j. */
@@ -119,9 +122,9 @@ static inline struct jobview view_of(const struct job *j)
 
 /* ------------------------------------------------------------------ jobs.c */
 
-/* -X / -m without -n: reads ahead to decide how many records go into each job. Call once,
- * before the first job is built. 0 or a negative code. */
-int plan_multi(struct app *a);
+/* GNU parallel's default limit on the length of a -X / -m command line (and the most -s
+ * may give): what it computes on this machine, --show-limits' "Maximal usable size". */
+size_t gnu_usable_line(void);
 /* Builds the next job from the input. 1 with *out set, 0 at the end, or a negative code
  * (CONCUR_EINTR: a signal while waiting for input). */
 int build_job(struct app *a, struct job **out);
@@ -137,7 +140,7 @@ int job_show_line(struct app *a, struct job *j, int stream);
 void slot_give(struct app *a, unsigned slot);
 /* Warns that the limit on open files allows only `jobs` jobs at once (main.c). */
 void fd_limit_warning(int jobs);
-/* Releases every job record and record read ahead, wherever it is. */
+/* Releases every job record and record pushed back, wherever it is. */
 void jobs_free(struct app *a);
 
 /* ------------------------------------------------------------------ complete.c */

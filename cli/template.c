@@ -72,13 +72,27 @@ struct tpl {
     size_t piece_seg; /* first segment of the piece being built */
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
-    const char *shell; /* what runs the lines that need a shell */
-    bool plus;         /* --plus: its replacement strings are placeholders */
+    const char *shell;         /* what runs the lines that need a shell */
+    bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
     size_t nnames;
-    size_t total;      /* {##} {0#}: the number of jobs (tpl_set_total) */
-    unsigned slots;    /* {0%}: the number of job slots */
+    size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
+    unsigned slots; /* {0%}: the number of job slots */
+    /* While the command words are compiled as one line: where the spaces that join them
+     * are (a placeholder does not span two words, as in GNU parallel). */
+    const char *join_base;
+    const size_t *joins;
+    size_t njoins;
 };
+
+/* Whether p, in the line being compiled, is a space that joins two command words. */
+static bool joining_space(const struct tpl *t, const char *p)
+{
+    for (size_t i = 0; t->join_base && i < t->njoins; i++)
+        if (p == t->join_base + t->joins[i])
+            return true;
+    return false;
+}
 
 static void set_replace(struct tpl *t, const char *rep)
 {
@@ -142,7 +156,12 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     }
     if (n < 2 || s[0] != '{')
         return 0;
-    const char *close = memchr(s, '}', n < 16 ? n : 16);
+    /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
+     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. */
+    size_t digits = strspn(s + 1, "0123456789"), at = 1 + digits;
+    while (digits && at < n && strchr(" \t\n\r\f\v", s[at]) && s[at] && !joining_space(t, s + at))
+        at++;
+    const char *close = memchr(s + at, '}', n - at < 16 ? n - at : 16);
     if (!close)
         return 0;
     size_t len = (size_t)(close - s) + 1;
@@ -166,6 +185,9 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (p != s + 1 && pos == 0)
         return 0; /* {0} */
+    if (p != s + 1 + digits)
+        return 0; /* a number too long */
+    p = s + at;
     int mod = match_mod(t, p, (size_t)(e - p));
     if (mod < 0)
         return 0;
@@ -550,12 +572,21 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         if (o->shell)
             t->direct = false;
     } else {
+        struct buf joins = {0};
         for (int w = 0; w < o->ncmd; w++) {
-            if (w)
+            if (w) {
+                buf_add(&joins, &line.len, sizeof(line.len));
                 buf_addc(&line, ' ');
+            }
             buf_adds(&line, o->cmd[w]);
         }
+        t->join_base = line.p;
+        t->joins = (const size_t *)joins.p;
+        t->njoins = buf_ok(&joins) ? joins.len / sizeof(size_t) : 0;
         scan_line(t, line.p ? line.p : "", line.len, o->ctx_replace);
+        t->join_base = NULL;
+        t->text.failed |= joins.failed;
+        buf_free(&joins);
         if (o->shell)
             t->direct = false;
     }
@@ -903,7 +934,8 @@ int split_simple(const char *s, size_t n, struct buf *strs)
  * backslashes): exec'ing the program would change what the line does. */
 static bool builtin_program(const char *w, size_t n)
 {
-    static const char *const words[] = {"echo", "printf", "test", "[", "true", "false", "pwd", "kill"};
+    static const char *const words[] = {"echo", "printf", "test", "[",
+                                        "true", "false",  "pwd",  "kill"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strlen(words[i]) == n && !memcmp(words[i], w, n))
             return true;
@@ -1022,21 +1054,4 @@ static const char *shell_line(const struct buf *line, struct buf *strs)
     buf_adds(strs, "exec ");
     buf_add(strs, line->p + at, line->len - (size_t)at);
     return buf_ok(strs) ? strs->p : NULL;
-}
-
-size_t tpl_arg_cost(const struct tpl *t, size_t len)
-{
-    /* Each -X context word is repeated per argument: its literal text counts again. */
-    const struct piece *pcs = (const struct piece *)t->line.p;
-    const struct seg *segs = (const struct seg *)t->segs.p;
-    size_t cost = 0, nctx = 0;
-    for (size_t k = 0; k < NPIECES(t->line); k++) {
-        if (!pcs[k].ctx)
-            continue;
-        nctx++;
-        for (size_t i = pcs[k].first; i < pcs[k].first + pcs[k].nsegs; i++)
-            cost += segs[i].kind == S_LIT ? segs[i].len : len + 2;
-        cost++; /* the space before the repetition */
-    }
-    return nctx ? cost : len + 3; /* quotes and a space */
 }

@@ -315,8 +315,212 @@ load helpers
   "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
   [ "$(cat r/a/1/stdout)" = 1 ]
   [ "$(cat r/a/2/stdout)" = 2 ]
-  run "$CONCUR" --header x echo ::: a
-  [ "$status" -eq 2 ]
   run "$CONCUR" --pipe --header : cat </dev/null
   [ "$status" -eq 2 ]
+}
+
+# ------------------------------------------------------------------ --retries
+
+@test "--retries with replacement strings: expanded for each job (GNU's par_retries_replacement_string)" {
+  run "$CONCUR" --retries {//} 'echo {/} >>tries; exit {/}' ::: 1/11 2/22 3/33
+  [ "$status" -eq 3 ]
+  [ "$(sort tries)" = "$(printf '11\n22\n22\n33\n33\n33')" ]
+  if command -v parallel >/dev/null; then
+    parallel --will-cite --retries {//} 'echo {/} >>gnu; exit {/}' ::: 1/11 2/22 3/33 || true
+    [ "$(sort tries)" = "$(sort gnu)" ]
+  fi
+  # a value that is not a number: that job is not retried, and concur says why
+  run "$CONCUR" --retries {} 'echo {} >>once; exit 1' ::: a
+  [ "$status" -eq 1 ]
+  [ "$(cat once)" = a ]
+  [[ "$output" == *"--retries {}: 'a' is not a number of tries"* ]]
+}
+
+@test "--retries 0: as GNU parallel, a failing job runs again until it succeeds" {
+  run "$CONCUR" --retries 0 'n=$(cat n 2>/dev/null || echo 0); echo $((n + 1)) >n; [ $n -ge 4 ] && echo {}' ::: ok
+  [ "$status" -eq 0 ]
+  [ "$output" = ok ]
+  [ "$(cat n)" = 5 ]
+  run "$CONCUR" --retries x true ::: a
+  [ "$status" -eq 2 ]
+}
+
+# ------------------------------------------------------------------ -X / -m line length
+
+@test "-X / -m without -s fill command lines to GNU parallel's length (63664 with 4 kB pages)" {
+  [ "$(getconf PAGESIZE)" = 4096 ] || skip "the limit depends on the page size"
+  seq 1 30000 >in
+  run bash -c '"$CONCUR" -X -k -j2 echo <in | awk "{print NF, length(\$0)}"'
+  [ "$output" = "$(printf '12460 63653\n10609 63653\n3466 20795\n3465 20789')" ]
+  same_as_parallel --stdin in -k -j2 -X echo
+  same_as_parallel --stdin in -k -j3 -m echo 'a{}b'
+  seq 1 12000 | sed 's/$/ x/' >spaced # quoted arguments count with their quotes
+  same_as_parallel -k -j2 -X echo :::: spaced
+}
+
+@test "-s above GNU parallel's limit: a warning, and the limit stays GNU's" {
+  [ "$(getconf PAGESIZE)" = 4096 ] || skip "the limit depends on the page size"
+  seq 1 30000 >in
+  "$CONCUR" -s 100000 -X -k -j2 echo <in >out 2>err
+  [ "$(cat err)" = "concur: warning: value for option -s should be < 63664" ]
+  [ "$(awk 'NR == 1 {print length($0)}' out)" = 63653 ]
+  same_as_parallel --stdin in -s 100000 -k -j2 -X echo
+}
+
+# ------------------------------------------------------------------ --halt's messages
+
+# stderr_as_parallel ARGS...: concur's and GNU parallel's stdout and stderr, merged in the
+# order they were written (-j1: one job at a time), are the same but for the program name.
+stderr_as_parallel() {
+  need_parallel
+  local c p
+  c=$("$CONCUR" "$@" 2>&1; echo "exit $?")
+  p=$(parallel --will-cite "$@" 2>&1; echo "exit $?")
+  [ "${c//concur:/parallel:}" = "$p" ] || { printf 'concur:\n%s\nparallel:\n%s\n' "$c" "$p"; false; }
+}
+
+@test "--halt notes the job in GNU parallel's words, after its output" {
+  run "$CONCUR" -j1 --halt now,fail=1 'echo {}; exit {}' ::: 0 1 2
+  [ "$status" -eq 1 ]
+  [ "$output" = "$(printf '0\n1\nconcur: This job failed:\necho 1; exit 1')" ]
+  stderr_as_parallel -j1 --halt soon,fail=1 'echo {}; exit {}' ::: 0 1 2 3
+  stderr_as_parallel -j1 --halt now,success=1 'echo {}; exit {}' ::: 1 0 2
+  stderr_as_parallel -j1 --halt soon,done=1 'echo {}; exit {}' ::: 0 1
+  stderr_as_parallel -j1 --halt soon,fail=50% 'echo {}; exit {}' ::: 0 1 2 3
+}
+
+@test "--halt soon: 'Starting no more jobs', and later failures noted too, as GNU parallel" {
+  # job 1 fails once job 2 runs; job 2 fails once the note about job 1 is out
+  local job='if [ {} = 1 ]; then until [ -e ERR.2 ]; do sleep 0.01; done; exit 1; fi
+touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
+  local rc=0
+  "$CONCUR" -j2 --halt soon,fail=1 "${job//ERR/err}" ::: 1 2 2>err || rc=$?
+  [ "$rc" -eq 1 ]
+  local cmd1="${job//ERR/err}" cmd2="${job//ERR/err}"
+  cmd1=${cmd1//\{\}/1} cmd2=${cmd2//\{\}/2}
+  [ "$(cat err)" = "$(printf 'concur: This job failed:\n%s\nconcur: Starting no more jobs. Waiting for 1 jobs to finish.\nconcur: This job failed:\n%s' "$cmd1" "$cmd2")" ]
+  if command -v parallel >/dev/null; then
+    parallel --will-cite -j2 --halt soon,fail=1 "${job//ERR/gnu}" ::: 1 2 2>gnu || true
+    diff <(sed 's/^concur:/parallel:/; s/\berr\b/gnu/g' err) gnu
+  fi
+}
+
+# ------------------------------------------------------------------ CR-NL input
+
+@test "input lines ending in CR-NL: GNU parallel's warning, once; the CR stays in the argument" {
+  printf 'a\r\nb\r\nc\r\nd\r\n' >dos
+  "$CONCUR" -k echo :::: dos >out 2>err
+  [ "$(cat err)" = 'concur: warning: The first three values end in CR-NL. Consider using -d "\r\n"' ]
+  [ "$(cat out)" = "$(printf 'a\r\nb\r\nc\r\nd\r')" ]
+  same_as_parallel --stdin dos -k echo
+  if command -v parallel >/dev/null; then
+    parallel --will-cite -k echo :::: dos 2>gnu >/dev/null
+    [ "$(sed 's/^concur: warning:/parallel: Warning:/' err)" = "$(cat gnu)" ]
+  fi
+  # from standard input too; not when one of the first three ends in a plain newline
+  "$CONCUR" -k echo <dos 2>err >/dev/null
+  [ -s err ]
+  printf 'a\r\nb\nc\r\nd\r\n' | "$CONCUR" -k echo 2>err >/dev/null
+  [ ! -s err ]
+  # nor with -d (the delimiter was chosen) or fewer than three values
+  "$CONCUR" -d '\n' echo :::: dos 2>err >/dev/null
+  [ ! -s err ]
+  printf 'a\r\nb\r\n' | "$CONCUR" echo 2>err >/dev/null
+  [ ! -s err ]
+  run "$CONCUR" -k -d '\r\n' echo :::: dos
+  [ "$output" = "$(printf 'a\nb\nc\nd')" ]
+}
+
+# ------------------------------------------------------------------ --line-buffer
+
+@test "--line-buffer: a command that cannot run says so, as without --line-buffer" {
+  local rc=0
+  "$CONCUR" nonexistent_cmd_$UNIQ ::: 1 2>grouped || rc=$?
+  [ "$rc" -eq 1 ]
+  grep -q "nonexistent_cmd_$UNIQ" grouped
+  rc=0
+  "$CONCUR" --line-buffer nonexistent_cmd_$UNIQ ::: 1 2>lb || rc=$?
+  [ "$rc" -eq 1 ]
+  cmp grouped lb
+  "$CONCUR" --line-buffer --tag nonexistent_cmd_$UNIQ ::: 1 2>lbtag || true
+  [ "$(cat lbtag)" = "1	$(cat grouped)" ]
+  if command -v parallel >/dev/null; then # GNU parallel's shell says it in both modes
+    rc=0
+    parallel --will-cite --line-buffer nonexistent_cmd_$UNIQ ::: 1 2>gnu || rc=$?
+    [ "$rc" -eq 1 ]
+    grep -q "nonexistent_cmd_$UNIQ" gnu
+  fi
+}
+
+# ------------------------------------------------------------------ split replacement strings
+
+@test "a replacement string split by white space or a newline, as GNU parallel reads it" {
+  local nl=$'\n'
+  # after the number of a positional one, white space (newlines too) is allowed
+  run "$CONCUR" -k echo "{1${nl}.}" "{2 }" ::: a.x/b.c ::: d
+  [ "$output" = "a.x/b d" ]
+  same_as_parallel -k echo "{1${nl}.}" "{2 }" "{1	}" "{1${nl}${nl}}" "{1  //}" ::: a.x/b.c ::: d
+  same_as_parallel -k -X echo "x{1${nl}}y" ::: a b ::: c
+  # anywhere else it is plain text, which the shell then reads
+  same_as_parallel -k echo "{ 1}" "{. }" "{1/ }" "{1 1}" ::: a.x/b.c ::: d
+  same_as_parallel -k echo "{${nl}}" ::: a
+  same_as_parallel -k echo "'{'${nl}'}'" ::: a
+  same_as_parallel -k echo "{}${nl}echo {}" ::: a
+  # nor across two command words: the arguments are appended
+  run "$CONCUR" -k echo '{1' '}' ::: a ::: b
+  [ "$output" = "{1 } a b" ]
+  same_as_parallel -k echo '{1' '}' ::: a ::: b
+  # -I: a replacement string with a newline in it
+  same_as_parallel -k -I "X${nl}Y" echo "aX${nl}Yb" ::: a
+  same_as_parallel -k --tagstring "{${nl}}" echo ::: a
+}
+
+# ------------------------------------------------------------------ --eta
+
+@test "--eta writes GNU parallel's header and status lines on stderr" {
+  "$CONCUR" -j2 --eta echo ::: 1 2 3 >out 2>err
+  [ "$(sort out)" = "$(printf '1\n2\n3')" ]
+  local ncpu
+  ncpu=$(nproc)
+  [ "$(sed -n 2,5p err)" = "$(printf 'Computers / CPU cores / Max jobs to run\n1:local / %s / 2\n\nComputer:jobs running/jobs completed/%%of started jobs/Average seconds to complete' "$ncpu")" ]
+  # then "\r" and a status, each time; the last one says that all are done, then a newline
+  local last
+  last=$(tail -n 1 err | tr '\r' '\n' | tail -n 1)
+  [[ "$last" =~ ^ETA:\ [0-9]+s\ Left:\ 0\ AVG:\ [0-9]+\.[0-9]{2}s\ \ local:0/3/100%/[0-9]+\.[0-9]s\ $ ]]
+  [ "$(tail -c 1 err | od -An -c | tr -d ' ')" = '\n' ]
+  if command -v parallel >/dev/null; then # the same lines (GNU's order varies with timing)
+    parallel --will-cite -j2 --eta echo ::: 1 2 3 2>gnu >/dev/null
+    grep -qxF "1:local / $ncpu / 2" gnu
+    [[ "$(tail -n 1 gnu | tr '\r' '\n' | tail -n 1)" =~ ^ETA:\ [0-9]+s\ Left:\ 0\ AVG:\ [0-9]+\.[0-9]{2}s\ \ local:0/3/100%/[0-9]+\.[0-9]s\ $ ]]
+  fi
+}
+
+# ------------------------------------------------------------------ more --header forms
+
+@test "--header REGEXP (any value but 0): the first line, as GNU parallel without --pipe" {
+  printf 'n\tv\n1\t2\n3\t4\n' >tsv
+  run "$CONCUR" -k --header '.*\n.*\n' echo '{v}' :::: tsv
+  [ "$output" = "$(printf '2\n4')" ]
+  same_as_parallel -k --header 2 echo '{n}' :::: tsv
+  same_as_parallel -k --header x echo '{n}' :::: tsv
+  same_as_parallel -k --header x echo ::: a b
+}
+
+@test "--header without --colsep splits TAB-separated lines, untrimmed; a CR-NL header is read" {
+  printf 'n\tv\n1\t2\n 3 \t4\n' >tsv
+  run "$CONCUR" -k --header : echo '[{n}]' '{v}' :::: tsv
+  [ "$output" = "$(printf '[1] 2\n[ 3 ] 4')" ]
+  same_as_parallel -k --header : echo '[{n}]' '{v}' '{}' :::: tsv
+  same_as_parallel --stdin tsv -k --header : --tag echo '{v}'
+  printf 'h\r\nv\r\n' >dos
+  same_as_parallel --stdin dos -k --header : echo '[{h}]'
+}
+
+@test "--header 0: the files' names name their columns, as GNU parallel" {
+  printf 'n\tv\n1\t2\n' >t1
+  printf 'x\ny\n' >f2
+  run "$CONCUR" -k --header 0 echo '{f2}' :::: f2
+  [ "$output" = "$(printf 'x\ny')" ]
+  same_as_parallel -k --header 0 echo '{t1}' '{f2}' :::: t1 f2
+  same_as_parallel -k --header 0 echo '{f2}' ::: q :::: f2
 }
