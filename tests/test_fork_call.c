@@ -894,13 +894,16 @@ Test(fork, the_supervisor_leaves_no_thread_fd_or_child_behind)
     concur_fork_opts to = {.timeout = 0.2};
     struct drain_seen ds = {0};
     concur_future *fs[4];
-    fs[0] = call(task_sleep_pid, &secs, sizeof(secs), NULL);
+    /* The callback is registered at once, before the other calls (a fork takes a while under
+     * TSan): it must run in the supervisor when the call ends, not here at registration. */
+    double first_secs = 0.5;
+    fs[0] = call(task_sleep_pid, &first_secs, sizeof(first_secs), NULL);
+    cr_assert_eq(concur_future_add_callback(fs[0], drain_from_callback, &ds), 0);
     fs[1] = call(task_pattern, &big, sizeof(big), NULL);
     fs[2] = call(task_sleep_pid, &long_secs, sizeof(long_secs), &to);
     int how = END_ABORT;
     fs[3] = call(task_end, &how, sizeof(how), NULL);
     cr_assert_eq(count_threads(), threads0 + 1, "one supervisor thread");
-    cr_assert_eq(concur_future_add_callback(fs[0], drain_from_callback, &ds), 0);
     cr_assert_eq(concur_wait_all(fs, 4, TU_SAFETY), 0);
     cr_assert_eq(concur_fork_drain(TU_SAFETY), 0);
     cr_assert(atomic_load(&ds.ran));
