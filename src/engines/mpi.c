@@ -559,6 +559,11 @@ static void complete_handed(slot *s)
     mu_unlock(&s->mu);
     if (!f)
         return;
+    /* Its last task: the slot is free once this completes, and counts so before the caller,
+     * woken by the completion, submits its next task (which then starts no other slot).
+     * Not earlier: a slot waiting for a long task would count as free, and a task submitted
+     * meanwhile would wait for it instead of starting another slot. */
+    concur__worker_ready(s->w);
     (void)concur__outcome_apply(f, rec, len, now_ns());
     free(rec);
     concur_future_release(f); /* the engine's reference */
@@ -687,8 +692,6 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
             complete_handed(s); /* its last one, if the receiver handed it over */
             break;
         }
-        if (n == 1)
-            concur__worker_ready(w); /* its last task: it is free once this completes */
         int rc = wait_progress(s, wants_more(w, s) && taken < room ? WINDOW / 2 : 0);
         complete_handed(s);
         if (rc) {

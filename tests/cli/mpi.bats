@@ -113,12 +113,18 @@ running_sleeps() { [[ $(pgrep -c -f -- "^sleep 60\.$UNIQ") -eq $1 ]]; } # the jo
     "sleep 60.$UNIQ" ::: 1 2 3 >out 2>err &
   local pid=$!
   # one job per rank (-j1 on each of the 3): all three running; or mpirun could not start
+  local deadline=$((SECONDS + 60))
   until running_sleeps 3; do
     if ! kill -0 "$pid" 2>/dev/null; then
       wait "$pid" && status=0 || status=$?
       output=$(cat out)
       skip_if_no_ranks
       echo "mpirun ended with $status before the jobs ran: $output $(cat err)"; return 1
+    fi
+    if ((SECONDS > deadline)); then
+      echo "not 3 jobs running after 60 s:"; pgrep -a -f -- "$UNIQ"; cat out err
+      kill -TERM "$pid"; wait "$pid" || true
+      return 1
     fi
     sleep 0.02
   done

@@ -41,6 +41,16 @@ static int twice_plus_one(concur_task *t, const void *in, size_t len)
     return concur_task_return(t, &x, sizeof(x));
 }
 
+/* Runs until cancelled (at most 60 s). */
+static int hold(concur_task *t, const void *in, size_t len)
+{
+    (void)in;
+    (void)len;
+    for (int i = 0; i < 60000 && !concur_task_should_stop(t); i++)
+        usleep(1000);
+    return 0;
+}
+
 static int fails_own(concur_task *t, const void *in, size_t len)
 {
     (void)in;
@@ -486,6 +496,34 @@ static void runner_functions_run_on_ranks(void)
     printf("ok %s\n", test_name);
 }
 
+/* A task submitted while a long one runs starts another slot at once: a slot waiting for
+ * its only task in flight is busy, not free (it once counted itself free from the moment
+ * it sent its last task, so the next task waited for the long one to end). */
+static void a_long_task_does_not_hold_up_the_next(void)
+{
+    concur_pool *p = mpi_pool(2, 0, false);
+    if (!p)
+        return;
+    concur_future *a, *b;
+    int x = 3, y = 0;
+    CHECK(concur_pool_submit(p, hold, NULL, 0, &a) == 0, "submit the long task");
+    for (int i = 0; i < 10000 && concur_future_state(a) != CONCUR_RUNNING; i++)
+        usleep(1000);
+    CHECK(concur_future_state(a) == CONCUR_RUNNING, "the long task never ran");
+    usleep(200000); /* its slot reaches its wait: where it counted itself free */
+    CHECK(concur_pool_submit(p, twice_plus_one, &x, sizeof(x), &b) == 0, "submit");
+    int rc = concur_future_get(b, 20, &y, sizeof(y));
+    bool a_running = concur_future_state(a) == CONCUR_RUNNING;
+    concur_future_release(b);
+    concur_future_cancel(a);
+    (void)concur_future_wait(a, CONCUR_FOREVER);
+    concur_future_release(a);
+    concur_pool_destroy(p);
+    CHECK(rc == 0 && y == 7, "the second task: %s (y %d)", concur_strerror(rc), y);
+    CHECK(a_running, "the long task ended before the second one");
+    printf("ok %s\n", test_name);
+}
+
 #define RUN(call)                                                                          \
     do {                                                                                   \
         test_name = #call;                                                                 \
@@ -562,6 +600,7 @@ int main(int argc, char **argv)
     RUN(results_come_back(false));
     RUN(results_come_back(true));
     RUN(tasks_run_on_the_other_ranks());
+    RUN(a_long_task_does_not_hold_up_the_next());
     RUN(bursts_lose_nothing());
     RUN(own_errors_are_remote(false));
     RUN(own_errors_are_remote(true));
