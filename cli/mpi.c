@@ -112,6 +112,7 @@ const concur_result *mpi_result(const concur_result *res, concur_result *out, co
 /* The options every rank parsed from the same command line: the serving ranks read the
  * job's --termseq and --tmpdir from them. Set before they start serving. */
 static const struct cli_opts *g_opts;
+static char g_host[256]; /* this rank's host name, for its jobs' records and the joblog */
 
 /* Signals. mpirun (and srun) pass SIGINT, SIGTERM and SIGHUP on to every rank. The stop
  * signals are blocked before MPI starts its threads, so that none of them dies of one:
@@ -272,7 +273,7 @@ static int answer_record(concur_task *t, const concur_result *res, const char *h
     return 0;
 }
 
-static int run_job(concur_task *t, int argc, const char *const *argv);
+static int run_job(concur_task *t, const char *const *argv);
 
 /* Runs one job on this rank: argv[0] is its timeout (seconds, 0: none), the rest its
  * command. Answers the job's record; fails only when the job could not be run at all. */
@@ -282,25 +283,20 @@ static int run_remote(concur_task *t, const char *key, int argc, const char *con
     if (argc < 2)
         return concur_task_fail(t, CONCUR_EINVAL, "a job without a command");
     atomic_fetch_add(&g_running, 1);
-    int rc = run_job(t, argc, argv);
+    int rc = run_job(t, argv);
     atomic_fetch_sub(&g_running, 1);
     return rc;
 }
 
-static int run_job(concur_task *t, int argc, const char *const *argv)
+static int run_job(concur_task *t, const char *const *argv)
 {
     if (atomic_load(&g_signal)) /* this rank is stopping */
         return concur_task_fail(t, CONCUR_ECANCELED, "the rank was stopped by a signal");
     char *end;
     double timeout = strtod(argv[0], &end);
-    const char **v = calloc((size_t)argc, sizeof(*v));
-    if (!v)
-        return concur_task_fail(t, CONCUR_ENOMEM, "out of memory");
-    memcpy(v, argv + 1, (size_t)(argc - 1) * sizeof(*v));
     struct watch w = {.t = t, .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
     if (w.efd < 0) {
         int e = errno;
-        free(v);
         return concur_task_fail(t, -e, "eventfd: %s", strerror(e));
     }
     pthread_mutex_init(&w.mu, NULL);
@@ -317,7 +313,7 @@ static int run_job(concur_task *t, int argc, const char *const *argv)
     ro.term_seq = g_opts->ntermseq ? g_opts->termseq : NULL;
     ro.term_seq_len = g_opts->ntermseq;
     ro.stop_fd = w.efd;
-    concur_cmd c = {.argv = v};
+    concur_cmd c = {.argv = argv + 1}; /* argv is NULL-terminated: the command's own */
     concur_runner *r = NULL;
     int rc = trc ? -trc : concur_run_batch(&c, 1, &ro, &r);
 
@@ -329,18 +325,12 @@ static int run_job(concur_task *t, int argc, const char *const *argv)
         pthread_join(th, NULL);
     }
     const concur_result *res = r ? concur_runner_result(r, 0) : NULL;
-    if (res) {
-        char host[256];
-        if (gethostname(host, sizeof(host)) != 0)
-            strcpy(host, "?");
-        host[sizeof(host) - 1] = '\0';
-        rc = answer_record(t, res, host);
-    }
+    if (res)
+        rc = answer_record(t, res, g_host);
     concur_runner_destroy(r);
     close(w.efd);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
-    free(v);
     if (rc)
         return concur_task_fail(t, rc, "running the job: %s", concur_strerror(rc));
     return 0;
@@ -349,6 +339,9 @@ static int run_job(concur_task *t, int argc, const char *const *argv)
 int mpi_begin(struct app *a, int *argc, char ***argv)
 {
     g_opts = &a->o;
+    if (gethostname(g_host, sizeof(g_host)) != 0)
+        strcpy(g_host, "?");
+    g_host[sizeof(g_host) - 1] = '\0';
     static struct sigwatch sw; /* the serving ranks' signal_main uses it until they exit */
     int rc = sigwatch_start(&sw);
     if (rc) {
@@ -375,9 +368,7 @@ int mpi_begin(struct app *a, int *argc, char ***argv)
         return EXIT_USAGE;
     }
     a->mpi_ranks = concur_mpi_size() - 1;
-    if (gethostname(a->mpi_host, sizeof(a->mpi_host)) != 0)
-        strcpy(a->mpi_host, "?");
-    a->mpi_host[sizeof(a->mpi_host) - 1] = '\0';
+    memcpy(a->mpi_host, g_host, sizeof(a->mpi_host));
     return 0;
 }
 
