@@ -202,46 +202,32 @@ static void cancelled_append(concur_pool *p, concur_future *f)
     p->cancelled[p->ncancelled++] = f;
 }
 
-/* Pops one record. Returns it claimed RUNNING, or NULL when the queue is empty (*popped_any
- * tells whether something was taken and dealt with: cancelled or dropped). With @cancel_all
- * (or the pool's stop flag) a pending record is cancelled and listed instead of returned.
- * A worker passes its in_idle flag: it stops counting as idle in the same critical section
- * that takes the record, so the spawn decision (which reads both under qmu) never sees the
- * task gone and the worker still idle. */
-static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any, bool *in_idle)
+/* Under qmu: takes the next record off the queue (the mailbox first) and counts it popped,
+ * or NULL when there is none. A worker passes its in_idle flag: it stops counting as idle
+ * in the same critical section that takes the record, so the spawn decision (which reads
+ * both under qmu) never sees the task gone and the worker still idle. */
+static concur_future *take_locked(concur_pool *p, bool *in_idle)
 {
-    concur_future *f, *cancel = NULL;
-    *popped_any = false;
-    mu_lock(&p->qmu);
-    f = NULL;
+    concur_future *f = NULL;
     if (atomic_load_explicit(&p->mailbox, memory_order_relaxed))
         f = atomic_exchange_explicit(&p->mailbox, NULL, memory_order_acq_rel);
     if (!f)
         f = q_pop(p);
-    if (f) {
-        if (in_idle && *in_idle) {
-            atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
-            *in_idle = false;
-        }
-        atomic_store_explicit(&p->popped,
-                              atomic_load_explicit(&p->popped, memory_order_relaxed) + 1,
-                              memory_order_seq_cst);
-        *popped_any = true;
-        if ((cancel_all || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) &&
-            concur__future_claim(f, STATE_BIT(CONCUR_PENDING))) {
-            cancelled_append(p, concur_future_retain(f));
-            cancel = f;
-            f = NULL;
-        }
-    }
-    mu_unlock(&p->qmu);
-    if (cancel) {
-        concur__future_finish(cancel, CONCUR_CANCELLED, now_ns());
-        concur_future_release(cancel); /* the engine's reference (the list has its own) */
-        return NULL;
-    }
     if (!f)
         return NULL;
+    if (in_idle && *in_idle) {
+        atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
+        *in_idle = false;
+    }
+    atomic_store_explicit(&p->popped, atomic_load_explicit(&p->popped, memory_order_relaxed) + 1,
+                          memory_order_seq_cst);
+    return f;
+}
+
+/* A record taken off the queue, out of the lock: returns it claimed RUNNING, or NULL when
+ * its owner cancelled it while queued (its reference is then dropped). */
+static concur_future *claim_taken(concur_pool *p, concur_future *f)
+{
     uint32_t v = atomic_load_explicit(&f->state, memory_order_relaxed);
     for (;;) {
         if ((v & ST_MASK) != CONCUR_PENDING) {
@@ -259,6 +245,31 @@ static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any
                                                   memory_order_acquire, memory_order_relaxed))
             return f;
     }
+}
+
+/* Pops one record. Returns it claimed RUNNING, or NULL when the queue is empty (*popped_any
+ * tells whether something was taken and dealt with: cancelled or dropped). With @cancel_all
+ * (or the pool's stop flag) a pending record is cancelled and listed instead of returned.
+ * @in_idle: see take_locked. */
+static concur_future *pop_task(concur_pool *p, bool cancel_all, bool *popped_any, bool *in_idle)
+{
+    concur_future *cancel = NULL;
+    mu_lock(&p->qmu);
+    concur_future *f = take_locked(p, in_idle);
+    *popped_any = f != NULL;
+    if (f && (cancel_all || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) &&
+        concur__future_claim(f, STATE_BIT(CONCUR_PENDING))) {
+        cancelled_append(p, concur_future_retain(f));
+        cancel = f;
+        f = NULL;
+    }
+    mu_unlock(&p->qmu);
+    if (cancel) {
+        concur__future_finish(cancel, CONCUR_CANCELLED, now_ns());
+        concur_future_release(cancel); /* the engine's reference (the list has its own) */
+        return NULL;
+    }
+    return f ? claim_taken(p, f) : NULL;
 }
 
 static void on_cancel(struct concur__engine *e, concur_future *f)
@@ -590,6 +601,28 @@ void concur__pool_progress(concur_pool *p)
 concur_future *concur__worker_pop(concur__worker *w, bool *popped)
 {
     return pop_task(w->pool, false, popped, &w->in_idle);
+}
+
+size_t concur__worker_pop_n(concur__worker *w, concur_future **out, size_t n, bool *popped)
+{
+    concur_pool *p = w->pool;
+    if (n <= 1 || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) {
+        out[0] = n ? pop_task(p, false, popped, &w->in_idle) : NULL;
+        return out[0] != NULL;
+    }
+    size_t k = 0;
+    mu_lock(&p->qmu);
+    while (k < n && (out[k] = take_locked(p, &w->in_idle)) != NULL)
+        k++;
+    mu_unlock(&p->qmu);
+    /* A stop that came meanwhile is seen by the tasks (concur_task_should_stop), as for a
+     * record popped just before it. */
+    *popped = k > 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++)
+        if ((out[kept] = claim_taken(p, out[i])) != NULL)
+            kept++;
+    return kept;
 }
 
 void concur__worker_ready(concur__worker *w)

@@ -148,6 +148,9 @@ void concur__pool_progress(concur_pool *p);
 /* Pops one more task for @w, RUNNING, or NULL (*popped: something was taken and dealt with,
  * cancelled or dropped, so look again). Only @w's own thread calls it. */
 concur_future *concur__worker_pop(concur__worker *w, bool *popped);
+/* Pops up to @n tasks for @w into @out (RUNNING, in queue order) under one lock; returns
+ * how many. *popped as for concur__worker_pop. Only @w's own thread calls it. */
+size_t concur__worker_pop_n(concur__worker *w, concur_future **out, size_t n, bool *popped);
 /* Call right before completing the last task a worker holds: when nothing is queued, the
  * worker counts as idle from now on, so a caller that submits again as soon as it sees the
  * result finds a free worker instead of starting another one. */

@@ -49,6 +49,10 @@ enum { EV_BATCH = 64 };
 /* While coroutines are ready, the loop looks at its fds and timers once this much time
  * (on the coarse clock) has passed: a syscall costs far more than a switch. */
 #define POLL_NS 1000000u
+/* How often a loop tells waiters that it completes tasks (wait_poll_ns). */
+#define DONE_EVERY_NS 10000u
+/* Tasks a loop takes off the pool's queue at once. */
+enum { ADMIT_BATCH = 32 };
 /* A yield switches straight to the next ready coroutine at most this many times in a row
  * before it goes back through the loop, and reads the clock every STAMP_EVERY of them (a
  * power of two). */
@@ -97,6 +101,7 @@ struct engine {
     cloop *loops; /* the live loops, under mu */
     _Atomic int nblocked;
     _Atomic uint64_t max_stall_ns;
+    _Atomic uint64_t last_done; /* ns: a loop completed a task (stored every DONE_EVERY_NS) */
     size_t stack_size;
     uint64_t timeout_ns; /* 0: none */
     double task_timeout;
@@ -113,6 +118,8 @@ struct cloop {
     co *live;
     size_t nlive;
     uint64_t stamp;     /* coarse clock after the last resume (or the pass's start) */
+    uint64_t last_end;  /* the clock when the last coroutine finished */
+    uint64_t told_end;  /* the last_end last stored in e->last_done */
     unsigned nswitch;   /* direct switches since the loop last resumed a coroutine */
     uint64_t last_poll; /* coarse clock at the last look at fds and timers */
     uint64_t max_stall;
@@ -219,7 +226,7 @@ static void co_main(void *arg)
 
 /* Starts the RUNNING future @f as a coroutine (takes over the engine's reference); its
  * start time is @now (one clock read for the tasks a pass admits). */
-static void spawn(cloop *L, concur_future *f, uint64_t now)
+static co *spawn(cloop *L, concur_future *f, uint64_t now)
 {
     uint64_t *canary;
     void *lo = concur__slab_get(&L->slab, &canary);
@@ -227,7 +234,7 @@ static void spawn(cloop *L, concur_future *f, uint64_t now)
         concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ENOMEM,
                             "no memory for a coroutine stack");
         concur_future_release(f);
-        return;
+        return NULL;
     }
     uintptr_t top = ((uintptr_t)lo + L->slab.stack - sizeof(co)) & ~(uintptr_t)63;
     co *c = (co *)top;
@@ -249,12 +256,18 @@ static void spawn(cloop *L, concur_future *f, uint64_t now)
     L->live = c;
     L->nlive++;
     ready_push(L, c);
+    return c;
 }
 
 /* The coroutine @c returned: complete its future, give its stack back. */
 static void finish(cloop *L, co *c)
 {
     uint64_t end = now_ns();
+    L->last_end = end;
+    if (end - L->told_end >= DONE_EVERY_NS) { /* waiters read it: not on every completion */
+        L->told_end = end;
+        atomic_store_explicit(&L->e->last_done, end, memory_order_relaxed);
+    }
     concur__timer_cancel(&L->loop, &c->ttimer);
     concur__timer_cancel(&L->loop, &c->timer);
     if (c->prev)
@@ -504,7 +517,11 @@ static int co_wait_future(concur_future *f, uint64_t deadline)
 }
 
 /* Starts queued tasks, at most @room, and with several loop threads only this loop's share
- * of what is queued (the others may be free to take the rest). Returns how many it took. */
+ * of what is queued (the others may be free to take the rest). Returns how many it took.
+ * While no other coroutine is ready, each new one runs at once, up to its first suspension,
+ * before the next is made: one that completes there gives its stack back while its lines
+ * are still in the cache, and the next one takes it (a batch of empty tasks then touches
+ * one stack instead of one per task). Otherwise they queue behind the ready ones. */
 static unsigned admit(cloop *L, unsigned room)
 {
     concur_pool *p = L->w->pool;
@@ -515,16 +532,39 @@ static unsigned admit(cloop *L, unsigned room)
         room = (unsigned)share;
     unsigned got = 0;
     uint64_t now = 0;
-    while (got < room && concur__pool_pending(p) > 0) {
-        bool popped;
-        concur_future *f = concur__worker_pop(L->w, &popped);
-        if (f) {
-            if (!now)
-                now = now_ns();
-            spawn(L, f, now);
-            got++;
-        } else if (!popped) {
-            break;
+    bool stamped = false;
+    concur_future *batch[ADMIT_BATCH];
+    size_t nb = 0, at = 0;
+    while (got < room) {
+        if (at == nb) { /* one lock of the queue for a few tasks */
+            if (!concur__pool_pending(p))
+                break;
+            bool popped;
+            unsigned want = room - got < ADMIT_BATCH ? room - got : ADMIT_BATCH;
+            nb = concur__worker_pop_n(L->w, batch, want, &popped);
+            at = 0;
+            if (!nb) {
+                if (!popped)
+                    break;
+                continue;
+            }
+        }
+        concur_future *f = batch[at++];
+        if (!now)
+            now = now_ns();
+        co *c = spawn(L, f, now);
+        got++;
+        if (c && L->rhead == c && !c->rnext) {
+            L->rhead = L->rtail = NULL;
+            if (!stamped) { /* resume() keeps it from here on */
+                L->stamp = coarse_ns();
+                stamped = true;
+            }
+            L->last_end = 0;
+            resume(L, c);
+            /* The next one starts when this one ended, if it did (the clock costs tens of
+             * ns on some virtual machines); otherwise the clock is read again. */
+            now = L->last_end;
         }
     }
     return got;
@@ -688,6 +728,17 @@ static void destroy(void *state)
     free(e);
 }
 
+/* A thread waiting for a future of this pool polls for up to 50 us while a loop completed a
+ * task within the last 200 us: a loop running a stream of short tasks completes the next
+ * one within microseconds, and a waiter that sleeps costs that loop a wake-up system call
+ * per future (and itself a sleep), more than the task. */
+static uint64_t wait_poll_ns(concur_pool *p)
+{
+    struct engine *e = concur__pool_engine_state(p);
+    uint64_t last = atomic_load_explicit(&e->last_done, memory_order_relaxed);
+    return now_ns() - last < 200000 ? 50000 : 0;
+}
+
 const concur__engine_class concur__coroutines_class = {
     .kind = "coroutine",
     .own_timeouts = false, /* the watchdog covers a coroutine that holds its loop */
@@ -703,6 +754,7 @@ const concur__engine_class concur__coroutines_class = {
     .cancel_running = cancel_running,
     .queued = queued,
     .counts = counts,
+    .wait_poll_ns = wait_poll_ns,
 };
 
 /* ---------------------------------------------------------------- concur/coro.h */
