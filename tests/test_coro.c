@@ -1008,3 +1008,34 @@ Test(coro, run_prog_suspends_only_the_coroutine_and_a_cancel_stops_the_command)
     concur_future_release(other);
     concur_pool_destroy(p);
 }
+
+/* The runner reads a command's output into a buffer of its own, not one on the stack: a
+ * coroutine on a small stack runs a command with plenty of output. (Its 64 KiB read buffer
+ * was a local: it overflowed every coroutine stack up to 64 KiB.) */
+static int task_run_chatty(concur_task *t, const void *in, size_t len)
+{
+    (void)in, (void)len;
+    const char *argv[] = {"head", "-c", "200000", "/dev/zero", NULL};
+    concur_prog_output o;
+    int rc = concur_run_prog(argv, NULL, 0, NULL, 0, &o);
+    if (rc)
+        return rc;
+    size_t n = o.out_len;
+    concur_prog_output_free(&o);
+    return concur_task_return(t, &n, sizeof(n));
+}
+
+Test(coro, run_prog_fits_a_small_coroutine_stack)
+{
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES,
+                          .max_workers = 1,
+                          .coroutine_stack_size = 16 << 10,
+                          .name = "co"};
+    concur_pool *p = tu_pool_opts(&o);
+    concur_future *f = tu_submit(p, task_run_chatty, NULL, 0);
+    size_t n = 0;
+    cr_assert_eq(concur_future_get(f, TU_SAFETY, &n, sizeof(n)), 0);
+    cr_assert_eq(n, 200000u);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+}

@@ -1168,3 +1168,24 @@ Test(pool, a_task_error_carries_its_function_and_on_request_its_backtrace)
     cr_assert_str_eq(ei.function, "concur_test_failing_task");
     concur_future_release(f);
 }
+
+/* ---- a command run inside a task ------------------------------------------------------ */
+
+/* A cancel of a task that waits for a command (concur_run_prog) ends the wait and the
+ * command, on every engine: in a thread the runner's loop sees the task should stop, in a
+ * worker process the same through the cancel word, in a coroutine its suspension is
+ * interrupted. */
+Test(pool, cancel_stops_a_command_the_task_runs)
+{
+    char fifo[128];
+    tu_fifo_make(fifo, sizeof(fifo));
+    concur_pool *p = tu_pool(1);
+    concur_future *f = tu_submit(p, tu_task_run_sleeper, fifo, strlen(fifo));
+    pid_t pid = tu_fifo_read_pid(fifo, TU_SAFETY);
+    (void)concur_future_cancel(f);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0, "the task is still waiting for it");
+    cr_assert(tu_pid_ends_within(pid, TU_SAFETY), "the command still runs");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_fifo_remove(fifo);
+}

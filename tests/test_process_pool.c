@@ -1770,3 +1770,50 @@ Test(procpool, pending_stdout_printed_once_by_fork_calls)
 {
     check_once(ONCE_FORK);
 }
+
+/* ---- what a task leaves running ------------------------------------------------------- */
+
+/* A pool of one worker process running @fn on a new FIFO (its path in @fifo, 128 bytes):
+ * returns the pid of the process the task started, read from the FIFO. */
+static pid_t start_sleeper(concur_fn fn, char *fifo, concur_pool **p, concur_future **f)
+{
+    tu_fifo_make(fifo, 128);
+    *p = proc_pool(1, "sleeper");
+    *f = tu_submit(*p, fn, fifo, strlen(fifo));
+    return tu_fifo_read_pid(fifo, TU_SAFETY);
+}
+
+/* The commands of a task whose worker is killed go with it (the fork server, subreaper of
+ * the workers' trees, kills what a dead worker leaves), instead of running on re-parented
+ * to init. */
+Test(procpool, a_killed_task_leaves_no_command_behind)
+{
+    char fifo[128];
+    concur_pool *p;
+    concur_future *f;
+    pid_t pid = start_sleeper(tu_task_run_sleeper, fifo, &p, &f);
+    cr_assert(concur_future_cancel_kill(f));
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_error(f), CONCUR_ECANCELED);
+    cr_assert(tu_pid_ends_within(pid, TU_SAFETY), "the command outlived its worker");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    tu_fifo_remove(fifo);
+}
+
+/* A process a task started and left running (a daemon) lives while its worker does, and
+ * ends with it: here at the pool's end. */
+Test(procpool, what_a_task_leaves_running_ends_with_its_worker)
+{
+    char fifo[128];
+    concur_pool *p;
+    concur_future *f;
+    pid_t pid = start_sleeper(tu_task_leave_sleeper, fifo, &p, &f);
+    cr_assert_eq(concur_future_wait(f, TU_SAFETY), 0);
+    cr_assert_eq(concur_future_error(f), 0, "%s", concur_future_error_message(f));
+    cr_assert_eq(kill(pid, 0), 0, "it runs while its worker lives");
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    cr_assert(tu_pid_ends_within(pid, TU_SAFETY), "it outlived the pool");
+    tu_fifo_remove(fifo);
+}

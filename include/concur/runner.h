@@ -287,7 +287,8 @@ typedef int (*concur_source_fn)(void *arg, size_t index, concur_cmd *cmd);
 /**
  * Runs commands from @p src until it ends and every started command is over, calling the
  * callbacks. Blocks; the loop runs in this thread. Returns 0; the source's error;
- * CONCUR_ECANCELED when stopped (concur_runner_stop or stop_fd); CONCUR_ENOMEM or another
+ * CONCUR_ECANCELED when stopped (concur_runner_stop or stop_fd, or, in a run made by a
+ * task of a pool, that task should stop: concur_task_should_stop()); CONCUR_ENOMEM or another
  * system error (the run is then stopped as by CONCUR_STOP_TERM: no child is left behind).
  * A command that cannot start (missing program, bad cwd) is not an error of the run: its
  * result says why; so is a function task that fails in any way, or cannot be handed to its
@@ -363,8 +364,10 @@ typedef struct concur_prog_output {
  * Runs one program (pyconcurrent's run_prog): writes all of @p input to its stdin and closes
  * it, drains stdout and stderr completely (even on a non-zero exit), blocks without spinning.
  * @p env replaces the environment when not NULL. @p timeout as in concur_cmd (0 or negative:
- * none). An empty argv gives returncode 0 and empty outputs. Returns 0 (the program's status
- * is in out->returncode) or CONCUR_EINVAL / CONCUR_ENOMEM.
+ * none). An empty argv gives returncode 0 and empty outputs. Called by a task of a pool, the
+ * program is stopped (term signal, then SIGKILL) once the task should stop
+ * (concur_task_should_stop()), and returncode says how it ended. Returns 0 (the program's
+ * status is in out->returncode) or CONCUR_EINVAL / CONCUR_ENOMEM.
  */
 CONCUR_API int concur_run_prog(const char *const *argv, const void *input, size_t input_len,
                                const char *const *env, double timeout, concur_prog_output *out);

@@ -181,6 +181,15 @@ static inline void future_init_engine(concur_future *f, struct concur__engine *e
 #define CONCUR__WAIT_THREAD 1
 extern _Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
 
+/* The task this thread runs now (a worker thread of the thread engine, a worker process),
+ * or NULL: the library's own waits inside a task (the runner's loop) end when it should
+ * stop. concur__task_park is the loop's park (sys/os.h, concur__loop_park) for such
+ * threads: it waits for @fd up to @timeout_ms, in slices of PARK_SLICE_MS, and returns
+ * CONCUR_ECANCELED once the current task should stop (a cancel, the pool's stop, its
+ * task_timeout), 0 when the fd is ready or the slice passed, 1 when no task runs here. */
+extern _Thread_local concur_task *concur__cur_task;
+int concur__task_park(int fd, int timeout_ms);
+
 /* Claims a future whose state is one of @from_mask (bit per state): true when this thread
  * now owns its completion. */
 bool concur__future_claim(concur_future *f, uint32_t from_mask);

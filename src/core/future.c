@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <limits.h>
+#include <poll.h>
 #include <stddef.h>
 #include <sys/mman.h>
 
@@ -925,6 +926,22 @@ int concur_task_sleep(const concur_task *t, double seconds)
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step};
         (void)nanosleep(&ts, NULL); /* EINTR: the loop looks again */
     }
+}
+
+_Thread_local concur_task *concur__cur_task;
+
+int concur__task_park(int fd, int timeout_ms)
+{
+    enum { PARK_SLICE_MS = 20 };
+    concur_task *t = concur__cur_task;
+    if (!t)
+        return 1;
+    if (concur_task_should_stop(t))
+        return CONCUR_ECANCELED;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int ms = timeout_ms < 0 || timeout_ms > PARK_SLICE_MS ? PARK_SLICE_MS : timeout_ms;
+    (void)poll(&pf, 1, ms); /* EINTR or a failure: the caller looks and parks again */
+    return concur_task_should_stop(t) ? CONCUR_ECANCELED : 0;
 }
 
 uint64_t concur_task_id(const concur_task *t)

@@ -699,7 +699,9 @@ void concur__worker_call(concur__worker *w, concur_task *t, concur_future *f)
         mu_unlock(&w->cur_mu);
     }
     t->f = f;
+    concur__cur_task = t;
     int rc = f->fn(t, buf_data(&f->in), f->in.len);
+    concur__cur_task = NULL;
     uint64_t end = now_ns();
     if (p->watchdog_on) {
         mu_lock(&w->cur_mu);

@@ -234,9 +234,13 @@ static int reset_signals(void)
 static _Noreturn void worker_child(int sock, pid_t server, const concur__limits *lim,
                                    const _Atomic int *stop)
 {
-    /* Die with the server; if it died before prctl took effect we were re-parented. */
+    /* Die with the server; if it died before prctl took effect we were re-parented. What
+     * the tasks leave running is re-parented here while the worker lives (and to the server,
+     * which kills it, when the worker ends: kill_strays). */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
         _exit(127);
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1); /* EINVAL (before Linux 3.4): they go to the
+                                              server, which kills them when a worker ends */
     sock = isolate_fd(sock);
     sigset_t none;
     sigemptyset(&none);
@@ -293,22 +297,86 @@ static void report(struct table *t, pid_t pid, int status, const struct rusage *
     }
 }
 
-static void reap(struct table *t, int sfd)
+static bool is_worker(const struct table *t, pid_t pid)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->e[i].pid == pid)
+            return true;
+    return false;
+}
+
+static void kill_stray(const struct table *t, pid_t pid)
+{
+    if (pid <= 0 || is_worker(t, pid))
+        return;
+    /* Our child, not reaped yet: its pid (and the group it leads) cannot be reused. */
+    if (getpgid(pid) == pid)
+        (void)kill(-pid, SIGKILL); /* a command the runner started: its whole group */
+    (void)kill(pid, SIGKILL);
+}
+
+/*
+ * Processes a worker left running when it ended (the commands of a killed task, a daemon a
+ * task started) are re-parented to the server, the subreaper of the workers' trees: every
+ * child of the server that is not a worker is killed, with the process group it leads, and
+ * is reaped as it dies (report ignores it). The children are listed by
+ * /proc/self/task/<pid>/children, read without malloc or stdio; a kernel without it (no
+ * CONFIG_PROC_CHILDREN) leaves them running, re-parented here until the server ends.
+ */
+static void kill_strays(const struct table *t, pid_t self)
+{
+    char path[64] = "/proc/self/task/", digits[16];
+    size_t n = strlen(path), k = 0;
+    for (pid_t v = self; v > 0 && k < sizeof(digits); v /= 10)
+        digits[k++] = (char)('0' + v % 10);
+    while (k > 0)
+        path[n++] = digits[--k];
+    memcpy(path + n, "/children", sizeof("/children"));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[512];
+    pid_t cur = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof(buf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++) {
+            if (buf[i] >= '0' && buf[i] <= '9') {
+                cur = cur * 10 + (buf[i] - '0');
+            } else {
+                kill_stray(t, cur);
+                cur = 0;
+            }
+        }
+    }
+    kill_stray(t, cur);
+    (void)close(fd);
+}
+
+static void reap(struct table *t, int sfd, pid_t self)
 {
     struct signalfd_siginfo si;
     while (read(sfd, &si, sizeof(si)) > 0) /* drain; EAGAIN ends it */
         ;
+    bool worker_gone = false;
     for (;;) {
         int status;
         struct rusage ru;
         pid_t pid = wait4(-1, &status, WNOHANG, &ru);
-        if (pid > 0)
+        if (pid > 0) {
+            worker_gone |= is_worker(t, pid);
             report(t, pid, status, &ru);
-        else if (pid < 0 && errno == EINTR)
+        } else if (pid < 0 && errno == EINTR) {
             continue;
-        else
+        } else {
             break; /* 0: none ended; ECHILD: no children */
+        }
     }
+    if (worker_gone)
+        kill_strays(t, self);
 }
 
 static bool reply(int req, int64_t v)
@@ -373,19 +441,24 @@ static bool serve(int req, struct table *t, pid_t self, const concur__limits *li
     return reply(req, r);
 }
 
-/* Kills and reaps every worker left, then leaves. */
-static _Noreturn void server_exit(struct table *t, int code)
+/* Kills and reaps every worker left, and what they leave running, then leaves. */
+static _Noreturn void server_exit(struct table *t, pid_t self, int code)
 {
     for (size_t i = 0; i < t->n; i++)
         (void)kill(t->e[i].pid, SIGKILL); /* not reaped yet, so the pid is still ours */
+    kill_strays(t, self);
     for (;;) {
         int status;
         struct rusage ru;
         pid_t pid = wait4(-1, &status, 0, &ru);
-        if (pid > 0)
+        if (pid > 0) {
+            bool worker = is_worker(t, pid);
             report(t, pid, status, &ru);
-        else if (errno != EINTR)
+            if (worker) /* its leftovers are ours now */
+                kill_strays(t, self);
+        } else if (errno != EINTR) {
             break; /* ECHILD: all reaped */
+        }
     }
     _exit(code);
 }
@@ -436,17 +509,20 @@ static _Noreturn void server_main(int req, int workers, const concur__limits *li
     if (!reply(req, 0))
         _exit(0);
     pid_t self = getpid();
+    /* The workers' leftovers come here when a worker ends (kill_strays). EINVAL (a kernel
+     * before 3.4): they go to init, as before. */
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
     for (;;) {
         struct pollfd pf[2] = {{.fd = req, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            server_exit(&t, 1);
+            server_exit(&t, self, 1);
         }
         if (pf[1].revents)
-            reap(&t, sfd);
+            reap(&t, sfd, self);
         if (pf[0].revents && !serve(req, &t, self, lim, stop))
-            server_exit(&t, 0);
+            server_exit(&t, self, 0);
     }
 }
 

@@ -12,12 +12,14 @@
  */
 #include "engines/proc_worker.h"
 #include "engines/proc_chan.h"
+#include "sys/os.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const _Atomic int *g_stop; /* the pool's shared stop word */
@@ -106,7 +108,9 @@ static int serve_task(const concur__chan *c, const concur__frame *h, struct wsta
                      .want_bt = ws->want_bt};
     concur_fn fn = (concur_fn)(uintptr_t)fnv;
     concur__crash_set_id(h->id);
+    concur__cur_task = &t; /* the runner inside it stops when it should (concur__task_park) */
     int r = fn(&t, ws->in, len);
+    concur__cur_task = NULL;
     concur__crash_set_id(0);
     rc = send_result(c, h->id, r, &t);
     concur__task_reset(&t);
@@ -166,6 +170,7 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
 {
     /* The proxy's end stays non-blocking; ours blocks (the crash handler writes to it). */
     g_stop = stop;
+    concur__loop_park = concur__task_park;
     int fl = fcntl(sock, F_GETFL);
     if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 ||
         concur__crash_setup(sock, false) != 0 || on_exit(worker_on_exit, NULL) != 0 ||
@@ -178,6 +183,12 @@ _Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _A
     int rc;
     for (;;) {
         concur__frame h;
+        /* About to wait for the next frame: reap what the tasks left behind and has ended
+         * since (this process is the subreaper of its tasks' processes), without a system
+         * call per task while frames are queued. */
+        if (rb.end - rb.off < sizeof(h))
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
         rc = concur__chan_recv(&c, &h, sizeof(h));
         if (rc)
             break;

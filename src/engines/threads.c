@@ -7,6 +7,7 @@
  * (concur_task_should_stop sees its future's cancel flag and the pool's stop word).
  */
 #include "core/pool.h"
+#include "sys/os.h"
 
 static int create(concur_pool *p, const concur_pool_opts *o, void **state)
 {
@@ -23,6 +24,14 @@ static void destroy(void *state)
     (void)state;
 }
 
+/* The runner's loop inside a task of this thread parks with concur__task_park: it stops its
+ * commands when the task should stop (a cancel, the pool's stop, task_timeout). */
+static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
+{
+    concur__loop_park = concur__task_park;
+    return concur__worker_init_hook(w, t, hook_failed);
+}
+
 static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, unsigned room)
 {
     (void)room;
@@ -35,7 +44,7 @@ const concur__engine_class concur__threads_class = {
     .shares_memory = true,
     .create = create,
     .destroy = destroy,
-    .worker_start = concur__worker_init_hook,
+    .worker_start = worker_start,
     .worker_run = worker_run,
     .worker_final = concur__worker_final_hook,
 };

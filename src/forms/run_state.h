@@ -90,6 +90,9 @@ struct concur_runner {
     concur__timer start_timer, poll_timer;
     concur_term_step *seq; /* the termination sequence, nseq >= 1 steps */
     size_t nseq;
+    /* Where output is read into (READ_CHUNK bytes, made at the first read): not on the
+     * stack, which inside a coroutine is small. */
+    unsigned char *rbuf;
     struct job **slots; /* running jobs; NULL entries are free */
     size_t nslots, running;
     struct job *retry_head, *retry_tail;

@@ -621,6 +621,7 @@ void concur_runner_destroy(concur_runner *r)
     concur__fn_note_release(
         r->note); /* a callback still holding it (a caller's pool) closes it last */
     free(r->seq);
+    free(r->rbuf);
     concur__loop_fini(&r->loop);
     free(r);
 }

@@ -345,10 +345,14 @@ static void capture_failed(concur_runner *r, struct job *j, int rc)
 
 static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture *c, int stream)
 {
-    unsigned char buf[READ_CHUNK];
+    if (!r->rbuf && !(r->rbuf = malloc(READ_CHUNK))) {
+        capture_failed(r, j, CONCUR_ENOMEM);
+        return CONCUR_ENOMEM;
+    }
+    unsigned char *buf = r->rbuf;
     /* Read at most a few chunks per wake-up, so one chatty job cannot starve the others. */
     for (int round = 0; round < 4; round++) {
-        ssize_t n = concur__read_some(*fd, buf, sizeof(buf));
+        ssize_t n = concur__read_some(*fd, buf, READ_CHUNK);
         if (n == -EAGAIN)
             return 0;
         if (n <= 0) {
@@ -364,7 +368,7 @@ static int read_stream(concur_runner *r, struct job *j, int *fd, struct capture 
                 return rc;
             }
         }
-        if ((size_t)n < sizeof(buf))
+        if ((size_t)n < READ_CHUNK)
             return 0;
     }
     return 0;

@@ -2,6 +2,11 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdlib.h>
@@ -280,4 +285,85 @@ void tu_assert_int_result(concur_future *f, int want, const char *what)
     int v;
     memcpy(&v, d, sizeof v);
     cr_assert_eq(v, want, "%s: %d != %d", what, v, want);
+}
+
+/* ---- commands a task leaves running ----------------------------------------------- */
+
+void tu_fifo_make(char *path, size_t cap)
+{
+    char dir[] = "/tmp/concur-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    cr_assert_lt((size_t)snprintf(path, cap, "%s/pid", dir), cap);
+    cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo: %s", strerror(errno));
+}
+
+void tu_fifo_remove(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    (void)unlink(path);
+    if (slash) {
+        *slash = '\0';
+        (void)rmdir(dir);
+    }
+}
+
+pid_t tu_fifo_read_pid(const char *path, double timeout)
+{
+    /* O_RDWR: the open does not wait for a writer; the poll does, with a deadline. */
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+    char buf[32];
+    size_t n = 0;
+    double end = tu_now() + timeout;
+    while (n == 0 || buf[n - 1] != '\n') {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        double left = end - tu_now();
+        cr_assert_gt(left, 0, "no pid came through %s", path);
+        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0)
+            continue; /* EINTR or the time passed: the assertion above tells */
+        ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+        cr_assert_gt(r, 0, "read %s", path);
+        n += (size_t)r;
+        cr_assert_lt(n, sizeof(buf) - 1, "not a pid");
+    }
+    close(fd);
+    buf[n] = '\0';
+    pid_t pid = (pid_t)strtol(buf, NULL, 10);
+    cr_assert_gt(pid, 0, "not a pid: %s", buf);
+    return pid;
+}
+
+bool tu_pid_ends_within(pid_t pid, double timeout)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+        return errno == ESRCH; /* gone already */
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int n;
+    do
+        n = poll(&pf, 1, (int)(timeout * 1000));
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    return n == 1;
+}
+
+int tu_task_run_sleeper(concur_task *t, const void *in, size_t len)
+{
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof(cmd), "echo $$ > '%.*s'; exec sleep 30", (int)len, (const char *)in);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    concur_prog_output o;
+    int rc = concur_run_prog(argv, NULL, 0, NULL, 0, &o);
+    concur_prog_output_free(&o);
+    return rc ? concur_task_fail(t, rc, "concur_run_prog") : 0;
+}
+
+int tu_task_leave_sleeper(concur_task *t, const void *in, size_t len)
+{
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof(cmd), "sleep 30 </dev/null >/dev/null 2>&1 & echo $! > '%.*s'",
+             (int)len, (const char *)in);
+    return system(cmd) == 0 ? 0 : concur_task_fail(t, CONCUR_ETASK, "system() failed");
 }

@@ -211,6 +211,25 @@ int tu_task_count(concur_task *t, const void *in, size_t len);
 /** Input: a double (seconds). Sleeps that long (timing workload), returns 0. */
 int tu_task_sleep(concur_task *t, const void *in, size_t len);
 
+/* ---- commands a task leaves running ----------------------------------------------- */
+
+/** A FIFO in a new temporary directory; its path goes to @p path (@p cap bytes). Removed by
+ *  tu_fifo_remove. */
+void tu_fifo_make(char *path, size_t cap);
+void tu_fifo_remove(const char *path);
+/** The pid a process wrote (as text, then a newline) into the FIFO at @p path, read within
+ *  @p timeout seconds (asserts that it came). */
+pid_t tu_fifo_read_pid(const char *path, double timeout);
+/** Whether the process @p pid (not necessarily a child) has ended within @p timeout
+ *  seconds: waits on a pidfd, no polling. */
+bool tu_pid_ends_within(pid_t pid, double timeout);
+/** Input: a FIFO's path. Runs `sh -c 'echo $$ > FIFO; exec sleep 30'` with concur_run_prog
+ *  and returns 0 once it ends. */
+int tu_task_run_sleeper(concur_task *t, const void *in, size_t len);
+/** Input: a FIFO's path. Starts `sleep 30` in the background through system() (it outlives
+ *  the task), writes its pid into the FIFO and returns 0. */
+int tu_task_leave_sleeper(concur_task *t, const void *in, size_t len);
+
 /* ---- pools --------------------------------------------------------------------------- */
 
 /** A pool on TU_ENGINE with @p max_workers and default options (asserts success). */
