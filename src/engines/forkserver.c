@@ -361,13 +361,13 @@ static void reap(struct table *t, int sfd, pid_t self)
     struct signalfd_siginfo si;
     while (read(sfd, &si, sizeof(si)) > 0) /* drain; EAGAIN ends it */
         ;
-    bool worker_gone = false;
+    bool reaped = false;
     for (;;) {
         int status;
         struct rusage ru;
         pid_t pid = wait4(-1, &status, WNOHANG, &ru);
         if (pid > 0) {
-            worker_gone |= is_worker(t, pid);
+            reaped = true;
             report(t, pid, status, &ru);
         } else if (pid < 0 && errno == EINTR) {
             continue;
@@ -375,7 +375,10 @@ static void reap(struct table *t, int sfd, pid_t self)
             break; /* 0: none ended; ECHILD: no children */
         }
     }
-    if (worker_gone)
+    /* A worker, or a stray, ended: what it left is re-parented here by now (before its
+     * SIGCHLD). Living workers keep their own trees' leftovers: whatever comes here is a
+     * dead worker's. */
+    if (reaped)
         kill_strays(t, self);
 }
 
@@ -452,10 +455,8 @@ static _Noreturn void server_exit(struct table *t, pid_t self, int code)
         struct rusage ru;
         pid_t pid = wait4(-1, &status, 0, &ru);
         if (pid > 0) {
-            bool worker = is_worker(t, pid);
             report(t, pid, status, &ru);
-            if (worker) /* its leftovers are ours now */
-                kill_strays(t, self);
+            kill_strays(t, self); /* what it left is ours now: else we would wait for it */
         } else if (errno != EINTR) {
             break; /* ECHILD: all reaped */
         }
