@@ -117,12 +117,13 @@ static char g_host[256]; /* this rank's host name, for its jobs' records and the
 /* Signals. mpirun (and srun) pass SIGINT, SIGTERM and SIGHUP on to every rank. The stop
  * signals are blocked before MPI starts its threads, so that none of them dies of one:
  * rank 0 reads them from the signalfd of a local run (main.c), and a serving rank from
- * signal_main, which stops the jobs running there (their watchers see g_signal) and
- * refuses new ones. A serving rank then waits for rank 0 to end the job (it got the signal
+ * signal_main, which stops the jobs running there (it makes g_stopfd readable: every job's
+ * run watches it as its stop_fd) and refuses new ones. A serving rank then waits for rank 0 to end the job (it got the signal
  * too, stops the run and releases the ranks); if rank 0 does not within STOP_GRACE_MS of
  * the rank's last job ending, the rank dies of the signal. */
 enum { STOP_GRACE_MS = 3000 };
 static atomic_int g_signal;  /* the signal that stopped this serving rank, or 0 */
+static int g_stopfd = -1;    /* readable once g_signal is set (never drained) */
 static atomic_int g_running; /* jobs running on this rank */
 
 struct sigwatch {
@@ -153,7 +154,11 @@ static void *signal_main(void *arg)
             break;
     }
     atomic_store(&g_signal, (int)si.ssi_signo);
-    do { /* the jobs here stop (their watchers look every 5 ms) */
+    uint64_t stop = 1;
+    if (write(g_stopfd, &stop, sizeof(stop)) != (ssize_t)sizeof(stop)) {
+        /* cannot fail: an eventfd written once */
+    }
+    do { /* the jobs here stop */
         if (quit_within(sw->quitfd, 10))
             return NULL;
     } while (atomic_load(&g_running) > 0);
@@ -183,7 +188,8 @@ static int sigwatch_start(struct sigwatch *sw)
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || sigprocmask(SIG_BLOCK, &pipe, NULL) < 0)
         return -errno;
     if ((sw->sigfd = signalfd(-1, &set, SFD_CLOEXEC)) < 0 ||
-        (sw->quitfd = eventfd(0, EFD_CLOEXEC)) < 0)
+        (sw->quitfd = eventfd(0, EFD_CLOEXEC)) < 0 ||
+        (g_stopfd < 0 && (g_stopfd = eventfd(0, EFD_CLOEXEC)) < 0))
         return -errno;
     int rc = pthread_create(&sw->th, NULL, signal_main, sw);
     return -rc;
@@ -201,41 +207,6 @@ static void sigwatch_stop(struct sigwatch *sw)
     int sig = atomic_load(&g_signal);
     if (sig)
         kill(getpid(), sig);
-}
-
-/* Ends a rank's command when rank 0 cancels its task (a stop: a signal, --halt now):
- * should_stop is looked at every 5 ms, and the runner's stop descriptor is made readable. */
-struct watch {
-    concur_task *t;
-    int efd;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-};
-
-static void *watch_main(void *arg)
-{
-    struct watch *w = arg;
-    pthread_mutex_lock(&w->mu);
-    while (!w->done) {
-        if (concur_task_should_stop(w->t) || atomic_load(&g_signal)) {
-            uint64_t one = 1;
-            if (write(w->efd, &one, sizeof(one)) < 0) {
-                /* EAGAIN: it is readable already */
-            }
-            break;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 5000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&w->cv, &w->mu, &ts); /* ETIMEDOUT: look again */
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
 }
 
 /* The job's record as its answer (see struct rec). 0 or CONCUR_ENOMEM. */
@@ -294,16 +265,8 @@ static int run_job(concur_task *t, const char *const *argv)
         return concur_task_fail(t, CONCUR_ECANCELED, "the rank was stopped by a signal");
     char *end;
     double timeout = strtod(argv[0], &end);
-    struct watch w = {.t = t, .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-    if (w.efd < 0) {
-        int e = errno;
-        return concur_task_fail(t, -e, "eventfd: %s", strerror(e));
-    }
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    pthread_t th;
-    int trc = pthread_create(&th, NULL, watch_main, &w);
-
+    /* A cancel of this task (rank 0's --halt, a stop) ends the run by itself (a run inside
+     * a pool task stops with it); a signal to this rank through g_stopfd. */
     concur_runner_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.max_workers = 1;
@@ -312,25 +275,14 @@ static int run_job(concur_task *t, const char *const *argv)
     ro.tmpdir = g_opts->tmpdir;
     ro.term_seq = g_opts->ntermseq ? g_opts->termseq : NULL;
     ro.term_seq_len = g_opts->ntermseq;
-    ro.stop_fd = w.efd;
+    ro.stop_fd = g_stopfd;
     concur_cmd c = {.argv = argv + 1}; /* argv is NULL-terminated: the command's own */
     concur_runner *r = NULL;
-    int rc = trc ? -trc : concur_run_batch(&c, 1, &ro, &r);
-
-    if (!trc) {
-        pthread_mutex_lock(&w.mu);
-        w.done = true;
-        pthread_cond_signal(&w.cv);
-        pthread_mutex_unlock(&w.mu);
-        pthread_join(th, NULL);
-    }
+    int rc = concur_run_batch(&c, 1, &ro, &r);
     const concur_result *res = r ? concur_runner_result(r, 0) : NULL;
     if (res)
         rc = answer_record(t, res, g_host);
     concur_runner_destroy(r);
-    close(w.efd);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
     if (rc)
         return concur_task_fail(t, rc, "running the job: %s", concur_strerror(rc));
     return 0;
