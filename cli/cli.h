@@ -103,6 +103,9 @@ int append_record(int fd, const void *data, size_t n);
 /* The path a descriptor is open on (/proc/self/fd), for messages: false when unknown. */
 bool fd_path(int fd, char *out, size_t n);
 
+/* Whether p[0..n) is only blanks (space, \t, \n, \r, \f, \v), as -r sees them. */
+bool only_blanks(const char *p, size_t n);
+
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
 void cli_warn(const char *fmt, ...) CONCUR_PRINTF(1, 2);
@@ -154,6 +157,7 @@ struct cli_opts {
     size_t nnames;
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
+    bool zero_args;       /* -n 0, or -N 0 / -L 0 without --pipe: read an argument, pass none */
     size_t max_chars;     /* -s N: command lines shorter than N bytes (0: not given) */
     bool ctx_replace;     /* -X */
     bool multi;           /* -m */

@@ -77,11 +77,15 @@ void check_output(struct app *a)
     int fd;
     int rc = output_error(&a->out, &name, &fd);
     if (rc && !a->fatal) {
-        char path[4096];
-        if (fd_path(fd, path, sizeof(path)))
-            cli_error("cannot write to %s (%s): %s", name, path, strerror(-rc));
-        else
-            cli_error("cannot write to %s: %s", name, strerror(-rc));
+        /* A reader that went away (`concur ... | head`) stops the run quietly, as it
+         * stops GNU parallel and other commands: no message for EPIPE on stdout. */
+        if (rc != -EPIPE || fd != 1) {
+            char path[4096];
+            if (fd_path(fd, path, sizeof(path)))
+                cli_error("cannot write to %s (%s): %s", name, path, strerror(-rc));
+            else
+                cli_error("cannot write to %s: %s", name, strerror(-rc));
+        }
         fail_fatal(a, rc);
     }
 }

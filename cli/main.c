@@ -14,7 +14,7 @@
  * once all are reaped; concur then writes what is pending and exits 128 + the signal.
  * Jobs killed that way are neither printed nor logged (they are not done, and --resume
  * runs them again). SIGPIPE is blocked too, so that a closed stdout is a failed write
- * (EPIPE) that concur reports, stopping the run, instead of a silent death. The runner
+ * (EPIPE) that stops the run (quietly, as GNU parallel) instead of a death. The runner
  * gives every child a clean signal mask and default dispositions.
  *
  * Exit status (GNU parallel's): 0 when every job succeeded, else the number of failed jobs
@@ -108,7 +108,7 @@ static int setup_signals(struct app *a)
     a->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (a->sigfd < 0)
         return -errno;
-    /* A closed stdout must be a write error (EPIPE) we can report, not a silent death. */
+    /* A closed stdout must be a write error (EPIPE) that stops the run, not a death. */
     sigset_t pipe;
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);

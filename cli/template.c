@@ -593,8 +593,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     bool any = false;
     for (int w = 0; w < o->ncmd && !any; w++)
         any = has_placeholder(t, o->cmd[w], strlen(o->cmd[w]));
-    if (!t->raw && !any && !o->pipe) {
-        /* No placeholder: the arguments are appended, as " {}" (--pipe: none to append). */
+    if (!t->raw && !any && !o->pipe && !o->zero_args) {
+        /* No placeholder: the arguments are appended, as " {}" (--pipe, -n 0: none to append). */
         struct seg all = {.kind = S_ARG};
         begin_piece(t, &t->line);
         add_lit(t, " ", 1);
@@ -716,7 +716,9 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
     bool content = false, missing = false;
     for (size_t i = pc->first; i < pc->first + pc->nsegs; i++) {
         const struct seg *s = &segs[i];
-        content = content || s->kind != S_ARG || s->pos == 0 || s->pos <= j->nargs;
+        /* (a job has no arguments with -n 0: {} is then empty, and a word of it alone goes) */
+        content = content || s->kind != S_ARG || (s->pos == 0 && j->nargs) ||
+                  (s->pos && s->pos <= j->nargs);
         switch (s->kind) {
         case S_LIT:
             buf_add(b, t->text.p + s->off, s->len);
@@ -742,6 +744,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
                     put_value(b, &j->args[s->pos - 1], s->mod, how);
                 else
                     missing = true;
+            } else if (!j->nargs) {
+                missing = true;
             } else if (only >= 0) {
                 put_value(b, &j->args[only], s->mod, how);
             } else {

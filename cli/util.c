@@ -204,6 +204,14 @@ void wr_free(struct writer *w)
     w->len = w->cap = 0;
 }
 
+bool only_blanks(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!p[i] || !strchr(" \t\n\r\f\v", p[i]))
+            return false;
+    return true;
+}
+
 /* ------------------------------------------------------------------ messages */
 
 bool fd_path(int fd, char *out, size_t n)

@@ -524,3 +524,18 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   same_as_parallel -k --header 0 echo '{t1}' '{f2}' :::: t1 f2
   same_as_parallel -k --header 0 echo '{f2}' ::: q :::: f2
 }
+
+# ------------------------------------------------------------------ a closed stdout
+
+@test "a reader that goes away (| head) stops concur without a message, as GNU parallel" {
+  run bash -c '"$CONCUR" --lb seq ::: 1000000 | head -2'
+  [ "$output" = "$(printf '1\n2')" ]
+  run bash -c '"$CONCUR" -k seq ::: 1000000 1000000 | head -1; echo "exit ${PIPESTATUS[0]}"'
+  [ "$output" = "$(printf '1\nexit 255')" ]
+  # other write errors are still reported: a full disk on stdout
+  if [ -w /dev/full ]; then
+    run bash -c '"$CONCUR" echo ::: a >/dev/full'
+    [ "$status" -eq 255 ]
+    [[ "$output" == *"cannot write to standard output"*"No space left on device"* ]]
+  fi
+}
