@@ -51,7 +51,8 @@ enum mod {
 struct seg {
     enum seg_kind kind;
     enum mod mod;
-    unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} */
+    unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} and {-n} */
+    bool from_end;   /* {-n}: the n-th argument from the last */
     size_t off, len; /* S_LIT: bytes in tpl->text */
 };
 
@@ -157,8 +158,11 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     if (n < 2 || s[0] != '{')
         return 0;
     /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
-     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. */
-    size_t digits = strspn(s + 1, "0123456789"), at = 1 + digits;
+     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. {-n} counts from the
+     * last argument. */
+    bool from_end = n > 2 && s[1] == '-' && s[2] >= '0' && s[2] <= '9';
+    size_t lead = from_end ? 2 : 1;
+    size_t digits = strspn(s + lead, "0123456789"), at = lead + digits;
     while (digits && at < n && strchr(" \t\n\r\f\v", s[at]) && s[at] && !joining_space(t, s + at))
         at++;
     const char *close = memchr(s + at, '}', n - at < 16 ? n - at : 16);
@@ -181,11 +185,12 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         return len;
     }
     unsigned pos = 0;
+    p = s + lead;
     while (p < e && *p >= '0' && *p <= '9' && pos < 100000)
         pos = pos * 10 + (unsigned)(*p++ - '0');
-    if (p != s + 1 && pos == 0)
+    if (p != s + lead && pos == 0)
         return 0; /* {0} */
-    if (p != s + 1 + digits)
+    if (p != s + lead + digits)
         return 0; /* a number too long */
     p = s + at;
     int mod = match_mod(t, p, (size_t)(e - p));
@@ -196,6 +201,7 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     out->kind = S_ARG;
     out->mod = (enum mod)mod;
     out->pos = pos;
+    out->from_end = from_end;
     return len;
 }
 
@@ -741,7 +747,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
-                    put_value(b, &j->args[s->pos - 1], s->mod, how);
+                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1],
+                              s->mod, how);
                 else
                     missing = true;
             } else if (!j->nargs) {

@@ -539,3 +539,16 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     [[ "$output" == *"cannot write to standard output"*"No space left on device"* ]]
   fi
 }
+
+# ------------------------------------------------------------------ {-n}
+
+@test "{-n} is the n-th argument from the last, as GNU parallel (par_negative_replacement)" {
+  run "$CONCUR" -X -j1 -N 6 echo {-1}orrec{1} ::: t B X D E c
+  [ "$output" = correct ]
+  run "$CONCUR" --colsep ' ' echo '{2} + {4} = {2} + {-1}=' '$(( {2} + {-1} ))' ::: "1 2 3 4"
+  [ "$output" = "2 + 4 = 2 + 4= 6" ]
+  run "$CONCUR" -k --colsep , echo '{-1.}' '{-2/}' ::: a,b/c.d,e.f x,y
+  [ "$output" = "$(printf 'e c.d\ny x')" ]
+  same_as_parallel -k -N3 echo {-1}-{-3} ::: a b c d e f
+  same_as_parallel -k --colsep ' ' echo '{-3}orrect' ::: "1 c 3 4"
+}
