@@ -637,6 +637,14 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
         struct seg ph;
+        if (o->ctx_replace && s[i] == ' ') { /* -X: {} is repeated within its word */
+            end_piece(t, &t->line, true);
+            begin_piece(t, &t->line);
+            add_lit(t, s + i++, 1);
+            end_piece(t, &t->line, false);
+            begin_piece(t, &t->line);
+            continue;
+        }
         size_t plen = parse_ph(t, s + i, n - i, &ph);
         if (plen) {
             add_seg(t, &ph);
@@ -646,7 +654,7 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
             i++;
         }
     }
-    end_piece(t, &t->line, false);
+    end_piece(t, &t->line, o->ctx_replace);
     if (!buf_ok(&t->text) || !buf_ok(&t->segs) || !buf_ok(&t->line)) {
         tpl_free(t);
         return CONCUR_ENOMEM;

@@ -552,3 +552,10 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   same_as_parallel -k -N3 echo {-1}-{-3} ::: a b c d e f
   same_as_parallel -k --colsep ' ' echo '{-3}orrect' ::: "1 c 3 4"
 }
+
+@test "--tagstring with -X repeats the word of {} for each argument, as GNU parallel (par_tagstring)" {
+  run "$CONCUR" -j1 -X -v --tagstring a{}b echo ::: 3 4
+  [ "$output" = "$(printf 'a3b a4b\techo 3 4\na3b a4b\t3 4')" ]
+  same_as_parallel -j1 -k -X --tagstring 'x {} y{.}z' echo ::: 3 4.x
+  same_as_parallel -j1 -k -m --tagstring 'a{}b' echo ::: 3 4.x
+}
