@@ -52,19 +52,19 @@ jobs=${GNU_SUITE_JOBS:-2}
 only=${GNU_SUITE_ONLY:-}
 
 work=/tmp/gnu-suite.$UID
-rm -rf "$work" && mkdir -p "$work/bin-concur" "$work/bin-gnu" "$work/cases" "$work/out" || exit 1
+rm -rf "$work" && mkdir -p "$work/bin-concur" "$work/bin-gnu" "$work/bin" "$work/cases" "$work/out" ||
+  exit 1
 
 # `parallel` for each side (a symbolic link, as a drop-in install would have it: a #!/bin/sh
 # wrapper would lose the cases' exported bash functions, which dash drops from the
 # environment), and the helper commands the suite's author has on his PATH.
+# (The helpers are in one directory for both sides: their path shows in some messages.)
 ln -s "$concur" "$work/bin-concur/parallel" && ln -s "$gnu" "$work/bin-gnu/parallel" || exit 1
-for side in concur gnu; do
-  printf '#!/bin/bash\n"$@" 2>&1\n' >"$work/bin-$side/stdout"
-  printf '#!/bin/bash\nexec perl -pe '\''BEGIN{$t=$ENV{TMPDIR}} $t ne "" and s:\\Q$t\\E:/TMP:g'\''\n' \
-    >"$work/bin-$side/replace_tmpdir"
-  printf '#!/bin/bash\nexec perl -ne '\''print unless $seen{$_}++'\''\n' >"$work/bin-$side/puniq"
-  chmod +x "$work/bin-$side"/stdout "$work/bin-$side"/replace_tmpdir "$work/bin-$side"/puniq || exit 1
-done
+printf '#!/bin/bash\n"$@" 2>&1\n' >"$work/bin/stdout"
+printf '#!/bin/bash\nexec perl -pe '\''BEGIN{$t=$ENV{TMPDIR}} $t ne "" and s:\\Q$t\\E:/TMP:g'\''\n' \
+  >"$work/bin/replace_tmpdir"
+printf '#!/bin/bash\nexec perl -ne '\''print unless $seen{$_}++'\''\n' >"$work/bin/puniq"
+chmod +x "$work/bin/stdout" "$work/bin/replace_tmpdir" "$work/bin/puniq" || exit 1
 
 # The options concur lists: "OPT[ ARG]" per line, from the option column of --help.
 "$concur" --help | perl -ne '
@@ -148,7 +148,7 @@ run_case() {
   # behind (e.g. a writer blocked on a fifo) is killed with that group once it returns.
   (
     cd "$dir" || exit 1
-    export HOME="$dir/home" TMPDIR="$dir/tmp" PATH="$work/bin-$side:$PATH" LC_ALL=C.UTF-8
+    export HOME="$dir/home" TMPDIR="$dir/tmp" PATH="$work/bin-$side:$work/bin:$PATH" LC_ALL=C.UTF-8
     unset PARALLEL PARALLEL_HOME PARALLEL_ENV
     timeout -k 2 "$limit" bash -c 'source "$1" >/dev/null 2>&1; "$2" 2>&1' _ \
       "$work/cases/$base.sh" "$name" </dev/null >"$dir.raw" 2>&1 &
