@@ -421,22 +421,7 @@ void json_string(struct buf *b, const void *data, size_t n)
         case '\\':
             buf_add(b, "\\\\", 2);
             break;
-        case '\n':
-            buf_add(b, "\\n", 2);
-            break;
-        case '\t':
-            buf_add(b, "\\t", 2);
-            break;
-        case '\r':
-            buf_add(b, "\\r", 2);
-            break;
-        case '\b':
-            buf_add(b, "\\b", 2);
-            break;
-        case '\f':
-            buf_add(b, "\\f", 2);
-            break;
-        default:
+        default: /* every control character as \u00XX, newlines too, as GNU parallel */
             buf_printf(b, "\\u%04x", c);
             break;
         }

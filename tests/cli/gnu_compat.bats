@@ -141,7 +141,7 @@ load helpers
   run "$CONCUR" -k --results -.json echo ::: a b
   [ "$status" -eq 0 ]
   [ "${#lines[@]}" -eq 2 ]
-  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\n", "Stderr": "" }' ]]
+  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\u000a", "Stderr": "" }' ]]
   [[ ${lines[1]} == '{ "Seq": 2, '*'"V": [ "b" ]'* ]]
   [ -z "$(ls -A)" ] # no file named -.json
   "$CONCUR" -k --results -.csv echo ::: a 'b c' >out
@@ -558,4 +558,16 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   [ "$output" = "$(printf 'a3b a4b\techo 3 4\na3b a4b\t3 4')" ]
   same_as_parallel -j1 -k -X --tagstring 'x {} y{.}z' echo ::: 3 4.x
   same_as_parallel -j1 -k -m --tagstring 'a{}b' echo ::: 3 4.x
+}
+
+@test "--results X.json writes control characters as \\u00XX, newlines too, as GNU parallel (par_json)" {
+  run "$CONCUR" --results -.json printf '%s' ::: "$(printf 't\tn\nx\001"\\')"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *'"Stdout": "t\u0009n\u000ax\u0001\"\\", "Stderr": ""'* ]]
+  if command -v parallel >/dev/null; then
+    printf 'a\tb\n' >in
+    "$CONCUR" -k --results -.json cat ::: in | perl -pe 's/\d+\.\d+/0/g' >c
+    parallel --will-cite -k --results -.json cat ::: in | perl -pe 's/\d+\.\d+/0/g' >p
+    diff p c
+  fi
 }
