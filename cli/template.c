@@ -60,6 +60,7 @@ struct seg {
 struct piece {
     size_t first, nsegs;
     bool ctx; /* -X: expanded once per argument */
+    bool raw; /* the line's first word: its placeholders' values go in unquoted */
 };
 
 struct tpl {
@@ -449,6 +450,16 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
         end_piece(t, &t->line, ctx_replace);
     if (st != OUT)
         direct = false; /* unbalanced quotes: let the shell say so */
+    /* As GNU parallel, a placeholder in the first word of the line is not quoted: with
+     * `{} x` and the argument `ls -l`, the line is `ls -l x` (the shell splits it). */
+    if (n && s[0] != ' ' && s[0] != '\t' && buf_ok(&t->line) && NPIECES(t->line)) {
+        struct piece *p0 = &PIECES(t->line)[0];
+        for (size_t i = p0->first; i < p0->first + p0->nsegs; i++)
+            if (SEGS(t)[i].kind == S_ARG) {
+                p0->raw = true;
+                direct = false;
+            }
+    }
     if (!direct) {
         t->direct = false;
         return;
@@ -800,14 +811,15 @@ static void expand_line(const struct tpl *t, const struct jobview *j, enum how h
     }
     const struct piece *pcs = (const struct piece *)t->line.p;
     for (size_t k = 0; k < NPIECES(t->line); k++) {
+        enum how h = pcs[k].raw && how == QUOTED ? PLAIN : how;
         if (!pcs[k].ctx) {
-            expand_piece(t, &pcs[k], j, -1, how, b, NULL);
+            expand_piece(t, &pcs[k], j, -1, h, b, NULL);
             continue;
         }
         for (size_t a = 0; a < j->nargs; a++) {
             if (a)
                 buf_addc(b, ' ');
-            expand_piece(t, &pcs[k], j, (long)a, how, b, NULL);
+            expand_piece(t, &pcs[k], j, (long)a, h, b, NULL);
         }
     }
 }

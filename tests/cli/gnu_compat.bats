@@ -571,3 +571,20 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     diff p c
   fi
 }
+
+# ------------------------------------------------------------------ the first word
+
+@test "a placeholder in the line's first word is not quoted, as GNU parallel (par_replacement_string_as_part_of_command)" {
+  run bash -c 'echo "ls /bin/ls" | "$CONCUR" {}'
+  [ "$output" = /bin/ls ]
+  run bash -c 'echo "s /bin/ls" | "$CONCUR" l{}'
+  [ "$output" = /bin/ls ]
+  run "$CONCUR" -k {} ::: 'echo a; echo b' 'printf %s\\n c'
+  [ "$output" = "$(printf 'a\nb\nc')" ]
+  # elsewhere the values stay quoted
+  run "$CONCUR" --dry-run 'echo {}; {}' ::: 'echo x'
+  [ "$output" = "echo 'echo x'; 'echo x'" ]
+  for cmd in '{} x' 'x{} y' '{.} y' 'echo {}; {}' '{1} y' ' {}' '{}|cat' "{} 'z'"; do
+    same_as_parallel --dry-run "$cmd" ::: 'a b.c'
+  done
+}
