@@ -316,6 +316,8 @@ bool tpl_needs_total(const struct tpl *t);
 void tpl_set_total(struct tpl *t, size_t total);
 /* Whether the command is exec'd without a shell (for tests and messages). */
 bool tpl_is_direct(const struct tpl *t);
+/* Whether a template holds a replacement string (one made by tpl_compile_plain). */
+bool tpl_has_placeholder(const struct tpl *t);
 
 /* Splits a line into words if it is "simple" (plain words and quoted strings, no shell
  * syntax): appends the words, NUL-terminated, to `strs` and returns their count; returns
@@ -375,7 +377,8 @@ struct results;
 
 /* --results PATH: a .json file, a .csv/.tsv file (-.json, -.csv, -.tsv: standard output,
  * through stdout_w), or a directory. 0 or negative. */
-int results_open(struct results **out, const char *path, struct writer *stdout_w);
+int results_open(struct results **out, const char *path, struct writer *stdout_w,
+                 const struct cli_opts *o);
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
 /* --header: a results directory names its levels by the columns' names, not numbers. */
 void results_set_names(struct results *r, const struct field *names, size_t n);

@@ -267,7 +267,7 @@ static int run(struct app *a)
 {
     const struct cli_opts *o = &a->o;
     int rc;
-    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out)) != 0)
+    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out, o)) != 0)
         return rc;
     if (a->res)
         results_set_names(a->res, o->names, o->nnames);

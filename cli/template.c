@@ -685,6 +685,14 @@ void tpl_free(struct tpl *t)
     free(t);
 }
 
+bool tpl_has_placeholder(const struct tpl *t)
+{
+    for (size_t i = 0; i < NSEGS(t); i++)
+        if (SEGS(t)[i].kind != S_LIT)
+            return true;
+    return false;
+}
+
 bool tpl_is_direct(const struct tpl *t)
 {
     return t->direct;

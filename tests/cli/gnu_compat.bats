@@ -588,3 +588,25 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     same_as_parallel --dry-run "$cmd" ::: 'a b.c'
   done
 }
+
+@test "--results PATH with replacement strings: each job's files at its expanded PATH, as GNU parallel (par_result_replace)" {
+  run "$CONCUR" -k --results r_{}_x 'echo {}; echo e{} >&2' ::: foo 'a b'
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  [ "$(cat r_foo_x)" = foo ] && [ "$(cat r_foo_x.err)" = efoo ] && [ "$(cat r_foo_x.seq)" = 1 ]
+  [ "$(cat 'r_a b_x')" = "a b" ] && [ "$(cat 'r_a b_x.seq')" = 2 ]
+  "$CONCUR" --results d_{}/ 'echo {}; echo e{} >&2' ::: foo
+  [ "$(cat d_foo/stdout)" = foo ] && [ "$(cat d_foo/stderr)" = efoo ] && [ "$(cat d_foo/seq)" = 1 ]
+  "$CONCUR" --results n_{1}/x{2}.{#} echo ::: foo ::: bar
+  [ "$(cat n_foo/xbar.1)" = "foo bar" ]
+  if command -v parallel >/dev/null; then
+    mkdir g c
+    for d in g c; do
+      if [ $d = g ]; then p=(parallel --will-cite); else p=("$CONCUR"); fi
+      (cd $d && "${p[@]}" -k --results r_{}_x 'echo {}; echo e{} >&2' ::: foo 'a b' &&
+        "${p[@]}" --results d_{}/ 'echo {}; echo e{} >&2' ::: foo &&
+        "${p[@]}" --results n_{1}/x{2}.{#} echo ::: foo ::: bar)
+    done
+    [ "$(cd g && find . | sort)" = "$(cd c && find . | sort)" ]
+  fi
+}
