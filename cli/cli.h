@@ -150,6 +150,7 @@ struct cli_opts {
     bool trim_set;              /* --trim given */
     bool link;                  /* --link: groups in step, the shorter ones wrapping around */
     bool header;       /* --header (not 0): the first element of each group names its columns */
+    const char *header_re; /* --header's value (--pipe: what the header is) */
     bool header_files; /* --header 0: the names of the :::: / -a files name columns */
     /* --header: the names of the columns, as fields whose col is their column (set from
      * input_header() once the input is open; they point into the input) */
@@ -272,6 +273,9 @@ int pipe_next(struct pipe_in *p, struct pblock **out);
 /* Whether stdin can be waited for by the runner's loop (a pipe or a socket): if so,
  * pipe_next() never blocks from now on and answers CONCUR_EAGAIN instead. */
 bool pipe_can_wait(struct pipe_in *p);
+/* --header: *b with the header in front, in a block of its own (*b goes back to the free
+ * list); nothing without a header. 0 or CONCUR_ENOMEM. */
+int pipe_header(struct pipe_in *p, struct pblock **b);
 /* A block back to the free list (NULL accepted). */
 void pipe_put(struct pipe_in *p, struct pblock *b);
 /* Frees a block that no pipe_in will take back (NULL accepted). */

@@ -276,6 +276,10 @@ static int build_pipe_job(struct app *a, struct job **out)
             break;
         pipe_put(a->pin, b);
     }
+    if ((rc = pipe_header(a->pin, &b)) != 0) {
+        pipe_put(a->pin, b);
+        return rc;
+    }
     struct job *j = job_get(a);
     if (!j) {
         pipe_put(a->pin, b);

@@ -652,6 +652,7 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
          * takes the first line, but 0, with which the files' names name the columns. */
         o->header = strcmp(val, "0") != 0;
         o->header_files = !o->header;
+        o->header_re = val;
         break;
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
@@ -775,8 +776,8 @@ static int settle_pipe(struct parse *p)
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
-    if (o->header || o->header_files)
-        return usage_error("--header is not supported with %s%s", "--pipe", "");
+    if (o->header_files)
+        return usage_error("--header 0 is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
     if (o->halt_pct && o->halt_when != HALT_NEVER)

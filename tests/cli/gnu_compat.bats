@@ -315,8 +315,22 @@ load helpers
   "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
   [ "$(cat r/a/1/stdout)" = 1 ]
   [ "$(cat r/a/2/stdout)" = 2 ]
-  run "$CONCUR" --pipe --header : cat </dev/null
+  run "$CONCUR" --pipe --header 0 cat </dev/null
   [ "$status" -eq 2 ]
+}
+
+@test "--pipe --header: the header goes in front of every block, as GNU parallel (par_header)" {
+  (echo h1; echo h2; echo 1a; echo 1b; echo 2a; echo 2b; echo 3a) >in
+  run "$CONCUR" -j1 --pipe -N2 -k --header '.*\n.*\n' 'echo Start; cat; echo Stop' <in
+  [ "$output" = "$(printf 'Start\nh1\nh2\n1a\n1b\nStop\nStart\nh1\nh2\n2a\n2b\nStop\nStart\nh1\nh2\n3a\nStop')" ]
+  same_as_parallel --stdin in -j1 --pipe -N2 -k --header : 'echo Start; cat; echo Stop'
+  same_as_parallel --stdin in -j1 --pipe -N2 -k --header 2 'echo Start; cat; echo Stop'
+  # the first block is read after the header, as GNU parallel reads it
+  same_as_parallel --stdin in -j1 --pipe -k --block 10 --header : 'echo Start; cat; echo Stop'
+  (echo h1; echo h2; perl -e '$a="x"x110;for(1..22){print $_,$a,"\n"}') >big
+  same_as_parallel --stdin big -j1 --pipe -k --block 1k --header '.*\n.*\n' 'echo Start; cat; echo Stop'
+  run "$CONCUR" --pipe --header '(' cat <in
+  [ "$status" -ne 0 ]
 }
 
 # ------------------------------------------------------------------ --retries
