@@ -106,6 +106,11 @@ bool fd_path(int fd, char *out, size_t n);
 /* Whether p[0..n) is only blanks (space, \t, \n, \r, \f, \v), as -r sees them. */
 bool only_blanks(const char *p, size_t n);
 
+/* Messages name the program "parallel" when argv[0]'s base name is parallel (a drop-in
+ * link), else "concur"; cli_name() is that name. */
+void cli_set_name(const char *argv0);
+const char *cli_name(void);
+
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
 void cli_warn(const char *fmt, ...) CONCUR_PRINTF(1, 2);
@@ -149,9 +154,9 @@ struct cli_opts {
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
     bool link;                  /* --link: groups in step, the shorter ones wrapping around */
-    bool header;       /* --header (not 0): the first element of each group names its columns */
+    bool header;           /* --header (not 0): the first element of each group names its columns */
     const char *header_re; /* --header's value (--pipe: what the header is) */
-    bool header_files; /* --header 0: the names of the :::: / -a files name columns */
+    bool header_files;     /* --header 0: the names of the :::: / -a files name columns */
     /* --header: the names of the columns, as fields whose col is their column (set from
      * input_header() once the input is open; they point into the input) */
     const struct field *names;

@@ -398,6 +398,7 @@ int main(int argc, char **argv)
     tune_malloc();
     memset(a, 0, sizeof(*a));
     a->sigfd = -1;
+    cli_set_name(argc > 0 ? argv[0] : NULL);
     int rc = opts_parse(argc, argv, &a->o);
     if (rc)
         return rc == 1 ? 0 : rc;

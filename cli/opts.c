@@ -772,7 +772,10 @@ static int settle_pipe(struct parse *p)
     }
     if ((p->n_set && !o->max_args) || (p->l_set && !o->max_lines) || o->zero_args)
         return usage_error("bad value for %s: '%s'",
-                           o->zero_args ? "-n" : p->n_set && !o->max_args ? "-N" : "-L", "0");
+                           o->zero_args               ? "-n"
+                           : p->n_set && !o->max_args ? "-N"
+                                                      : "-L",
+                           "0");
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");

@@ -774,8 +774,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
-                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1],
-                              s->mod, how);
+                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1], s->mod,
+                              how);
                 else
                     missing = true;
             } else if (!j->nargs) {

@@ -225,10 +225,29 @@ bool fd_path(int fd, char *out, size_t n)
     return true;
 }
 
+/* The name messages start with: "parallel" when run under that name (a drop-in link),
+ * whose warnings then say "Warning:" as GNU parallel's do. */
+static const char *prog_name = "concur";
+
+void cli_set_name(const char *argv0)
+{
+    const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+    base = base ? base + 1 : argv0;
+    if (base && !strcmp(base, "parallel"))
+        prog_name = "parallel";
+}
+
+const char *cli_name(void)
+{
+    return prog_name;
+}
+
 static void vmessage(const char *prefix, const char *fmt, va_list ap)
 {
     char line[4096];
-    int n = snprintf(line, sizeof(line), "concur: %s", prefix);
+    if (!strcmp(prefix, "warning: ") && !strcmp(prog_name, "parallel"))
+        prefix = "Warning: ";
+    int n = snprintf(line, sizeof(line), "%s: %s", prog_name, prefix);
     if (n < 0)
         return;
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

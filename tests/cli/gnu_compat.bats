@@ -624,3 +624,16 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
     [ "$(cd g && find . | sort)" = "$(cd c && find . | sort)" ]
   fi
 }
+
+# ------------------------------------------------------------------ run as parallel
+
+@test "run under the name parallel (a drop-in link), concur names itself parallel in its messages" {
+  ln -s "$CONCUR" parallel
+  run ./parallel -j1 --halt now,fail=1 'echo {#}; exit {}' ::: 0 1 0
+  [ "$output" = "$(printf '1\n2\nparallel: This job failed:\necho 2; exit 1')" ]
+  run bash -c 'printf "b\r\nc\r\nd\r\n" | ./parallel -k echo {}a'
+  [[ "$output" == *'parallel: Warning: The first three values end in CR-NL.'* ]]
+  # under its own name, its own
+  run bash -c 'printf "b\r\nc\r\nd\r\n" | "$CONCUR" -k echo {}a'
+  [[ "$output" == *'concur: warning: The first three values end in CR-NL.'* ]]
+}
