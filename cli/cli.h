@@ -103,6 +103,14 @@ int append_record(int fd, const void *data, size_t n);
 /* The path a descriptor is open on (/proc/self/fd), for messages: false when unknown. */
 bool fd_path(int fd, char *out, size_t n);
 
+/* Whether p[0..n) is only blanks (space, \t, \n, \r, \f, \v), as -r sees them. */
+bool only_blanks(const char *p, size_t n);
+
+/* Messages name the program "parallel" when argv[0]'s base name is parallel (a drop-in
+ * link), else "concur"; cli_name() is that name. */
+void cli_set_name(const char *argv0);
+const char *cli_name(void);
+
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
 void cli_warn(const char *fmt, ...) CONCUR_PRINTF(1, 2);
@@ -146,14 +154,16 @@ struct cli_opts {
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
     bool link;                  /* --link: groups in step, the shorter ones wrapping around */
-    bool header;       /* --header (not 0): the first element of each group names its columns */
-    bool header_files; /* --header 0: the names of the :::: / -a files name columns */
+    bool header;           /* --header (not 0): the first element of each group names its columns */
+    const char *header_re; /* --header's value (--pipe: what the header is) */
+    bool header_files;     /* --header 0: the names of the :::: / -a files name columns */
     /* --header: the names of the columns, as fields whose col is their column (set from
      * input_header() once the input is open; they point into the input) */
     const struct field *names;
     size_t nnames;
     /* building commands */
     size_t max_args;      /* -n N (0: not given) */
+    bool zero_args;       /* -n 0, or -N 0 / -L 0 without --pipe: read an argument, pass none */
     size_t max_chars;     /* -s N: command lines shorter than N bytes (0: not given) */
     bool ctx_replace;     /* -X */
     bool multi;           /* -m */
@@ -268,6 +278,9 @@ int pipe_next(struct pipe_in *p, struct pblock **out);
 /* Whether stdin can be waited for by the runner's loop (a pipe or a socket): if so,
  * pipe_next() never blocks from now on and answers CONCUR_EAGAIN instead. */
 bool pipe_can_wait(struct pipe_in *p);
+/* --header: *b with the header in front, in a block of its own (*b goes back to the free
+ * list); nothing without a header. 0 or CONCUR_ENOMEM. */
+int pipe_header(struct pipe_in *p, struct pblock **b);
 /* A block back to the free list (NULL accepted). */
 void pipe_put(struct pipe_in *p, struct pblock *b);
 /* Frees a block that no pipe_in will take back (NULL accepted). */
@@ -312,6 +325,8 @@ bool tpl_needs_total(const struct tpl *t);
 void tpl_set_total(struct tpl *t, size_t total);
 /* Whether the command is exec'd without a shell (for tests and messages). */
 bool tpl_is_direct(const struct tpl *t);
+/* Whether a template holds a replacement string (one made by tpl_compile_plain). */
+bool tpl_has_placeholder(const struct tpl *t);
 
 /* Splits a line into words if it is "simple" (plain words and quoted strings, no shell
  * syntax): appends the words, NUL-terminated, to `strs` and returns their count; returns
@@ -371,7 +386,8 @@ struct results;
 
 /* --results PATH: a .json file, a .csv/.tsv file (-.json, -.csv, -.tsv: standard output,
  * through stdout_w), or a directory. 0 or negative. */
-int results_open(struct results **out, const char *path, struct writer *stdout_w);
+int results_open(struct results **out, const char *path, struct writer *stdout_w,
+                 const struct cli_opts *o);
 int results_write(struct results *r, const struct jobdone *d); /* 0 or -errno */
 /* --header: a results directory names its levels by the columns' names, not numbers. */
 void results_set_names(struct results *r, const struct field *names, size_t n);

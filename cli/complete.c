@@ -77,11 +77,15 @@ void check_output(struct app *a)
     int fd;
     int rc = output_error(&a->out, &name, &fd);
     if (rc && !a->fatal) {
-        char path[4096];
-        if (fd_path(fd, path, sizeof(path)))
-            cli_error("cannot write to %s (%s): %s", name, path, strerror(-rc));
-        else
-            cli_error("cannot write to %s: %s", name, strerror(-rc));
+        /* A reader that went away (`concur ... | head`) stops the run quietly, as it
+         * stops GNU parallel and other commands: no message for EPIPE on stdout. */
+        if (rc != -EPIPE || fd != 1) {
+            char path[4096];
+            if (fd_path(fd, path, sizeof(path)))
+                cli_error("cannot write to %s (%s): %s", name, path, strerror(-rc));
+            else
+                cli_error("cannot write to %s: %s", name, strerror(-rc));
+        }
         fail_fatal(a, rc);
     }
 }
@@ -108,7 +112,7 @@ static void note(struct app *a, const char *what, struct job *j, bool own_line)
     struct buf *b = own_line ? &a->halt_msg : &a->scratch;
     if (!own_line)
         buf_reset(b);
-    buf_printf(b, "concur: %s:%c", what, own_line ? '\n' : ' ');
+    buf_printf(b, "%s: %s:%c", cli_name(), what, own_line ? '\n' : ' ');
     if (line)
         buf_add(b, line->p, line->len);
     buf_addc(b, '\n');
@@ -204,8 +208,8 @@ static void halt_waiting(struct app *a)
 {
     if (a->o.halt_when != HALT_SOON || a->running == 0)
         return;
-    buf_printf(&a->halt_msg, "concur: Starting no more jobs. Waiting for %zu jobs to finish.\n",
-               a->running);
+    buf_printf(&a->halt_msg, "%s: Starting no more jobs. Waiting for %zu jobs to finish.\n",
+               cli_name(), a->running);
 }
 
 /* --halt, after the job's output, with GNU parallel's notes ("This job failed:" and the
@@ -292,7 +296,7 @@ static void read_ending(struct app *a, struct job *j, const concur_result *res, 
     if (!res->spawned) {
         /* The reason, as the job's stderr (where the shell would have put it). */
         buf_reset(&a->errmsg);
-        buf_printf(&a->errmsg, "concur: %s\n",
+        buf_printf(&a->errmsg, "%s: %s\n", cli_name(),
                    res->error_message ? res->error_message : concur_strerror(res->error));
         d->err = a->errmsg.p;
         d->err_len = buf_ok(&a->errmsg) ? a->errmsg.len : 0;

@@ -770,9 +770,8 @@ static int next_items(struct input *in)
 static bool items_blank(const struct input *in)
 {
     for (size_t i = 0; i < in->ng; i++)
-        for (size_t k = 0; k < in->items[i].len; k++)
-            if (!strchr(" \t\n\r\f\v", in->items[i].p[k]) || !in->items[i].p[k])
-                return false;
+        if (!only_blanks(in->items[i].p, in->items[i].len))
+            return false;
     return true;
 }
 

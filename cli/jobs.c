@@ -258,15 +258,26 @@ static void job_seal(struct job *j)
 }
 
 /* --pipe: the job's stdin is the next block; its one argument is empty ({} is '' on the
- * command line, as with GNU parallel). */
+ * command line, as with GNU parallel). With -r, a block of blanks only runs nothing (GNU
+ * parallel's "if the stdin only contains whitespace, do not run the command"). */
 static int build_pipe_job(struct app *a, struct job **out)
 {
     struct pblock *b = NULL;
     if (a->input_done)
         return 0;
-    int rc = pipe_next(a->pin, &b);
-    if (rc <= 0) {
-        a->input_done = rc != CONCUR_EAGAIN; /* EAGAIN: no data yet (the runner waits) */
+    int rc;
+    for (;;) {
+        rc = pipe_next(a->pin, &b);
+        if (rc <= 0) {
+            a->input_done = rc != CONCUR_EAGAIN; /* EAGAIN: no data yet (the runner waits) */
+            return rc;
+        }
+        if (!a->o.no_run_if_empty || !only_blanks(b->data, b->len))
+            break;
+        pipe_put(a->pin, b);
+    }
+    if ((rc = pipe_header(a->pin, &b)) != 0) {
+        pipe_put(a->pin, b);
         return rc;
     }
     struct job *j = job_get(a);
@@ -404,6 +415,10 @@ int build_job(struct app *a, struct job **out)
         if (!j && !(j = job_get(a))) {
             rc = CONCUR_ENOMEM;
             goto fail;
+        }
+        if (a->o.zero_args) { /* -n 0: the argument is read, and not passed */
+            nrec++;
+            continue;
         }
         job_add_record(j, f, n);
         if (a->max_chars && (rc = fits_max_chars(a, j, n, nrec)) <= 0) {

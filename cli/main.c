@@ -14,7 +14,7 @@
  * once all are reaped; concur then writes what is pending and exits 128 + the signal.
  * Jobs killed that way are neither printed nor logged (they are not done, and --resume
  * runs them again). SIGPIPE is blocked too, so that a closed stdout is a failed write
- * (EPIPE) that concur reports, stopping the run, instead of a silent death. The runner
+ * (EPIPE) that stops the run (quietly, as GNU parallel) instead of a death. The runner
  * gives every child a clean signal mask and default dispositions.
  *
  * Exit status (GNU parallel's): 0 when every job succeeded, else the number of failed jobs
@@ -108,7 +108,7 @@ static int setup_signals(struct app *a)
     a->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (a->sigfd < 0)
         return -errno;
-    /* A closed stdout must be a write error (EPIPE) we can report, not a silent death. */
+    /* A closed stdout must be a write error (EPIPE) that stops the run, not a death. */
     sigset_t pipe;
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
@@ -267,7 +267,7 @@ static int run(struct app *a)
 {
     const struct cli_opts *o = &a->o;
     int rc;
-    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out)) != 0)
+    if (o->results && (rc = results_open(&a->res, o->results, &a->out.out, o)) != 0)
         return rc;
     if (a->res)
         results_set_names(a->res, o->names, o->nnames);
@@ -398,6 +398,7 @@ int main(int argc, char **argv)
     tune_malloc();
     memset(a, 0, sizeof(*a));
     a->sigfd = -1;
+    cli_set_name(argc > 0 ? argv[0] : NULL);
     int rc = opts_parse(argc, argv, &a->o);
     if (rc)
         return rc == 1 ? 0 : rc;

@@ -109,7 +109,8 @@ static const struct optdef optdefs[] = {
     {O_HEADER, 0, "header", ":", "the first input line names the columns: {name} (0: files)", NULL},
     {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
     {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
-    {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command", "Commands"},
+    {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command (0: none)",
+     "Commands"},
     {O_MAXCHARS, 's', "max-chars", "N", "command lines of fewer than N characters", NULL},
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
@@ -126,8 +127,9 @@ static const struct optdef optdefs[] = {
     {O_BLOCKSIZE, 0, "block-size", "SIZE", NULL, NULL},
     {O_RECEND, 0, "recend", "STR", "records end with STR (default \\n; '' for none)", NULL},
     {O_RECSTART, 0, "recstart", "STR", "records start with STR", NULL},
-    {O_MAXREPL, 'N', "max-replace-args", "N", "with --pipe: N records per job (as -n)", NULL},
-    {O_MAXLINES, 'L', NULL, "N", "with --pipe: a record is N lines", NULL},
+    {O_MAXREPL, 'N', "max-replace-args", "N", "-n N, and -X for {} (--pipe: N records a job)",
+     NULL},
+    {O_MAXLINES, 'L', NULL, "N", "as -N (--pipe: a record is N lines)", NULL},
     {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
     {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
@@ -606,6 +608,7 @@ struct parse {
     size_t nargfiles;
     char pipe_only[128]; /* a --pipe option given, as written (refused without --pipe) */
     bool recend_set, recstart_set;
+    bool n_set, l_set; /* -N / -L given: without --pipe they mean -n, and -X for {} */
 };
 
 /* The options of the Input and Commands sections (see apply). */
@@ -649,6 +652,7 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
          * takes the first line, but 0, with which the files' names name the columns. */
         o->header = strcmp(val, "0") != 0;
         o->header_files = !o->header;
+        o->header_re = val;
         break;
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
@@ -662,10 +666,11 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_XAPPLY:
         o->link = true;
         break;
-    case O_MAXARGS:
-        if (!parse_uint(val, &v) || v == 0 || v > 1000000)
+    case O_MAXARGS: /* 0: each command reads an argument and is given none (GNU parallel) */
+        if (!parse_uint(val, &v) || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
-        o->max_args = v;
+        o->max_args = v ? v : 1;
+        o->zero_args = v == 0;
         break;
     case O_MAXCHARS:
         if (!parse_uint(val, &v) || v == 0 || v > (1ul << 30))
@@ -711,8 +716,8 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
 static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
     struct cli_opts *o = p->o;
-    size_t v;
-    if (d->id != O_PIPE && d->id != O_SPREAD)
+    unsigned long v;
+    if (d->id != O_PIPE && d->id != O_SPREAD && d->id != O_MAXREPL && d->id != O_MAXLINES)
         snprintf(p->pipe_only, sizeof(p->pipe_only), "%s", shown);
     switch (d->id) {
     case O_PIPE:
@@ -733,15 +738,12 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
         *(end ? &p->recend_set : &p->recstart_set) = true;
         break;
     }
-    case O_MAXREPL:
-        if (!parse_size(val, &v) || v > 1000000)
-            return usage_error("bad value for %s: '%s'", shown, val);
-        o->max_args = v;
-        break;
+    case O_MAXREPL: /* 0 is refused with --pipe, in settle_pipe */
     case O_MAXLINES:
-        if (!parse_size(val, &v) || v > 1000000)
+        if (!parse_uint(val, &v) || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
-        o->max_lines = v;
+        *(d->id == O_MAXREPL ? &o->max_args : &o->max_lines) = v;
+        *(d->id == O_MAXREPL ? &p->n_set : &p->l_set) = true;
         break;
     default:
         break;
@@ -756,13 +758,29 @@ static int settle_pipe(struct parse *p)
     if (!o->pipe) {
         if (p->pipe_only[0])
             return usage_error("%s needs --pipe%s", p->pipe_only, "");
+        if (p->n_set || p->l_set) {
+            /* As GNU parallel: -N N / -L N take N arguments (lines) a command, {} stands
+             * for each of them as with -X; 0: each command reads one and is given none. */
+            size_t n = (p->n_set ? o->max_args : 1) * (p->l_set ? o->max_lines : 1);
+            o->max_lines = 0;
+            o->max_args = n ? n : 1;
+            o->zero_args = n == 0;
+            o->ctx_replace = n != 0;
+            o->multi = false;
+        }
         return 0;
     }
+    if ((p->n_set && !o->max_args) || (p->l_set && !o->max_lines) || o->zero_args)
+        return usage_error("bad value for %s: '%s'",
+                           o->zero_args               ? "-n"
+                           : p->n_set && !o->max_args ? "-N"
+                                                      : "-L",
+                           "0");
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
-    if (o->header || o->header_files)
-        return usage_error("--header is not supported with %s%s", "--pipe", "");
+    if (o->header_files)
+        return usage_error("--header 0 is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
         return usage_error("--pipe needs a command%s%s", "", "");
     if (o->halt_pct && o->halt_when != HALT_NEVER)

@@ -19,6 +19,9 @@
  * waiting for data, going on where it was at the next call; running jobs are fed and their
  * output read meanwhile. A regular file is read as it comes (it never makes us wait).
  *
+ * --header: the header (what its regexp matches at the start of the input; ':' the first
+ * line, N the first N lines) is taken out of the first round and put in front of every block.
+ *
  * Memory: a block stays with its job until the job is over (retries run it again), then
  * comes back to the free list (pipe_put). The runner asks for a block only when a slot is
  * free, so at most one block per running job plus the one being read are held at once,
@@ -34,6 +37,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -56,6 +60,12 @@ struct pipe_in {
     size_t sep_len, recend_len;
     size_t nrec;  /* -N (times -L): records per block; 0: cut by size */
     size_t lines; /* -L without -N: lines per record */
+    /* --header: wanted (its regexp, or a number of lines), then the header taken */
+    bool header_wanted, header_taken, header_re_set;
+    regex_t header_re;
+    size_t header_lines;
+    char *header;
+    size_t header_len;
     bool eof, done;
     bool may_wait; /* the runner waits for stdin: CONCUR_EAGAIN rather than a blocking read */
     bool filling;  /* a round is being read: `want` bytes more */
@@ -274,6 +284,58 @@ static int cut_block(struct pipe_in *p, size_t len, struct pblock **out)
     return 1;
 }
 
+/* --header: the header is taken out of the first round. 0 or CONCUR_ENOMEM. */
+static int take_header(struct pipe_in *p)
+{
+    const char *s = p->cur->mem + p->start;
+    size_t n = p->end - p->start, len = 0;
+    p->header_taken = true;
+    if (!p->header_re_set) {
+        for (size_t k = 0; k < p->header_lines && len < n; k++) {
+            const char *nl = memchr(s + len, '\n', n - len);
+            len = nl ? (size_t)(nl - s) + 1 : n;
+        }
+    } else {
+        char *text = malloc(n + 1); /* regexec wants a string */
+        if (!text) {
+            cli_error("out of memory reading standard input");
+            return CONCUR_ENOMEM;
+        }
+        memcpy(text, s, n);
+        text[n] = '\0';
+        regmatch_t m;
+        if (regexec(&p->header_re, text, 1, &m, 0) == 0 && m.rm_so == 0)
+            len = (size_t)m.rm_eo;
+        free(text);
+    }
+    if (len && !(p->header = malloc(len))) {
+        cli_error("out of memory reading standard input");
+        return CONCUR_ENOMEM;
+    }
+    if (len)
+        memcpy(p->header, s, len);
+    p->header_len = len;
+    p->start += len;
+    return 0;
+}
+
+int pipe_header(struct pipe_in *p, struct pblock **b)
+{
+    if (!p->header_len)
+        return 0;
+    struct pblock *nb = block_get(p, p->header_len + (*b)->len);
+    if (!nb) {
+        cli_error("out of memory reading standard input");
+        return CONCUR_ENOMEM;
+    }
+    memcpy(nb->mem, p->header, p->header_len);
+    memcpy(nb->mem + p->header_len, (*b)->data, (*b)->len);
+    nb->len = p->header_len + (*b)->len;
+    pipe_put(p, *b);
+    *b = nb;
+    return 0;
+}
+
 int pipe_next(struct pipe_in *p, struct pblock **out)
 {
     int rc;
@@ -303,11 +365,55 @@ int pipe_next(struct pipe_in *p, struct pblock **out)
         p->filling = false;
         p->in_round = true;
         p->wrote = false;
+        if (p->header_wanted && !p->header_taken) {
+            if ((rc = take_header(p)) != 0)
+                return rc;
+            /* As GNU parallel, the first block is read after the header: top the round up */
+            if (p->header_len && !p->eof)
+                p->in_round = false;
+        }
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------ set-up */
+
+/* --header's value as GNU parallel reads it with --pipe: ':' is the first line, a number N
+ * the first N lines, anything else a regexp (\n and \t in it are a newline and a TAB; . does
+ * not match a newline). 0, or CONCUR_EINVAL / CONCUR_ENOMEM after a message. */
+static int pipe_header_spec(struct pipe_in *p, const char *val)
+{
+    p->header_wanted = true;
+    if (!strcmp(val, ":")) {
+        p->header_lines = 1;
+        return 0;
+    }
+    if (*val && strspn(val, "0123456789") == strlen(val)) {
+        p->header_lines = strtoul(val, NULL, 10);
+        return 0;
+    }
+    char *re = malloc(strlen(val) + 1), *d = re;
+    if (!re) {
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    for (const char *s = val; *s; s++) {
+        if (s[0] == '\\' && (s[1] == 'n' || s[1] == 't')) {
+            *d++ = *++s == 'n' ? '\n' : '\t';
+        } else {
+            *d++ = *s;
+        }
+    }
+    *d = '\0';
+    int rc = regcomp(&p->header_re, re, REG_EXTENDED | REG_NEWLINE);
+    free(re);
+    if (rc) {
+        cli_error("bad value for --header: '%s' (not a regular expression)", val);
+        return CONCUR_EINVAL;
+    }
+    p->header_re_set = true;
+    return 0;
+}
 
 int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
 {
@@ -333,6 +439,13 @@ int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
         p->nrec = o->max_args * (o->max_lines ? o->max_lines : 1);
     else
         p->lines = o->max_lines;
+    if (o->header) {
+        int rc = pipe_header_spec(p, o->header_re);
+        if (rc) {
+            pipe_close(p);
+            return rc;
+        }
+    }
     *out = p;
     return 0;
 }
@@ -356,6 +469,9 @@ void pipe_close(struct pipe_in *p)
         n = b->next;
         pblock_free(b);
     }
+    if (p->header_re_set)
+        regfree(&p->header_re);
+    free(p->header);
     free(p->sep);
     free(p);
 }

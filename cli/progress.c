@@ -179,7 +179,7 @@ static void draw(struct progress *p, bool force)
         if (p->tty)
             buf_addc(&p->line, '\r');
         else
-            buf_adds(&p->line, "concur: ");
+            buf_printf(&p->line, "%s: ", cli_name());
         compose(p, &p->line);
         buf_adds(&p->line, p->tty ? "\033[K" : "\n");
     }

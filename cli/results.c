@@ -10,6 +10,9 @@
  *           Stdout, Stderr), fields quoted when they hold a quote, a blank or a comma;
  *   *.tsv   the same with TABs;
  *   -.json, -.csv, -.tsv  these on standard output (GNU parallel's special names);
+ *   with a replacement string ({}, {1}, {#}...), as GNU parallel: each job's expanded
+ *           PATH names its files: PATH, PATH.err and PATH.seq, or, when it ends in /,
+ *           PATH/stdout, PATH/stderr and PATH/seq;
  *   else    a directory laid out as GNU parallel does: PATH/1/<arg 1>/2/<arg 2>/ holds
  *           the files stdout, stderr and seq of the job with these arguments (in an
  *           argument, \ becomes \\, TAB \t, and / becomes \_; as GNU parallel does, a
@@ -29,7 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum rkind { R_JSON, R_CSV, R_DIR };
+enum rkind { R_JSON, R_CSV, R_DIR, R_TPL };
 
 struct results {
     enum rkind kind;
@@ -41,6 +44,7 @@ struct results {
     size_t name_max; /* the longest file name in the directory */
     const struct field *names; /* --header: the columns' names */
     size_t nnames;
+    struct tpl *tpl; /* R_TPL: PATH with its replacement strings */
     struct buf b;
 };
 
@@ -67,7 +71,8 @@ static int mkdir_p(char *path)
     }
 }
 
-int results_open(struct results **out, const char *path, struct writer *stdout_w)
+int results_open(struct results **out, const char *path, struct writer *stdout_w,
+                 const struct cli_opts *o)
 {
     struct results *r = calloc(1, sizeof(*r));
     int rc = 0;
@@ -89,6 +94,13 @@ int results_open(struct results **out, const char *path, struct writer *stdout_w
         r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
         if (r->fd < 0)
             rc = -errno;
+    } else if ((rc = tpl_compile_plain(&r->tpl, path, strlen(path), o)) == 0 &&
+               tpl_has_placeholder(r->tpl)) {
+        r->kind = R_TPL; /* the files are made job by job */
+    } else if (rc) {
+        cli_error("out of memory");
+        results_close(r);
+        return rc;
     } else {
         r->kind = R_DIR;
         rc = mkdir_p(r->path);
@@ -244,6 +256,48 @@ static void dir_level(struct results *r, const char *p, size_t len)
         b->len = name + r->name_max;
 }
 
+/* The job's stdout, stderr and sequence number in b's path + each of suffix[]. */
+static int write_three(struct buf *b, const struct jobdone *d, const char *const suffix[3])
+{
+    size_t base = b->len;
+    char seq[32];
+    int sn = snprintf(seq, sizeof(seq), "%zu", d->seq);
+    const void *data[] = {d->out, d->err, seq};
+    size_t len[] = {d->out_len, d->err_len, (size_t)sn};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        b->len = base;
+        buf_adds(b, suffix[i]);
+        rc = buf_ok(b) ? write_file(b->p, data[i], len[i]) : CONCUR_ENOMEM;
+    }
+    return rc;
+}
+
+/* PATH with replacement strings: the expanded path names the job's files. */
+static int tpl_job(struct results *r, const struct jobdone *d)
+{
+    static const char *const in_dir[] = {"stdout", "stderr", "seq"};
+    static const char *const beside[] = {"", ".err", ".seq"};
+    struct buf *b = &r->b;
+    struct jobview v = {d->args, d->nargs, d->seq, 1};
+    tpl_plain(r->tpl, &v, b);
+    buf_addnul(b);
+    if (!buf_ok(b))
+        return CONCUR_ENOMEM;
+    b->len--;
+    bool dir = b->len && b->p[b->len - 1] == '/';
+    char *slash = strrchr(b->p, '/');
+    int rc = 0;
+    if (dir) {
+        rc = mkdir_p(b->p);
+    } else if (slash && slash != b->p) {
+        *slash = '\0';
+        rc = mkdir_p(b->p);
+        *slash = '/';
+    }
+    return rc ? rc : write_three(b, d, dir ? in_dir : beside);
+}
+
 static int dir_job(struct results *r, const struct jobdone *d)
 {
     struct buf *b = &r->b;
@@ -261,28 +315,16 @@ static int dir_job(struct results *r, const struct jobdone *d)
     if (!buf_ok(b))
         return CONCUR_ENOMEM;
     int rc = mkdir_p(b->p);
-    if (rc)
-        return rc;
-    size_t dirlen = b->len;
-    char seq[32];
-    int sn = snprintf(seq, sizeof(seq), "%zu", d->seq);
     static const char *const names[] = {"/stdout", "/stderr", "/seq"};
-    const void *data[] = {d->out, d->err, seq};
-    size_t len[] = {d->out_len, d->err_len, (size_t)sn};
-    for (int i = 0; i < 3 && !rc; i++) {
-        b->len = dirlen;
-        buf_adds(b, names[i]);
-        rc = buf_ok(b) ? write_file(b->p, data[i], len[i]) : CONCUR_ENOMEM;
-    }
-    return rc;
+    return rc ? rc : write_three(b, d, names);
 }
 
 int results_write(struct results *r, const struct jobdone *d)
 {
     int rc = 0;
     buf_reset(&r->b);
-    if (r->kind == R_DIR) {
-        rc = dir_job(r, d);
+    if (r->kind == R_DIR || r->kind == R_TPL) {
+        rc = r->kind == R_DIR ? dir_job(r, d) : tpl_job(r, d);
     } else {
         if (r->kind == R_JSON)
             json_gnu(&r->b, d);
@@ -297,7 +339,7 @@ int results_write(struct results *r, const struct jobdone *d)
     }
     if (rc) /* in a directory, the buffer holds the path that failed */
         cli_error("cannot write the results '%s': %s",
-                  r->kind == R_DIR && buf_ok(&r->b) ? r->b.p : r->path, concur_strerror(rc));
+                  r->kind >= R_DIR && buf_ok(&r->b) ? r->b.p : r->path, concur_strerror(rc));
     return rc;
 }
 
@@ -311,6 +353,7 @@ int results_close(struct results *r)
         cli_error("cannot write the results '%s': %s", r->path, strerror(errno));
     }
     buf_free(&r->b);
+    tpl_free(r->tpl);
     free(r->path);
     free(r);
     return rc;

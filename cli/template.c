@@ -51,7 +51,8 @@ enum mod {
 struct seg {
     enum seg_kind kind;
     enum mod mod;
-    unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} */
+    unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} and {-n} */
+    bool from_end;   /* {-n}: the n-th argument from the last */
     size_t off, len; /* S_LIT: bytes in tpl->text */
 };
 
@@ -59,6 +60,7 @@ struct seg {
 struct piece {
     size_t first, nsegs;
     bool ctx; /* -X: expanded once per argument */
+    bool raw; /* the line's first word: its placeholders' values go in unquoted */
 };
 
 struct tpl {
@@ -157,8 +159,11 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     if (n < 2 || s[0] != '{')
         return 0;
     /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
-     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. */
-    size_t digits = strspn(s + 1, "0123456789"), at = 1 + digits;
+     * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. {-n} counts from the
+     * last argument. */
+    bool from_end = n > 2 && s[1] == '-' && s[2] >= '0' && s[2] <= '9';
+    size_t lead = from_end ? 2 : 1;
+    size_t digits = strspn(s + lead, "0123456789"), at = lead + digits;
     while (digits && at < n && strchr(" \t\n\r\f\v", s[at]) && s[at] && !joining_space(t, s + at))
         at++;
     const char *close = memchr(s + at, '}', n - at < 16 ? n - at : 16);
@@ -181,11 +186,12 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
         return len;
     }
     unsigned pos = 0;
+    p = s + lead;
     while (p < e && *p >= '0' && *p <= '9' && pos < 100000)
         pos = pos * 10 + (unsigned)(*p++ - '0');
-    if (p != s + 1 && pos == 0)
+    if (p != s + lead && pos == 0)
         return 0; /* {0} */
-    if (p != s + 1 + digits)
+    if (p != s + lead + digits)
         return 0; /* a number too long */
     p = s + at;
     int mod = match_mod(t, p, (size_t)(e - p));
@@ -196,6 +202,7 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     out->kind = S_ARG;
     out->mod = (enum mod)mod;
     out->pos = pos;
+    out->from_end = from_end;
     return len;
 }
 
@@ -443,6 +450,16 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
         end_piece(t, &t->line, ctx_replace);
     if (st != OUT)
         direct = false; /* unbalanced quotes: let the shell say so */
+    /* As GNU parallel, a placeholder in the first word of the line is not quoted: with
+     * `{} x` and the argument `ls -l`, the line is `ls -l x` (the shell splits it). */
+    if (n && s[0] != ' ' && s[0] != '\t' && buf_ok(&t->line) && NPIECES(t->line)) {
+        struct piece *p0 = &PIECES(t->line)[0];
+        for (size_t i = p0->first; i < p0->first + p0->nsegs; i++)
+            if (SEGS(t)[i].kind == S_ARG) {
+                p0->raw = true;
+                direct = false;
+            }
+    }
     if (!direct) {
         t->direct = false;
         return;
@@ -593,8 +610,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     bool any = false;
     for (int w = 0; w < o->ncmd && !any; w++)
         any = has_placeholder(t, o->cmd[w], strlen(o->cmd[w]));
-    if (!t->raw && !any && !o->pipe) {
-        /* No placeholder: the arguments are appended, as " {}" (--pipe: none to append). */
+    if (!t->raw && !any && !o->pipe && !o->zero_args) {
+        /* No placeholder: the arguments are appended, as " {}" (--pipe, -n 0: none to append). */
         struct seg all = {.kind = S_ARG};
         begin_piece(t, &t->line);
         add_lit(t, " ", 1);
@@ -631,6 +648,14 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
     begin_piece(t, &t->line);
     for (size_t i = 0; i < n;) {
         struct seg ph;
+        if (o->ctx_replace && s[i] == ' ') { /* -X: {} is repeated within its word */
+            end_piece(t, &t->line, true);
+            begin_piece(t, &t->line);
+            add_lit(t, s + i++, 1);
+            end_piece(t, &t->line, false);
+            begin_piece(t, &t->line);
+            continue;
+        }
         size_t plen = parse_ph(t, s + i, n - i, &ph);
         if (plen) {
             add_seg(t, &ph);
@@ -640,7 +665,7 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
             i++;
         }
     }
-    end_piece(t, &t->line, false);
+    end_piece(t, &t->line, o->ctx_replace);
     if (!buf_ok(&t->text) || !buf_ok(&t->segs) || !buf_ok(&t->line)) {
         tpl_free(t);
         return CONCUR_ENOMEM;
@@ -658,6 +683,14 @@ void tpl_free(struct tpl *t)
     buf_free(&t->line);
     buf_free(&t->words);
     free(t);
+}
+
+bool tpl_has_placeholder(const struct tpl *t)
+{
+    for (size_t i = 0; i < NSEGS(t); i++)
+        if (SEGS(t)[i].kind != S_LIT)
+            return true;
+    return false;
 }
 
 bool tpl_is_direct(const struct tpl *t)
@@ -716,7 +749,9 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
     bool content = false, missing = false;
     for (size_t i = pc->first; i < pc->first + pc->nsegs; i++) {
         const struct seg *s = &segs[i];
-        content = content || s->kind != S_ARG || s->pos == 0 || s->pos <= j->nargs;
+        /* (a job has no arguments with -n 0: {} is then empty, and a word of it alone goes) */
+        content = content || s->kind != S_ARG || (s->pos == 0 && j->nargs) ||
+                  (s->pos && s->pos <= j->nargs);
         switch (s->kind) {
         case S_LIT:
             buf_add(b, t->text.p + s->off, s->len);
@@ -739,9 +774,12 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
-                    put_value(b, &j->args[s->pos - 1], s->mod, how);
+                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1], s->mod,
+                              how);
                 else
                     missing = true;
+            } else if (!j->nargs) {
+                missing = true;
             } else if (only >= 0) {
                 put_value(b, &j->args[only], s->mod, how);
             } else {
@@ -781,14 +819,15 @@ static void expand_line(const struct tpl *t, const struct jobview *j, enum how h
     }
     const struct piece *pcs = (const struct piece *)t->line.p;
     for (size_t k = 0; k < NPIECES(t->line); k++) {
+        enum how h = pcs[k].raw && how == QUOTED ? PLAIN : how;
         if (!pcs[k].ctx) {
-            expand_piece(t, &pcs[k], j, -1, how, b, NULL);
+            expand_piece(t, &pcs[k], j, -1, h, b, NULL);
             continue;
         }
         for (size_t a = 0; a < j->nargs; a++) {
             if (a)
                 buf_addc(b, ' ');
-            expand_piece(t, &pcs[k], j, (long)a, how, b, NULL);
+            expand_piece(t, &pcs[k], j, (long)a, h, b, NULL);
         }
     }
 }

@@ -204,6 +204,14 @@ void wr_free(struct writer *w)
     w->len = w->cap = 0;
 }
 
+bool only_blanks(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!p[i] || !strchr(" \t\n\r\f\v", p[i]))
+            return false;
+    return true;
+}
+
 /* ------------------------------------------------------------------ messages */
 
 bool fd_path(int fd, char *out, size_t n)
@@ -217,10 +225,29 @@ bool fd_path(int fd, char *out, size_t n)
     return true;
 }
 
+/* The name messages start with: "parallel" when run under that name (a drop-in link),
+ * whose warnings then say "Warning:" as GNU parallel's do. */
+static const char *prog_name = "concur";
+
+void cli_set_name(const char *argv0)
+{
+    const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+    base = base ? base + 1 : argv0;
+    if (base && !strcmp(base, "parallel"))
+        prog_name = "parallel";
+}
+
+const char *cli_name(void)
+{
+    return prog_name;
+}
+
 static void vmessage(const char *prefix, const char *fmt, va_list ap)
 {
     char line[4096];
-    int n = snprintf(line, sizeof(line), "concur: %s", prefix);
+    if (!strcmp(prefix, "warning: ") && !strcmp(prog_name, "parallel"))
+        prefix = "Warning: ";
+    int n = snprintf(line, sizeof(line), "%s: %s", prog_name, prefix);
     if (n < 0)
         return;
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -413,22 +440,7 @@ void json_string(struct buf *b, const void *data, size_t n)
         case '\\':
             buf_add(b, "\\\\", 2);
             break;
-        case '\n':
-            buf_add(b, "\\n", 2);
-            break;
-        case '\t':
-            buf_add(b, "\\t", 2);
-            break;
-        case '\r':
-            buf_add(b, "\\r", 2);
-            break;
-        case '\b':
-            buf_add(b, "\\b", 2);
-            break;
-        case '\f':
-            buf_add(b, "\\f", 2);
-            break;
-        default:
+        default: /* every control character as \u00XX, newlines too, as GNU parallel */
             buf_printf(b, "\\u%04x", c);
             break;
         }

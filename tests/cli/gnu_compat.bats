@@ -141,7 +141,7 @@ load helpers
   run "$CONCUR" -k --results -.json echo ::: a b
   [ "$status" -eq 0 ]
   [ "${#lines[@]}" -eq 2 ]
-  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\n", "Stderr": "" }' ]]
+  [[ ${lines[0]} == '{ "Seq": 1, "Host": ":", '*'"Command": "echo a", "V": [ "a" ], "Stdout": "a\u000a", "Stderr": "" }' ]]
   [[ ${lines[1]} == '{ "Seq": 2, '*'"V": [ "b" ]'* ]]
   [ -z "$(ls -A)" ] # no file named -.json
   "$CONCUR" -k --results -.csv echo ::: a 'b c' >out
@@ -315,8 +315,22 @@ load helpers
   "$CONCUR" --header : --results r echo {a} ::: a 1 2 >/dev/null
   [ "$(cat r/a/1/stdout)" = 1 ]
   [ "$(cat r/a/2/stdout)" = 2 ]
-  run "$CONCUR" --pipe --header : cat </dev/null
+  run "$CONCUR" --pipe --header 0 cat </dev/null
   [ "$status" -eq 2 ]
+}
+
+@test "--pipe --header: the header goes in front of every block, as GNU parallel (par_header)" {
+  (echo h1; echo h2; echo 1a; echo 1b; echo 2a; echo 2b; echo 3a) >in
+  run "$CONCUR" -j1 --pipe -N2 -k --header '.*\n.*\n' 'echo Start; cat; echo Stop' <in
+  [ "$output" = "$(printf 'Start\nh1\nh2\n1a\n1b\nStop\nStart\nh1\nh2\n2a\n2b\nStop\nStart\nh1\nh2\n3a\nStop')" ]
+  same_as_parallel --stdin in -j1 --pipe -N2 -k --header : 'echo Start; cat; echo Stop'
+  same_as_parallel --stdin in -j1 --pipe -N2 -k --header 2 'echo Start; cat; echo Stop'
+  # the first block is read after the header, as GNU parallel reads it
+  same_as_parallel --stdin in -j1 --pipe -k --block 10 --header : 'echo Start; cat; echo Stop'
+  (echo h1; echo h2; perl -e '$a="x"x110;for(1..22){print $_,$a,"\n"}') >big
+  same_as_parallel --stdin big -j1 --pipe -k --block 1k --header '.*\n.*\n' 'echo Start; cat; echo Stop'
+  run "$CONCUR" --pipe --header '(' cat <in
+  [ "$status" -ne 0 ]
 }
 
 # ------------------------------------------------------------------ --retries
@@ -523,4 +537,103 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   [ "$output" = "$(printf 'x\ny')" ]
   same_as_parallel -k --header 0 echo '{t1}' '{f2}' :::: t1 f2
   same_as_parallel -k --header 0 echo '{f2}' ::: q :::: f2
+}
+
+# ------------------------------------------------------------------ a closed stdout
+
+@test "a reader that goes away (| head) stops concur without a message, as GNU parallel" {
+  run bash -c '"$CONCUR" --lb seq ::: 1000000 | head -2'
+  [ "$output" = "$(printf '1\n2')" ]
+  run bash -c '"$CONCUR" -k seq ::: 1000000 1000000 | head -1; echo "exit ${PIPESTATUS[0]}"'
+  [ "$output" = "$(printf '1\nexit 255')" ]
+  # other write errors are still reported: a full disk on stdout
+  if [ -w /dev/full ]; then
+    run bash -c '"$CONCUR" echo ::: a >/dev/full'
+    [ "$status" -eq 255 ]
+    [[ "$output" == *"cannot write to standard output"*"No space left on device"* ]]
+  fi
+}
+
+# ------------------------------------------------------------------ {-n}
+
+@test "{-n} is the n-th argument from the last, as GNU parallel (par_negative_replacement)" {
+  run "$CONCUR" -X -j1 -N 6 echo {-1}orrec{1} ::: t B X D E c
+  [ "$output" = correct ]
+  run "$CONCUR" --colsep ' ' echo '{2} + {4} = {2} + {-1}=' '$(( {2} + {-1} ))' ::: "1 2 3 4"
+  [ "$output" = "2 + 4 = 2 + 4= 6" ]
+  run "$CONCUR" -k --colsep , echo '{-1.}' '{-2/}' ::: a,b/c.d,e.f x,y
+  [ "$output" = "$(printf 'e c.d\ny x')" ]
+  same_as_parallel -k -N3 echo {-1}-{-3} ::: a b c d e f
+  same_as_parallel -k --colsep ' ' echo '{-3}orrect' ::: "1 c 3 4"
+}
+
+@test "--tagstring with -X repeats the word of {} for each argument, as GNU parallel (par_tagstring)" {
+  run "$CONCUR" -j1 -X -v --tagstring a{}b echo ::: 3 4
+  [ "$output" = "$(printf 'a3b a4b\techo 3 4\na3b a4b\t3 4')" ]
+  same_as_parallel -j1 -k -X --tagstring 'x {} y{.}z' echo ::: 3 4.x
+  same_as_parallel -j1 -k -m --tagstring 'a{}b' echo ::: 3 4.x
+}
+
+@test "--results X.json writes control characters as \\u00XX, newlines too, as GNU parallel (par_json)" {
+  run "$CONCUR" --results -.json printf '%s' ::: "$(printf 't\tn\nx\001"\\')"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *'"Stdout": "t\u0009n\u000ax\u0001\"\\", "Stderr": ""'* ]]
+  if command -v parallel >/dev/null; then
+    printf 'a\tb\n' >in
+    "$CONCUR" -k --results -.json cat ::: in | perl -pe 's/\d+\.\d+/0/g' >c
+    parallel --will-cite -k --results -.json cat ::: in | perl -pe 's/\d+\.\d+/0/g' >p
+    diff p c
+  fi
+}
+
+# ------------------------------------------------------------------ the first word
+
+@test "a placeholder in the line's first word is not quoted, as GNU parallel (par_replacement_string_as_part_of_command)" {
+  run bash -c 'echo "ls /bin/ls" | "$CONCUR" {}'
+  [ "$output" = /bin/ls ]
+  run bash -c 'echo "s /bin/ls" | "$CONCUR" l{}'
+  [ "$output" = /bin/ls ]
+  run "$CONCUR" -k {} ::: 'echo a; echo b' 'printf %s\\n c'
+  [ "$output" = "$(printf 'a\nb\nc')" ]
+  # elsewhere the values stay quoted
+  run "$CONCUR" --dry-run 'echo {}; {}' ::: 'echo x'
+  [ "$output" = "echo 'echo x'; 'echo x'" ]
+  for cmd in '{} x' 'x{} y' '{.} y' 'echo {}; {}' '{1} y' ' {}' '{}|cat' "{} 'z'"; do
+    same_as_parallel --dry-run "$cmd" ::: 'a b.c'
+  done
+}
+
+@test "--results PATH with replacement strings: each job's files at its expanded PATH, as GNU parallel (par_result_replace)" {
+  run "$CONCUR" -k --results r_{}_x 'echo {}; echo e{} >&2' ::: foo 'a b'
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  [ "$(cat r_foo_x)" = foo ] && [ "$(cat r_foo_x.err)" = efoo ] && [ "$(cat r_foo_x.seq)" = 1 ]
+  [ "$(cat 'r_a b_x')" = "a b" ] && [ "$(cat 'r_a b_x.seq')" = 2 ]
+  "$CONCUR" --results d_{}/ 'echo {}; echo e{} >&2' ::: foo
+  [ "$(cat d_foo/stdout)" = foo ] && [ "$(cat d_foo/stderr)" = efoo ] && [ "$(cat d_foo/seq)" = 1 ]
+  "$CONCUR" --results n_{1}/x{2}.{#} echo ::: foo ::: bar
+  [ "$(cat n_foo/xbar.1)" = "foo bar" ]
+  if command -v parallel >/dev/null; then
+    mkdir g c
+    for d in g c; do
+      if [ $d = g ]; then p=(parallel --will-cite); else p=("$CONCUR"); fi
+      (cd $d && "${p[@]}" -k --results r_{}_x 'echo {}; echo e{} >&2' ::: foo 'a b' &&
+        "${p[@]}" --results d_{}/ 'echo {}; echo e{} >&2' ::: foo &&
+        "${p[@]}" --results n_{1}/x{2}.{#} echo ::: foo ::: bar)
+    done
+    [ "$(cd g && find . | sort)" = "$(cd c && find . | sort)" ]
+  fi
+}
+
+# ------------------------------------------------------------------ run as parallel
+
+@test "run under the name parallel (a drop-in link), concur names itself parallel in its messages" {
+  ln -s "$CONCUR" parallel
+  run ./parallel -j1 --halt now,fail=1 'echo {#}; exit {}' ::: 0 1 0
+  [ "$output" = "$(printf '1\n2\nparallel: This job failed:\necho 2; exit 1')" ]
+  run bash -c 'printf "b\r\nc\r\nd\r\n" | ./parallel -k echo {}a'
+  [[ "$output" == *'parallel: Warning: The first three values end in CR-NL.'* ]]
+  # under its own name, its own
+  run bash -c 'printf "b\r\nc\r\nd\r\n" | "$CONCUR" -k echo {}a'
+  [[ "$output" == *'concur: warning: The first three values end in CR-NL.'* ]]
 }

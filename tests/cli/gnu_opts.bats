@@ -1,5 +1,6 @@
 #!/usr/bin/env bats
-# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v, -I, --link.
+# Small GNU parallel options accepted for compatibility: -P, -r, -t, -v, -I, --link, -N and -L
+# without --pipe, -n 0.
 
 load helpers
 
@@ -107,4 +108,42 @@ load helpers
   cmp c_err p_err
   cmp c_out p_out
   [ "$(cat c_out)" = "$(printf 'echo a\necho b')" ]
+}
+
+@test "-N N / -L N without --pipe: N arguments a command, {} standing for each (as -X), as GNU parallel" {
+  same_as_parallel -k -N2 echo {1}-{2} ::: a b c d e
+  same_as_parallel -k -N2 echo x{}y ::: a b c d e
+  same_as_parallel -k -N2 -m echo x{}y ::: a b c
+  same_as_parallel -k -N3 echo ::: a b c d
+  same_as_parallel -k -L2 echo x{}y ::: a b c
+  same_as_parallel -k -N1 -L1 -v echo ::: a b
+  seq 19 >in
+  same_as_parallel --stdin in -k -N 10 echo a{}b
+  run "$CONCUR" -k -N2 echo x{}y ::: a b c
+  [ "$output" = "$(printf 'xay xby\nxcy')" ]
+}
+
+@test "-n 0 / -N 0 / -L 0: each command reads an argument and is given none, as GNU parallel" {
+  run "$CONCUR" -k -n0 echo z {} ::: a b
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'z\nz')" ]
+  run "$CONCUR" -k -N0 echo x{}y ::: a b c
+  [ "$output" = "$(printf 'xy\nxy\nxy')" ]
+  run "$CONCUR" -k -L0 --tag echo w ::: a
+  [ "$output" = "$(printf '\tw')" ]
+  seq 2 >in
+  same_as_parallel --stdin in -k -N0 echo N0
+  same_as_parallel -k -n0 echo {#} ::: a b c
+}
+
+@test "-r with --pipe: a block of blanks only runs nothing, as GNU parallel" {
+  run bash -c 'echo | "$CONCUR" -r -j2 -N1 --pipe "echo ran; cat"'
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  run bash -c 'echo | "$CONCUR" -j2 -N1 --pipe "echo ran; cat"'
+  [ "$output" = "$(printf 'ran\n')" ]
+  printf 'a\n \n\t\nb\n' >in
+  same_as_parallel --stdin in -k -r -N1 --pipe 'echo {#}; cat'
+  run "$CONCUR" -k -r -N1 --pipe 'echo {#}; cat' <in
+  [ "$output" = "$(printf '1\na\n2\nb')" ]
 }

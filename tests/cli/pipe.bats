@@ -121,9 +121,13 @@ load helpers
 }
 
 @test "--pipe options are refused without --pipe, and --pipe without a command" {
-  run "$CONCUR" -N 2 echo ::: a
+  run "$CONCUR" --recend x echo ::: a
   [ "$status" -eq 2 ]
-  [[ "$output" == *"-N needs --pipe"* ]]
+  [[ "$output" == *"--recend needs --pipe"* ]]
+  run "$CONCUR" --pipe -N 0 cat </dev/null
+  [ "$status" -eq 2 ]
+  run "$CONCUR" --pipe -n 0 cat </dev/null
+  [ "$status" -eq 2 ]
   run "$CONCUR" --block 1M echo ::: a
   [ "$status" -eq 2 ]
   run "$CONCUR" --pipe echo ::: a
