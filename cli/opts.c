@@ -115,7 +115,7 @@ static const struct optdef optdefs[] = {
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
-    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%}... (see man)", NULL},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%} {#re} {%re}... (see man)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
     {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},

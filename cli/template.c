@@ -26,6 +26,7 @@
  */
 #include "cli.h"
 
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,12 +49,18 @@ enum mod {
     M_EXT3,
 };
 
+/* --plus's bash-like trims of {}: {#re} {##re} remove the shortest / longest prefix that
+ * the regular expression matches, {%re} {%%re} the shortest / longest suffix. */
+enum trim { T_NONE, T_PREFIX, T_PREFIX_LONG, T_SUFFIX, T_SUFFIX_LONG };
+
 struct seg {
     enum seg_kind kind;
     enum mod mod;
     unsigned pos;    /* S_ARG: 0 for {} (every argument), n for {n} and {-n} */
     bool from_end;   /* {-n}: the n-th argument from the last */
     size_t off, len; /* S_LIT: bytes in tpl->text */
+    enum trim trim;  /* S_ARG with --plus */
+    regex_t *re;     /* the trim's expression, anchored at both ends (owned by the tpl) */
 };
 
 /* A run of segments: one argv word (words form), or one token or gap (line form). */
@@ -142,6 +149,44 @@ static size_t parse_name(const struct tpl *t, const char *s, size_t n, struct se
     return 0;
 }
 
+/* --plus: {#re} {##re} {%re} {%%re} at s (n bytes available), as GNU parallel's (bash's
+ * ${a#pat}... with a regular expression: POSIX extended here, Perl's there; they agree on
+ * the common ones). Its length, or 0 when there is none (then {#}, {##}, {%} are looked
+ * for), or when the expression does not compile (it is then plain text). */
+static size_t parse_trim(const struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    if (!t->plus || n < 4 || s[0] != '{' || (s[1] != '#' && s[1] != '%'))
+        return 0;
+    char c = s[1];
+    bool twice = s[2] == c;
+    size_t start = twice ? 3 : 2;
+    if (start >= n || s[start] == '}' || (c == '#' && s[start] == '#'))
+        return 0;
+    const char *close = memchr(s + start, '}', n - start);
+    if (!close)
+        return 0;
+    size_t plen = (size_t)(close - s) - start;
+    char *src = malloc(plen + 5);
+    regex_t *re = malloc(sizeof(*re));
+    bool ok = src && re;
+    if (ok) {
+        memcpy(src, "^(", 2);
+        memcpy(src + 2, s + start, plen);
+        memcpy(src + 2 + plen, ")$", 3);
+        ok = regcomp(re, src, REG_EXTENDED) == 0;
+    }
+    free(src);
+    if (!ok) {
+        free(re);
+        return 0;
+    }
+    memset(out, 0, sizeof(*out));
+    out->kind = S_ARG;
+    out->trim = c == '#' ? (twice ? T_PREFIX_LONG : T_PREFIX) : (twice ? T_SUFFIX_LONG : T_SUFFIX);
+    out->re = re;
+    return (size_t)(close - s) + 1;
+}
+
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
 static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg *out)
 {
@@ -158,6 +203,9 @@ static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg 
     }
     if (n < 2 || s[0] != '{')
         return 0;
+    size_t trim = parse_trim(t, s, n, out);
+    if (trim)
+        return trim;
     /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
      * positional one, newlines too: {1 }, {2\n.} are {1} and {2.}. {-n} counts from the
      * last argument. */
@@ -679,6 +727,11 @@ void tpl_free(struct tpl *t)
     if (!t)
         return;
     buf_free(&t->text);
+    for (size_t i = 0; i < NSEGS(t); i++)
+        if (SEGS(t)[i].re) {
+            regfree(SEGS(t)[i].re);
+            free(SEGS(t)[i].re);
+        }
     buf_free(&t->segs);
     buf_free(&t->line);
     buf_free(&t->words);
@@ -715,12 +768,61 @@ void tpl_set_total(struct tpl *t, size_t total)
 
 enum how { QUOTED, WORDS, PLAIN };
 
+/* Whether re matches all of p[a, e) (REG_STARTEND: the value is not NUL-terminated; the
+ * range starts at its own string, where ^ may match). */
+static bool matches(const regex_t *re, const char *p, size_t a, size_t e)
+{
+    regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)(e - a)};
+    return regexec(re, p + a, 1, &m, REG_STARTEND) == 0;
+}
+
+/* Applies a --plus trim to the value p[0, *n): moves *p and shortens *n. */
+static void apply_trim(const struct seg *s, const char **p, size_t *n)
+{
+    size_t len = *n;
+    switch (s->trim) {
+    case T_NONE:
+        return;
+    case T_PREFIX: /* the shortest prefix that matches */
+        for (size_t k = 0; k <= len; k++)
+            if (matches(s->re, *p, 0, k)) {
+                *p += k;
+                *n -= k;
+                return;
+            }
+        return;
+    case T_PREFIX_LONG:
+        for (size_t k = len + 1; k-- > 0;)
+            if (matches(s->re, *p, 0, k)) {
+                *p += k;
+                *n -= k;
+                return;
+            }
+        return;
+    case T_SUFFIX: /* the shortest suffix that matches */
+        for (size_t k = len + 1; k-- > 0;)
+            if (matches(s->re, *p, k, len)) {
+                *n = k;
+                return;
+            }
+        return;
+    case T_SUFFIX_LONG:
+        for (size_t k = 0; k <= len; k++)
+            if (matches(s->re, *p, k, len)) {
+                *n = k;
+                return;
+            }
+        return;
+    }
+}
+
 /* One value of a placeholder, modified, quoted for the line when `how` is QUOTED. */
-static void put_value(struct buf *b, const struct field *f, enum mod m, enum how how)
+static void put_value(struct buf *b, const struct field *f, const struct seg *s, enum how how)
 {
     const char *p = f->p;
     size_t n = f->len;
-    apply_mod(m, &p, &n);
+    apply_mod(s->mod, &p, &n);
+    apply_trim(s, &p, &n);
     if (how == QUOTED)
         shell_quote(b, p, n);
     else
@@ -774,14 +876,14 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
-                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1], s->mod,
+                    put_value(b, &j->args[s->from_end ? j->nargs - s->pos : s->pos - 1], s,
                               how);
                 else
                     missing = true;
             } else if (!j->nargs) {
                 missing = true;
             } else if (only >= 0) {
-                put_value(b, &j->args[only], s->mod, how);
+                put_value(b, &j->args[only], s, how);
             } else {
                 for (size_t a = 0; a < j->nargs; a++) {
                     if (a > 0) {
@@ -792,7 +894,7 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
                             buf_addc(b, ' ');
                         }
                     }
-                    put_value(b, &j->args[a], s->mod, how);
+                    put_value(b, &j->args[a], s, how);
                 }
             }
             break;

@@ -273,9 +273,25 @@ load helpers
   same_as_parallel --stdin in -k --plus echo {##}
 }
 
+@test "--plus: {#re} {##re} {%re} {%%re} trim the shortest / longest matching prefix or suffix" {
+  run "$CONCUR" -k --plus echo '{#z.*z.}' '{##z.*z.}' ::: z.z.z.foo
+  [ "$output" = "z.foo foo" ]
+  run "$CONCUR" -k --plus echo '{%.z.z}' '{%%.z.*z}' ::: foo.z.z.z
+  [ "$output" = "foo.z foo" ]
+  # nothing matches: the value as it is; the slot, sequence and totals stay what they were
+  run "$CONCUR" -k --plus echo '{%x}' '{#x}' '{%}' '{#}' '{##}' ::: abc
+  [ "$output" = "abc abc 1 1 1" ]
+  # quoted as any value; applied to each argument of {}
+  run "$CONCUR" -k --plus echo '{%.gz}' ::: "a b.gz" c.tar.gz
+  [ "$output" = "$(printf 'a b\nc.tar')" ]
+  same_as_parallel -k --plus echo '{#z.*z.}' '{##z.*z.}' ::: z.z.z.foo
+  same_as_parallel -k --plus echo '{%.z.z}' '{%%.z.*z}' ::: foo.z.z.z
+  same_as_parallel -k --plus echo '{%.gz}' '{#a}' ::: a.gz b.gz.gz ab
+}
+
 @test "without --plus its replacement strings are plain text" {
-  run "$CONCUR" echo '{..}' '{+/}' '{##}' ::: a.b.c
-  [ "$output" = "{..} {+/} {##} a.b.c" ]
+  run "$CONCUR" echo '{..}' '{+/}' '{##}' '{%.c}' ::: a.b.c
+  [ "$output" = "{..} {+/} {##} {%.c} a.b.c" ]
   same_as_parallel -k echo '{..}' '{+/}' '{##}' ::: a.b.c
 }
 
