@@ -60,7 +60,15 @@ struct seg {
     bool from_end;   /* {-n}: the n-th argument from the last */
     size_t off, len; /* S_LIT: bytes in tpl->text */
     enum trim trim;  /* S_ARG with --plus */
-    regex_t *re;     /* the trim's expression, anchored at both ends (owned by the tpl) */
+    regex_t *re;     /* the trim's expression, anchored at both ends (in tpl->res) */
+};
+
+/* The compiled expressions of a template's trims, each once (parse_ph runs more than once
+ * over a string, and not every parse keeps its segment). */
+struct trim_re {
+    char *src;
+    regex_t re;
+    struct trim_re *next;
 };
 
 /* A run of segments: one argv word (words form), or one token or gap (line form). */
@@ -85,6 +93,7 @@ struct tpl {
     bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
     size_t nnames;
+    struct trim_re *res; /* --plus trims' expressions (a cache: filled while parsing) */
     size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
     unsigned slots; /* {0%}: the number of job slots */
     /* While the command words are compiled as one line: where the spaces that join them
@@ -167,23 +176,31 @@ static size_t parse_trim(const struct tpl *t, const char *s, size_t n, struct se
         return 0;
     size_t plen = (size_t)(close - s) - start;
     char *src = malloc(plen + 5);
-    regex_t *re = malloc(sizeof(*re));
-    bool ok = src && re;
-    if (ok) {
-        memcpy(src, "^(", 2);
-        memcpy(src + 2, s + start, plen);
-        memcpy(src + 2 + plen, ")$", 3);
-        ok = regcomp(re, src, REG_EXTENDED) == 0;
-    }
-    free(src);
-    if (!ok) {
-        free(re);
+    if (!src)
         return 0;
+    memcpy(src, "^(", 2);
+    memcpy(src + 2, s + start, plen);
+    memcpy(src + 2 + plen, ")$", 3);
+    struct trim_re *r = t->res;
+    while (r && strcmp(r->src, src))
+        r = r->next;
+    if (r) {
+        free(src);
+    } else {
+        r = malloc(sizeof(*r));
+        if (!r || regcomp(&r->re, src, REG_EXTENDED) != 0) {
+            free(r);
+            free(src);
+            return 0;
+        }
+        r->src = src;
+        r->next = t->res;
+        ((struct tpl *)t)->res = r; /* the cache is not part of what const protects */
     }
     memset(out, 0, sizeof(*out));
     out->kind = S_ARG;
     out->trim = c == '#' ? (twice ? T_PREFIX_LONG : T_PREFIX) : (twice ? T_SUFFIX_LONG : T_SUFFIX);
-    out->re = re;
+    out->re = &r->re;
     return (size_t)(close - s) + 1;
 }
 
@@ -727,11 +744,13 @@ void tpl_free(struct tpl *t)
     if (!t)
         return;
     buf_free(&t->text);
-    for (size_t i = 0; i < NSEGS(t); i++)
-        if (SEGS(t)[i].re) {
-            regfree(SEGS(t)[i].re);
-            free(SEGS(t)[i].re);
-        }
+    while (t->res) {
+        struct trim_re *r = t->res;
+        t->res = r->next;
+        regfree(&r->re);
+        free(r->src);
+        free(r);
+    }
     buf_free(&t->segs);
     buf_free(&t->line);
     buf_free(&t->words);
