@@ -162,7 +162,7 @@ static size_t parse_name(const struct tpl *t, const char *s, size_t n, struct se
  * ${a#pat}... with a regular expression: POSIX extended here, Perl's there; they agree on
  * the common ones). Its length, or 0 when there is none (then {#}, {##}, {%} are looked
  * for), or when the expression does not compile (it is then plain text). */
-static size_t parse_trim(const struct tpl *t, const char *s, size_t n, struct seg *out)
+static size_t parse_trim(struct tpl *t, const char *s, size_t n, struct seg *out)
 {
     if (!t->plus || n < 4 || s[0] != '{' || (s[1] != '#' && s[1] != '%'))
         return 0;
@@ -195,7 +195,7 @@ static size_t parse_trim(const struct tpl *t, const char *s, size_t n, struct se
         }
         r->src = src;
         r->next = t->res;
-        ((struct tpl *)t)->res = r; /* the cache is not part of what const protects */
+        t->res = r;
     }
     memset(out, 0, sizeof(*out));
     out->kind = S_ARG;
@@ -205,7 +205,7 @@ static size_t parse_trim(const struct tpl *t, const char *s, size_t n, struct se
 }
 
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
-static size_t parse_ph(const struct tpl *t, const char *s, size_t n, struct seg *out)
+static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
 {
     size_t named = parse_name(t, s, n, out);
     if (named)
@@ -580,7 +580,7 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     buf_free(&first);
 }
 
-static bool has_placeholder(const struct tpl *t, const char *s, size_t n)
+static bool has_placeholder(struct tpl *t, const char *s, size_t n)
 {
     struct seg ph;
     for (size_t i = 0; i < n; i++)

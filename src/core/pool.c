@@ -606,8 +606,12 @@ concur_future *concur__worker_pop(concur__worker *w, bool *popped)
 size_t concur__worker_pop_n(concur__worker *w, concur_future **out, size_t n, bool *popped)
 {
     concur_pool *p = w->pool;
-    if (n <= 1 || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) {
-        out[0] = n ? pop_task(p, false, popped, &w->in_idle) : NULL;
+    if (n == 0) {
+        *popped = false;
+        return 0;
+    }
+    if (n == 1 || atomic_load_explicit(&p->stop_running, memory_order_relaxed)) {
+        out[0] = pop_task(p, false, popped, &w->in_idle);
         return out[0] != NULL;
     }
     size_t k = 0;

@@ -83,6 +83,16 @@ typedef struct concur__engine_class {
     void (*counts)(concur_pool *p, concur_pool_counts *c);
 } concur__engine_class;
 
+/* The usual wait_poll_ns of an engine whose tasks complete in another thread or process: a
+ * waiter polls for up to 50 us while the engine completed a task within the last 200 us
+ * (@last_done_ns; its proxies, loops or processes are awake and the answer is
+ * microseconds away, while a sleep costs a cross-CPU wake-up of tens); after an idle spell
+ * the wake-ups are needed anyway, and a polling waiter would only keep its CPU from them. */
+static inline uint64_t concur__poll_if_busy(uint64_t last_done_ns)
+{
+    return now_ns() - last_done_ns < 200000 ? 50000 : 0;
+}
+
 extern const concur__engine_class concur__threads_class;
 extern const concur__engine_class concur__processes_class;
 extern const concur__engine_class concur__coroutines_class;

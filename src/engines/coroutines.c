@@ -532,7 +532,7 @@ static unsigned admit(cloop *L, unsigned room)
         room = (unsigned)share;
     unsigned got = 0;
     uint64_t now = 0;
-    bool stamped = false;
+    L->stamp = coarse_ns(); /* for the stall count of those run at once; resume() keeps it */
     concur_future *batch[ADMIT_BATCH];
     size_t nb = 0, at = 0;
     while (got < room) {
@@ -556,10 +556,6 @@ static unsigned admit(cloop *L, unsigned room)
         got++;
         if (c && L->rhead == c && !c->rnext) {
             L->rhead = L->rtail = NULL;
-            if (!stamped) { /* resume() keeps it from here on */
-                L->stamp = coarse_ns();
-                stamped = true;
-            }
             L->last_end = 0;
             resume(L, c);
             /* The next one starts when this one ended, if it did (the clock costs tens of
@@ -728,15 +724,13 @@ static void destroy(void *state)
     free(e);
 }
 
-/* A thread waiting for a future of this pool polls for up to 50 us while a loop completed a
- * task within the last 200 us: a loop running a stream of short tasks completes the next
- * one within microseconds, and a waiter that sleeps costs that loop a wake-up system call
- * per future (and itself a sleep), more than the task. */
+/* A thread waiting for a future of this pool polls while a loop completes tasks
+ * (concur__poll_if_busy): a waiter that sleeps costs the loop a wake-up system call per
+ * future, more than a short task. */
 static uint64_t wait_poll_ns(concur_pool *p)
 {
     struct engine *e = concur__pool_engine_state(p);
-    uint64_t last = atomic_load_explicit(&e->last_done, memory_order_relaxed);
-    return now_ns() - last < 200000 ? 50000 : 0;
+    return concur__poll_if_busy(atomic_load_explicit(&e->last_done, memory_order_relaxed));
 }
 
 const concur__engine_class concur__coroutines_class = {

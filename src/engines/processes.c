@@ -940,15 +940,11 @@ static void cancel_running(concur_pool *p, concur_future *f)
     (void)on_proxy_of(p, f, proc_cancel_task, &found);
 }
 
-/* A waiter polls for up to 50 us while the pool completed a task within the last 200 us
- * (its proxies and processes are awake: the answer is a few microseconds away, and sleeping
- * would add a cross-CPU wake-up of tens). On a pool that was idle the wake-ups are needed
- * anyway, and a polling waiter only keeps its CPU from them. */
+/* A waiter polls while the pool completes tasks (concur__poll_if_busy). */
 static uint64_t wait_poll_ns(concur_pool *p)
 {
     struct engine *e = concur__pool_engine_state(p);
-    uint64_t last = atomic_load_explicit(&e->last_done, memory_order_relaxed);
-    return now_ns() - last < 200000 ? 50000 : 0;
+    return concur__poll_if_busy(atomic_load_explicit(&e->last_done, memory_order_relaxed));
 }
 
 const concur__engine_class concur__processes_class = {
