@@ -55,13 +55,14 @@ skip_if_no_ranks() {
 
 @test "--mpi --timeout: the rank kills the job (Exitval -1, signal 15), nothing left running" {
   local t0=$EPOCHREALTIME
-  run mpi -j1 --timeout 1 --joblog jl "sleep {}.$UNIQ; echo done" ::: 0 30 # 30: on rank 1
+  # {}.000$UNIQ: the first job sleeps about 1 ms, far from the timeout on a loaded machine
+  run mpi -j1 --timeout 1 --joblog jl "sleep {}.000$UNIQ; echo done" ::: 0 30 # 30: on rank 1
   skip_if_no_ranks
   [[ $status -eq 1 ]]
   elapsed_between "$t0" "$EPOCHREALTIME" 1 25
   [[ $(printf '%s\n' "$output" | grep -c '^done$') -eq 1 ]]
   [[ $(grep -c "$(printf '\t%s\t%s\t' -1 15)sleep 30" jl) -eq 1 ]]
-  assert_no_process "sleep 30.$UNIQ"
+  assert_no_process "sleep 30.000$UNIQ"
 }
 
 @test "--mpi --halt now,fail=1: the jobs running on other ranks are killed" {
