@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fenv.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -167,6 +168,49 @@ Test(coro, yield_interleaves)
     cr_assert_str_eq(g_log, "AABABABB");
     concur_future_release(f[0]);
     concur_future_release(f[1]);
+    concur_pool_destroy(p);
+}
+
+/* Each coroutine keeps its own floating-point control state (rounding mode: the x87 control
+ * word and MXCSR are callee-saved, so a switch saves and restores them): a task rounds
+ * the way it asked to across yields to a task that asked otherwise, and a new task starts
+ * with the loop thread's default. */
+static _Atomic int g_round_bad;
+
+static int task_rounding(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)len;
+    int mode = *(const char *)in == 'U' ? FE_UPWARD : FE_DOWNWARD;
+    if (fegetround() != FE_TONEAREST || fesetround(mode) != 0)
+        atomic_fetch_add(&g_round_bad, 1);
+    for (int i = 0; i < 4; i++) {
+        if (concur_co_yield() != 0)
+            return CONCUR_ETASK;
+        volatile double one = 1.0, three = 3.0;
+        double third = one / three; /* SSE: rounded by MXCSR */
+        volatile double back = third * three;
+        bool up = back >= 1.0 && third > 0.333333333333333314829616256247390992939472198486328125;
+        if (fegetround() != mode || up != (mode == FE_UPWARD))
+            atomic_fetch_add(&g_round_bad, 1);
+    }
+    return 0;
+}
+
+Test(coro, each_coroutine_keeps_its_rounding_mode)
+{
+    concur_pool *p = co_pool(1, 0);
+    concur_future *f[3];
+    const concur_input ins[2] = {{"U", 1}, {"D", 1}};
+    cr_assert_eq(concur_pool_submit_batch(p, task_rounding, ins, 2, f), 0);
+    wait_ok(f[0]);
+    wait_ok(f[1]);
+    cr_assert_eq(atomic_load(&g_round_bad), 0);
+    /* The same loop thread, after both: a new task starts rounding to nearest */
+    cr_assert_eq(concur_pool_submit(p, task_rounding, "U", 1, &f[2]), 0);
+    wait_ok(f[2]);
+    cr_assert_eq(atomic_load(&g_round_bad), 0);
+    for (int i = 0; i < 3; i++)
+        concur_future_release(f[i]);
     concur_pool_destroy(p);
 }
 

@@ -66,6 +66,28 @@ bool concur__fiber_supported(void)
     return true;
 }
 
+#ifdef CONCUR_OWN_SWITCH
+void concur__ctx_start(void); /* sys/switch_x86_64.S */
+
+fcontext_t concur__ctx_make(void *sp, void (*fn)(transfer_t))
+{
+    /* The layout concur__ctx_jump restores (sys/switch_x86_64.S): the caller's MXCSR and
+     * x87 control word, r12 = fn, the other registers 0, and a return into
+     * concur__ctx_start, which realigns the stack and calls r12. */
+    uint64_t *c = (uint64_t *)(((uintptr_t)sp & ~(uintptr_t)15) - 64);
+    memset(c, 0, 64);
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
+    memcpy(c, &mxcsr, sizeof(mxcsr));
+    memcpy((char *)c + 4, &fpucw, sizeof(fpucw));
+    c[1] = (uint64_t)(uintptr_t)fn;
+    c[7] = (uint64_t)(uintptr_t)concur__ctx_start;
+    return c;
+}
+#endif
+
 static _Noreturn void overflowed(void)
 {
     static const char msg[] = "concur: coroutine stack overflow (stack canary overwritten)\n";
@@ -106,7 +128,7 @@ static _Noreturn void entry(transfer_t t)
     /* No fake stack to keep: this stack is done. */
     ASAN_START(NULL, s->asan_bottom, s->asan_size);
     TSAN_SWITCH(s->tsan);
-    jump_fcontext(s->ctx, s);
+    ctx_jump(s->ctx, s);
     abort(); /* a finished fiber is never resumed */
 }
 
@@ -120,7 +142,7 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
     f->fn = fn;
     f->arg = arg;
     f->asan_fake = NULL;
-    f->ctx = make_fcontext((char *)lo + size, size, entry);
+    f->ctx = ctx_make((char *)lo + size, size, entry);
 #ifdef FIBER_TSAN
     f->tsan = __tsan_create_fiber(0);
 #else
@@ -134,7 +156,7 @@ concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
     s->from = NULL;
     ASAN_START(&s->asan_fake, f->lo, f->size);
     TSAN_SWITCH(f->tsan);
-    transfer_t r = jump_fcontext(f->ctx, s);
+    transfer_t r = ctx_jump(f->ctx, s);
     ASAN_FINISH(s->asan_fake, NULL, NULL);
     concur__fiber *back = s->from; /* only fibers jump to the scheduler */
     back->ctx = r.fctx;
@@ -149,7 +171,7 @@ void concur__fiber_suspend(concur__fiber_sched *s)
     s->from = f;
     ASAN_START(&f->asan_fake, s->asan_bottom, s->asan_size);
     TSAN_SWITCH(s->tsan);
-    transfer_t r = jump_fcontext(s->ctx, s);
+    transfer_t r = ctx_jump(s->ctx, s);
     arrived(s, f, f->asan_fake, r.fctx);
 }
 
@@ -161,7 +183,7 @@ void concur__fiber_switch(concur__fiber_sched *s, concur__fiber *to)
     s->cur = to;
     ASAN_START(&f->asan_fake, to->lo, to->size);
     TSAN_SWITCH(to->tsan);
-    transfer_t r = jump_fcontext(to->ctx, s);
+    transfer_t r = ctx_jump(to->ctx, s);
     arrived(s, f, f->asan_fake, r.fctx);
 }
 
