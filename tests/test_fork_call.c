@@ -630,6 +630,50 @@ Test(fork, cancel_kill_kills_the_child_and_fails_the_future_cancelled)
     cr_assert(no_children());
 }
 
+/* A task that starts a daemon (its shell exits at once: the daemon is orphaned, and
+ * re-parented to the child, their subreaper), writes its pid to the FIFO named by the input,
+ * and waits to be killed. */
+static int task_daemon_then_wait(concur_task *t, const void *in, size_t len)
+{
+    char cmd[PATH_MAX + 80];
+    snprintf(cmd, sizeof(cmd), "setsid sleep 30 </dev/null >/dev/null 2>&1 & echo $! > '%.*s'",
+             (int)len, (const char *)in);
+    if (system(cmd) != 0)
+        return concur_task_fail(t, CONCUR_ETASK, "system() failed");
+    for (;;)
+        pause();
+}
+
+/* A child killed for a timeout or by cancel_kill takes what it started with it: the command
+ * it waits for (in a process group of its own) and a daemon it left orphaned. */
+static void killed_child_leaves_nothing(concur_fn fn, double timeout)
+{
+    char fifo[128];
+    tu_fifo_make(fifo, sizeof(fifo));
+    concur_fork_opts o = {.timeout = timeout};
+    concur_future *f = call(fn, fifo, strlen(fifo), &o);
+    pid_t pid = tu_fifo_read_pid(fifo, TU_SAFETY);
+    cr_assert_gt(pid, 0);
+    if (timeout == 0)
+        cr_assert(concur_future_cancel_kill(f));
+    cr_assert_eq(concur_future_collect(f, TU_SAFETY, NULL, NULL),
+                 timeout == 0 ? CONCUR_ECANCELED : CONCUR_ETASKTIMEOUT);
+    cr_assert(tu_pid_ends_within(pid, TU_SAFETY), "what the child started outlived it");
+    concur_future_release(f);
+    tu_fifo_remove(fifo);
+    cr_assert(no_children());
+}
+
+Test(fork, cancel_kill_ends_the_command_the_child_runs)
+{
+    killed_child_leaves_nothing(tu_task_run_sleeper, 0);
+}
+
+Test(fork, a_timeout_ends_the_daemon_the_child_left)
+{
+    killed_child_leaves_nothing(task_daemon_then_wait, 1.0);
+}
+
 /* ---- the task context in the child --------------------------------------------------- */
 
 struct ctx_seen {

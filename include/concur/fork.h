@@ -28,7 +28,8 @@ extern "C" {
 /** Options of one fork call. A zeroed struct (or NULL) gives the defaults. */
 typedef struct concur_fork_opts {
     /** Seconds the child may run, counted from the call. Past it the child is killed
-     *  (SIGKILL) and the future fails with CONCUR_ETASKTIMEOUT (error info: signal 9).
+     *  (SIGKILL), with the processes it started (as by concur_fork_call's kill), and the
+     *  future fails with CONCUR_ETASKTIMEOUT (error info: signal 9).
      *  0 or less: no timeout. NaN is CONCUR_EINVAL. */
     double timeout;
     /** Returned by concur_task_user() in the child. Any pointer of the caller works: the
@@ -44,7 +45,11 @@ typedef struct concur_fork_opts {
  * returns false (it only flags the future; the child does not see the flag, and
  * concur_task_should_stop() stays false in the child). concur_future_cancel_kill() kills
  * the child (SIGKILL): the future fails with CONCUR_ECANCELED, "cancelled while running: the
- * child process was killed". Its id (concur_future_id) is 1, 2, 3... per process.
+ * child process was killed". Such a kill (or a timeout's) also kills what the child started
+ * and still runs: the child is the subreaper of its descendants, and before its SIGKILL it
+ * is stopped and each of its children is killed with the process group it leads, until no
+ * new one appears (up to 2 s; the caller waits that long at most). Its id
+ * (concur_future_id) is 1, 2, 3... per process.
  *
  * The child: sees the caller's memory as it was at the call (@p in is read there, never
  * copied: the caller may change or free it as soon as this returns); runs @p fn with a task

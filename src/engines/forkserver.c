@@ -53,6 +53,7 @@
  * same mapping holds one cancel word per worker slot (process_pool.h).
  */
 #include "engines/forkserver.h"
+#include "sys/os.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -305,8 +306,9 @@ static bool is_worker(const struct table *t, pid_t pid)
     return false;
 }
 
-static void kill_stray(const struct table *t, pid_t pid)
+static void kill_stray(pid_t pid, void *arg)
 {
+    const struct table *t = arg;
     if (pid <= 0 || is_worker(t, pid))
         return;
     /* Our child, not reaped yet: its pid (and the group it leads) cannot be reused. */
@@ -320,40 +322,13 @@ static void kill_stray(const struct table *t, pid_t pid)
  * task started) are re-parented to the server, the subreaper of the workers' trees: every
  * child of the server that is not a worker is killed, with the process group it leads, and
  * is reaped as it dies (report ignores it). The children are listed by
- * /proc/self/task/<pid>/children, read without malloc or stdio; a kernel without it (no
- * CONFIG_PROC_CHILDREN) leaves them running, re-parented here until the server ends.
+ * /proc/PID/task/PID/children (concur__for_each_child: no malloc, no stdio); a kernel
+ * without it (no CONFIG_PROC_CHILDREN) leaves them running, re-parented here until the
+ * server ends.
  */
 static void kill_strays(const struct table *t, pid_t self)
 {
-    char path[64] = "/proc/self/task/", digits[16];
-    size_t n = strlen(path), k = 0;
-    for (pid_t v = self; v > 0 && k < sizeof(digits); v /= 10)
-        digits[k++] = (char)('0' + v % 10);
-    while (k > 0)
-        path[n++] = digits[--k];
-    memcpy(path + n, "/children", sizeof("/children"));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    char buf[512];
-    pid_t cur = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof(buf));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        for (ssize_t i = 0; i < r; i++) {
-            if (buf[i] >= '0' && buf[i] <= '9') {
-                cur = cur * 10 + (buf[i] - '0');
-            } else {
-                kill_stray(t, cur);
-                cur = 0;
-            }
-        }
-    }
-    kill_stray(t, cur);
-    (void)close(fd);
+    (void)concur__for_each_child(self, self, kill_stray, (void *)t);
 }
 
 static void reap(struct table *t, int sfd, pid_t self)

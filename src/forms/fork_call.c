@@ -58,6 +58,7 @@
 #include <math.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,6 +77,7 @@ enum { TAG_SWEEP = 0, TAG_PIPE = 1, TAG_PID = 2, TAG_MASK = 3 };
 struct call {
     struct call *prev, *next; /* g.calls; under g.mu */
     concur_future *f;         /* the engine's reference */
+    pid_t pid;                /* the child, until the supervisor reaps it */
     int pidfd, rfd;           /* rfd: -1 once the answer is over (or at EOF) */
     uint64_t deadline;        /* CLOCK_MONOTONIC ns; UINT64_MAX: none */
     double timeout;
@@ -158,9 +160,11 @@ static void adopt(void)
     }
 }
 
+/* Kills the child for a timeout or a cancel, with the commands and processes it started
+ * (the child is their subreaper): nothing it ran outlives it. */
 static bool kill_child(const struct call *c)
 {
-    return concur__pidfd_kill(c->pidfd, SIGKILL) == 0; /* -ESRCH: it is gone already */
+    return concur__pidfd_kill_tree(c->pidfd, c->pid) == 0; /* -ESRCH: it is gone already */
 }
 
 /* Under g.mu: nudges the supervisor (new deadline, or nothing left to serve). */
@@ -430,6 +434,9 @@ static _Noreturn void child_main(int rfd, int wfd, concur_fn fn, const void *in,
     /* Best effort: without it, a crash is still reported, without the text. */
     (void)concur__crash_setup(wfd, true);
     concur__crash_set_id(id);
+    /* What the task starts and leaves orphaned is re-parented here while the child lives,
+     * so a timeout or a cancel kills it too (kill_child). EINVAL before Linux 3.4. */
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
     /* A parent that is gone must not kill us with SIGPIPE before _exit. */
     sigset_t pipe_set;
     sigemptyset(&pipe_set);
@@ -490,6 +497,7 @@ static int hand_over_locked(struct call *c, pid_t pid, bool *handed)
     if (rc < 0)
         return rc;
     c->pidfd = rc;
+    c->pid = pid;
     if ((rc = concur__loop_add(&g.loop, c->pidfd, EPOLLIN, (uintptr_t)c | TAG_PID)) != 0)
         return rc;
     /* From here the supervisor may see the child end: the record is in its hands. */

@@ -78,6 +78,21 @@ int concur__pidfd_open(pid_t pid);
 /* Sends @sig through @pidfd (no pid-reuse race). 0 or -errno (-ESRCH: it has been reaped). */
 int concur__pidfd_kill(int pidfd, int sig);
 
+/* Calls fn(child, arg) for each child of thread @tid of process @pid, as
+ * /proc/PID/task/TID/children lists them; reads it without malloc or stdio (usable in the
+ * fork server). 0, or -errno when the list cannot be read (-ENOENT: the thread is gone, or
+ * the kernel lacks CONFIG_PROC_CHILDREN). */
+int concur__for_each_child(pid_t pid, pid_t tid, void (*fn)(pid_t child, void *arg), void *arg);
+
+/* Kills the process of @pidfd (pid @pid) and what it runs: it is stopped (SIGSTOP), so it
+ * starts nothing more; each of its children is killed (SIGKILL) with the process group it
+ * leads (the runner's commands), round after round while new ones appear (a subreaper gets
+ * its descendants' orphans as they die; each round waits for the last one's deaths, 2 s at
+ * most in all); then the process gets SIGKILL. Returns the last signal's result: 0, or
+ * -errno (-ESRCH: it had been reaped). A kernel without the children lists kills the
+ * process alone. */
+int concur__pidfd_kill_tree(int pidfd, pid_t pid);
+
 /* Reaps the child of @pidfd with waitid(P_PIDFD, WEXITED), retried after EINTR; @nohang:
  * WNOHANG. Returns 1 with *si filled when it was reaped, 0 when it still runs (@nohang),
  * or -errno (-ECHILD: someone else reaped it, e.g. SIGCHLD ignored). */
