@@ -66,28 +66,6 @@ bool concur__fiber_supported(void)
     return true;
 }
 
-#ifdef CONCUR_OWN_SWITCH
-void concur__ctx_start(void); /* sys/switch_x86_64.S */
-
-fcontext_t concur__ctx_make(void *sp, void (*fn)(transfer_t))
-{
-    /* The layout concur__ctx_jump restores (sys/switch_x86_64.S): the caller's MXCSR and
-     * x87 control word, r12 = fn, the other registers 0, and a return into
-     * concur__ctx_start, which realigns the stack and calls r12. */
-    uint64_t *c = (uint64_t *)(((uintptr_t)sp & ~(uintptr_t)15) - 64);
-    memset(c, 0, 64);
-    uint32_t mxcsr;
-    uint16_t fpucw;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
-    memcpy(c, &mxcsr, sizeof(mxcsr));
-    memcpy((char *)c + 4, &fpucw, sizeof(fpucw));
-    c[1] = (uint64_t)(uintptr_t)fn;
-    c[7] = (uint64_t)(uintptr_t)concur__ctx_start;
-    return c;
-}
-#endif
-
 static _Noreturn void overflowed(void)
 {
     static const char msg[] = "concur: coroutine stack overflow (stack canary overwritten)\n";
