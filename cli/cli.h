@@ -307,6 +307,11 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o);
 int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o);
 void tpl_free(struct tpl *t);
 
+/* What tpl_build() and tpl_line() return for a job that is not to run: --plus's {uniq} or
+ * {choose_k}, or a {= perl expression =} that called skip(). (They also return
+ * CONCUR_EIO when perl failed, after a message.) */
+enum { TPL_SKIP = 1 };
+
 /* Builds what the runner executes for job *j: an argv either of the program and its
  * arguments (simple lines, or -q), or of SHELL -c LINE (o->shell_path). Strings go to
  * `strs` (and `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until
@@ -332,6 +337,26 @@ bool tpl_has_placeholder(const struct tpl *t);
  * syntax): appends the words, NUL-terminated, to `strs` and returns their count; returns
  * -1 when the line needs a shell. */
 int split_simple(const char *s, size_t n, struct buf *strs);
+
+/* ------------------------------------------------------------------ perl.c */
+
+/* {= perl expression =}: one perl process per run runs them all (started by the first
+ * perl_expr()). perl_expr() compiles an expression (n bytes of source; the same source
+ * gives the same id): its id, or -1 after a message (no perl, a syntax error). */
+int perl_expr(const char *src, size_t n);
+/* The value of expression id for job *j with $_ = its argument pos (0-based; -1: none),
+ * computed once per job and argument: *val stays valid until the next call. *unquote: the
+ * expression called uq(). 0, or -1 after a message. */
+int perl_value(int id, const struct jobview *j, long pos, size_t total, const char **val,
+               size_t *len, bool *unquote);
+/* Whether something went wrong with perl (a message was printed): the run must stop. */
+bool perl_failed(void);
+/* Whether an expression called skip() for job *j. */
+bool perl_skipped(const struct jobview *j);
+/* $Global::total_completed: the jobs done so far (also those --resume skips). */
+void perl_set_completed(size_t n);
+/* Ends the perl process (closes its pipes, reaps it; after a signal, kills it first). */
+void perl_end(bool interrupted);
 
 /* ------------------------------------------------------------------ json (util.c) */
 

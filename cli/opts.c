@@ -1085,29 +1085,6 @@ static int parse_groups(struct parse *p)
     return 0;
 }
 
-/* GNU parallel's {= perl expression =} needs perl: refused, rather than run literally. It
- * may span several command words, so the words are looked at as the one line they make. */
-static int refuse_perl(const struct cli_opts *o)
-{
-    const char *in = NULL, *open_at = NULL;
-    bool closed = false;
-    for (int i = 0; i < o->ncmd && !closed; i++) {
-        const char *w = o->cmd[i];
-        if (!in && (open_at = strstr(w, "{=")) != NULL)
-            in = w;
-        /* the closing =} after it, in the same word or a later one */
-        closed = in && strstr(in == w ? open_at + 2 : w, "=}") != NULL;
-    }
-    if (!closed && o->tagstring && (open_at = strstr(o->tagstring, "{=")) != NULL) {
-        in = o->tagstring;
-        closed = strstr(open_at + 2, "=}") != NULL;
-    }
-    if (!closed)
-        return 0;
-    return usage_error("{= perl expression =} replacement strings are not supported: '%s'%s", in,
-                       " (use a shell command around {}, e.g. \"$(echo {} | sed ...)\")");
-}
-
 /* Whether a shell takes another syntax than sh's: GNU parallel quotes arguments for csh,
  * fish and rc; concur quotes for sh only, so it runs those users' lines with /bin/sh. */
 static bool foreign_shell(const char *path)
@@ -1184,8 +1161,6 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
      * these columns are not trimmed) */
     if ((o->header || o->header_files) && !o->colsep)
         o->colsep = "\\t";
-    if ((rc = refuse_perl(o)) != 0)
-        goto out;
     if ((rc = settle_pipe(&p)) != 0)
         goto out;
     if ((rc = pick_shell(o)) != 0)

@@ -98,7 +98,8 @@ int results_open(struct results **out, const char *path, struct writer *stdout_w
                tpl_has_placeholder(r->tpl)) {
         r->kind = R_TPL; /* the files are made job by job */
     } else if (rc) {
-        cli_error("out of memory");
+        if (rc == CONCUR_ENOMEM) /* (a bad {= perl =} had its message) */
+            cli_error("out of memory");
         results_close(r);
         return rc;
     } else {

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0 };
+enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0, S_PERL };
 /* M_NOEXT..M_NOEXT3: {.} {..} {...}; M_BASENOEXT..3: {/.} {/..} {/...}; M_EXT..3: {+.}
  * {+..} {+...}; M_PDIR: {+/}. The order matters (apply_mod). */
 enum mod {
@@ -53,6 +53,10 @@ enum mod {
  * the regular expression matches, {%re} {%%re} the shortest / longest suffix. */
 enum trim { T_NONE, T_PREFIX, T_PREFIX_LONG, T_SUFFIX, T_SUFFIX_LONG };
 
+/* --plus's {uniq} and {choose_k}: {} (or {n}), and the job is skipped unless its arguments
+ * are all different / in strictly increasing order. Flags of tpl->checks. */
+enum check { C_UNIQ = 1, C_CHOOSE = 2 };
+
 struct seg {
     enum seg_kind kind;
     enum mod mod;
@@ -61,6 +65,7 @@ struct seg {
     size_t off, len; /* S_LIT: bytes in tpl->text */
     enum trim trim;  /* S_ARG with --plus */
     regex_t *re;     /* the trim's expression, anchored at both ends (in tpl->res) */
+    int perl;        /* S_PERL: the expression's id (perl.c); pos and from_end as S_ARG */
 };
 
 /* The compiled expressions of a template's trims, each once (parse_ph runs more than once
@@ -95,6 +100,10 @@ struct tpl {
     size_t nnames;
     struct trim_re *res; /* --plus trims' expressions (a cache: filled while parsing) */
     size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
+    bool perl;       /* a {= perl expression =} is in it */
+    bool perl_uq;    /* one that may call uq(): its value is shell text (no direct exec) */
+    bool perl_total; /* one that may call total_jobs() */
+    unsigned checks; /* enum check: {uniq}, {choose_k} */
     unsigned slots; /* {0%}: the number of job slots */
     /* While the command words are compiled as one line: where the spaces that join them
      * are (a placeholder does not span two words, as in GNU parallel). */
@@ -204,10 +213,71 @@ static size_t parse_trim(struct tpl *t, const char *s, size_t n, struct seg *out
     return (size_t)(close - s) + 1;
 }
 
+/* {= perl expression =} at s (n bytes available), or {=N perl =} for the N-th argument:
+ * its length, or 0. As in GNU parallel, it ends at the first =} with no {= before it. A
+ * bad expression is plain text here; perl_failed() then stops concur. */
+static size_t parse_perl(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    if (n < 4 || s[0] != '{' || s[1] != '=')
+        return 0;
+    const char *close = memmem(s + 2, n - 2, "=}", 2);
+    const char *inner = close ? memmem(s + 2, (size_t)(close - s) - 2, "{=", 2) : NULL;
+    if (!close || inner)
+        return 0;
+    bool from_end = s[2] == '-' && s + 3 < close && s[3] >= '0' && s[3] <= '9';
+    const char *p = s + 2 + from_end;
+    unsigned pos = 0;
+    while (p < close && *p >= '0' && *p <= '9' && pos < 100000)
+        pos = pos * 10 + (unsigned)(*p++ - '0');
+    if (from_end && !pos)
+        return 0;
+    int id = perl_expr(p, (size_t)(close - p));
+    if (id < 0)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->kind = S_PERL;
+    out->perl = id;
+    out->pos = pos;
+    out->from_end = from_end;
+    t->perl = true;
+    t->perl_uq = t->perl_uq || memmem(p, (size_t)(close - p), "uq", 2);
+    t->perl_total = t->perl_total || memmem(p, (size_t)(close - p), "total_jobs", 10);
+    return (size_t)(close - s) + 2;
+}
+
+/* --plus: {uniq} {choose_k}, and {n uniq}... for the n-th argument. Its length, or 0. */
+static size_t parse_check(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    static const char *const names[] = {"uniq}", "choose_k}"};
+    if (!t->plus || n < 6 || s[0] != '{')
+        return 0;
+    size_t i = 1;
+    unsigned pos = 0;
+    while (i < n && i < 8 && s[i] >= '0' && s[i] <= '9')
+        pos = pos * 10 + (unsigned)(s[i++] - '0');
+    while (i > 1 && i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    for (int k = 0; k < 2; k++) {
+        size_t len = strlen(names[k]);
+        if (n - i >= len && !memcmp(s + i, names[k], len) && (i == 1 || pos)) {
+            memset(out, 0, sizeof(*out));
+            out->kind = S_ARG;
+            out->pos = pos;
+            t->checks |= k ? C_CHOOSE : C_UNIQ;
+            return i + len;
+        }
+    }
+    return 0;
+}
+
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
 static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
 {
     size_t named = parse_name(t, s, n, out);
+    if (!named)
+        named = parse_perl(t, s, n, out);
+    if (!named)
+        named = parse_check(t, s, n, out);
     if (named)
         return named;
     if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
@@ -407,7 +477,7 @@ static void end_piece(struct tpl *t, struct buf *pieces, bool ctx_replace)
     p->nsegs = NSEGS(t) - p->first;
     if (ctx_replace)
         for (size_t i = p->first; i < p->first + p->nsegs; i++)
-            if (SEGS(t)[i].kind == S_ARG && SEGS(t)[i].pos == 0)
+            if ((SEGS(t)[i].kind == S_ARG || SEGS(t)[i].kind == S_PERL) && SEGS(t)[i].pos == 0)
                 p->ctx = true;
 }
 
@@ -513,14 +583,14 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     }
     if (in_token)
         end_piece(t, &t->line, ctx_replace);
-    if (st != OUT)
-        direct = false; /* unbalanced quotes: let the shell say so */
+    if (st != OUT || t->perl_uq)
+        direct = false; /* unbalanced quotes: let the shell say so; uq(): shell text */
     /* As GNU parallel, a placeholder in the first word of the line is not quoted: with
      * `{} x` and the argument `ls -l`, the line is `ls -l x` (the shell splits it). */
     if (n && s[0] != ' ' && s[0] != '\t' && buf_ok(&t->line) && NPIECES(t->line)) {
         struct piece *p0 = &PIECES(t->line)[0];
         for (size_t i = p0->first; i < p0->first + p0->nsegs; i++)
-            if (SEGS(t)[i].kind == S_ARG) {
+            if (SEGS(t)[i].kind == S_ARG || SEGS(t)[i].kind == S_PERL) {
                 p0->raw = true;
                 direct = false;
             }
@@ -672,7 +742,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         if (o->shell)
             t->direct = false;
     }
-    bool any = false;
+    bool any = t->perl; /* (an expression may span command words) */
     for (int w = 0; w < o->ncmd && !any; w++)
         any = has_placeholder(t, o->cmd[w], strlen(o->cmd[w]));
     if (!t->raw && !any && !o->pipe && !o->zero_args) {
@@ -691,9 +761,9 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     bool ok = buf_ok(&line) && buf_ok(&t->text) && buf_ok(&t->segs) && buf_ok(&t->line) &&
               buf_ok(&t->words);
     buf_free(&line);
-    if (!ok) {
+    if (!ok || perl_failed()) {
         tpl_free(t);
-        return CONCUR_ENOMEM;
+        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
     }
     *out = t;
     return 0;
@@ -731,9 +801,10 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
         }
     }
     end_piece(t, &t->line, o->ctx_replace);
-    if (!buf_ok(&t->text) || !buf_ok(&t->segs) || !buf_ok(&t->line)) {
+    bool ok = buf_ok(&t->text) && buf_ok(&t->segs) && buf_ok(&t->line);
+    if (!ok || perl_failed()) {
         tpl_free(t);
-        return CONCUR_ENOMEM;
+        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
     }
     *out = t;
     return 0;
@@ -772,6 +843,8 @@ bool tpl_is_direct(const struct tpl *t)
 
 bool tpl_needs_total(const struct tpl *t)
 {
+    if (t->perl_total)
+        return true;
     for (size_t i = 0; i < NSEGS(t); i++)
         if (SEGS(t)[i].kind == S_TOTAL || SEGS(t)[i].kind == S_SEQ0)
             return true;
@@ -848,6 +921,23 @@ static void put_value(struct buf *b, const struct field *f, const struct seg *s,
         buf_add(b, p, n);
 }
 
+/* A {= perl expression =}'s value for argument pos of the job (-1: none), quoted as
+ * `how` says unless the expression called uq(). Nothing when perl failed: the caller sees
+ * perl_failed(). */
+static void put_perl(struct buf *b, const struct tpl *t, const struct seg *s,
+                     const struct jobview *j, long pos, enum how how)
+{
+    const char *v;
+    size_t n;
+    bool unquote;
+    if (perl_value(s->perl, j, pos, t->total, &v, &n, &unquote) != 0)
+        return;
+    if (how == QUOTED && !unquote)
+        shell_quote(b, v, n);
+    else
+        buf_add(b, v, n);
+}
+
 /* GNU parallel's 1+int(log10(n)): the digits of n (1 for 0). */
 static int digits(size_t n)
 {
@@ -857,6 +947,17 @@ static int digits(size_t n)
         d++;
     }
     return d;
+}
+
+/* Between two values of a placeholder: a space, or in WORDS form the end of a word. */
+static void value_break(struct buf *b, enum how how, size_t *nwords)
+{
+    if (how == WORDS) {
+        buf_addnul(b);
+        (*nwords)++;
+    } else {
+        buf_addc(b, ' ');
+    }
 }
 
 /* Expands one piece into b. `only` >= 0 binds {} to that argument alone (-X). In WORDS
@@ -871,7 +972,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
     for (size_t i = pc->first; i < pc->first + pc->nsegs; i++) {
         const struct seg *s = &segs[i];
         /* (a job has no arguments with -n 0: {} is then empty, and a word of it alone goes) */
-        content = content || s->kind != S_ARG || (s->pos == 0 && j->nargs) ||
+        content = content || (s->kind != S_ARG && s->kind != S_PERL) ||
+                  (s->pos == 0 && (j->nargs || s->kind == S_PERL)) ||
                   (s->pos && s->pos <= j->nargs);
         switch (s->kind) {
         case S_LIT:
@@ -892,6 +994,20 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_SLOT0: /* as wide as the number of slots */
             buf_printf(b, "%0*u", digits(t->slots), j->slot);
             break;
+        case S_PERL:
+            if (s->pos > 0 && s->pos <= j->nargs)
+                put_perl(b, t, s, j, (long)(s->from_end ? j->nargs - s->pos : s->pos - 1), how);
+            else if (s->pos > 0)
+                missing = true;
+            else if (only >= 0 || j->nargs <= 1)
+                put_perl(b, t, s, j, only >= 0 ? only : j->nargs ? 0 : -1, how);
+            else
+                for (size_t a = 0; a < j->nargs; a++) {
+                    if (a > 0)
+                        value_break(b, how, nwords);
+                    put_perl(b, t, s, j, (long)a, how);
+                }
+            break;
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
@@ -905,14 +1021,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
                 put_value(b, &j->args[only], s, how);
             } else {
                 for (size_t a = 0; a < j->nargs; a++) {
-                    if (a > 0) {
-                        if (how == WORDS) {
-                            buf_addnul(b);
-                            (*nwords)++;
-                        } else {
-                            buf_addc(b, ' ');
-                        }
-                    }
+                    if (a > 0)
+                        value_break(b, how, nwords);
                     put_value(b, &j->args[a], s, how);
                 }
             }
@@ -953,11 +1063,45 @@ static void expand_line(const struct tpl *t, const struct jobview *j, enum how h
     }
 }
 
+/* Byte strings compared as Perl's cmp does. */
+static int cmp_fields(const struct field *a, const struct field *b)
+{
+    int c = memcmp(a->p, b->p, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Whether --plus's {uniq} / {choose_k} skip the job: arguments not all different / not
+ * in strictly increasing order. */
+static bool checks_skip(const struct tpl *t, const struct jobview *j)
+{
+    for (size_t a = 1; (t->checks & C_CHOOSE) && a < j->nargs; a++)
+        if (cmp_fields(&j->args[a - 1], &j->args[a]) >= 0)
+            return true;
+    for (size_t a = 1; (t->checks & C_UNIQ) && a < j->nargs; a++)
+        for (size_t b = 0; b < a; b++)
+            if (!cmp_fields(&j->args[a], &j->args[b]))
+                return true;
+    return false;
+}
+
+/* After an expansion into b: rc, or CONCUR_ENOMEM, CONCUR_EIO (perl failed, after a
+ * message), TPL_SKIP (the job is to be skipped). */
+static int verdict(const struct tpl *t, const struct jobview *j, const struct buf *b, int rc)
+{
+    if (rc == 0 && !buf_ok(b))
+        rc = CONCUR_ENOMEM;
+    if (rc == 0 && t->perl && perl_failed())
+        rc = CONCUR_EIO;
+    if (rc == 0 && ((t->perl && perl_skipped(j)) || (t->checks && checks_skip(t, j))))
+        rc = perl_failed() ? CONCUR_EIO : TPL_SKIP;
+    return rc;
+}
+
 int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line)
 {
     buf_reset(line);
     expand_line(t, j, QUOTED, line);
-    return buf_ok(line) ? 0 : CONCUR_ENOMEM;
+    return verdict(t, j, line, 0);
 }
 
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out)
@@ -992,8 +1136,9 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
     if (want_line || !t->direct) {
         buf_reset(line);
         expand_line(t, j, QUOTED, line);
-        if (!buf_ok(line))
-            return CONCUR_ENOMEM;
+        int rc = verdict(t, j, line, 0);
+        if (rc)
+            return rc;
     }
     if (t->raw) {
         /* The arguments are the command: exec them directly when they are simple. */
@@ -1027,7 +1172,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
             n++;
         }
     }
-    return make_argv(strs, vec, n, argv);
+    return verdict(t, j, strs, make_argv(strs, vec, n, argv));
 }
 
 /* ------------------------------------------------------------------ simple lines */
