@@ -213,6 +213,25 @@ static size_t parse_trim(struct tpl *t, const char *s, size_t n, struct seg *out
     return (size_t)(close - s) + 1;
 }
 
+/* Makes *out the S_PERL segment of the expression src[0, n) (compiled by perl.c) for
+ * argument pos (0: each). false when it does not compile (perl_failed() is then set). */
+static bool perl_seg(struct tpl *t, const char *src, size_t n, unsigned pos, bool from_end,
+                     struct seg *out)
+{
+    int id = perl_expr(src, n);
+    if (id < 0)
+        return false;
+    memset(out, 0, sizeof(*out));
+    out->kind = S_PERL;
+    out->perl = id;
+    out->pos = pos;
+    out->from_end = from_end;
+    t->perl = true;
+    t->perl_uq = t->perl_uq || memmem(src, n, "uq", 2);
+    t->perl_total = t->perl_total || memmem(src, n, "total_jobs", 10);
+    return true;
+}
+
 /* {= perl expression =} at s (n bytes available), or {=N perl =} for the N-th argument:
  * its length, or 0. As in GNU parallel, it ends at the first =} with no {= before it. A
  * bad expression is plain text here; perl_failed() then stops concur. */
@@ -231,18 +250,109 @@ static size_t parse_perl(struct tpl *t, const char *s, size_t n, struct seg *out
         pos = pos * 10 + (unsigned)(*p++ - '0');
     if (from_end && !pos)
         return 0;
-    int id = perl_expr(p, (size_t)(close - p));
-    if (id < 0)
+    return perl_seg(t, p, (size_t)(close - p), pos, from_end, out) ? (size_t)(close - s) + 2 : 0;
+}
+
+/* --plus's bash-like forms, as GNU parallel defines them: Perl code on $_, with the
+ * pieces of the placeholder (quoted for a Perl string) in $concur_1 and $concur_2. */
+static const struct {
+    const char *prefix;
+    int groups;
+    const char *code;
+} bash_forms[] = {
+    {":-", 1, "$_ ||= $concur_1"},                  /* {:-str}: str when empty */
+    {"//", 2, "s/$concur_1/$concur_2/g;"},         /* {//re/str} */
+    {"/#", 2, "s/^$concur_1/$concur_2/g;"},        /* {/#re/str} */
+    {"/%", 2, "s/$concur_1$/$concur_2/g;"},        /* {/%re/str} */
+    {"/", 2, "s/$concur_1/$concur_2/;"},           /* {/re/str} */
+    {"^^", 1, "s/($concur_1)/uc($1)/eg;"},         /* {^^str} */
+    {"^", 1, "s/^($concur_1)/uc($1)/e;"},          /* {^str} */
+    {",,", 1, "s/($concur_1)/lc($1)/eg;"},         /* {,,str} */
+    {",", 1, "s/^($concur_1)/lc($1)/e;"},          /* {,str} */
+    {":", -1, NULL},                                /* {:n} {:n:m}: see parse_bash */
+};
+
+/* Appends s[0, n) to b as the inside of a Perl "..." string (GNU parallel's pQ). */
+static void perl_quoted(struct buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] && strchr("\\\"$@", s[i]))
+            buf_addc(b, '\\');
+        buf_addc(b, s[i]);
+    }
+}
+
+/* Where the {:n} / {:n:m} numbers of body[0, n) end, or 0 when it is not one. */
+static size_t substr_form(const char *body, size_t n, size_t *colon)
+{
+    size_t a = strspn(body, "0123456789");
+    *colon = 0;
+    if (a == 0 || a > n)
         return 0;
-    memset(out, 0, sizeof(*out));
-    out->kind = S_PERL;
-    out->perl = id;
-    out->pos = pos;
-    out->from_end = from_end;
-    t->perl = true;
-    t->perl_uq = t->perl_uq || memmem(p, (size_t)(close - p), "uq", 2);
-    t->perl_total = t->perl_total || memmem(p, (size_t)(close - p), "total_jobs", 10);
-    return (size_t)(close - s) + 2;
+    if (a == n)
+        return n;
+    size_t b = body[a] == ':' ? strspn(body + a + 1, "0123456789") : 0;
+    *colon = a;
+    return b && a + 1 + b == n ? n : 0;
+}
+
+/* --plus: {:-str} {:n} {:n:m} {/re/str} {//re/str} {/#re/str} {/%re/str} {^str} {^^str}
+ * {,str} {,,str} (and {N...} for the N-th argument) at s: bash's ${a...} with Perl's
+ * regular expressions, run by perl as GNU parallel runs them. Its length, or 0. */
+static size_t parse_bash(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    if (!t->plus || n < 4 || s[0] != '{')
+        return 0;
+    const char *close = memchr(s, '}', n);
+    size_t i = 1;
+    unsigned pos = 0;
+    while (close && s + i < close && i < 8 && s[i] >= '0' && s[i] <= '9')
+        pos = pos * 10 + (unsigned)(s[i++] - '0');
+    while (pos && s + i < close && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (!close || (i > 1 && !pos))
+        return 0;
+    const char *body = s + i;
+    size_t blen = (size_t)(close - body), k = 0;
+    while (k < sizeof(bash_forms) / sizeof(bash_forms[0]) &&
+           strncmp(body, bash_forms[k].prefix, strlen(bash_forms[k].prefix)))
+        k++;
+    if (k == sizeof(bash_forms) / sizeof(bash_forms[0]))
+        return 0;
+    size_t plen = strlen(bash_forms[k].prefix), colon;
+    const char *g1 = body + plen, *g2 = NULL;
+    size_t n1 = blen - plen, n2 = 0;
+    if (bash_forms[k].groups < 0) { /* {:n} {:n:m} */
+        if (!substr_form(g1, n1, &colon))
+            return 0;
+    } else if (bash_forms[k].groups == 2) { /* re/str: re is up to the first / after one byte */
+        const char *slash = n1 > 1 ? memchr(g1 + 1, '/', n1 - 1) : NULL;
+        if (!slash || (k == 4 && (memchr(g1, '#', (size_t)(slash - g1)) ||
+                                  memchr(g1, '%', (size_t)(slash - g1)))))
+            return 0;
+        g2 = slash + 1;
+        n2 = (size_t)(close - g2);
+        n1 = (size_t)(slash - g1);
+    }
+    if (n1 == 0)
+        return 0;
+    struct buf code = {0};
+    if (bash_forms[k].groups < 0 && colon)
+        buf_printf(&code, "$_ = substr($_,%.*s,%.*s);", (int)colon, g1, (int)(n1 - colon - 1),
+                   g1 + colon + 1);
+    else if (bash_forms[k].groups < 0)
+        buf_printf(&code, "substr($_,0,%.*s) = \"\";", (int)n1, g1);
+    else {
+        buf_adds(&code, "$concur_1=\"");
+        perl_quoted(&code, g1, n1);
+        buf_adds(&code, "\";$concur_2=\"");
+        perl_quoted(&code, g2 ? g2 : "", n2);
+        buf_adds(&code, "\";");
+        buf_adds(&code, bash_forms[k].code);
+    }
+    bool ok = buf_ok(&code) && perl_seg(t, code.p, code.len, pos, false, out);
+    buf_free(&code);
+    return ok ? (size_t)(close - s) + 1 : 0;
 }
 
 /* --plus: {uniq} {choose_k}, and {n uniq}... for the n-th argument. Its length, or 0. */
@@ -291,6 +401,8 @@ static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
     if (n < 2 || s[0] != '{')
         return 0;
     size_t trim = parse_trim(t, s, n, out);
+    if (!trim)
+        trim = parse_bash(t, s, n, out);
     if (trim)
         return trim;
     /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a

@@ -212,3 +212,15 @@ same_output() {
   same_output -k --plus echo {choose_k} ::: b a ::: a b
   same_as_parallel -k echo {choose_k} ::: A B # plain text without --plus
 }
+
+@test "--plus's bash-like forms {:-str} {:n} {:n:m} {/re/str} {//re/str} {/#re/str} {/%re/str}" {
+  same_as_parallel -k --plus echo '{:-dflt}' '{:2}' '{:1:3}' ::: abcabc '' AbBc
+  same_as_parallel -k --plus echo '{/b/X}' '{//b/X}' '{/#a/X}' '{/%c/X}' ::: abcabc AbBc
+  same_as_parallel -k --plus echo '{//[ab]+/<$&>}' '{/b.c/}' ::: abcabc 'x$y' # Perl regexps
+  same_as_parallel -k --plus echo '{2/x/Y}' '{1:-none}' ::: '' a ::: xx
+  same_as_parallel -k echo '{/b/X}' ::: abc # without --plus: plain text
+}
+
+@test "--plus's bash-like case forms {^str} {^^str} {,str} {,,str}" {
+  same_as_parallel -k --plus echo '{^a}' '{^^b}' '{,A}' '{,,B}' '{^^[a-z]}' ::: abcabc AbBc
+}
