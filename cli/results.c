@@ -46,6 +46,7 @@ struct results {
     size_t nnames;
     struct tpl *tpl; /* R_TPL: PATH with its replacement strings */
     struct buf b;
+    struct buf order; /* a directory's levels: the arguments' indexes in order (size_t[]) */
 };
 
 static bool ends_with(const char *s, const char *suffix)
@@ -299,11 +300,56 @@ static int tpl_job(struct results *r, const struct jobdone *d)
     return rc ? rc : write_three(b, d, dir ? in_dir : beside);
 }
 
+/* The name of column col (its number without --header) as Perl sees it as a number: its
+ * leading number, or 0. */
+static double name_number(const struct results *r, unsigned col)
+{
+    char tmp[64];
+    if (col < 1 || col > r->nnames)
+        return col;
+    size_t n = r->names[col - 1].len < sizeof(tmp) - 1 ? r->names[col - 1].len : sizeof(tmp) - 1;
+    memcpy(tmp, r->names[col - 1].p, n);
+    tmp[n] = '\0';
+    return strtod(tmp, NULL);
+}
+
+/* Whether column a comes after column b in a results directory: as GNU parallel, the
+ * levels are sorted by the columns' names, numerically, then byte by byte. */
+static bool name_after(const struct results *r, unsigned a, unsigned b)
+{
+    double x = name_number(r, a), y = name_number(r, b);
+    if (x != y || a < 1 || b < 1 || a > r->nnames || b > r->nnames)
+        return x != y ? x > y : a > b;
+    const struct field *p = &r->names[a - 1], *q = &r->names[b - 1];
+    int c = memcmp(p->p, q->p, p->len < q->len ? p->len : q->len);
+    return c ? c > 0 : p->len > q->len;
+}
+
 static int dir_job(struct results *r, const struct jobdone *d)
 {
     struct buf *b = &r->b;
     buf_adds(b, r->path);
-    for (size_t i = 0; i < d->nargs; i++) {
+    buf_reset(&r->order);
+    for (size_t i = 0; i < d->nargs; i++)
+        buf_add(&r->order, &i, sizeof(i));
+    if (!buf_ok(&r->order))
+        return CONCUR_ENOMEM;
+    size_t *ord = (size_t *)r->order.p;
+    /* each record's arguments (a run of increasing columns) in the order of their names */
+    for (size_t first = 0, i = 1; i < d->nargs; i++) {
+        if (d->args[i].col <= d->args[i - 1].col) {
+            first = i;
+            continue;
+        }
+        size_t k = i;
+        while (k > first && name_after(r, d->args[ord[k - 1]].col, d->args[i].col)) {
+            ord[k] = ord[k - 1];
+            k--;
+        }
+        ord[k] = i;
+    }
+    for (size_t x = 0; x < d->nargs; x++) {
+        size_t i = ord[x];
         unsigned col = d->args[i].col;
         buf_addc(b, '/');
         if (col >= 1 && col <= r->nnames)
@@ -354,6 +400,7 @@ int results_close(struct results *r)
         cli_error("cannot write the results '%s': %s", r->path, strerror(errno));
     }
     buf_free(&r->b);
+    buf_free(&r->order);
     tpl_free(r->tpl);
     free(r->path);
     free(r);

@@ -248,6 +248,15 @@ static size_t parse_perl(struct tpl *t, const char *s, size_t n, struct seg *out
     unsigned pos = 0;
     while (p < close && *p >= '0' && *p <= '9' && pos < 100000)
         pos = pos * 10 + (unsigned)(*p++ - '0');
+    for (size_t i = 0; !pos && !from_end && i < t->nnames; i++) {
+        /* --header: {=name perl =} is {=N perl =} for the column called name (as in GNU
+         * parallel, a prefix: nothing needs to follow the name) */
+        const struct field *f = &t->names[i];
+        if (f->len && f->len <= (size_t)(close - p) && !memcmp(p, f->p, f->len)) {
+            pos = f->col;
+            p += f->len;
+        }
+    }
     if (from_end && !pos)
         return 0;
     return perl_seg(t, p, (size_t)(close - p), pos, from_end, out) ? (size_t)(close - s) + 2 : 0;

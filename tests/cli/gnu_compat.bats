@@ -335,6 +335,28 @@ load helpers
   [ "$status" -eq 2 ]
 }
 
+@test "--header : the levels of a --results directory are in the order of the names, as GNU parallel" {
+  need_parallel
+  for p in "$CONCUR" "parallel --will-cite"; do
+    d=$([[ $p == "$CONCUR" ]] && echo c || echo g)
+    # shellcheck disable=SC2086
+    $p --results $d --header : -k echo ::: foo bar ::: A B >/dev/null
+    # shellcheck disable=SC2086
+    $p --results $d-n --header : -k -n2 echo ::: 2 x y ::: 10 u >/dev/null
+    # shellcheck disable=SC2086
+    $p --results $d-p -k echo ::: a ::: b >/dev/null # no --header: in the order given
+  done
+  [ -e c/A/B/foo/bar/stdout ]
+  [ "$(cd g && find . | sort)" = "$(cd c && find . | sort)" ]
+  [ "$(cd g-n && find . | sort)" = "$(cd c-n && find . | sort)" ]
+  [ "$(cd g-p && find . | sort)" = "$(cd c-p && find . | sort)" ]
+}
+
+@test "--header : {=name perl =} is {=N perl =} for the column called name (par_header_parens)" {
+  same_as_parallel -k --header : echo '{=v2=}{=v1 $_=Q($_)=}' ::: v1 K ::: v2 O
+  same_as_parallel -k --header : echo '{2}{=1 $_=uc=}' ::: v2 k ::: v1 o
+}
+
 @test "--pipe --header: the header goes in front of every block, as GNU parallel (par_header)" {
   (echo h1; echo h2; echo 1a; echo 1b; echo 2a; echo 2b; echo 3a) >in
   run "$CONCUR" -j1 --pipe -N2 -k --header '.*\n.*\n' 'echo Start; cat; echo Stop' <in
