@@ -180,6 +180,10 @@ struct cli_opts {
     bool shell;       /* --shell: always run the line with the shell */
     /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
     const char *shell_path;
+    /* $PARALLEL_ENV (its file's content when it names a file, \001 read as a newline): shell
+     * code run before every command line (owned; NULL: none) */
+    char *penv;
+    size_t penv_len;
     /* scheduling */
     int jobs;                     /* resolved -j (0: no limit) */
     double timeout;               /* seconds, 0: none */

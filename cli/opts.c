@@ -20,12 +20,14 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* In the order of the table below, section by section: apply() relies on it. */
@@ -1128,6 +1130,47 @@ static int pick_shell(struct cli_opts *o)
     return 0;
 }
 
+/* $PARALLEL_ENV, as GNU parallel reads it: shell code put before every command line, or
+ * the name of a file (a fifo too) that holds it; \001 stands for a newline. It is taken
+ * out of the environment (the jobs do not get it). 0, or EXIT_OTHER after a message. */
+static int read_penv(struct cli_opts *o)
+{
+    const char *v = getenv("PARALLEL_ENV");
+    struct stat st;
+    struct buf b = {0};
+    if (!v || !*v)
+        return 0;
+    if (stat(v, &st) == 0) {
+        int fd = open(v, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : 0;
+        while (fd >= 0 && buf_reserve(&b, 4096) &&
+               ((n = read(fd, b.p + b.len, b.cap - b.len - 1)) > 0 || (n < 0 && errno == EINTR)))
+            b.len += n > 0 ? (size_t)n : 0;
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        if (n < 0) {
+            cli_error("cannot read $PARALLEL_ENV's file %s: %s", v, strerror(err));
+            buf_free(&b);
+            return EXIT_OTHER;
+        }
+    } else {
+        buf_adds(&b, v);
+    }
+    if (!buf_ok(&b)) {
+        buf_free(&b);
+        return oom();
+    }
+    for (size_t i = 0; i < b.len; i++)
+        if (b.p[i] == '\001')
+            b.p[i] = '\n';
+    o->penv = b.p ? b.p : NULL;
+    o->penv_len = b.len;
+    if (unsetenv("PARALLEL_ENV") != 0)
+        cli_warn("cannot remove PARALLEL_ENV from the environment: %s", strerror(errno));
+    return 0;
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -1165,6 +1208,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
         goto out;
     if ((rc = pick_shell(o)) != 0)
         goto out;
+    if ((rc = read_penv(o)) != 0)
+        goto out;
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)
@@ -1180,7 +1225,8 @@ void opts_free(struct cli_opts *o)
     free(o->recend);
     free(o->recstart);
     free(o->tagstring);
-    o->tagstring = NULL;
+    free(o->penv);
+    o->tagstring = o->penv = NULL;
     o->groups = NULL;
     o->argfiles = NULL;
     o->delim = NULL;

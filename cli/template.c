@@ -95,6 +95,8 @@ struct tpl {
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
     const char *shell;         /* what runs the lines that need a shell */
+    const char *penv;          /* PARALLEL_ENV: shell code run before each line (or NULL) */
+    size_t penv_len;
     bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
     size_t nnames;
@@ -834,6 +836,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
     t->shell = o->shell_path;
+    t->penv = o->penv;
+    t->penv_len = o->penv_len;
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     t->names = o->names;
@@ -842,7 +846,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->raw = true;
     } else if (o->quote) {
         compile_quoted(t, o);
-        if (o->shell)
+        if (o->shell || o->penv)
             t->direct = false;
     } else {
         struct buf joins = {0};
@@ -860,7 +864,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->join_base = NULL;
         t->text.failed |= joins.failed;
         buf_free(&joins);
-        if (o->shell)
+        if (o->shell || o->penv)
             t->direct = false;
     }
     bool any = t->perl; /* (an expression may span command words) */
@@ -1247,7 +1251,7 @@ static int make_argv(struct buf *strs, struct buf *vec, size_t n, char ***argv)
     return 0;
 }
 
-static const char *shell_line(const struct buf *line, struct buf *strs);
+static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs);
 
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
@@ -1261,7 +1265,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         if (rc)
             return rc;
     }
-    if (t->raw) {
+    if (t->raw && !t->penv) {
         /* The arguments are the command: exec them directly when they are simple. */
         int k = split_simple(line->p, line->len, strs);
         if (k > 0)
@@ -1275,7 +1279,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         char **v = (char **)vec->p;
         v[0] = (char *)t->shell;
         v[1] = dash_c;
-        if (!(v[2] = (char *)shell_line(line, strs)))
+        if (!(v[2] = (char *)shell_line(t, line, strs)))
             return CONCUR_ENOMEM;
         v[3] = NULL;
         vec->len = 4 * sizeof(char *);
@@ -1470,12 +1474,20 @@ static long last_simple_command(const char *s, size_t n)
 /* The line the shell runs (SHELL -c): with "exec " before its last command when that is a simple
  * command, so that a job killed by a signal is seen as killed (the shell would otherwise
  * exit 128 + the signal). NULL when out of memory. */
-static const char *shell_line(const struct buf *line, struct buf *strs)
+static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs)
 {
     long at = last_simple_command(line->p, line->len);
-    if (at < 0)
+    if (at < 0 && !t->penv)
         return line->p;
     buf_reset(strs);
+    if (t->penv) { /* PARALLEL_ENV: shell code run before every command */
+        buf_add(strs, t->penv, t->penv_len);
+        buf_addc(strs, '\n');
+    }
+    if (at < 0) {
+        buf_add(strs, line->p, line->len);
+        return buf_ok(strs) ? strs->p : NULL;
+    }
     buf_add(strs, line->p, (size_t)at);
     buf_adds(strs, "exec ");
     buf_add(strs, line->p + at, line->len - (size_t)at);

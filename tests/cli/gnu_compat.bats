@@ -675,3 +675,29 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   run bash -c 'printf "b\r\nc\r\nd\r\n" | "$CONCUR" -k echo {}a'
   [[ "$output" == *'concur: warning: The first three values end in CR-NL.'* ]]
 }
+
+# ------------------------------------------------------------------ PARALLEL_ENV
+
+@test "PARALLEL_ENV: shell code run before every command, or the file (a fifo too) holding it" {
+  need_parallel
+  for p in "$CONCUR" "parallel --will-cite"; do
+    out=$([[ $p == "$CONCUR" ]] && echo out.c || echo out.g)
+    # shellcheck disable=SC2086
+    PARALLEL_ENV="v='OK as variable'" $p -k {} '$v' ::: echo echo >>"$out"
+    echo "v='OK as file'" >penv
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$PWD/penv $p echo '$v' {} ::: x >>"$out"
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$'w=1\001v=2' $p echo '$w$v' ::: y >>"$out"
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=v=3 $p -k ::: 'echo $v' 'env | grep -c PARALLEL_ENV= || :' >>"$out"
+    mkfifo fifo
+    (echo "v='OK as fifo'" >fifo &)
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$PWD/fifo $p echo '$v' ::: z >>"$out"
+    rm fifo
+  done
+  [ "$(cat out.c)" = "$(cat out.g)" ]
+  # the command line shown (here by --dry-run) is the command's own
+  [ "$(PARALLEL_ENV=v=1 "$CONCUR" --dry-run echo ::: a)" = "echo a" ]
+}
