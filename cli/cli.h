@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------------ exit statuses */
 
@@ -121,6 +122,14 @@ double mono_now(void);
 
 /* Parses a duration: "1.5", "2s", "3m", "1h", "1d". Returns false if malformed. */
 bool parse_duration(const char *s, double *out);
+
+/* Starts argv[0] (looked up in $PATH) with a clean signal mask and default dispositions
+ * (concur blocks some), each fds[i][0] as its descriptor fds[i][1] (-1: /dev/null, read
+ * only). The source descriptors must not be any of the targets. 0 with *pid set, or an
+ * errno value (ENOENT: no such program). */
+int spawn_fds(pid_t *pid, char *const argv[], const int fds[][2], size_t nfds);
+/* Whether a program called name (no slash) is in $PATH, executable. */
+bool in_path(const char *name);
 
 /* GNU parallel's shell quoting of one word ('...' when needed, '' for empty). */
 void shell_quote(struct buf *b, const char *s, size_t n);
@@ -207,6 +216,7 @@ struct cli_opts {
     char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
     size_t tagstring_len;
     const char *results;
+    bool compress; /* --compress: the --results files are compressed */
     bool json;
     const char *joblog;
     const char *tmpdir; /* --tmpdir: where output past the memory cap spills */

@@ -162,7 +162,7 @@ static const struct optdef optdefs[] = {
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
     {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
-    {O_COMPRESS, 0, "compress", NULL, "accepted: spilled output is not compressed", NULL},
+    {O_COMPRESS, 0, "compress", NULL, "compress the --results files (pzstd, zstd, lz4, gzip...)", NULL},
     {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
@@ -915,7 +915,8 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_TMPDIR:
         o->tmpdir = val;
         break;
-    case O_COMPRESS: /* nothing to compress: see concur.1 */
+    case O_COMPRESS: /* the --results files (spilled output is not compressed) */
+        o->compress = true;
         break;
     case O_TRACE:
         o->trace = true;
@@ -1111,22 +1112,11 @@ static int pick_shell(struct cli_opts *o)
         s = getenv("SHELL");
     if (!s || !*s)
         s = "/bin/sh";
-    if (foreign_shell(s))
-        s = "/bin/sh";
-    bool found = strchr(s, '/') && access(s, X_OK) == 0;
-    const char *path = getenv("PATH");
-    while (!strchr(s, '/') && !found && path && *path) {
-        size_t len = strcspn(path, ":");
-        char full[4096];
-        int n = snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? path : ".", s);
-        found = n > 0 && (size_t)n < sizeof(full) && access(full, X_OK) == 0;
-        path += len + (path[len] == ':');
-    }
-    if (!found) {
+    if (strchr(s, '/') ? access(s, X_OK) != 0 : !in_path(s)) {
         cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
         return EXIT_OTHER;
     }
-    o->shell_path = s;
+    o->shell_path = foreign_shell(s) ? "/bin/sh" : s; /* (one that is there, as GNU parallel) */
     return 0;
 }
 

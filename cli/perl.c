@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -144,36 +143,9 @@ static int high_fd(int fd)
 
 static int spawn_driver(int req_r, int rep_w)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGINT);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGHUP);
-    sigaddset(&dfl, SIGPIPE);
-    char *argv[] = {"perl", "-e", (char *)driver, NULL};
-    extern char **environ;
-    int rc = posix_spawn_file_actions_init(&fa);
-    if (rc)
-        return rc;
-    if ((rc = posix_spawnattr_init(&at)) != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        return rc;
-    }
-    if (!(rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) &&
-        !(rc = posix_spawn_file_actions_adddup2(&fa, req_r, 3)) &&
-        !(rc = posix_spawn_file_actions_adddup2(&fa, rep_w, 4)) &&
-        !(rc = posix_spawnattr_setsigmask(&at, &none)) &&
-        !(rc = posix_spawnattr_setsigdefault(&at, &dfl)) &&
-        !(rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)))
-        rc = posix_spawnp(&P.pid, "perl", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc)
-        P.pid = 0;
-    return rc;
+    static char *argv[] = {"perl", "-e", (char *)driver, NULL};
+    const int fds[][2] = {{-1, 0}, {req_r, 3}, {rep_w, 4}};
+    return spawn_fds(&P.pid, argv, fds, 3);
 }
 
 /* Starts the perl process. 0, or -1 after a message. */

@@ -47,9 +47,15 @@ load helpers
   [[ $output == *"shell '/nonexistent/sh' not found"* ]]
 }
 
-@test "csh-like shells: the lines run with /bin/sh (they are quoted for sh)" {
-  run env SHELL=/bin/tcsh "$CONCUR" 'echo $0' ::: x
+@test "csh-like shells: the lines run with /bin/sh (they are quoted for sh); a missing one is an error" {
+  mkdir bin && ln -s /bin/sh bin/tcsh
+  run env SHELL="$PWD/bin/tcsh" "$CONCUR" 'echo $0' ::: x
   [ "$output" = "/bin/sh x" ]
+  # as GNU parallel (par_testquote): a shell that is not there is an error, csh-like or not
+  run --separate-stderr env PARALLEL_SHELL=no-such-csh-$UNIQ "$CONCUR" echo ::: x
+  [ "$status" -eq 255 ] && [ -z "$output" ]
+  run --separate-stderr env PARALLEL_SHELL=/no/such/tcsh "$CONCUR" echo ::: x
+  [ "$status" -eq 255 ] && [ -z "$output" ]
 }
 
 # ------------------------------------------------------------------ ::::+
@@ -240,6 +246,24 @@ load helpers
   [ "$output" = "[x y] a" ]
   run "$CONCUR" --env '' echo ::: a
   [ "$status" -eq 2 ]
+}
+
+@test "--compress compresses the files of a --results directory, as GNU parallel (par_results_compress)" {
+  command -v pzstd >/dev/null || skip "pzstd is not installed"
+  "$CONCUR" --results r --compress 'echo {}; echo e{} >&2' ::: 1 '  ' /
+  [ "$(cat r/1/1/stdout | pzstd -qdc)" = 1 ]
+  [ "$(pzstd -qdc <r/1/1/stderr)" = e1 ]
+  [ "$(cat r/1/1/seq)" = 1 ] # not compressed
+  [ "$(cat r/1/*/stdout | pzstd -qdc | LC_ALL=C sort)" = "$(printf '  \n/\n1')" ]
+  "$CONCUR" --results 't/{}' --compress echo ::: a
+  [ "$(pzstd -qdc <t/a)" = a ]
+  need_parallel
+  parallel --will-cite --results g --compress echo ::: 1
+  [ "$(pzstd -qdc <g/1/1/stdout)" = "$(pzstd -qdc <r/1/1/stdout)" ]
+  # without a compressor in $PATH, the files are written as they are (GNU parallel's cat)
+  mkdir bin && ln -s "$(type -P echo)" bin/echo
+  PATH=$PWD/bin "$CONCUR" --results p --compress echo ::: b
+  [ "$(cat p/1/b/stdout)" = b ]
 }
 
 @test "--compress is accepted and changes nothing in the output" {
