@@ -117,7 +117,7 @@ static const struct optdef optdefs[] = {
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
-    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%} {#re} {%re}... (see man)", NULL},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {..} {##} {0#} {#re} {/re/str} {:-str} {uniq}... (see man)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
     {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
@@ -180,7 +180,9 @@ static void print_help(void)
                  "Arguments come from ::: groups (all their combinations; :::+ pairs a group with\n"
                  "the previous one), from :::: or -a files, or from standard input, one per line.\n"
                  "{} in COMMAND is replaced by the argument, quoted; without a placeholder the\n"
-                 "arguments are appended. Also: {.} {/} {//} {/.} {#} {%} {1} {2.}...\n");
+                 "arguments are appended. Also: {.} {/} {//} {/.} {#} {%} {1} {2.}...\n"
+                 "{= perl expression =} (and {=2 ... =}) is the value of $_ after the perl code\n"
+                 "runs with $_ set to the argument.\n");
     for (int i = 0; i < NOPTS; i++) {
         const struct optdef *d = &optdefs[i];
         if (!d->help)
