@@ -216,6 +216,7 @@ static int fill(size_t want)
         if (n <= 0)
             return -1;
         P.in.len += (size_t)n;
+        P.in.p[P.in.len] = '\0'; /* (for sscanf: a buf's content ends with a NUL) */
     }
     return 0;
 }
