@@ -128,6 +128,8 @@ bool parse_duration(const char *s, double *out);
  * only). The source descriptors must not be any of the targets. 0 with *pid set, or an
  * errno value (ENOENT: no such program). */
 int spawn_fds(pid_t *pid, char *const argv[], const int fds[][2], size_t nfds);
+/* mkdir -p: path and its missing parents (path is changed while it runs). 0 or -errno. */
+int mkdir_p(char *path);
 /* Whether a program called name (no slash) is in $PATH, executable. */
 bool in_path(const char *name);
 

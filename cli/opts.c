@@ -1163,6 +1163,20 @@ static int read_penv(struct cli_opts *o)
     return 0;
 }
 
+/* $PARALLEL_HOME: GNU parallel makes the directory when it is missing (it keeps its own
+ * files there); concur reads nothing from it, but makes it too, or warns that it cannot. */
+static void make_home(void)
+{
+    const char *h = getenv("PARALLEL_HOME");
+    if (!h || !*h)
+        return;
+    char *p = strdup(h);
+    int rc = p ? mkdir_p(p) : -ENOMEM;
+    if (rc)
+        cli_warn("$PARALLEL_HOME (%s) does not exist and cannot be made: %s", h, strerror(-rc));
+    free(p);
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -1202,6 +1216,7 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
         goto out;
     if ((rc = read_penv(o)) != 0)
         goto out;
+    make_home();
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)

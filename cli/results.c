@@ -57,22 +57,6 @@ static bool ends_with(const char *s, const char *suffix)
     return n > m && !strcasecmp(s + n - m, suffix);
 }
 
-/* mkdir -p for the first n bytes of path (n = strlen when the whole path). */
-static int mkdir_p(char *path)
-{
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        int rc = mkdir(path, 0777) < 0 && errno != EEXIST ? -errno : 0;
-        *p = c;
-        if (rc)
-            return rc;
-        if (!c)
-            return 0;
-    }
-}
 
 static const char *find_compressor(void);
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ buffers */
@@ -499,4 +500,20 @@ bool in_path(const char *name)
         path += len + (path[len] == ':');
     }
     return false;
+}
+
+int mkdir_p(char *path)
+{
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        int rc = mkdir(path, 0777) < 0 && errno != EEXIST ? -errno : 0;
+        *p = c;
+        if (rc)
+            return rc;
+        if (!c)
+            return 0;
+    }
 }

@@ -725,3 +725,12 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   # the command line shown (here by --dry-run) is the command's own
   [ "$(PARALLEL_ENV=v=1 "$CONCUR" --dry-run echo ::: a)" = "echo a" ]
 }
+
+@test "PARALLEL_HOME is made when it is missing, as GNU parallel does; a warning when it cannot be" {
+  PARALLEL_HOME=$PWD/home/sub "$CONCUR" echo ::: OK >out
+  [ -d home/sub ] && [ "$(cat out)" = OK ]
+  touch file
+  run --separate-stderr env PARALLEL_HOME="$PWD/file/sub" "$CONCUR" echo ::: OK
+  [ "$status" -eq 0 ] && [ "$output" = OK ]
+  [[ $stderr == *'$PARALLEL_HOME'*"file/sub"* ]] || { echo "$stderr"; false; }
+}
