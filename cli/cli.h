@@ -365,6 +365,9 @@ int perl_expr(const char *src, size_t n);
  * expression called uq(). 0, or -1 after a message. */
 int perl_value(int id, const struct jobview *j, long pos, size_t total, const char **val,
                size_t *len, bool *unquote);
+/* A descriptor that becomes readable when concur is to stop (its signalfd): a wait for perl
+ * then ends, quietly, as a failure. */
+void perl_set_intr_fd(int fd);
 /* Whether something went wrong with perl (a message was printed): the run must stop. */
 bool perl_failed(void);
 /* Whether an expression called skip() for job *j. */

@@ -136,6 +136,7 @@ static int open_run(struct app *a)
         cli_error("cannot set up signals: %s", strerror(-rc));
         return rc;
     }
+    perl_set_intr_fd(a->sigfd); /* a slow {= perl =} does not hold up a signal */
     if (o->pipe)
         rc = pipe_open(&a->pin, o, a->sigfd);
     else

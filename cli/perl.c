@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -123,7 +124,9 @@ static struct {
     struct buf req, in; /* a request being built; replies read ahead */
     size_t in_pos;
     size_t completed;
-} P = {.to = -1, .from = -1};
+    int intr;         /* readable once concur is to stop (its signalfd; -1: none) */
+    bool interrupted; /* a wait for perl ended because of it */
+} P = {.to = -1, .from = -1, .intr = -1};
 
 #define EXPRS ((struct pexpr *)P.exprs.p)
 #define NEXPRS (P.exprs.len / sizeof(struct pexpr))
@@ -210,6 +213,17 @@ static int fill(size_t want)
     while (P.in.len - P.in_pos < want) {
         if (!buf_reserve(&P.in, 4096))
             return -1;
+        /* a signal for concur ends the wait (a slow expression must not hold it up) */
+        struct pollfd pf[2] = {{.fd = P.from, .events = POLLIN}, {.fd = P.intr, .events = POLLIN}};
+        int ready = poll(pf, P.intr >= 0 ? 2 : 1, -1);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready < 0)
+            return -1;
+        if (!pf[0].revents && (pf[1].revents & POLLIN)) {
+            P.interrupted = true;
+            return -1;
+        }
         ssize_t n = read(P.from, P.in.p + P.in.len, P.in.cap - P.in.len - 1);
         if (n < 0 && errno == EINTR)
             continue;
@@ -245,7 +259,8 @@ static int read_reply(int *status, unsigned *flags, const char **val, size_t *le
     P.in_pos += n;
     return 0;
 broken:
-    cli_error("the perl process of {= =} ended%s", P.in.failed ? " (out of memory)" : "");
+    if (!P.interrupted) /* (interrupted: concur stops, quietly, as for any signal) */
+        cli_error("the perl process of {= =} ended%s", P.in.failed ? " (out of memory)" : "");
     return -1;
 }
 
@@ -294,6 +309,11 @@ int perl_expr(const char *src, size_t n)
         return -1;
     }
     return (int)(NEXPRS - 1);
+}
+
+void perl_set_intr_fd(int fd)
+{
+    P.intr = fd;
 }
 
 bool perl_failed(void)

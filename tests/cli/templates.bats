@@ -224,3 +224,17 @@ same_output() {
 @test "--plus's bash-like case forms {^str} {^^str} {,str} {,,str}" {
   same_as_parallel -k --plus echo '{^a}' '{^^b}' '{,A}' '{,,B}' '{^^[a-z]}' ::: abcabc AbBc
 }
+
+@test "a signal stops concur while a slow perl expression runs: perl is killed, status 128+signal" {
+  start_bg out err -j1 echo \
+    '{= if ($_ eq "b") { open(my $f, ">", "pid.tmp"); print $f $$; close $f; rename "pid.tmp", "pid"; sleep 25 } =}' ::: a b
+  wait_until 10 test -s pid
+  perl_pid=$(cat pid)
+  kill -TERM "$BG_PID"
+  status=0
+  wait "$BG_PID" || status=$?
+  [ "$status" -eq 143 ] || { echo "status $status"; cat err; false; }
+  ! kill -0 "$perl_pid" 2>/dev/null
+  [ "$(cat out)" = a ]
+  [ ! -s err ] || { cat err; false; }
+}
