@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------------ exit statuses */
 
@@ -122,6 +123,16 @@ double mono_now(void);
 /* Parses a duration: "1.5", "2s", "3m", "1h", "1d". Returns false if malformed. */
 bool parse_duration(const char *s, double *out);
 
+/* Starts argv[0] (looked up in $PATH) with a clean signal mask and default dispositions
+ * (concur blocks some), each fds[i][0] as its descriptor fds[i][1] (-1: /dev/null, read
+ * only). The source descriptors must not be any of the targets. 0 with *pid set, or an
+ * errno value (ENOENT: no such program). */
+int spawn_fds(pid_t *pid, char *const argv[], const int fds[][2], size_t nfds);
+/* mkdir -p: path and its missing parents (path is changed while it runs). 0 or -errno. */
+int mkdir_p(char *path);
+/* Whether a program called name (no slash) is in $PATH, executable. */
+bool in_path(const char *name);
+
 /* GNU parallel's shell quoting of one word ('...' when needed, '' for empty). */
 void shell_quote(struct buf *b, const char *s, size_t n);
 
@@ -180,6 +191,10 @@ struct cli_opts {
     bool shell;       /* --shell: always run the line with the shell */
     /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
     const char *shell_path;
+    /* $PARALLEL_ENV (its file's content when it names a file, \001 read as a newline): shell
+     * code run before every command line (owned; NULL: none) */
+    char *penv;
+    size_t penv_len;
     /* scheduling */
     int jobs;                     /* resolved -j (0: no limit) */
     double timeout;               /* seconds, 0: none */
@@ -203,6 +218,7 @@ struct cli_opts {
     char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
     size_t tagstring_len;
     const char *results;
+    bool compress; /* --compress: the --results files are compressed */
     bool json;
     const char *joblog;
     const char *tmpdir; /* --tmpdir: where output past the memory cap spills */
@@ -307,6 +323,11 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o);
 int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cli_opts *o);
 void tpl_free(struct tpl *t);
 
+/* What tpl_build() and tpl_line() return for a job that is not to run: --plus's {uniq} or
+ * {choose_k}, or a {= perl expression =} that called skip(). (They also return
+ * CONCUR_EIO when perl failed, after a message.) */
+enum { TPL_SKIP = 1 };
+
 /* Builds what the runner executes for job *j: an argv either of the program and its
  * arguments (simple lines, or -q), or of SHELL -c LINE (o->shell_path). Strings go to
  * `strs` (and `line`), the pointer array to `vec`; *argv points into `vec` and stays valid until
@@ -332,6 +353,29 @@ bool tpl_has_placeholder(const struct tpl *t);
  * syntax): appends the words, NUL-terminated, to `strs` and returns their count; returns
  * -1 when the line needs a shell. */
 int split_simple(const char *s, size_t n, struct buf *strs);
+
+/* ------------------------------------------------------------------ perl.c */
+
+/* {= perl expression =}: one perl process per run runs them all (started by the first
+ * perl_expr()). perl_expr() compiles an expression (n bytes of source; the same source
+ * gives the same id): its id, or -1 after a message (no perl, a syntax error). */
+int perl_expr(const char *src, size_t n);
+/* The value of expression id for job *j with $_ = its argument pos (0-based; -1: none),
+ * computed once per job and argument: *val stays valid until the next call. *unquote: the
+ * expression called uq(). 0, or -1 after a message. */
+int perl_value(int id, const struct jobview *j, long pos, size_t total, const char **val,
+               size_t *len, bool *unquote);
+/* A descriptor that becomes readable when concur is to stop (its signalfd): a wait for perl
+ * then ends, quietly, as a failure. */
+void perl_set_intr_fd(int fd);
+/* Whether something went wrong with perl (a message was printed): the run must stop. */
+bool perl_failed(void);
+/* Whether an expression called skip() for job *j. */
+bool perl_skipped(const struct jobview *j);
+/* $Global::total_completed: the jobs done so far (also those --resume skips). */
+void perl_set_completed(size_t n);
+/* Ends the perl process (closes its pipes, reaps it; after a signal, kills it first). */
+void perl_end(bool interrupted);
 
 /* ------------------------------------------------------------------ json (util.c) */
 

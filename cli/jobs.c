@@ -67,7 +67,7 @@ static struct job *job_get(struct app *a)
     j->received = 0;
     j->block = NULL;
     j->sent = 0;
-    j->have_line = j->have_tag = j->finished = false;
+    j->have_line = j->have_tag = j->finished = j->skip = false;
     j->print = true;
     return j;
 }
@@ -111,8 +111,10 @@ const struct buf *job_line(struct app *a, struct job *j)
 {
     if (!j->have_line) {
         struct jobview v = view_of(j);
-        if (tpl_line(a->tpl, &v, &j->line) != 0)
+        int rc = tpl_line(a->tpl, &v, &j->line);
+        if (rc < 0)
             return NULL;
+        j->skip = rc == TPL_SKIP;
         j->have_line = true;
     }
     return &j->line;
@@ -319,7 +321,7 @@ static int trial_len(struct app *a, struct job *j, size_t first, size_t from, si
     struct jobview v = {f, n, a->next_seq + 1, 1};
     int rc = tpl_line(a->tpl, &v, &j->line);
     *len = j->line.len;
-    return rc;
+    return rc == TPL_SKIP ? 0 : rc;
 }
 
 /* -s: whether the record just added (n fields) keeps j's command line shorter than the
@@ -484,6 +486,7 @@ static int pull_job(struct app *a, struct job **out)
     struct job *j;
     int rc;
     for (;;) {
+        perl_set_completed(a->completed + a->resumed);
         rc = build_job(a, &j);
         if (rc == CONCUR_EINTR) { /* a signal while waiting for input */
             stop_run(a, CONCUR_STOP_TERM);
@@ -508,6 +511,7 @@ static int pull_job(struct app *a, struct job **out)
             break;
         if (a->prog) /* done in an earlier run: skip it */
             progress_skipped(a->prog);
+        a->resumed++;
         job_put(a, j);
     }
     *out = j;
@@ -523,15 +527,24 @@ int next_job(void *arg, size_t index, concur_cmd *cmd)
     int rc;
     if (a->no_more)
         return 0;
-    if ((rc = pull_job(a, &j)) <= 0)
-        return rc;
-    j->index = index;
-    j->slot = slot_take(a);
-    struct jobview v = view_of(j);
     char **argv;
-    /* Build the line with the argv when it will be needed anyway, or it is the argv. */
-    if ((rc = tpl_build(a->tpl, &v, &j->strs, &j->vec, &argv, &j->line,
-                        a->need_line && !j->have_line)) != 0)
+    for (;;) {
+        if ((rc = pull_job(a, &j)) <= 0)
+            return rc;
+        j->index = index;
+        j->slot = slot_take(a);
+        struct jobview v = view_of(j);
+        /* Build the line with the argv when it will be needed anyway, or it is the argv. */
+        rc = tpl_build(a->tpl, &v, &j->strs, &j->vec, &argv, &j->line,
+                       a->need_line && !j->have_line);
+        if (rc != TPL_SKIP && !j->skip)
+            break;
+        slot_give(a, j->slot); /* {uniq}, {choose_k}, skip(): not run */
+        if (a->prog)
+            progress_skipped(a->prog);
+        job_put(a, j);
+    }
+    if (rc)
         goto fail;
     j->have_line = j->have_line || a->need_line || !tpl_is_direct(a->tpl);
     /* -t as the job starts; -v too when its output is not printed in one piece at its end. */
@@ -582,7 +595,8 @@ fail:
     slot_give(a, j->slot);
     mpi_job_over(a, j);
     job_put(a, j);
-    cli_error("out of memory");
+    if (rc == CONCUR_ENOMEM) /* (perl's failures have their message) */
+        cli_error("out of memory");
     a->fatal = rc;
     return rc;
 }

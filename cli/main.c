@@ -136,6 +136,7 @@ static int open_run(struct app *a)
         cli_error("cannot set up signals: %s", strerror(-rc));
         return rc;
     }
+    perl_set_intr_fd(a->sigfd); /* a slow {= perl =} does not hold up a signal */
     if (o->pipe)
         rc = pipe_open(&a->pin, o, a->sigfd);
     else
@@ -149,7 +150,8 @@ static int open_run(struct app *a)
          (rc = tpl_compile_plain(&a->tagtpl, o->tagstring, o->tagstring_len, o)) != 0) ||
         (o->tries_tpl &&
          (rc = tpl_compile_plain(&a->triestpl, o->tries_tpl, strlen(o->tries_tpl), o)) != 0)) {
-        cli_error("out of memory");
+        if (rc == CONCUR_ENOMEM) /* (a bad {= perl expression =} had its message) */
+            cli_error("out of memory");
         return rc;
     }
     /* The number of jobs is known ahead (--pipe: unknown, 0). */
@@ -244,6 +246,7 @@ static int dry_run(struct app *a)
             job_put(a, j);
             return CONCUR_ENOMEM;
         }
+        /* (as GNU parallel, the jobs {uniq}, {choose_k} or skip() skip are shown) */
         if (a->jl && (a->o.resume || a->o.resume_failed))
             skip = joblog_done(a->jl, j->seq, line->p, line->len);
         for (int k = 0; !skip && k < 1 + a->o.trace; k++) { /* -t: on stderr too */
@@ -387,6 +390,7 @@ static void app_free(struct app *a)
     tpl_free(a->tagtpl);
     tpl_free(a->triestpl);
     output_free(&a->out);
+    perl_end(a->signo != 0); /* the {= perl =} process, if there is one */
     opts_free(&a->o);
     if (a->sigfd >= 0)
         close(a->sigfd);

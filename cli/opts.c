@@ -20,12 +20,14 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* In the order of the table below, section by section: apply() relies on it. */
@@ -115,7 +117,7 @@ static const struct optdef optdefs[] = {
     {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
     {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
     {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
-    {O_PLUS, 0, "plus", NULL, "also {+/} {+.} {..} {/..} {##} {0#} {0%} {#re} {%re}... (see man)", NULL},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {..} {##} {0#} {#re} {/re/str} {:-str} {uniq}... (see man)", NULL},
     {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
     {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
     {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
@@ -160,7 +162,7 @@ static const struct optdef optdefs[] = {
     {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
     {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
     {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
-    {O_COMPRESS, 0, "compress", NULL, "accepted: spilled output is not compressed", NULL},
+    {O_COMPRESS, 0, "compress", NULL, "compress the --results files (pzstd, zstd, lz4, gzip...)", NULL},
     {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
     {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
@@ -178,7 +180,9 @@ static void print_help(void)
                  "Arguments come from ::: groups (all their combinations; :::+ pairs a group with\n"
                  "the previous one), from :::: or -a files, or from standard input, one per line.\n"
                  "{} in COMMAND is replaced by the argument, quoted; without a placeholder the\n"
-                 "arguments are appended. Also: {.} {/} {//} {/.} {#} {%} {1} {2.}...\n");
+                 "arguments are appended. Also: {.} {/} {//} {/.} {#} {%} {1} {2.}...\n"
+                 "{= perl expression =} (and {=2 ... =}) is the value of $_ after the perl code\n"
+                 "runs with $_ set to the argument.\n");
     for (int i = 0; i < NOPTS; i++) {
         const struct optdef *d = &optdefs[i];
         if (!d->help)
@@ -913,7 +917,8 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_TMPDIR:
         o->tmpdir = val;
         break;
-    case O_COMPRESS: /* nothing to compress: see concur.1 */
+    case O_COMPRESS: /* the --results files (spilled output is not compressed) */
+        o->compress = true;
         break;
     case O_TRACE:
         o->trace = true;
@@ -1085,29 +1090,6 @@ static int parse_groups(struct parse *p)
     return 0;
 }
 
-/* GNU parallel's {= perl expression =} needs perl: refused, rather than run literally. It
- * may span several command words, so the words are looked at as the one line they make. */
-static int refuse_perl(const struct cli_opts *o)
-{
-    const char *in = NULL, *open_at = NULL;
-    bool closed = false;
-    for (int i = 0; i < o->ncmd && !closed; i++) {
-        const char *w = o->cmd[i];
-        if (!in && (open_at = strstr(w, "{=")) != NULL)
-            in = w;
-        /* the closing =} after it, in the same word or a later one */
-        closed = in && strstr(in == w ? open_at + 2 : w, "=}") != NULL;
-    }
-    if (!closed && o->tagstring && (open_at = strstr(o->tagstring, "{=")) != NULL) {
-        in = o->tagstring;
-        closed = strstr(open_at + 2, "=}") != NULL;
-    }
-    if (!closed)
-        return 0;
-    return usage_error("{= perl expression =} replacement strings are not supported: '%s'%s", in,
-                       " (use a shell command around {}, e.g. \"$(echo {} | sed ...)\")");
-}
-
 /* Whether a shell takes another syntax than sh's: GNU parallel quotes arguments for csh,
  * fish and rc; concur quotes for sh only, so it runs those users' lines with /bin/sh. */
 static bool foreign_shell(const char *path)
@@ -1132,23 +1114,67 @@ static int pick_shell(struct cli_opts *o)
         s = getenv("SHELL");
     if (!s || !*s)
         s = "/bin/sh";
-    if (foreign_shell(s))
-        s = "/bin/sh";
-    bool found = strchr(s, '/') && access(s, X_OK) == 0;
-    const char *path = getenv("PATH");
-    while (!strchr(s, '/') && !found && path && *path) {
-        size_t len = strcspn(path, ":");
-        char full[4096];
-        int n = snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? path : ".", s);
-        found = n > 0 && (size_t)n < sizeof(full) && access(full, X_OK) == 0;
-        path += len + (path[len] == ':');
-    }
-    if (!found) {
+    if (strchr(s, '/') ? access(s, X_OK) != 0 : !in_path(s)) {
         cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
         return EXIT_OTHER;
     }
-    o->shell_path = s;
+    o->shell_path = foreign_shell(s) ? "/bin/sh" : s; /* (one that is there, as GNU parallel) */
     return 0;
+}
+
+/* $PARALLEL_ENV, as GNU parallel reads it: shell code put before every command line, or
+ * the name of a file (a fifo too) that holds it; \001 stands for a newline. It is taken
+ * out of the environment (the jobs do not get it). 0, or EXIT_OTHER after a message. */
+static int read_penv(struct cli_opts *o)
+{
+    const char *v = getenv("PARALLEL_ENV");
+    struct stat st;
+    struct buf b = {0};
+    if (!v || !*v)
+        return 0;
+    if (stat(v, &st) == 0) {
+        int fd = open(v, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : 0;
+        while (fd >= 0 && buf_reserve(&b, 4096) &&
+               ((n = read(fd, b.p + b.len, b.cap - b.len - 1)) > 0 || (n < 0 && errno == EINTR)))
+            b.len += n > 0 ? (size_t)n : 0;
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        if (n < 0) {
+            cli_error("cannot read $PARALLEL_ENV's file %s: %s", v, strerror(err));
+            buf_free(&b);
+            return EXIT_OTHER;
+        }
+    } else {
+        buf_adds(&b, v);
+    }
+    if (!buf_ok(&b)) {
+        buf_free(&b);
+        return oom();
+    }
+    for (size_t i = 0; i < b.len; i++)
+        if (b.p[i] == '\001')
+            b.p[i] = '\n';
+    o->penv = b.p ? b.p : NULL;
+    o->penv_len = b.len;
+    if (unsetenv("PARALLEL_ENV") != 0)
+        cli_warn("cannot remove PARALLEL_ENV from the environment: %s", strerror(errno));
+    return 0;
+}
+
+/* $PARALLEL_HOME: GNU parallel makes the directory when it is missing (it keeps its own
+ * files there); concur reads nothing from it, but makes it too, or warns that it cannot. */
+static void make_home(void)
+{
+    const char *h = getenv("PARALLEL_HOME");
+    if (!h || !*h)
+        return;
+    char *p = strdup(h);
+    int rc = p ? mkdir_p(p) : -ENOMEM;
+    if (rc)
+        cli_warn("$PARALLEL_HOME (%s) does not exist and cannot be made: %s", h, strerror(-rc));
+    free(p);
 }
 
 int opts_parse(int argc, char **argv, struct cli_opts *o)
@@ -1184,12 +1210,13 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
      * these columns are not trimmed) */
     if ((o->header || o->header_files) && !o->colsep)
         o->colsep = "\\t";
-    if ((rc = refuse_perl(o)) != 0)
-        goto out;
     if ((rc = settle_pipe(&p)) != 0)
         goto out;
     if ((rc = pick_shell(o)) != 0)
         goto out;
+    if ((rc = read_penv(o)) != 0)
+        goto out;
+    make_home();
 out:
     o->argfiles = p.argfiles; /* the -a groups point into it; opts_free releases it */
     if (rc)
@@ -1205,7 +1232,8 @@ void opts_free(struct cli_opts *o)
     free(o->recend);
     free(o->recstart);
     free(o->tagstring);
-    o->tagstring = NULL;
+    free(o->penv);
+    o->tagstring = o->penv = NULL;
     o->groups = NULL;
     o->argfiles = NULL;
     o->delim = NULL;

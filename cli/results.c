@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum rkind { R_JSON, R_CSV, R_DIR, R_TPL };
@@ -46,6 +47,8 @@ struct results {
     size_t nnames;
     struct tpl *tpl; /* R_TPL: PATH with its replacement strings */
     struct buf b;
+    struct buf order; /* a directory's levels: the arguments' indexes in order (size_t[]) */
+    const char *zprog; /* --compress: the program that compresses the stdout and stderr files */
 };
 
 static bool ends_with(const char *s, const char *suffix)
@@ -54,22 +57,8 @@ static bool ends_with(const char *s, const char *suffix)
     return n > m && !strcasecmp(s + n - m, suffix);
 }
 
-/* mkdir -p for the first n bytes of path (n = strlen when the whole path). */
-static int mkdir_p(char *path)
-{
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        int rc = mkdir(path, 0777) < 0 && errno != EEXIST ? -errno : 0;
-        *p = c;
-        if (rc)
-            return rc;
-        if (!c)
-            return 0;
-    }
-}
+
+static const char *find_compressor(void);
 
 int results_open(struct results **out, const char *path, struct writer *stdout_w,
                  const struct cli_opts *o)
@@ -98,7 +87,8 @@ int results_open(struct results **out, const char *path, struct writer *stdout_w
                tpl_has_placeholder(r->tpl)) {
         r->kind = R_TPL; /* the files are made job by job */
     } else if (rc) {
-        cli_error("out of memory");
+        if (rc == CONCUR_ENOMEM) /* (a bad {= perl =} had its message) */
+            cli_error("out of memory");
         results_close(r);
         return rc;
     } else {
@@ -112,6 +102,7 @@ int results_open(struct results **out, const char *path, struct writer *stdout_w
         results_close(r);
         return rc;
     }
+    r->zprog = o->compress ? find_compressor() : NULL;
     *out = r;
     return 0;
 }
@@ -256,9 +247,62 @@ static void dir_level(struct results *r, const char *p, size_t len)
         b->len = name + r->name_max;
 }
 
-/* The job's stdout, stderr and sequence number in b's path + each of suffix[]. */
-static int write_three(struct buf *b, const struct jobdone *d, const char *const suffix[3])
+/* --compress: data[0, n) compressed by `prog -c -1` into the file path. 0 or -errno
+ * (CONCUR_EIO when the program failed). */
+static int write_compressed(const char *path, const void *data, size_t n, const char *prog)
 {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666), p[2], rc = 0;
+    if (fd < 0)
+        return -errno;
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    static char c[] = "-c", one[] = "-1";
+    char *argv[] = {(char *)prog, c, one, NULL};
+    const int fds[][2] = {{p[0], 0}, {fd, 1}};
+    pid_t pid;
+    int err = spawn_fds(&pid, argv, fds, 2);
+    close(p[0]);
+    if (close(fd) < 0)
+        rc = -errno;
+    if (err) {
+        close(p[1]);
+        return -err;
+    }
+    int wrc = write_all(p[1], data, n), st = 0;
+    if (close(p[1]) < 0 && !wrc)
+        wrc = -errno;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            rc = rc ? rc : -errno;
+            break;
+        }
+    }
+    if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        rc = CONCUR_EIO;
+    return rc ? rc : wrc;
+}
+
+/* --compress: the first of GNU parallel's compressors found in $PATH (NULL: none, the
+ * files are then written as they are, as GNU parallel's fallback, cat, does). */
+static const char *find_compressor(void)
+{
+    static const char *const progs[] = {"pzstd", "lbzip2", "pbzip2", "zstd", "pixz", "lz4",
+                                        "pigz",  "lzop",   "plzip",  "lzip", "gzip", "lrz",
+                                        "pxz",   "bzip2",  "lzma",   "xz",   "clzip"};
+    for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++)
+        if (in_path(progs[i]))
+            return progs[i];
+    return NULL;
+}
+
+/* The job's stdout, stderr and sequence number in b's path + each of suffix[]; with
+ * --compress, the first two compressed. */
+static int write_three(struct results *r, const struct jobdone *d, const char *const suffix[3])
+{
+    struct buf *b = &r->b;
     size_t base = b->len;
     char seq[32];
     int sn = snprintf(seq, sizeof(seq), "%zu", d->seq);
@@ -268,7 +312,12 @@ static int write_three(struct buf *b, const struct jobdone *d, const char *const
     for (int i = 0; i < 3 && !rc; i++) {
         b->len = base;
         buf_adds(b, suffix[i]);
-        rc = buf_ok(b) ? write_file(b->p, data[i], len[i]) : CONCUR_ENOMEM;
+        if (!buf_ok(b))
+            rc = CONCUR_ENOMEM;
+        else if (i < 2 && r->zprog)
+            rc = write_compressed(b->p, data[i], len[i], r->zprog);
+        else
+            rc = write_file(b->p, data[i], len[i]);
     }
     return rc;
 }
@@ -295,14 +344,59 @@ static int tpl_job(struct results *r, const struct jobdone *d)
         rc = mkdir_p(b->p);
         *slash = '/';
     }
-    return rc ? rc : write_three(b, d, dir ? in_dir : beside);
+    return rc ? rc : write_three(r, d, dir ? in_dir : beside);
+}
+
+/* The name of column col (its number without --header) as Perl sees it as a number: its
+ * leading number, or 0. */
+static double name_number(const struct results *r, unsigned col)
+{
+    char tmp[64];
+    if (col < 1 || col > r->nnames)
+        return col;
+    size_t n = r->names[col - 1].len < sizeof(tmp) - 1 ? r->names[col - 1].len : sizeof(tmp) - 1;
+    memcpy(tmp, r->names[col - 1].p, n);
+    tmp[n] = '\0';
+    return strtod(tmp, NULL);
+}
+
+/* Whether column a comes after column b in a results directory: as GNU parallel, the
+ * levels are sorted by the columns' names, numerically, then byte by byte. */
+static bool name_after(const struct results *r, unsigned a, unsigned b)
+{
+    double x = name_number(r, a), y = name_number(r, b);
+    if (x != y || a < 1 || b < 1 || a > r->nnames || b > r->nnames)
+        return x != y ? x > y : a > b;
+    const struct field *p = &r->names[a - 1], *q = &r->names[b - 1];
+    int c = memcmp(p->p, q->p, p->len < q->len ? p->len : q->len);
+    return c ? c > 0 : p->len > q->len;
 }
 
 static int dir_job(struct results *r, const struct jobdone *d)
 {
     struct buf *b = &r->b;
     buf_adds(b, r->path);
-    for (size_t i = 0; i < d->nargs; i++) {
+    buf_reset(&r->order);
+    for (size_t i = 0; i < d->nargs; i++)
+        buf_add(&r->order, &i, sizeof(i));
+    if (!buf_ok(&r->order))
+        return CONCUR_ENOMEM;
+    size_t *ord = (size_t *)r->order.p;
+    /* each record's arguments (a run of increasing columns) in the order of their names */
+    for (size_t first = 0, i = 1; i < d->nargs; i++) {
+        if (d->args[i].col <= d->args[i - 1].col) {
+            first = i;
+            continue;
+        }
+        size_t k = i;
+        while (k > first && name_after(r, d->args[ord[k - 1]].col, d->args[i].col)) {
+            ord[k] = ord[k - 1];
+            k--;
+        }
+        ord[k] = i;
+    }
+    for (size_t x = 0; x < d->nargs; x++) {
+        size_t i = ord[x];
         unsigned col = d->args[i].col;
         buf_addc(b, '/');
         if (col >= 1 && col <= r->nnames)
@@ -316,7 +410,7 @@ static int dir_job(struct results *r, const struct jobdone *d)
         return CONCUR_ENOMEM;
     int rc = mkdir_p(b->p);
     static const char *const names[] = {"/stdout", "/stderr", "/seq"};
-    return rc ? rc : write_three(b, d, names);
+    return rc ? rc : write_three(r, d, names);
 }
 
 int results_write(struct results *r, const struct jobdone *d)
@@ -353,6 +447,7 @@ int results_close(struct results *r)
         cli_error("cannot write the results '%s': %s", r->path, strerror(errno));
     }
     buf_free(&r->b);
+    buf_free(&r->order);
     tpl_free(r->tpl);
     free(r->path);
     free(r);

@@ -42,6 +42,7 @@ struct job {
     struct buf report_arg; /* --report: the arguments, joined */
     char key[24];          /* --report: the sequence number */
     bool finished;         /* over; with -k, waiting to be printed */
+    bool skip;             /* not to run: {uniq}, {choose_k}, a {= perl =} calling skip() */
     bool print;            /* its output is to be printed (not an interrupted job) */
     struct jobdone done;   /* -k: how it ended, kept until its turn */
     size_t received;       /* bytes of stdout (the joblog's Receive) */
@@ -102,6 +103,7 @@ struct app {
 
     /* outcome */
     size_t completed, failed, succeeded;
+    size_t resumed; /* jobs --resume skipped (done in an earlier run) */
     bool halted, stop_term, no_more, interrupted;
     int halt_status;
     int fatal; /* an error of concur itself: exit 255 */

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0 };
+enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0, S_PERL };
 /* M_NOEXT..M_NOEXT3: {.} {..} {...}; M_BASENOEXT..3: {/.} {/..} {/...}; M_EXT..3: {+.}
  * {+..} {+...}; M_PDIR: {+/}. The order matters (apply_mod). */
 enum mod {
@@ -53,6 +53,10 @@ enum mod {
  * the regular expression matches, {%re} {%%re} the shortest / longest suffix. */
 enum trim { T_NONE, T_PREFIX, T_PREFIX_LONG, T_SUFFIX, T_SUFFIX_LONG };
 
+/* --plus's {uniq} and {choose_k}: {} (or {n}), and the job is skipped unless its arguments
+ * are all different / in strictly increasing order. Flags of tpl->checks. */
+enum check { C_UNIQ = 1, C_CHOOSE = 2 };
+
 struct seg {
     enum seg_kind kind;
     enum mod mod;
@@ -61,6 +65,7 @@ struct seg {
     size_t off, len; /* S_LIT: bytes in tpl->text */
     enum trim trim;  /* S_ARG with --plus */
     regex_t *re;     /* the trim's expression, anchored at both ends (in tpl->res) */
+    int perl;        /* S_PERL: the expression's id (perl.c); pos and from_end as S_ARG */
 };
 
 /* The compiled expressions of a template's trims, each once (parse_ph runs more than once
@@ -90,11 +95,17 @@ struct tpl {
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
     const char *shell;         /* what runs the lines that need a shell */
+    const char *penv;          /* PARALLEL_ENV: shell code run before each line (or NULL) */
+    size_t penv_len;
     bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
     size_t nnames;
     struct trim_re *res; /* --plus trims' expressions (a cache: filled while parsing) */
     size_t total;   /* {##} {0#}: the number of jobs (tpl_set_total) */
+    bool perl;       /* a {= perl expression =} is in it */
+    bool perl_uq;    /* one that may call uq(): its value is shell text (no direct exec) */
+    bool perl_total; /* one that may call total_jobs() */
+    unsigned checks; /* enum check: {uniq}, {choose_k} */
     unsigned slots; /* {0%}: the number of job slots */
     /* While the command words are compiled as one line: where the spaces that join them
      * are (a placeholder does not span two words, as in GNU parallel). */
@@ -204,10 +215,190 @@ static size_t parse_trim(struct tpl *t, const char *s, size_t n, struct seg *out
     return (size_t)(close - s) + 1;
 }
 
+/* Makes *out the S_PERL segment of the expression src[0, n) (compiled by perl.c) for
+ * argument pos (0: each). false when it does not compile (perl_failed() is then set). */
+static bool perl_seg(struct tpl *t, const char *src, size_t n, unsigned pos, bool from_end,
+                     struct seg *out)
+{
+    int id = perl_expr(src, n);
+    if (id < 0)
+        return false;
+    memset(out, 0, sizeof(*out));
+    out->kind = S_PERL;
+    out->perl = id;
+    out->pos = pos;
+    out->from_end = from_end;
+    t->perl = true;
+    t->perl_uq = t->perl_uq || memmem(src, n, "uq", 2);
+    t->perl_total = t->perl_total || memmem(src, n, "total_jobs", 10);
+    return true;
+}
+
+/* {= perl expression =} at s (n bytes available), or {=N perl =} for the N-th argument:
+ * its length, or 0. As in GNU parallel, it ends at the first =} with no {= before it. A
+ * bad expression is plain text here; perl_failed() then stops concur. */
+static size_t parse_perl(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    if (n < 4 || s[0] != '{' || s[1] != '=')
+        return 0;
+    const char *close = memmem(s + 2, n - 2, "=}", 2);
+    const char *inner = close ? memmem(s + 2, (size_t)(close - s) - 2, "{=", 2) : NULL;
+    if (!close || inner)
+        return 0;
+    bool from_end = s[2] == '-' && s + 3 < close && s[3] >= '0' && s[3] <= '9';
+    const char *p = s + 2 + from_end;
+    unsigned pos = 0;
+    while (p < close && *p >= '0' && *p <= '9' && pos < 100000)
+        pos = pos * 10 + (unsigned)(*p++ - '0');
+    for (size_t i = 0; !pos && !from_end && i < t->nnames; i++) {
+        /* --header: {=name perl =} is {=N perl =} for the column called name (as in GNU
+         * parallel, a prefix: nothing needs to follow the name) */
+        const struct field *f = &t->names[i];
+        if (f->len && f->len <= (size_t)(close - p) && !memcmp(p, f->p, f->len)) {
+            pos = f->col;
+            p += f->len;
+        }
+    }
+    if (from_end && !pos)
+        return 0;
+    return perl_seg(t, p, (size_t)(close - p), pos, from_end, out) ? (size_t)(close - s) + 2 : 0;
+}
+
+/* --plus's bash-like forms, as GNU parallel defines them: Perl code on $_, with the
+ * pieces of the placeholder (quoted for a Perl string) in $concur_1 and $concur_2. */
+static const struct {
+    const char *prefix;
+    int groups;
+    const char *code;
+} bash_forms[] = {
+    {":-", 1, "$_ ||= $concur_1"},                  /* {:-str}: str when empty */
+    {"//", 2, "s/$concur_1/$concur_2/g;"},         /* {//re/str} */
+    {"/#", 2, "s/^$concur_1/$concur_2/g;"},        /* {/#re/str} */
+    {"/%", 2, "s/$concur_1$/$concur_2/g;"},        /* {/%re/str} */
+    {"/", 2, "s/$concur_1/$concur_2/;"},           /* {/re/str} */
+    {"^^", 1, "s/($concur_1)/uc($1)/eg;"},         /* {^^str} */
+    {"^", 1, "s/^($concur_1)/uc($1)/e;"},          /* {^str} */
+    {",,", 1, "s/($concur_1)/lc($1)/eg;"},         /* {,,str} */
+    {",", 1, "s/^($concur_1)/lc($1)/e;"},          /* {,str} */
+    {":", -1, NULL},                                /* {:n} {:n:m}: see parse_bash */
+};
+
+/* Appends s[0, n) to b as the inside of a Perl "..." string (GNU parallel's pQ). */
+static void perl_quoted(struct buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] && strchr("\\\"$@", s[i]))
+            buf_addc(b, '\\');
+        buf_addc(b, s[i]);
+    }
+}
+
+/* Where the {:n} / {:n:m} numbers of body[0, n) end, or 0 when it is not one. */
+static size_t substr_form(const char *body, size_t n, size_t *colon)
+{
+    size_t a = strspn(body, "0123456789");
+    *colon = 0;
+    if (a == 0 || a > n)
+        return 0;
+    if (a == n)
+        return n;
+    size_t b = body[a] == ':' ? strspn(body + a + 1, "0123456789") : 0;
+    *colon = a;
+    return b && a + 1 + b == n ? n : 0;
+}
+
+/* --plus: {:-str} {:n} {:n:m} {/re/str} {//re/str} {/#re/str} {/%re/str} {^str} {^^str}
+ * {,str} {,,str} (and {N...} for the N-th argument) at s: bash's ${a...} with Perl's
+ * regular expressions, run by perl as GNU parallel runs them. Its length, or 0. */
+static size_t parse_bash(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    if (!t->plus || n < 4 || s[0] != '{')
+        return 0;
+    const char *close = memchr(s, '}', n);
+    size_t i = 1;
+    unsigned pos = 0;
+    while (close && s + i < close && i < 8 && s[i] >= '0' && s[i] <= '9')
+        pos = pos * 10 + (unsigned)(s[i++] - '0');
+    while (pos && s + i < close && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (!close || (i > 1 && !pos))
+        return 0;
+    const char *body = s + i;
+    size_t blen = (size_t)(close - body), k = 0;
+    while (k < sizeof(bash_forms) / sizeof(bash_forms[0]) &&
+           strncmp(body, bash_forms[k].prefix, strlen(bash_forms[k].prefix)))
+        k++;
+    if (k == sizeof(bash_forms) / sizeof(bash_forms[0]))
+        return 0;
+    size_t plen = strlen(bash_forms[k].prefix), colon;
+    const char *g1 = body + plen, *g2 = NULL;
+    size_t n1 = blen - plen, n2 = 0;
+    if (bash_forms[k].groups < 0) { /* {:n} {:n:m} */
+        if (!substr_form(g1, n1, &colon))
+            return 0;
+    } else if (bash_forms[k].groups == 2) { /* re/str: re is up to the first / after one byte */
+        const char *slash = n1 > 1 ? memchr(g1 + 1, '/', n1 - 1) : NULL;
+        if (!slash || (k == 4 && (memchr(g1, '#', (size_t)(slash - g1)) ||
+                                  memchr(g1, '%', (size_t)(slash - g1)))))
+            return 0;
+        g2 = slash + 1;
+        n2 = (size_t)(close - g2);
+        n1 = (size_t)(slash - g1);
+    }
+    if (n1 == 0)
+        return 0;
+    struct buf code = {0};
+    if (bash_forms[k].groups < 0 && colon)
+        buf_printf(&code, "$_ = substr($_,%.*s,%.*s);", (int)colon, g1, (int)(n1 - colon - 1),
+                   g1 + colon + 1);
+    else if (bash_forms[k].groups < 0)
+        buf_printf(&code, "substr($_,0,%.*s) = \"\";", (int)n1, g1);
+    else {
+        buf_adds(&code, "$concur_1=\"");
+        perl_quoted(&code, g1, n1);
+        buf_adds(&code, "\";$concur_2=\"");
+        perl_quoted(&code, g2 ? g2 : "", n2);
+        buf_adds(&code, "\";");
+        buf_adds(&code, bash_forms[k].code);
+    }
+    bool ok = buf_ok(&code) && perl_seg(t, code.p, code.len, pos, false, out);
+    buf_free(&code);
+    return ok ? (size_t)(close - s) + 1 : 0;
+}
+
+/* --plus: {uniq} {choose_k}, and {n uniq}... for the n-th argument. Its length, or 0. */
+static size_t parse_check(struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    static const char *const names[] = {"uniq}", "choose_k}"};
+    if (!t->plus || n < 6 || s[0] != '{')
+        return 0;
+    size_t i = 1;
+    unsigned pos = 0;
+    while (i < n && i < 8 && s[i] >= '0' && s[i] <= '9')
+        pos = pos * 10 + (unsigned)(s[i++] - '0');
+    while (i > 1 && i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    for (int k = 0; k < 2; k++) {
+        size_t len = strlen(names[k]);
+        if (n - i >= len && !memcmp(s + i, names[k], len) && (i == 1 || pos)) {
+            memset(out, 0, sizeof(*out));
+            out->kind = S_ARG;
+            out->pos = pos;
+            t->checks |= k ? C_CHOOSE : C_UNIQ;
+            return i + len;
+        }
+    }
+    return 0;
+}
+
 /* Parses a placeholder at s (n bytes available). Returns its length, or 0 if none. */
 static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
 {
     size_t named = parse_name(t, s, n, out);
+    if (!named)
+        named = parse_perl(t, s, n, out);
+    if (!named)
+        named = parse_check(t, s, n, out);
     if (named)
         return named;
     if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
@@ -221,6 +412,8 @@ static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
     if (n < 2 || s[0] != '{')
         return 0;
     size_t trim = parse_trim(t, s, n, out);
+    if (!trim)
+        trim = parse_bash(t, s, n, out);
     if (trim)
         return trim;
     /* As GNU parallel (its \{(-?\d+)\s*...\}), white space may follow the number of a
@@ -407,7 +600,7 @@ static void end_piece(struct tpl *t, struct buf *pieces, bool ctx_replace)
     p->nsegs = NSEGS(t) - p->first;
     if (ctx_replace)
         for (size_t i = p->first; i < p->first + p->nsegs; i++)
-            if (SEGS(t)[i].kind == S_ARG && SEGS(t)[i].pos == 0)
+            if ((SEGS(t)[i].kind == S_ARG || SEGS(t)[i].kind == S_PERL) && SEGS(t)[i].pos == 0)
                 p->ctx = true;
 }
 
@@ -513,14 +706,14 @@ static void scan_line(struct tpl *t, const char *s, size_t n, bool ctx_replace)
     }
     if (in_token)
         end_piece(t, &t->line, ctx_replace);
-    if (st != OUT)
-        direct = false; /* unbalanced quotes: let the shell say so */
+    if (st != OUT || t->perl_uq)
+        direct = false; /* unbalanced quotes: let the shell say so; uq(): shell text */
     /* As GNU parallel, a placeholder in the first word of the line is not quoted: with
      * `{} x` and the argument `ls -l`, the line is `ls -l x` (the shell splits it). */
     if (n && s[0] != ' ' && s[0] != '\t' && buf_ok(&t->line) && NPIECES(t->line)) {
         struct piece *p0 = &PIECES(t->line)[0];
         for (size_t i = p0->first; i < p0->first + p0->nsegs; i++)
-            if (SEGS(t)[i].kind == S_ARG) {
+            if (SEGS(t)[i].kind == S_ARG || SEGS(t)[i].kind == S_PERL) {
                 p0->raw = true;
                 direct = false;
             }
@@ -643,6 +836,8 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
     t->shell = o->shell_path;
+    t->penv = o->penv;
+    t->penv_len = o->penv_len;
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     t->names = o->names;
@@ -651,7 +846,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->raw = true;
     } else if (o->quote) {
         compile_quoted(t, o);
-        if (o->shell)
+        if (o->shell || o->penv)
             t->direct = false;
     } else {
         struct buf joins = {0};
@@ -669,10 +864,10 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->join_base = NULL;
         t->text.failed |= joins.failed;
         buf_free(&joins);
-        if (o->shell)
+        if (o->shell || o->penv)
             t->direct = false;
     }
-    bool any = false;
+    bool any = t->perl; /* (an expression may span command words) */
     for (int w = 0; w < o->ncmd && !any; w++)
         any = has_placeholder(t, o->cmd[w], strlen(o->cmd[w]));
     if (!t->raw && !any && !o->pipe && !o->zero_args) {
@@ -691,9 +886,9 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     bool ok = buf_ok(&line) && buf_ok(&t->text) && buf_ok(&t->segs) && buf_ok(&t->line) &&
               buf_ok(&t->words);
     buf_free(&line);
-    if (!ok) {
+    if (!ok || perl_failed()) {
         tpl_free(t);
-        return CONCUR_ENOMEM;
+        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
     }
     *out = t;
     return 0;
@@ -731,9 +926,10 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
         }
     }
     end_piece(t, &t->line, o->ctx_replace);
-    if (!buf_ok(&t->text) || !buf_ok(&t->segs) || !buf_ok(&t->line)) {
+    bool ok = buf_ok(&t->text) && buf_ok(&t->segs) && buf_ok(&t->line);
+    if (!ok || perl_failed()) {
         tpl_free(t);
-        return CONCUR_ENOMEM;
+        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
     }
     *out = t;
     return 0;
@@ -772,6 +968,8 @@ bool tpl_is_direct(const struct tpl *t)
 
 bool tpl_needs_total(const struct tpl *t)
 {
+    if (t->perl_total)
+        return true;
     for (size_t i = 0; i < NSEGS(t); i++)
         if (SEGS(t)[i].kind == S_TOTAL || SEGS(t)[i].kind == S_SEQ0)
             return true;
@@ -848,6 +1046,23 @@ static void put_value(struct buf *b, const struct field *f, const struct seg *s,
         buf_add(b, p, n);
 }
 
+/* A {= perl expression =}'s value for argument pos of the job (-1: none), quoted as
+ * `how` says unless the expression called uq(). Nothing when perl failed: the caller sees
+ * perl_failed(). */
+static void put_perl(struct buf *b, const struct tpl *t, const struct seg *s,
+                     const struct jobview *j, long pos, enum how how)
+{
+    const char *v;
+    size_t n;
+    bool unquote;
+    if (perl_value(s->perl, j, pos, t->total, &v, &n, &unquote) != 0)
+        return;
+    if (how == QUOTED && !unquote)
+        shell_quote(b, v, n);
+    else
+        buf_add(b, v, n);
+}
+
 /* GNU parallel's 1+int(log10(n)): the digits of n (1 for 0). */
 static int digits(size_t n)
 {
@@ -857,6 +1072,17 @@ static int digits(size_t n)
         d++;
     }
     return d;
+}
+
+/* Between two values of a placeholder: a space, or in WORDS form the end of a word. */
+static void value_break(struct buf *b, enum how how, size_t *nwords)
+{
+    if (how == WORDS) {
+        buf_addnul(b);
+        (*nwords)++;
+    } else {
+        buf_addc(b, ' ');
+    }
 }
 
 /* Expands one piece into b. `only` >= 0 binds {} to that argument alone (-X). In WORDS
@@ -871,7 +1097,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
     for (size_t i = pc->first; i < pc->first + pc->nsegs; i++) {
         const struct seg *s = &segs[i];
         /* (a job has no arguments with -n 0: {} is then empty, and a word of it alone goes) */
-        content = content || s->kind != S_ARG || (s->pos == 0 && j->nargs) ||
+        content = content || (s->kind != S_ARG && s->kind != S_PERL) ||
+                  (s->pos == 0 && (j->nargs || s->kind == S_PERL)) ||
                   (s->pos && s->pos <= j->nargs);
         switch (s->kind) {
         case S_LIT:
@@ -892,6 +1119,20 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
         case S_SLOT0: /* as wide as the number of slots */
             buf_printf(b, "%0*u", digits(t->slots), j->slot);
             break;
+        case S_PERL:
+            if (s->pos > 0 && s->pos <= j->nargs)
+                put_perl(b, t, s, j, (long)(s->from_end ? j->nargs - s->pos : s->pos - 1), how);
+            else if (s->pos > 0)
+                missing = true;
+            else if (only >= 0 || j->nargs <= 1)
+                put_perl(b, t, s, j, only >= 0 ? only : j->nargs ? 0 : -1, how);
+            else
+                for (size_t a = 0; a < j->nargs; a++) {
+                    if (a > 0)
+                        value_break(b, how, nwords);
+                    put_perl(b, t, s, j, (long)a, how);
+                }
+            break;
         case S_ARG:
             if (s->pos > 0) {
                 if (s->pos <= j->nargs)
@@ -905,14 +1146,8 @@ static bool expand_piece(const struct tpl *t, const struct piece *pc, const stru
                 put_value(b, &j->args[only], s, how);
             } else {
                 for (size_t a = 0; a < j->nargs; a++) {
-                    if (a > 0) {
-                        if (how == WORDS) {
-                            buf_addnul(b);
-                            (*nwords)++;
-                        } else {
-                            buf_addc(b, ' ');
-                        }
-                    }
+                    if (a > 0)
+                        value_break(b, how, nwords);
                     put_value(b, &j->args[a], s, how);
                 }
             }
@@ -953,11 +1188,45 @@ static void expand_line(const struct tpl *t, const struct jobview *j, enum how h
     }
 }
 
+/* Byte strings compared as Perl's cmp does. */
+static int cmp_fields(const struct field *a, const struct field *b)
+{
+    int c = memcmp(a->p, b->p, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Whether --plus's {uniq} / {choose_k} skip the job: arguments not all different / not
+ * in strictly increasing order. */
+static bool checks_skip(const struct tpl *t, const struct jobview *j)
+{
+    for (size_t a = 1; (t->checks & C_CHOOSE) && a < j->nargs; a++)
+        if (cmp_fields(&j->args[a - 1], &j->args[a]) >= 0)
+            return true;
+    for (size_t a = 1; (t->checks & C_UNIQ) && a < j->nargs; a++)
+        for (size_t b = 0; b < a; b++)
+            if (!cmp_fields(&j->args[a], &j->args[b]))
+                return true;
+    return false;
+}
+
+/* After an expansion into b: rc, or CONCUR_ENOMEM, CONCUR_EIO (perl failed, after a
+ * message), TPL_SKIP (the job is to be skipped). */
+static int verdict(const struct tpl *t, const struct jobview *j, const struct buf *b, int rc)
+{
+    if (rc == 0 && !buf_ok(b))
+        rc = CONCUR_ENOMEM;
+    if (rc == 0 && t->perl && perl_failed())
+        rc = CONCUR_EIO;
+    if (rc == 0 && ((t->perl && perl_skipped(j)) || (t->checks && checks_skip(t, j))))
+        rc = perl_failed() ? CONCUR_EIO : TPL_SKIP;
+    return rc;
+}
+
 int tpl_line(const struct tpl *t, const struct jobview *j, struct buf *line)
 {
     buf_reset(line);
     expand_line(t, j, QUOTED, line);
-    return buf_ok(line) ? 0 : CONCUR_ENOMEM;
+    return verdict(t, j, line, 0);
 }
 
 void tpl_plain(const struct tpl *t, const struct jobview *j, struct buf *out)
@@ -982,7 +1251,7 @@ static int make_argv(struct buf *strs, struct buf *vec, size_t n, char ***argv)
     return 0;
 }
 
-static const char *shell_line(const struct buf *line, struct buf *strs);
+static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs);
 
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
@@ -992,10 +1261,11 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
     if (want_line || !t->direct) {
         buf_reset(line);
         expand_line(t, j, QUOTED, line);
-        if (!buf_ok(line))
-            return CONCUR_ENOMEM;
+        int rc = verdict(t, j, line, 0);
+        if (rc)
+            return rc;
     }
-    if (t->raw) {
+    if (t->raw && !t->penv) {
         /* The arguments are the command: exec them directly when they are simple. */
         int k = split_simple(line->p, line->len, strs);
         if (k > 0)
@@ -1009,7 +1279,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         char **v = (char **)vec->p;
         v[0] = (char *)t->shell;
         v[1] = dash_c;
-        if (!(v[2] = (char *)shell_line(line, strs)))
+        if (!(v[2] = (char *)shell_line(t, line, strs)))
             return CONCUR_ENOMEM;
         v[3] = NULL;
         vec->len = 4 * sizeof(char *);
@@ -1027,7 +1297,7 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
             n++;
         }
     }
-    return make_argv(strs, vec, n, argv);
+    return verdict(t, j, strs, make_argv(strs, vec, n, argv));
 }
 
 /* ------------------------------------------------------------------ simple lines */
@@ -1204,12 +1474,20 @@ static long last_simple_command(const char *s, size_t n)
 /* The line the shell runs (SHELL -c): with "exec " before its last command when that is a simple
  * command, so that a job killed by a signal is seen as killed (the shell would otherwise
  * exit 128 + the signal). NULL when out of memory. */
-static const char *shell_line(const struct buf *line, struct buf *strs)
+static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs)
 {
     long at = last_simple_command(line->p, line->len);
-    if (at < 0)
+    if (at < 0 && !t->penv)
         return line->p;
     buf_reset(strs);
+    if (t->penv) { /* PARALLEL_ENV: shell code run before every command */
+        buf_add(strs, t->penv, t->penv_len);
+        buf_addc(strs, '\n');
+    }
+    if (at < 0) {
+        buf_add(strs, line->p, line->len);
+        return buf_ok(strs) ? strs->p : NULL;
+    }
     buf_add(strs, line->p, (size_t)at);
     buf_adds(strs, "exec ");
     buf_add(strs, line->p + at, line->len - (size_t)at);

@@ -12,11 +12,15 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ buffers */
@@ -445,5 +449,71 @@ void json_string(struct buf *b, const void *data, size_t n)
             break;
         }
         i++;
+    }
+}
+
+/* ------------------------------------------------------------------ helper processes */
+
+int spawn_fds(pid_t *pid, char *const argv[], const int fds[][2], size_t nfds)
+{
+    extern char **environ;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGHUP);
+    sigaddset(&dfl, SIGPIPE);
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc)
+        return rc;
+    if ((rc = posix_spawnattr_init(&at)) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return rc;
+    }
+    for (size_t i = 0; i < nfds && !rc; i++)
+        rc = fds[i][0] < 0 ? posix_spawn_file_actions_addopen(&fa, fds[i][1], "/dev/null",
+                                                              O_RDONLY, 0)
+                           : posix_spawn_file_actions_adddup2(&fa, fds[i][0], fds[i][1]);
+    if (!rc && !(rc = posix_spawnattr_setsigmask(&at, &none)) &&
+        !(rc = posix_spawnattr_setsigdefault(&at, &dfl)) &&
+        !(rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)))
+        rc = posix_spawnp(pid, argv[0], &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc)
+        *pid = 0;
+    return rc;
+}
+
+bool in_path(const char *name)
+{
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t len = strcspn(path, ":");
+        char full[4096];
+        int n = snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? path : ".", name);
+        if (n > 0 && (size_t)n < sizeof(full) && access(full, X_OK) == 0)
+            return true;
+        path += len + (path[len] == ':');
+    }
+    return false;
+}
+
+int mkdir_p(char *path)
+{
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        int rc = mkdir(path, 0777) < 0 && errno != EEXIST ? -errno : 0;
+        *p = c;
+        if (rc)
+            return rc;
+        if (!c)
+            return 0;
     }
 }

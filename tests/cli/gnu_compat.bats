@@ -47,9 +47,15 @@ load helpers
   [[ $output == *"shell '/nonexistent/sh' not found"* ]]
 }
 
-@test "csh-like shells: the lines run with /bin/sh (they are quoted for sh)" {
-  run env SHELL=/bin/tcsh "$CONCUR" 'echo $0' ::: x
+@test "csh-like shells: the lines run with /bin/sh (they are quoted for sh); a missing one is an error" {
+  mkdir bin && ln -s /bin/sh bin/tcsh
+  run env SHELL="$PWD/bin/tcsh" "$CONCUR" 'echo $0' ::: x
   [ "$output" = "/bin/sh x" ]
+  # as GNU parallel (par_testquote): a shell that is not there is an error, csh-like or not
+  run --separate-stderr env PARALLEL_SHELL=no-such-csh-$UNIQ "$CONCUR" echo ::: x
+  [ "$status" -eq 255 ] && [ -z "$output" ]
+  run --separate-stderr env PARALLEL_SHELL=/no/such/tcsh "$CONCUR" echo ::: x
+  [ "$status" -eq 255 ] && [ -z "$output" ]
 }
 
 # ------------------------------------------------------------------ ::::+
@@ -242,6 +248,24 @@ load helpers
   [ "$status" -eq 2 ]
 }
 
+@test "--compress compresses the files of a --results directory, as GNU parallel (par_results_compress)" {
+  command -v pzstd >/dev/null || skip "pzstd is not installed"
+  "$CONCUR" --results r --compress 'echo {}; echo e{} >&2' ::: 1 '  ' /
+  [ "$(cat r/1/1/stdout | pzstd -qdc)" = 1 ]
+  [ "$(pzstd -qdc <r/1/1/stderr)" = e1 ]
+  [ "$(cat r/1/1/seq)" = 1 ] # not compressed
+  [ "$(cat r/1/*/stdout | pzstd -qdc | LC_ALL=C sort)" = "$(printf '  \n/\n1')" ]
+  "$CONCUR" --results 't/{}' --compress echo ::: a
+  [ "$(pzstd -qdc <t/a)" = a ]
+  need_parallel
+  parallel --will-cite --results g --compress echo ::: 1
+  [ "$(pzstd -qdc <g/1/1/stdout)" = "$(pzstd -qdc <r/1/1/stdout)" ]
+  # without a compressor in $PATH, the files are written as they are (GNU parallel's cat)
+  mkdir bin && ln -s "$(type -P echo)" bin/echo
+  PATH=$PWD/bin "$CONCUR" --results p --compress echo ::: b
+  [ "$(cat p/1/b/stdout)" = b ]
+}
+
 @test "--compress is accepted and changes nothing in the output" {
   same_as_parallel -k --compress 'seq {}' ::: 3 2
   # past the 1 MiB kept in memory, output spills to a file: still whole
@@ -333,6 +357,28 @@ load helpers
   [ "$(cat r/a/2/stdout)" = 2 ]
   run "$CONCUR" --pipe --header 0 cat </dev/null
   [ "$status" -eq 2 ]
+}
+
+@test "--header : the levels of a --results directory are in the order of the names, as GNU parallel" {
+  need_parallel
+  for p in "$CONCUR" "parallel --will-cite"; do
+    d=$([[ $p == "$CONCUR" ]] && echo c || echo g)
+    # shellcheck disable=SC2086
+    $p --results $d --header : -k echo ::: foo bar ::: A B >/dev/null
+    # shellcheck disable=SC2086
+    $p --results $d-n --header : -k -n2 echo ::: 2 x y ::: 10 u >/dev/null
+    # shellcheck disable=SC2086
+    $p --results $d-p -k echo ::: a ::: b >/dev/null # no --header: in the order given
+  done
+  [ -e c/A/B/foo/bar/stdout ]
+  [ "$(cd g && find . | sort)" = "$(cd c && find . | sort)" ]
+  [ "$(cd g-n && find . | sort)" = "$(cd c-n && find . | sort)" ]
+  [ "$(cd g-p && find . | sort)" = "$(cd c-p && find . | sort)" ]
+}
+
+@test "--header : {=name perl =} is {=N perl =} for the column called name (par_header_parens)" {
+  same_as_parallel -k --header : echo '{=v2=}{=v1 $_=Q($_)=}' ::: v1 K ::: v2 O
+  same_as_parallel -k --header : echo '{2}{=1 $_=uc=}' ::: v2 k ::: v1 o
 }
 
 @test "--pipe --header: the header goes in front of every block, as GNU parallel (par_header)" {
@@ -652,4 +698,39 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   # under its own name, its own
   run bash -c 'printf "b\r\nc\r\nd\r\n" | "$CONCUR" -k echo {}a'
   [[ "$output" == *'concur: warning: The first three values end in CR-NL.'* ]]
+}
+
+# ------------------------------------------------------------------ PARALLEL_ENV
+
+@test "PARALLEL_ENV: shell code run before every command, or the file (a fifo too) holding it" {
+  need_parallel
+  for p in "$CONCUR" "parallel --will-cite"; do
+    out=$([[ $p == "$CONCUR" ]] && echo out.c || echo out.g)
+    # shellcheck disable=SC2086
+    PARALLEL_ENV="v='OK as variable'" $p -k {} '$v' ::: echo echo >>"$out"
+    echo "v='OK as file'" >penv
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$PWD/penv $p echo '$v' {} ::: x >>"$out"
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$'w=1\001v=2' $p echo '$w$v' ::: y >>"$out"
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=v=3 $p -k ::: 'echo $v' 'env | grep -c PARALLEL_ENV= || :' >>"$out"
+    mkfifo fifo
+    (echo "v='OK as fifo'" >fifo &)
+    # shellcheck disable=SC2086
+    PARALLEL_ENV=$PWD/fifo $p echo '$v' ::: z >>"$out"
+    rm fifo
+  done
+  [ "$(cat out.c)" = "$(cat out.g)" ]
+  # the command line shown (here by --dry-run) is the command's own
+  [ "$(PARALLEL_ENV=v=1 "$CONCUR" --dry-run echo ::: a)" = "echo a" ]
+}
+
+@test "PARALLEL_HOME is made when it is missing, as GNU parallel does; a warning when it cannot be" {
+  PARALLEL_HOME=$PWD/home/sub "$CONCUR" echo ::: OK >out
+  [ -d home/sub ] && [ "$(cat out)" = OK ]
+  touch file
+  run --separate-stderr env PARALLEL_HOME="$PWD/file/sub" "$CONCUR" echo ::: OK
+  [ "$status" -eq 0 ] && [ "$output" = OK ]
+  [[ $stderr == *'$PARALLEL_HOME'*"file/sub"* ]] || { echo "$stderr"; false; }
 }

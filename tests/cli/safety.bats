@@ -244,20 +244,6 @@ exit_and_signal() {
   [ "$output" = "$(printf 'a\nb')" ]
 }
 
-@test "{= perl expression =} is refused with a clear message, never run literally" {
-  for args in "echo {=s/a/b/=}" "echo {= s/a/b/ =} x"; do
-    # shellcheck disable=SC2086
-    run --separate-stderr "$CONCUR" $args ::: a
-    [ "$status" -eq 2 ]
-    [[ $stderr == *"{= perl expression =} replacement strings are not supported"* ]]
-    [ -z "$output" ]
-  done
-  run --separate-stderr "$CONCUR" --tagstring '{=1=}' echo ::: a
-  [ "$status" -eq 2 ]
-  run "$CONCUR" echo '{=x' ::: a # not an expression
-  [ "$output" = "{=x a" ]
-}
-
 @test "TMPDIR full: the message names it, the jobs are not logged, no partial output" {
   mount_tmpfs fs 1024
   # 20 MB a job: past the 16 MiB kept in memory, output spills to TMPDIR, which is full
