@@ -234,6 +234,9 @@ struct cli_opts {
  * memory. */
 int opts_parse(int argc, char **argv, struct cli_opts *o);
 void opts_free(struct cli_opts *o);
+/* Takes PARALLEL_ENV out of the environment (once --mpi has re-executed, if it does), so
+ * that the jobs do not get it; a warning when that fails. */
+void opts_drop_penv(const struct cli_opts *o);
 
 /* ------------------------------------------------------------------ input.c */
 

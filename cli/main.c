@@ -410,6 +410,7 @@ int main(int argc, char **argv)
         opts_free(&a->o);
         return rc;
     }
+    opts_drop_penv(&a->o); /* the jobs do not get PARALLEL_ENV itself */
     settle_modes(a);
     output_init(&a->out, NULL);
     guard_std_fds(&a->out);

@@ -300,6 +300,8 @@ int mpi_begin(struct app *a, int *argc, char ***argv)
         cli_error("--mpi: cannot set up signals: %s", strerror(-rc));
         return EXIT_OTHER;
     }
+    opts_drop_penv(&a->o); /* before the serving ranks stay in concur_mpi_init: their jobs
+                              do not get PARALLEL_ENV either (rank 0 adds its code) */
     rc = concur_mpi_init(argc, argv); /* the serving ranks stay in there */
     sigwatch_stop(&sw);
     if (rc) {

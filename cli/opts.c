@@ -1123,8 +1123,9 @@ static int pick_shell(struct cli_opts *o)
 }
 
 /* $PARALLEL_ENV, as GNU parallel reads it: shell code put before every command line, or
- * the name of a file (a fifo too) that holds it; \001 stands for a newline. It is taken
- * out of the environment (the jobs do not get it). 0, or EXIT_OTHER after a message. */
+ * the name of a file (a fifo too) that holds it; \001 stands for a newline. It stays in
+ * the environment until opts_drop_penv (concur --mpi re-executes concur-mpi, which reads
+ * it again). 0, or EXIT_OTHER after a message. */
 static int read_penv(struct cli_opts *o)
 {
     const char *v = getenv("PARALLEL_ENV");
@@ -1158,9 +1159,13 @@ static int read_penv(struct cli_opts *o)
             b.p[i] = '\n';
     o->penv = b.p ? b.p : NULL;
     o->penv_len = b.len;
-    if (unsetenv("PARALLEL_ENV") != 0)
+    return 0; /* taken out of the environment later: opts_drop_penv */
+}
+
+void opts_drop_penv(const struct cli_opts *o)
+{
+    if (o->penv && unsetenv("PARALLEL_ENV") != 0)
         cli_warn("cannot remove PARALLEL_ENV from the environment: %s", strerror(errno));
-    return 0;
 }
 
 /* $PARALLEL_HOME: GNU parallel makes the directory when it is missing (it keeps its own

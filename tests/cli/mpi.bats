@@ -74,6 +74,13 @@ skip_if_no_ranks() {
   assert_no_process "sleep 60.$UNIQ"
 }
 
+@test "--mpi: PARALLEL_ENV's code runs before the jobs of every rank, and is not in their environment" {
+  PARALLEL_ENV='myvar=penv' run mpi -k -j1 'echo $myvar {} $(env | grep -c ^PARALLEL_ENV=)' ::: a b c d
+  skip_if_no_ranks
+  [[ $status -eq 0 ]]
+  [[ $(printf '%s\n' "$output" | grep -E '^penv [a-d] 0$' | tr '\n' ' ') == "penv a 0 penv b 0 penv c 0 penv d 0 " ]]
+}
+
 @test "--mpi --retries: a failing job runs again (on any rank) until it succeeds" {
   run mpi --retries 3 'n=$(cat n 2>/dev/null || echo 0); echo $((n + 1)) >n; [ $n -ge 2 ] && echo ok {}' ::: x
   skip_if_no_ranks
