@@ -453,6 +453,32 @@ static bool queue_task(slot *s, concur_future *f)
     return true;
 }
 
+/* MPI_Send, without its busy wait: a blocking send whose receiver is slow to take it (its
+ * rank not running: 3 ranks on 2 CPUs) spins in Open MPI, on the CPU that receiver needs.
+ * This one polls the request and gives the CPU away between polls (sched_yield, then the
+ * receiver's growing pauses). */
+static int send_yielding(const void *buf, int len, int rank)
+{
+    MPI_Request req;
+    int rc = MPI_Isend(buf, len, MPI_BYTE, rank, TAG_REQ, concur__mpi_comm, &req);
+    uint64_t t0 = 0;
+    for (int done = 0; rc == MPI_SUCCESS;) {
+        if ((rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || done)
+            break;
+        uint64_t now = now_ns();
+        if (!t0)
+            t0 = now;
+        uint64_t pause = mpi_poll_pause(now - t0);
+        if (!pause) {
+            (void)sched_yield(); /* cannot fail on Linux */
+        } else {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
+            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
+        }
+    }
+    return rc;
+}
+
 /* Sends the tasks queued in the slot's message, in one MPI message. Returns how many
  * failed (sending failed: they are completed with the error and released). */
 static unsigned flush(slot *s)
@@ -460,7 +486,7 @@ static unsigned flush(slot *s)
     if (!s->len)
         return 0;
     unsigned k = s->nbatch;
-    int rc = MPI_Send(s->buf, (int)s->len, MPI_BYTE, s->rank, TAG_REQ, concur__mpi_comm);
+    int rc = send_yielding(s->buf, (int)s->len, s->rank);
     s->len = 0;
     s->nbatch = 0;
     if (rc == MPI_SUCCESS) {
