@@ -806,6 +806,8 @@ typedef struct await_job {
     tu_gate *gate; /* the thread task waits for it */
     _Atomic int ticks;      /* a sibling coroutine's progress while the waits go on */
     _Atomic int ticks_seen; /* what the awaiting coroutine saw of it */
+    _Atomic int open_at;    /* the ticker opens the gate at this tick (0: not yet asked) */
+    _Atomic int done;       /* the awaiter is done: the ticker stops */
     int rc_thread, rc_proc, rc_timeout, rc_any, rc_all;
     size_t any_index;
     int proc_value;
@@ -823,9 +825,17 @@ static int task_tick(concur_task *t, const void *in, size_t len)
 {
     (void)t;
     await_job *j = tu_in_ptr(in, len);
-    for (int i = 0; i < 20; i++) {
-        atomic_fetch_add(&j->ticks, 1);
-        if (concur_co_sleep(0.01) != 0)
+    bool opened = false;
+    /* Ticks until the awaiter is done (bounded: a loop that stopped running it fails the
+     * test by its waits' timeouts, not by hanging here). */
+    for (int i = 0; i < 100000 && !atomic_load(&j->done); i++) {
+        int n = atomic_fetch_add(&j->ticks, 1) + 1;
+        int at = atomic_load(&j->open_at);
+        if (!opened && at && n >= at) {
+            tu_gate_open(j->gate); /* ticks were counted while the awaiter was suspended */
+            opened = true;
+        }
+        if (concur_co_sleep(0.001) != 0)
             return CONCUR_ETASK;
     }
     return 0;
@@ -844,7 +854,10 @@ static int task_await(concur_task *t, const void *in, size_t len)
     j->rc_timeout = concur_future_wait(tf, 0.05);
     concur_future *both[2] = {tf, pf};
     j->rc_any = concur_wait_any(both, 2, TU_SAFETY, &j->any_index); /* the process one */
-    tu_gate_open(j->gate);
+    /* The sibling opens the gate after 3 more of its ticks: the wait below ends only if
+     * the loop ran it while this coroutine was suspended. */
+    int from = atomic_load(&j->ticks);
+    atomic_store(&j->open_at, from + 3);
     j->rc_all = concur_wait_all(both, 2, TU_SAFETY);
     j->rc_thread = concur_future_collect(tf, TU_SAFETY, NULL, NULL);
     const void *d = NULL;
@@ -852,7 +865,8 @@ static int task_await(concur_task *t, const void *in, size_t len)
     j->rc_proc = concur_future_collect(pf, TU_SAFETY, &d, &n);
     if (j->rc_proc == 0 && n == sizeof(int))
         memcpy(&j->proc_value, d, sizeof(int));
-    atomic_store(&j->ticks_seen, atomic_load(&j->ticks));
+    atomic_store(&j->ticks_seen, atomic_load(&j->ticks) - from);
+    atomic_store(&j->done, 1);
     concur_future_release(tf);
     concur_future_release(pf);
     return 0;
@@ -878,7 +892,8 @@ Test(coro, awaits_thread_and_process_futures_while_others_run)
     cr_assert_eq(j->rc_thread, 0);
     cr_assert_eq(j->rc_proc, 0, "%s", concur_strerror(j->rc_proc));
     cr_assert_eq(j->proc_value, 49);
-    /* The ticker kept running on the same loop thread while the other one waited. */
+    /* The ticker kept running on the same loop thread while the other one waited: it
+     * opened the gate the wait_all was waiting for, 3 ticks after the wait began. */
     cr_assert_geq(atomic_load(&j->ticks_seen), 3, "ticks %d", atomic_load(&j->ticks_seen));
     cr_assert_eq(concur_future_error(ticker), 0);
     concur_future_release(ticker);
