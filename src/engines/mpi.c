@@ -153,6 +153,19 @@ static void wake_all_locked(void)
 
 static void deliver(slot *s, const rxmsg *m);
 
+/* Gives the CPU away between two polls of MPI, @quiet_ns after the last progress: a
+ * sched_yield within the spin window, then a sleep of mpi_poll_pause's length. */
+static void poll_pause(uint64_t quiet_ns)
+{
+    uint64_t pause = mpi_poll_pause(quiet_ns);
+    if (!pause) {
+        (void)sched_yield(); /* cannot fail on Linux */
+        return;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
+    (void)nanosleep(&ts, NULL); /* EINTR: poll again */
+}
+
 static void *rx_main(void *arg)
 {
     (void)arg;
@@ -191,13 +204,7 @@ static void *rx_main(void *arg)
             last = now;
             continue;
         }
-        uint64_t pause = mpi_poll_pause(now - last);
-        if (!pause) {
-            (void)sched_yield(); /* cannot fail on Linux */
-        } else {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
-            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
-        }
+        poll_pause(now - last);
     }
     return NULL;
 }
@@ -468,13 +475,7 @@ static int send_yielding(const void *buf, int len, int rank)
         uint64_t now = now_ns();
         if (!t0)
             t0 = now;
-        uint64_t pause = mpi_poll_pause(now - t0);
-        if (!pause) {
-            (void)sched_yield(); /* cannot fail on Linux */
-        } else {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pause};
-            (void)nanosleep(&ts, NULL); /* EINTR: poll again */
-        }
+        poll_pause(now - t0);
     }
     return rc;
 }
