@@ -286,6 +286,41 @@ Test(procpool, small_results_are_exact)
     concur_pool_destroy(p);
 }
 
+/* A stream of short tasks handed to one process many at a time, with results of every size:
+ * small ones through shared memory (which wraps around, and fills up when the proxy is
+ * behind), big ones on the socket, in any mix; each comes back whole to its own future. */
+Test(procpool, results_of_every_size_come_back_in_a_pipelined_stream)
+{
+    concur_pool *p = proc_pool(1, "sizes");
+    static const uint64_t sizes[] = {0, 1, 24, 1000, 3000, 4000, 4100, 9000, 20000, 7, 2500};
+    enum { N = 3000, NS = sizeof sizes / sizeof sizes[0] };
+    struct arg {
+        uint64_t n;
+        uint32_t seed;
+    };
+    concur_future **fs = malloc(N * sizeof *fs);
+    cr_assert_not_null(fs);
+    for (uint32_t i = 0; i < N; i++) {
+        struct arg a = {sizes[(i * 7 + i / NS) % NS], i};
+        fs[i] = tu_submit(p, task_pattern, &a, sizeof a);
+    }
+    for (uint32_t i = 0; i < N; i++) {
+        size_t want = (size_t)sizes[(i * 7 + i / NS) % NS];
+        const void *d = NULL;
+        size_t len = 0;
+        cr_assert_eq(concur_future_collect(fs[i], TU_SAFETY, &d, &len), 0, "task %u: %s", i,
+                     concur_future_error_message(fs[i]));
+        cr_assert_eq(len, want, "task %u: %zu bytes, not %zu", i, len, want);
+        const unsigned char *b = d;
+        for (size_t j = 0; j < want; j++)
+            if (b[j] != pattern_byte(j, i))
+                cr_assert_fail("task %u: byte %zu is wrong", i, j);
+        concur_future_release(fs[i]);
+    }
+    free(fs);
+    concur_pool_destroy(p);
+}
+
 Test(procpool, ten_megabyte_inputs_and_results_are_exact)
 {
     concur_pool *p = proc_pool(2, "big");

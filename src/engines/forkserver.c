@@ -22,7 +22,9 @@
  *
  *   server -> parent, once at start   int64 0 (ready), or -errno (setup failed; it exits)
  *   parent -> server, SPAWN           uint32 OP_SPAWN, with SCM_RIGHTS [worker socket,
- *                                      write end of the worker's status pipe]
+ *                                      write end of the worker's status pipe, and the
+ *                                      memfd of its answer ring and the eventfd of its
+ *                                      bell if it has them]
  *   server -> parent, reply           int64 the worker's pid, or -errno
  *
  * The server forks the worker, which runs concur__worker_main on its socket (its other fds
@@ -53,6 +55,7 @@
  * same mapping holds one cancel word per worker slot (process_pool.h).
  */
 #include "engines/forkserver.h"
+#include "engines/proc_chan.h"
 #include "sys/os.h"
 
 #include <errno.h>
@@ -182,27 +185,40 @@ bool concur__fs_code_ok(const concur__fs *fs, uintptr_t addr)
 /* ---------------------------------------------------------------- in the children */
 
 /* Closes every fd except 0-2 and @keep. */
-static int close_others(int keep)
+/* Closes every fd above stdio but @a and @b (-1: none). */
+static int close_others(int a, int b)
 {
-    if (keep > 3 && close_range(3, (unsigned)keep - 1, 0) != 0)
-        return -errno;
-    if (close_range((unsigned)keep + 1, ~0u, 0) != 0)
-        return -errno;
-    return 0;
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+    unsigned from = 3;
+    for (int k = 0; k < 2; k++) {
+        int keep = k ? hi : lo;
+        if (keep < 0)
+            continue;
+        if ((unsigned)keep > from && close_range(from, (unsigned)keep - 1, 0) != 0)
+            return -errno;
+        from = (unsigned)keep + 1;
+    }
+    return close_range(from, ~0u, 0) != 0 ? -errno : 0;
 }
 
-/* Makes sure @fd is above stdio (moving it when the caller ran with 0-2 closed), closes
- * everything else, and opens any missing stdio fd on /dev/null. Returns the fd or -1. */
-static int isolate_fd(int fd)
+/* Makes sure @fd is above stdio (moving it when the caller ran with 0-2 closed). The fd or -1
+ * (then @fd is closed). */
+static int above_stdio(int fd)
 {
-    if (fd < 3) {
-        int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (nfd < 0)
-            return -1;
-        (void)close(fd); /* a valid fd we own */
-        fd = nfd;
-    }
-    if (close_others(fd))
+    if (fd < 0 || fd >= 3)
+        return fd;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    (void)close(fd); /* a valid fd we own */
+    return nfd;
+}
+
+/* Makes sure @fd and @also (-1: none) are above stdio, closes everything else, and opens
+ * any missing stdio fd on /dev/null. Returns the fd or -1; *also may have moved. */
+static int isolate_fd(int fd, int *also)
+{
+    fd = above_stdio(fd);
+    *also = above_stdio(*also);
+    if (fd < 0 || close_others(fd, *also))
         return -1;
     for (int s = 0; s < 3; s++)
         if (fcntl(s, F_GETFD) < 0) {
@@ -232,8 +248,8 @@ static int reset_signals(void)
 }
 
 /* The worker, just forked by the server @server. */
-static _Noreturn void worker_child(int sock, pid_t server, const concur__limits *lim,
-                                   const _Atomic int *stop)
+static _Noreturn void worker_child(int sock, int ring_fd, int bell, pid_t server,
+                                   const concur__limits *lim, const _Atomic int *stop)
 {
     /* Die with the server; if it died before prctl took effect we were re-parented. What
      * the tasks leave running is re-parented here while the worker lives (and to the server,
@@ -242,12 +258,23 @@ static _Noreturn void worker_child(int sock, pid_t server, const concur__limits 
         _exit(127);
     (void)prctl(PR_SET_CHILD_SUBREAPER, 1); /* EINVAL (before Linux 3.4): they go to the
                                               server, which kills them when a worker ends */
-    sock = isolate_fd(sock);
+    void *ring = NULL; /* none: every answer goes on the socket */
+    if (ring_fd >= 0) {
+        ring = mmap(NULL, RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_fd, 0);
+        if (ring == MAP_FAILED)
+            ring = NULL;
+        (void)close(ring_fd); /* a valid fd we own */
+    }
+    if (!ring && bell >= 0) {
+        (void)close(bell); /* a valid fd we own */
+        bell = -1;
+    }
+    sock = isolate_fd(sock, &bell);
     sigset_t none;
     sigemptyset(&none);
-    if (sock < 0 || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+    if (sock < 0 || (ring && bell < 0) || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
         _exit(127);
-    concur__worker_main(sock, lim, stop);
+    concur__worker_main(sock, ring, bell, lim, stop);
 }
 
 /* The server's table of live workers, in mmap'd memory (no malloc in the server). */
@@ -373,7 +400,7 @@ static bool serve(int req, struct table *t, pid_t self, const concur__limits *li
 {
     uint32_t op = 0;
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(4 * sizeof(int))];
         struct cmsghdr align;
     } cm;
     struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
@@ -384,7 +411,7 @@ static bool serve(int req, struct table *t, pid_t self, const concur__limits *li
         return errno == EINTR || errno == EAGAIN;
     if (n == 0)
         return false; /* EOF */
-    int fds[2] = {-1, -1}, nfds = 0;
+    int fds[4] = {-1, -1, -1, -1}, nfds = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -392,28 +419,28 @@ static bool serve(int req, struct table *t, pid_t self, const concur__limits *li
         for (size_t i = 0; i < k; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-            if (nfds < 2)
+            if (nfds < 4)
                 fds[nfds++] = fd;
             else
                 (void)close(fd);
         }
     }
     int64_t r;
-    if (n != (ssize_t)sizeof(op) || op != OP_SPAWN || nfds != 2) {
+    if (n != (ssize_t)sizeof(op) || op != OP_SPAWN || (nfds != 2 && nfds != 4)) {
         r = -EPROTO;
     } else if (t->n == t->cap && !table_grow(t)) {
         r = -ENOMEM;
     } else {
         pid_t pid = fork();
         if (pid == 0)
-            worker_child(fds[0], self, lim, stop);
+            worker_child(fds[0], fds[2], fds[3], self, lim, stop);
         r = pid < 0 ? -errno : pid;
         if (pid > 0) {
             t->e[t->n++] = (struct entry){pid, fds[1]};
             fds[1] = -1;
         }
     }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 4; i++)
         if (fds[i] >= 0)
             (void)close(fds[i]);
     return reply(req, r);
@@ -452,7 +479,8 @@ static int limit_fits(int res, uint64_t want)
 static _Noreturn void server_main(int req, int workers, const concur__limits *lim,
                                   const _Atomic int *stop)
 {
-    req = isolate_fd(req);
+    int none = -1;
+    req = isolate_fd(req, &none);
     if (req < 0)
         _exit(127);
     sigset_t block;
@@ -609,23 +637,26 @@ void concur__fs_stop(concur__fs *fs)
     atomic_store_explicit(fs->stop, 1, memory_order_relaxed);
 }
 
-int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid)
+int concur__fs_spawn(concur__fs *fs, int sock, int status_w, int ring, int bell, pid_t *pid)
 {
     uint32_t op = OP_SPAWN;
+    int fds[4] = {sock, status_w, ring, bell}, nfds = ring >= 0 && bell >= 0 ? 4 : 2;
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(4 * sizeof(int))];
         struct cmsghdr align;
     } cm;
     memset(&cm, 0, sizeof(cm));
     struct iovec iov = {.iov_base = &op, .iov_len = sizeof(op)};
     struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = cm.buf,
+        .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = {sock, status_w};
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
     int rc = 0;
     int64_t r = 0;
     mu_lock(&fs->mu);

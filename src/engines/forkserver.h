@@ -49,11 +49,12 @@ void concur__fs_destroy(concur__fs *fs);
 bool concur__fs_code_ok(const concur__fs *fs, uintptr_t addr);
 
 /*
- * Asks the server to fork a worker process that serves the stream socket @sock, and to write
- * the worker's wait status to @status_w when it ends. The caller keeps (and closes) its own
- * copies of both fds. Returns 0 and the worker's pid in *pid, or a negative code. Thread-safe
- * (requests are serialised).
+ * Asks the server to fork a worker process that serves the stream socket @sock, with the
+ * answer ring in the memfd @ring (RING_SIZE bytes) and its bell, the eventfd @bell (both -1:
+ * none), and to write the worker's wait status to @status_w when it ends. The caller keeps
+ * (and closes) its own copies of the fds. Returns 0 and the worker's pid in *pid, or a
+ * negative code. Thread-safe (requests are serialised).
  */
-int concur__fs_spawn(concur__fs *fs, int sock, int status_w, pid_t *pid);
+int concur__fs_spawn(concur__fs *fs, int sock, int status_w, int ring, int bell, pid_t *pid);
 
 #endif

@@ -17,10 +17,11 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-/* Waits until c->fd is ready for @events. Returns 0 (try the operation again),
- * CONCUR_EPIPE when the worker is gone (its status arrived, the socket is silent: a process
- * the task forked may hold the socket open), CONCUR_ETIMEDOUT at the deadline. */
-int concur__chan_wait(const concur__chan *c, short events)
+/* Waits until c->fd is ready for @events (0: try the operation again) or @other (-1: none)
+ * is readable (1). CONCUR_EPIPE when the worker is gone (its status arrived, the socket is
+ * silent: a process the task forked may hold the socket open), CONCUR_ETIMEDOUT at the
+ * deadline. */
+int concur__chan_wait_or(const concur__chan *c, short events, int other)
 {
     for (;;) {
         int ms = -1;
@@ -31,9 +32,10 @@ int concur__chan_wait(const concur__chan *c, short events)
             uint64_t left = (c->deadline - now + 999999) / 1000000;
             ms = left > INT_MAX ? INT_MAX : (int)left;
         }
-        struct pollfd pf[2] = {{.fd = c->fd, .events = events},
-                               {.fd = c->status, .events = POLLIN}}; /* -1: ignored */
-        int n = poll(pf, 2, ms);
+        struct pollfd pf[3] = {{.fd = c->fd, .events = events},
+                               {.fd = c->status, .events = POLLIN}, /* -1: ignored */
+                               {.fd = other, .events = POLLIN}};
+        int n = poll(pf, 3, ms);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -41,9 +43,16 @@ int concur__chan_wait(const concur__chan *c, short events)
         }
         if (pf[0].revents)
             return 0; /* data, room, or a hang-up the next call reports */
+        if (pf[2].revents)
+            return 1;
         if (pf[1].revents)
             return CONCUR_EPIPE;
     }
+}
+
+int concur__chan_wait(const concur__chan *c, short events)
+{
+    return concur__chan_wait_or(c, events, -1);
 }
 
 /* Sends all of @iov (modified). 0, CONCUR_EPIPE (peer gone), CONCUR_ETIMEDOUT or -errno. */
@@ -73,7 +82,17 @@ int concur__chan_send(const concur__chan *c, struct iovec *iov, int n)
 static ssize_t recv_some(const concur__chan *c, void *dst, size_t cap, int flags)
 {
     for (;;) {
-        ssize_t r = recv(c->fd, dst, cap, flags);
+        ssize_t r;
+        if (c->ring) { /* rx_seq odd meanwhile: concur__ring_drained */
+            uint64_t seq = atomic_load_explicit(&c->ring->rx_seq, memory_order_relaxed);
+            atomic_store_explicit(&c->ring->rx_seq, seq + 1, memory_order_seq_cst);
+            r = recv(c->fd, dst, cap, flags);
+            if (r > 0)
+                atomic_fetch_add_explicit(&c->ring->rx_total, (uint64_t)r, memory_order_relaxed);
+            atomic_store_explicit(&c->ring->rx_seq, seq + 2, memory_order_release);
+        } else {
+            r = recv(c->fd, dst, cap, flags);
+        }
         if (r > 0)
             return r;
         if (r == 0)
@@ -181,4 +200,113 @@ int concur__chan_read_to_eof(const concur__chan *c, size_t cap, char **out)
         *out = NULL;
     }
     return r == CONCUR_EPIPE ? 0 : (int)r;
+}
+
+/* ---------------------------------------------------------------- the answer ring */
+
+/* A record: its stamp, then the frame. */
+enum { REC_HEAD = 8 + sizeof(concur__frame) };
+
+static size_t ring_span(uint64_t frame_len)
+{
+    return (size_t)((REC_HEAD + frame_len + RING_ALIGN - 1) & ~(uint64_t)(RING_ALIGN - 1));
+}
+
+static char *ring_data(concur__ring *r)
+{
+    return (char *)r + RING_HDR;
+}
+
+bool concur__ring_drained(const concur__ring *r, int fd, uint64_t *stamp)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (concur__sock_drained(fd) != 1)
+        return false;
+    /* Every byte written so far has been received. If no recv() was running meanwhile,
+     * rx_total counts them all. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t s1 = atomic_load_explicit(&r->rx_seq, memory_order_acquire);
+    uint64_t total = atomic_load_explicit(&r->rx_total, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t s2 = atomic_load_explicit(&r->rx_seq, memory_order_relaxed);
+    *stamp = total;
+    return !(s1 & 1) && s1 == s2;
+}
+
+bool concur__ring_put(concur__ring *r, const struct iovec *iov, int n, uint64_t stamp, bool *bell)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    *bell = false;
+    if (len < sizeof(concur__frame) || len > RING_MAX)
+        return false;
+    size_t need = ring_span(len - sizeof(concur__frame));
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    size_t at = (size_t)(head % RING_DATA), gap = RING_DATA - at;
+    size_t total = need <= gap ? need : gap + need;
+    if (head - tail > RING_DATA || total > RING_DATA - (head - tail))
+        return false; /* full: the proxy is behind */
+    char *d = ring_data(r);
+    if (need > gap) { /* a PAD to the end, the record at the start */
+        concur__frame pad = {.type = CONCUR__FR_PAD, .len = gap - REC_HEAD};
+        memcpy(d + at + 8, &pad, sizeof(pad));
+        at = 0;
+    }
+    memcpy(d + at, &stamp, sizeof(stamp));
+    at += sizeof(stamp);
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len) /* an empty part may have no address */
+            memcpy(d + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    atomic_store_explicit(&r->head, head + total, memory_order_release);
+    /* Against concur__ring_sleep: either the proxy's peek sees the record, or this sees it
+     * asleep. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&r->sleeping, memory_order_relaxed))
+        *bell = atomic_exchange_explicit(&r->sleeping, 0, memory_order_relaxed) != 0;
+    return true;
+}
+
+int concur__ring_peek(concur__ring *r, concur__frame *h, uint64_t *stamp, const char **frame)
+{
+    char *d = ring_data(r);
+    for (;;) {
+        uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+        if (head == tail)
+            return 0;
+        uint64_t avail = head - tail;
+        if (avail > RING_DATA || avail % RING_ALIGN)
+            return CONCUR_EIO;
+        size_t at = (size_t)(tail % RING_DATA), gap = RING_DATA - at;
+        memcpy(stamp, d + at, sizeof(*stamp));
+        memcpy(h, d + at + 8, sizeof(*h));
+        if (h->type == CONCUR__FR_PAD) {
+            if (h->len != gap - REC_HEAD || gap > avail)
+                return CONCUR_EIO;
+            atomic_store_explicit(&r->tail, tail + gap, memory_order_release);
+            continue;
+        }
+        if (h->type != CONCUR__FR_RESULT || h->flags || h->len > gap - REC_HEAD ||
+            ring_span(h->len) > avail)
+            return CONCUR_EIO;
+        *frame = d + at + 8;
+        return 1;
+    }
+}
+
+void concur__ring_pop(concur__ring *r, const concur__frame *h)
+{
+    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    atomic_store_explicit(&r->tail, tail + ring_span(h->len), memory_order_release);
+}
+
+void concur__ring_sleep(concur__ring *r, bool on)
+{
+    atomic_store_explicit(&r->sleeping, on ? 1u : 0u, memory_order_seq_cst);
+    if (on)
+        atomic_thread_fence(memory_order_seq_cst);
 }

@@ -23,15 +23,29 @@
 #include <unistd.h>
 
 static const _Atomic int *g_stop; /* the pool's shared stop word */
+static concur__ring *g_ring;      /* the answer ring, or NULL */
+static int g_bell = -1;           /* the eventfd that wakes a sleeping proxy */
 
-/* Sends the RESULT of a task or hook that returned @rc with context @t. A crash while it is
- * written sends no CRASH frame (it would cut into this one): the proxy sees the death. */
+/* Sends the RESULT of a task (@id not 0: through the answer ring when it fits and the socket
+ * holds nothing unread, see proc_chan.h) or hook (id 0: on the socket, where the proxy waits
+ * for it) that returned @rc with context @t. A crash
+ * while it is written sends no CRASH frame (it would cut into this one): the proxy sees the
+ * death. */
 static int send_result(const concur__chan *c, uint64_t id, int rc, const concur_task *t)
 {
     concur__result_tx tx;
     struct iovec *iov = concur__result_frame(&tx, id, rc, t);
+    bool bell = false;
+    int r = 0;
     concur__crash_mute(true);
-    int r = concur__chan_send(c, iov, CONCUR__RESULT_IOV);
+    uint64_t stamp;
+    if (id && g_ring && concur__ring_drained(g_ring, c->fd, &stamp) &&
+        concur__ring_put(g_ring, iov, CONCUR__RESULT_IOV, stamp, &bell)) {
+        if (bell)
+            r = concur__event_post(g_bell);
+    } else {
+        r = concur__chan_send(c, iov, CONCUR__RESULT_IOV);
+    }
     concur__crash_mute(false);
     return r;
 }
@@ -166,10 +180,13 @@ static int set_limits(const concur__limits *lim)
     return 0;
 }
 
-_Noreturn void concur__worker_main(int sock, const concur__limits *lim, const _Atomic int *stop)
+_Noreturn void concur__worker_main(int sock, void *ring, int bell, const concur__limits *lim,
+                                   const _Atomic int *stop)
 {
     /* The proxy's end stays non-blocking; ours blocks (the crash handler writes to it). */
     g_stop = stop;
+    g_ring = ring;
+    g_bell = bell;
     concur__loop_park = concur__task_park;
     int fl = fcntl(sock, F_GETFL);
     if (fl < 0 || fcntl(sock, F_SETFL, fl & ~O_NONBLOCK) != 0 ||

@@ -1,11 +1,14 @@
 /*
- * process_pool.c - worker processes and their proxies: the wire format, the loop of a
- * worker process, and running a task remotely from a proxy thread of the thread engine.
+ * engines/processes.c - the process engine: each worker thread of the pool core is a proxy
+ * that owns one worker process (proc_worker.c, forked by forkserver.c) and runs its tasks
+ * there.
  *
  * Wire format (docs/process_pool.md has the full table). A proxy and its worker share one
  * AF_UNIX stream socket. Everything on it is a frame: a fixed 24-byte header
  * {u32 type, u32 flags, u64 id, u64 len} then len payload bytes, native byte order (both
- * ends are the same program on the same machine). Frames are written fully (partial writes
+ * ends are the same program on the same machine). Small task answers come through the
+ * answer ring in shared memory instead (proc_chan.h), with a bell (an eventfd) that wakes
+ * a sleeping proxy. Frames are written fully (partial writes
  * are continued) and read fully; payloads of any size are streamed straight from the
  * future's input buffer and into the result buffer, so a 256 MB input exists once on each
  * side. proxy -> worker: SETUP {u64 user, name}, TASK {u64 fn, input}, INIT / FINAL
@@ -51,6 +54,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -130,6 +134,8 @@ struct concur__proc {
     pid_t pid;
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
     concur__rbuf rb;         /* what the process sent, read ahead */
+    concur__ring *ring;      /* its answer ring (RING_SIZE bytes mapped), or NULL */
+    int bell;                /* with a ring: the eventfd its process rings; else -1 */
     uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
     uint64_t last_id;        /* the id of the task completed last (0: none yet) */
     bool want_bt;            /* the pool's error_backtrace: SETUP says so */
@@ -165,7 +171,7 @@ static int proc_create(concur__proc **out, concur__fs *fs, const char *name, voi
     pr->fs = fs;
     pr->name = name;
     pr->user = user;
-    pr->sock = pr->status = pr->pidfd = -1;
+    pr->sock = pr->status = pr->pidfd = pr->bell = -1;
     pr->last_run_ns = UINT64_MAX;
     pr->slot = slot;
     pr->cancel_word = concur__fs_cancel_word(fs, slot);
@@ -218,6 +224,10 @@ static void proc_reap(concur__proc *pr, int grace_ms, concur__wstatus *wst)
     }
     concur__close(&pr->status);
     concur__close(&pr->pidfd);
+    if (pr->ring)
+        (void)munmap(pr->ring, RING_SIZE); /* ours, mapped whole: cannot fail */
+    pr->ring = NULL;
+    concur__close(&pr->bell);
     pr->pid = 0;
     *wst = ws;
 }
@@ -301,13 +311,125 @@ static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool 
     return 0;
 }
 
+/* ---- where an answer comes from: the answer ring or the socket ---- */
+
+/* Reads more of what the process sent into the read buffer, behind what is unread, waiting
+ * until something comes. 0, or what stopped the wait (CONCUR_EPIPE, CONCUR_ETIMEDOUT,
+ * -errno). */
+static int rb_more(const concur__chan *c)
+{
+    concur__rbuf *rb = c->rb;
+    if (rb->off) {
+        memmove(rb->p, rb->p + rb->off, rb->end - rb->off);
+        rb->end -= rb->off;
+        rb->off = 0;
+    }
+    ssize_t r = concur__chan_recv_some(c, rb->p + rb->end, rb->cap - rb->end);
+    if (r < 0)
+        return (int)r;
+    rb->end += (size_t)r;
+    return 0;
+}
+
+/* Whether @id is one of the tasks handed over behind the first. */
+static bool later_task(const concur__proc *pr, uint64_t id)
+{
+    for (unsigned i = 1; i < pr->sent; i++)
+        if (pr->fl[(pr->head + i) % DEPTH]->id == id)
+            return true;
+    return false;
+}
+
+/* The task whose answer is in the ring put it there when the proxy had received @stamp
+ * bytes from the socket: what came before was written before the answer (by a task: the
+ * worker's own frames before it are read by now), and is read first. 1 when that is
+ * nothing, 0 when there is a frame, CONCUR_EIO when there is a piece of one (the worker
+ * writes no more after it) or the stamp is beyond what was received. */
+static int nothing_before(const concur__proc *pr, uint64_t stamp)
+{
+    const concur__rbuf *rb = &pr->rb;
+    uint64_t total = atomic_load_explicit(&pr->ring->rx_total, memory_order_relaxed);
+    uint64_t read = total - (rb->end - rb->off); /* the socket's bytes taken from the buffer */
+    if (stamp > total)
+        return CONCUR_EIO;
+    if (stamp <= read)
+        return 1;
+    return stamp - read < sizeof(concur__frame) ? CONCUR_EIO : 0;
+}
+
+/* Sleeps until the bell rings or the socket has data (read into the buffer then). 0, or what
+ * stopped the wait. */
+static int sleep_on_ring(concur__proc *pr, const concur__chan *c)
+{
+    int rc = concur__chan_wait_or(c, POLLIN, pr->bell);
+    if (rc == 1)
+        concur__event_drain(pr->bell);
+    return rc == 1 ? 0 : rc == 0 ? rb_more(c) : rc;
+}
+
+/*
+ * Waits for the answer to the first task (@id): returns 1 when it is the answer ring's first
+ * record (its frame's header in *h, the frame at *frame), 0 when it comes on the socket, or
+ * what stopped the wait: CONCUR_EPIPE, CONCUR_ETIMEDOUT, -errno, or CONCUR_EIO for a
+ * malformed ring or an answer there for no task handed over (its id in *other).
+ */
+static int answer_source(concur__proc *pr, const concur__chan *c, uint64_t id, concur__frame *h,
+                         const char **frame, uint64_t *other)
+{
+    uint64_t stamp;
+    for (;;) {
+        int k = pr->ring ? concur__ring_peek(pr->ring, h, &stamp, frame) : 0;
+        if (k > 0 && h->id != id && !later_task(pr, h->id)) {
+            *other = h->id;
+            return CONCUR_EIO;
+        }
+        if (k > 0 && h->id == id)
+            return nothing_before(pr, stamp);
+        if (k != 0) /* a later task's answer there: this one's went on the socket */
+            return k < 0 ? k : 0;
+        if (pr->rb.end > pr->rb.off)
+            return 0;
+        if (!pr->ring) {
+            int rc = rb_more(c);
+            if (rc)
+                return rc;
+            continue;
+        }
+        concur__ring_sleep(pr->ring, true); /* an answer put from now on rings the bell */
+        k = concur__ring_peek(pr->ring, h, &stamp, frame);
+        int rc = k ? 0 : sleep_on_ring(pr, c);
+        concur__ring_sleep(pr->ring, false);
+        /* What the process put before it died or the deadline passed still counts (as
+         * what it wrote on the socket before its EOF does). */
+        if (rc && concur__ring_peek(pr->ring, h, &stamp, frame) == 0)
+            return rc;
+    }
+}
+
+/* Reads the answer to @id from the ring frame that answer_source found, and drops it from
+ * the ring. As read_answer; anything malformed is CONCUR_EIO. */
+static int ring_answer(concur__proc *pr, const concur__frame *h, const char *frame, uint64_t id,
+                       concur_task *t, int *code, char **bt, uint64_t *other)
+{
+    /* A read buffer that holds just the frame and a channel that cannot read more. */
+    concur__rbuf view = {.p = (char *)(uintptr_t)frame, .end = sizeof(*h) + (size_t)h->len};
+    concur__chan c = {.fd = -1, .status = -1, .deadline = UINT64_MAX, .rb = &view};
+    int rc = read_answer(&c, id, t, true, code, bt, other);
+    concur__ring_pop(pr->ring, h);
+    return rc == 0 || rc == CONCUR_ENOMEM ? rc : CONCUR_EIO;
+}
+
 /* Sends a hook request (INIT / FINAL) and waits for its answer. Returns the hook's code
  * (message in t->msg), or CONCUR_ECRASHED when the process died (or the stream broke: the
  * process is then killed) with the worker's fate as the message. */
 static int proc_hook(concur__proc *pr, uint32_t type, concur_worker_fn fn, void *arg,
                      concur_task *t)
 {
-    concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
+    concur__chan c = {.fd = pr->sock,
+                      .status = pr->status,
+                      .deadline = UINT64_MAX,
+                      .rb = &pr->rb,
+                      .ring = pr->ring};
     concur__frame h = {.type = type, .len = 16};
     uint64_t pl[2] = {(uint64_t)(uintptr_t)fn, (uint64_t)(uintptr_t)arg};
     struct iovec iov[2] = {{&h, sizeof(h)}, {pl, sizeof(pl)}};
@@ -338,10 +460,21 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
         concur__close(&sv[1]);
         return concur_task_fail(t, -e, "pipe: %s", strerror(e));
     }
+    /* Without shared memory or a bell (memfd refused, memory or fds short) every answer goes
+     * on the socket. */
+    int ring_fd = -1, bell = concur__eventfd();
+    void *ring = NULL;
+    if (bell < 0 || concur__shm_create(RING_SIZE, &ring_fd, &ring) != 0)
+        concur__close(&bell); /* -1 either way */
     pid_t pid = 0;
-    int rc = concur__fs_spawn(pr->fs, sv[1], st[1], &pid);
+    int rc = concur__fs_spawn(pr->fs, sv[1], st[1], ring_fd, bell, &pid);
     concur__close(&sv[1]);
     concur__close(&st[1]);
+    concur__close(&ring_fd);
+    if (rc && ring) {
+        (void)munmap(ring, RING_SIZE); /* ours, mapped whole: cannot fail */
+        concur__close(&bell);
+    }
     if (rc) {
         concur__close(&sv[0]);
         concur__close(&st[0]);
@@ -354,12 +487,18 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     pr->pid = pid;
     pr->sock = sv[0];
     pr->status = st[0];
+    pr->ring = ring;
+    pr->bell = bell;
     /* For a kill without a pid-reuse race. It fails only when the process already died
      * (ESRCH) or the kernel lacks pidfds: kill() by pid is the fallback then. */
     pr->pidfd = concur__pidfd_open(pid);
     if (pr->pidfd < 0)
         pr->pidfd = -1;
-    concur__chan c = {.fd = pr->sock, .status = pr->status, .deadline = UINT64_MAX, .rb = &pr->rb};
+    concur__chan c = {.fd = pr->sock,
+                      .status = pr->status,
+                      .deadline = UINT64_MAX,
+                      .rb = &pr->rb,
+                      .ring = pr->ring};
     uint64_t head[2] = {(uint64_t)(uintptr_t)pr->user,
                         pr->cancel_word ? (uint64_t)pr->slot : UINT64_MAX};
     size_t nlen = strlen(pr->name);
@@ -474,12 +613,16 @@ static void publish_cancel_locked(concur__proc *pr)
     atomic_store_explicit(pr->cancel_word, id, memory_order_relaxed);
 }
 
-/* Whether a whole answer is in the read buffer already (it can be completed without a
- * system call). */
-static bool answer_buffered(const concur__proc *pr)
+/* Whether a whole answer is in the answer ring or the read buffer already (it can be
+ * completed without a system call). */
+static bool answer_buffered(concur__proc *pr)
 {
-    const concur__rbuf *rb = &pr->rb;
+    concur__rbuf *rb = &pr->rb;
     concur__frame h;
+    const char *frame;
+    uint64_t stamp;
+    if (pr->ring && concur__ring_peek(pr->ring, &h, &stamp, &frame) > 0)
+        return true;
     if (rb->end - rb->off < sizeof(h))
         return false;
     memcpy(&h, rb->p + rb->off, sizeof(h));
@@ -665,13 +808,22 @@ concur_future *proc_finish_one(concur__proc *pr, concur_task *t, double timeout,
     concur__chan c = {.fd = pr->sock,
                       .status = pr->status,
                       .deadline = timeout > 0 ? f->t_start + (uint64_t)(timeout * 1e9) : UINT64_MAX,
-                      .rb = &pr->rb};
+                      .rb = &pr->rb,
+                      .ring = pr->ring};
     int code = 0;
     char *bt = NULL;
     uint64_t other = 0;
     t->f = f;
-    int rc = pr->tx_rc && pr->tx_failed == f ? pr->tx_rc
-                                             : read_answer(&c, f->id, t, true, &code, &bt, &other);
+    int rc = pr->tx_rc;
+    if (!rc || pr->tx_failed != f) {
+        concur__frame h;
+        const char *frame = NULL;
+        rc = answer_source(pr, &c, f->id, &h, &frame, &other);
+        if (rc == 1)
+            rc = ring_answer(pr, &h, frame, f->id, t, &code, &bt, &other);
+        else if (rc == 0)
+            rc = read_answer(&c, f->id, t, true, &code, &bt, &other);
+    }
     uint64_t end = now_ns();
     /* A kill that was sent wins over whatever answer arrived: the caller was told it
      * worked. Only this thread sets killed, but reads it under the lock it is set under. */

@@ -1,5 +1,6 @@
 /*
- * fd.c - whole reads and writes, closing, fd flags, pipes and wake-up eventfds.
+ * fd.c - whole reads and writes, closing, fd flags, pipes, wake-up eventfds and shared
+ * memory.
  *
  * The write loops are async-signal-safe (crash reports use them from a fatal-signal
  * handler): no allocation, no locks, errno read right after the call that set it.
@@ -8,7 +9,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -162,4 +166,32 @@ void concur__event_drain(int efd)
     uint64_t v;
     /* One read resets an eventfd's counter; EAGAIN: another drain took it first. */
     (void)concur__read_some(efd, &v, sizeof(v));
+}
+
+int concur__shm_create(size_t size, int *fd, void **map)
+{
+    *fd = -1;
+    *map = NULL;
+    int m = memfd_create("concur", MFD_CLOEXEC);
+    if (m < 0)
+        return -errno;
+    void *p = MAP_FAILED;
+    if (ftruncate(m, (off_t)size) == 0)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, m, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        concur__close(&m);
+        return -e;
+    }
+    *fd = m;
+    *map = p;
+    return 0;
+}
+
+int concur__sock_drained(int fd)
+{
+    int unread = 0;
+    if (ioctl(fd, SIOCOUTQ, &unread) != 0)
+        return -errno;
+    return unread == 0;
 }

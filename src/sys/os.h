@@ -69,6 +69,15 @@ int concur__event_post(int efd);
 /* Resets the counter (the wake-ups so far are consumed). */
 void concur__event_drain(int efd);
 
+/* Whether everything written into the socket @fd has been read by its peer: 1, 0 (some is
+ * unread), or -errno. (SIOCOUTQ: on AF_UNIX it counts the memory of the unread buffers.) */
+int concur__sock_drained(int fd);
+
+/* Shared memory another process can map: a memfd (O_CLOEXEC) of @size bytes, mapped
+ * read-write and shared at *map with its pages populated (no page fault on first use). The
+ * fd in *fd (to pass on, then close); 0 or -errno, with *fd = -1 and *map = NULL. */
+int concur__shm_create(size_t size, int *fd, void **map);
+
 /* ---------------------------------------------------------------- processes (sys/proc.c) */
 
 /* A pidfd for @pid (close-on-exec by definition): the fd, or -errno (-ESRCH: already

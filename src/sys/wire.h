@@ -47,6 +47,7 @@ enum concur__frame_type {
     CONCUR__FR_FINAL,
     CONCUR__FR_RESULT,
     CONCUR__FR_CRASH,
+    CONCUR__FR_PAD, /* answer ring only (engines/proc_chan.h): len bytes to skip, to its end */
 };
 enum {
     CONCUR__FRF_TO_EOF = 1,    /* the payload runs until EOF (len is meaningless) */
