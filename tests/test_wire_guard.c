@@ -3,7 +3,8 @@
  *
  * A task runs in its worker process, where the socket to the pool is an open fd like any
  * other: a task may write frames into it, by mistake or on purpose. The pool checks every
- * frame against the task it expects (its id, type and length); a violation kills that
+ * frame against the task it expects (its id, type and length), and what a task wrote is read
+ * before its answer, even when that answer comes through shared memory; a violation kills that
  * worker, fails only the task that ran there (or none, when the stream shows that an
  * earlier task broke it) and hands the innocent ones to the replacement; a worker that dies
  * in the middle of a frame is reported with its signal, as any crash.
@@ -195,4 +196,37 @@ static void crashed_with_its_signal(concur_future *f)
 Test(wireguard, a_worker_that_crashes_in_the_middle_of_a_frame_is_reported_as_the_crash)
 {
     run_case(HALF_THEN_SEGV, crashed_with_its_signal);
+}
+
+/* The same in the middle of a stream of short tasks that the worker runs back to back,
+ * answering through shared memory: what the forger wrote is read before its answer, whichever
+ * way that answer comes, so the forger fails and no task around it does. */
+static void run_in_stream(int kind, void (*check_hostile)(concur_future *))
+{
+    concur_pool *p = one_worker_pool();
+    concur_future *warm = submit_job(p, PLAIN, 1); /* short tasks: handed over in batches */
+    tu_assert_int_result(warm, 3, "warm-up");
+    concur_future_release(warm);
+    enum { N = 200, BAD = 100 };
+    concur_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_job(p, i == BAD ? kind : PLAIN, i);
+    for (int i = 0; i < N; i++) {
+        if (i == BAD)
+            check_hostile(fs[i]);
+        else
+            tu_assert_int_result(fs[i], i * 3, "a task around the hostile one");
+        concur_future_release(fs[i]);
+    }
+    concur_pool_destroy(p);
+}
+
+Test(wireguard, an_answer_forged_in_a_stream_fails_only_the_forger)
+{
+    run_in_stream(FORGE_OTHER, assert_violation);
+}
+
+Test(wireguard, an_extra_answer_in_a_stream_fails_no_innocent_task)
+{
+    run_in_stream(FORGE_OWN, own_answer);
 }

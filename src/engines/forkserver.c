@@ -23,8 +23,8 @@
  *   server -> parent, once at start   int64 0 (ready), or -errno (setup failed; it exits)
  *   parent -> server, SPAWN           uint32 OP_SPAWN, with SCM_RIGHTS [worker socket,
  *                                      write end of the worker's status pipe, and the
- *                                      memfd of its answer ring and the eventfd of its
- *                                      bell if it has them]
+ *                                      memfd of its answer ring and the write end of
+ *                                      its bell if it has them]
  *   server -> parent, reply           int64 the worker's pid, or -errno
  *
  * The server forks the worker, which runs concur__worker_main on its socket (its other fds

@@ -50,7 +50,7 @@ bool concur__fs_code_ok(const concur__fs *fs, uintptr_t addr);
 
 /*
  * Asks the server to fork a worker process that serves the stream socket @sock, with the
- * answer ring in the memfd @ring (RING_SIZE bytes) and its bell, the eventfd @bell (both -1:
+ * answer ring in the memfd @ring (RING_SIZE bytes) and the write end of its bell @bell (both -1:
  * none), and to write the worker's wait status to @status_w when it ends. The caller keeps
  * (and closes) its own copies of the fds. Returns 0 and the worker's pid in *pid, or a
  * negative code. Thread-safe (requests are serialised).

@@ -36,8 +36,8 @@ enum {
  * The worker answers in the order of the tasks, so the proxy finds the answer it waits for
  * at the ring's first record (same id) or, when that is a later task's (or the ring is
  * empty and the socket has a frame), on the socket. A proxy about to sleep says so
- * (sleeping); the worker that then puts an answer rings the bell, an eventfd the proxy
- * polls beside the socket (not the socket: the worker's own bytes there would keep it from
+ * (sleeping); the worker that then puts an answer rings the bell, a pipe the proxy polls
+ * beside the socket (not the socket: the worker's own bytes there would keep it from
  * looking drained, below).
  *
  * A task runs where the socket is an open fd, and may write into it: what it wrote must be

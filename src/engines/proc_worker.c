@@ -24,7 +24,7 @@
 
 static const _Atomic int *g_stop; /* the pool's shared stop word */
 static concur__ring *g_ring;      /* the answer ring, or NULL */
-static int g_bell = -1;           /* the eventfd that wakes a sleeping proxy */
+static int g_bell = -1;           /* the bell that wakes a sleeping proxy (write end) */
 
 /* Sends the RESULT of a task (@id not 0: through the answer ring when it fits and the socket
  * holds nothing unread, see proc_chan.h) or hook (id 0: on the socket, where the proxy waits
@@ -42,7 +42,7 @@ static int send_result(const concur__chan *c, uint64_t id, int rc, const concur_
     if (id && g_ring && concur__ring_drained(g_ring, c->fd, &stamp) &&
         concur__ring_put(g_ring, iov, CONCUR__RESULT_IOV, stamp, &bell)) {
         if (bell)
-            r = concur__event_post(g_bell);
+            r = concur__bell_ring(g_bell);
     } else {
         r = concur__chan_send(c, iov, CONCUR__RESULT_IOV);
     }

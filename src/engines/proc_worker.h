@@ -26,7 +26,7 @@ static inline _Atomic uint64_t *concur__cancel_word(const _Atomic int *stop, int
 }
 
 /* The loop of a worker process: applies @lim, then serves frames on @sock until EOF, then
- * _exits. @ring: the answer ring mapped (engines/proc_chan.h) and @bell its eventfd, or NULL
+ * _exits. @ring: the answer ring mapped (engines/proc_chan.h) and @bell its bell, or NULL
  * and -1. @stop is the pool's shared stop word. Called by the fork server in the freshly
  * forked worker. */
 _Noreturn void concur__worker_main(int sock, void *ring, int bell, const concur__limits *lim,

@@ -7,7 +7,7 @@
  * AF_UNIX stream socket. Everything on it is a frame: a fixed 24-byte header
  * {u32 type, u32 flags, u64 id, u64 len} then len payload bytes, native byte order (both
  * ends are the same program on the same machine). Small task answers come through the
- * answer ring in shared memory instead (proc_chan.h), with a bell (an eventfd) that wakes
+ * answer ring in shared memory instead (proc_chan.h), with a bell (a pipe) that wakes
  * a sleeping proxy. Frames are written fully (partial writes
  * are continued) and read fully; payloads of any size are streamed straight from the
  * future's input buffer and into the result buffer, so a 256 MB input exists once on each
@@ -135,7 +135,7 @@ struct concur__proc {
     int sock, status, pidfd; /* -1 when no process runs (pidfd: also when unsupported) */
     concur__rbuf rb;         /* what the process sent, read ahead */
     concur__ring *ring;      /* its answer ring (RING_SIZE bytes mapped), or NULL */
-    int bell;                /* with a ring: the eventfd its process rings; else -1 */
+    int bell;                /* with a ring: the bell its process rings (read end); else -1 */
     uint64_t last_run_ns;    /* how long the last task took; UINT64_MAX: none yet */
     uint64_t last_id;        /* the id of the task completed last (0: none yet) */
     bool want_bt;            /* the pool's error_backtrace: SETUP says so */
@@ -363,7 +363,7 @@ static int sleep_on_ring(concur__proc *pr, const concur__chan *c)
 {
     int rc = concur__chan_wait_or(c, POLLIN, pr->bell);
     if (rc == 1)
-        concur__event_drain(pr->bell);
+        concur__bell_drain(pr->bell);
     return rc == 1 ? 0 : rc == 0 ? rb_more(c) : rc;
 }
 
@@ -462,18 +462,21 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     }
     /* Without shared memory or a bell (memfd refused, memory or fds short) every answer goes
      * on the socket. */
-    int ring_fd = -1, bell = concur__eventfd();
+    int ring_fd = -1, bell[2];
     void *ring = NULL;
-    if (bell < 0 || concur__shm_create(RING_SIZE, &ring_fd, &ring) != 0)
-        concur__close(&bell); /* -1 either way */
+    if (concur__bell(bell) == 0 && concur__shm_create(RING_SIZE, &ring_fd, &ring) != 0) {
+        concur__close(&bell[0]);
+        concur__close(&bell[1]);
+    }
     pid_t pid = 0;
-    int rc = concur__fs_spawn(pr->fs, sv[1], st[1], ring_fd, bell, &pid);
+    int rc = concur__fs_spawn(pr->fs, sv[1], st[1], ring_fd, bell[1], &pid);
     concur__close(&sv[1]);
     concur__close(&st[1]);
     concur__close(&ring_fd);
+    concur__close(&bell[1]);
     if (rc && ring) {
         (void)munmap(ring, RING_SIZE); /* ours, mapped whole: cannot fail */
-        concur__close(&bell);
+        concur__close(&bell[0]);
     }
     if (rc) {
         concur__close(&sv[0]);
@@ -488,7 +491,7 @@ static int proc_spawn(concur__proc *pr, concur_task *t)
     pr->sock = sv[0];
     pr->status = st[0];
     pr->ring = ring;
-    pr->bell = bell;
+    pr->bell = bell[0];
     /* For a kill without a pid-reuse race. It fails only when the process already died
      * (ESRCH) or the kernel lacks pidfds: kill() by pid is the fallback then. */
     pr->pidfd = concur__pidfd_open(pid);

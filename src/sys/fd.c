@@ -168,6 +168,33 @@ void concur__event_drain(int efd)
     (void)concur__read_some(efd, &v, sizeof(v));
 }
 
+int concur__bell(int p[2])
+{
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0)
+        return 0;
+    p[0] = p[1] = -1;
+    return -errno;
+}
+
+int concur__bell_ring(int fd)
+{
+    for (;;) {
+        if (write(fd, "", 1) == 1)
+            return 0;
+        if (errno == EAGAIN) /* full: rings are pending */
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+void concur__bell_drain(int fd)
+{
+    char buf[64];
+    while (concur__read_some(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf))
+        ; /* more may wait; a short read, EOF or EAGAIN: drained */
+}
+
 int concur__shm_create(size_t size, int *fd, void **map)
 {
     *fd = -1;

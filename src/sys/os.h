@@ -69,6 +69,16 @@ int concur__event_post(int efd);
 /* Resets the counter (the wake-ups so far are consumed). */
 void concur__event_drain(int efd);
 
+/* A bell between two processes: a pipe, both ends O_CLOEXEC | O_NONBLOCK (p[0] is polled and
+ * drained, p[1] rung). A pipe, not an eventfd: its wake-up is a sync one, which lets the
+ * scheduler run the sleeper on the ringer's CPU. 0 or -errno (both -1). */
+int concur__bell(int p[2]);
+/* Rings the bell through its write end: 0 (also when it is full: a ring is pending), or
+ * -errno. Async-signal-safe. */
+int concur__bell_ring(int fd);
+/* Takes every pending ring from the read end. */
+void concur__bell_drain(int fd);
+
 /* Whether everything written into the socket @fd has been read by its peer: 1, 0 (some is
  * unread), or -errno. (SIOCOUTQ: on AF_UNIX it counts the memory of the unread buffers.) */
 int concur__sock_drained(int fd);
