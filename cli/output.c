@@ -81,6 +81,10 @@ void output_group(struct output *o, const struct jobdone *d, const char *tag, si
         return;
     if (o->prog)
         progress_clear(o->prog);
+    /* the stderr of the jobs before first: with both streams on one file (2>&1) each
+     * job's output then comes whole, in the order the jobs are printed */
+    if (d->out_len)
+        wr_flush(&o->err);
     put_tagged(&o->out, d->out, d->out_len, tag, tag_len, d->out_mapped);
     /* stdout first, whole, before any of the job's stderr */
     if (d->err_len) {
