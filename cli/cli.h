@@ -239,6 +239,7 @@ struct cli_opts {
     enum out_mode out;
     bool keep_order;
     bool tag;
+    bool ctag;       /* --ctag / --ctagstring: the tag in a colour of the job's */
     char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
     size_t tagstring_len;
     const char *results;
@@ -249,6 +250,8 @@ struct cli_opts {
     bool resume, resume_failed;
     bool retry_failed; /* --retry-failed: the joblog's failed command lines run again */
     char **retry_items; /* --retry-failed: the joblog's command lines (the input group) */
+    struct buf profile_words; /* -J: the profiles' words, each NUL-terminated */
+    char **profile_argv;      /* -J: argv with those words in front of the options */
     char *retry_store;
     bool files;        /* --files: each job's output to a file, whose name is printed */
     bool bar, eta, progress;
@@ -483,6 +486,7 @@ void json_job(struct buf *b, const struct jobdone *d);
 struct output {
     struct writer out, err;
     struct progress *prog;
+    bool ctag; /* --ctag: each tagged line ends the tag's colour */
 };
 
 void output_init(struct output *o, struct progress *prog);

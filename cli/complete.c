@@ -123,13 +123,26 @@ static void note(struct app *a, const char *what, struct job *j, bool own_line)
 
 /* ------------------------------------------------------------------ output */
 
-/* The tag of --tag (the arguments, space-separated) or --tagstring. NULL: no tag. */
+/* --ctag: the colour that starts job seq's tag: a background from the 6x6x6 cube of the
+ * 256 ANSI colours, picked by a step through it that keeps neighbours apart, and black or
+ * white text, whichever reads better on it. Three digits each, so every tag is as wide. */
+static void tag_colour(struct buf *b, size_t seq)
+{
+    unsigned k = (unsigned)((seq * 97) % 216), r = k / 36, g = k / 6 % 6, bl = k % 6;
+    bool light = 299 * r + 587 * g + 114 * bl > 2500;
+    buf_printf(b, "\033[48;5;%03u;38;5;%03um\033[K", 16 + k, light ? 0u : 231u);
+}
+
+/* The tag of --tag (the arguments, space-separated) or --tagstring, with --ctag its colour
+ * first. NULL: no tag. */
 static const struct buf *job_tag(struct app *a, struct job *j)
 {
     if (!a->o.tag && !a->o.tagstring)
         return NULL;
     if (!j->have_tag) {
         buf_reset(&j->tag);
+        if (a->o.ctag)
+            tag_colour(&j->tag, j->seq);
         if (a->tagtpl) {
             struct jobview v = view_of(j);
             tpl_plain(a->tagtpl, &v, &j->tag);

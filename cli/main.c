@@ -426,6 +426,7 @@ int main(int argc, char **argv)
     opts_drop_penv(&a->o); /* the jobs do not get PARALLEL_ENV itself */
     settle_modes(a);
     output_init(&a->out, NULL);
+    a->out.ctag = a->o.ctag;
     guard_std_fds(&a->out);
     if ((rc = open_run(a)) == 0) {
         set_nice(&a->o);

@@ -81,11 +81,12 @@ enum optid {
     O_MPI,
     O_GROUP,
     O_LINEBUF,
-    O_LB,
     O_UNGROUP,
     O_KEEP,
     O_TAG,
     O_TAGSTRING,
+    O_CTAG,
+    O_CTAGSTRING,
     O_RESULTS,
     O_JSON,
     O_JOBLOG,
@@ -102,6 +103,7 @@ enum optid {
     O_COMPRESS,
     O_TRACE,
     O_VERBOSE,
+    O_PROFILE,
     O_WILLCITE,
     O_HELP,
     O_VERSION,
@@ -184,13 +186,16 @@ static const struct optdef optdefs[] = {
      NULL, 0},
     {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output", 0},
     {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL, 0},
-    {O_LB, 0, "lb", NULL, NULL, NULL, 0},
-    {O_LB, 0, "linebuffer", NULL, NULL, NULL, 0},
+    {O_LINEBUF, 0, "lb", NULL, NULL, NULL, 0},
+    {O_LINEBUF, 0, "linebuffer", NULL, NULL, NULL, 0},
     {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL, 0},
     {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL, 0},
     {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL, 0},
     {O_TAGSTRING, 0, "tagstring", "STR", "prefix lines with STR (\\t \\n \\r \\NNN decoded), a TAB",
      NULL, 0},
+    {O_CTAG, 0, "ctag", NULL, "as --tag, the tag in a colour of the job's (ANSI, 256 colours)",
+     NULL, 0},
+    {O_CTAGSTRING, 0, "ctagstring", "STR", "as --tagstring, in a colour of the job's", NULL, 0},
     {O_RESULTS, 0, "results", "PATH",
      "save output in PATH (.json .csv .tsv, a dir; -.json: stdout)", NULL, 0},
     {O_RESULTS, 0, "res", "PATH", NULL, NULL, 0},
@@ -213,7 +218,10 @@ static const struct optdef optdefs[] = {
     {O_COMPRESS, 0, "compress", NULL, "compress the --results files (pzstd, zstd, lz4, gzip...)", NULL, 0},
     {O_TRACE, 't', "verbose", NULL, "print each command line on stderr as it starts", NULL, 0},
     {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL, 0},
-    {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other", 0},
+    {O_PROFILE, 'J', "profile", "NAME",
+     "read options from the profile NAME (a file in $PARALLEL_HOME or ~/.parallel, or a path)",
+     "Other", 0},
+    {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", NULL, 0},
     {O_HELP, 'h', "help", NULL, "print this help and exit", NULL, 0},
     {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL, 0},
 };
@@ -989,7 +997,6 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         o->out = OUT_GROUP;
         break;
     case O_LINEBUF:
-    case O_LB:
         o->out = OUT_LINE;
         break;
     case O_UNGROUP:
@@ -1001,7 +1008,12 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_TAG:
         o->tag = true;
         break;
+    case O_CTAG:
+        o->tag = o->ctag = true;
+        break;
+    case O_CTAGSTRING:
     case O_TAGSTRING:
+        o->ctag = o->ctag || d->id == O_CTAGSTRING;
         free(o->tagstring);
         if (!(o->tagstring = unquote_printf(val, &o->tagstring_len)))
             return oom();
@@ -1360,15 +1372,134 @@ static void make_home(void)
     free(p);
 }
 
+/* The -J / --profile values among the options of argv (scanned as parse_options reads
+ * them, values skipped, up to the first word that is not an option or one it does not
+ * know), each given to add(). 0 or what add() returned. */
+static int scan_profiles(int argc, char **argv, int (*add)(struct cli_opts *, const char *),
+                         struct cli_opts *o)
+{
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0' || !strcmp(a, "--") || separator(a))
+            break;
+        const struct optdef *d;
+        const char *val = NULL;
+        if (a[1] == '-') {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            bool amb;
+            if (!(d = find_long(name, eq ? (size_t)(eq - name) : strlen(name), &amb)))
+                break;
+            if (d->arg && !eq && i + 1 < argc)
+                val = argv[++i];
+            else if (d->arg)
+                val = eq ? eq + 1 : NULL;
+        } else {
+            for (const char *c = a + 1; *c; c++) {
+                if (!(d = find_short(*c)))
+                    return rc;
+                if (d->arg || d->optional) {
+                    val = c[1] ? c + 1 : d->arg && i + 1 < argc ? argv[++i] : NULL;
+                    break;
+                }
+            }
+        }
+        if (d->id == O_PROFILE && val)
+            rc = add(o, val);
+    }
+    return rc;
+}
+
+/* -J NAME: the profile's words (each line split as a shell would: plain words and quoted
+ * strings; empty lines and # comments skipped) appended to o->profile_words. 0, or
+ * EXIT_USAGE / EXIT_OTHER after a message. */
+static int add_profile(struct cli_opts *o, const char *name)
+{
+    struct buf path = {0};
+    const char *home = getenv("PARALLEL_HOME");
+    if (strchr(name, '/'))
+        buf_adds(&path, name);
+    else if (home && *home)
+        buf_printf(&path, "%s/%s", home, name);
+    else
+        buf_printf(&path, "%s/.parallel/%s", getenv("HOME") ? getenv("HOME") : "", name);
+    buf_addnul(&path);
+    if (!buf_ok(&path)) {
+        buf_free(&path);
+        return oom();
+    }
+    FILE *f = fopen(path.p, "re");
+    if (!f) {
+        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
+        buf_free(&path);
+        return EXIT_USAGE;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0, lineno = 0;
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        size_t lead = strspn(line, " \t");
+        if (line[lead] == '\0' || line[lead] == '#')
+            continue;
+        size_t before = o->profile_words.len;
+        int k = split_simple(line, (size_t)n, &o->profile_words);
+        if (k < 0 && buf_ok(&o->profile_words)) {
+            o->profile_words.len = before;
+            cli_error("profile '%s', line %d: not options and quoted strings", path.p, lineno);
+            rc = EXIT_USAGE;
+        } else if (!buf_ok(&o->profile_words)) {
+            rc = oom();
+        }
+    }
+    if (!rc && ferror(f)) {
+        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
+        rc = EXIT_OTHER;
+    }
+    free(line);
+    fclose(f);
+    buf_free(&path);
+    return rc;
+}
+
+/* -J: a new argv, the profiles' words in front of the command line's own (which then win).
+ * 0 with *argc / *argv replaced (owned by o) when there are profiles, or what
+ * add_profile() returned. */
+static int use_profiles(int *argc, char ***argv, struct cli_opts *o)
+{
+    int rc = scan_profiles(*argc, *argv, add_profile, o);
+    if (rc || !o->profile_words.len)
+        return rc;
+    size_t nw = 0;
+    for (size_t i = 0; i < o->profile_words.len; i++)
+        nw += o->profile_words.p[i] == '\0';
+    char **v = malloc(((size_t)*argc + nw + 1) * sizeof(*v));
+    if (!v)
+        return oom();
+    v[0] = (*argv)[0];
+    char *w = o->profile_words.p;
+    for (size_t k = 0; k < nw; k++, w += strlen(w) + 1)
+        v[1 + k] = w;
+    for (int i = 1; i <= *argc; i++) /* (and argv's NULL) */
+        v[nw + (size_t)i] = (*argv)[i];
+    o->profile_argv = v;
+    *argc += (int)nw;
+    *argv = v;
+    return 0;
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
     arg_sep = ":::";
     o->jobs = concur_cpu_count();
     o->tries = 1;
+    int rc = use_profiles(&argc, &argv, o);
     struct parse p = {.o = o, .argc = argc, .argv = argv, .i = 1};
-    int rc = parse_options(&p);
-    if (rc)
+    if (rc || (rc = parse_options(&p)) != 0)
         goto out;
 
     /* The command: words up to the first separator. */
@@ -1422,6 +1553,9 @@ void opts_free(struct cli_opts *o)
     free(o->tagstring);
     free(o->penv);
     free(o->retry_items);
+    free(o->profile_argv);
+    buf_free(&o->profile_words);
+    o->profile_argv = NULL;
     free(o->retry_store);
     o->retry_items = NULL;
     o->retry_store = NULL;
