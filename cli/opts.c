@@ -1383,7 +1383,7 @@ static int scan_profiles(int argc, char **argv, int (*add)(struct cli_opts *, co
         const char *a = argv[i];
         if (a[0] != '-' || a[1] == '\0' || !strcmp(a, "--") || separator(a))
             break;
-        const struct optdef *d;
+        const struct optdef *d = NULL;
         const char *val = NULL;
         if (a[1] == '-') {
             const char *name = a + 2, *eq = strchr(name, '=');
@@ -1404,7 +1404,7 @@ static int scan_profiles(int argc, char **argv, int (*add)(struct cli_opts *, co
                 }
             }
         }
-        if (d->id == O_PROFILE && val)
+        if (d && d->id == O_PROFILE && val)
             rc = add(o, val);
     }
     return rc;
