@@ -212,6 +212,7 @@ struct cli_opts {
     bool line_cont;   /* -L / -l without --pipe: a line ending in a blank goes on */
     bool rrs;         /* --rrs: --recend / --recstart taken out of the records */
     bool regexp;      /* --regexp: --recend / --recstart are regular expressions */
+    size_t group_by;  /* --group-by N: records are runs of lines with the same column N */
     bool shell;       /* --shell: always run the line with the shell */
     /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
     const char *shell_path;

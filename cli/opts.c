@@ -71,6 +71,7 @@ enum optid {
     O_MAXLINES_L,
     O_RRS,
     O_REGEXP,
+    O_GROUPBY,
     O_JOBS,
     O_TIMEOUT,
     O_TERMSEQ,
@@ -173,6 +174,8 @@ static const struct optdef optdefs[] = {
     {O_RRS, 0, "remove-rec-sep", NULL, "take --recend and --recstart out of the records", NULL, 0},
     {O_RRS, 0, "rrs", NULL, NULL, NULL, 0},
     {O_REGEXP, 0, "regexp", NULL, "--recend and --recstart are regular expressions", NULL, 0},
+    {O_GROUPBY, 0, "group-by", "N", "a record is a run of lines with the same column N (--colsep)",
+     NULL, 0},
     {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling", 0},
     {O_JOBS, 'P', "max-procs", "N", NULL, NULL, 0},
     {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL, 0},
@@ -881,6 +884,11 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
     case O_REGEXP:
         o->regexp = true;
         break;
+    case O_GROUPBY:
+        if (!parse_uint(val, &v) || v == 0 || v > 1000000)
+            return usage_error("bad value for %s: '%s' (a column number, from 1)", shown, val);
+        o->group_by = v;
+        break;
     default:
         break;
     }
@@ -1083,7 +1091,7 @@ static int apply(struct parse *p, const struct optdef *d, const char *val, const
 {
     if (d->id <= O_SHELLQUOTE)
         return apply_input(p, d, val, shown);
-    if (d->id <= O_REGEXP)
+    if (d->id <= O_GROUPBY)
         return apply_pipe(p, d, val, shown);
     if (d->id <= O_MPI)
         return apply_sched(p->o, d, val, shown);

@@ -63,6 +63,13 @@ struct pipe_in {
     char *sep; /* recend followed by recstart */
     size_t sep_len, recend_len;
     bool rrs; /* --rrs: the separators are taken out of the blocks */
+    /* --group-by N: records are runs of lines with the same column N, split on colsep (a
+     * plain string, or with PCRE2 a regular expression: re_col) */
+    size_t group_col;
+    const char *colsep;
+#ifdef CONCUR_HAVE_PCRE2
+    pcre2_code *re_col;
+#endif
 #ifdef CONCUR_HAVE_PCRE2
     /* --regexp: recend then recstart (captured, in a lookahead); recstart alone (matched at
      * the start of a block, for --rrs); recend at the end of a block */
@@ -235,11 +242,86 @@ static ptrdiff_t find_last(const char *s, size_t n, const char *sep, size_t sep_
     return -1;
 }
 
+/* --group-by: the next column separator in line[from, n): its start and end, or false. */
+static bool next_colsep(const struct pipe_in *p, const char *line, size_t n, size_t from,
+                        size_t *ms, size_t *me)
+{
+#ifdef CONCUR_HAVE_PCRE2
+    if (p->re_col) {
+        if (pcre2_match(p->re_col, (PCRE2_SPTR)line, n, from, 0, p->md, NULL) <= 0)
+            return false;
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(p->md);
+        if (ov[1] == ov[0]) /* an empty match splits nothing */
+            return false;
+        *ms = ov[0];
+        *me = ov[1];
+        return true;
+    }
+#endif
+    size_t len = strlen(p->colsep);
+    const char *hit = from <= n ? memmem(line + from, n - from, p->colsep, len) : NULL;
+    if (!hit)
+        return false;
+    *ms = (size_t)(hit - line);
+    *me = *ms + len;
+    return true;
+}
+
+/* --group-by: whether lines a and b (without their newlines) have the same column. */
+static bool same_group(const struct pipe_in *p, const char *a, size_t an, const char *b,
+                       size_t bn)
+{
+    const char *line[2] = {a, b};
+    size_t n[2] = {an, bn}, ks[2] = {0, 0}, ke[2];
+    for (int k = 0; k < 2; k++) {
+        size_t ms = 0, me = 0, col = 1;
+        ke[k] = n[k];
+        while (col <= p->group_col && next_colsep(p, line[k], n[k], ks[k], &ms, &me)) {
+            if (col == p->group_col) {
+                ke[k] = ms;
+                break;
+            }
+            ks[k] = me;
+            col++;
+        }
+        if (col < p->group_col) /* no such column: an empty one */
+            ks[k] = ke[k] = n[k];
+    }
+    return ke[0] - ks[0] == ke[1] - ks[1] && !memcmp(a + ks[0], b + ks[1], ke[0] - ks[0]);
+}
+
+/* --group-by: the first newline at or after `from` that ends a run of lines with the same
+ * column (the line after it must be whole, or the input at its end). */
+static bool find_group(const struct pipe_in *p, const char *s, size_t n, size_t from,
+                       size_t *start, size_t *cut)
+{
+    const char *nl0 = from ? memrchr(s, '\n', from < n ? from : n) : NULL;
+    size_t ls = nl0 ? (size_t)(nl0 - s) + 1 : 0;
+    for (;;) {
+        const char *e = memchr(s + ls, '\n', n - ls);
+        if (!e)
+            return false;
+        size_t i = (size_t)(e - s), ns = i + 1;
+        const char *e2 = ns < n ? memchr(s + ns, '\n', n - ns) : NULL;
+        size_t ne = e2 ? (size_t)(e2 - s) : n;
+        if (!e2 && !(p->eof && ns < n))
+            return false;
+        if (i >= from && !same_group(p, s + ls, i - ls, s + ns, ne - ns)) {
+            *start = i;
+            *cut = ns;
+            return true;
+        }
+        ls = ns;
+    }
+}
+
 /* The first record separator that starts at or after `from` in s[0, n): true with *start
  * set to where it starts and *cut to where the record before it ends (after --recend). */
 static bool find_sep(const struct pipe_in *p, const char *s, size_t n, size_t from,
                      size_t *start, size_t *cut)
 {
+    if (p->group_col)
+        return find_group(p, s, n, from, start, cut);
 #ifdef CONCUR_HAVE_PCRE2
     if (p->re_sep) {
         if (from > n ||
@@ -262,15 +344,17 @@ static bool find_sep(const struct pipe_in *p, const char *s, size_t n, size_t fr
 /* Where the record before the last separator of s[0, n) ends, or -1 if there is none. */
 static ptrdiff_t last_cut(const struct pipe_in *p, const char *s, size_t n)
 {
+    bool scan = p->group_col > 0;
 #ifdef CONCUR_HAVE_PCRE2
-    if (p->re_sep) {
+    scan = scan || p->re_sep;
+#endif
+    if (scan) {
         ptrdiff_t last = -1;
         size_t start, cut;
         for (size_t from = 0; find_sep(p, s, n, from, &start, &cut); from = start + 1)
             last = (ptrdiff_t)cut;
         return last;
     }
-#endif
     ptrdiff_t i = find_last(s, n, p->sep, p->sep_len);
     return i < 0 ? -1 : i + (ptrdiff_t)p->recend_len;
 }
@@ -621,6 +705,34 @@ fail:
 #endif
 }
 
+/* --group-by N: the column separator (--colsep, else a TAB). 0, or CONCUR_EINVAL /
+ * CONCUR_ENOMEM after a message. */
+static int group_setup(struct pipe_in *p, const struct cli_opts *o)
+{
+    const char *sep = o->colsep ? o->colsep : "\t";
+    p->group_col = o->group_by;
+    if (!strpbrk(sep, ".[]()*+?{}|^$\\")) {
+        p->colsep = sep;
+        return 0;
+    }
+#ifdef CONCUR_HAVE_PCRE2
+    int err;
+    PCRE2_SIZE off;
+    if (!(p->re_col = pcre2_compile((PCRE2_SPTR)sep, PCRE2_ZERO_TERMINATED, 0, &err, &off, NULL))) {
+        cli_error("bad --colsep '%s' (for --group-by)", sep);
+        return CONCUR_EINVAL;
+    }
+    if (!p->md && !(p->md = pcre2_match_data_create(4, NULL))) {
+        cli_error("out of memory");
+        return CONCUR_ENOMEM;
+    }
+    return 0;
+#else
+    cli_error("--group-by with --colsep '%s' needs a concur built with PCRE2", sep);
+    return CONCUR_EINVAL;
+#endif
+}
+
 int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
 {
     struct pipe_in *p = calloc(1, sizeof(*p));
@@ -642,6 +754,13 @@ int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
     memcpy(p->sep, o->recend, o->recend_len);
     memcpy(p->sep + o->recend_len, o->recstart, o->recstart_len);
     p->rrs = o->rrs;
+    if (o->group_by) {
+        int rc = group_setup(p, o);
+        if (rc) {
+            pipe_close(p);
+            return rc;
+        }
+    }
     if (o->regexp) {
         int rc = compile_seps(p, o);
         if (rc) {
@@ -689,6 +808,7 @@ void pipe_close(struct pipe_in *p)
     pcre2_code_free(p->re_sep);
     pcre2_code_free(p->re_start);
     pcre2_code_free(p->re_end);
+    pcre2_code_free(p->re_col);
     pcre2_match_data_free(p->md);
 #endif
     free(p->header);

@@ -347,3 +347,21 @@ load helpers
   run "$CONCUR" -J ./bad_prof echo ::: x
   [ "$status" -eq 2 ] && [[ $output == *"bad_prof', line 1"* ]]
 }
+
+@test "--group-by N: with --pipe, a record is a run of lines with the same column N" {
+  printf 'a\t,b\na,,b\nb,,a\nb,a,b\n' >in
+  same_as_parallel --stdin in --pipe --group-by 2 --colsep ',' -kN1 wc
+  same_as_parallel --stdin in --pipe --group-by 1 --colsep ',' -kN1 'echo B; cat'
+  same_as_parallel --stdin in --pipe --group-by 1 --colsep ',' -k 'echo B; cat'
+  tr , ' ' <in >in2
+  same_as_parallel --stdin in2 --pipe --group-by 2 --colsep ' ' -kN1 wc
+  printf 'a\t1\nb\t1\nc\t2\nd\t2\ne\t3' >in3
+  same_as_parallel --stdin in3 --pipe --group-by 2 -kN1 'echo B; cat; echo'
+  same_as_parallel --stdin in3 --pipe --group-by 2 --colsep '\t' -kN2 'echo B; cat; echo'
+  # a group is never cut, however small the block
+  seq 100 | awk '{print int($1/10) "\t" $1}' >in4
+  "$CONCUR" --pipe --block 20 --group-by 1 -k 'cut -f1 | sort -u' <in4 2>/dev/null >keys
+  [ "$(wc -l <keys)" -eq 11 ] && [ -z "$(sort keys | uniq -d)" ]
+  run "$CONCUR" --pipe --group-by x cat </dev/null
+  [ "$status" -eq 2 ] && [[ $output == *"bad value for --group-by: 'x'"* ]]
+}
