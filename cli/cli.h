@@ -206,6 +206,9 @@ struct cli_opts {
     /* --pipe */
     bool pipe;
     size_t block_size;       /* --block (default 1M) */
+    bool block_per_slot;     /* --block -N (--pipepart): N blocks a job slot */
+    bool pipepart;           /* --pipepart: the blocks are read from pipepart_file */
+    const char *pipepart_file;
     char *recend, *recstart; /* decoded (--recend default "\n") */
     size_t recend_len, recstart_len;
     size_t max_lines; /* -L N (0: not given) */

@@ -62,6 +62,7 @@ enum optid {
     O_SHELLQUOTE,
     O_PIPE,
     O_SPREAD,
+    O_PIPEPART,
     O_BLOCK,
     O_BLOCKSIZE,
     O_RECEND,
@@ -163,7 +164,11 @@ static const struct optdef optdefs[] = {
     {O_SHELLQUOTE, 0, "shellquote", NULL, "print the command lines shell-quoted, run nothing", NULL, 0},
     {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe", 0},
     {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL, 0},
-    {O_BLOCK, 0, "block", "SIZE", "blocks of about SIZE bytes (k, K, M, G...; default 1M)", NULL, 0},
+    {O_PIPEPART, 0, "pipepart", NULL, "as --pipe, the blocks read from the -a / :::: file", NULL,
+     0},
+    {O_BLOCK, 0, "block", "SIZE",
+     "blocks of about SIZE bytes (k, K, M, G...; default 1M; --pipepart: -N, N blocks a job slot)",
+     NULL, 0},
     {O_BLOCKSIZE, 0, "block-size", "SIZE", NULL, NULL, 0},
     {O_RECEND, 0, "recend", "STR", "records end with STR (default \\n; '' for none)", NULL, 0},
     {O_RECSTART, 0, "recstart", "STR", "records start with STR", NULL, 0},
@@ -843,17 +848,20 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
 {
     struct cli_opts *o = p->o;
     unsigned long v;
-    if (d->id != O_PIPE && d->id != O_SPREAD && d->id != O_MAXREPL && d->id != O_MAXLINES &&
-        d->id != O_MAXLINES_L)
+    if (d->id != O_PIPE && d->id != O_SPREAD && d->id != O_PIPEPART && d->id != O_MAXREPL &&
+        d->id != O_MAXLINES && d->id != O_MAXLINES_L)
         snprintf(p->pipe_only, sizeof(p->pipe_only), "%s", shown);
     switch (d->id) {
     case O_PIPE:
     case O_SPREAD:
+    case O_PIPEPART:
         o->pipe = true;
+        o->pipepart = o->pipepart || d->id == O_PIPEPART;
         break;
     case O_BLOCK:
-    case O_BLOCKSIZE:
-        if (!parse_size(val, &o->block_size))
+    case O_BLOCKSIZE: /* -SIZE (--pipepart): so many blocks a job slot, as GNU parallel */
+        o->block_per_slot = val[0] == '-';
+        if (!parse_size(val + o->block_per_slot, &o->block_size))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_RECEND:
@@ -895,6 +903,28 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
     return 0;
 }
 
+/* --pipepart: the file is the first -a / :::: one; as GNU parallel, ::: groups are not
+ * used. Blocks are cut by size only; by default 10 a job slot. 0 or EXIT_USAGE. */
+static int settle_pipepart(struct parse *p)
+{
+    struct cli_opts *o = p->o;
+    for (size_t i = 0; i < o->ngroups && !o->pipepart_file; i++)
+        if (o->groups[i].is_file)
+            o->pipepart_file = o->groups[i].items[0];
+    if (!o->pipepart_file || !strcmp(o->pipepart_file, "-"))
+        return usage_error("--pipepart reads a file: give it with -a FILE or :::: FILE%s%s", "",
+                           "");
+    if (p->n_set || p->l_set || o->header)
+        return usage_error("--pipepart cuts blocks by size: %s is not supported with it%s",
+                           o->header ? "--header" : p->n_set ? "-N" : "-L", "");
+    o->ngroups = 0;
+    if (!o->block_size) {
+        o->block_size = 10;
+        o->block_per_slot = true;
+    }
+    return 0;
+}
+
 /* --pipe's defaults and what cannot go with it. 0 or the exit status of a usage error. */
 static int settle_pipe(struct parse *p)
 {
@@ -921,6 +951,13 @@ static int settle_pipe(struct parse *p)
                            : p->n_set && !o->max_args ? "-N"
                                                       : "-L",
                            "0");
+    if (o->pipepart) {
+        int rc = settle_pipepart(p);
+        if (rc)
+            return rc;
+    } else if (o->block_per_slot) {
+        return usage_error("a negative --block needs %s%s", "--pipepart", "");
+    }
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");

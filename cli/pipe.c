@@ -44,6 +44,7 @@
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,6 +64,10 @@ struct pipe_in {
     char *sep; /* recend followed by recstart */
     size_t sep_len, recend_len;
     bool rrs; /* --rrs: the separators are taken out of the blocks */
+    /* --pipepart: the file, mapped; the next block starts at part_pos */
+    bool part;
+    const char *map;
+    size_t map_size, part_pos;
     /* --group-by N: records are runs of lines with the same column N, split on colsep (a
      * plain string, or with PCRE2 a regular expression: re_col) */
     size_t group_col;
@@ -559,9 +564,34 @@ int pipe_header(struct pipe_in *p, struct pblock **b)
     return 0;
 }
 
+/* --pipepart: the next block runs from where the last one ended to the end of the first
+ * record that ends at least a block size further (or to the end of the file). */
+static int part_next(struct pipe_in *p, struct pblock **out)
+{
+    size_t from = p->part_pos, start, cut;
+    if (from >= p->map_size)
+        return 0;
+    if (!find_sep(p, p->map, p->map_size, from + p->bs, &start, &cut) || cut <= from)
+        cut = p->map_size;
+    struct pblock *b = block_get(p, cut - from);
+    if (!b) {
+        cli_error("out of memory reading '%s' (block of %zu bytes)", "--pipepart", cut - from);
+        return CONCUR_ENOMEM;
+    }
+    memcpy(b->mem, p->map + from, cut - from);
+    b->len = cut - from;
+    p->part_pos = cut;
+    if (p->rrs)
+        remove_seps(p, b);
+    *out = b;
+    return 1;
+}
+
 int pipe_next(struct pipe_in *p, struct pblock **out)
 {
     int rc;
+    if (p->part)
+        return part_next(p, out);
     while (!p->done) {
         if (p->in_round) {
             size_t cut = next_cut(p);
@@ -577,7 +607,12 @@ int pipe_next(struct pipe_in *p, struct pblock **out)
             }
             if (!p->wrote) { /* a record longer than the block: read on, in bigger rounds */
                 size_t bs = (size_t)ceil((double)p->bs * 1.3 + 1);
-                cli_warn("a record is longer than --block %zu; using --block %zu", p->bs, bs);
+                if (cli_gnu())
+                    cli_warn("A record was longer than %zu. Increasing to --blocksize %zu.",
+                             p->bs, bs);
+                else
+                    cli_warn("a record is longer than --block %zu; using --block %zu", p->bs,
+                             bs);
                 p->bs = bs;
             }
         }
@@ -705,6 +740,49 @@ fail:
 #endif
 }
 
+/* --pipepart: the file mapped, and the block size: --block, or with --block -N the file's
+ * size over N times the job slots, rounded up (as GNU parallel). 0 or -errno after a
+ * message. */
+static int part_open(struct pipe_in *p, const struct cli_opts *o)
+{
+    const char *name = o->pipepart_file;
+    struct stat st;
+    int fd = open(name, O_RDONLY | O_CLOEXEC), e = 0;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        e = errno;
+    else if (!S_ISREG(st.st_mode))
+        e = ESPIPE; /* blocks are cut by seeking */
+    if (e) {
+        cli_error("--pipepart: cannot read '%s': %s", name,
+                  e == ESPIPE ? "not a regular file" : strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    p->part = true;
+    p->eof = true; /* (the last record need not end with --recend) */
+    p->map_size = (size_t)st.st_size;
+    if (p->map_size) {
+        void *m = mmap(NULL, p->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            e = errno;
+            cli_error("--pipepart: cannot map '%s': %s", name, strerror(e));
+            close(fd);
+            return -e;
+        }
+        p->map = m;
+    }
+    close(fd);
+    if (o->block_per_slot) {
+        size_t slots = o->jobs > 0 ? (size_t)o->jobs : (size_t)concur_cpu_count();
+        size_t parts = slots * o->block_size; /* (rounded up, as GNU parallel) */
+        p->bs = p->map_size / parts + (p->map_size % parts != 0);
+    }
+    if (p->bs < 1)
+        p->bs = 1;
+    return 0;
+}
+
 /* --group-by N: the column separator (--colsep, else a TAB). 0, or CONCUR_EINVAL /
  * CONCUR_ENOMEM after a message. */
 static int group_setup(struct pipe_in *p, const struct cli_opts *o)
@@ -768,6 +846,13 @@ int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
             return rc;
         }
     }
+    if (o->pipepart) {
+        int rc = part_open(p, o);
+        if (rc) {
+            pipe_close(p);
+            return rc;
+        }
+    }
     if (o->max_args)
         p->nrec = o->max_args * (o->max_lines ? o->max_lines : 1);
     else
@@ -786,6 +871,8 @@ int pipe_open(struct pipe_in **out, const struct cli_opts *o, int intr_fd)
 bool pipe_can_wait(struct pipe_in *p)
 {
     struct stat st;
+    if (p->part) /* a file: reading it never waits */
+        return false;
     p->may_wait = fstat(p->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
     if (p->may_wait && S_ISFIFO(st.st_mode) && fcntl(p->fd, F_SETPIPE_SZ, PIPE_SIZE) < 0) {
         /* Not an error: the pipe keeps its size, and is read in more, smaller pieces. */
@@ -797,6 +884,8 @@ void pipe_close(struct pipe_in *p)
 {
     if (!p)
         return;
+    if (p->map)
+        munmap((void *)p->map, p->map_size);
     pblock_free(p->cur);
     for (struct pblock *b = p->free_list, *n; b; b = n) {
         n = b->next;

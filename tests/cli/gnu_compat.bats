@@ -813,3 +813,9 @@ as_parallel() {
   printf 'Col1\t\nv1\tv2\n' | "$CONCUR" --header : --results res true
   [ -f res/Col1/v1/2/v2/stdout ]
 }
+
+@test "as parallel: a record longer than --block is GNU parallel's warning" {
+  as_parallel echo ::: setup >/dev/null
+  run bash -c 'seq 10 | "$1" -k --pipe --recstart 6 --block 1 "echo a; cat" 2>&1' _ "$PWD/bin/parallel"
+  [[ $output == *"parallel: Warning: A record was longer than 1. Increasing to --blocksize 3."* ]]
+}

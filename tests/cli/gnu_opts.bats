@@ -365,3 +365,33 @@ load helpers
   run "$CONCUR" --pipe --group-by x cat </dev/null
   [ "$status" -eq 2 ] && [[ $output == *"bad value for --group-by: 'x'"* ]]
 }
+
+@test "--pipepart: --pipe's blocks cut out of the -a / :::: file, as GNU parallel cuts them" {
+  seq 10 >t10
+  same_as_parallel --pipepart -a t10 -k --block 5 'echo foo; cat'
+  same_as_parallel --pipepart -a t10 -k --block 2 --regexp --recend '3\n' 'echo foo; cat'
+  same_as_parallel -k --pipepart -a t10 --recend '\n' --recstart 6 --block 1 'echo a; cat'
+  # --rrs applies (GNU parallel 20221122 ignores it with --pipepart)
+  [ "$("$CONCUR" -k --pipepart -a t10 --rrs --block 3 'echo a; cat')" = "$(printf 'a\n12a\n34a\n56a\n78a\n910')" ]
+  seq 1000 >t1000
+  # --block -N: N blocks a job slot (by default 10)
+  same_as_parallel -j2 -k --pipepart 'echo {#}; wc -c' :::: t1000
+  same_as_parallel -j2 -k --block -1 --pipepart 'echo {#}; wc -c' :::: t1000
+  same_as_parallel -j3 -k --block -2 --pipepart 'echo {#}; wc -c' :::: t1000
+  same_as_parallel -j2 -k --block -0.01k --pipepart md5sum :::: t1000
+  same_as_parallel -k --block 3G --pipepart -a t10 wc
+  # ::: groups are not used (as GNU parallel)
+  same_as_parallel -k --pipepart -a t10 --block 10 'echo a; cat' ::: x
+  [ "$("$CONCUR" --pipepart -k -a t1000 --block 1k cat | md5sum)" = "$(md5sum <t1000)" ]
+  : >empty
+  run "$CONCUR" --pipepart -a empty cat
+  [ "$status" -eq 0 ] && [ -z "$output" ]
+  run "$CONCUR" --pipepart cat ::: x
+  [ "$status" -eq 2 ] && [[ $output == *"--pipepart reads a file"* ]]
+  run "$CONCUR" --pipepart -a t10 -N2 cat
+  [ "$status" -eq 2 ] && [[ $output == *"-N is not supported"* ]]
+  run "$CONCUR" --pipepart -a no-such-file cat
+  [ "$status" -ne 0 ] && [[ $output == *"cannot read 'no-such-file'"* ]]
+  run "$CONCUR" --pipe --block -1 cat </dev/null
+  [ "$status" -eq 2 ] && [[ $output == *"a negative --block needs --pipepart"* ]]
+}
