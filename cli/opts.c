@@ -711,11 +711,10 @@ struct parse {
     bool n_set, l_set; /* -N / -L given: without --pipe they mean -n, and -X for {} */
 };
 
-/* The options of the Input and Commands sections (see apply). */
+/* The options of the Input section (see apply). */
 static int apply_input(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
     struct cli_opts *o = p->o;
-    unsigned long v;
     const char *why;
     switch (d->id) {
     case O_ARGFILE: {
@@ -778,6 +777,18 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_SHUF:
         o->shuf = true;
         break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The options of the Commands section (see apply). */
+static int apply_command(struct cli_opts *o, const struct optdef *d, const char *val,
+                         const char *shown)
+{
+    unsigned long v;
+    switch (d->id) {
     case O_MAXARGS: /* 0: each command reads an argument and is given none (GNU parallel) */
         if (!parse_uint(val, &v) || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -1126,8 +1137,10 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
  * wrote it. Each section of --help has its own function (enum optid follows the sections). */
 static int apply(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
-    if (d->id <= O_SHELLQUOTE)
+    if (d->id <= O_SHUF)
         return apply_input(p, d, val, shown);
+    if (d->id <= O_SHELLQUOTE)
+        return apply_command(p->o, d, val, shown);
     if (d->id <= O_GROUPBY)
         return apply_pipe(p, d, val, shown);
     if (d->id <= O_MPI)
