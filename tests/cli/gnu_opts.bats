@@ -232,9 +232,14 @@ load helpers
 @test "--dnr --bnr --er --bner (and their long names) stand for {//} {/} {.} {/.}" {
   same_as_parallel -k --dnr II echo II {} ::: a a/b a/b/c
   same_as_parallel -k --dirnamereplace II echo II ::: a/b
-  for o in --basenamereplace --bnr --extensionreplace --er --basenameextensionreplace --bner; do
-    same_as_parallel -k $o FOO echo FOO ::: /a/b.c a/b.c b.c /a/b a/b b
+  same_as_parallel -k --bnr FOO echo FOO ::: /a/b.c a/b.c b.c /a/b a/b b
+  for o in --bnr --er --bner; do
     same_as_parallel -j1 -k -X $o FOO echo FOO ::: /a/b.c a/b.c b.c /a/b a/b b
+  done
+  # the long names are the same options
+  for o in basename:bnr extension:er basenameextension:bner; do
+    [ "$("$CONCUR" -k --${o%%:*}replace FOO echo FOO ::: /a/b.c a/b)" = \
+      "$("$CONCUR" -k --${o#*:} FOO echo FOO ::: /a/b.c a/b)" ]
   done
 }
 
