@@ -182,6 +182,10 @@ load helpers
   seq 1 10 >in
   same_as_parallel --stdin in -k -E 5 echo :::: - ::: 2 3 4 5 6 :::: in
   same_as_parallel --stdin in -k -E 3 echo :::: - ::: 3 4 :::: in
+}
+
+@test "-eSTR and --eof=STR are -E STR" {
+  seq 1 10 >in
   same_as_parallel --stdin in -k -e4 echo
   same_as_parallel --stdin in -k --eof=4 echo
   same_as_parallel -k -d , -E b echo ::: a,b,c
@@ -203,6 +207,10 @@ load helpers
   same_as_parallel --stdin in -k -l0 echo l0
   same_as_parallel --stdin in -k -l echo l
   same_as_parallel --stdin in -k -l 2 echo l
+}
+
+@test "--max-lines N / --max-lines=N are -L N, with --pipe too" {
+  seq 5 >in
   same_as_parallel --stdin in -k --max-lines 3 echo l
   same_as_parallel --stdin in -k --max-lines=2 echo l
   same_as_parallel --stdin in -k --pipe -l 2 'cat; echo end'
@@ -212,6 +220,10 @@ load helpers
   printf 'foo\n\nole \nbar\nquux\n' >in
   same_as_parallel --stdin in -kr -L2 echo
   same_as_parallel -kr -L2 echo ::: foo '' 'ole ' bar quux
+}
+
+@test "-L without --pipe: continued lines with -E and --max-lines; -N counts arguments" {
+  printf 'foo\n\nole \nbar\nquux\n' >in
   same_as_parallel --stdin in -kr -L2 -E bar echo
   printf '> \n> \n>\n' >in2
   same_as_parallel --stdin in2 --max-lines 3 echo
@@ -281,6 +293,9 @@ load helpers
   same_as_parallel --stdin in -k --pipe --rrs --regexp --recend '[0-9]' -N1 'cat; echo'
   printf 'a\nb\nc\n' >in2
   same_as_parallel --stdin in2 -k --pipe --regexp --recend '^b' -N1 'cat; echo END'
+}
+
+@test "--regexp: -N counts from the first separator of the input, as GNU parallel" {
   printf 'x5454545454' >in3
   same_as_parallel --stdin in3 -k -N2 --regexp --pipe --recstart 4 --recend 5 'cat; echo "<END>"'
   seq 54000 56000 >in4
@@ -359,6 +374,10 @@ load helpers
   same_as_parallel --stdin in --pipe --group-by 2 --colsep ',' -kN1 wc
   same_as_parallel --stdin in --pipe --group-by 1 --colsep ',' -kN1 'echo B; cat'
   same_as_parallel --stdin in --pipe --group-by 1 --colsep ',' -k 'echo B; cat'
+}
+
+@test "--group-by N: a space as --colsep, a TAB without it, -N2" {
+  printf 'a\t,b\na,,b\nb,,a\nb,a,b\n' >in
   tr , ' ' <in >in2
   same_as_parallel --stdin in2 --pipe --group-by 2 --colsep ' ' -kN1 wc
   printf 'a\t1\nb\t1\nc\t2\nd\t2\ne\t3' >in3
@@ -377,17 +396,24 @@ load helpers
   same_as_parallel --pipepart -a t10 -k --block 5 'echo foo; cat'
   same_as_parallel --pipepart -a t10 -k --block 2 --regexp --recend '3\n' 'echo foo; cat'
   same_as_parallel -k --pipepart -a t10 --recend '\n' --recstart 6 --block 1 'echo a; cat'
-  # --rrs applies (GNU parallel 20221122 ignores it with --pipepart)
-  [ "$("$CONCUR" -k --pipepart -a t10 --rrs --block 3 'echo a; cat')" = "$(printf 'a\n12a\n34a\n56a\n78a\n910')" ]
+  same_as_parallel -k --block 3G --pipepart -a t10 wc
+}
+
+@test "--pipepart --block -N: N blocks a job slot (by default 10)" {
   seq 1000 >t1000
-  # --block -N: N blocks a job slot (by default 10)
   same_as_parallel -j2 -k --pipepart 'echo {#}; wc -c' :::: t1000
   same_as_parallel -j2 -k --block -1 --pipepart 'echo {#}; wc -c' :::: t1000
   same_as_parallel -j3 -k --block -2 --pipepart 'echo {#}; wc -c' :::: t1000
   same_as_parallel -j2 -k --block -0.01k --pipepart md5sum :::: t1000
-  same_as_parallel -k --block 3G --pipepart -a t10 wc
+}
+
+@test "--pipepart: ::: groups unused, --rrs, the whole file, and what it refuses" {
+  seq 10 >t10
+  seq 1000 >t1000
   # ::: groups are not used (as GNU parallel)
   same_as_parallel -k --pipepart -a t10 --block 10 'echo a; cat' ::: x
+  # --rrs applies (GNU parallel 20221122 ignores it with --pipepart)
+  [ "$("$CONCUR" -k --pipepart -a t10 --rrs --block 3 'echo a; cat')" = "$(printf 'a\n12a\n34a\n56a\n78a\n910')" ]
   [ "$("$CONCUR" --pipepart -k -a t1000 --block 1k cat | md5sum)" = "$(md5sum <t1000)" ]
   : >empty
   run "$CONCUR" --pipepart -a empty cat
