@@ -14,7 +14,9 @@
  *   - the words: when the line is "simple" (plain words and '...' / "..." strings, no shell
  *     syntax outside quotes, no placeholder inside quotes, no leading VAR=, not a shell
  *     builtin), the argv the shell would build from it, with the quotes removed. Each job
- *     then execs the program directly with the placeholders' values as they are.
+ *     then execs the program directly with the placeholders' values as they are, unless
+ *     the program is not in $PATH: the shell then runs the line, and says so (as it does
+ *     in GNU parallel, which always runs a shell). --wd and PARALLEL_ENV need the shell.
  * Both forms mean the same thing: a placeholder's quoted value is one shell word, and the
  * words form splits exactly where the shell would (a placeholder with several values, with
  * -n or -m, gives several words).
