@@ -111,10 +111,15 @@ bool only_blanks(const char *p, size_t n);
  * link), else "concur"; cli_name() is that name. */
 void cli_set_name(const char *argv0);
 const char *cli_name(void);
+/* Whether concur runs as "parallel": some messages then use GNU parallel's own words. */
+bool cli_gnu(void);
 
 /* "concur: " + message on stderr (unbuffered, best effort). */
 void cli_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
 void cli_warn(const char *fmt, ...) CONCUR_PRINTF(1, 2);
+/* "parallel: Error: " + message: GNU parallel's form, for the messages the "parallel"
+ * persona words as GNU parallel does. */
+void cli_gnu_error(const char *fmt, ...) CONCUR_PRINTF(1, 2);
 
 /* Time: wall clock in seconds since the epoch, monotonic seconds. */
 double wall_now(void);
@@ -132,6 +137,16 @@ int spawn_fds(pid_t *pid, char *const argv[], const int fds[][2], size_t nfds);
 int mkdir_p(char *path);
 /* Whether a program called name (no slash) is in $PATH, executable. */
 bool in_path(const char *name);
+
+/* --wd: the working directory of job seq: wd itself, or for "..." a directory of its own,
+ * $HOME/.parallel/tmp/HOST-PID-SEQ (as GNU parallel names it), which the job's end removes. */
+void wd_dir(struct buf *b, const char *wd, size_t seq);
+/* Makes a new file DIR/PREFIX + nrand random characters + SUFFIX (O_EXCL, mode 0600), its
+ * name in *path (NUL-terminated, counted in len): its descriptor, or -errno. */
+int temp_file(struct buf *path, const char *dir, const char *prefix, size_t nrand,
+              const char *suffix);
+/* rm -rf path (not following symbolic links). 0 or -errno (a missing path is not an error). */
+int remove_tree(const char *path);
 
 /* GNU parallel's shell quoting of one word ('...' when needed, '' for empty). */
 void shell_quote(struct buf *b, const char *s, size_t n);
@@ -165,6 +180,8 @@ struct cli_opts {
     bool trim_left, trim_right; /* --trim (with --colsep: both by default) */
     bool trim_set;              /* --trim given */
     bool link;                  /* --link: groups in step, the shorter ones wrapping around */
+    const char *eof_str;        /* -E: an input source ends at an element that is this */
+    bool shuf;                  /* --shuf: the jobs in a random order */
     bool header;           /* --header (not 0): the first element of each group names its columns */
     const char *header_re; /* --header's value (--pipe: what the header is) */
     bool header_files;     /* --header 0: the names of the :::: / -a files name columns */
@@ -181,13 +198,24 @@ struct cli_opts {
     bool quote;           /* -q */
     bool plus;            /* --plus: GNU parallel's extra replacement strings */
     const char *replace;  /* -I STR: STR instead of {} (NULL: not given) */
+    /* --dnr, --bnr, --er, --bner: strings that stand for {//}, {/}, {.}, {/.} (NULL: none) */
+    const char *rename[4];
+    const char *wd;       /* --wd DIR: the jobs' working directory ("...": one per job) */
+    bool shellquote;      /* --shellquote: print the lines quoted, run nothing */
     bool no_run_if_empty; /* -r: skip records that are only blanks */
     /* --pipe */
     bool pipe;
     size_t block_size;       /* --block (default 1M) */
+    bool block_per_slot;     /* --block -N (--pipepart): N blocks a job slot */
+    bool pipepart;           /* --pipepart: the blocks are read from pipepart_file */
+    const char *pipepart_file;
     char *recend, *recstart; /* decoded (--recend default "\n") */
     size_t recend_len, recstart_len;
     size_t max_lines; /* -L N (0: not given) */
+    bool line_cont;   /* -L / -l without --pipe: a line ending in a blank goes on */
+    bool rrs;         /* --rrs: --recend / --recstart taken out of the records */
+    bool regexp;      /* --regexp: --recend / --recstart are regular expressions */
+    size_t group_by;  /* --group-by N: records are runs of lines with the same column N */
     bool shell;       /* --shell: always run the line with the shell */
     /* the shell that runs lines: $PARALLEL_SHELL, $SHELL or /bin/sh */
     const char *shell_path;
@@ -215,6 +243,7 @@ struct cli_opts {
     enum out_mode out;
     bool keep_order;
     bool tag;
+    bool ctag;       /* --ctag / --ctagstring: the tag in a colour of the job's */
     char *tagstring; /* --tagstring, its \t \n \r \NNN decoded (owned), or NULL */
     size_t tagstring_len;
     const char *results;
@@ -223,6 +252,12 @@ struct cli_opts {
     const char *joblog;
     const char *tmpdir; /* --tmpdir: where output past the memory cap spills */
     bool resume, resume_failed;
+    bool retry_failed; /* --retry-failed: the joblog's failed command lines run again */
+    char **retry_items; /* --retry-failed: the joblog's command lines (the input group) */
+    struct buf profile_words; /* -J: the profiles' words, each NUL-terminated */
+    char **profile_argv;      /* -J: argv with those words in front of the options */
+    char *retry_store;
+    bool files;        /* --files: each job's output to a file, whose name is printed */
     bool bar, eta, progress;
     bool dry_run, report;
     bool trace;   /* -t: each command line on stderr as it starts */
@@ -396,6 +431,12 @@ struct joblog;
  * or a negative code after printing a message. */
 int joblog_open(struct joblog **out, const char *path, bool resume, bool resume_failed,
                 bool readonly, struct writer *stdout_w);
+/* --retry-failed: the command lines of the joblog at path, by Seq: (*items)[k] is job k+1's
+ * (newlines restored; "" for a Seq it lacks), in *store (free both). 0 with *n = 0 when
+ * there is no such file or it lists no job; or a negative code. */
+int joblog_commands(const char *path, char ***items, size_t *n, char **store);
+/* --retry-failed: a job whose command line is empty (a Seq the joblog lacks) counts as done. */
+void joblog_retry(struct joblog *jl);
 /* Whether job seq (with this command line) is done according to the joblog read at open. */
 bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t len);
 /* Whether joblog_done needs the command line (only --resume-failed compares it). */
@@ -449,6 +490,7 @@ void json_job(struct buf *b, const struct jobdone *d);
 struct output {
     struct writer out, err;
     struct progress *prog;
+    bool ctag; /* --ctag: each tagged line ends the tag's colour */
 };
 
 void output_init(struct output *o, struct progress *prog);

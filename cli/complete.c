@@ -31,6 +31,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ the ring */
 
@@ -122,13 +123,26 @@ static void note(struct app *a, const char *what, struct job *j, bool own_line)
 
 /* ------------------------------------------------------------------ output */
 
-/* The tag of --tag (the arguments, space-separated) or --tagstring. NULL: no tag. */
+/* --ctag: the colour that starts job seq's tag: a background from the 6x6x6 cube of the
+ * 256 ANSI colours, picked by a step through it that keeps neighbours apart, and black or
+ * white text, whichever reads better on it. Three digits each, so every tag is as wide. */
+static void tag_colour(struct buf *b, size_t seq)
+{
+    unsigned k = (unsigned)((seq * 97) % 216), r = k / 36, g = k / 6 % 6, bl = k % 6;
+    bool light = 299 * r + 587 * g + 114 * bl > 2500;
+    buf_printf(b, "\033[48;5;%03u;38;5;%03um\033[K", 16 + k, light ? 0u : 231u);
+}
+
+/* The tag of --tag (the arguments, space-separated) or --tagstring, with --ctag its colour
+ * first. NULL: no tag. */
 static const struct buf *job_tag(struct app *a, struct job *j)
 {
     if (!a->o.tag && !a->o.tagstring)
         return NULL;
     if (!j->have_tag) {
         buf_reset(&j->tag);
+        if (a->o.ctag)
+            tag_colour(&j->tag, j->seq);
         if (a->tagtpl) {
             struct jobview v = view_of(j);
             tpl_plain(a->tagtpl, &v, &j->tag);
@@ -186,7 +200,8 @@ static void print_job(struct app *a, struct job *j, const struct jobdone *d)
         output_lines(&a->out, CONCUR_STDERR, &j->err, tag ? tag->p : NULL, tag ? tag->len : 0,
                      true);
     } else {
-        if (a->o.verbose && a->o.out == OUT_GROUP && !a->o.json) { /* -v: tagged too */
+        /* -v: tagged too (not with --files, as GNU parallel) */
+        if (a->o.verbose && a->o.out == OUT_GROUP && !a->o.json && !a->o.files) {
             if (tag) {
                 output_raw(&a->out, CONCUR_STDOUT, tag->p, tag->len);
                 output_raw(&a->out, CONCUR_STDOUT, "\t", 1);
@@ -494,6 +509,43 @@ static unsigned job_tries(struct app *a, struct job *j)
     return n ? (unsigned)n : UINT_MAX;
 }
 
+/* --files: the job's output goes to a file of its own, parXXXXX.par in --tmpdir ($TMPDIR,
+ * /tmp), as GNU parallel names them; the job then prints its name instead (its stderr is
+ * printed as usual). false after a message (the run stops). */
+static bool save_output(struct app *a, struct jobdone *d)
+{
+    const char *dir = a->o.tmpdir ? a->o.tmpdir : getenv("TMPDIR");
+    int fd = temp_file(&a->files, dir && *dir ? dir : "/tmp", "par", 5, ".par");
+    int rc = fd < 0 ? fd : write_all(fd, d->out, d->out_len);
+    if (fd >= 0 && close(fd) < 0 && !rc)
+        rc = -errno;
+    if (rc) {
+        cli_error("cannot save a job's output (--files) in %s: %s",
+                  fd >= 0 || buf_ok(&a->files) ? a->files.p : "--tmpdir", strerror(-rc));
+        fail_fatal(a, CONCUR_EIO);
+        return false;
+    }
+    a->files.p[a->files.len - 1] = '\n'; /* (its NUL) */
+    d->out = a->files.p;
+    d->out_len = a->files.len;
+    d->out_mapped = false;
+    return true;
+}
+
+/* --wd ...: the job's own directory is removed once it has ended (a warning if it cannot
+ * be). */
+static void remove_job_dir(struct app *a, const struct job *j)
+{
+    if (!a->o.wd || strcmp(a->o.wd, "..."))
+        return;
+    buf_reset(&a->scratch);
+    wd_dir(&a->scratch, a->o.wd, j->seq);
+    buf_addnul(&a->scratch);
+    int rc = buf_ok(&a->scratch) ? remove_tree(a->scratch.p) : -ENOMEM;
+    if (rc)
+        cli_warn("cannot remove %s: %s", a->scratch.p ? a->scratch.p : "--wd ...", strerror(-rc));
+}
+
 int job_done(concur_runner *r, const concur_result *res, void *arg)
 {
     struct app *a = arg;
@@ -515,6 +567,7 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
     }
     a->running--;
     mpi_job_over(a, j);
+    remove_job_dir(a, j);
     pipe_put(a->pin, j->block); /* --pipe: its stdin is no longer needed */
     j->block = NULL;
     /* Killed because concur is stopping (a signal, --halt now, a write error, a failure of
@@ -534,6 +587,8 @@ int job_done(concur_runner *r, const concur_result *res, void *arg)
         e.d.host = j->mpi_host;
     }
     j->print = !interrupted;
+    if (!interrupted && a->o.files && !a->o.results && !save_output(a, &e.d))
+        j->print = false;
     if (!interrupted && !account(a, j, &e))
         return 0;
     slot_give(a, j->slot);

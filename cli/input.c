@@ -30,6 +30,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,6 +58,8 @@ struct reader {
     size_t dlen;
     int intr_fd;       /* readable: stop reading (a signalfd), or -1 */
     struct crnl *crnl; /* the input's CR-NL check (NULL: not with this delimiter) */
+    const char *eof_str; /* -E: the element that ends this source (NULL: none) */
+    bool eof_seen;       /* it was read: the source has ended */
 };
 
 struct item {
@@ -93,6 +96,7 @@ struct input {
     size_t link_len, link_pos; /* --link: the longest group's length (0: a group is empty) */
     const char *delim;
     size_t dlen;
+    const char *eof_str; /* -E */
     /* --colsep */
     int intr_fd;
     bool colsep, use_re;
@@ -112,6 +116,12 @@ struct input {
     struct buf nulfix;
     bool nul_warned;
     struct crnl crnl;
+    /* --shuf: every record, read at the first input_next (each: its number of fields, then
+     * per field its column, length and bytes), and the order they are handed out in */
+    bool shuf, shuf_loaded;
+    struct buf shuf_data;
+    size_t *shuf_at; /* the offset of each record in shuf_data, shuffled */
+    size_t shuf_n, shuf_next;
 };
 
 /* ------------------------------------------------------------------ reading */
@@ -206,8 +216,28 @@ static void check_crnl(struct crnl *c, const struct item *it)
     }
 }
 
-/* Next element: 1, 0 at the end, or a negative code. */
+static int reader_next_raw(struct reader *r, struct item *it);
+
+/* Whether an element is the -E string, which ends its input source. */
+static bool is_eof_str(const char *eof_str, const char *p, size_t n)
+{
+    return eof_str && strlen(eof_str) == n && !memcmp(eof_str, p, n);
+}
+
+/* Next element: 1, 0 at the end (or at the -E string), or a negative code. */
 static int reader_next(struct reader *r, struct item *it)
+{
+    if (r->eof_seen)
+        return 0;
+    int rc = reader_next_raw(r, it);
+    if (rc > 0 && is_eof_str(r->eof_str, it->p, it->len)) {
+        r->eof_seen = true;
+        return 0;
+    }
+    return rc;
+}
+
+static int reader_next_raw(struct reader *r, struct item *it)
 {
     for (;;) {
         size_t avail = r->end - r->start;
@@ -441,17 +471,19 @@ static int split_args(const struct input *in, struct igroup *g, const struct gro
     size_t n = 0;
     size_t dlen = in->split_on_delim ? in->dlen : 0;
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < spec->n; i++) {
+        bool ended = false; /* -E: at the end-of-file string */
+        for (size_t i = 0; i < spec->n && !ended; i++) {
             const char *p = spec->items[i], *end = p + strlen(p), *d;
-            while (dlen && (d = find_delim(p, (size_t)(end - p), in->delim, dlen)) != NULL) {
+            for (bool last = false; !last && !ended; p = d + dlen) {
+                d = dlen ? find_delim(p, (size_t)(end - p), in->delim, dlen) : NULL;
+                last = !d;
+                d = d ? d : end;
+                if ((ended = is_eof_str(in->eof_str, p, (size_t)(d - p))))
+                    break;
                 if (pass)
                     g->items[g->n++] = (struct item){p, (size_t)(d - p)};
                 n++;
-                p = d + dlen;
             }
-            if (pass)
-                g->items[g->n++] = (struct item){p, (size_t)(end - p)};
-            n++;
         }
         if (pass == 0 && n && !(g->items = malloc(n * sizeof(*g->items))))
             return CONCUR_ENOMEM;
@@ -472,6 +504,7 @@ static int open_group(struct input *in, struct igroup *g, const struct group_spe
     r->intr_fd = in->intr_fd;
     /* GNU parallel checks the default newline delimiter only (not -d, not -0) */
     r->crnl = in->dlen == 1 && in->delim[0] == '\n' && !in->split_on_delim ? &in->crnl : NULL;
+    r->eof_str = in->eof_str;
     r->fd = -1;
     int rc = open_file(spec->items[0], &r->fd, &r->own_fd);
     if (rc)
@@ -584,6 +617,8 @@ int input_open(struct input **out, const struct cli_opts *o, int intr_fd)
     in->split_on_delim = o->delim_given;
     in->trim_left = o->trim_left;
     in->trim_right = o->trim_right;
+    in->eof_str = o->eof_str;
+    in->shuf = o->shuf;
     if (nspecs == 0) { /* no input source: standard input */
         stdin_spec = (struct group_spec){true, false, dash, 1};
         specs = &stdin_spec;
@@ -640,15 +675,20 @@ int input_count(struct input *in, size_t *total)
         return 0;
     }
     size_t t = 1, first = SIZE_MAX;
-    for (size_t k = 1; k < in->nu; k++)
-        t = in->u[k].len && t > SIZE_MAX / in->u[k].len ? SIZE_MAX : t * in->u[k].len;
+    bool any = false; /* a source that is not empty: the empty ones count as one (fill_empty) */
+    for (size_t k = 1; k < in->nu; k++) {
+        size_t len = in->u[k].len ? in->u[k].len : 1;
+        any = any || in->u[k].len > 0;
+        t = t > SIZE_MAX / len ? SIZE_MAX : t * len;
+    }
     for (size_t i = 0; i < in->u[0].count; i++) {
         struct igroup *g = &in->g[i];
         size_t n = g->n;
         if (g->stream) {
             struct stat st;
             int rc;
-            if (fstat(g->rd.fd, &st) == 0 && S_ISREG(st.st_mode) && count_file(&g->rd, &n) == 0) {
+            if (!in->eof_str && fstat(g->rd.fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                count_file(&g->rd, &n) == 0) {
                 /* counted in place; it stays streamed */
             } else {
                 /* A pipe or a terminal: read it in full now (GNU parallel does too). */
@@ -661,7 +701,10 @@ int input_count(struct input *in, size_t *total)
         if (n < first)
             first = n;
     }
-    *total = first && t > SIZE_MAX / first ? SIZE_MAX : t * first;
+    if (!any && !first)
+        t = 0;
+    first = first ? first : 1;
+    *total = t > SIZE_MAX / first ? SIZE_MAX : t * first;
     return 0;
 }
 
@@ -700,8 +743,14 @@ static int fix_nuls(struct input *in)
     }
     if (!in->nul_warned) {
         in->nul_warned = true;
-        cli_warn("a NUL character in the input was replaced with \\0: a NUL cannot be passed "
-                 "in an argument (use -0 / --null for NUL-separated input)");
+        if (cli_gnu()) {
+            cli_warn("A NUL character in the input was replaced with \\0.");
+            cli_warn("NUL cannot be passed through in the argument list.");
+            cli_warn("Did you mean to use the --null option?");
+        } else {
+            cli_warn("a NUL character in the input was replaced with \\0: a NUL cannot be "
+                     "passed in an argument (use -0 / --null for NUL-separated input)");
+        }
     }
     return 0;
 }
@@ -732,6 +781,35 @@ static int advance_first(struct input *in)
     return 1;
 }
 
+/* As GNU parallel: an input source that is empty (or that -E ends at once) stands for one
+ * empty argument, unless every source is empty. Called with the result of the first unit's
+ * first advance_first (rc: 0 when it is empty): 1, or 0 when there is nothing to run, or
+ * CONCUR_ENOMEM. */
+static int fill_empty(struct input *in, int rc)
+{
+    static const struct item none = {"", 0};
+    bool any = rc > 0;
+    for (size_t k = 1; k < in->nu; k++)
+        any = any || in->u[k].len > 0;
+    if (!any)
+        return 0;
+    for (size_t k = 1; k < in->nu; k++) {
+        const struct unit *u = &in->u[k];
+        for (size_t i = u->first; u->len == 0 && i < u->first + u->count; i++) {
+            struct igroup *g = &in->g[i];
+            free(g->items);
+            if (!(g->items = malloc(sizeof(*g->items))))
+                return CONCUR_ENOMEM;
+            g->items[0] = none;
+            g->n = 1;
+        }
+    }
+    set_lengths(in);
+    for (size_t i = 0; rc == 0 && i < in->u[0].count; i++)
+        in->g[i].cur = none; /* the first unit's one (its next advance_first ends it) */
+    return 1;
+}
+
 /* Moves to the next element of the product and sets in->items: 1, 0 at the end, or a
  * negative code. */
 static int next_items(struct input *in)
@@ -739,12 +817,13 @@ static int next_items(struct input *in)
     int rc;
     if (!in->started) {
         in->started = true;
-        for (size_t k = 1; k < in->nu; k++)
-            if (in->u[k].len == 0) {
-                in->done = true;
-                return 0;
-            }
         rc = advance_first(in);
+        if (rc >= 0 && !in->link)
+            rc = fill_empty(in, rc);
+        if (rc == CONCUR_ENOMEM)
+            cli_error("out of memory");
+        if (rc == 0)
+            in->done = true;
     } else {
         /* The odometer: the last unit turns fastest; a full turn carries to the left. */
         size_t k = in->nu - 1;
@@ -775,7 +854,89 @@ static bool items_blank(const struct input *in)
     return true;
 }
 
+static int next_record(struct input *in, struct record *rec);
+
+/* --shuf: appends a record to in->shuf_data, and its offset to in->shuf_at. */
+static int shuf_keep(struct input *in, const struct record *rec, size_t *cap)
+{
+    if (in->shuf_n == *cap) {
+        size_t n = *cap ? *cap * 2 : 256;
+        size_t *at = realloc(in->shuf_at, n * sizeof(*at));
+        if (!at)
+            return CONCUR_ENOMEM;
+        in->shuf_at = at;
+        *cap = n;
+    }
+    in->shuf_at[in->shuf_n++] = in->shuf_data.len;
+    buf_add(&in->shuf_data, &rec->n, sizeof(rec->n));
+    for (size_t i = 0; i < rec->n; i++) {
+        buf_add(&in->shuf_data, &rec->f[i].col, sizeof(rec->f[i].col));
+        buf_add(&in->shuf_data, &rec->f[i].len, sizeof(rec->f[i].len));
+        buf_add(&in->shuf_data, rec->f[i].p, rec->f[i].len);
+    }
+    return buf_ok(&in->shuf_data) ? 0 : CONCUR_ENOMEM;
+}
+
+/* --shuf: reads every record, then puts them in a random order (Fisher-Yates). */
+static int shuf_load(struct input *in, struct record *rec)
+{
+    size_t cap = 0;
+    int rc;
+    while ((rc = next_record(in, rec)) > 0)
+        if ((rc = shuf_keep(in, rec, &cap)) != 0) {
+            cli_error("out of memory");
+            return rc;
+        }
+    if (rc < 0)
+        return rc;
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x))
+        x = (uint64_t)getpid() * 0x9E3779B97F4A7C15u ^ (uint64_t)(mono_now() * 1e9);
+    for (size_t i = in->shuf_n; i > 1; i--) {
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t k = (size_t)(x % i), t = in->shuf_at[i - 1];
+        in->shuf_at[i - 1] = in->shuf_at[k];
+        in->shuf_at[k] = t;
+    }
+    in->shuf_loaded = true;
+    return 0;
+}
+
+/* --shuf: the next record of the shuffled ones. */
+static int shuf_next(struct input *in, struct record *rec)
+{
+    int rc;
+    if (!in->shuf_loaded && (rc = shuf_load(in, rec)) != 0)
+        return rc;
+    if (in->shuf_next == in->shuf_n)
+        return 0;
+    const char *p = in->shuf_data.p + in->shuf_at[in->shuf_next++];
+    size_t n;
+    memcpy(&n, p, sizeof(n));
+    p += sizeof(n);
+    rec->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct field f;
+        memcpy(&f.col, p, sizeof(f.col));
+        memcpy(&f.len, p + sizeof(f.col), sizeof(f.len));
+        p += sizeof(f.col) + sizeof(f.len);
+        if ((rc = add_field(rec, p, f.len, f.col)) != 0) {
+            cli_error("out of memory");
+            return rc;
+        }
+        p += f.len;
+    }
+    return 1;
+}
+
 int input_next(struct input *in, struct record *rec)
+{
+    return in->shuf ? shuf_next(in, rec) : next_record(in, rec);
+}
+
+static int next_record(struct input *in, struct record *rec)
 {
     int rc;
     if (in->done)
@@ -822,6 +983,8 @@ void input_close(struct input *in)
     pcre2_match_data_free(in->md);
     pcre2_match_context_free(in->mc);
 #endif
+    buf_free(&in->shuf_data);
+    free(in->shuf_at);
     free(in->g);
     free(in->u);
     free(in->items);

@@ -42,6 +42,8 @@ struct entry {
 
 struct joblog {
     int fd;
+    bool retry;       /* --retry-failed: an empty command line is a job the joblog lacks */
+    struct buf *cmds; /* joblog_commands(): each line's seq, command length and command */
     struct writer *w; /* --joblog -: standard output's writer (fd is -1) */
     char *path;
     bool resume_failed;
@@ -50,11 +52,13 @@ struct joblog {
     struct buf line;
 };
 
+/* The hash of a command line as the joblog has it: a newline counts as the NUL byte that
+ * stands for it there. */
 static uint64_t fnv1a(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
+        h ^= s[i] == '\n' ? 0u : (unsigned char)s[i];
         h *= 1099511628211ull;
     }
     return h;
@@ -119,6 +123,13 @@ static int parse_line(struct joblog *jl, char *s, size_t n)
     long sg = strtol(f[7], &e3, 10);
     if (errno || *e1 || *e2 || *e3 || seq == 0 || e1 == f[0])
         return 0;
+    if (jl->cmds) {
+        size_t len = (size_t)(end - f[8]);
+        buf_add(jl->cmds, &seq, sizeof(seq));
+        buf_add(jl->cmds, &len, sizeof(len));
+        buf_add(jl->cmds, f[8], len);
+        buf_addc(jl->cmds, '\0');
+    }
     return remember(jl, seq, fnv1a(f[8], (size_t)(end - f[8])), ev == 0 && sg == 0);
 }
 
@@ -249,7 +260,7 @@ bool joblog_done(const struct joblog *jl, size_t seq, const char *line, size_t l
 {
     const struct entry *e = lookup(jl, seq);
     if (!e || !e->seq)
-        return false;
+        return jl->retry && len == 0;
     if (!jl->resume_failed)
         return true;
     return e->ok && e->hash == fnv1a(line, len);
@@ -262,7 +273,11 @@ int joblog_prepare(struct joblog *jl, size_t seq, const char *host, double start
     buf_reset(&jl->line);
     buf_printf(&jl->line, "%zu\t%s\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t", seq, host ? host : ":",
                start, runtime, sent, received, exitval, sig);
+    size_t at = jl->line.len;
     buf_add(&jl->line, cmd, cmd_len);
+    for (size_t i = at; buf_ok(&jl->line) && i < jl->line.len; i++)
+        if (jl->line.p[i] == '\n') /* as GNU parallel: a newline of the command is a NUL */
+            jl->line.p[i] = '\0';
     buf_addc(&jl->line, '\n');
     return buf_ok(&jl->line) ? 0 : CONCUR_ENOMEM;
 }
@@ -286,4 +301,70 @@ void joblog_close(struct joblog *jl)
     free(jl->path);
     buf_free(&jl->line);
     free(jl);
+}
+
+void joblog_retry(struct joblog *jl)
+{
+    jl->retry = true;
+}
+
+/* The commands of the joblog's lines (data: seq, length, command and a NUL, each) as
+ * items by seq (see joblog_commands). */
+static int commands_by_seq(const char *data, size_t size, char ***items, size_t *n)
+{
+    uint64_t max = 0, seq;
+    size_t len;
+    for (size_t at = 0; at < size; at += sizeof(seq) + sizeof(len) + len + 1) {
+        memcpy(&seq, data + at, sizeof(seq));
+        memcpy(&len, data + at + sizeof(seq), sizeof(len));
+        max = seq > max ? seq : max;
+    }
+    if (max > SIZE_MAX / sizeof(char *) - 1 || max > (uint64_t)size)
+        return CONCUR_EINVAL; /* (a Seq far beyond the lines there are: not a joblog) */
+    char **v = calloc((size_t)max + 1, sizeof(*v));
+    if (!v)
+        return CONCUR_ENOMEM;
+    static char none[] = "";
+    for (size_t i = 0; i < max; i++)
+        v[i] = none;
+    for (size_t at = 0; at < size; at += sizeof(seq) + sizeof(len) + len + 1) {
+        memcpy(&seq, data + at, sizeof(seq));
+        memcpy(&len, data + at + sizeof(seq), sizeof(len));
+        char *cmd = (char *)data + at + sizeof(seq) + sizeof(len);
+        for (size_t i = 0; i < len; i++)
+            if (cmd[i] == '\0') /* the newlines the joblog keeps as NUL bytes */
+                cmd[i] = '\n';
+        v[seq - 1] = cmd; /* a later line for a seq overrides an earlier one */
+    }
+    *items = v;
+    *n = (size_t)max;
+    return 0;
+}
+
+int joblog_commands(const char *path, char ***items, size_t *n, char **store)
+{
+    struct joblog jl = {.fd = -1};
+    struct buf cmds = {0};
+    off_t complete;
+    jl.cmds = &cmds;
+    *items = NULL;
+    *n = 0;
+    *store = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    int rc = read_log(&jl, fd, &complete);
+    close(fd);
+    free(jl.tab);
+    buf_free(&jl.line);
+    if (!rc && !buf_ok(&cmds))
+        rc = CONCUR_ENOMEM;
+    if (!rc && cmds.len)
+        rc = commands_by_seq(cmds.p, cmds.len, items, n);
+    if (rc || !*n) {
+        buf_free(&cmds);
+        return rc;
+    }
+    *store = cmds.p;
+    return 0;
 }

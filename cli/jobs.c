@@ -32,10 +32,17 @@
 void fd_limit_warning(int jobs)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    if (cli_gnu()) {
+        cli_warn("Only enough file handles to run %d jobs in parallel.", jobs);
+        cli_warn("Try running 'parallel -j0 -N %d --pipe parallel -j0'", jobs);
+        cli_warn("or increasing 'ulimit -n' (try: ulimit -n `ulimit -Hn`)");
+        cli_warn("or increasing 'nofile' in /etc/security/limits.conf");
+        cli_warn("or increasing /proc/sys/fs/file-max");
+    } else if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         cli_warn("only enough file descriptors (ulimit -n %llu) to run %d jobs at once; "
                  "raise 'ulimit -n' to run more",
                  (unsigned long long)rl.rlim_cur, jobs);
+    }
 }
 
 /* A record waiting to become part of a job (pushed back). */
@@ -353,7 +360,14 @@ static int fits_max_chars(struct app *a, struct job *j, size_t n, size_t nrec)
         return 1;
     }
     if (nrec == 0) {
-        cli_error("command line too long (%zu >= %zu): %s", len, a->max_chars, j->line.p);
+        /* (the fields hold offsets into argbuf until the job is sealed) */
+        const char *arg = j->argbuf.p + (uintptr_t)j->args[0].p;
+        size_t cut = j->args[0].len > 50 ? 50 : j->args[0].len;
+        if (cli_gnu()) /* GNU parallel cuts the argument at 50 characters */
+            cli_gnu_error("Command line too long (%zu >= %zu) at input 0: %.*s%s", len,
+                          a->max_chars, (int)cut, arg, cut < j->args[0].len ? "..." : "");
+        else
+            cli_error("command line too long (%zu >= %zu): %s", len, a->max_chars, j->line.p);
         return -E2BIG;
     }
     j->nargs -= n;
@@ -395,6 +409,25 @@ static int spread_last(struct app *a, struct job *j, size_t *nrec)
     return 0;
 }
 
+/* -L / -l without --pipe (as xargs and GNU parallel): whether a record is a line that ends
+ * in a blank, which continues on the next line (it does not count as a line). */
+static bool continued(const struct app *a, const struct field *f, size_t n)
+{
+    return a->o.line_cont && n == 1 && f[0].len &&
+           (f[0].p[f[0].len - 1] == ' ' || f[0].p[f[0].len - 1] == '\t');
+}
+
+/* The blanks that continued the job's last argument on the next line are taken off it (as
+ * GNU parallel, they stay when the input ends there). */
+static void trim_continued(struct job *j)
+{
+    struct field *f = &j->args[j->nargs - 1];
+    char *p = j->argbuf.p + (uintptr_t)f->p; /* (an offset until job_seal) */
+    while (f->len && (p[f->len - 1] == ' ' || p[f->len - 1] == '\t'))
+        f->len--;
+    p[f->len] = '\0';
+}
+
 /* Records are added until the job has per_job of them, or (-X / -m, -s) until the next one
  * would make the command line too long: that one is pushed back for the next job. */
 int build_job(struct app *a, struct job **out)
@@ -403,7 +436,7 @@ int build_job(struct app *a, struct job **out)
     size_t n, nrec = 0;
     struct job *j = NULL;
     int rc;
-    bool eof = false;
+    bool eof = false, cont = false;
     if (a->pin) /* --pipe: a block of stdin, no arguments */
         return build_pipe_job(a, out);
     buf_reset(&a->recn);
@@ -422,6 +455,8 @@ int build_job(struct app *a, struct job **out)
             nrec++;
             continue;
         }
+        if (cont && buf_ok(&j->argbuf))
+            trim_continued(j);
         job_add_record(j, f, n);
         if (a->max_chars && (rc = fits_max_chars(a, j, n, nrec)) <= 0) {
             if (rc < 0 || (rc = push_back(a, f, n)) != 0)
@@ -429,7 +464,8 @@ int build_job(struct app *a, struct job **out)
             break;
         }
         buf_add(&a->recn, &n, sizeof(n));
-        nrec++;
+        if (!(cont = continued(a, f, n)))
+            nrec++;
     }
     if (!j)
         return 0;

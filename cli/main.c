@@ -178,6 +178,8 @@ static int open_run(struct app *a)
     if (o->joblog && (rc = joblog_open(&a->jl, o->joblog, o->resume, o->resume_failed, o->dry_run,
                                        &a->out.out)) != 0)
         return rc;
+    if (a->jl && o->retry_items) /* (the jobs are the joblog's) */
+        joblog_retry(a->jl);
     return 0;
 }
 
@@ -233,7 +235,8 @@ static int job_limit(const struct cli_opts *o)
 }
 
 /* --dry-run: the command lines, one a line, without running them (--resume still skips
- * what the joblog has done); with -t, on stderr as well, as GNU parallel does. */
+ * what the joblog has done); with -t, on stderr as well, as GNU parallel does.
+ * --shellquote: each line shell-quoted (one word). */
 static int dry_run(struct app *a)
 {
     struct job *j;
@@ -249,6 +252,15 @@ static int dry_run(struct app *a)
         /* (as GNU parallel, the jobs {uniq}, {choose_k} or skip() skip are shown) */
         if (a->jl && (a->o.resume || a->o.resume_failed))
             skip = joblog_done(a->jl, j->seq, line->p, line->len);
+        if (!skip && a->o.shellquote) { /* the line as one word of shell text */
+            buf_reset(&a->scratch);
+            shell_quote(&a->scratch, line->p, line->len);
+            if (!buf_ok(&a->scratch)) {
+                job_put(a, j);
+                return CONCUR_ENOMEM;
+            }
+            line = &a->scratch;
+        }
         for (int k = 0; !skip && k < 1 + a->o.trace; k++) { /* -t: on stderr too */
             struct writer *w = k ? &a->out.err : &a->out.out;
             wr_add(w, line->p, line->len);
@@ -383,6 +395,7 @@ static void app_free(struct app *a)
     buf_free(&a->recn);
     buf_free(&a->errmsg);
     buf_free(&a->json);
+    buf_free(&a->files);
     progress_free(a->prog);
     joblog_close(a->jl);
     input_close(a->in);
@@ -413,6 +426,7 @@ int main(int argc, char **argv)
     opts_drop_penv(&a->o); /* the jobs do not get PARALLEL_ENV itself */
     settle_modes(a);
     output_init(&a->out, NULL);
+    a->out.ctag = a->o.ctag;
     guard_std_fds(&a->out);
     if ((rc = open_run(a)) == 0) {
         set_nice(&a->o);

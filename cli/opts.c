@@ -40,6 +40,9 @@ enum optid {
     O_HEADER,
     O_LINK,
     O_XAPPLY,
+    O_EOF,
+    O_ARGSEP,
+    O_SHUF,
     O_MAXARGS,
     O_MAXCHARS,
     O_X,
@@ -47,17 +50,29 @@ enum optid {
     O_QUOTE,
     O_PLUS,
     O_REPLACE,
+    O_REPLACE_I,
+    O_RENAME_DIR,
+    O_RENAME_BASE,
+    O_RENAME_EXT,
+    O_RENAME_BASEEXT,
     O_SHELL,
     O_ENV,
     O_NORUNEMPTY,
+    O_WD,
+    O_SHELLQUOTE,
     O_PIPE,
     O_SPREAD,
+    O_PIPEPART,
     O_BLOCK,
     O_BLOCKSIZE,
     O_RECEND,
     O_RECSTART,
     O_MAXREPL,
     O_MAXLINES,
+    O_MAXLINES_L,
+    O_RRS,
+    O_REGEXP,
+    O_GROUPBY,
     O_JOBS,
     O_TIMEOUT,
     O_TERMSEQ,
@@ -68,16 +83,19 @@ enum optid {
     O_MPI,
     O_GROUP,
     O_LINEBUF,
-    O_LB,
     O_UNGROUP,
     O_KEEP,
     O_TAG,
     O_TAGSTRING,
+    O_CTAG,
+    O_CTAGSTRING,
     O_RESULTS,
     O_JSON,
     O_JOBLOG,
     O_RESUME,
     O_RESUMEF,
+    O_RETRYF,
+    O_FILES,
     O_BAR,
     O_ETA,
     O_PROGRESS,
@@ -87,6 +105,7 @@ enum optid {
     O_COMPRESS,
     O_TRACE,
     O_VERBOSE,
+    O_PROFILE,
     O_WILLCITE,
     O_HELP,
     O_VERSION,
@@ -99,75 +118,120 @@ struct optdef {
     const char *arg;      /* value name, NULL for flags */
     const char *help;     /* NULL: an alias listed with the previous entry */
     const char *section;  /* printed before this entry when not NULL */
+    /* a value that may be left out (arg is then NULL): 'g' only glued (-iSTR) or after '='
+     * (--replace=STR); 'n' also the next word when it is a number (-l 4, --max-lines 4) */
+    char optional;
 };
 
 static const struct optdef optdefs[] = {
-    {O_ARGFILE, 'a', "arg-file", "FILE", "read arguments from FILE, one per line", "Input"},
-    {O_NULL, '0', "null", NULL, "arguments end with a NUL byte, not a newline", NULL},
+    {O_ARGFILE, 'a', "arg-file", "FILE", "read arguments from FILE, one per line", "Input", 0},
+    {O_NULL, '0', "null", NULL, "arguments end with a NUL byte, not a newline", NULL, 0},
     {O_DELIM, 'd', "delimiter", "DELIM", "arguments end with DELIM (\\n, \\t, \\0, \\xHH...)",
-     NULL},
-    {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL},
-    {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL},
-    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name} (0: files)", NULL},
-    {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL},
-    {O_XAPPLY, 0, "xapply", NULL, NULL, NULL},
+     NULL, 0},
+    {O_COLSEP, 'C', "colsep", "REGEX", "split arguments into columns {1} {2}... on REGEX", NULL, 0},
+    {O_TRIM, 0, "trim", "HOW", "strip blanks around arguments: n, l, r, lr (--colsep: lr)", NULL, 0},
+    {O_HEADER, 0, "header", ":", "the first input line names the columns: {name} (0: files)", NULL, 0},
+    {O_LINK, 0, "link", NULL, "take the input groups in step, not every combination", NULL, 0},
+    {O_XAPPLY, 0, "xapply", NULL, NULL, NULL, 0},
+    {O_EOF, 'E', NULL, "STR", "an input source ends at a line that is STR", NULL, 0},
+    {O_EOF, 'e', "eof", NULL, "as -E, the value glued: -eSTR, --eof=STR", NULL, 'g'},
+    {O_ARGSEP, 0, "arg-sep", "SEP", "SEP instead of ::: (and SEP+ instead of :::+)", NULL, 0},
+    {O_ARGSEP, 0, "argsep", "SEP", NULL, NULL, 0},
+    {O_SHUF, 0, "shuf", NULL, "run the jobs in a random order", NULL, 0},
     {O_MAXARGS, 'n', "max-args", "N", "pass up to N arguments to each command (0: none)",
-     "Commands"},
-    {O_MAXCHARS, 's', "max-chars", "N", "command lines of fewer than N characters", NULL},
-    {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL},
-    {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL},
-    {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL},
-    {O_PLUS, 0, "plus", NULL, "also {+/} {..} {##} {0#} {#re} {/re/str} {:-str} {uniq}... (see man)", NULL},
-    {O_REPLACE, 'I', "replace", "STR", "STR stands for the argument instead of {}", NULL},
-    {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL},
-    {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL},
+     "Commands", 0},
+    {O_MAXCHARS, 's', "max-chars", "N", "command lines of fewer than N characters", NULL, 0},
+    {O_X, 'X', NULL, NULL, "many arguments per command, repeating the word of {}", NULL, 0},
+    {O_M, 'm', NULL, NULL, "many arguments per command, all in place of {}", NULL, 0},
+    {O_QUOTE, 'q', "quote", NULL, "quote the command words too (no shell syntax)", NULL, 0},
+    {O_PLUS, 0, "plus", NULL, "also {+/} {..} {##} {0#} {#re} {/re/str} {:-str} {uniq}... (see man)", NULL, 0},
+    {O_REPLACE, 'I', NULL, "STR", "STR stands for the argument instead of {}", NULL, 0},
+    {O_REPLACE_I, 'i', "replace", NULL, "as -I {} (-iSTR, --replace=STR: as -I STR)", NULL, 'g'},
+    {O_RENAME_DIR, 0, "dirnamereplace", "STR", "STR stands for {//}", NULL, 0},
+    {O_RENAME_DIR, 0, "dnr", "STR", NULL, NULL, 0},
+    {O_RENAME_BASE, 0, "basenamereplace", "STR", "STR stands for {/}", NULL, 0},
+    {O_RENAME_BASE, 0, "bnr", "STR", NULL, NULL, 0},
+    {O_RENAME_EXT, 0, "extensionreplace", "STR", "STR stands for {.}", NULL, 0},
+    {O_RENAME_EXT, 0, "er", "STR", NULL, NULL, 0},
+    {O_RENAME_BASEEXT, 0, "basenameextensionreplace", "STR", "STR stands for {/.}", NULL, 0},
+    {O_RENAME_BASEEXT, 0, "bner", "STR", NULL, NULL, 0},
+    {O_SHELL, 0, "shell", NULL, "always run the command line with $SHELL -c", NULL, 0},
+    {O_ENV, 0, "env", "NAME", "accepted: jobs inherit the whole environment", NULL, 0},
     {O_NORUNEMPTY, 'r', "no-run-if-empty", NULL, "skip input lines that are empty or only blanks",
-     NULL},
-    {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe"},
-    {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL},
-    {O_BLOCK, 0, "block", "SIZE", "blocks of about SIZE bytes (k, K, M, G...; default 1M)", NULL},
-    {O_BLOCKSIZE, 0, "block-size", "SIZE", NULL, NULL},
-    {O_RECEND, 0, "recend", "STR", "records end with STR (default \\n; '' for none)", NULL},
-    {O_RECSTART, 0, "recstart", "STR", "records start with STR", NULL},
+     NULL, 0},
+    {O_WD, 0, "wd", "DIR", "run the jobs in DIR, made if missing (...: a new one per job)", NULL, 0},
+    {O_WD, 0, "workdir", "DIR", NULL, NULL, 0},
+    {O_SHELLQUOTE, 0, "shellquote", NULL, "print the command lines shell-quoted, run nothing", NULL, 0},
+    {O_PIPE, 0, "pipe", NULL, "cut standard input into blocks, each the stdin of a job", "Pipe", 0},
+    {O_SPREAD, 0, "spreadstdin", NULL, NULL, NULL, 0},
+    {O_PIPEPART, 0, "pipepart", NULL, "as --pipe, the blocks read from the -a / :::: file", NULL,
+     0},
+    {O_BLOCK, 0, "block", "SIZE",
+     "blocks of about SIZE bytes (k, K, M, G...; 1M; --pipepart: -N: N a job slot)",
+     NULL, 0},
+    {O_BLOCKSIZE, 0, "block-size", "SIZE", NULL, NULL, 0},
+    {O_RECEND, 0, "recend", "STR", "records end with STR (default \\n; '' for none)", NULL, 0},
+    {O_RECSTART, 0, "recstart", "STR", "records start with STR", NULL, 0},
     {O_MAXREPL, 'N', "max-replace-args", "N", "-n N, and -X for {} (--pipe: N records a job)",
-     NULL},
-    {O_MAXLINES, 'L', NULL, "N", "as -N (--pipe: a record is N lines)", NULL},
-    {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling"},
-    {O_JOBS, 'P', "max-procs", "N", NULL, NULL},
-    {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL},
-    {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL},
-    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times (0: until it succeeds)", NULL},
-    {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL},
-    {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL},
-    {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL},
+     NULL, 0},
+    {O_MAXLINES, 'L', NULL, "N", "as -N (--pipe: a record is N lines)", NULL, 0},
+    {O_MAXLINES_L, 'l', "max-lines", NULL, "-lN, -l N: as -L N (alone, or 0: as -L 1)", NULL, 'n'},
+    {O_RRS, 0, "remove-rec-sep", NULL, "take --recend and --recstart out of the records", NULL, 0},
+    {O_RRS, 0, "rrs", NULL, NULL, NULL, 0},
+    {O_REGEXP, 0, "regexp", NULL, "--recend and --recstart are regular expressions", NULL, 0},
+    {O_GROUPBY, 0, "group-by", "N", "a record is a run of lines with the same column N (--colsep)",
+     NULL, 0},
+    {O_JOBS, 'j', "jobs", "N", "N jobs at once (N, N% or +N/-N CPUs; 0: no limit)", "Scheduling", 0},
+    {O_JOBS, 'P', "max-procs", "N", NULL, NULL, 0},
+    {O_TIMEOUT, 0, "timeout", "T", "kill a job after T seconds (or T% of the median)", NULL, 0},
+    {O_TERMSEQ, 0, "termseq", "SEQ", "how to kill a job: SIG,MS,...,KILL", NULL, 0},
+    {O_RETRIES, 0, "retries", "N", "run a failing job up to N times (0: until it succeeds)", NULL, 0},
+    {O_HALT, 0, "halt", "HOW", "stop early: never, now|soon,fail|success|done=N|N%", NULL, 0},
+    {O_HALT, 0, "halt-on-error", "HOW", NULL, NULL, 0},
+    {O_NICE, 0, "nice", "N", "run at niceness N (concur and its jobs)", NULL, 0},
+    {O_DELAY, 0, "delay", "T", "wait T seconds between two job starts", NULL, 0},
     {O_MPI, 0, "mpi", NULL, "run the jobs on the ranks of an MPI job (mpirun -n N concur --mpi)",
-     NULL},
-    {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output"},
-    {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL},
-    {O_LB, 0, "lb", NULL, NULL, NULL},
-    {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL},
-    {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL},
-    {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL},
+     NULL, 0},
+    {O_GROUP, 0, "group", NULL, "print each job's output when it ends (default)", "Output", 0},
+    {O_LINEBUF, 0, "line-buffer", NULL, "print whole lines of output as they come", NULL, 0},
+    {O_LINEBUF, 0, "lb", NULL, NULL, NULL, 0},
+    {O_LINEBUF, 0, "linebuffer", NULL, NULL, NULL, 0},
+    {O_UNGROUP, 'u', "ungroup", NULL, "print output as it comes, even half lines", NULL, 0},
+    {O_KEEP, 'k', "keep-order", NULL, "print the jobs' output in input order", NULL, 0},
+    {O_TAG, 0, "tag", NULL, "prefix output lines with the arguments and a TAB", NULL, 0},
     {O_TAGSTRING, 0, "tagstring", "STR", "prefix lines with STR (\\t \\n \\r \\NNN decoded), a TAB",
-     NULL},
+     NULL, 0},
+    {O_CTAG, 0, "ctag", NULL, "as --tag, the tag in a colour of the job's (ANSI, 256 colours)",
+     NULL, 0},
+    {O_CTAGSTRING, 0, "ctagstring", "STR", "as --tagstring, in a colour of the job's", NULL, 0},
     {O_RESULTS, 0, "results", "PATH",
-     "save output in PATH (.json .csv .tsv, a dir; -.json: stdout)", NULL},
-    {O_JSON, 0, "json", NULL, "print a JSON object per job instead of its output", NULL},
-    {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (+FILE: append; -: stdout)", NULL},
-    {O_RESUME, 0, "resume", NULL, "skip the jobs the joblog lists", NULL},
-    {O_RESUMEF, 0, "resume-failed", NULL, "skip the jobs the joblog lists as succeeded", NULL},
-    {O_BAR, 0, "bar", NULL, "show a progress bar on stderr", NULL},
-    {O_ETA, 0, "eta", NULL, "show the estimated time left on stderr", NULL},
-    {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL},
-    {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL},
-    {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL},
-    {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL},
-    {O_COMPRESS, 0, "compress", NULL, "compress the --results files (pzstd, zstd, lz4, gzip...)", NULL},
-    {O_TRACE, 't', NULL, NULL, "print each command line on stderr as it starts", NULL},
-    {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL},
-    {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", "Other"},
-    {O_HELP, 'h', "help", NULL, "print this help and exit", NULL},
-    {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL},
+     "save output in PATH (.json .csv .tsv, a dir; -.json: stdout)", NULL, 0},
+    {O_RESULTS, 0, "res", "PATH", NULL, NULL, 0},
+    {O_RESULTS, 0, "result", "PATH", NULL, NULL, 0},
+    {O_JSON, 0, "json", NULL, "print a JSON object per job instead of its output", NULL, 0},
+    {O_JOBLOG, 0, "joblog", "FILE", "log finished jobs to FILE (+FILE: append; -: stdout)", NULL, 0},
+    {O_JOBLOG, 0, "jl", "FILE", NULL, NULL, 0},
+    {O_RESUME, 0, "resume", NULL, "skip the jobs the joblog lists", NULL, 0},
+    {O_RESUMEF, 0, "resume-failed", NULL, "skip the jobs the joblog lists as succeeded", NULL, 0},
+    {O_RETRYF, 0, "retry-failed", NULL, "run again the joblog's failed command lines (only)",
+     NULL, 0},
+    {O_FILES, 0, "files", NULL, "save each job's output in a file; print its name", NULL, 0},
+    {O_BAR, 0, "bar", NULL, "show a progress bar on stderr", NULL, 0},
+    {O_ETA, 0, "eta", NULL, "show the estimated time left on stderr", NULL, 0},
+    {O_PROGRESS, 0, "progress", NULL, "show job counts on stderr", NULL, 0},
+    {O_DRYRUN, 0, "dry-run", NULL, "print the commands instead of running them", NULL, 0},
+    {O_DRYRUN, 0, "dryrun", NULL, NULL, NULL, 0},
+    {O_REPORT, 0, "report", NULL, "print a report of every job at the end", NULL, 0},
+    {O_TMPDIR, 0, "tmpdir", "DIR", "spill large output to DIR instead of $TMPDIR", NULL, 0},
+    {O_COMPRESS, 0, "compress", NULL, "compress the --results files (pzstd, zstd, lz4, gzip...)", NULL, 0},
+    {O_TRACE, 't', "verbose", NULL, "print each command line on stderr as it starts", NULL, 0},
+    {O_VERBOSE, 'v', NULL, NULL, "print each command line on stdout before its output", NULL, 0},
+    {O_PROFILE, 'J', "profile", "NAME",
+     "options from the profile NAME (in $PARALLEL_HOME or ~/.parallel; or a path)",
+     "Other", 0},
+    {O_WILLCITE, 0, "will-cite", NULL, "accepted and ignored", NULL, 0},
+    {O_HELP, 'h', "help", NULL, "print this help and exit", NULL, 0},
+    {O_VERSION, 'V', "version", NULL, "print the version and exit", NULL, 0},
 };
 enum { NOPTS = sizeof(optdefs) / sizeof(optdefs[0]) };
 
@@ -189,7 +253,7 @@ static void print_help(void)
             continue;
         if (d->section)
             buf_printf(&b, "\n%s:\n", d->section);
-        char head[64];
+        char head[96];
         int n;
         if (d->shortname && d->longname)
             n = snprintf(head, sizeof(head), "  -%c, --%s", d->shortname, d->longname);
@@ -197,16 +261,19 @@ static void print_help(void)
             n = snprintf(head, sizeof(head), "  -%c", d->shortname);
         else
             n = snprintf(head, sizeof(head), "      --%s", d->longname);
-        if (i + 1 < NOPTS && !optdefs[i + 1].help) { /* an alias */
-            const struct optdef *a = &optdefs[i + 1];
+        for (int k = i + 1; k < NOPTS && !optdefs[k].help; k++) { /* its aliases */
+            const struct optdef *a = &optdefs[k];
             if (a->shortname)
                 n += snprintf(head + n, sizeof(head) - (size_t)n, ", -%c", a->shortname);
-            n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", a->longname);
+            if (a->longname)
+                n += snprintf(head + n, sizeof(head) - (size_t)n, ", --%s", a->longname);
         }
         if (d->arg)
             snprintf(head + n, sizeof(head) - (size_t)n, " %s", d->arg);
-        buf_printf(&b, "%-26s%s%s\n", head,
-                   strlen(head) >= 25 ? "\n                          " : "", d->help);
+        if (strlen(head) >= 25) /* the help on a line of its own */
+            buf_printf(&b, "%s\n%26s%s\n", head, "", d->help);
+        else
+            buf_printf(&b, "%-26s%s\n", head, d->help);
     }
     buf_adds(&b, "\n"
                  "Exit status: 0 if every job succeeded; else the number of failed jobs (101 for\n"
@@ -223,6 +290,16 @@ static int usage_error(const char *fmt, const char *a, const char *b)
     snprintf(msg, sizeof(msg), fmt, a, b);
     cli_error("%s", msg);
     (void)write_all(2, "Try 'concur --help' for more information.\n", 42);
+    return EXIT_USAGE;
+}
+
+/* A usage error worded as GNU parallel words it under the "parallel" persona (no "Try"
+ * line there), else as usage_error. */
+static int gnu_usage(const char *gnu_msg, const char *fmt, const char *a, const char *b)
+{
+    if (!cli_gnu())
+        return usage_error(fmt, a, b);
+    cli_gnu_error("%s", gnu_msg);
     return EXIT_USAGE;
 }
 
@@ -397,6 +474,21 @@ static bool parse_halt(const char *s, struct cli_opts *o)
         return false;
     o->halt_value = v;
     return true;
+}
+
+/* A bad --halt value; under the "parallel" persona in GNU parallel's words for a missing
+ * when (never/soon/now) or a missing ",fail" / ",success". */
+static int halt_error(const char *val, const char *shown)
+{
+    size_t when = strcspn(val, ",");
+    bool known = (when == 4 && !strncmp(val, "soon", 4)) || (when == 3 && !strncmp(val, "now", 3));
+    if (!cli_gnu() || (known && val[when]))
+        return usage_error("bad value for %s: '%s'", shown, val);
+    if (!known)
+        cli_gnu_error("--halt must have 'never', 'soon', or 'now'.");
+    else
+        cli_gnu_error("--halt %s must be followed by ,success or ,fail.", val);
+    return EXIT_USAGE;
 }
 
 static const char DELIM_OOM[] = "out of memory";
@@ -579,11 +671,15 @@ static char *unquote_printf(const char *s, size_t *len)
 
 /* ------------------------------------------------------------------ parsing */
 
+/* --arg-sep (default :::) */
+static const char *arg_sep = ":::";
+
 static int separator(const char *s)
 {
-    if (!strcmp(s, ":::"))
+    size_t n = strlen(arg_sep);
+    if (!strcmp(s, arg_sep))
         return 1;
-    if (!strcmp(s, ":::+"))
+    if (!strncmp(s, arg_sep, n) && !strcmp(s + n, "+"))
         return 2;
     if (!strcmp(s, "::::"))
         return 3;
@@ -615,11 +711,10 @@ struct parse {
     bool n_set, l_set; /* -N / -L given: without --pipe they mean -n, and -X for {} */
 };
 
-/* The options of the Input and Commands sections (see apply). */
+/* The options of the Input section (see apply). */
 static int apply_input(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
     struct cli_opts *o = p->o;
-    unsigned long v;
     const char *why;
     switch (d->id) {
     case O_ARGFILE: {
@@ -661,7 +756,8 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_TRIM:
         if (strcmp(val, "n") && strcmp(val, "l") && strcmp(val, "r") && strcmp(val, "lr") &&
             strcmp(val, "rl"))
-            return usage_error("bad value for %s: '%s' (n, l, r, lr or rl)", shown, val);
+            return gnu_usage("--trim must be one of: r l rl lr.",
+                             "bad value for %s: '%s' (n, l, r, lr or rl)", shown, val);
         o->trim_set = true;
         o->trim_left = strchr(val, 'l') != NULL;
         o->trim_right = strchr(val, 'r') != NULL;
@@ -670,6 +766,29 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
     case O_XAPPLY:
         o->link = true;
         break;
+    case O_EOF: /* -e / --eof alone: no end-of-file string */
+        o->eof_str = val && *val ? val : NULL;
+        break;
+    case O_ARGSEP:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        arg_sep = val;
+        break;
+    case O_SHUF:
+        o->shuf = true;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The options of the Commands section (see apply). */
+static int apply_command(struct cli_opts *o, const struct optdef *d, const char *val,
+                         const char *shown)
+{
+    unsigned long v;
+    switch (d->id) {
     case O_MAXARGS: /* 0: each command reads an argument and is given none (GNU parallel) */
         if (!parse_uint(val, &v) || v > 1000000)
             return usage_error("bad value for %s: '%s'", shown, val);
@@ -700,6 +819,17 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
             return usage_error("bad value for %s: '%s'", shown, val);
         o->replace = val;
         break;
+    case O_REPLACE_I: /* -i alone, as xargs: -I {} */
+        o->replace = val && *val ? val : "{}";
+        break;
+    case O_RENAME_DIR:
+    case O_RENAME_BASE:
+    case O_RENAME_EXT:
+    case O_RENAME_BASEEXT:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->rename[d->id - O_RENAME_DIR] = val;
+        break;
     case O_SHELL:
         o->shell = true;
         break;
@@ -709,6 +839,14 @@ static int apply_input(struct parse *p, const struct optdef *d, const char *val,
         break;
     case O_NORUNEMPTY:
         o->no_run_if_empty = true;
+        break;
+    case O_WD:
+        if (!*val)
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->wd = val;
+        break;
+    case O_SHELLQUOTE: /* a dry run whose lines are quoted */
+        o->shellquote = o->dry_run = true;
         break;
     default:
         break;
@@ -721,16 +859,20 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
 {
     struct cli_opts *o = p->o;
     unsigned long v;
-    if (d->id != O_PIPE && d->id != O_SPREAD && d->id != O_MAXREPL && d->id != O_MAXLINES)
+    if (d->id != O_PIPE && d->id != O_SPREAD && d->id != O_PIPEPART && d->id != O_MAXREPL &&
+        d->id != O_MAXLINES && d->id != O_MAXLINES_L)
         snprintf(p->pipe_only, sizeof(p->pipe_only), "%s", shown);
     switch (d->id) {
     case O_PIPE:
     case O_SPREAD:
+    case O_PIPEPART:
         o->pipe = true;
+        o->pipepart = o->pipepart || d->id == O_PIPEPART;
         break;
     case O_BLOCK:
-    case O_BLOCKSIZE:
-        if (!parse_size(val, &o->block_size))
+    case O_BLOCKSIZE: /* -SIZE (--pipepart): so many blocks a job slot, as GNU parallel */
+        o->block_per_slot = val[0] == '-';
+        if (!parse_size(val + o->block_per_slot, &o->block_size))
             return usage_error("bad value for %s: '%s'", shown, val);
         break;
     case O_RECEND:
@@ -749,8 +891,47 @@ static int apply_pipe(struct parse *p, const struct optdef *d, const char *val, 
         *(d->id == O_MAXREPL ? &o->max_args : &o->max_lines) = v;
         *(d->id == O_MAXREPL ? &p->n_set : &p->l_set) = true;
         break;
+    case O_MAXLINES_L: /* -l: -L 1 alone; -l0 is -l1 too (GNU parallel's --tollef legacy) */
+        if (val && (!parse_uint(val, &v) || v > 1000000))
+            return usage_error("bad value for %s: '%s'", shown, val);
+        o->max_lines = val && v ? v : 1;
+        p->l_set = true;
+        break;
+    case O_RRS:
+        o->rrs = true;
+        break;
+    case O_REGEXP:
+        o->regexp = true;
+        break;
+    case O_GROUPBY:
+        if (!parse_uint(val, &v) || v == 0 || v > 1000000)
+            return usage_error("bad value for %s: '%s' (a column number, from 1)", shown, val);
+        o->group_by = v;
+        break;
     default:
         break;
+    }
+    return 0;
+}
+
+/* --pipepart: the file is the first -a / :::: one; as GNU parallel, ::: groups are not
+ * used. Blocks are cut by size only; by default 10 a job slot. 0 or EXIT_USAGE. */
+static int settle_pipepart(struct parse *p)
+{
+    struct cli_opts *o = p->o;
+    for (size_t i = 0; i < o->ngroups && !o->pipepart_file; i++)
+        if (o->groups[i].is_file)
+            o->pipepart_file = o->groups[i].items[0];
+    if (!o->pipepart_file || !strcmp(o->pipepart_file, "-"))
+        return usage_error("--pipepart reads a file: give it with -a FILE or :::: FILE%s%s", "",
+                           "");
+    if (p->n_set || p->l_set || o->header)
+        return usage_error("--pipepart cuts blocks by size: %s is not supported with it%s",
+                           o->header ? "--header" : p->n_set ? "-N" : "-L", "");
+    o->ngroups = 0;
+    if (!o->block_size) {
+        o->block_size = 10;
+        o->block_per_slot = true;
     }
     return 0;
 }
@@ -766,6 +947,7 @@ static int settle_pipe(struct parse *p)
             /* As GNU parallel: -N N / -L N take N arguments (lines) a command, {} stands
              * for each of them as with -X; 0: each command reads one and is given none. */
             size_t n = (p->n_set ? o->max_args : 1) * (p->l_set ? o->max_lines : 1);
+            o->line_cont = p->l_set && !p->n_set;
             o->max_lines = 0;
             o->max_args = n ? n : 1;
             o->zero_args = n == 0;
@@ -780,13 +962,21 @@ static int settle_pipe(struct parse *p)
                            : p->n_set && !o->max_args ? "-N"
                                                       : "-L",
                            "0");
+    if (o->pipepart) {
+        int rc = settle_pipepart(p);
+        if (rc)
+            return rc;
+    } else if (o->block_per_slot) {
+        return usage_error("a negative --block needs %s%s", "--pipepart", "");
+    }
     if (o->ngroups)
         return usage_error("--pipe reads standard input: it cannot be used with %s%s",
                            "::: or :::: groups", " or -a");
     if (o->header_files)
         return usage_error("--header 0 is not supported with %s%s", "--pipe", "");
     if (o->ncmd == 0)
-        return usage_error("--pipe needs a command%s%s", "", "");
+        return gnu_usage("--pipe/--pipepart must have a command to pipe into (e.g. 'cat').",
+                         "--pipe needs a command%s%s", "", "");
     if (o->halt_pct && o->halt_when != HALT_NEVER)
         return usage_error("--halt with a percentage needs the number of jobs, which %s%s",
                            "--pipe does not know", " (give a count instead)");
@@ -829,7 +1019,7 @@ static int apply_sched(struct cli_opts *o, const struct optdef *d, const char *v
         break;
     case O_HALT:
         if (!parse_halt(val, o))
-            return usage_error("bad value for %s: '%s'", shown, val);
+            return halt_error(val, shown);
         break;
     case O_NICE: {
         char *end;
@@ -863,7 +1053,6 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         o->out = OUT_GROUP;
         break;
     case O_LINEBUF:
-    case O_LB:
         o->out = OUT_LINE;
         break;
     case O_UNGROUP:
@@ -875,7 +1064,12 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
     case O_TAG:
         o->tag = true;
         break;
+    case O_CTAG:
+        o->tag = o->ctag = true;
+        break;
+    case O_CTAGSTRING:
     case O_TAGSTRING:
+        o->ctag = o->ctag || d->id == O_CTAGSTRING;
         free(o->tagstring);
         if (!(o->tagstring = unquote_printf(val, &o->tagstring_len)))
             return oom();
@@ -898,6 +1092,12 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
         break;
     case O_RESUMEF:
         o->resume_failed = true;
+        break;
+    case O_RETRYF:
+        o->retry_failed = true;
+        break;
+    case O_FILES:
+        o->files = true;
         break;
     case O_BAR:
         o->bar = true;
@@ -937,9 +1137,11 @@ static int apply_output(struct cli_opts *o, const struct optdef *d, const char *
  * wrote it. Each section of --help has its own function (enum optid follows the sections). */
 static int apply(struct parse *p, const struct optdef *d, const char *val, const char *shown)
 {
-    if (d->id <= O_NORUNEMPTY)
+    if (d->id <= O_SHUF)
         return apply_input(p, d, val, shown);
-    if (d->id <= O_MAXLINES)
+    if (d->id <= O_SHELLQUOTE)
+        return apply_command(p->o, d, val, shown);
+    if (d->id <= O_GROUPBY)
         return apply_pipe(p, d, val, shown);
     if (d->id <= O_MPI)
         return apply_sched(p->o, d, val, shown);
@@ -974,9 +1176,10 @@ static const struct optdef *find_long(const char *name, size_t len, bool *ambigu
             continue;
         if (ln[len] == '\0')
             return &optdefs[i]; /* exact */
-        if (hit)
+        if (hit && hit->id != optdefs[i].id)
             *ambiguous = true;
-        hit = &optdefs[i];
+        if (!hit)
+            hit = &optdefs[i];
     }
     return *ambiguous ? NULL : hit;
 }
@@ -1001,6 +1204,17 @@ static const char *option_value(struct parse *p, const char *glued, const char *
     return NULL;
 }
 
+/* An optional value that is not glued: the next word when the option takes a number and
+ * the word is one (as Getopt::Long's optional integers); else none. */
+static const char *optional_value(struct parse *p, const struct optdef *d)
+{
+    const char *next = p->i + 1 < p->argc ? p->argv[p->i + 1] : NULL;
+    if (d->optional != 'n' || !next || !*next || strspn(next, "0123456789") != strlen(next))
+        return NULL;
+    p->i++;
+    return next;
+}
+
 /* --name[=value] (any unambiguous prefix of a name). */
 static int long_option(struct parse *p, const char *word)
 {
@@ -1014,7 +1228,9 @@ static int long_option(struct parse *p, const char *word)
         return usage_error(amb ? "ambiguous option '%s'%s" : "unknown option '%s'%s", shown, "");
     snprintf(shown, sizeof(shown), "--%s", d->longname);
     const char *val = NULL;
-    if (d->arg) {
+    if (d->optional) {
+        val = eq ? eq + 1 : optional_value(p, d);
+    } else if (d->arg) {
         if (!(val = option_value(p, eq ? eq + 1 : NULL, shown)))
             return EXIT_USAGE;
     } else if (eq) {
@@ -1032,6 +1248,8 @@ static int short_options(struct parse *p, const char *word)
         char shown[8] = {'-', *c, '\0'};
         if (!d)
             return usage_error("unknown option '%s'%s", shown, "");
+        if (d->optional)
+            return apply(p, d, c[1] ? c + 1 : optional_value(p, d), shown);
         if (!d->arg) {
             rc = apply(p, d, NULL, shown);
             continue;
@@ -1115,7 +1333,10 @@ static int pick_shell(struct cli_opts *o)
     if (!s || !*s)
         s = "/bin/sh";
     if (strchr(s, '/') ? access(s, X_OK) != 0 : !in_path(s)) {
-        cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
+        if (cli_gnu())
+            cli_gnu_error("Shell '%s' not found.", s);
+        else
+            cli_error("shell '%s' not found (from $PARALLEL_SHELL or $SHELL)", s);
         return EXIT_OTHER;
     }
     o->shell_path = foreign_shell(s) ? "/bin/sh" : s; /* (one that is there, as GNU parallel) */
@@ -1168,6 +1389,33 @@ void opts_drop_penv(const struct cli_opts *o)
         cli_warn("cannot remove PARALLEL_ENV from the environment: %s", strerror(errno));
 }
 
+/* --retry-failed: the jobs are the joblog's, each command line the one it logged (the
+ * command and the input sources given are not used); --resume-failed then skips those that
+ * succeeded. Without a joblog file to read (none yet, or -), a --resume-failed run. 0, or
+ * EXIT_USAGE / EXIT_OTHER after a message. */
+static int retry_input(struct cli_opts *o)
+{
+    if (!o->joblog)
+        return usage_error("%s needs --joblog FILE%s", "--retry-failed", "");
+    o->resume_failed = true;
+    const char *path = o->joblog + (o->joblog[0] == '+');
+    if (!strcmp(o->joblog, "-"))
+        return 0;
+    size_t n;
+    int rc = joblog_commands(path, &o->retry_items, &n, &o->retry_store);
+    if (rc) {
+        cli_error("cannot read the joblog '%s': %s", path, concur_strerror(rc));
+        return EXIT_OTHER;
+    }
+    if (!n)
+        return 0;
+    free(o->groups);
+    o->groups = NULL;
+    o->ngroups = 0;
+    o->ncmd = 0; /* each argument is a command line */
+    return add_group(o, false, false, o->retry_items, n) ? 0 : oom();
+}
+
 /* $PARALLEL_HOME: GNU parallel makes the directory when it is missing (it keeps its own
  * files there); concur reads nothing from it, but makes it too, or warns that it cannot. */
 static void make_home(void)
@@ -1182,14 +1430,134 @@ static void make_home(void)
     free(p);
 }
 
+/* The -J / --profile values among the options of argv (scanned as parse_options reads
+ * them, values skipped, up to the first word that is not an option or one it does not
+ * know), each given to add(). 0 or what add() returned. */
+static int scan_profiles(int argc, char **argv, int (*add)(struct cli_opts *, const char *),
+                         struct cli_opts *o)
+{
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0' || !strcmp(a, "--") || separator(a))
+            break;
+        const struct optdef *d = NULL;
+        const char *val = NULL;
+        if (a[1] == '-') {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            bool amb;
+            if (!(d = find_long(name, eq ? (size_t)(eq - name) : strlen(name), &amb)))
+                break;
+            if (d->arg && !eq && i + 1 < argc)
+                val = argv[++i];
+            else if (d->arg)
+                val = eq ? eq + 1 : NULL;
+        } else {
+            for (const char *c = a + 1; *c; c++) {
+                if (!(d = find_short(*c)))
+                    return rc;
+                if (d->arg || d->optional) {
+                    val = c[1] ? c + 1 : d->arg && i + 1 < argc ? argv[++i] : NULL;
+                    break;
+                }
+            }
+        }
+        if (d && d->id == O_PROFILE && val)
+            rc = add(o, val);
+    }
+    return rc;
+}
+
+/* -J NAME: the profile's words (each line split as a shell would: plain words and quoted
+ * strings; empty lines and # comments skipped) appended to o->profile_words. 0, or
+ * EXIT_USAGE / EXIT_OTHER after a message. */
+static int add_profile(struct cli_opts *o, const char *name)
+{
+    struct buf path = {0};
+    const char *home = getenv("PARALLEL_HOME");
+    if (strchr(name, '/'))
+        buf_adds(&path, name);
+    else if (home && *home)
+        buf_printf(&path, "%s/%s", home, name);
+    else
+        buf_printf(&path, "%s/.parallel/%s", getenv("HOME") ? getenv("HOME") : "", name);
+    buf_addnul(&path);
+    if (!buf_ok(&path)) {
+        buf_free(&path);
+        return oom();
+    }
+    FILE *f = fopen(path.p, "re");
+    if (!f) {
+        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
+        buf_free(&path);
+        return EXIT_USAGE;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0, lineno = 0;
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        size_t lead = strspn(line, " \t");
+        if (line[lead] == '\0' || line[lead] == '#')
+            continue;
+        size_t before = o->profile_words.len;
+        int k = split_simple(line, (size_t)n, &o->profile_words);
+        if (k < 0 && buf_ok(&o->profile_words)) {
+            o->profile_words.len = before;
+            cli_error("profile '%s', line %d: not options and quoted strings", path.p, lineno);
+            rc = EXIT_USAGE;
+        } else if (!buf_ok(&o->profile_words)) {
+            rc = oom();
+        }
+    }
+    if (!rc && ferror(f)) {
+        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
+        rc = EXIT_OTHER;
+    }
+    free(line);
+    fclose(f);
+    buf_free(&path);
+    return rc;
+}
+
+/* -J: a new argv, the profiles' words in front of the command line's own (which then win).
+ * 0 with *argc / *argv replaced (owned by o) when there are profiles, or what
+ * add_profile() returned. */
+static int use_profiles(int *argc, char ***argv, struct cli_opts *o)
+{
+    int rc = scan_profiles(*argc, *argv, add_profile, o);
+    if (rc || !o->profile_words.len)
+        return rc;
+    size_t nw = 0;
+    for (size_t i = 0; i < o->profile_words.len; i++)
+        nw += o->profile_words.p[i] == '\0';
+    char **v = malloc(((size_t)*argc + nw + 1) * sizeof(*v));
+    if (!v)
+        return oom();
+    v[0] = (*argv)[0];
+    char *w = o->profile_words.p;
+    for (size_t k = 0; k < nw; k++, w += strlen(w) + 1)
+        v[1 + k] = w;
+    for (int i = 1; i <= *argc; i++) /* (and argv's NULL) */
+        v[nw + (size_t)i] = (*argv)[i];
+    o->profile_argv = v;
+    *argc += (int)nw;
+    *argv = v;
+    return 0;
+}
+
 int opts_parse(int argc, char **argv, struct cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
+    arg_sep = ":::";
     o->jobs = concur_cpu_count();
     o->tries = 1;
+    int rc = use_profiles(&argc, &argv, o);
     struct parse p = {.o = o, .argc = argc, .argv = argv, .i = 1};
-    int rc = parse_options(&p);
-    if (rc)
+    if (rc || (rc = parse_options(&p)) != 0)
         goto out;
 
     /* The command: words up to the first separator. */
@@ -1204,6 +1572,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
         rc = oom();
         goto out;
     }
+    if (o->retry_failed && (rc = retry_input(o)) != 0)
+        goto out;
     if ((o->resume || o->resume_failed) && !o->joblog) {
         rc =
             usage_error("%s needs --joblog FILE%s", o->resume ? "--resume" : "--resume-failed", "");
@@ -1217,6 +1587,8 @@ int opts_parse(int argc, char **argv, struct cli_opts *o)
         o->colsep = "\\t";
     if ((rc = settle_pipe(&p)) != 0)
         goto out;
+    if (o->files) /* each job's whole output goes to its file */
+        o->out = OUT_GROUP;
     if ((rc = pick_shell(o)) != 0)
         goto out;
     if ((rc = read_penv(o)) != 0)
@@ -1238,6 +1610,13 @@ void opts_free(struct cli_opts *o)
     free(o->recstart);
     free(o->tagstring);
     free(o->penv);
+    free(o->retry_items);
+    free(o->profile_argv);
+    buf_free(&o->profile_words);
+    o->profile_argv = NULL;
+    free(o->retry_store);
+    o->retry_items = NULL;
+    o->retry_store = NULL;
     o->tagstring = o->penv = NULL;
     o->groups = NULL;
     o->argfiles = NULL;

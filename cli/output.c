@@ -50,22 +50,32 @@ static void drop_pages(const char *from, const char *to)
 }
 
 /* Writes data, each line (and a last partial one) prefixed with "tag\t"; drops the pages
- * of a mapped buffer as it goes. */
-static void put_tagged(struct writer *w, const char *data, size_t n, const char *tag,
-                       size_t tag_len, bool mapped)
+ * of a mapped buffer as it goes. --ctag (o->ctag): the colour the tag starts is reset at
+ * the end of each line. */
+static void put_tagged(const struct output *o, struct writer *w, const char *data, size_t n,
+                       const char *tag, size_t tag_len, bool mapped)
 {
     const char *base = data, *dropped = data;
     while (n) {
         size_t len;
+        bool nl_end = false;
         if (tag) {
             const char *nl = memchr(data, '\n', n);
             len = nl ? (size_t)(nl - data) + 1 : n;
             wr_add(w, tag, tag_len);
             wr_add(w, "\t", 1);
+            nl_end = nl != NULL;
         } else {
             len = mapped && n > DROP_STEP ? DROP_STEP : n;
         }
-        wr_add(w, data, len); /* written, or copied into the writer: done with */
+        if (tag && o->ctag) { /* the line, the colour's end, its newline */
+            wr_add(w, data, len - nl_end);
+            wr_add(w, "\033[m", 3);
+            if (nl_end)
+                wr_add(w, "\n", 1);
+        } else {
+            wr_add(w, data, len); /* written, or copied into the writer: done with */
+        }
         data += len;
         n -= len;
         if (mapped && (size_t)(data - dropped) >= DROP_STEP) {
@@ -81,11 +91,15 @@ void output_group(struct output *o, const struct jobdone *d, const char *tag, si
         return;
     if (o->prog)
         progress_clear(o->prog);
-    put_tagged(&o->out, d->out, d->out_len, tag, tag_len, d->out_mapped);
+    /* the stderr of the jobs before first: with both streams on one file (2>&1) each
+     * job's output then comes whole, in the order the jobs are printed */
+    if (d->out_len)
+        wr_flush(&o->err);
+    put_tagged(o, &o->out, d->out, d->out_len, tag, tag_len, d->out_mapped);
     /* stdout first, whole, before any of the job's stderr */
     if (d->err_len) {
         wr_flush(&o->out);
-        put_tagged(&o->err, d->err, d->err_len, tag, tag_len, d->err_mapped);
+        put_tagged(o, &o->err, d->err, d->err_len, tag, tag_len, d->err_mapped);
     }
 }
 
@@ -102,7 +116,7 @@ void output_lines(struct output *o, int stream, struct buf *pending, const char 
     if (o->prog)
         progress_clear(o->prog);
     struct writer *w = stream_writer(o, stream);
-    put_tagged(w, pending->p, n, tag, tag_len, false);
+    put_tagged(o, w, pending->p, n, tag, tag_len, false);
     /* Lines from different streams and jobs must come out whole: flush now. */
     wr_flush(w);
     memmove(pending->p, pending->p + n, pending->len - n);

@@ -347,12 +347,19 @@ static int tpl_job(struct results *r, const struct jobdone *d)
     return rc ? rc : write_three(r, d, dir ? in_dir : beside);
 }
 
+/* Whether column col has a name: --header gave it one that is not empty (as GNU parallel,
+ * a column without one is named by its number). */
+static bool has_name(const struct results *r, unsigned col)
+{
+    return col >= 1 && col <= r->nnames && r->names[col - 1].len > 0;
+}
+
 /* The name of column col (its number without --header) as Perl sees it as a number: its
  * leading number, or 0. */
 static double name_number(const struct results *r, unsigned col)
 {
     char tmp[64];
-    if (col < 1 || col > r->nnames)
+    if (!has_name(r, col))
         return col;
     size_t n = r->names[col - 1].len < sizeof(tmp) - 1 ? r->names[col - 1].len : sizeof(tmp) - 1;
     memcpy(tmp, r->names[col - 1].p, n);
@@ -365,7 +372,7 @@ static double name_number(const struct results *r, unsigned col)
 static bool name_after(const struct results *r, unsigned a, unsigned b)
 {
     double x = name_number(r, a), y = name_number(r, b);
-    if (x != y || a < 1 || b < 1 || a > r->nnames || b > r->nnames)
+    if (x != y || !has_name(r, a) || !has_name(r, b))
         return x != y ? x > y : a > b;
     const struct field *p = &r->names[a - 1], *q = &r->names[b - 1];
     int c = memcmp(p->p, q->p, p->len < q->len ? p->len : q->len);
@@ -399,7 +406,7 @@ static int dir_job(struct results *r, const struct jobdone *d)
         size_t i = ord[x];
         unsigned col = d->args[i].col;
         buf_addc(b, '/');
-        if (col >= 1 && col <= r->nnames)
+        if (has_name(r, col))
             dir_level(r, r->names[col - 1].p, r->names[col - 1].len);
         else
             buf_printf(b, "%u", col);

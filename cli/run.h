@@ -114,6 +114,7 @@ struct app {
     struct buf halt_msg; /* --halt's notes on the job that just ended, printed after it */
     struct buf errmsg;   /* why a job could not start */
     struct buf json;     /* --json: the finished job's object */
+    struct buf files;    /* --files: the name of the finished job's output file, a newline */
 };
 
 /* What a template is expanded with for job j. */

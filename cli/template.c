@@ -14,7 +14,9 @@
  *   - the words: when the line is "simple" (plain words and '...' / "..." strings, no shell
  *     syntax outside quotes, no placeholder inside quotes, no leading VAR=, not a shell
  *     builtin), the argv the shell would build from it, with the quotes removed. Each job
- *     then execs the program directly with the placeholders' values as they are.
+ *     then execs the program directly with the placeholders' values as they are, unless
+ *     the program is not in $PATH: the shell then runs the line, and says so (as it does
+ *     in GNU parallel, which always runs a shell). --wd and PARALLEL_ENV need the shell.
  * Both forms mean the same thing: a placeholder's quoted value is one shell word, and the
  * words form splits exactly where the shell would (a placeholder with several values, with
  * -n or -m, gives several words).
@@ -29,6 +31,7 @@
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum seg_kind { S_LIT, S_ARG, S_SEQ, S_SLOT, S_TOTAL, S_SEQ0, S_SLOT0, S_PERL };
 /* M_NOEXT..M_NOEXT3: {.} {..} {...}; M_BASENOEXT..3: {/.} {/..} {/...}; M_EXT..3: {+.}
@@ -94,8 +97,10 @@ struct tpl {
     size_t piece_seg; /* first segment of the piece being built */
     const char *rep;  /* -I STR: the string that stands for {} (NULL: none) */
     size_t rep_len;
+    const char *const *rename; /* --dnr, --bnr, --er, --bner (cli_opts.rename) */
     const char *shell;         /* what runs the lines that need a shell */
     const char *penv;          /* PARALLEL_ENV: shell code run before each line (or NULL) */
+    const char *wd;            /* --wd: the shell changes into it first (or NULL) */
     size_t penv_len;
     bool plus;                 /* --plus: its replacement strings are placeholders */
     const struct field *names; /* --header: the columns' names ({name} is {col}) */
@@ -121,6 +126,24 @@ static bool joining_space(const struct tpl *t, const char *p)
         if (p == t->join_base + t->joins[i])
             return true;
     return false;
+}
+
+/* --dnr, --bnr, --er, --bner: a string that stands for {//}, {/}, {.} or {/.}. Its length
+ * at s (n bytes available), with *out set; 0 if none is there. */
+static size_t parse_rename(const struct tpl *t, const char *s, size_t n, struct seg *out)
+{
+    static const enum mod mods[4] = {M_DIR, M_BASE, M_NOEXT, M_BASENOEXT};
+    for (int k = 0; k < 4; k++) {
+        const char *r = t->rename ? t->rename[k] : NULL;
+        size_t len = r ? strlen(r) : 0;
+        if (len && n >= len && !memcmp(s, r, len)) {
+            memset(out, 0, sizeof(*out));
+            out->kind = S_ARG;
+            out->mod = mods[k];
+            return len;
+        }
+    }
+    return 0;
 }
 
 static void set_replace(struct tpl *t, const char *rep)
@@ -399,6 +422,8 @@ static size_t parse_ph(struct tpl *t, const char *s, size_t n, struct seg *out)
         named = parse_perl(t, s, n, out);
     if (!named)
         named = parse_check(t, s, n, out);
+    if (!named)
+        named = parse_rename(t, s, n, out);
     if (named)
         return named;
     if (t->rep) { /* -I STR: STR instead of {}, which is then plain text */
@@ -835,9 +860,11 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
     if (!t)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
+    t->rename = o->rename;
     t->shell = o->shell_path;
     t->penv = o->penv;
     t->penv_len = o->penv_len;
+    t->wd = o->wd;
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     t->names = o->names;
@@ -846,7 +873,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->raw = true;
     } else if (o->quote) {
         compile_quoted(t, o);
-        if (o->shell || o->penv)
+        if (o->shell || o->penv || o->wd)
             t->direct = false;
     } else {
         struct buf joins = {0};
@@ -864,7 +891,7 @@ int tpl_compile(struct tpl **out, const struct cli_opts *o)
         t->join_base = NULL;
         t->text.failed |= joins.failed;
         buf_free(&joins);
-        if (o->shell || o->penv)
+        if (o->shell || o->penv || o->wd)
             t->direct = false;
     }
     bool any = t->perl; /* (an expression may span command words) */
@@ -900,6 +927,7 @@ int tpl_compile_plain(struct tpl **out, const char *s, size_t n, const struct cl
     if (!t)
         return CONCUR_ENOMEM;
     set_replace(t, o->replace);
+    t->rename = o->rename;
     t->plus = o->plus;
     t->slots = o->jobs > 0 ? (unsigned)o->jobs : 1;
     t->names = o->names;
@@ -1251,12 +1279,50 @@ static int make_argv(struct buf *strs, struct buf *vec, size_t n, char ***argv)
     return 0;
 }
 
-static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs);
+static const char *shell_line(const struct tpl *t, const struct jobview *j,
+                              const struct buf *line, struct buf *strs, bool exec);
+
+/* Whether prog can be exec'd: a name without a slash must be a program in $PATH. One that
+ * is not (a typo, a shell function, a name from the input) is run by the shell instead,
+ * which then reports it as a shell does ("sh: 1: NAME: not found", exit status 127). The
+ * answer for the last name asked is kept: most jobs run the same program. */
+static bool runnable(const char *prog)
+{
+    static char last[256];
+    static bool last_ok;
+    size_t n = strlen(prog);
+    if (n < sizeof(last) && !strcmp(last, prog))
+        return last_ok;
+    bool ok = strchr(prog, '/') ? access(prog, X_OK) == 0 : in_path(prog);
+    if (n < sizeof(last)) {
+        memcpy(last, prog, n + 1);
+        last_ok = ok;
+    }
+    return ok;
+}
+
+/* *argv = SHELL -c LINE (`exec`: the last command exec'd). 0 or CONCUR_ENOMEM. */
+static int shell_argv(const struct tpl *t, const struct jobview *j, const struct buf *line,
+                      struct buf *strs, struct buf *vec, char ***argv, bool exec)
+{
+    static char dash_c[] = "-c";
+    buf_reset(vec);
+    if (!buf_reserve(vec, 4 * sizeof(char *)))
+        return CONCUR_ENOMEM;
+    char **v = (char **)vec->p;
+    v[0] = (char *)t->shell;
+    v[1] = dash_c;
+    if (!(v[2] = (char *)shell_line(t, j, line, strs, exec)))
+        return CONCUR_ENOMEM;
+    v[3] = NULL;
+    vec->len = 4 * sizeof(char *);
+    *argv = v;
+    return 0;
+}
 
 int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, struct buf *vec,
               char ***argv, struct buf *line, bool want_line)
 {
-    static char dash_c[] = "-c";
     buf_reset(strs);
     if (want_line || !t->direct) {
         buf_reset(line);
@@ -1265,27 +1331,17 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
         if (rc)
             return rc;
     }
-    if (t->raw && !t->penv) {
+    if (t->raw && !t->penv && !t->wd) {
         /* The arguments are the command: exec them directly when they are simple. */
         int k = split_simple(line->p, line->len, strs);
-        if (k > 0)
+        if (k > 0 && runnable(strs->p))
             return make_argv(strs, vec, (size_t)k, argv);
         buf_reset(strs);
+        if (k > 0) /* not a program: the shell says so ("NAME: command not found") */
+            return shell_argv(t, j, line, strs, vec, argv, false);
     }
-    if (!t->direct || t->raw) {
-        buf_reset(vec);
-        if (!buf_reserve(vec, 4 * sizeof(char *)))
-            return CONCUR_ENOMEM;
-        char **v = (char **)vec->p;
-        v[0] = (char *)t->shell;
-        v[1] = dash_c;
-        if (!(v[2] = (char *)shell_line(t, line, strs)))
-            return CONCUR_ENOMEM;
-        v[3] = NULL;
-        vec->len = 4 * sizeof(char *);
-        *argv = v;
-        return 0;
-    }
+    if (!t->direct || t->raw)
+        return shell_argv(t, j, line, strs, vec, argv, true);
     size_t n = 0;
     const struct piece *pcs = (const struct piece *)t->words.p;
     for (size_t k = 0; k < NPIECES(t->words); k++) {
@@ -1297,7 +1353,16 @@ int tpl_build(const struct tpl *t, const struct jobview *j, struct buf *strs, st
             n++;
         }
     }
-    return verdict(t, j, strs, make_argv(strs, vec, n, argv));
+    int rc = verdict(t, j, strs, make_argv(strs, vec, n, argv));
+    if (rc || n == 0 || runnable((*argv)[0]))
+        return rc;
+    if (!want_line) { /* the shell needs the line */
+        buf_reset(line);
+        expand_line(t, j, QUOTED, line);
+        if (!buf_ok(line))
+            return CONCUR_ENOMEM;
+    }
+    return shell_argv(t, j, line, strs, vec, argv, false);
 }
 
 /* ------------------------------------------------------------------ simple lines */
@@ -1474,15 +1539,27 @@ static long last_simple_command(const char *s, size_t n)
 /* The line the shell runs (SHELL -c): with "exec " before its last command when that is a simple
  * command, so that a job killed by a signal is seen as killed (the shell would otherwise
  * exit 128 + the signal). NULL when out of memory. */
-static const char *shell_line(const struct tpl *t, const struct buf *line, struct buf *strs)
+static const char *shell_line(const struct tpl *t, const struct jobview *j,
+                              const struct buf *line, struct buf *strs, bool exec)
 {
-    long at = last_simple_command(line->p, line->len);
-    if (at < 0 && !t->penv)
+    long at = exec ? last_simple_command(line->p, line->len) : -1;
+    if (at < 0 && !t->penv && !t->wd)
         return line->p;
     buf_reset(strs);
     if (t->penv) { /* PARALLEL_ENV: shell code run before every command */
         buf_add(strs, t->penv, t->penv_len);
         buf_addc(strs, '\n');
+    }
+    if (t->wd) { /* --wd: made when missing, as GNU parallel does */
+        struct buf dir = {0};
+        wd_dir(&dir, t->wd, j->seq);
+        buf_adds(strs, "mkdir -p -- ");
+        shell_quote(strs, dir.p ? dir.p : "", dir.len);
+        buf_adds(strs, " && cd -- ");
+        shell_quote(strs, dir.p ? dir.p : "", dir.len);
+        buf_adds(strs, " || exit 1\n");
+        strs->failed |= dir.failed;
+        buf_free(&dir);
     }
     if (at < 0) {
         buf_add(strs, line->p, line->len);

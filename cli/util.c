@@ -12,6 +12,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,6 +248,11 @@ const char *cli_name(void)
     return prog_name;
 }
 
+bool cli_gnu(void)
+{
+    return !strcmp(prog_name, "parallel");
+}
+
 static void vmessage(const char *prefix, const char *fmt, va_list ap)
 {
     char line[4096];
@@ -270,6 +277,14 @@ void cli_error(const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vmessage("", fmt, ap);
+    va_end(ap);
+}
+
+void cli_gnu_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage("Error: ", fmt, ap);
     va_end(ap);
 }
 
@@ -516,4 +531,67 @@ int mkdir_p(char *path)
         if (!c)
             return 0;
     }
+}
+
+/* ------------------------------------------------------------------ --wd */
+
+void wd_dir(struct buf *b, const char *wd, size_t seq)
+{
+    if (strcmp(wd, "...")) {
+        buf_adds(b, wd);
+        return;
+    }
+    char host[256];
+    const char *home = getenv("HOME");
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    buf_printf(b, "%s/.parallel/tmp/%s-%ld-%zu", home && *home ? home : "/tmp", host,
+               (long)getpid(), seq);
+}
+
+static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = type == FTW_DP ? rmdir(path) : unlink(path);
+    return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int remove_tree(const char *path)
+{
+    if (nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ temporary files */
+
+int temp_file(struct buf *path, const char *dir, const char *prefix, size_t nrand,
+              const char *suffix)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+    static uint64_t x;
+    if (!x && getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x))
+        x = (uint64_t)getpid() * 0x9E3779B97F4A7C15u ^ (uint64_t)(mono_now() * 1e9);
+    for (int tries = 0; tries < 100; tries++) {
+        buf_reset(path);
+        buf_printf(path, "%s/%s", dir, prefix);
+        for (size_t i = 0; i < nrand; i++) {
+            x ^= x << 13; /* xorshift64 */
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf_addc(path, chars[x % (sizeof(chars) - 1)]);
+        }
+        buf_adds(path, suffix);
+        buf_addnul(path);
+        if (!buf_ok(path))
+            return -ENOMEM;
+        int fd = open(path->p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
 }

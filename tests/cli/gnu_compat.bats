@@ -734,3 +734,88 @@ touch ERR.2; until grep -q Starting ERR; do sleep 0.01; done; exit {}'
   [ "$status" -eq 0 ] && [ "$output" = OK ]
   [[ $stderr == *'$PARALLEL_HOME'*"file/sub"* ]] || { echo "$stderr"; false; }
 }
+
+# ------------------------------------------------------------------ the "parallel" persona
+
+# as_parallel ARGS...: concur run under the name parallel (a symbolic link, as a drop-in
+# install has it), stderr merged into stdout.
+as_parallel() {
+  [[ -e bin/parallel ]] || { mkdir -p bin && ln -s "$CONCUR" bin/parallel; }
+  bin/parallel "$@" 2>&1
+}
+
+@test "as parallel: errors in GNU parallel's words, without a 'Try' line" {
+  run as_parallel --trim fj ::: echo
+  [ "$status" -eq 2 ] && [ "$output" = "parallel: Error: --trim must be one of: r l rl lr." ]
+  run as_parallel --pipe </dev/null
+  [ "$output" = "parallel: Error: --pipe/--pipepart must have a command to pipe into (e.g. 'cat')." ]
+  run env PARALLEL_SHELL=no-such-sh-$UNIQ bin/parallel echo ::: x
+  [ "$status" -eq 255 ] && [ "$output" = "parallel: Error: Shell 'no-such-sh-$UNIQ' not found." ]
+  run as_parallel --halt error echo ::: x
+  [ "$output" = "parallel: Error: --halt must have 'never', 'soon', or 'now'." ]
+  run as_parallel --halt soon echo ::: x
+  [ "$output" = "parallel: Error: --halt soon must be followed by ,success or ,fail." ]
+  # under its own name concur keeps its own words
+  run "$CONCUR" --trim fj echo ::: x
+  [ "$status" -eq 2 ] && [[ $output == *"bad value for --trim: 'fj'"* && $output == *"Try 'concur --help'"* ]]
+}
+
+@test "as parallel: a NUL in the input gives GNU parallel's three warning lines" {
+  printf 'foo\0bar' >in
+  run as_parallel echo <in
+  [ "${lines[0]}" = 'parallel: Warning: A NUL character in the input was replaced with \0.' ]
+  [ "${lines[1]}" = 'parallel: Warning: NUL cannot be passed through in the argument list.' ]
+  [ "${lines[2]}" = 'parallel: Warning: Did you mean to use the --null option?' ]
+  [ "${lines[3]}" = 'foo\0bar' ]
+}
+
+@test "as parallel: an argument too long for -s is cut at 50 characters in the error" {
+  long=$(printf 'z%.0s' {1..100})
+  run as_parallel -j1 -m -s 10 echo ::: "$long"
+  [ "$status" -eq 255 ]
+  [ "$output" = "parallel: Error: Command line too long (105 >= 10) at input 0: $(printf 'z%.0s' {1..50})..." ]
+}
+
+@test "as parallel: the file-descriptor limit warning is GNU parallel's (its test filters it out)" {
+  as_parallel echo ::: setup >/dev/null
+  run bash -c 'ulimit -n 40; seq 3 | "$1" -j20 echo 2>&1' _ "$PWD/bin/parallel"
+  [[ $output == *"parallel: Warning: Only enough file handles to run "*" jobs in parallel."* ]]
+  [[ $output == *"or increasing /proc/sys/fs/file-max"* ]]
+  [ "$(printf '%s\n' "$output" | grep -vc Warning)" -eq 3 ]
+}
+
+@test "a program that is not in \$PATH is run by the shell, which reports it (exit 127)" {
+  run --separate-stderr env SHELL=/bin/bash "$CONCUR" -k ::: "no-such-cmd-$UNIQ a" 'echo b'
+  [ "$status" -eq 1 ] && [ "$output" = b ]
+  [[ $stderr == *"no-such-cmd-$UNIQ: command not found"* ]]
+  "$CONCUR" --joblog jl "no-such-cmd-$UNIQ" ::: x 2>/dev/null || true
+  [ "$(tail -n1 jl | cut -f7)" -eq 127 ]
+  # a word from the input that is a shell function exported by bash runs too
+  fn() { echo "fn $*"; }
+  export -f fn
+  [ "$(SHELL=/bin/bash "$CONCUR" ::: 'fn x')" = "fn x" ]
+}
+
+@test "grouped output with 2>&1: each job's stderr comes before the next job's stdout" {
+  run bash -c '"$1" -k -j4 "echo out {}; echo err {} >&2" ::: 1 2 3 4 5 6 7 8 2>&1' _ "$CONCUR"
+  [ "$output" = "$(for i in 1 2 3 4 5 6 7 8; do printf 'out %s\nerr %s\n' $i $i; done)" ]
+}
+
+@test "an empty input source is one empty argument when another source is not, as GNU parallel" {
+  same_as_parallel -k echo x ::: a b :::: /dev/null
+  same_as_parallel -k echo x :::: /dev/null ::: a b
+  same_as_parallel -k echo x :::: /dev/null ::: a b :::: /dev/null
+  run "$CONCUR" echo x :::: /dev/null :::: /dev/null
+  [ "$status" -eq 0 ] && [ -z "$output" ]
+}
+
+@test "--results: a column with an empty --header name is named by its number" {
+  printf 'Col1\t\nv1\tv2\n' | "$CONCUR" --header : --results res true
+  [ -f res/Col1/v1/2/v2/stdout ]
+}
+
+@test "as parallel: a record longer than --block is GNU parallel's warning" {
+  as_parallel echo ::: setup >/dev/null
+  run bash -c 'seq 10 | "$1" -k --pipe --recstart 6 --block 1 "echo a; cat" 2>&1' _ "$PWD/bin/parallel"
+  [[ $output == *"parallel: Warning: A record was longer than 1. Increasing to --blocksize 3."* ]]
+}
