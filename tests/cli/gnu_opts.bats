@@ -256,7 +256,7 @@ load helpers
 }
 
 @test "--shellquote prints each command line as one quoted word, running nothing" {
-  same_as_parallel --shellquote ::: 'a b' "it's" plain
+  same_as_parallel -k --shellquote ::: 'a b' "it's" plain
   same_as_parallel -k --shellquote echo {} x ::: 'a b' c
   same_as_parallel -0 --shellquote ::: "$PWD/x y"
   # what it prints is one shell word: the line as it was
