@@ -5,7 +5,7 @@
 #        scripts/setup.sh --bench    (also the peers the benchmarks compare against)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libcriterion-dev libboost-context-dev libpcre2-dev python3 bats parallel doxygen openmpi-bin libopenmpi-dev)
+pkgs=(build-essential cmake pkg-config libcriterion-dev libboost-context-dev liburing-dev libpcre2-dev python3 bats parallel doxygen openmpi-bin libopenmpi-dev)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(libtbb-dev libuv1-dev python3-gevent python3-mpi4py)
 fi

@@ -13,7 +13,29 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sys/os.h"
+
 TestSuite(coro, .timeout = TU_TIMEOUT);
+
+#ifdef TU_CO_EPOLL
+/* test_coro_epoll: the same suite with the loops' rings off, so that concur_co_read and
+ * concur_co_write take the epoll way (as without liburing, or where io_uring is refused). */
+__attribute__((constructor)) static void rings_off(void)
+{
+    concur__ring_off = true;
+}
+#endif
+
+/* Whether a loop gets a ring here (liburing built in, io_uring allowed, not switched off). */
+static bool rings_on(void)
+{
+    concur__loop l;
+    if (concur__loop_init(&l))
+        return false;
+    bool on = concur__loop_ring(&l) == 0;
+    concur__loop_fini(&l);
+    return on;
+}
 
 static concur_pool *co_pool(int workers, double task_timeout)
 {
@@ -413,9 +435,88 @@ Test(coro, read_and_write_wait_on_eagain)
     close(sv[1]);
 }
 
+typedef struct rt_job {
+    int fd, peer;
+    ssize_t first, second;
+    char got[8];
+} rt_job;
+
+/* A read that times out, then a read of what the peer wrote after that. */
+static int task_read_timeout(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    char scratch[8]; /* a stale read into it would leave got empty */
+    j->first = concur_co_read(j->fd, scratch, sizeof(scratch), 0.05);
+    if (write(j->peer, "abc", 3) != 3)
+        return CONCUR_EIO;
+    j->second = concur_co_read(j->fd, j->got, sizeof(j->got), TU_SAFETY);
+    return 0;
+}
+
+Test(coro, a_read_that_timed_out_took_nothing)
+{
+    int sv[2];
+    socket_pair(sv);
+    concur_pool *p = co_pool(1, 0);
+    rt_job j = {.fd = sv[0], .peer = sv[1]};
+    concur_future *f = tu_submit(p, task_read_timeout, TU_PTR_IN(&j));
+    wait_ok(f);
+    cr_assert_eq(j.first, CONCUR_ETIMEDOUT, "%zd", j.first);
+    /* What came after the timeout went to the next read, not to the one that timed out. */
+    cr_assert_eq(j.second, 3, "%zd", j.second);
+    cr_assert_eq(memcmp(j.got, "abc", 3), 0);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static int task_read_blocking(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    j->first = concur_co_read(j->fd, j->got, sizeof(j->got), TU_SAFETY);
+    return 0;
+}
+
+static int task_write_blocking(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    j->second = concur_co_write(j->peer, "hi", 2, TU_SAFETY);
+    return 0;
+}
+
+Test(coro, with_a_ring_a_blocking_fd_does_not_block_the_loop)
+{
+    if (!rings_on())
+        cr_skip_test("no io_uring here (or rings off): a blocking fd blocks the loop");
+    int pf[2];
+    cr_assert_eq(pipe2(pf, O_CLOEXEC), 0); /* blocking on purpose */
+    concur_pool *p = co_pool(1, 0);
+    rt_job j = {.fd = pf[0], .peer = pf[1]};
+    /* One loop thread: the reader suspends in its read, then the writer runs. */
+    concur_future *fr = tu_submit(p, task_read_blocking, TU_PTR_IN(&j));
+    concur_future *fw = tu_submit(p, task_write_blocking, TU_PTR_IN(&j));
+    wait_ok(fw);
+    wait_ok(fr);
+    cr_assert_eq(j.second, 2, "%zd", j.second);
+    cr_assert_eq(j.first, 2, "%zd", j.first);
+    cr_assert_eq(memcmp(j.got, "hi", 2), 0);
+    concur_future_release(fr);
+    concur_future_release(fw);
+    concur_pool_destroy(p);
+    close(pf[0]);
+    close(pf[1]);
+}
+
 /* ---------------------------------------------------------------- cancel and timeout */
 
-enum { K_SLEEP, K_YIELD, K_FD };
+enum { K_SLEEP, K_YIELD, K_FD, K_READ, K_WRITE };
+
+/* K_WRITE: more than a socket buffer holds, with nobody reading. */
+static char g_fill[8 << 20];
 
 typedef struct stop_job {
     int kind;
@@ -438,6 +539,15 @@ static int suspend_kind(const stop_job *j)
             if (rc)
                 return rc;
         }
+    case K_READ: {
+        char b[16];
+        ssize_t n = concur_co_read(j->fd, b, sizeof(b), -1);
+        return n < 0 ? (int)n : CONCUR_EIO; /* nothing is ever written */
+    }
+    case K_WRITE: {
+        ssize_t n = concur_co_write(j->fd, g_fill, sizeof(g_fill), -1);
+        return n < 0 ? (int)n : CONCUR_EIO;
+    }
     default:
         return concur_co_wait_fd(j->fd, CONCUR_CO_READ, -1);
     }
@@ -473,6 +583,13 @@ static void check_stopped(stop_job *j, concur_future *f, int code, concur_pool *
     cr_assert_eq(atomic_load(&j->rc), code, "suspension returned %d", atomic_load(&j->rc));
     cr_assert_eq(atomic_load(&j->again), code, "the next suspension returns it again");
     cr_assert(atomic_load(&j->stopped));
+    if (j->kind == K_READ) {
+        /* The interrupted read took nothing: what comes now is still there. */
+        cr_assert_eq(write(sv[1], "z", 1), 1);
+        char b[4];
+        cr_assert_eq(read(sv[0], b, sizeof(b)), 1);
+        cr_assert_eq(b[0], 'z');
+    }
     concur_future_release(f);
     concur_pool_destroy(p);
     close(sv[0]);
@@ -499,6 +616,8 @@ static void cancel_kind(int kind)
 Test(coro, cancel_interrupts_sleep) { cancel_kind(K_SLEEP); }
 Test(coro, cancel_interrupts_yield) { cancel_kind(K_YIELD); }
 Test(coro, cancel_interrupts_wait_fd) { cancel_kind(K_FD); }
+Test(coro, cancel_interrupts_read) { cancel_kind(K_READ); }
+Test(coro, cancel_interrupts_write) { cancel_kind(K_WRITE); }
 
 static void timeout_kind(int kind)
 {
@@ -519,6 +638,8 @@ static void timeout_kind(int kind)
 Test(coro, timeout_interrupts_sleep) { timeout_kind(K_SLEEP); }
 Test(coro, timeout_interrupts_yield) { timeout_kind(K_YIELD); }
 Test(coro, timeout_interrupts_wait_fd) { timeout_kind(K_FD); }
+Test(coro, timeout_interrupts_read) { timeout_kind(K_READ); }
+Test(coro, timeout_interrupts_write) { timeout_kind(K_WRITE); }
 
 Test(coro, shutdown_cancel_interrupts_sleepers)
 {

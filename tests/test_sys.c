@@ -209,6 +209,59 @@ Test(sys, fd_events_carry_their_tag_and_come_before_timers)
     concur__loop_fini(&l);
 }
 
+Test(sys, ring_reads_complete_with_their_tag_and_the_set_still_reports)
+{
+    concur__loop l;
+    cr_assert_eq(concur__loop_init(&l), 0);
+    if (concur__loop_ring(&l) != 0) {
+        concur__loop_fini(&l);
+        cr_skip_test("no io_uring here: the loop works on epoll alone");
+    }
+    int a[2], b[2];
+    cr_assert_eq(concur__pipe(a, true), 0);
+    cr_assert_eq(concur__pipe(b, true), 0);
+    char buf[8] = {0}, buf2[8];
+    /* A read queued before its data: the wait blocks in the ring until the data comes. */
+    cr_assert_eq(concur__loop_rw(&l, false, a[0], buf, sizeof buf, 5), 0);
+    cr_assert_eq(concur__loop_wait(&l, (concur__event[4]){0}, 4, true), 0, "nothing yet");
+    cr_assert_eq(concur__write_all(a[1], "abc", 3), 0);
+    concur__event ev[4];
+    cr_assert_eq(collect(&l, ev, 1), 1);
+    cr_assert_eq(ev[0].tag, 5u);
+    cr_assert_eq(ev[0].res, 3);
+    cr_assert_eq(memcmp(buf, "abc", 3), 0);
+    /* While a read is in flight, an fd of the set and a timer still come back. */
+    cr_assert_eq(concur__loop_rw(&l, false, a[0], buf, sizeof buf, 6), 0);
+    cr_assert_eq(concur__loop_add(&l, b[0], EPOLLIN, 42), 0);
+    cr_assert_eq(concur__write_all(b[1], "x", 1), 0);
+    cr_assert_eq(collect(&l, ev, 1), 1);
+    cr_assert_eq(ev[0].tag, 42u);
+    cr_assert_eq(read(b[0], buf2, sizeof buf2), 1);
+    concur__timer t = {0};
+    concur__timer_arm(&l, &t, 1, 7); /* due */
+    cr_assert_eq(collect(&l, ev, 1), 1);
+    cr_assert_eq(ev[0].tag, 7u);
+    /* A cancelled read completes with -ECANCELED and took nothing. */
+    cr_assert_eq(concur__loop_rw_cancel(&l, 6), 0);
+    cr_assert_eq(collect(&l, ev, 1), 1);
+    cr_assert_eq(ev[0].tag, 6u);
+    cr_assert_eq(ev[0].res, -ECANCELED);
+    cr_assert_eq(concur__write_all(a[1], "d", 1), 0);
+    cr_assert_eq(read(a[0], buf2, sizeof buf2), 1);
+    /* A write comes back with its byte count. */
+    cr_assert_eq(concur__loop_rw(&l, true, a[1], "ef", 2, 8), 0);
+    cr_assert_eq(collect(&l, ev, 1), 1);
+    cr_assert_eq(ev[0].tag, 8u);
+    cr_assert_eq(ev[0].res, 2);
+    cr_assert_eq(read(a[0], buf2, sizeof buf2), 2);
+    concur__loop_close(&l, &b[0]);
+    concur__close(&a[0]);
+    concur__close(&a[1]);
+    concur__close(&b[1]);
+    concur__loop_fini(&l);
+    cr_assert_null(l.ring);
+}
+
 /* ---- processes ------------------------------------------------------------------------ */
 
 /* The fd numbers open in process @pid, as a bit set of the first 64. */

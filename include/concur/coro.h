@@ -87,19 +87,28 @@ enum {
 CONCUR_API int concur_co_wait_fd(int fd, int events, double timeout);
 
 /**
- * One read() of up to @p n bytes from @p fd; when it has nothing yet (EAGAIN on a
- * non-blocking fd), waits for it to become readable (as concur_co_wait_fd, up to @p timeout
- * seconds in all) and tries again. Returns the byte count (0 at end of file) or a negative
- * code: -errno of read(), CONCUR_ETIMEDOUT, CONCUR_ECANCELED, CONCUR_ETASKTIMEOUT. A
- * blocking fd blocks the whole loop in read(): make fds non-blocking for coroutines.
+ * One read of up to @p n bytes from @p fd (at its file position), suspending the coroutine
+ * until data comes, up to @p timeout seconds (negative: no limit; 0: only look). Returns
+ * the byte count (0 at end of file) or a negative code: -errno of the read,
+ * CONCUR_ETIMEDOUT, CONCUR_ECANCELED, CONCUR_ETASKTIMEOUT. A read that ends in an error
+ * code took no data: what arrives later is there for the next read.
+ *
+ * Where the loop has an io_uring (liburing at build time, Linux 5.11 or later, io_uring
+ * allowed), the read is handed to the kernel and completes there: fewer system calls, and a
+ * blocking fd or a regular file does not block the loop. Otherwise it is read(), and on
+ * EAGAIN a wait for the fd to become readable (as concur_co_wait_fd); a blocking fd then
+ * blocks the whole loop in read(): make fds non-blocking for coroutines. Outside a
+ * coroutine: read() and poll().
  */
 CONCUR_API ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout);
 
 /**
- * Writes all @p n bytes of @p buf to @p fd, waiting whenever the fd is full (EAGAIN), up to
- * @p timeout seconds in all. Returns @p n, or a negative code: -errno of write() (-EPIPE
- * for a closed pipe; SIGPIPE is not blocked for you), CONCUR_ETIMEDOUT, CONCUR_ECANCELED,
- * CONCUR_ETASKTIMEOUT; bytes written before a failure are not reported.
+ * Writes all @p n bytes of @p buf to @p fd, suspending the coroutine whenever the fd is
+ * full, up to @p timeout seconds in all. Returns @p n, or a negative code: -errno of the
+ * write (-EPIPE for a closed pipe; SIGPIPE is not blocked for you), CONCUR_ETIMEDOUT,
+ * CONCUR_ECANCELED, CONCUR_ETASKTIMEOUT; bytes written before a failure are not reported.
+ * Through the loop's io_uring where it has one, as concur_co_read; otherwise write() and,
+ * on EAGAIN, a wait for the fd to become writable. @p buf is read until the call returns.
  */
 CONCUR_API ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout);
 

@@ -58,8 +58,8 @@ enum { ADMIT_BATCH = 32 };
  * power of two). */
 enum { SWITCH_MAX = 256, STAMP_EVERY = 8 };
 #define CANCEL_MSG "cancelled while running: the coroutine was interrupted"
-enum { TAG_FD = 0, TAG_WAIT = 1, TAG_TIMEOUT = 2, TAG_KINDS = 3 };
-enum { W_NONE, W_SLEEP, W_FD, W_FUTURE }; /* what a coroutine waits in (W_NONE: ready or
+enum { TAG_FD = 0, TAG_WAIT = 1, TAG_TIMEOUT = 2, TAG_IO = 3, TAG_KINDS = 3 };
+enum { W_NONE, W_SLEEP, W_FD, W_FUTURE, W_IO }; /* what a coroutine waits in (W_NONE: ready or
                                              running) */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -90,6 +90,9 @@ typedef struct co {
     int fd;                 /* W_FD: the fd in the loop's epoll set */
     uint32_t revents;
     bool fd_fired;          /* W_FD: the fd's event ended the wait (its one shot is spent) */
+    bool io_busy;           /* W_IO: its read or write is in the kernel (see ring_rw) */
+    int io_rc;              /* W_IO: the interruption waiting for the cancel to complete */
+    int32_t io_res;         /* W_IO: the read's or write's result */
     fwait *wrec; /* W_FUTURE: its record */
     int rc;      /* the task function's return value */
     void *stack;
@@ -129,6 +132,7 @@ struct cloop {
     cloop *prev, *next;  /* in the engine's list */
     co **fdw;            /* by fd: the coroutine waiting on it, or NULL (see arm_fd) */
     size_t nfdw;
+    bool ring_tried;     /* concur__loop_ring was called (at the first read or write) */
 };
 
 static _Thread_local co *tls_co; /* the running coroutine of this thread */
@@ -203,6 +207,17 @@ static void wake(cloop *L, co *c, int rc)
 {
     if (c->wait == W_NONE)
         return;
+    if (c->wait == W_IO && c->io_busy) {
+        /* The kernel still holds the buffer: ask it to cancel, and end the wait when the
+         * read's or write's completion comes (dispatch). */
+        if (rc && !c->io_rc) {
+            c->io_rc = rc;
+            concur__timer_cancel(&L->loop, &c->timer);
+            (void)concur__loop_rw_cancel(&L->loop, tag_of(c, TAG_IO)); /* -EBUSY: it ends
+                                                                         by itself */
+        }
+        return;
+    }
     concur__timer_cancel(&L->loop, &c->timer);
     if (c->wait == W_FD) {
         L->fdw[c->fd] = NULL;
@@ -391,6 +406,13 @@ static void dispatch(cloop *L, const concur__event *ev)
         break;
     case TAG_TIMEOUT:
         expire(L, c);
+        break;
+    case TAG_IO:
+        c->io_busy = false;
+        c->io_res = ev->res;
+        /* Cancelled before it was done: the interruption. Done first: its result (what it
+         * read is not lost; a cancel or task timeout shows at the next suspension). */
+        wake(L, c, c->io_rc && (ev->res == -ECANCELED || ev->res == -EINTR) ? c->io_rc : 0);
         break;
     }
 }
@@ -681,8 +703,12 @@ static void stop(void *state)
 
 static void cancel_running(concur_pool *p, concur_future *f)
 {
-    /* The future fails now; its coroutine sees it at its current or next suspension. */
+    /* The future fails now; its coroutine sees it at its current or next suspension. If
+     * the coroutine saw the flag first and is failing it (interrupted_slow), or it is
+     * completing, that is a few stores away: the future is final when this returns. */
     concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ECANCELED, CANCEL_MSG);
+    while ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == ST_COMPLETING)
+        cpu_relax();
     wake_loops(concur__pool_engine_state(p), true);
 }
 
@@ -937,11 +963,68 @@ static int after_io_error(int fd, int events, uint64_t deadline)
     return w < 0 ? w : 0;
 }
 
+/* The loop's ring, made at the first read or write on it; NULL when there is none (not
+ * built in, or the kernel refuses: the epoll way then). */
+static bool has_ring(cloop *L)
+{
+    if (!L->ring_tried) {
+        L->ring_tried = true;
+        (void)concur__loop_ring(&L->loop);
+    }
+    return L->loop.ring != NULL;
+}
+
+/* One read or write of @c through its loop's ring, up to @deadline: the byte count or
+ * -errno of the kernel, CONCUR_ETIMEDOUT, CONCUR_ECANCELED, CONCUR_ETASKTIMEOUT; -EBUSY when
+ * the ring cannot take it. An interruption cancels the request and waits for its completion
+ * (the buffer is the kernel's until then): if the request was done first, its result is
+ * returned and the interruption shows at the next suspension. */
+static ssize_t ring_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t deadline)
+{
+    cloop *L = c->L;
+    int rc = interrupted(c);
+    if (rc)
+        return rc;
+    rc = concur__loop_rw(&L->loop, write, fd, buf, n, tag_of(c, TAG_IO));
+    if (rc)
+        return rc;
+    c->io_busy = true;
+    c->io_rc = 0;
+    if (deadline != UINT64_MAX)
+        concur__timer_arm(&L->loop, &c->timer, deadline, tag_of(c, TAG_WAIT));
+    c->wait = W_IO;
+    c->wake_rc = 0;
+    concur__fiber_suspend(&L->sched);
+    return c->wake_rc ? c->wake_rc : c->io_res;
+}
+
+/* The coroutine that may read or write through its ring until @deadline, or NULL (not in a
+ * coroutine, no ring, or a deadline already passed: the caller's way, which only looks). */
+static co *ring_user(uint64_t deadline)
+{
+    co *c = tls_co;
+    if (!c || !has_ring(c->L) || (deadline != UINT64_MAX && deadline <= now_ns()))
+        return NULL;
+    return c;
+}
+
+/* Falls back to read()/write() and the epoll wait after this ring result. */
+static bool ring_declined(ssize_t r)
+{
+    return r == -EBUSY || r == -EAGAIN || r == -EINTR;
+}
+
 ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout)
 {
     if (fd < 0 || (!buf && n) || timeout != timeout)
         return CONCUR_EINVAL;
     uint64_t deadline = concur__deadline_ns(timeout);
+    co *c = ring_user(deadline);
+    if (c) {
+        ssize_t r = ring_rw(c, false, fd, buf, n, deadline);
+        if (!ring_declined(r))
+            return r;
+    }
     for (;;) {
         ssize_t r = read(fd, buf, n);
         if (r >= 0)
@@ -959,7 +1042,12 @@ ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout)
     uint64_t deadline = concur__deadline_ns(timeout);
     size_t done = 0;
     while (done < n) {
-        ssize_t r = write(fd, (const char *)buf + done, n - done);
+        co *c = ring_user(deadline);
+        ssize_t r = c ? ring_rw(c, true, fd, (char *)buf + done, n - done, deadline) : -EBUSY;
+        if (ring_declined(r))
+            r = write(fd, (const char *)buf + done, n - done);
+        else if (r < 0)
+            return r;
         if (r >= 0) {
             done += (size_t)r;
             continue;

@@ -4,7 +4,8 @@
  * What flows through it: fds registered with a 64-bit tag come back as events with that tag
  * when they are ready; concur__loop_wake (any thread, or a signal handler) makes the wait
  * return with a CONCUR__LOOP_WAKE event; timers armed with a tag come back as events with
- * events 0 once due. The wait's timeout is the nearest timer's deadline.
+ * events 0 once due. The wait's timeout is the nearest timer's deadline. A loop may also
+ * have a ring (sys/ring.c): while its reads or writes are in flight it waits there.
  *
  * Timers live in a pairing heap of nodes embedded in their owners: arming and cancelling
  * never allocate (so they cannot fail), insertion is O(1), taking the earliest and
@@ -146,6 +147,8 @@ void concur__loop_fini(concur__loop *l)
 {
     while (l->root)
         concur__timer_cancel(l, l->root);
+    concur__ring_free(l->ring);
+    l->ring = NULL;
     concur__close(&l->wake);
     concur__close(&l->ep);
 }
@@ -202,31 +205,41 @@ int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll)
     struct epoll_event eb[WAIT_BATCH];
     if (max < 1)
         return -EINVAL;
-    int ms = timeout_ms(l, poll);
-    if (ms != 0 && concur__loop_park && !l->parked_rc) {
+    int ms = timeout_ms(l, poll), k = 0;
+    bool look = true; /* at the epoll set */
+    if (concur__ring_busy(l->ring)) {
+        /* Reads or writes in flight: wait in the ring, which watches the set too. */
+        k = concur__ring_wait(l->ring, l->ep, ms, ev, max, &look);
+        if (k < 0)
+            return k;
+        ms = 0;
+    } else if (ms != 0 && concur__loop_park && !l->parked_rc) {
         int rc = concur__loop_park(l->ep, ms);
         if (rc <= 0) /* ready, the time passed, or interrupted: look without blocking */
             ms = 0;
         if (rc < 0)
             l->parked_rc = rc;
     }
-    int k = 0, n = epoll_wait(l->ep, eb, max < WAIT_BATCH ? max : WAIT_BATCH, ms);
-    if (n < 0) {
-        if (errno != EINTR)
-            return -errno;
-        n = 0;
-    }
-    for (int i = 0; i < n; i++) {
-        if (eb[i].data.u64 == CONCUR__LOOP_WAKE)
-            concur__event_drain(l->wake);
-        ev[k++] = (concur__event){eb[i].data.u64, eb[i].events};
+    if (look && k < max) {
+        int room = max - k < WAIT_BATCH ? max - k : WAIT_BATCH;
+        int n = epoll_wait(l->ep, eb, room, ms);
+        if (n < 0) {
+            if (errno != EINTR)
+                return -errno;
+            n = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            if (eb[i].data.u64 == CONCUR__LOOP_WAKE)
+                concur__event_drain(l->wake);
+            ev[k++] = (concur__event){eb[i].data.u64, eb[i].events, 0};
+        }
     }
     uint64_t now = l->root ? mono_ns() : 0;
     while (k < max && l->root && l->root->when <= now) {
         concur__timer *t = l->root;
         l->root = merge_pairs(t->child);
         detach(t);
-        ev[k++] = (concur__event){t->tag, 0};
+        ev[k++] = (concur__event){t->tag, 0, 0};
     }
     return k;
 }

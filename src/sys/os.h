@@ -168,6 +168,7 @@ typedef struct concur__loop {
     concur__timer *root;
     uint64_t seq;
     int parked_rc; /* set by concur__loop_wait when a coroutine's wait was interrupted */
+    struct concur__ring *ring; /* io_uring beside the epoll set (sys/ring.c), or NULL */
 } concur__loop;
 
 /* A coroutine's wait for a loop, set by the coroutine engine on its loop threads: suspends
@@ -185,10 +186,12 @@ extern _Thread_local int (*concur__loop_park)(int fd, int timeout_ms);
 /* The tag of the wake-up's event. Tags are the user's otherwise (any other value). */
 #define CONCUR__LOOP_WAKE UINT64_MAX
 
-/* A ready fd (events: the EPOLL* bits that happened) or a timer that fell due (events 0). */
+/* A ready fd (events: the EPOLL* bits that happened), a timer that fell due (events 0) or
+ * a finished read or write of the ring (events 0, res: its result). */
 typedef struct concur__event {
     uint64_t tag;
     uint32_t events;
+    int32_t res; /* ring completions: the byte count or -errno; 0 otherwise */
 } concur__event;
 
 int concur__loop_init(concur__loop *l);
@@ -224,5 +227,43 @@ uint64_t concur__loop_next(const concur__loop *l);
  * -errno.
  */
 int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll);
+
+/* ---------------------------------------------------------------- the ring (sys/ring.c) */
+
+/*
+ * An io_uring beside a loop's epoll set, for reads and writes that complete in the kernel:
+ * a read is submitted without first trying it, and the wait for its data costs no epoll_ctl
+ * and no extra syscall (the loop waits in io_uring_enter, with the epoll set watched by a
+ * poll request of the ring). Optional: without liburing at build time, or on a kernel that
+ * lacks what it needs (Linux 5.11: IORING_FEAT_EXT_ARG, NODROP, RW_CUR_POS) or refuses
+ * io_uring, concur__loop_ring fails and the loop works on epoll alone. The loop's thread
+ * only, as the wait.
+ */
+
+/* Tests set it (before any loop is made) to run the epoll way where a ring would be used:
+ * concur__loop_ring then fails with -ENOSYS. */
+extern bool concur__ring_off;
+
+/* Gives @l a ring. 0, or -ENOSYS (not built in, or the kernel lacks a feature), or -errno
+ * of io_uring_setup (EPERM where it is disabled, ENOMEM). concur__loop_fini frees it. */
+int concur__loop_ring(concur__loop *l);
+
+/* Queues a read (@write false) or a write of up to @n bytes at @fd's file position, with
+ * @buf, which must stay valid until its completion comes back from concur__loop_wait as an
+ * event tagged @tag (events 0, res: what read()/write() would return, as -errno). 0, or
+ * -EBUSY when the ring cannot take it (try the epoll way). Submitted at the next wait. */
+int concur__loop_rw(concur__loop *l, bool write, int fd, void *buf, size_t n, uint64_t tag);
+
+/* Asks the kernel to cancel the read or write tagged @tag: its completion still comes, with
+ * res -ECANCELED (or its result, if it was done first). 0 or -EBUSY. */
+int concur__loop_rw_cancel(concur__loop *l, uint64_t tag);
+
+/* For sys/loop.c: true when reads or writes are in flight or queued, so the wait goes
+ * through the ring; and that wait (timeout @ms as epoll_wait's), which puts the ring's
+ * completions in @ev (at most @max) and sets *@ep_ready when the epoll set has events. */
+bool concur__ring_busy(const struct concur__ring *r);
+int concur__ring_wait(struct concur__ring *r, int ep, int ms, concur__event *ev, int max,
+                      bool *ep_ready);
+void concur__ring_free(struct concur__ring *r);
 
 #endif
