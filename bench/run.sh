@@ -114,6 +114,7 @@ co_sleep         gevent       peer_python_co.py
 co_pingpong      concur       concur
 co_pingpong      asyncio      peer_python_co.py
 co_pingpong      gevent       peer_python_co.py
+co_pingpong      floor        floor_uring
 
 mpi_throughput   concur       mpi.sh
 mpi_throughput   mpi4py       mpi.sh
