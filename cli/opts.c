@@ -1417,7 +1417,8 @@ static int retry_input(struct cli_opts *o)
 }
 
 /* $PARALLEL_HOME: GNU parallel makes the directory when it is missing (it keeps its own
- * files there); concur reads nothing from it, but makes it too, or warns that it cannot. */
+ * files there); concur makes it too (it reads profiles from it, and its config file under
+ * the name "parallel"), or warns that it cannot. */
 static void make_home(void)
 {
     const char *h = getenv("PARALLEL_HOME");
@@ -1468,28 +1469,18 @@ static int scan_profiles(int argc, char **argv, int (*add)(struct cli_opts *, co
     return rc;
 }
 
-/* -J NAME: the profile's words (each line split as a shell would: plain words and quoted
- * strings; empty lines and # comments skipped) appended to o->profile_words. 0, or
- * EXIT_USAGE / EXIT_OTHER after a message. */
-static int add_profile(struct cli_opts *o, const char *name)
+/* The words of the option file @path (each line split as a shell would: plain words and
+ * quoted strings; empty lines and # comments skipped), appended to o->profile_words;
+ * @what names it in messages ("profile", "configuration"). A missing file is nothing when
+ * @missing_ok. 0, or EXIT_USAGE / EXIT_OTHER after a message. */
+static int add_option_file(struct cli_opts *o, const char *path, const char *what,
+                           bool missing_ok)
 {
-    struct buf path = {0};
-    const char *home = getenv("PARALLEL_HOME");
-    if (strchr(name, '/'))
-        buf_adds(&path, name);
-    else if (home && *home)
-        buf_printf(&path, "%s/%s", home, name);
-    else
-        buf_printf(&path, "%s/.parallel/%s", getenv("HOME") ? getenv("HOME") : "", name);
-    buf_addnul(&path);
-    if (!buf_ok(&path)) {
-        buf_free(&path);
-        return oom();
-    }
-    FILE *f = fopen(path.p, "re");
+    FILE *f = fopen(path, "re");
     if (!f) {
-        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
-        buf_free(&path);
+        if (missing_ok && errno == ENOENT)
+            return 0;
+        cli_error("cannot read the %s '%s': %s", what, path, strerror(errno));
         return EXIT_USAGE;
     }
     char *line = NULL;
@@ -1507,28 +1498,98 @@ static int add_profile(struct cli_opts *o, const char *name)
         int k = split_simple(line, (size_t)n, &o->profile_words);
         if (k < 0 && buf_ok(&o->profile_words)) {
             o->profile_words.len = before;
-            cli_error("profile '%s', line %d: not options and quoted strings", path.p, lineno);
+            cli_error("%s '%s', line %d: not options and quoted strings", what, path, lineno);
             rc = EXIT_USAGE;
         } else if (!buf_ok(&o->profile_words)) {
             rc = oom();
         }
     }
     if (!rc && ferror(f)) {
-        cli_error("cannot read the profile '%s': %s", path.p, strerror(errno));
+        cli_error("cannot read the %s '%s': %s", what, path, strerror(errno));
         rc = EXIT_OTHER;
     }
     free(line);
     fclose(f);
+    return rc;
+}
+
+/* The file NAME of the user's GNU parallel directory ($PARALLEL_HOME, else ~/.parallel),
+ * or NAME itself when it holds a slash, in @path. 0 or oom(). */
+static int parallel_home_file(struct buf *path, const char *name)
+{
+    const char *home = getenv("PARALLEL_HOME");
+    if (strchr(name, '/'))
+        buf_adds(path, name);
+    else if (home && *home)
+        buf_printf(path, "%s/%s", home, name);
+    else
+        buf_printf(path, "%s/.parallel/%s", getenv("HOME") ? getenv("HOME") : "", name);
+    buf_addnul(path);
+    return buf_ok(path) ? 0 : oom();
+}
+
+/* -J NAME: the profile's words appended to o->profile_words. 0, or EXIT_USAGE /
+ * EXIT_OTHER after a message. */
+static int add_profile(struct cli_opts *o, const char *name)
+{
+    struct buf path = {0};
+    int rc = parallel_home_file(&path, name);
+    if (!rc)
+        rc = add_option_file(o, path.p, "profile", false);
     buf_free(&path);
     return rc;
 }
 
-/* -J: a new argv, the profiles' words in front of the command line's own (which then win).
- * 0 with *argc / *argv replaced (owned by o) when there are profiles, or what
- * add_profile() returned. */
+/* For scan_profiles: stops at the first -J (returns 1). */
+static int found_profile(struct cli_opts *o, const char *name)
+{
+    (void)o, (void)name;
+    return 1;
+}
+
+/* Under the name "parallel", GNU parallel's own defaults, in its order: without -J, the
+ * global and the user's configuration files (/etc/parallel/config, then $PARALLEL_HOME/config
+ * or ~/.parallel/config; missing ones are nothing), before the profiles' words; and after
+ * them the words of $PARALLEL. Under the name "concur" neither is read. 0, or EXIT_USAGE /
+ * EXIT_OTHER after a message. */
+static int add_gnu_defaults(struct cli_opts *o, bool profiles, bool env)
+{
+    if (!cli_gnu())
+        return 0;
+    if (env) {
+        const char *v = getenv("PARALLEL");
+        if (!v || !*v)
+            return 0;
+        size_t before = o->profile_words.len;
+        if (split_simple(v, strlen(v), &o->profile_words) < 0 && buf_ok(&o->profile_words)) {
+            o->profile_words.len = before;
+            cli_error("$PARALLEL: not options and quoted strings");
+            return EXIT_USAGE;
+        }
+        return buf_ok(&o->profile_words) ? 0 : oom();
+    }
+    if (profiles)
+        return 0;
+    int rc = add_option_file(o, "/etc/parallel/config", "configuration", true);
+    struct buf path = {0};
+    if (!rc && !(rc = parallel_home_file(&path, "config")))
+        rc = add_option_file(o, path.p, "configuration", true);
+    buf_free(&path);
+    return rc;
+}
+
+/* -J (and, under the name "parallel", GNU parallel's configuration files and $PARALLEL):
+ * a new argv, those words in front of the command line's own (which then win). 0 with
+ * *argc / *argv replaced (owned by o) when there are such words, or what reading them
+ * returned. */
 static int use_profiles(int *argc, char ***argv, struct cli_opts *o)
 {
-    int rc = scan_profiles(*argc, *argv, add_profile, o);
+    bool profiles = scan_profiles(*argc, *argv, found_profile, o) != 0;
+    int rc = add_gnu_defaults(o, profiles, false);
+    if (!rc)
+        rc = scan_profiles(*argc, *argv, add_profile, o);
+    if (!rc)
+        rc = add_gnu_defaults(o, profiles, true);
     if (rc || !o->profile_words.len)
         return rc;
     size_t nw = 0;

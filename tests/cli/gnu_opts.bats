@@ -355,18 +355,48 @@ load helpers
   mkdir -p home/.parallel
   echo '--tagstring foo' >home/.parallel/prof
   printf '# a comment\n\n-k\n--tagstring "a b"\n' >local_prof
-  [ "$(HOME=$PWD/home "$CONCUR" -J prof echo ::: x)" = $'foo\tx' ]
+  [ "$(PARALLEL_HOME= HOME=$PWD/home "$CONCUR" -J prof echo ::: x)" = $'foo\tx' ]
   # the command line's options come after: they win
-  [ "$(HOME=$PWD/home "$CONCUR" --tagstring bar -J prof echo ::: x)" = $'bar\tx' ]
-  [ "$(HOME=$PWD/home "$CONCUR" --profile ./local_prof echo ::: x y)" = $'a b\tx\na b\ty' ]
+  [ "$(PARALLEL_HOME= HOME=$PWD/home "$CONCUR" --tagstring bar -J prof echo ::: x)" = $'bar\tx' ]
+  [ "$(PARALLEL_HOME= HOME=$PWD/home "$CONCUR" --profile ./local_prof echo ::: x y)" = $'a b\tx\na b\ty' ]
   [ "$(PARALLEL_HOME=$PWD/home/.parallel "$CONCUR" -Jprof echo ::: x)" = $'foo\tx' ]
   # after the command it is a word of the command
-  [ "$(HOME=$PWD/home "$CONCUR" echo -J prof ::: x)" = "-J prof x" ]
+  [ "$(PARALLEL_HOME= HOME=$PWD/home "$CONCUR" echo -J prof ::: x)" = "-J prof x" ]
   run "$CONCUR" -J ./no-such-profile echo ::: x
   [ "$status" -eq 2 ] && [[ $output == *"cannot read the profile './no-such-profile'"* ]]
   echo '--tag; rm -rf x' >bad_prof
   run "$CONCUR" -J ./bad_prof echo ::: x
   [ "$status" -eq 2 ] && [[ $output == *"bad_prof', line 1"* ]]
+}
+
+@test "under the name parallel: \$PARALLEL and the config files, in GNU parallel's order" {
+  mkdir -p bin "$PARALLEL_HOME"
+  ln -s "$CONCUR" bin/parallel
+  # $PARALLEL's words come before the command line's (a leading space is nothing)
+  CONCUR=$PWD/bin/parallel PARALLEL=' -v' same_as_parallel echo ::: 'space in envvar OK'
+  [ "$(PARALLEL=' -v' bin/parallel echo ::: x)" = $'echo x\nx' ]
+  [ "$(PARALLEL='--tagstring "a b"' bin/parallel --tagstring c echo ::: x)" = $'c\tx' ]
+  # the user's config, then $PARALLEL, then the command line
+  printf '# defaults\n-k\n--tagstring cfg\n' >"$PARALLEL_HOME/config"
+  [ "$(bin/parallel echo ::: x y)" = $'cfg\tx\ncfg\ty' ]
+  CONCUR=$PWD/bin/parallel same_as_parallel echo ::: x y
+  [ "$(PARALLEL='--tagstring env' bin/parallel echo ::: x y)" = $'env\tx\nenv\ty' ]
+  # with -J the config is not read
+  echo '--tag' >"$PARALLEL_HOME/prof"
+  [ "$(bin/parallel -J prof echo ::: x)" = $'x\tx' ]
+  # without $PARALLEL_HOME: ~/.parallel/config
+  mkdir -p home/.parallel
+  echo '--tagstring home' >home/.parallel/config
+  [ "$(PARALLEL_HOME= HOME=$PWD/home bin/parallel echo ::: x)" = $'home\tx' ]
+  # under the name concur neither is read
+  [ "$(PARALLEL=-v "$CONCUR" echo ::: x)" = x ]
+  # a $PARALLEL that is not options and quoted strings is refused, and runs nothing
+  PARALLEL="'open" run bin/parallel echo ran ::: x
+  [ "$status" -eq 2 ] && [[ $output == *'$PARALLEL: not options and quoted strings'* ]]
+  [[ $output != *ran* ]]
+  echo '--tag; rm -rf x' >"$PARALLEL_HOME/config"
+  run bin/parallel echo ::: x
+  [ "$status" -eq 2 ] && [[ $output == *"configuration '$PARALLEL_HOME/config', line 1"* ]]
 }
 
 @test "--group-by N: with --pipe, a record is a run of lines with the same column N" {

@@ -27,6 +27,11 @@ concur_setup() {
   fi
   UNIQ=$(printf '%d%05d' "$$" "$RANDOM")
   cd "$BATS_TEST_TMPDIR" || return 1
+  # GNU parallel's defaults ($PARALLEL, $PARALLEL_HOME/config), which concur reads under the
+  # name "parallel" as GNU parallel does: none from the user running the tests.
+  unset PARALLEL
+  # (outside the test's directory, whose listing some tests check)
+  export PARALLEL_HOME=$BATS_FILE_TMPDIR/parallel-home-$BATS_TEST_NUMBER
 }
 
 # Kill (by pid) whatever this test started and left behind; unmount its tmpfs mounts.
