@@ -1547,29 +1547,11 @@ static int found_profile(struct cli_opts *o, const char *name)
     return 1;
 }
 
-/* Under the name "parallel", GNU parallel's own defaults, in its order: without -J, the
- * global and the user's configuration files (/etc/parallel/config, then $PARALLEL_HOME/config
- * or ~/.parallel/config; missing ones are nothing), before the profiles' words; and after
- * them the words of $PARALLEL. Under the name "concur" neither is read. 0, or EXIT_USAGE /
- * EXIT_OTHER after a message. */
-static int add_gnu_defaults(struct cli_opts *o, bool profiles, bool env)
+/* Under the name "parallel", without -J: GNU parallel's global and user configuration files
+ * (/etc/parallel/config, then $PARALLEL_HOME/config or ~/.parallel/config; missing ones are
+ * nothing), whose words go first. 0, or EXIT_USAGE / EXIT_OTHER after a message. */
+static int add_gnu_config(struct cli_opts *o)
 {
-    if (!cli_gnu())
-        return 0;
-    if (env) {
-        const char *v = getenv("PARALLEL");
-        if (!v || !*v)
-            return 0;
-        size_t before = o->profile_words.len;
-        if (split_simple(v, strlen(v), &o->profile_words) < 0 && buf_ok(&o->profile_words)) {
-            o->profile_words.len = before;
-            cli_error("$PARALLEL: not options and quoted strings");
-            return EXIT_USAGE;
-        }
-        return buf_ok(&o->profile_words) ? 0 : oom();
-    }
-    if (profiles)
-        return 0;
     int rc = add_option_file(o, "/etc/parallel/config", "configuration", true);
     struct buf path = {0};
     if (!rc && !(rc = parallel_home_file(&path, "config")))
@@ -1578,18 +1560,37 @@ static int add_gnu_defaults(struct cli_opts *o, bool profiles, bool env)
     return rc;
 }
 
+/* Under the name "parallel": the words of $PARALLEL, after the files' and the profiles'.
+ * 0, or EXIT_USAGE after a message, or oom(). */
+static int add_gnu_env(struct cli_opts *o)
+{
+    const char *v = getenv("PARALLEL");
+    if (!v || !*v)
+        return 0;
+    size_t before = o->profile_words.len;
+    if (split_simple(v, strlen(v), &o->profile_words) < 0 && buf_ok(&o->profile_words)) {
+        o->profile_words.len = before;
+        cli_error("$PARALLEL: not options and quoted strings");
+        return EXIT_USAGE;
+    }
+    return buf_ok(&o->profile_words) ? 0 : oom();
+}
+
 /* -J (and, under the name "parallel", GNU parallel's configuration files and $PARALLEL):
  * a new argv, those words in front of the command line's own (which then win). 0 with
  * *argc / *argv replaced (owned by o) when there are such words, or what reading them
  * returned. */
 static int use_profiles(int *argc, char ***argv, struct cli_opts *o)
 {
-    bool profiles = scan_profiles(*argc, *argv, found_profile, o) != 0;
-    int rc = add_gnu_defaults(o, profiles, false);
+    /* GNU parallel's order: the configuration files (only without -J), the profiles,
+     * $PARALLEL; under the name "concur" the profiles alone. */
+    int rc = 0;
+    if (cli_gnu() && !scan_profiles(*argc, *argv, found_profile, o))
+        rc = add_gnu_config(o);
     if (!rc)
         rc = scan_profiles(*argc, *argv, add_profile, o);
-    if (!rc)
-        rc = add_gnu_defaults(o, profiles, true);
+    if (!rc && cli_gnu())
+        rc = add_gnu_env(o);
     if (rc || !o->profile_words.len)
         return rc;
     size_t nw = 0;

@@ -165,6 +165,16 @@ static inline int interrupted(const co *c)
     return interrupted_slow(c, v);
 }
 
+/* @f's state word once no completer is writing its outcome (a few stores away). */
+static uint32_t settled(concur_future *f)
+{
+    uint32_t v;
+    while (((v = atomic_load_explicit(&f->state, memory_order_acquire)) & ST_MASK) ==
+           ST_COMPLETING)
+        cpu_relax();
+    return v;
+}
+
 static int interrupted_slow(const co *c, uint32_t v)
 {
     if (c->t.pool_stop && atomic_load_explicit(c->t.pool_stop, memory_order_relaxed))
@@ -174,16 +184,11 @@ static int interrupted_slow(const co *c, uint32_t v)
     /* Cancelled, and the canceller has not failed the future yet (its cancel_running call
      * comes right after the flag): fail it here, so that a task that returns at once
      * cannot complete it first. Whichever claims it first fails it; the same way. */
-    if ((v & ST_MASK) == CONCUR_RUNNING) {
+    if ((v & ST_MASK) == CONCUR_RUNNING)
         concur__future_fail(c->t.f, STATE_BIT(CONCUR_RUNNING), CONCUR_ECANCELED, CANCEL_MSG);
-        v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
-    }
-    /* Another thread (the core's watchdog) is failing it right now: its outcome tells
-     * which interruption this is, and it is a few stores away. */
-    while ((v & ST_MASK) == ST_COMPLETING) {
-        cpu_relax();
-        v = atomic_load_explicit(&c->t.f->state, memory_order_acquire);
-    }
+    /* Another thread (the core's watchdog) may be failing it right now: its outcome tells
+     * which interruption this is. */
+    v = settled(c->t.f);
     if (!(v & F_CANCEL_REQ) && (v & ST_MASK) == CONCUR_FAILED &&
         c->t.f->err == CONCUR_ETASKTIMEOUT)
         return CONCUR_ETASKTIMEOUT;
@@ -707,8 +712,7 @@ static void cancel_running(concur_pool *p, concur_future *f)
      * the coroutine saw the flag first and is failing it (interrupted_slow), or it is
      * completing, that is a few stores away: the future is final when this returns. */
     concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ECANCELED, CANCEL_MSG);
-    while ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == ST_COMPLETING)
-        cpu_relax();
+    (void)settled(f);
     wake_loops(concur__pool_engine_state(p), true);
 }
 

@@ -27,7 +27,6 @@ bool concur__ring_off;
 
 #ifdef CONCUR_HAVE_URING
 #include <liburing.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 
