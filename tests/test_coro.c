@@ -92,6 +92,10 @@ Test(coro, bad_options)
     cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
     o = (concur_pool_opts){.engine = CONCUR_ENGINE_THREADS, .coroutine_stack_size = 65536};
     cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_THREADS, .coroutine_shared_stack = true};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_PROCESSES, .coroutine_shared_stack = true};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
 }
 
 static int task_identity(concur_task *t, const void *in, size_t len)
@@ -867,6 +871,166 @@ Test(coro, stack_overflow_hits_the_guard)
         cr_assert(WTERMSIG(st) == SIGSEGV || WTERMSIG(st) == SIGABRT, "signal %d", WTERMSIG(st));
     else
         cr_assert_eq(WTERMSIG(st), SIGSEGV);
+}
+
+/* ---------------------------------------------------------------- shared stacks */
+
+static concur_pool *shared_pool(void)
+{
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_shared_stack = true};
+    return tu_pool_opts(&o);
+}
+
+enum { FRAME_BYTES = 256, FRAMES_MAX = 24 };
+
+/* Level @lvl of coroutine @id's recursion: a frame of its own bytes, checked after every
+ * suspension; depth varies by coroutine (up to FRAMES_MAX frames, several KiB: more than a
+ * record's inline image). Returns the number of damaged frames seen. */
+static int __attribute__((noinline)) frames_deep(int id, int lvl, int depth)
+{
+    volatile unsigned char mine[FRAME_BYTES];
+    unsigned char v = (unsigned char)(id * 7 + lvl);
+    for (int i = 0; i < FRAME_BYTES; i++)
+        mine[i] = (unsigned char)(v + i);
+    int bad = 0;
+    int rc = (id + lvl) % 2 ? concur_co_yield() : concur_co_sleep(0.001);
+    if (rc)
+        return 1000;
+    if (lvl + 1 < depth)
+        bad += frames_deep(id, lvl + 1, depth);
+    for (int i = 0; i < FRAME_BYTES; i++)
+        if (mine[i] != (unsigned char)(v + i)) {
+            bad++;
+            break;
+        }
+    rc = concur_co_yield();
+    return rc ? 1000 : bad;
+}
+
+typedef struct frames_out {
+    uintptr_t frame_addr; /* the task function's frame (on the real stack even where ASan
+                           * keeps locals on a fake stack of its own) */
+    int bad;
+} frames_out;
+
+static int task_frames(concur_task *t, const void *in, size_t len)
+{
+    (void)len;
+    int id = *(const int *)in;
+    volatile int anchor = id;
+    frames_out o = {.frame_addr = (uintptr_t)__builtin_frame_address(0)};
+    o.bad = frames_deep(id, 0, 1 + id % FRAMES_MAX);
+    o.bad += anchor != id;
+    return concur_task_return(t, &o, sizeof(o));
+}
+
+/* Many coroutines suspended at every depth on one loop: each finds its frames as it left
+ * them, and all of them ran at the same stack addresses (the stack really is shared). */
+Test(coro, shared_stacks_keep_every_coroutines_frames)
+{
+    enum { N = 200 };
+    concur_pool *p = shared_pool();
+    concur_future *f[N];
+    int ids[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = i;
+        f[i] = tu_submit(p, task_frames, &ids[i], sizeof(int));
+    }
+    uintptr_t addr0 = 0;
+    for (int i = 0; i < N; i++) {
+        const void *d;
+        size_t n;
+        cr_assert_eq(concur_future_collect(f[i], TU_SAFETY, &d, &n), 0, "task %d", i);
+        cr_assert_eq(n, sizeof(frames_out));
+        frames_out o;
+        memcpy(&o, d, sizeof(o));
+        cr_assert_eq(o.bad, 0, "task %d: %d damaged frames", i, o.bad);
+        if (i == 0)
+            addr0 = o.frame_addr;
+        cr_assert_eq(o.frame_addr, addr0, "task %d ran on a stack of its own", i);
+        concur_future_release(f[i]);
+    }
+    concur_pool_destroy(p);
+}
+
+typedef struct sread_job {
+    int sv[2];
+    _Atomic int started;
+} sread_job;
+
+static int task_read_stack_buf(concur_task *t, const void *in, size_t len)
+{
+    sread_job *j = tu_in_ptr(in, len);
+    char buf[64];
+    memset(buf, 0, sizeof(buf));
+    atomic_fetch_add(&j->started, 1);
+    ssize_t n = concur_co_read(j->sv[0], buf, sizeof(buf), TU_SAFETY);
+    if (n < 0)
+        return (int)n;
+    return concur_task_return(t, buf, (size_t)n);
+}
+
+static int readers_started(sread_job *j, int n)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += atomic_load(&j[i].started);
+    return c;
+}
+
+/* Writes its own bytes over its frame between yields, on the stack the readers share. */
+static int task_scribble(concur_task *t, const void *in, size_t len)
+{
+    (void)t, (void)in, (void)len;
+    volatile char junk[512];
+    for (int r = 0; r < 200; r++) {
+        for (size_t i = 0; i < sizeof(junk); i++)
+            junk[i] = (char)(r + (int)i);
+        if (concur_co_yield() != 0)
+            return CONCUR_ETASK;
+    }
+    return junk[0] == (char)199 ? 0 : CONCUR_ETASK;
+}
+
+/* A read into a buffer on a shared stack, waiting while other coroutines run on that
+ * stack: the bytes land in the reader's buffer, not in whoever's frames are on the stack
+ * when they arrive (the loop's io_uring must not be handed such a buffer). */
+Test(coro, shared_stack_reads_into_a_stack_buffer_while_others_run)
+{
+    enum { N = 8 };
+    concur_pool *p = shared_pool();
+    sread_job *j = calloc(N, sizeof(*j));
+    cr_assert_not_null(j);
+    concur_future *r[N], *s[N];
+    for (int i = 0; i < N; i++) {
+        socket_pair(j[i].sv);
+        r[i] = tu_submit(p, task_read_stack_buf, TU_PTR_IN(&j[i]));
+        s[i] = tu_submit(p, task_scribble, NULL, 0);
+    }
+    bool ok;
+    TU_POLL_UNTIL(ok, readers_started(j, N) == N, TU_SAFETY);
+    cr_assert(ok);
+    for (int i = 0; i < N; i++) {
+        char msg[32];
+        int len = snprintf(msg, sizeof(msg), "reader %d's bytes", i);
+        cr_assert_eq(write(j[i].sv[1], msg, (size_t)len), len);
+    }
+    for (int i = 0; i < N; i++) {
+        const void *d;
+        size_t n;
+        cr_assert_eq(concur_future_collect(r[i], TU_SAFETY, &d, &n), 0, "reader %d", i);
+        char want[32];
+        int len = snprintf(want, sizeof(want), "reader %d's bytes", i);
+        cr_assert_eq(n, (size_t)len);
+        cr_assert_arr_eq(d, want, (size_t)len, "reader %d got other bytes", i);
+        cr_assert_eq(concur_future_collect(s[i], TU_SAFETY, NULL, NULL), 0);
+        concur_future_release(r[i]);
+        concur_future_release(s[i]);
+        close(j[i].sv[0]);
+        close(j[i].sv[1]);
+    }
+    concur_pool_destroy(p);
+    free(j);
 }
 
 /* ---------------------------------------------------------------- swarms */

@@ -181,6 +181,13 @@ static inline void future_init_engine(concur_future *f, struct concur__engine *e
 #define CONCUR__WAIT_THREAD 1
 extern _Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
 
+/* True on a loop thread whose coroutines share a stack (coroutine_shared_stack): a waiting
+ * call there keeps nothing that another thread or coroutine writes to on the caller's
+ * stack (sets.c allocates such records). concur__co_shared_on makes every coroutine pool
+ * share its stacks (a test switch, off by default). */
+extern _Thread_local bool concur__co_shared_stack;
+extern bool concur__co_shared_on;
+
 /* The task this thread runs now (a worker thread of the thread engine, a worker process),
  * or NULL: the library's own waits inside a task (the runner's loop) end when it should
  * stop. concur__task_park is the loop's park (sys/os.h, concur__loop_park) for such

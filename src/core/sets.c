@@ -106,43 +106,50 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     if (timeout == 0)
         return CONCUR_ETIMEDOUT;
     uint64_t deadline = concur__deadline_ns(timeout);
-    struct any_waiter w = {.sig = NULL};
-    atomic_init(&w.fired, 0);
-    atomic_init(&w.active, 0);
+    /* The callbacks write to the record while the caller waits: on a shared coroutine
+     * stack that address holds another coroutine's frames meanwhile, so it is allocated. */
+    struct any_waiter local, *w = &local;
+    if (concur__co_shared_stack && !(w = malloc(sizeof(*w))))
+        return CONCUR_ENOMEM;
+    w->sig = NULL;
+    atomic_init(&w->fired, 0);
+    atomic_init(&w->active, 0);
     /* In a coroutine, wait on a future of our own, which suspends it (future.c). */
-    if (concur__co_wait && concur_future_create(&w.sig) != 0)
-        w.sig = NULL; /* no memory: wait the thread's way */
+    if (concur__co_wait && concur_future_create(&w->sig) != 0)
+        w->sig = NULL; /* no memory: wait the thread's way */
     size_t registered = 0;
     rc = 0;
     for (; registered < n; registered++) {
-        atomic_fetch_add_explicit(&w.active, 1, memory_order_relaxed);
-        int r = concur_future_add_callback(fs[registered], any_cb, &w);
+        atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
+        int r = concur_future_add_callback(fs[registered], any_cb, w);
         if (r) {
-            atomic_fetch_sub_explicit(&w.active, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
             rc = r;
             break;
         }
-        if (atomic_load_explicit(&w.fired, memory_order_acquire)) {
+        if (atomic_load_explicit(&w->fired, memory_order_acquire)) {
             registered++;
             break;
         }
     }
-    while (!rc && !atomic_load_explicit(&w.fired, memory_order_acquire)) {
-        if (w.sig)
-            rc = concur_future_wait(w.sig, left_of(deadline)); /* 0: fired is set */
-        else if (concur__futex_wait(&w.fired, 0, deadline) == -ETIMEDOUT &&
-                 !atomic_load_explicit(&w.fired, memory_order_acquire))
+    while (!rc && !atomic_load_explicit(&w->fired, memory_order_acquire)) {
+        if (w->sig)
+            rc = concur_future_wait(w->sig, left_of(deadline)); /* 0: fired is set */
+        else if (concur__futex_wait(&w->fired, 0, deadline) == -ETIMEDOUT &&
+                 !atomic_load_explicit(&w->fired, memory_order_acquire))
             rc = CONCUR_ETIMEDOUT;
     }
     for (size_t i = 0; i < registered; i++) {
-        int removed = concur_future_remove_callback(fs[i], any_cb, &w);
+        int removed = concur_future_remove_callback(fs[i], any_cb, w);
         if (removed > 0)
-            atomic_fetch_sub_explicit(&w.active, removed, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&w->active, removed, memory_order_relaxed);
     }
     /* Callbacks that were already running finish in a few instructions. */
-    while (atomic_load_explicit(&w.active, memory_order_acquire) > 0)
+    while (atomic_load_explicit(&w->active, memory_order_acquire) > 0)
         cpu_relax();
-    concur_future_release(w.sig);
+    concur_future_release(w->sig);
+    if (w != &local)
+        free(w);
     if (rc == 0)
         first_done(fs, n, index); /* fired: a callback ran, so one of them is terminal */
     return rc;
@@ -296,19 +303,30 @@ static int fq_get_node(concur_fqueue *q, uint64_t deadline, struct fq_node **out
             rc = CONCUR_ETIMEDOUT; /* timeout 0 included: an expired wait, as everywhere */
             break;
         }
-        struct fq_co w = {.next = q->co};
-        if (concur__co_wait && concur_future_create(&w.sig) == 0) {
-            /* In a coroutine: suspend it, not its loop's thread (no memory: block). */
-            q->co = &w;
+        /* In a coroutine: suspend it, not its loop's thread (no memory: block). The record
+         * is read by fq_cb meanwhile: allocated when the coroutine's stack is shared. */
+        struct fq_co local, *w = NULL;
+        if (concur__co_wait)
+            w = concur__co_shared_stack ? malloc(sizeof(*w)) : &local;
+        if (w && concur_future_create(&w->sig) != 0) {
+            if (w != &local)
+                free(w);
+            w = NULL;
+        }
+        if (w) {
+            w->next = q->co;
+            q->co = w;
             mu_unlock(&q->mu);
-            int r = concur_future_wait(w.sig, left_of(deadline));
+            int r = concur_future_wait(w->sig, left_of(deadline));
             mu_lock(&q->mu);
             for (struct fq_co **pp = &q->co; *pp; pp = &(*pp)->next)
-                if (*pp == &w) {
-                    *pp = w.next;
+                if (*pp == w) {
+                    *pp = w->next;
                     break;
                 }
-            concur_future_release(w.sig);
+            concur_future_release(w->sig);
+            if (w != &local)
+                free(w);
             if (r && r != CONCUR_ETIMEDOUT) {
                 rc = r; /* the coroutine was cancelled or timed out */
                 break;

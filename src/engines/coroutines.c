@@ -43,6 +43,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 enum { EV_BATCH = 64 };
@@ -106,6 +107,7 @@ struct engine {
     _Atomic uint64_t max_stall_ns;
     _Atomic uint64_t last_done; /* ns: a loop completed a task (stored every DONE_EVERY_NS) */
     size_t stack_size;
+    bool shared; /* coroutine_shared_stack */
     uint64_t timeout_ns; /* 0: none */
     double task_timeout;
 };
@@ -133,7 +135,57 @@ struct cloop {
     co **fdw;            /* by fd: the coroutine waiting on it, or NULL (see arm_fd) */
     size_t nfdw;
     bool ring_tried;     /* concur__loop_ring was called (at the first read or write) */
+    bool shared;         /* its coroutines take turns on sstack (records from the heap) */
+    concur__fiber_stack sstack;
+    co *cfree;           /* shared: records of ended coroutines, for the next ones */
+    struct rec_chunk *rchunks; /* shared: where records come from (rec_get) */
+    char *rbump;
+    size_t rleft, rsize;
 };
+
+/* Shared stacks: a coroutine's record is a heap block of CO_RECORD bytes, the co and then
+ * the inline part of its image buffer, enough for a coroutine that waits a few calls deep
+ * (a sleep in a task function keeps about 220 bytes; sys/fiber.c reserves the depth where
+ * it suspends plus a margin). Deeper frames get a buffer of their own. */
+#define CO_RECORD ((sizeof(co) + 640 + 63) & ~(size_t)63)
+
+/* Records are carved from chunks that double from 64 KiB to 2 MiB (the big ones advised
+ * for huge pages: 100,000 coroutines then grow the heap a few dozen times, not 100,000),
+ * and are kept for the loop's next coroutines until it ends. */
+struct rec_chunk {
+    struct rec_chunk *next;
+};
+#define REC_CHUNK_MIN ((size_t)64 << 10)
+#define REC_CHUNK_MAX ((size_t)2 << 20)
+
+static co *rec_get(cloop *L)
+{
+    co *c = L->cfree;
+    if (c) {
+        L->cfree = c->rnext;
+        return c;
+    }
+    if (!L->rleft) {
+        size_t size = L->rsize ? L->rsize * 2 : REC_CHUNK_MIN;
+        if (size > REC_CHUNK_MAX)
+            size = REC_CHUNK_MAX;
+        struct rec_chunk *k =
+            size == REC_CHUNK_MAX ? aligned_alloc(REC_CHUNK_MAX, size) : malloc(size);
+        if (!k)
+            return NULL;
+        if (size == REC_CHUNK_MAX)
+            (void)madvise(k, size, MADV_HUGEPAGE); /* a hint: without it, small pages */
+        k->next = L->rchunks;
+        L->rchunks = k;
+        L->rsize = size;
+        L->rbump = (char *)k + 64;
+        L->rleft = (size - 64) / CO_RECORD;
+    }
+    c = (co *)L->rbump;
+    L->rbump += CO_RECORD;
+    L->rleft--;
+    return c;
+}
 
 static _Thread_local co *tls_co; /* the running coroutine of this thread */
 
@@ -248,16 +300,22 @@ static void co_main(void *arg)
  * start time is @now (one clock read for the tasks a pass admits). */
 static co *spawn(cloop *L, concur_future *f, uint64_t now)
 {
-    uint64_t *canary;
-    void *lo = concur__slab_get(&L->slab, &canary);
-    if (!lo) {
+    uint64_t *canary = NULL;
+    void *lo = NULL;
+    co *c;
+    if (L->shared) {
+        c = rec_get(L);
+    } else {
+        lo = concur__slab_get(&L->slab, &canary);
+        /* The record sits at the top of the stack. */
+        c = lo ? (co *)(((uintptr_t)lo + L->slab.stack - sizeof(co)) & ~(uintptr_t)63) : NULL;
+    }
+    if (!c) {
         concur__future_fail(f, STATE_BIT(CONCUR_RUNNING), CONCUR_ENOMEM,
                             "no memory for a coroutine stack");
         concur_future_release(f);
         return NULL;
     }
-    uintptr_t top = ((uintptr_t)lo + L->slab.stack - sizeof(co)) & ~(uintptr_t)63;
-    co *c = (co *)top;
     memset(c, 0, sizeof(*c));
     c->L = L;
     c->t = L->tmpl;
@@ -269,7 +327,10 @@ static co *spawn(cloop *L, concur_future *f, uint64_t now)
     if (L->e->timeout_ns)
         concur__timer_arm(&L->loop, &c->ttimer, f->t_start + L->e->timeout_ns,
                           tag_of(c, TAG_TIMEOUT));
-    concur__fiber_make(&c->fib, lo, top - (uintptr_t)lo, canary, co_main, c);
+    if (L->shared)
+        concur__fiber_make_shared(&c->fib, &L->sstack, c + 1, CO_RECORD - sizeof(co), co_main, c);
+    else
+        concur__fiber_make(&c->fib, lo, (uintptr_t)c - (uintptr_t)lo, canary, co_main, c);
     c->next = L->live;
     if (L->live)
         L->live->prev = c;
@@ -302,7 +363,12 @@ static void finish(cloop *L, co *c)
     concur__task_complete(&c->t, c->rc, end); /* false: it failed already; result dropped */
     concur_future_release(f);                 /* the engine's reference */
     concur__fiber_release(&c->fib);
-    concur__slab_put(&L->slab, c->stack, c->canary);
+    if (L->shared) {
+        c->rnext = L->cfree;
+        L->cfree = c;
+    } else {
+        concur__slab_put(&L->slab, c->stack, c->canary);
+    }
 }
 
 static void note_stall(cloop *L, uint64_t dt)
@@ -381,6 +447,14 @@ static int suspend(co *c, int wait)
     c->wake_rc = 0;
     concur__fiber_suspend(&c->L->sched);
     return c->wake_rc ? c->wake_rc : interrupted(c);
+}
+
+/* Called by every way into a suspension before it sets anything up: a coroutine on a
+ * shared stack makes room to keep its frames while it waits (sys/fiber.h). 0 or
+ * CONCUR_ENOMEM. */
+static inline int reserve(co *c)
+{
+    return !c->L->shared || concur__fiber_reserve(&c->L->sched) ? 0 : CONCUR_ENOMEM;
 }
 
 /* ---------------------------------------------------------------- events */
@@ -518,7 +592,7 @@ static int co_wait_future(concur_future *f, uint64_t deadline)
     if (!c)
         return CONCUR__WAIT_THREAD;
     int rc = interrupted(c);
-    if (rc)
+    if (rc || (rc = reserve(c)) != 0)
         return rc;
     fwait *r = calloc(1, sizeof(*r));
     if (!r)
@@ -626,6 +700,11 @@ static unsigned worker_run(concur__worker *w, concur_task *t, concur_future *f, 
 
 static void loop_free(cloop *L)
 {
+    while (L->rchunks) {
+        struct rec_chunk *k = L->rchunks;
+        L->rchunks = k->next;
+        free(k);
+    }
     concur__loop_fini(&L->loop);
     concur__slab_fini(&L->slab);
     free(L->fdw);
@@ -649,6 +728,18 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
         return rc;
     }
     concur__slab_init(&L->slab, e->stack_size);
+    if (e->shared) {
+        uint64_t *canary;
+        L->sstack.lo = concur__slab_get(&L->slab, &canary);
+        if (!L->sstack.lo) {
+            loop_free(L);
+            return CONCUR_ENOMEM;
+        }
+        L->sstack.size = L->slab.stack;
+        L->sstack.canary = canary;
+        L->shared = true;
+        concur__co_shared_stack = true; /* sets.c: no waiting record on the stack */
+    }
     concur__fiber_sched_init(&L->sched);
     mu_lock(&e->mu);
     L->next = e->loops;
@@ -736,6 +827,7 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
         return CONCUR_ENOMEM;
     CHECK_PTHREAD(pthread_mutex_init(&e->mu, NULL));
     e->stack_size = o->coroutine_stack_size ? o->coroutine_stack_size : DEFAULT_STACK;
+    e->shared = o->coroutine_shared_stack || concur__co_shared_on;
     e->task_timeout = o->task_timeout;
     if (o->task_timeout > 0) {
         double ns = o->task_timeout * 1e9;
@@ -806,10 +898,10 @@ int concur_co_yield(void)
         return 0;
     }
     int rc = interrupted(c);
-    if (rc)
+    if (rc || (rc = reserve(c)) != 0)
         return rc;
     cloop *L = c->L;
-    if (L->rhead && L->nswitch < SWITCH_MAX)
+    if (!L->shared && L->rhead && L->nswitch < SWITCH_MAX)
         return switch_to(L, c, L->rhead);
     ready_push(L, c);
     return suspend(c, W_NONE);
@@ -833,7 +925,7 @@ int concur_co_sleep(double seconds)
     if (seconds <= 0)
         return concur_co_yield();
     int rc = interrupted(c);
-    if (rc)
+    if (rc || (rc = reserve(c)) != 0)
         return rc;
     concur__timer_arm(&c->L->loop, &c->timer, now_ns() + ns_of(seconds), tag_of(c, TAG_WAIT));
     return suspend(c, W_SLEEP);
@@ -913,7 +1005,7 @@ static int wait_fd_until(int fd, int events, uint64_t deadline)
     if (!c)
         return poll_until(fd, events, deadline);
     int rc = interrupted(c);
-    if (rc)
+    if (rc || (rc = reserve(c)) != 0)
         return rc;
     if (deadline != UINT64_MAX && deadline <= now_ns())
         return poll_until(fd, events, deadline); /* only look */
@@ -987,7 +1079,7 @@ static ssize_t ring_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t 
 {
     cloop *L = c->L;
     int rc = interrupted(c);
-    if (rc)
+    if (rc || (rc = reserve(c)) != 0)
         return rc;
     rc = concur__loop_rw(&L->loop, write, fd, buf, n, tag_of(c, TAG_IO));
     if (rc)
@@ -1002,13 +1094,20 @@ static ssize_t ring_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t 
     return c->wake_rc ? c->wake_rc : c->io_res;
 }
 
-/* The coroutine that may read or write through its ring until @deadline, or NULL (not in a
- * coroutine, no ring, or a deadline already passed: the caller's way, which only looks). */
-static co *ring_user(uint64_t deadline)
+/* The coroutine that may read or write [@buf, +@n) through its ring until @deadline, or NULL
+ * (not in a coroutine, no ring, a deadline already passed: the caller's way, which only
+ * looks; or a buffer on a shared stack, where the kernel must not write while the coroutine
+ * is suspended: its frames are elsewhere then). */
+static co *ring_user(const void *buf, size_t n, uint64_t deadline)
 {
     co *c = tls_co;
     if (!c || !has_ring(c->L) || (deadline != UINT64_MAX && deadline <= now_ns()))
         return NULL;
+    if (c->L->shared) {
+        uintptr_t lo = (uintptr_t)c->L->sstack.lo, hi = lo + c->L->sstack.size;
+        if ((uintptr_t)buf < hi && (uintptr_t)buf + n > lo)
+            return NULL;
+    }
     return c;
 }
 
@@ -1023,7 +1122,7 @@ ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout)
     if (fd < 0 || (!buf && n) || timeout != timeout)
         return CONCUR_EINVAL;
     uint64_t deadline = concur__deadline_ns(timeout);
-    co *c = ring_user(deadline);
+    co *c = ring_user(buf, n, deadline);
     if (c) {
         ssize_t r = ring_rw(c, false, fd, buf, n, deadline);
         if (!ring_declined(r))
@@ -1046,7 +1145,7 @@ ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout)
     uint64_t deadline = concur__deadline_ns(timeout);
     size_t done = 0;
     while (done < n) {
-        co *c = ring_user(deadline);
+        co *c = ring_user((const char *)buf + done, n - done, deadline);
         ssize_t r = c ? ring_rw(c, true, fd, (char *)buf + done, n - done, deadline) : -EBUSY;
         if (ring_declined(r))
             r = write(fd, (const char *)buf + done, n - done);

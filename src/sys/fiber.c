@@ -66,10 +66,10 @@ bool concur__fiber_supported(void)
     return true;
 }
 
-static _Noreturn void overflowed(void)
+/* A coroutine's stack can no longer be trusted: the process stops, saying why. */
+static _Noreturn void stack_lost(const char *msg)
 {
-    static const char msg[] = "concur: coroutine stack overflow (stack canary overwritten)\n";
-    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    ssize_t n = write(STDERR_FILENO, msg, strlen(msg));
     (void)n;
     abort();
 }
@@ -77,7 +77,7 @@ static _Noreturn void overflowed(void)
 static void check_canary(const concur__fiber *f)
 {
     if (f->canary && *f->canary != CONCUR__CANARY)
-        overflowed();
+        stack_lost("concur: coroutine stack overflow (stack canary overwritten)\n");
 }
 
 /* Arrived in fiber @f by a jump that left @fctx behind: it belongs to whoever jumped (the
@@ -110,8 +110,79 @@ static _Noreturn void entry(transfer_t t)
     abort(); /* a finished fiber is never resumed */
 }
 
-void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
-                        void (*fn)(void *arg), void *arg)
+/* ---- shared stacks (sys/fiber.h) */
+
+#ifdef FIBER_ASAN
+#define UNPOISON(p, n) __asan_unpoison_memory_region(p, n)
+#else
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* What a suspension pushes below the point where the fiber reserved its image: the frames
+ * of the calls down to the switch, and the registers the switch saves. */
+#if defined(FIBER_ASAN) || defined(FIBER_TSAN)
+enum { SUSPEND_MARGIN = 2048 };
+#else
+enum { SUSPEND_MARGIN = 384 };
+#endif
+
+static char *stack_top(const concur__fiber_stack *ss)
+{
+    return (char *)ss->lo + ss->size;
+}
+
+/* Makes @f's image buffer hold @need bytes; its contents are not kept (the frames are on
+ * the stack whenever it grows). */
+static bool img_grow(concur__fiber *f, size_t need)
+{
+    if (need <= f->img_cap)
+        return true;
+    size_t cap = f->img_cap * 2 > need ? f->img_cap * 2 : need;
+    cap = (cap + 63) & ~(size_t)63;
+    unsigned char *p = malloc(cap);
+    if (!p)
+        return false;
+    if (f->img_heap)
+        free(f->img);
+    f->img = p;
+    f->img_cap = cap;
+    f->img_heap = true;
+    return true;
+}
+
+/* Copies the frames of @ss's owner, suspended, off the stack into its image. */
+static void stack_out(concur__fiber_stack *ss)
+{
+    concur__fiber *o = ss->owner;
+    ss->owner = NULL;
+    if (!o || o->finished)
+        return;
+    char *sp = o->ctx; /* the switch saved its registers there, below its frames */
+    size_t len = (size_t)(stack_top(ss) - sp);
+    if (!img_grow(o, len)) /* reserved before it suspended: only past the margin */
+        stack_lost("concur: no memory to save a suspended coroutine's stack\n");
+    UNPOISON(sp, len);
+    memcpy(o->img, sp, len);
+    o->img_len = len;
+}
+
+/* Puts @f's frames on its shared stack (a first start: its context is made there). */
+static void stack_in(concur__fiber *f)
+{
+    concur__fiber_stack *ss = f->shared;
+    if (ss->owner == f)
+        return;
+    stack_out(ss);
+    UNPOISON(ss->lo, ss->size); /* whatever the previous owner's frames left in the shadow */
+    if (!f->ctx)
+        f->ctx = ctx_make(stack_top(ss), ss->size, entry);
+    else
+        memcpy(stack_top(ss) - f->img_len, f->img, f->img_len);
+    ss->owner = f;
+}
+
+static void fiber_init(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
+                       void (*fn)(void *arg), void *arg)
 {
     f->lo = lo;
     f->size = size;
@@ -120,7 +191,11 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
     f->fn = fn;
     f->arg = arg;
     f->asan_fake = NULL;
-    f->ctx = ctx_make((char *)lo + size, size, entry);
+    f->ctx = NULL;
+    f->shared = NULL;
+    f->img = NULL;
+    f->img_len = f->img_cap = 0;
+    f->img_heap = false;
 #ifdef FIBER_TSAN
     f->tsan = __tsan_create_fiber(0);
 #else
@@ -128,8 +203,35 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
 #endif
 }
 
+void concur__fiber_make_shared(concur__fiber *f, concur__fiber_stack *ss, void *img, size_t cap,
+                               void (*fn)(void *arg), void *arg)
+{
+    fiber_init(f, ss->lo, ss->size, ss->canary, fn, arg);
+    f->shared = ss;
+    f->img = img;
+    f->img_cap = cap;
+}
+
+__attribute__((noinline)) bool concur__fiber_reserve(concur__fiber_sched *s)
+{
+    concur__fiber *f = s->cur;
+    if (!f || !f->shared)
+        return true;
+    char *here = __builtin_frame_address(0);
+    return img_grow(f, (size_t)(stack_top(f->shared) - here) + SUSPEND_MARGIN);
+}
+
+void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
+                        void (*fn)(void *arg), void *arg)
+{
+    fiber_init(f, lo, size, canary, fn, arg);
+    f->ctx = ctx_make((char *)lo + size, size, entry);
+}
+
 concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
 {
+    if (f->shared)
+        stack_in(f);
     s->cur = f;
     s->from = NULL;
     ASAN_START(&s->asan_fake, f->lo, f->size);
@@ -140,6 +242,8 @@ concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
     back->ctx = r.fctx;
     s->cur = NULL;
     check_canary(back);
+    if (back->finished && back->shared && back->shared->owner == back)
+        back->shared->owner = NULL; /* its frames are gone: nothing to copy out */
     return back;
 }
 
@@ -179,6 +283,19 @@ void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t 
     abort();
 }
 
+void concur__fiber_make_shared(concur__fiber *f, concur__fiber_stack *ss, void *img, size_t cap,
+                               void (*fn)(void *arg), void *arg)
+{
+    (void)f, (void)ss, (void)img, (void)cap, (void)fn, (void)arg;
+    abort();
+}
+
+bool concur__fiber_reserve(concur__fiber_sched *s)
+{
+    (void)s;
+    return true;
+}
+
 concur__fiber *concur__fiber_resume(concur__fiber_sched *s, concur__fiber *f)
 {
     (void)s, (void)f;
@@ -213,6 +330,14 @@ void concur__fiber_release(concur__fiber *f)
         __tsan_destroy_fiber(f->tsan);
 #endif
     f->tsan = NULL;
+    if (f->shared) {
+        if (f->shared->owner == f)
+            f->shared->owner = NULL;
+        if (f->img_heap)
+            free(f->img);
+        f->img = NULL;
+        f->img_heap = false;
+    }
 }
 
 /* ---------------------------------------------------------------- the stack slab */

@@ -33,8 +33,21 @@
  * Either way an overflow is a crash, not a result; the stack size is an option
  * (concur_pool_opts.coroutine_stack_size).
  *
+ * Shared stacks (concur__fiber_stack): fibers made with concur__fiber_make_shared take
+ * turns on one stack. The fiber whose frames are on it (the owner) keeps them there while
+ * it is suspended; resuming another fiber first copies the owner's frames out (the bytes
+ * from its saved context to the top) into the owner's image buffer, then copies the new
+ * fiber's image back in. A fiber resumed right after it suspended, with nobody in between,
+ * costs no copy. The price: while a fiber is suspended its stack addresses hold another
+ * fiber's frames, so nothing may use the address of a variable on its stack meanwhile.
+ * Shared fibers never switch to each other directly (concur__fiber_switch): only through
+ * the scheduler, whose stack is not shared. A fiber reserves its image buffer before it
+ * suspends (concur__fiber_reserve), so the copy-out at a later resume never allocates.
+ *
  * Sanitizers: every switch is announced to ASan (__sanitizer_start/finish_switch_fiber)
  * and TSan (__tsan_switch_to_fiber; a TSan fiber per fiber), so both follow the stacks.
+ * ASan's shadow of a shared stack is cleared when its owner changes (frames copied back in
+ * lose their redzones; frames pushed afterwards get their own).
  */
 #ifndef CONCUR_SYS_FIBER_H
 #define CONCUR_SYS_FIBER_H
@@ -43,8 +56,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A fiber. Zero-initialised, then concur__fiber_make. */
-typedef struct concur__fiber {
+typedef struct concur__fiber concur__fiber;
+
+/* A stack fibers take turns on (see above): [lo, lo + size), from the slab. */
+typedef struct concur__fiber_stack {
+    void *lo;
+    size_t size;
+    const uint64_t *canary; /* as concur__slab_get said: NULL (a guard page) or the word */
+    concur__fiber *owner;   /* whose frames are on it; NULL: nobody's */
+} concur__fiber_stack;
+
+/* A fiber. Zero-initialised, then concur__fiber_make or concur__fiber_make_shared. */
+struct concur__fiber {
     void *ctx;      /* fcontext where it resumes */
     void *lo;       /* lowest usable byte of its stack */
     size_t size;    /* usable bytes above lo */
@@ -54,7 +77,11 @@ typedef struct concur__fiber {
     void *tsan;      /* its TSan fiber */
     void (*fn)(void *arg);
     void *arg;
-} concur__fiber;
+    concur__fiber_stack *shared; /* NULL: a stack of its own */
+    unsigned char *img;          /* shared: its frames while they are off the stack */
+    size_t img_len, img_cap;
+    bool img_heap;               /* img was allocated here (else the caller's inline buffer) */
+};
 
 /* The scheduler side of a thread. */
 typedef struct concur__fiber_sched {
@@ -78,6 +105,18 @@ void concur__fiber_sched_init(concur__fiber_sched *s);
 void concur__fiber_make(concur__fiber *f, void *lo, size_t size, const uint64_t *canary,
                         void (*fn)(void *arg), void *arg);
 
+/* Prepares @f to run fn(arg) on the shared stack @ss, its frames kept in @img (@cap bytes,
+ * the caller's; a bigger buffer is allocated when they outgrow it) while it is off the
+ * stack. Its context is made at its first resume, when the stack is its own. */
+void concur__fiber_make_shared(concur__fiber *f, concur__fiber_stack *ss, void *img, size_t cap,
+                               void (*fn)(void *arg), void *arg);
+
+/* From inside the running fiber, before anything it will suspend for is set up: makes sure
+ * a shared fiber's image buffer can hold its frames as deep as the caller's plus a margin
+ * for the suspension itself. False when no memory (nothing changed); true at once for a
+ * fiber with a stack of its own. */
+bool concur__fiber_reserve(concur__fiber_sched *s);
+
 /* Runs @f until a fiber comes back to the scheduler: @f or, after switches, another one
  * (returned) that suspended or returned (its finished flag). The scheduler's thread only.
  * Stops the process when that fiber's stack canary was overwritten (see above). */
@@ -92,7 +131,8 @@ void concur__fiber_suspend(concur__fiber_sched *s);
  * fiber's canary is checked first. */
 void concur__fiber_switch(concur__fiber_sched *s, concur__fiber *to);
 
-/* Releases what the sanitizers keep for a finished (or never started) fiber. */
+/* Releases what the sanitizers keep for a finished (or never started) fiber, and a shared
+ * fiber's image buffer if it was allocated here. */
 void concur__fiber_release(concur__fiber *f);
 
 /* ---- the stack slab ---- */

@@ -235,6 +235,16 @@ int tu_task_sleep(concur_task *t, const void *in, size_t len)
 
 /* ---- pools --------------------------------------------------------------------------- */
 
+#ifdef TU_CO_SHARED
+#include "core/concur_impl.h"
+/* test_coro_shared and the _cos builds: every coroutine pool's stacks are shared
+ * (coroutine_shared_stack), frames copied off the stack and back at each switch. */
+__attribute__((constructor)) static void stacks_shared(void)
+{
+    concur__co_shared_on = true;
+}
+#endif
+
 concur_pool *tu_pool(int max_workers)
 {
     concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = max_workers};
