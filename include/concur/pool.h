@@ -164,7 +164,7 @@ typedef struct concur_pool_opts {
      *  coroutine_stack_size bytes, and a suspended coroutine keeps only the part of it in use
      *  (from a few hundred bytes), copied out to a buffer of its own when another coroutine
      *  needs the stack and back when it resumes, as gevent's greenlets do. 100,000 sleeping
-     *  coroutines then take about 80 MB instead of 400 (a stack page each). The costs: a
+     *  coroutines then take about 106 MB instead of 420 (a stack page each). The costs: a
      *  copy of the stack in use at each switch between two coroutines (none when a
      *  coroutine resumes with nobody in between), and a rule: while a coroutine is
      *  suspended, nothing may use the address of a variable on its stack (another

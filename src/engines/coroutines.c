@@ -147,7 +147,7 @@ struct cloop {
  * the inline part of its image buffer, enough for a coroutine that waits a few calls deep
  * (a sleep in a task function keeps about 220 bytes; sys/fiber.c reserves the depth where
  * it suspends plus a margin). Deeper frames get a buffer of their own. */
-#define CO_RECORD ((sizeof(co) + 640 + 63) & ~(size_t)63)
+#define CO_RECORD ((sizeof(co) + 448 + 63) & ~(size_t)63)
 
 /* Records are carved from chunks that double from 64 KiB to 2 MiB (the big ones advised
  * for huge pages: 100,000 coroutines then grow the heap a few dozen times, not 100,000),

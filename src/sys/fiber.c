@@ -123,7 +123,7 @@ static _Noreturn void entry(transfer_t t)
 #if defined(FIBER_ASAN) || defined(FIBER_TSAN)
 enum { SUSPEND_MARGIN = 2048 };
 #else
-enum { SUSPEND_MARGIN = 384 };
+enum { SUSPEND_MARGIN = 256 };
 #endif
 
 static char *stack_top(const concur__fiber_stack *ss)
