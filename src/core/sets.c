@@ -63,6 +63,20 @@ int concur_collect_all(concur_future *const *fs, size_t n, double timeout, size_
     return 0;
 }
 
+/* A record that other threads use while the caller waits: @on_stack, the caller's own,
+ * except on a shared coroutine stack (concur__co_shared_stack), where that address holds
+ * another coroutine's frames meanwhile and the record is allocated. NULL: no memory. */
+static void *wait_record(void *on_stack, size_t size)
+{
+    return concur__co_shared_stack ? malloc(size) : on_stack;
+}
+
+static void wait_record_free(void *rec, void *on_stack)
+{
+    if (rec != on_stack)
+        free(rec);
+}
+
 /* ---------------------------------------------------------------- wait_any */
 
 struct any_waiter {
@@ -106,10 +120,8 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     if (timeout == 0)
         return CONCUR_ETIMEDOUT;
     uint64_t deadline = concur__deadline_ns(timeout);
-    /* The callbacks write to the record while the caller waits: on a shared coroutine
-     * stack that address holds another coroutine's frames meanwhile, so it is allocated. */
-    struct any_waiter local, *w = &local;
-    if (concur__co_shared_stack && !(w = malloc(sizeof(*w))))
+    struct any_waiter local, *w = wait_record(&local, sizeof(local)); /* the callbacks' */
+    if (!w)
         return CONCUR_ENOMEM;
     w->sig = NULL;
     atomic_init(&w->fired, 0);
@@ -148,8 +160,7 @@ int concur_wait_any(concur_future *const *fs, size_t n, double timeout, size_t *
     while (atomic_load_explicit(&w->active, memory_order_acquire) > 0)
         cpu_relax();
     concur_future_release(w->sig);
-    if (w != &local)
-        free(w);
+    wait_record_free(w, &local);
     if (rc == 0)
         first_done(fs, n, index); /* fired: a callback ran, so one of them is terminal */
     return rc;
@@ -303,14 +314,11 @@ static int fq_get_node(concur_fqueue *q, uint64_t deadline, struct fq_node **out
             rc = CONCUR_ETIMEDOUT; /* timeout 0 included: an expired wait, as everywhere */
             break;
         }
-        /* In a coroutine: suspend it, not its loop's thread (no memory: block). The record
-         * is read by fq_cb meanwhile: allocated when the coroutine's stack is shared. */
-        struct fq_co local, *w = NULL;
-        if (concur__co_wait)
-            w = concur__co_shared_stack ? malloc(sizeof(*w)) : &local;
+        /* In a coroutine: suspend it, not its loop's thread (no memory: block). fq_cb reads
+         * the record meanwhile. */
+        struct fq_co local, *w = concur__co_wait ? wait_record(&local, sizeof(local)) : NULL;
         if (w && concur_future_create(&w->sig) != 0) {
-            if (w != &local)
-                free(w);
+            wait_record_free(w, &local);
             w = NULL;
         }
         if (w) {
@@ -325,8 +333,7 @@ static int fq_get_node(concur_fqueue *q, uint64_t deadline, struct fq_node **out
                     break;
                 }
             concur_future_release(w->sig);
-            if (w != &local)
-                free(w);
+            wait_record_free(w, &local);
             if (r && r != CONCUR_ETIMEDOUT) {
                 rc = r; /* the coroutine was cancelled or timed out */
                 break;

@@ -135,8 +135,8 @@ struct cloop {
     co **fdw;            /* by fd: the coroutine waiting on it, or NULL (see arm_fd) */
     size_t nfdw;
     bool ring_tried;     /* concur__loop_ring was called (at the first read or write) */
-    bool shared;         /* its coroutines take turns on sstack (records from the heap) */
-    concur__fiber_stack sstack;
+    concur__fiber_stack sstack; /* coroutine_shared_stack: the stack its coroutines take
+                                 * turns on (records from rec_get); lo NULL otherwise */
     co *cfree;           /* shared: records of ended coroutines, for the next ones */
     struct rec_chunk *rchunks; /* shared: where records come from (rec_get) */
     char *rbump;
@@ -157,6 +157,11 @@ struct rec_chunk {
 };
 #define REC_CHUNK_MIN ((size_t)64 << 10)
 #define REC_CHUNK_MAX ((size_t)2 << 20)
+
+static bool shared(const cloop *L)
+{
+    return L->sstack.lo != NULL;
+}
 
 static co *rec_get(cloop *L)
 {
@@ -303,7 +308,7 @@ static co *spawn(cloop *L, concur_future *f, uint64_t now)
     uint64_t *canary = NULL;
     void *lo = NULL;
     co *c;
-    if (L->shared) {
+    if (shared(L)) {
         c = rec_get(L);
     } else {
         lo = concur__slab_get(&L->slab, &canary);
@@ -327,7 +332,7 @@ static co *spawn(cloop *L, concur_future *f, uint64_t now)
     if (L->e->timeout_ns)
         concur__timer_arm(&L->loop, &c->ttimer, f->t_start + L->e->timeout_ns,
                           tag_of(c, TAG_TIMEOUT));
-    if (L->shared)
+    if (shared(L))
         concur__fiber_make_shared(&c->fib, &L->sstack, c + 1, CO_RECORD - sizeof(co), co_main, c);
     else
         concur__fiber_make(&c->fib, lo, (uintptr_t)c - (uintptr_t)lo, canary, co_main, c);
@@ -363,7 +368,7 @@ static void finish(cloop *L, co *c)
     concur__task_complete(&c->t, c->rc, end); /* false: it failed already; result dropped */
     concur_future_release(f);                 /* the engine's reference */
     concur__fiber_release(&c->fib);
-    if (L->shared) {
+    if (shared(L)) {
         c->rnext = L->cfree;
         L->cfree = c;
     } else {
@@ -449,12 +454,16 @@ static int suspend(co *c, int wait)
     return c->wake_rc ? c->wake_rc : interrupted(c);
 }
 
-/* Called by every way into a suspension before it sets anything up: a coroutine on a
- * shared stack makes room to keep its frames while it waits (sys/fiber.h). 0 or
- * CONCUR_ENOMEM. */
-static inline int reserve(co *c)
+/* Called by every way into a suspension before it sets anything up: what it returns at
+ * once instead of waiting (0: it may wait). An interruption (see interrupted()), or
+ * CONCUR_ENOMEM when a coroutine on a shared stack finds no room to keep its frames while
+ * it waits (sys/fiber.h). */
+static inline int before_wait(co *c)
 {
-    return !c->L->shared || concur__fiber_reserve(&c->L->sched) ? 0 : CONCUR_ENOMEM;
+    int rc = interrupted(c);
+    if (!rc && shared(c->L) && !concur__fiber_reserve(&c->L->sched))
+        rc = CONCUR_ENOMEM;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- events */
@@ -591,8 +600,8 @@ static int co_wait_future(concur_future *f, uint64_t deadline)
     co *c = tls_co;
     if (!c)
         return CONCUR__WAIT_THREAD;
-    int rc = interrupted(c);
-    if (rc || (rc = reserve(c)) != 0)
+    int rc = before_wait(c);
+    if (rc)
         return rc;
     fwait *r = calloc(1, sizeof(*r));
     if (!r)
@@ -737,7 +746,6 @@ static int worker_start(concur__worker *w, concur_task *t, bool *hook_failed)
         }
         L->sstack.size = L->slab.stack;
         L->sstack.canary = canary;
-        L->shared = true;
         concur__co_shared_stack = true; /* sets.c: no waiting record on the stack */
     }
     concur__fiber_sched_init(&L->sched);
@@ -897,11 +905,11 @@ int concur_co_yield(void)
         (void)sched_yield(); /* cannot fail on Linux */
         return 0;
     }
-    int rc = interrupted(c);
-    if (rc || (rc = reserve(c)) != 0)
+    int rc = before_wait(c);
+    if (rc)
         return rc;
     cloop *L = c->L;
-    if (!L->shared && L->rhead && L->nswitch < SWITCH_MAX)
+    if (!shared(L) && L->rhead && L->nswitch < SWITCH_MAX)
         return switch_to(L, c, L->rhead);
     ready_push(L, c);
     return suspend(c, W_NONE);
@@ -924,8 +932,8 @@ int concur_co_sleep(double seconds)
     }
     if (seconds <= 0)
         return concur_co_yield();
-    int rc = interrupted(c);
-    if (rc || (rc = reserve(c)) != 0)
+    int rc = before_wait(c);
+    if (rc)
         return rc;
     concur__timer_arm(&c->L->loop, &c->timer, now_ns() + ns_of(seconds), tag_of(c, TAG_WAIT));
     return suspend(c, W_SLEEP);
@@ -1004,8 +1012,8 @@ static int wait_fd_until(int fd, int events, uint64_t deadline)
     co *c = tls_co;
     if (!c)
         return poll_until(fd, events, deadline);
-    int rc = interrupted(c);
-    if (rc || (rc = reserve(c)) != 0)
+    int rc = before_wait(c);
+    if (rc)
         return rc;
     if (deadline != UINT64_MAX && deadline <= now_ns())
         return poll_until(fd, events, deadline); /* only look */
@@ -1078,8 +1086,8 @@ static bool has_ring(cloop *L)
 static ssize_t ring_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t deadline)
 {
     cloop *L = c->L;
-    int rc = interrupted(c);
-    if (rc || (rc = reserve(c)) != 0)
+    int rc = before_wait(c);
+    if (rc)
         return rc;
     rc = concur__loop_rw(&L->loop, write, fd, buf, n, tag_of(c, TAG_IO));
     if (rc)
@@ -1103,7 +1111,7 @@ static co *ring_user(const void *buf, size_t n, uint64_t deadline)
     co *c = tls_co;
     if (!c || !has_ring(c->L) || (deadline != UINT64_MAX && deadline <= now_ns()))
         return NULL;
-    if (c->L->shared) {
+    if (shared(c->L)) {
         uintptr_t lo = (uintptr_t)c->L->sstack.lo, hi = lo + c->L->sstack.size;
         if ((uintptr_t)buf < hi && (uintptr_t)buf + n > lo)
             return NULL;
