@@ -145,7 +145,7 @@ static int spawner(concur_task *t, const void *in, size_t len)
 
 /* The median pass is the RESULT (the spread between passes is wide on a virtual machine
  * whose idle vCPUs are slow to wake). */
-static void spawn_report(const spawn_job *j, const char *sys)
+static void spawn_report(spawn_job *j, const char *sys)
 {
     uint64_t lo = j->t[0], hi = j->t[0];
     for (int i = 1; i < PASSES; i++) {

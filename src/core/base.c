@@ -97,6 +97,7 @@ int concur__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_n
 }
 
 _Thread_local bool concur__woke_thread;
+_Atomic int concur__cpu_share;
 
 void concur__futex_wake(_Atomic uint32_t *addr, int n)
 {

@@ -64,6 +64,12 @@ void concur__futex_wake(_Atomic uint32_t *addr, int n);
 /* Set in a thread whose concur__futex_wake woke a sleeping thread (cleared by its reader). */
 extern _Thread_local bool concur__woke_thread;
 
+/* The CPUs this process may keep busy while it waits (an idle worker's spin), read by each
+ * pool at its creation: 0, every online CPU. concur_mpi_init sets this rank's share of its
+ * node's CPUs (at least 1) when several ranks share the node: a spin that counted every CPU
+ * would then take the CPU from the very rank, or worker process, it waits for. */
+extern _Atomic int concur__cpu_share;
+
 /* ---- byte buffers, inline when small ---- */
 typedef struct concur__buf {
     size_t len;

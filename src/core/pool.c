@@ -63,6 +63,7 @@ struct concur_pool {
     char name[NAME_MAX_ + 1];
     int max_workers;
     int ncpu;         /* online CPUs at creation */
+    int spin_cpus;    /* the CPUs its idle workers may spin on (concur__cpu_share) */
     uint64_t idle_ns; /* 0: never */
 
     ALIGNED_LINE _Atomic uint64_t admitted;
@@ -496,11 +497,12 @@ static bool idle(concur__worker *w)
         }
         int zero = 0;
         /* Spin only where it takes no CPU from others: the busy workers, the spinner and one
-         * submitting thread must fit in the online CPUs. Otherwise a spinner time-slices
-         * with the very thread it waits for. */
+         * submitting thread must fit in the CPUs this process may keep busy (the online
+         * ones, or an MPI rank's share of its node). Otherwise a spinner time-slices with
+         * the very thread it waits for. */
         int busy = atomic_load_explicit(&p->nworkers, memory_order_relaxed) -
                    atomic_load_explicit(&p->nidle, memory_order_relaxed);
-        if (busy + 2 <= p->ncpu &&
+        if (busy + 2 <= p->spin_cpus &&
             atomic_compare_exchange_strong_explicit(&p->nspinning, &zero, 1, memory_order_seq_cst,
                                                     memory_order_relaxed)) {
             bool found = false;
@@ -986,6 +988,8 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     snprintf(p->name, sizeof(p->name), "%s", o.name ? o.name : "pool");
     p->o.name = p->name;
     p->ncpu = concur_cpu_count();
+    int share = atomic_load_explicit(&concur__cpu_share, memory_order_relaxed);
+    p->spin_cpus = share > 0 && share < p->ncpu ? share : p->ncpu;
     p->max_workers = o.max_workers            ? o.max_workers
                      : cls->default_workers_fn ? cls->default_workers_fn()
                      : cls->default_workers    ? cls->default_workers

@@ -7,6 +7,8 @@
  * goes through a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN, so the application's
  * own messages never meet concur's and an MPI error is a return code, not an abort. Each
  * rank reports its CPU count to rank 0 (MPI_Gather): the default max_workers of a pool.
+ * Ranks that share a node keep their pools' idle spinning to their share of its CPUs
+ * (concur__cpu_share).
  */
 #include "engines/mpi_proto.h"
 
@@ -21,6 +23,17 @@ void (*concur__mpi_before_finalize)(void);
 
 static bool g_inited, g_started, g_finalized;
 static bool g_own_mpi; /* concur_mpi_init started MPI (not the program): it ends it too */
+
+/* How many ranks run on this rank's node (a collective call): 0 or CONCUR_EIO. */
+static int ranks_on_node(int *n)
+{
+    MPI_Comm node;
+    if (MPI_Comm_split_type(concur__mpi_comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) !=
+        MPI_SUCCESS)
+        return CONCUR_EIO;
+    int rc = MPI_Comm_size(node, n) == MPI_SUCCESS ? 0 : CONCUR_EIO;
+    return MPI_Comm_free(&node) == MPI_SUCCESS ? rc : CONCUR_EIO;
+}
 
 /* Whether a launcher started this process (Open MPI, PMIx, PMI-1/2, Slurm's srun). */
 static bool under_launcher(void)
@@ -106,12 +119,17 @@ int concur_mpi_init(int *argc, char ***argv)
     int cpus = concur_cpu_count();
     if (rank == 0 && !(concur__mpi_cpus = calloc((size_t)size, sizeof(int))))
         return CONCUR_ENOMEM;
+    int local = 0;
     if (MPI_Gather(&cpus, 1, MPI_INT, concur__mpi_cpus, 1, MPI_INT, 0, concur__mpi_comm) !=
-        MPI_SUCCESS) {
+            MPI_SUCCESS ||
+        ranks_on_node(&local) != 0) {
         if (rank != 0)
             exit(1);
         return CONCUR_EIO;
     }
+    /* Ranks sharing a node share its CPUs: a pool here spins only within its share. */
+    if (local > 1)
+        atomic_store(&concur__cpu_share, cpus / local > 0 ? cpus / local : 1);
     if (rank != 0)
         concur__mpi_serve();
     if (atexit(at_exit) != 0) {
