@@ -117,15 +117,18 @@ int concur_mpi_init(int *argc, char ***argv)
     concur__mpi_myrank = rank;
     concur__mpi_nranks = size;
     int cpus = concur_cpu_count();
-    if (rank == 0 && !(concur__mpi_cpus = calloc((size_t)size, sizeof(int))))
-        return CONCUR_ENOMEM;
-    int local = 0;
-    if (MPI_Gather(&cpus, 1, MPI_INT, concur__mpi_cpus, 1, MPI_INT, 0, concur__mpi_comm) !=
+    /* Rank 0 cannot leave the others waiting in the gather: all learn whether it has room
+     * for the figures first. */
+    int ok = rank != 0 || (concur__mpi_cpus = calloc((size_t)size, sizeof(int))) != NULL;
+    int all_ok = 0, local = 0;
+    if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, concur__mpi_comm) != MPI_SUCCESS ||
+        !all_ok ||
+        MPI_Gather(&cpus, 1, MPI_INT, concur__mpi_cpus, 1, MPI_INT, 0, concur__mpi_comm) !=
             MPI_SUCCESS ||
         ranks_on_node(&local) != 0) {
         if (rank != 0)
             exit(1);
-        return CONCUR_EIO;
+        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
     }
     /* Ranks sharing a node share its CPUs: a pool here spins only within its share. */
     if (local > 1)
