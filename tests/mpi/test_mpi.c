@@ -181,6 +181,29 @@ static void bursts_lose_nothing(void)
     printf("ok %s\n", test_name);
 }
 
+/* Submit, wait, submit: each task finds the slot of the one before free, so the pool
+ * keeps one slot however many it may start (a slot counted busy until after its task
+ * completed would start another for the next submit). */
+static void a_sequence_keeps_one_slot(bool in_process)
+{
+    concur_pool *p = mpi_pool(4, 0, in_process);
+    if (!p)
+        return;
+    for (int i = 0; i < 200; i++) {
+        concur_future *f = NULL;
+        int y = 0, rc = concur_pool_submit(p, twice_plus_one, &i, sizeof(i), &f);
+        CHECK(rc == 0, "submit %d: %s", i, concur_strerror(rc));
+        rc = concur_future_get(f, 30, &y, sizeof(y));
+        concur_future_release(f);
+        CHECK(rc == 0 && y == 2 * i + 1, "task %d: rc %d y %d", i, rc, y);
+        concur_pool_counts c;
+        concur_pool_counts_get(p, &c);
+        CHECK(c.workers == 1, "after task %d: %zu slots", i, c.workers);
+    }
+    concur_pool_destroy(p);
+    printf("ok %s\n", test_name);
+}
+
 static void tasks_run_on_the_other_ranks(void)
 {
     concur_pool *p = mpi_pool(0, 0, false);
@@ -600,6 +623,8 @@ int main(int argc, char **argv)
     RUN(results_come_back(false));
     RUN(results_come_back(true));
     RUN(tasks_run_on_the_other_ranks());
+    RUN(a_sequence_keeps_one_slot(false));
+    RUN(a_sequence_keeps_one_slot(true));
     RUN(a_long_task_does_not_hold_up_the_next());
     RUN(bursts_lose_nothing());
     RUN(own_errors_are_remote(false));
