@@ -56,7 +56,9 @@ extern "C" {
  * other rank it does not return: it serves tasks and then calls exit(0) (exit(1) when MPI
  * fails there). Errors on rank 0: CONCUR_ENOTSUP (a library built without MPI, or an MPI
  * without MPI_THREAD_MULTIPLE), CONCUR_EBUSY (called twice), CONCUR_EIO (MPI failed to
- * start). Not thread-safe: call it from main's thread.
+ * start), CONCUR_ENOMEM; the serving ranks then exit with status 1, which ends the job
+ * under mpirun, and an MPI pool made anyway runs on this machine, as without a launcher.
+ * Not thread-safe: call it from main's thread.
  */
 CONCUR_API int concur_mpi_init(int *argc, char ***argv);
 

@@ -24,6 +24,17 @@ void (*concur__mpi_before_finalize)(void);
 static bool g_inited, g_started, g_finalized;
 static bool g_own_mpi; /* concur_mpi_init started MPI (not the program): it ends it too */
 
+/* concur_mpi_init failed once the ranks were counted: a serving rank exits (mpirun ends
+ * the job); rank 0 returns @rc, and its MPI pools run locally, as without a launcher,
+ * instead of sending to ranks that are gone. */
+static int init_failed(int rank, int rc)
+{
+    if (rank != 0)
+        exit(1);
+    concur__mpi_nranks = 1;
+    return rc;
+}
+
 /* How many ranks run on this rank's node (a collective call): 0 or CONCUR_EIO. */
 static int ranks_on_node(int *n)
 {
@@ -125,11 +136,8 @@ int concur_mpi_init(int *argc, char ***argv)
         !all_ok ||
         MPI_Gather(&cpus, 1, MPI_INT, concur__mpi_cpus, 1, MPI_INT, 0, concur__mpi_comm) !=
             MPI_SUCCESS ||
-        ranks_on_node(&local) != 0) {
-        if (rank != 0)
-            exit(1);
-        return ok ? CONCUR_EIO : CONCUR_ENOMEM;
-    }
+        ranks_on_node(&local) != 0)
+        return init_failed(rank, ok ? CONCUR_EIO : CONCUR_ENOMEM);
     /* Ranks sharing a node share its CPUs: a pool here spins only within its share. */
     if (local > 1)
         atomic_store(&concur__cpu_share, cpus / local > 0 ? cpus / local : 1);
@@ -137,7 +145,7 @@ int concur_mpi_init(int *argc, char ***argv)
         concur__mpi_serve();
     if (atexit(at_exit) != 0) {
         send_exit(); /* without the handler the ranks would wait for ever */
-        return CONCUR_ENOMEM;
+        return init_failed(rank, CONCUR_ENOMEM);
     }
     return 0;
 }
