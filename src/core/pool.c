@@ -62,7 +62,6 @@ struct concur_pool {
     concur_pool_opts o;
     char name[NAME_MAX_ + 1];
     int max_workers;
-    int ncpu;         /* online CPUs at creation */
     int spin_cpus;    /* the CPUs its idle workers may spin on (concur__cpu_share) */
     uint64_t idle_ns; /* 0: never */
 
@@ -987,13 +986,13 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
     p->o = o;
     snprintf(p->name, sizeof(p->name), "%s", o.name ? o.name : "pool");
     p->o.name = p->name;
-    p->ncpu = concur_cpu_count();
+    int ncpu = concur_cpu_count();
     int share = atomic_load_explicit(&concur__cpu_share, memory_order_relaxed);
-    p->spin_cpus = share > 0 && share < p->ncpu ? share : p->ncpu;
+    p->spin_cpus = share > 0 && share < ncpu ? share : ncpu;
     p->max_workers = o.max_workers            ? o.max_workers
                      : cls->default_workers_fn ? cls->default_workers_fn()
                      : cls->default_workers    ? cls->default_workers
-                                               : p->ncpu;
+                                               : ncpu;
     p->idle_ns = o.idle_timeout > 0 ? (uint64_t)(o.idle_timeout * 1e9) : 0;
     if (p->idle_ns == 0 && o.idle_timeout > 0)
         p->idle_ns = 1;
