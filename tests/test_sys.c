@@ -699,3 +699,107 @@ Test(sys, fate_descriptions)
     cr_assert_str_eq(fate_of(concur__ended_wstatus(1 << 8, 0), &lim, &fa),
                      "worker exited with status 1 (memory limit of 1048576 bytes)");
 }
+
+/* ---- big buffers kept for reuse (core/base.c) ----------------------------------------- */
+
+Test(sys, a_freed_big_block_is_taken_again_by_its_class)
+{
+    concur__big_hold(); /* as a pool does */
+    cr_assert_eq(concur__big_kept(), 0);
+    unsigned char *p = concur__big_alloc((1 << 20) + 1); /* class 2 MiB */
+    cr_assert_not_null(p);
+    memset(p, 0xab, (1 << 20) + 1);
+    concur__big_free(p);
+    cr_assert(concur__big_kept() >= (size_t)2 << 20 && concur__big_kept() < (size_t)4 << 20);
+    unsigned char *q = concur__big_alloc((size_t)2 << 20); /* the same class */
+    cr_assert_eq(q, p, "the kept block comes back");
+    cr_assert_eq(q[0], 0xab, "with its pages (not a fresh block)");
+    cr_assert_eq(concur__big_kept(), 0);
+    q = concur__big_realloc(q, 3, (size_t)4 << 20); /* another class: a new block */
+    cr_assert_not_null(q);
+    cr_assert(q[0] == 0xab && q[2] == 0xab, "realloc keeps the bytes asked for");
+    cr_assert(concur__big_kept() >= (size_t)2 << 20 && concur__big_kept() < (size_t)4 << 20,
+              "the old block went to the cache");
+    concur__big_free(q);
+    concur__big_unhold();
+    cr_assert_eq(concur__big_kept(), 0, "the last unhold gives them back");
+    p = concur__big_alloc((size_t)2 << 20);
+    cr_assert_not_null(p);
+    concur__big_free(p);
+    cr_assert_eq(concur__big_kept(), 0, "nothing is kept without a holder");
+}
+
+Test(sys, small_and_huge_blocks_are_not_kept)
+{
+    concur__big_hold();
+    void *s = concur__big_alloc(1000), *h = concur__big_alloc((size_t)64 << 20);
+    cr_assert(s && h);
+    concur__big_free(s);
+    concur__big_free(h);
+    concur__big_free(NULL);
+    cr_assert_eq(concur__big_kept(), 0);
+    concur__big_unhold();
+}
+
+Test(sys, the_cache_holds_64_MiB_at_most)
+{
+    enum { N = 20 };
+    void *b[N];
+    concur__big_hold();
+    for (int i = 0; i < N; i++)
+        cr_assert_not_null(b[i] = concur__big_alloc((size_t)4 << 20)); /* 80 MiB */
+    for (int i = 0; i < N; i++)
+        concur__big_free(b[i]);
+    cr_assert(concur__big_kept() <= (size_t)64 << 20 && concur__big_kept() > (size_t)56 << 20,
+              "%zu bytes kept", concur__big_kept());
+    concur__big_drain();
+    cr_assert_eq(concur__big_kept(), 0);
+    concur__big_unhold();
+}
+
+static int twice_plus_one(concur_task *t, const void *in, void *out)
+{
+    (void)t;
+    *(int *)out = *(const int *)in * 2 + 1;
+    return 0;
+}
+
+static int echo_big(concur_task *t, const void *in, size_t len)
+{
+    return concur_task_return(t, in, len);
+}
+
+Test(sys, big_buffers_are_kept_while_a_pool_lives_and_freed_with_the_last)
+{
+    concur_pool *p;
+    concur_pool_opts po = {.engine = CONCUR_ENGINE_PROCESSES, .max_workers = 2};
+    cr_assert_eq(concur_pool_create(&p, &po), 0);
+    size_t n = 1 << 20;
+    int *in = malloc(n * sizeof(int)), *out = malloc(n * sizeof(int));
+    cr_assert(in && out);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (int)i;
+    concur_map_opts o = CONCUR_MAP_OPTS_INIT;
+    o.in_size = o.out_size = sizeof(int);
+    o.chunk_size = 1 << 16; /* 256 KiB chunks: their inputs and results are big blocks */
+    for (int pass = 0; pass < 2; pass++) {
+        memset(out, 0, n * sizeof(int));
+        cr_assert_eq(concur_map(p, twice_plus_one, &o, in, n, out, NULL), 0);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(out[i], (int)i * 2 + 1, "pass %d, item %zu", pass, i);
+        cr_assert_gt(concur__big_kept(), 0, "pass %d: the chunks' buffers are kept", pass);
+    }
+    concur_future *f; /* a result freed after the last pool is gone is not kept */
+    concur_pool *q;
+    cr_assert_eq(concur_pool_create(&q, &po), 0);
+    static char big[256 << 10];
+    cr_assert_eq(concur_pool_submit(q, echo_big, big, sizeof big, &f), 0);
+    cr_assert_eq(concur_future_wait(f, CONCUR_FOREVER), 0);
+    concur_pool_destroy(q);
+    concur_pool_destroy(p);
+    cr_assert_eq(concur__big_kept(), 0, "the last pool's end gives them back");
+    concur_future_release(f); /* its 256 KiB input and result */
+    cr_assert_eq(concur__big_kept(), 0, "and later frees go back to malloc");
+    free(in);
+    free(out);
+}

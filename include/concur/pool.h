@@ -190,6 +190,9 @@ CONCUR_API int concur_pool_create(concur_pool **out, const concur_pool_opts *opt
  * CONCUR_FOREVER)), waits for the workers and frees the pool, including the list of cancelled
  * tasks. Futures handed out stay valid (they are reference counted). Accepts NULL. Must not
  * be called from one of the pool's own workers (nothing happens then; the pool leaks).
+ * While any pool exists the library keeps freed buffers of 64 KiB and more (task inputs and
+ * results, a map's chunks), up to 64 MiB in all, for the next tasks to reuse; destroying the
+ * last pool frees them.
  */
 CONCUR_API void concur_pool_destroy(concur_pool *p);
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -127,7 +128,7 @@ void *concur__buf_alloc(concur__buf *b, size_t len)
 {
     buf_free(b);
     if (len > CONCUR_INLINE_BYTES) {
-        void *p = malloc(len);
+        void *p = len >= CONCUR__BIG_MIN ? concur__big_alloc(len) : malloc(len);
         if (!p)
             return NULL;
         b->u.ptr = p;
@@ -146,4 +147,122 @@ int concur__buf_set(concur__buf *b, const void *data, size_t len)
     if (len)
         memcpy(p, data, len);
     return 0;
+}
+
+/* ---------------------------------------------------------------- big buffers */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BIG_ASAN 1
+#endif
+#endif
+#ifdef BIG_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+/* Classes 2^16 (CONCUR__BIG_MIN) to 2^25 bytes, SLOTS blocks each; a block of class c has at
+ * least 2^c usable bytes, and one allocated here exactly 2^c asked for. */
+enum { BIG_LOW = 16, BIG_HIGH = 25, BIG_SLOTS = 32 };
+#define BIG_KEEP ((size_t)64 << 20)
+
+static void *_Atomic g_big[BIG_HIGH - BIG_LOW + 1][BIG_SLOTS];
+static _Atomic size_t g_big_bytes; /* the usable sizes of the cached blocks */
+static _Atomic long g_big_holds;   /* the pools alive: blocks are kept while there is one */
+
+static int log2_floor(size_t v)
+{
+    return (int)(sizeof(unsigned long long) * CHAR_BIT) - 1 - __builtin_clzll(v);
+}
+
+void *concur__big_alloc(size_t len)
+{
+    int c = len <= 1 ? 0 : log2_floor(len - 1) + 1; /* the class that holds @len */
+    if (c < BIG_LOW || c > BIG_HIGH)
+        return malloc(len);
+    for (int i = 0; i < BIG_SLOTS; i++) {
+        if (!atomic_load_explicit(&g_big[c - BIG_LOW][i], memory_order_relaxed))
+            continue;
+        void *p = atomic_exchange_explicit(&g_big[c - BIG_LOW][i], NULL, memory_order_acquire);
+        if (p) {
+            atomic_fetch_sub_explicit(&g_big_bytes, malloc_usable_size(p), memory_order_relaxed);
+#ifdef BIG_ASAN
+            __asan_unpoison_memory_region(p, len);
+#endif
+            return p;
+        }
+    }
+    return malloc((size_t)1 << c);
+}
+
+void concur__big_free(void *p)
+{
+    if (!p)
+        return;
+    size_t u = malloc_usable_size(p);
+    int c = u ? log2_floor(u) : 0;
+    if (c >= BIG_LOW && c <= BIG_HIGH &&
+        atomic_load_explicit(&g_big_holds, memory_order_relaxed) > 0) {
+        if (atomic_fetch_add_explicit(&g_big_bytes, u, memory_order_relaxed) + u <= BIG_KEEP) {
+#ifdef BIG_ASAN
+            __asan_poison_memory_region(p, u); /* a use after free stays an error */
+#endif
+            for (int i = 0; i < BIG_SLOTS; i++) {
+                void *none = NULL;
+                if (atomic_compare_exchange_strong_explicit(&g_big[c - BIG_LOW][i], &none, p,
+                                                            memory_order_release,
+                                                            memory_order_relaxed))
+                    return;
+            }
+#ifdef BIG_ASAN
+            __asan_unpoison_memory_region(p, u);
+#endif
+        }
+        atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed); /* not kept */
+    }
+    free(p);
+}
+
+void concur__big_hold(void)
+{
+    atomic_fetch_add_explicit(&g_big_holds, 1, memory_order_relaxed);
+}
+
+void concur__big_unhold(void)
+{
+    if (atomic_fetch_sub_explicit(&g_big_holds, 1, memory_order_acq_rel) == 1)
+        concur__big_drain();
+}
+
+void *concur__big_realloc(void *p, size_t keep, size_t len)
+{
+    void *n = concur__big_alloc(len);
+    if (!n)
+        return NULL;
+    if (keep)
+        memcpy(n, p, keep < len ? keep : len);
+    concur__big_free(p);
+    return n;
+}
+
+void concur__big_drain(void)
+{
+    for (int c = 0; c <= BIG_HIGH - BIG_LOW; c++)
+        for (int i = 0; i < BIG_SLOTS; i++) {
+            void *p = atomic_exchange_explicit(&g_big[c][i], NULL, memory_order_acquire);
+            if (p) {
+                size_t u = malloc_usable_size(p);
+                atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed);
+#ifdef BIG_ASAN
+                __asan_unpoison_memory_region(p, u);
+#endif
+                free(p);
+            }
+        }
+}
+
+size_t concur__big_kept(void)
+{
+    return atomic_load_explicit(&g_big_bytes, memory_order_relaxed);
 }

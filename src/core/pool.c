@@ -1042,6 +1042,7 @@ int concur_pool_create(concur_pool **out, const concur_pool_opts *opts)
         }
     }
     CHECK_PTHREAD(pthread_once(&g_exit_once, exit_once));
+    concur__big_hold();
     mu_lock(&g_reg_mu);
     p->reg_next = g_reg;
     if (g_reg)
@@ -1444,4 +1445,5 @@ void concur_pool_destroy(concur_pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->qmu);
     free(p);
+    concur__big_unhold(); /* the last pool: the big buffers kept for reuse go back */
 }

@@ -123,14 +123,14 @@ static rxmsg *probe_any(int *tag, int *rc)
     }
     if (!flag)
         return NULL;
-    rxmsg *m = malloc(sizeof(*m) + (size_t)len);
+    rxmsg *m = concur__big_alloc(sizeof(*m) + (size_t)len);
     if (!m) {
         (void)MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncated: dropped */
         *rc = CONCUR_ENOMEM;
         return NULL;
     }
     if (MPI_Mrecv(m->data, len, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-        free(m);
+        concur__big_free(m);
         *rc = CONCUR_EIO;
         return NULL;
     }
@@ -200,7 +200,7 @@ static void *rx_main(void *arg)
                 deliver(to, m);
                 atomic_store_explicit(&to->delivering, 0, memory_order_release);
             }
-            free(m); /* a message for a slot that is gone is dropped */
+            concur__big_free(m); /* a message for a slot that is gone is dropped */
             last = now;
             continue;
         }
@@ -551,7 +551,7 @@ static concur_future *take_outcome(slot *s, uint64_t id, const char *rec, size_t
     concur_future *f = take_locked(s, id);
     /* One at a time: the slot may not have taken the one before yet. Without memory for
      * the copy, the receiver completes it. */
-    char *copy = f && !s->n && !s->last_f ? malloc(len ? len : 1) : NULL;
+    char *copy = f && !s->n && !s->last_f ? concur__big_alloc(len ? len : 1) : NULL;
     if (copy) {
         memcpy(copy, rec, len);
         s->last_f = f;
@@ -592,7 +592,7 @@ static void complete_handed(slot *s)
      * meanwhile would wait for it instead of starting another slot. */
     concur__worker_ready(s->w);
     (void)concur__outcome_apply(f, rec, len, now_ns());
-    free(rec);
+    concur__big_free(rec);
     concur_future_release(f); /* the engine's reference */
     concur__pool_progress(s->w->pool);
 }

@@ -173,7 +173,7 @@ static void add_outcome(batch *groups, unsigned *ng, rtask *rt)
     size_t need = g->len + sizeof(rl) + (size_t)rl;
     if (need > g->cap) {
         size_t c = need < 4096 ? 4096 : need;
-        char *nb = realloc(g->buf, c);
+        char *nb = concur__big_realloc(g->buf, g->len, c);
         if (!nb)
             mpi_failed(); /* the rank cannot report: mpirun ends the job */
         g->buf = nb;
@@ -241,7 +241,7 @@ static void reap_sent(bool all)
             mpi_failed();
         if (all || flag) {
             *pp = s->next;
-            free(s->buf);
+            concur__big_free(s->buf);
             free(s);
         } else {
             pp = &s->next;
@@ -456,11 +456,11 @@ static bool receive_request(void)
     int len = 0;
     if (MPI_Get_count(&st, MPI_BYTE, &len) != MPI_SUCCESS)
         mpi_failed();
-    char *b = malloc(len > 0 ? (size_t)len : 1);
+    char *b = concur__big_alloc(len > 0 ? (size_t)len : 1);
     if (!b || MPI_Mrecv(b, len, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
         mpi_failed();
     handle(b, (size_t)len);
-    free(b);
+    concur__big_free(b);
     return true;
 }
 
