@@ -706,24 +706,29 @@ Test(sys, a_freed_big_block_is_taken_again_by_its_class)
 {
     concur__big_hold(); /* as a pool does */
     cr_assert_eq(concur__big_kept(), 0);
-    unsigned char *p = concur__big_alloc((1 << 20) + 1); /* class 2 MiB */
+    size_t mib = (size_t)1 << 20;
+    unsigned char *p = concur__big_alloc(mib + 1); /* class 1 MiB */
     cr_assert_not_null(p);
-    memset(p, 0xab, (1 << 20) + 1);
+    memset(p, 0xab, mib + 1);
     concur__big_free(p);
-    cr_assert(concur__big_kept() >= (size_t)2 << 20 && concur__big_kept() < (size_t)4 << 20);
-    unsigned char *q = concur__big_alloc((size_t)2 << 20); /* the same class */
+    cr_assert(concur__big_kept() > mib && concur__big_kept() < 2 * mib);
+    unsigned char *big = concur__big_alloc(mib + mib / 2); /* the same class, too big */
+    cr_assert_neq(big, p, "a kept block smaller than the request is not taken");
+    cr_assert(concur__big_kept() > mib, "and stays kept");
+    unsigned char *q = concur__big_alloc(mib + 1);
     cr_assert_eq(q, p, "the kept block comes back");
     cr_assert_eq(q[0], 0xab, "with its pages (not a fresh block)");
     cr_assert_eq(concur__big_kept(), 0);
-    q = concur__big_realloc(q, 3, (size_t)4 << 20); /* another class: a new block */
+    q = concur__big_realloc(q, 3, 4 * mib); /* another class: a new block */
     cr_assert_not_null(q);
     cr_assert(q[0] == 0xab && q[2] == 0xab, "realloc keeps the bytes asked for");
-    cr_assert(concur__big_kept() >= (size_t)2 << 20 && concur__big_kept() < (size_t)4 << 20,
+    cr_assert(concur__big_kept() > mib && concur__big_kept() < 2 * mib,
               "the old block went to the cache");
     concur__big_free(q);
+    concur__big_free(big);
     concur__big_unhold();
     cr_assert_eq(concur__big_kept(), 0, "the last unhold gives them back");
-    p = concur__big_alloc((size_t)2 << 20);
+    p = concur__big_alloc(2 * mib);
     cr_assert_not_null(p);
     concur__big_free(p);
     cr_assert_eq(concur__big_kept(), 0, "nothing is kept without a holder");

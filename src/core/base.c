@@ -162,8 +162,10 @@ int concur__buf_set(concur__buf *b, const void *data, size_t len)
 #include <sanitizer/asan_interface.h>
 #endif
 
-/* Classes 2^16 (CONCUR__BIG_MIN) to 2^25 bytes, SLOTS blocks each; a block of class c has at
- * least 2^c usable bytes, and one allocated here exactly 2^c asked for. */
+/* Classes 2^16 (CONCUR__BIG_MIN) to 2^25 bytes, BIG_SLOTS blocks each: a block is kept in
+ * the class of its usable size rounded down to a power of two, and is taken again for a
+ * request of that class it is big enough for (a map's chunks all ask the same size). Blocks
+ * are malloc()'ed at the size asked, never rounded up. */
 enum { BIG_LOW = 16, BIG_HIGH = 25, BIG_SLOTS = 32 };
 #define BIG_KEEP ((size_t)64 << 20)
 
@@ -176,24 +178,43 @@ static int log2_floor(size_t v)
     return (int)(sizeof(unsigned long long) * CHAR_BIT) - 1 - __builtin_clzll(v);
 }
 
+/* Drops a block taken out of the cache: it is no longer counted (nor poisoned). */
+static void big_taken(void *p, size_t u)
+{
+    atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed);
+#ifdef BIG_ASAN
+    __asan_unpoison_memory_region(p, u);
+#else
+    (void)p;
+#endif
+}
+
 void *concur__big_alloc(size_t len)
 {
-    int c = len <= 1 ? 0 : log2_floor(len - 1) + 1; /* the class that holds @len */
+    int c = len ? log2_floor(len) : 0;
     if (c < BIG_LOW || c > BIG_HIGH)
         return malloc(len);
+    void *_Atomic *slot = g_big[c - BIG_LOW];
     for (int i = 0; i < BIG_SLOTS; i++) {
-        if (!atomic_load_explicit(&g_big[c - BIG_LOW][i], memory_order_relaxed))
+        if (!atomic_load_explicit(&slot[i], memory_order_relaxed))
             continue;
-        void *p = atomic_exchange_explicit(&g_big[c - BIG_LOW][i], NULL, memory_order_acquire);
-        if (p) {
-            atomic_fetch_sub_explicit(&g_big_bytes, malloc_usable_size(p), memory_order_relaxed);
-#ifdef BIG_ASAN
-            __asan_unpoison_memory_region(p, len);
-#endif
+        void *p = atomic_exchange_explicit(&slot[i], NULL, memory_order_acquire);
+        if (!p)
+            continue;
+        size_t u = malloc_usable_size(p);
+        if (u >= len) {
+            big_taken(p, u);
             return p;
         }
+        /* Too small for this request: back in its slot, or freed if that was refilled. */
+        void *none = NULL;
+        if (!atomic_compare_exchange_strong_explicit(&slot[i], &none, p, memory_order_release,
+                                                     memory_order_relaxed)) {
+            big_taken(p, u);
+            free(p);
+        }
     }
-    return malloc((size_t)1 << c);
+    return malloc(len);
 }
 
 void concur__big_free(void *p)
@@ -252,11 +273,7 @@ void concur__big_drain(void)
         for (int i = 0; i < BIG_SLOTS; i++) {
             void *p = atomic_exchange_explicit(&g_big[c][i], NULL, memory_order_acquire);
             if (p) {
-                size_t u = malloc_usable_size(p);
-                atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed);
-#ifdef BIG_ASAN
-                __asan_unpoison_memory_region(p, u);
-#endif
+                big_taken(p, malloc_usable_size(p));
                 free(p);
             }
         }
