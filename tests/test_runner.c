@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "testutil.h"
 
 #define SH(script) ((const char *const[]){"/bin/sh", "-c", (script), NULL})
 
@@ -228,13 +231,13 @@ Test(runner, zero_or_negative_timeout_means_none)
 
 Test(runner, results_in_input_order_and_fractional_timeouts)
 {
-    concur_runner_opts o = {.timeout = 0.5};
+    concur_runner_opts o = {.timeout = 1.5}; /* far above a's 0.3 s, even on a loaded host */
     concur_cmd cmds[] = {{.argv = SH("sleep 0.3"), .key = "a"},
-                         {.argv = SH("sleep 5"), .key = "b"},
+                         {.argv = SH("sleep 30"), .key = "b"},
                          {.argv = SH("sleep 0.1"), .key = "c"}};
     double t0 = concur_now();
     concur_runner *r = batch(cmds, 3, &o);
-    cr_assert_lt(concur_now() - t0, 3.0);
+    cr_assert_lt(concur_now() - t0, 10.0);
     const char *keys[] = {"a", "b", "c"};
     for (size_t i = 0; i < 3; i++) {
         cr_assert_str_eq(concur_runner_result(r, i)->key, keys[i]);
@@ -298,12 +301,12 @@ Test(runner, duplicate_keys_and_empty_batch)
 Test(runner, queue_wait_is_recorded_apart_from_run_time)
 {
     concur_runner_opts o = {.max_workers = 1};
-    concur_cmd cmds[] = {{.argv = SH("sleep 0.2")}, {.argv = SH("sleep 0.1")}};
+    concur_cmd cmds[] = {{.argv = SH("sleep 0.4")}, {.argv = SH("sleep 0.1")}};
     concur_runner *r = batch(cmds, 2, &o);
     const concur_result *second = concur_runner_result(r, 1);
-    cr_assert_geq(second->time_wait, 0.19, "wait %f", second->time_wait);
+    cr_assert_geq(second->time_wait, 0.39, "wait %f", second->time_wait);
     cr_assert_geq(second->time_run, 0.1);
-    cr_assert_lt(second->time_run, 0.19, "run %f", second->time_run);
+    cr_assert_lt(second->time_run, 0.39, "run %f", second->time_run);
     concur_runner_destroy(r);
 }
 
@@ -369,29 +372,58 @@ static int on_done_record(concur_runner *r, const concur_result *res, void *arg)
     return 0;
 }
 
-/* Sources hand out argv arrays that outlive the call (static storage). */
-static const char *const sleeper_argv[3][4] = {
-    {"/bin/sh", "-c", "sleep 0.3; echo a", NULL},
-    {"/bin/sh", "-c", "sleep 0.1; echo b", NULL},
-    {"/bin/sh", "-c", "sleep 0.2; echo c", NULL},
-};
+/* Sources hand out argv arrays that outlive the call (static storage). Command 1 ends at
+ * once; command 2 waits for a line on g_fifo[0], written when command 1 is reported done;
+ * command 0 waits on g_fifo[1], written when command 2 is: completion order 1, 2, 0 by
+ * construction, however slow the machine. */
+static char g_fifo[2][PATH_MAX];
+static char g_wait_line[2][PATH_MAX + 64];
+static const char *g_chain_argv[3][4];
 
-static int sleeps_source(void *arg, size_t index, concur_cmd *cmd)
+static int chain_source(void *arg, size_t index, concur_cmd *cmd)
 {
     (void)arg;
     if (index >= 3)
         return 0;
-    cmd->argv = sleeper_argv[index];
+    cmd->argv = g_chain_argv[index];
     return 1;
+}
+
+static void release_fifo(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC); /* waits for the command to open it */
+    cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+    cr_assert_eq(write(fd, "\n", 1), 1);
+    close(fd);
+}
+
+static int on_done_chain(concur_runner *r, const concur_result *res, void *arg)
+{
+    on_done_record(r, res, arg);
+    if (res->index == 1)
+        release_fifo(g_fifo[0]);
+    else if (res->index == 2)
+        release_fifo(g_fifo[1]);
+    return 0;
 }
 
 Test(runner, streaming_delivers_in_completion_order_and_keeps_nothing)
 {
+    for (int i = 0; i < 2; i++) {
+        tu_fifo_make(g_fifo[i], sizeof g_fifo[i]);
+        int n = snprintf(g_wait_line[i], sizeof g_wait_line[i], "read x < '%s'; echo %c",
+                         g_fifo[i], i ? 'a' : 'c');
+        cr_assert(n > 0 && (size_t)n < sizeof g_wait_line[i]);
+    }
+    const char *chain[3][4] = {{"/bin/sh", "-c", g_wait_line[1], NULL},
+                               {"/bin/sh", "-c", "echo b", NULL},
+                               {"/bin/sh", "-c", g_wait_line[0], NULL}};
+    memcpy(g_chain_argv, chain, sizeof chain);
     struct stream_state s = {0};
-    concur_runner_opts o = {.on_done = on_done_record, .cb_arg = &s};
+    concur_runner_opts o = {.on_done = on_done_chain, .cb_arg = &s}; /* all 3 at once */
     concur_runner *r;
     cr_assert_eq(concur_runner_create(&r, &o), 0);
-    cr_assert_eq(concur_runner_run(r, sleeps_source, NULL), 0);
+    cr_assert_eq(concur_runner_run(r, chain_source, NULL), 0);
     cr_assert_eq(s.ndone, 3);
     cr_assert_eq(s.done[0], 1);
     cr_assert_eq(s.done[1], 2);
@@ -399,6 +431,8 @@ Test(runner, streaming_delivers_in_completion_order_and_keeps_nothing)
     cr_assert_eq(s.out_bytes, 6);
     cr_assert_eq(concur_runner_count(r), 0);
     concur_runner_destroy(r);
+    tu_fifo_remove(g_fifo[0]);
+    tu_fifo_remove(g_fifo[1]);
 }
 
 static int stop_on_first(concur_runner *r, const concur_result *res, void *arg)
