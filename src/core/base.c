@@ -232,9 +232,14 @@ void concur__big_free(void *p)
             for (int i = 0; i < BIG_SLOTS; i++) {
                 void *none = NULL;
                 if (atomic_compare_exchange_strong_explicit(&g_big[c - BIG_LOW][i], &none, p,
-                                                            memory_order_release,
-                                                            memory_order_relaxed))
+                                                            memory_order_seq_cst,
+                                                            memory_order_relaxed)) {
+                    /* The last pool may have ended meanwhile, its drain already past this
+                     * slot: then the block must not stay. */
+                    if (atomic_load_explicit(&g_big_holds, memory_order_seq_cst) == 0)
+                        concur__big_drain();
                     return;
+                }
             }
 #ifdef BIG_ASAN
             __asan_unpoison_memory_region(p, u);
@@ -252,7 +257,9 @@ void concur__big_hold(void)
 
 void concur__big_unhold(void)
 {
-    if (atomic_fetch_sub_explicit(&g_big_holds, 1, memory_order_acq_rel) == 1)
+    /* seq_cst with the slot stores of concur__big_free: a block put in a slot after this
+     * drain went past it is drained by its freer, which then sees no holder. */
+    if (atomic_fetch_sub_explicit(&g_big_holds, 1, memory_order_seq_cst) == 1)
         concur__big_drain();
 }
 
@@ -271,7 +278,7 @@ void concur__big_drain(void)
 {
     for (int c = 0; c <= BIG_HIGH - BIG_LOW; c++)
         for (int i = 0; i < BIG_SLOTS; i++) {
-            void *p = atomic_exchange_explicit(&g_big[c][i], NULL, memory_order_acquire);
+            void *p = atomic_exchange_explicit(&g_big[c][i], NULL, memory_order_seq_cst);
             if (p) {
                 big_taken(p, malloc_usable_size(p));
                 free(p);
