@@ -482,7 +482,7 @@ Test(sys, result_frames_round_trip_through_a_socket)
     cr_assert_str_eq(rx.text, "it went wrong");
     concur__rx_free(&rx);
     pthread_join(th, NULL);
-    buf_free(&a.out);
+    concur__buf_free(&a.out);
     free(b.msg);
     concur__close(&sv[0]);
     concur__close(&sv[1]);
@@ -505,7 +505,7 @@ Test(sys, result_frame_rules)
     cr_assert_eq(tx.h.len, 16u + 3 + 8);
     cr_assert_eq(tx.h.type, (uint32_t)CONCUR__FR_RESULT);
     cr_assert_eq(tx.h.id, 9u);
-    buf_free(&t.out);
+    concur__buf_free(&t.out);
 }
 
 /* A whole RESULT frame in @buf (at most @cap bytes) from the parts. Returns its length. */

@@ -124,9 +124,18 @@ double concur_remaining(double deadline)
     return left > 0 ? left : 0;
 }
 
+void concur__buf_free(concur__buf *b)
+{
+    if (b->len >= CONCUR__BIG_MIN)
+        concur__big_free(b->u.ptr);
+    else if (b->len > CONCUR_INLINE_BYTES)
+        free(b->u.ptr);
+    b->len = 0;
+}
+
 void *concur__buf_alloc(concur__buf *b, size_t len)
 {
-    buf_free(b);
+    concur__buf_free(b);
     if (len > CONCUR_INLINE_BYTES) {
         void *p = len >= CONCUR__BIG_MIN ? concur__big_alloc(len) : malloc(len);
         if (!p)
@@ -189,6 +198,32 @@ static void big_taken(void *p, size_t u)
 #endif
 }
 
+/* Keeps @p (usable size @u, class @c) in a free slot of its class: false when the cache is
+ * full (the caller frees it). */
+static bool big_put(void *p, size_t u, int c)
+{
+    if (atomic_fetch_add_explicit(&g_big_bytes, u, memory_order_relaxed) + u > BIG_KEEP) {
+        atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed);
+        return false;
+    }
+#ifdef BIG_ASAN
+    __asan_poison_memory_region(p, u); /* a use after free stays an error */
+#endif
+    for (int i = 0; i < BIG_SLOTS; i++) {
+        void *none = NULL;
+        if (atomic_compare_exchange_strong_explicit(&g_big[c - BIG_LOW][i], &none, p,
+                                                    memory_order_seq_cst, memory_order_relaxed)) {
+            /* The last pool may have ended meanwhile, its drain already past this slot:
+             * then the block must not stay. */
+            if (atomic_load_explicit(&g_big_holds, memory_order_seq_cst) == 0)
+                concur__big_drain();
+            return true;
+        }
+    }
+    big_taken(p, u);
+    return false;
+}
+
 void *concur__big_alloc(size_t len)
 {
     int c = len ? log2_floor(len) : 0;
@@ -202,17 +237,11 @@ void *concur__big_alloc(size_t len)
         if (!p)
             continue;
         size_t u = malloc_usable_size(p);
-        if (u >= len) {
-            big_taken(p, u);
+        big_taken(p, u);
+        if (u >= len)
             return p;
-        }
-        /* Too small for this request: back in its slot, or freed if that was refilled. */
-        void *none = NULL;
-        if (!atomic_compare_exchange_strong_explicit(&slot[i], &none, p, memory_order_release,
-                                                     memory_order_relaxed)) {
-            big_taken(p, u);
+        if (!big_put(p, u, c)) /* too small for this request: kept for another one */
             free(p);
-        }
     }
     return malloc(len);
 }
@@ -224,29 +253,8 @@ void concur__big_free(void *p)
     size_t u = malloc_usable_size(p);
     int c = u ? log2_floor(u) : 0;
     if (c >= BIG_LOW && c <= BIG_HIGH &&
-        atomic_load_explicit(&g_big_holds, memory_order_relaxed) > 0) {
-        if (atomic_fetch_add_explicit(&g_big_bytes, u, memory_order_relaxed) + u <= BIG_KEEP) {
-#ifdef BIG_ASAN
-            __asan_poison_memory_region(p, u); /* a use after free stays an error */
-#endif
-            for (int i = 0; i < BIG_SLOTS; i++) {
-                void *none = NULL;
-                if (atomic_compare_exchange_strong_explicit(&g_big[c - BIG_LOW][i], &none, p,
-                                                            memory_order_seq_cst,
-                                                            memory_order_relaxed)) {
-                    /* The last pool may have ended meanwhile, its drain already past this
-                     * slot: then the block must not stay. */
-                    if (atomic_load_explicit(&g_big_holds, memory_order_seq_cst) == 0)
-                        concur__big_drain();
-                    return;
-                }
-            }
-#ifdef BIG_ASAN
-            __asan_unpoison_memory_region(p, u);
-#endif
-        }
-        atomic_fetch_sub_explicit(&g_big_bytes, u, memory_order_relaxed); /* not kept */
-    }
+        atomic_load_explicit(&g_big_holds, memory_order_relaxed) > 0 && big_put(p, u, c))
+        return;
     free(p);
 }
 

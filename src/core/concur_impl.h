@@ -115,14 +115,8 @@ void concur__big_drain(void);
 /* The bytes the cache holds now (usable sizes), for tests. */
 size_t concur__big_kept(void);
 
-static inline void buf_free(concur__buf *b)
-{
-    if (b->len >= CONCUR__BIG_MIN)
-        concur__big_free(b->u.ptr);
-    else if (b->len > CONCUR_INLINE_BYTES)
-        free(b->u.ptr);
-    b->len = 0;
-}
+/* Frees @b's heap buffer, if any (a big one through concur__big_free); @b is then empty. */
+void concur__buf_free(concur__buf *b);
 
 /* ---- the future record ----
  *

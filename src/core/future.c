@@ -284,8 +284,8 @@ void concur_future_release(concur_future *f)
         return;
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
-    buf_free(&f->in);
-    buf_free(&f->out);
+    concur__buf_free(&f->in);
+    concur__buf_free(&f->out);
     free(atomic_load_explicit(&f->state, memory_order_relaxed) & F_ERRX ? (void *)errx_of(f->errmsg)
                                                                         : (void *)f->errmsg);
     for (struct concur__cb *c = f->cbs, *n; c; c = n) { /* never-completed futures only */
@@ -404,7 +404,7 @@ int concur_future_set_result(concur_future *f, const void *data, size_t len)
     if (rc)
         return rc;
     if (!concur__future_claim(f, STATE_BIT(CONCUR_PENDING) | STATE_BIT(CONCUR_RUNNING))) {
-        buf_free(&tmp);
+        concur__buf_free(&tmp);
         return CONCUR_ESTATE;
     }
     f->out = tmp;
@@ -721,7 +721,7 @@ void concur__task_reset(concur_task *t)
     t->msg = NULL;
     free(t->bt);
     t->bt = NULL;
-    buf_free(&t->out);
+    concur__buf_free(&t->out);
 }
 
 bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
@@ -740,7 +740,7 @@ bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
         uint32_t v = atomic_load_explicit(&f->state, memory_order_relaxed);
         for (;;) {
             if ((v & ST_MASK) != CONCUR_RUNNING) {
-                buf_free(&f->out); /* timed out or failed by the pool: drop the result */
+                concur__buf_free(&f->out); /* timed out or failed by the pool: drop the result */
                 return false;
             }
             if (atomic_compare_exchange_weak_explicit(&f->state, &v, (v & ~ST_MASK) | CONCUR_DONE,
@@ -764,7 +764,7 @@ bool concur__task_complete(concur_task *t, int rc, uint64_t t_end)
         f->err = rc < 0 ? rc : CONCUR_ETASK;
         f->errmsg = t->msg;
         t->msg = NULL;
-        buf_free(&t->out);
+        concur__buf_free(&t->out);
         concur__future_finish(f, CONCUR_FAILED, t_end);
     }
     return true;

@@ -1096,7 +1096,7 @@ static int admit(concur_pool *p, size_t n, uint64_t *first_id)
 
 static void record_drop(concur_future *f)
 {
-    buf_free(&f->in);
+    concur__buf_free(&f->in);
     atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
     concur_future_release(f);
 }

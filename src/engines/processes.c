@@ -296,7 +296,7 @@ static int read_answer(const concur__chan *c, uint64_t id, concur_task *t, bool 
         return rc;
     }
     *code = rx.rh.code;
-    buf_free(&t->out);
+    concur__buf_free(&t->out);
     t->out = rx.out; /* the result moves into the task context */
     rx.out.len = 0;
     /* "message NUL backtrace" when the task's backtrace comes with it */

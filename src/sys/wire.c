@@ -73,7 +73,7 @@ void concur__rx_init(concur__rx *rx, uint64_t id, bool want_out)
 
 void concur__rx_free(concur__rx *rx)
 {
-    buf_free(&rx->out);
+    concur__buf_free(&rx->out);
     free(rx->text);
     rx->text = NULL;
     rx->text_len = 0;
