@@ -14,7 +14,9 @@
  *
  * Every pool has one loop thread (the engine's default). Each bench runs twice, each time in
  * a process of its own: with a stack per coroutine (the default; "RESULT BENCH concur ...")
- * and with shared stacks (coroutine_shared_stack; "RESULT BENCH concur_shared ...").
+ * and with shared stacks (coroutine_shared_stack; "RESULT BENCH concur_shared ...");
+ * co_pingpong a third time with a polled ring (coroutine_io_poll; "RESULT co_pingpong
+ * concur_iopoll ...").
  */
 #define _GNU_SOURCE
 #include <concur.h>
@@ -32,13 +34,16 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-static bool g_shared; /* this process measures shared stacks */
+static bool g_shared;  /* this process measures shared stacks */
+static bool g_io_poll; /* ... or a polled io_uring (co_pingpong) */
 static const char *g_sys = "concur";
 
 static concur_pool *co_pool(void)
 {
     concur_pool *p;
-    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_shared_stack = g_shared};
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES,
+                          .coroutine_shared_stack = g_shared,
+                          .coroutine_io_poll = g_io_poll};
     int rc = concur_pool_create(&p, &o);
     if (rc)
         die("concur_pool_create", rc);
@@ -273,14 +278,17 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
     int status = 0;
-    for (int shared = 0; shared < 2; shared++) {
+    /* Modes: own stacks, shared stacks, and for co_pingpong a polled ring. */
+    int modes = argc > 1 && !strcmp(argv[1], "co_pingpong") ? 3 : 2;
+    for (int mode = 0; mode < modes; mode++) {
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0)
             die("fork", CONCUR_EIO);
         if (pid == 0) {
-            g_shared = shared;
-            g_sys = shared ? "concur_shared" : "concur";
+            g_shared = mode == 1;
+            g_io_poll = mode == 2;
+            g_sys = mode == 1 ? "concur_shared" : mode == 2 ? "concur_iopoll" : "concur";
             int rc = run(argc, argv);
             fflush(stdout);
             _exit(rc);

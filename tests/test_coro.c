@@ -6,9 +6,11 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fenv.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,7 +34,7 @@ static bool rings_on(void)
     concur__loop l;
     if (concur__loop_init(&l))
         return false;
-    bool on = concur__loop_ring(&l) == 0;
+    bool on = concur__loop_ring(&l, false) == 0;
     concur__loop_fini(&l);
     return on;
 }
@@ -95,6 +97,10 @@ Test(coro, bad_options)
     o = (concur_pool_opts){.engine = CONCUR_ENGINE_THREADS, .coroutine_shared_stack = true};
     cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
     o = (concur_pool_opts){.engine = CONCUR_ENGINE_PROCESSES, .coroutine_shared_stack = true};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_THREADS, .coroutine_io_poll = true};
+    cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
+    o = (concur_pool_opts){.engine = CONCUR_ENGINE_PROCESSES, .coroutine_io_poll = true};
     cr_assert_eq(concur_pool_create(&p, &o), CONCUR_EINVAL);
 }
 
@@ -490,6 +496,154 @@ static int task_write_blocking(concur_task *t, const void *in, size_t len)
     rt_job *j = tu_in_ptr(in, len);
     j->second = concur_co_write(j->peer, "hi", 2, TU_SAFETY);
     return 0;
+}
+
+/* ---- coroutine_io_poll ---- */
+
+/* Whether a loop gets a polled ring here (io_uring with SQPOLL allowed). */
+static bool polled_rings_on(void)
+{
+    concur__loop l;
+    if (concur__loop_init(&l))
+        return false;
+    bool on = concur__loop_ring(&l, true) == 0 && concur__loop_ring_polled(&l);
+    concur__loop_fini(&l);
+    return on;
+}
+
+/* The ring-polling kernel threads of this process ("iou-sqp-PID" in /proc/self/task). */
+static int sqpoll_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f) && !strncmp(comm, "iou-sqp", 7))
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+enum { EXCHANGES = 2000 };
+
+typedef struct xchg_job {
+    int fd, side;
+    int bad; /* the first exchange that went wrong, +1; 0: none */
+} xchg_job;
+
+/* Side 0 sends i and expects i+1 back; side 1 answers each byte with the byte + 1. */
+static int task_exchange(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    xchg_job *j = tu_in_ptr(in, len);
+    for (int i = 0; i < EXCHANGES && !j->bad; i++) {
+        unsigned char b = (unsigned char)i, got = 0;
+        if (j->side == 0) {
+            if (concur_co_write(j->fd, &b, 1, TU_SAFETY) != 1 ||
+                concur_co_read(j->fd, &got, 1, TU_SAFETY) != 1 || got != (unsigned char)(b + 1))
+                j->bad = i + 1;
+        } else {
+            if (concur_co_read(j->fd, &got, 1, TU_SAFETY) != 1 || got != b)
+                j->bad = i + 1;
+            got++;
+            if (!j->bad && concur_co_write(j->fd, &got, 1, TU_SAFETY) != 1)
+                j->bad = i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Runs the exchange on @p (two coroutines of one loop) and checks it; the pool stays. */
+static void exchange_on(concur_pool *p)
+{
+    int sv[2];
+    socket_pair(sv);
+    xchg_job a = {.fd = sv[0], .side = 0}, b = {.fd = sv[1], .side = 1};
+    concur_future *fa = tu_submit(p, task_exchange, TU_PTR_IN(&a));
+    concur_future *fb = tu_submit(p, task_exchange, TU_PTR_IN(&b));
+    wait_ok(fa);
+    wait_ok(fb);
+    cr_assert_eq(a.bad, 0, "side 0 went wrong at exchange %d", a.bad - 1);
+    cr_assert_eq(b.bad, 0, "side 1 went wrong at exchange %d", b.bad - 1);
+    concur_future_release(fa);
+    concur_future_release(fb);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+Test(coro, io_poll_exchanges_through_a_polled_ring)
+{
+    if (!polled_rings_on())
+        cr_skip_test("no io_uring with SQPOLL here (or rings off): the ring is an ordinary one");
+    /* The probe's ring is gone; its kernel thread ends on its own time. */
+    bool gone;
+    TU_POLL_UNTIL(gone, sqpoll_threads() == 0, TU_SAFETY);
+    cr_assert(gone);
+#ifndef TU_CO_IOPOLL
+    /* Without the option: the same exchange, and no polling thread. */
+    concur_pool *plain = co_pool(1, 0);
+    exchange_on(plain);
+    cr_assert_eq(sqpoll_threads(), 0, "an ordinary ring has no kernel thread");
+    concur_pool_destroy(plain);
+#endif
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_io_poll = true};
+    concur_pool *p = tu_pool_opts(&o);
+    exchange_on(p);
+    /* The loop's ring lives as long as the loop: its kernel thread too. */
+    cr_assert_eq(sqpoll_threads(), 1, "one polling thread for the pool's one loop");
+    exchange_on(p); /* and again, after the kernel thread may have gone idle */
+    concur_pool_destroy(p);
+}
+
+static int task_read_idle(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    j->first = concur_co_read(j->fd, j->got, sizeof(j->got), 0.5);
+    return 0;
+}
+
+/* The CPU time this process has used (every thread: the ring's kernel thread is one). */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+Test(coro, io_poll_sleeps_while_nothing_comes)
+{
+    if (!polled_rings_on())
+        cr_skip_test("no io_uring with SQPOLL here (or rings off): the ring is an ordinary one");
+    int sv[2];
+    socket_pair(sv);
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_io_poll = true};
+    concur_pool *p = tu_pool_opts(&o);
+    rt_job j = {.fd = sv[0], .peer = sv[1]};
+    double cpu0 = cpu_seconds(), t0 = tu_now();
+    concur_future *f = tu_submit(p, task_read_idle, TU_PTR_IN(&j));
+    wait_ok(f);
+    double cpu = cpu_seconds() - cpu0, wall = tu_now() - t0;
+    cr_assert_eq(j.first, CONCUR_ETIMEDOUT, "%zd", j.first);
+    cr_assert_geq(wall, 0.5 - TU_EPS);
+    /* The loop watches for 50 us and the kernel thread for 10 ms, then both sleep: a read
+     * that waits half a second costs a few ms of CPU, not half a second. */
+    cr_assert_lt(cpu, 0.2, "%.3f s of CPU in %.3f s", cpu, wall);
+    concur_future_release(f);
+    concur_pool_destroy(p);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 Test(coro, with_a_ring_a_blocking_fd_does_not_block_the_loop)

@@ -209,13 +209,19 @@ Test(sys, fd_events_carry_their_tag_and_come_before_timers)
     concur__loop_fini(&l);
 }
 
-Test(sys, ring_reads_complete_with_their_tag_and_the_set_still_reports)
+/* The ring's reads and writes, with the loop's fds and timers beside them; @poll: a ring
+ * polled by a kernel thread (coroutine_io_poll). */
+static void ring_case(bool poll)
 {
     concur__loop l;
     cr_assert_eq(concur__loop_init(&l), 0);
-    if (concur__loop_ring(&l) != 0) {
+    if (concur__loop_ring(&l, poll) != 0) {
         concur__loop_fini(&l);
         cr_skip_test("no io_uring here: the loop works on epoll alone");
+    }
+    if (poll != concur__loop_ring_polled(&l)) {
+        concur__loop_fini(&l);
+        cr_skip_test("no SQPOLL here: the polled ring is an ordinary one");
     }
     int a[2], b[2];
     cr_assert_eq(concur__pipe(a, true), 0);
@@ -261,6 +267,9 @@ Test(sys, ring_reads_complete_with_their_tag_and_the_set_still_reports)
     concur__loop_fini(&l);
     cr_assert_null(l.ring);
 }
+
+Test(sys, ring_reads_complete_with_their_tag_and_the_set_still_reports) { ring_case(false); }
+Test(sys, polled_ring_reads_complete_with_their_tag_and_the_set_still_reports) { ring_case(true); }
 
 /* ---- processes ------------------------------------------------------------------------ */
 

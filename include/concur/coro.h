@@ -99,7 +99,9 @@ CONCUR_API int concur_co_wait_fd(int fd, int events, double timeout);
  * EAGAIN a wait for the fd to become readable (as concur_co_wait_fd); a blocking fd then
  * blocks the whole loop in read(): make fds non-blocking for coroutines. On a pool with
  * coroutine_shared_stack, a @p buf on the coroutine's stack always takes that second way
- * (the kernel must not write there while the coroutine is suspended). Outside a
+ * (the kernel must not write there while the coroutine is suspended). With
+ * coroutine_io_poll, a kernel thread takes the request from the ring and the loop watches
+ * for its completion before it sleeps: no system call while messages flow. Outside a
  * coroutine: read() and poll().
  */
 CONCUR_API ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout);

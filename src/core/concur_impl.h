@@ -213,6 +213,9 @@ extern _Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline)
  * share its stacks (a test switch, off by default). */
 extern _Thread_local bool concur__co_shared_stack;
 extern bool concur__co_shared_on;
+/* Makes every coroutine pool poll its loops' rings (coroutine_io_poll; a test switch, off
+ * by default). */
+extern bool concur__co_io_poll_on;
 
 /* The task this thread runs now (a worker thread of the thread engine, a worker process),
  * or NULL: the library's own waits inside a task (the runner's loop) end when it should

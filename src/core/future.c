@@ -516,6 +516,7 @@ enum { WAIT_SPIN = 200 };
 _Thread_local int (*concur__co_wait)(concur_future *f, uint64_t deadline);
 _Thread_local bool concur__co_shared_stack;
 bool concur__co_shared_on;
+bool concur__co_io_poll_on;
 
 static int wait_until(concur_future *f, uint64_t deadline)
 {

@@ -107,7 +107,8 @@ struct engine {
     _Atomic uint64_t max_stall_ns;
     _Atomic uint64_t last_done; /* ns: a loop completed a task (stored every DONE_EVERY_NS) */
     size_t stack_size;
-    bool shared; /* coroutine_shared_stack */
+    bool shared;  /* coroutine_shared_stack */
+    bool io_poll; /* coroutine_io_poll */
     uint64_t timeout_ns; /* 0: none */
     double task_timeout;
 };
@@ -836,6 +837,7 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     CHECK_PTHREAD(pthread_mutex_init(&e->mu, NULL));
     e->stack_size = o->coroutine_stack_size ? o->coroutine_stack_size : DEFAULT_STACK;
     e->shared = o->coroutine_shared_stack || concur__co_shared_on;
+    e->io_poll = o->coroutine_io_poll || concur__co_io_poll_on;
     e->task_timeout = o->task_timeout;
     if (o->task_timeout > 0) {
         double ns = o->task_timeout * 1e9;
@@ -1073,7 +1075,7 @@ static bool has_ring(cloop *L)
 {
     if (!L->ring_tried) {
         L->ring_tried = true;
-        (void)concur__loop_ring(&L->loop);
+        (void)concur__loop_ring(&L->loop, L->e->io_poll);
     }
     return L->loop.ring != NULL;
 }

@@ -296,7 +296,7 @@ static int open_msg(const concur_pool_opts *o, mpi_open *m)
 static int create(concur_pool *p, const concur_pool_opts *o, void **state)
 {
     *state = NULL;
-    if (o->coroutine_stack_size != 0 || o->coroutine_shared_stack ||
+    if (o->coroutine_stack_size != 0 || o->coroutine_shared_stack || o->coroutine_io_poll ||
         (o->mpi_in_process && (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0)))
         return CONCUR_EINVAL;
     mpi_open m;

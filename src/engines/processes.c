@@ -934,7 +934,7 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     /* A "negative" size is one above SIZE_MAX / 2 (a negative number converted). */
     if (!(o->worker_cpu_limit >= 0) || o->worker_cpu_limit > CPU_LIMIT_MAX ||
         o->worker_memory_limit > SIZE_MAX / 2 || o->coroutine_stack_size != 0 ||
-        o->coroutine_shared_stack)
+        o->coroutine_shared_stack || o->coroutine_io_poll)
         return CONCUR_EINVAL;
     struct engine *e = calloc(1, sizeof(*e));
     if (!e)

@@ -15,7 +15,7 @@ static int create(concur_pool *p, const concur_pool_opts *o, void **state)
     *state = NULL;
     /* Per-worker limits need a process of their own: a thread cannot be limited alone. */
     if (o->worker_cpu_limit != 0 || o->worker_memory_limit != 0 || o->coroutine_stack_size != 0 ||
-        o->coroutine_shared_stack)
+        o->coroutine_shared_stack || o->coroutine_io_poll)
         return CONCUR_EINVAL;
     return 0;
 }

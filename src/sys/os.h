@@ -244,9 +244,14 @@ int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll);
  * concur__loop_ring then fails with -ENOSYS. */
 extern bool concur__ring_off;
 
-/* Gives @l a ring. 0, or -ENOSYS (not built in, or the kernel lacks a feature), or -errno
- * of io_uring_setup (EPERM where it is disabled, ENOMEM). concur__loop_fini frees it. */
-int concur__loop_ring(concur__loop *l);
+/* Gives @l a ring; with @poll, one that a kernel thread polls (SQPOLL; an ordinary one where
+ * the kernel refuses that), whose waits watch for completions for a while before they
+ * sleep. 0, or -ENOSYS (not built in, or the kernel lacks a feature), or -errno of
+ * io_uring_setup (EPERM where it is disabled, ENOMEM). concur__loop_fini frees it. */
+int concur__loop_ring(concur__loop *l, bool poll);
+
+/* Whether @l's ring is polled by a kernel thread (tests). */
+bool concur__loop_ring_polled(const concur__loop *l);
 
 /* Queues a read (@write false) or a write of up to @n bytes at @fd's file position, with
  * @buf, which must stay valid until its completion comes back from concur__loop_wait as an

@@ -14,6 +14,13 @@
  * wait returns for a completion, for an event of the set or at the nearest timer. Only
  * then is epoll_wait called (without blocking) to take the set's events.
  *
+ * Polled (coroutine_io_poll): a kernel thread of the ring (SQPOLL) takes the requests as they
+ * are queued, so submitting costs no io_uring_enter, and a wait with requests in flight
+ * first watches the completion queue for up to POLL_NS (bounded by the wait's timeout)
+ * before it enters the kernel to sleep: a completion that comes meanwhile costs no system
+ * call either. The kernel thread sleeps after SQ_IDLE_MS without requests, and is woken by
+ * the next submission (liburing enters the kernel for that).
+ *
  * Tags: a completion carries its request's tag (user_data). Two values are the ring's own:
  * EP_TAG (the poll on the epoll fd) and CANCEL_TAG (cancel requests; their completions are
  * dropped). Both differ from CONCUR__LOOP_WAKE and from the engine's tags (addresses with a
@@ -29,10 +36,11 @@ bool concur__ring_off;
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define EP_TAG (UINT64_MAX - 1)
 #define CANCEL_TAG (UINT64_MAX - 2)
-enum { RING_ENTRIES = 256 };
+enum { RING_ENTRIES = 256, SQ_IDLE_MS = 10, POLL_NS = 50000 };
 /* A read or write asks for this much at most (the kernel's own cap is 0x7ffff000). */
 #define RW_MAX (1u << 30)
 
@@ -40,6 +48,7 @@ struct concur__ring {
     struct io_uring u;
     unsigned inflight; /* reads and writes submitted or queued, not yet completed */
     bool ep_armed;     /* the poll on the epoll fd is queued or in flight */
+    bool polled;       /* SQPOLL: a kernel thread takes the submissions */
 };
 
 /* A free submission entry, submitting what is queued when the ring is full; NULL when even
@@ -52,7 +61,7 @@ static struct io_uring_sqe *sqe_get(struct concur__ring *r)
     return s;
 }
 
-int concur__loop_ring(concur__loop *l)
+int concur__loop_ring(concur__loop *l, bool poll)
 {
     if (l->ring)
         return 0;
@@ -61,9 +70,18 @@ int concur__loop_ring(concur__loop *l)
     struct concur__ring *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
+    int rc = -EINVAL;
+    if (poll) {
+        /* Refused (EPERM before Linux 5.11 without CAP_SYS_ADMIN, EINVAL, ENOMEM): the
+         * ordinary ring below. */
+        struct io_uring_params pa = {.flags = IORING_SETUP_SQPOLL, .sq_thread_idle = SQ_IDLE_MS};
+        rc = io_uring_queue_init_params(RING_ENTRIES, &r->u, &pa);
+        r->polled = rc == 0;
+    }
     /* Completions are handled when the loop enters the kernel anyway: no interrupting IPI
      * for them (COOP_TASKRUN, 5.19). Older kernels refuse the flag: no flags then. */
-    int rc = io_uring_queue_init(RING_ENTRIES, &r->u,
+    if (rc < 0)
+        rc = io_uring_queue_init(RING_ENTRIES, &r->u,
                                  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
     if (rc == -EINVAL)
         rc = io_uring_queue_init(RING_ENTRIES, &r->u, 0);
@@ -79,6 +97,39 @@ int concur__loop_ring(concur__loop *l)
     }
     l->ring = r;
     return 0;
+}
+
+bool concur__loop_ring_polled(const concur__loop *l)
+{
+    return l->ring && l->ring->polled;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A polled ring: submits what is queued (the kernel thread takes it; no system call unless
+ * it sleeps) and watches the completion queue for up to POLL_NS, or @ms when that is
+ * shorter (-1: no bound). True when a completion is there. */
+static bool poll_completions(struct concur__ring *r, int ms)
+{
+    (void)io_uring_submit(&r->u); /* a failure shows again at the wait that follows */
+    uint64_t spin = ms >= 0 && (uint64_t)ms * 1000000u < POLL_NS ? (uint64_t)ms * 1000000u : POLL_NS;
+    uint64_t until = mono_ns() + spin;
+    for (unsigned i = 1;; i++) {
+        if (io_uring_cq_ready(&r->u))
+            return true;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+        if (i % 64 == 0 && mono_ns() >= until)
+            return false;
+    }
 }
 
 void concur__ring_free(struct concur__ring *r)
@@ -136,7 +187,9 @@ int concur__ring_wait(struct concur__ring *r, int ep, int ms, concur__event *ev,
         }
     }
     int rc;
-    if (ms == 0) {
+    if (r->polled && ms != 0 && poll_completions(r, ms)) {
+        rc = 0; /* completions are there: no need to enter the kernel */
+    } else if (ms == 0) {
         rc = io_uring_submit_and_get_events(&r->u);
     } else {
         struct io_uring_cqe *cqe;
@@ -170,10 +223,16 @@ int concur__ring_wait(struct concur__ring *r, int ep, int ms, concur__event *ev,
 
 #else /* no liburing: the loop works on epoll alone */
 
-int concur__loop_ring(concur__loop *l)
+int concur__loop_ring(concur__loop *l, bool poll)
 {
-    (void)l, (void)concur__ring_off;
+    (void)l, (void)poll, (void)concur__ring_off;
     return -ENOSYS;
+}
+
+bool concur__loop_ring_polled(const concur__loop *l)
+{
+    (void)l;
+    return false;
 }
 
 void concur__ring_free(struct concur__ring *r)

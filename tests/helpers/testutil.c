@@ -245,6 +245,16 @@ __attribute__((constructor)) static void stacks_shared(void)
 }
 #endif
 
+#ifdef TU_CO_IOPOLL
+#include "core/concur_impl.h"
+/* test_coro_iopoll: every coroutine pool's loops poll their rings (coroutine_io_poll): a
+ * kernel thread takes the reads and writes, and waits watch for completions first. */
+__attribute__((constructor)) static void rings_polled(void)
+{
+    concur__co_io_poll_on = true;
+}
+#endif
+
 concur_pool *tu_pool(int max_workers)
 {
     concur_pool_opts o = {.engine = TU_ENGINE, .max_workers = max_workers};
