@@ -669,6 +669,56 @@ Test(coro, with_a_ring_a_blocking_fd_does_not_block_the_loop)
     close(pf[1]);
 }
 
+/* The same, with the read's buffer and the write's bytes on the coroutine's own stack. */
+static int task_read_blocking_on_stack(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    char b[sizeof(j->got)];
+    memset(b, 0, sizeof(b));
+    j->first = concur_co_read(j->fd, b, sizeof(b), TU_SAFETY);
+    memcpy(j->got, b, sizeof(b));
+    return 0;
+}
+
+static int task_write_blocking_on_stack(concur_task *t, const void *in, size_t len)
+{
+    (void)t;
+    rt_job *j = tu_in_ptr(in, len);
+    char b[2] = {'o', 'k'};
+    j->second = concur_co_write(j->peer, b, sizeof(b), TU_SAFETY);
+    return 0;
+}
+
+Test(coro, shared_stack_io_on_the_stack_goes_through_the_ring)
+{
+    if (!rings_on())
+        cr_skip_test("no io_uring here (or rings off): a blocking fd blocks the loop");
+    int pf[2];
+    cr_assert_eq(pipe2(pf, O_CLOEXEC), 0); /* blocking on purpose */
+    concur_pool_opts o = {.engine = CONCUR_ENGINE_COROUTINES, .coroutine_shared_stack = true};
+    concur_pool *p = tu_pool_opts(&o);
+    rt_job j = {.fd = pf[0], .peer = pf[1]};
+    /* One loop, one shared stack: the reader suspends in its read (through a copy of its
+     * buffer), then the writer runs on the same stack. A read() of the blocking pipe would
+     * hold the loop, and the writer would never run. */
+    concur_future *fr = tu_submit(p, task_read_blocking_on_stack, TU_PTR_IN(&j));
+    concur_future *fw = tu_submit(p, task_write_blocking_on_stack, TU_PTR_IN(&j));
+    int rc = concur_future_wait(fw, TU_SAFETY);
+    if (rc) /* the loop is stuck in read(): let it go before failing */
+        cr_assert_eq(write(pf[1], "xx", 2), 2);
+    cr_assert_eq(rc, 0, "the writer never ran: the read blocked the loop");
+    wait_ok(fr);
+    cr_assert_eq(j.second, 2, "%zd", j.second);
+    cr_assert_eq(j.first, 2, "%zd", j.first);
+    cr_assert_eq(memcmp(j.got, "ok", 2), 0);
+    concur_future_release(fr);
+    concur_future_release(fw);
+    concur_pool_destroy(p);
+    close(pf[0]);
+    close(pf[1]);
+}
+
 /* ---------------------------------------------------------------- cancel and timeout */
 
 enum { K_SLEEP, K_YIELD, K_FD, K_READ, K_WRITE };

@@ -98,8 +98,9 @@ CONCUR_API int concur_co_wait_fd(int fd, int events, double timeout);
  * blocking fd or a regular file does not block the loop. Otherwise it is read(), and on
  * EAGAIN a wait for the fd to become readable (as concur_co_wait_fd); a blocking fd then
  * blocks the whole loop in read(): make fds non-blocking for coroutines. On a pool with
- * coroutine_shared_stack, a @p buf on the coroutine's stack always takes that second way
- * (the kernel must not write there while the coroutine is suspended). With
+ * coroutine_shared_stack, a @p buf on the coroutine's stack is read into through a copy on
+ * the heap (the kernel must not write there while the coroutine is suspended), at most
+ * 64 KiB per call; without memory for the copy, it takes that second way. With
  * coroutine_io_poll, a kernel thread takes the request from the ring and the loop watches
  * for its completion before it sleeps: no system call while messages flow. Outside a
  * coroutine: read() and poll().
@@ -111,9 +112,9 @@ CONCUR_API ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout);
  * full, up to @p timeout seconds in all. Returns @p n, or a negative code: -errno of the
  * write (-EPIPE for a closed pipe; SIGPIPE is not blocked for you), CONCUR_ETIMEDOUT,
  * CONCUR_ECANCELED, CONCUR_ETASKTIMEOUT; bytes written before a failure are not reported.
- * Through the loop's io_uring where it has one, as concur_co_read (and as it, not for a
- * buffer on a shared stack); otherwise write() and, on EAGAIN, a wait for the fd to become
- * writable. @p buf is read until the call returns.
+ * Through the loop's io_uring where it has one, as concur_co_read (and as it, a buffer on
+ * a shared stack through heap copies of up to 64 KiB); otherwise write() and, on EAGAIN, a
+ * wait for the fd to become writable. @p buf is read until the call returns.
  */
 CONCUR_API ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout);
 

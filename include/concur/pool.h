@@ -169,9 +169,8 @@ typedef struct concur_pool_opts {
      *  coroutine resumes with nobody in between), and a rule: while a coroutine is
      *  suspended, nothing may use the address of a variable on its stack (another
      *  coroutine, another thread, the kernel), since another coroutine's frames are there
-     *  then. concur's own waiting calls keep to it (concur_co_read and concur_co_write into a
-     *  buffer on the stack do their I/O while the coroutine runs, not through the loop's
-     *  io_uring). A suspension that finds no memory to keep the frames returns
+     *  then. concur's own waiting calls keep to it (concur_co_read and concur_co_write with a
+     *  buffer on the stack hand the kernel a heap copy of it). A suspension that finds no memory to keep the frames returns
      *  CONCUR_ENOMEM. Other engines: true is CONCUR_EINVAL. */
     bool coroutine_shared_stack;
     /** Coroutine pools: trade CPU for I/O latency. The reads and writes each loop hands to

@@ -1106,19 +1106,42 @@ static ssize_t ring_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t 
 
 /* The coroutine that may read or write [@buf, +@n) through its ring until @deadline, or NULL
  * (not in a coroutine, no ring, a deadline already passed: the caller's way, which only
- * looks; or a buffer on a shared stack, where the kernel must not write while the coroutine
- * is suspended: its frames are elsewhere then). */
-static co *ring_user(const void *buf, size_t n, uint64_t deadline)
+ * looks). *bounce: the buffer is on a shared stack, where the kernel must not read or write
+ * while the coroutine is suspended (another coroutine's frames are there then): the
+ * request goes through a heap buffer of its own instead (bounce_rw). */
+static co *ring_user(const void *buf, size_t n, uint64_t deadline, bool *bounce)
 {
     co *c = tls_co;
+    *bounce = false;
     if (!c || !has_ring(c->L) || (deadline != UINT64_MAX && deadline <= now_ns()))
         return NULL;
     if (shared(c->L)) {
         uintptr_t lo = (uintptr_t)c->L->sstack.lo, hi = lo + c->L->sstack.size;
-        if ((uintptr_t)buf < hi && (uintptr_t)buf + n > lo)
-            return NULL;
+        *bounce = (uintptr_t)buf < hi && (uintptr_t)buf + n > lo;
     }
     return c;
+}
+
+/* A request through a bounce buffer carries at most this much (a read returns what it got,
+ * a write goes on with the rest). */
+enum { BOUNCE_MAX = 64 << 10 };
+
+/* ring_rw for a buffer on a shared stack: the kernel reads or writes a heap copy, which
+ * the coroutine fills before (a write) or empties after (a read) the request, while its
+ * frames are on the stack. -EBUSY when there is no memory for the copy (the epoll way). */
+static ssize_t bounce_rw(co *c, bool write, int fd, void *buf, size_t n, uint64_t deadline)
+{
+    size_t m = n < BOUNCE_MAX ? n : BOUNCE_MAX;
+    void *b = malloc(m ? m : 1);
+    if (!b)
+        return -EBUSY;
+    if (write)
+        memcpy(b, buf, m);
+    ssize_t r = ring_rw(c, write, fd, b, m, deadline);
+    if (!write && r > 0)
+        memcpy(buf, b, (size_t)r); /* r <= m: the kernel's byte count for this request */
+    free(b);
+    return r;
 }
 
 /* Falls back to read()/write() and the epoll wait after this ring result. */
@@ -1132,9 +1155,11 @@ ssize_t concur_co_read(int fd, void *buf, size_t n, double timeout)
     if (fd < 0 || (!buf && n) || timeout != timeout)
         return CONCUR_EINVAL;
     uint64_t deadline = concur__deadline_ns(timeout);
-    co *c = ring_user(buf, n, deadline);
+    bool bounce;
+    co *c = ring_user(buf, n, deadline, &bounce);
     if (c) {
-        ssize_t r = ring_rw(c, false, fd, buf, n, deadline);
+        ssize_t r = bounce ? bounce_rw(c, false, fd, buf, n, deadline)
+                           : ring_rw(c, false, fd, buf, n, deadline);
         if (!ring_declined(r))
             return r;
     }
@@ -1155,8 +1180,12 @@ ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout)
     uint64_t deadline = concur__deadline_ns(timeout);
     size_t done = 0;
     while (done < n) {
-        co *c = ring_user((const char *)buf + done, n - done, deadline);
-        ssize_t r = c ? ring_rw(c, true, fd, (char *)buf + done, n - done, deadline) : -EBUSY;
+        bool bounce;
+        co *c = ring_user((const char *)buf + done, n - done, deadline, &bounce);
+        char *at = (char *)(uintptr_t)buf + done;
+        ssize_t r = !c     ? -EBUSY
+                    : bounce ? bounce_rw(c, true, fd, at, n - done, deadline)
+                             : ring_rw(c, true, fd, at, n - done, deadline);
         if (ring_declined(r))
             r = write(fd, (const char *)buf + done, n - done);
         else if (r < 0)
