@@ -179,7 +179,7 @@ typedef struct concur_pool_opts {
      *  without I/O), and a loop waiting with I/O in flight watches for completions for up
      *  to 50 us before it sleeps in the kernel. A steady exchange of messages then costs no
      *  system call per message: two coroutines bouncing a byte over a socketpair take 4.4 to
-     *  4.7 us per round trip instead of 6.4 to 6.7 on the reference machine (co_pingpong).
+     *  5.7 us per round trip instead of 6.4 to 10 on the reference machine (co_pingpong).
      *  The cost: while I/O flows the kernel thread keeps a CPU busy, and each wait may spin
      *  for up to 50 us. Reads and writes that do not go through the ring (no io_uring here,
      *  a buffer on a shared stack) are as without it; where the kernel refuses a polling
