@@ -1187,7 +1187,7 @@ ssize_t concur_co_write(int fd, const void *buf, size_t n, double timeout)
                     : bounce ? bounce_rw(c, true, fd, at, n - done, deadline)
                              : ring_rw(c, true, fd, at, n - done, deadline);
         if (ring_declined(r))
-            r = write(fd, (const char *)buf + done, n - done);
+            r = write(fd, at, n - done);
         else if (r < 0)
             return r;
         if (r >= 0) {

@@ -25,13 +25,6 @@
 
 enum { WAIT_BATCH = 64 }; /* epoll events taken per wait at most */
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------- the timer heap */
 
 static bool before(const concur__timer *a, const concur__timer *b)
@@ -191,7 +184,7 @@ static int timeout_ms(const concur__loop *l, bool poll)
 {
     if (poll || !l->root)
         return poll ? 0 : -1;
-    uint64_t now = mono_ns(), next = l->root->when;
+    uint64_t now = concur__mono_ns(), next = l->root->when;
     if (next <= now)
         return 0;
     uint64_t ms = (next - now + 999999) / 1000000;
@@ -234,7 +227,7 @@ int concur__loop_wait(concur__loop *l, concur__event *ev, int max, bool poll)
             ev[k++] = (concur__event){eb[i].data.u64, eb[i].events, 0};
         }
     }
-    uint64_t now = l->root ? mono_ns() : 0;
+    uint64_t now = l->root ? concur__mono_ns() : 0;
     while (k < max && l->root && l->root->when <= now) {
         concur__timer *t = l->root;
         l->root = merge_pairs(t->child);

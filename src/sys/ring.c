@@ -36,7 +36,6 @@ bool concur__ring_off;
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
-#include <time.h>
 
 #define EP_TAG (UINT64_MAX - 1)
 #define CANCEL_TAG (UINT64_MAX - 2)
@@ -48,8 +47,13 @@ struct concur__ring {
     struct io_uring u;
     unsigned inflight; /* reads and writes submitted or queued, not yet completed */
     bool ep_armed;     /* the poll on the epoll fd is queued or in flight */
-    bool polled;       /* SQPOLL: a kernel thread takes the submissions */
 };
+
+/* SQPOLL: a kernel thread takes the submissions. */
+static bool polled(const struct concur__ring *r)
+{
+    return (r->u.flags & IORING_SETUP_SQPOLL) != 0;
+}
 
 /* A free submission entry, submitting what is queued when the ring is full; NULL when even
  * that fails. */
@@ -76,7 +80,6 @@ int concur__loop_ring(concur__loop *l, bool poll)
          * ordinary ring below. */
         struct io_uring_params pa = {.flags = IORING_SETUP_SQPOLL, .sq_thread_idle = SQ_IDLE_MS};
         rc = io_uring_queue_init_params(RING_ENTRIES, &r->u, &pa);
-        r->polled = rc == 0;
     }
     /* Completions are handled when the loop enters the kernel anyway: no interrupting IPI
      * for them (COOP_TASKRUN, 5.19). Older kernels refuse the flag: no flags then. */
@@ -101,14 +104,7 @@ int concur__loop_ring(concur__loop *l, bool poll)
 
 bool concur__loop_ring_polled(const concur__loop *l)
 {
-    return l->ring && l->ring->polled;
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return l->ring && polled(l->ring);
 }
 
 /* A polled ring: submits what is queued (the kernel thread takes it; no system call unless
@@ -118,16 +114,12 @@ static bool poll_completions(struct concur__ring *r, int ms)
 {
     (void)io_uring_submit(&r->u); /* a failure shows again at the wait that follows */
     uint64_t spin = ms >= 0 && (uint64_t)ms * 1000000u < POLL_NS ? (uint64_t)ms * 1000000u : POLL_NS;
-    uint64_t until = mono_ns() + spin;
+    uint64_t until = concur__mono_ns() + spin;
     for (unsigned i = 1;; i++) {
         if (io_uring_cq_ready(&r->u))
             return true;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
-        if (i % 64 == 0 && mono_ns() >= until)
+        concur__cpu_pause();
+        if (i % 64 == 0 && concur__mono_ns() >= until)
             return false;
     }
 }
@@ -187,7 +179,7 @@ int concur__ring_wait(struct concur__ring *r, int ep, int ms, concur__event *ev,
         }
     }
     int rc;
-    if (r->polled && ms != 0 && poll_completions(r, ms)) {
+    if (polled(r) && ms != 0 && poll_completions(r, ms)) {
         rc = 0; /* completions are there: no need to enter the kernel */
     } else if (ms == 0) {
         rc = io_uring_submit_and_get_events(&r->u);
